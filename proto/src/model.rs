@@ -1,0 +1,362 @@
+//! Validated model types shared by coordinator, worker and CLI. Raw protobuf
+//! messages are checked here once, at the edge; code behind the edge relies on
+//! the guarantees these types document.
+use std::str::FromStr;
+
+use thiserror::Error;
+
+use crate::v1::{DumpFormat, DumpType};
+
+/// Why a value given by an operator or a peer was refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum InvalidInput {
+    #[error("invalid cron expression {expr:?}: {reason}")]
+    Cron { expr: String, reason: String },
+    #[error("pg_dump option {option:?} is not allowed: {reason}")]
+    DumpOption {
+        option: String,
+        reason: &'static str,
+    },
+    #[error("invalid {what} {value:?}: {reason}")]
+    Identifier {
+        what: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A five-field crontab expression (minute hour day-of-month month
+/// day-of-week), as operators write them, also accepting `@hourly`, `@daily`,
+/// `@weekly`, `@monthly` and `@yearly`. Kept in the operator's spelling;
+/// evaluated with the `cron` crate at second 0.
+#[derive(Debug, Clone)]
+pub struct CronExpr {
+    text: String,
+    schedule: cron::Schedule,
+}
+
+impl CronExpr {
+    pub fn parse(expr: &str) -> Result<Self, InvalidInput> {
+        let text = expr.split_whitespace().collect::<Vec<_>>().join(" ");
+        let invalid = |reason: String| InvalidInput::Cron {
+            expr: expr.to_string(),
+            reason,
+        };
+        let six_field = match text.as_str() {
+            "@hourly" => "0 0 * * * *".to_string(),
+            "@daily" | "@midnight" => "0 0 0 * * *".to_string(),
+            "@weekly" => "0 0 0 * * Sun".to_string(),
+            "@monthly" => "0 0 0 1 * *".to_string(),
+            "@yearly" | "@annually" => "0 0 0 1 1 *".to_string(),
+            _ => {
+                let fields = text.split(' ').filter(|f| !f.is_empty()).count();
+                if fields != 5 {
+                    return Err(invalid(format!(
+                        "expected 5 fields (minute hour day-of-month month day-of-week), found {fields}"
+                    )));
+                }
+                // Crontab numbers Sunday 0 (and 7); the cron crate numbers it 1.
+                let mut parts: Vec<String> = text.split(' ').map(str::to_string).collect();
+                parts[4] = crontab_weekdays(&parts[4]).map_err(invalid)?;
+                format!("0 {}", parts.join(" "))
+            }
+        };
+        let schedule = cron::Schedule::from_str(&six_field).map_err(|e| invalid(e.to_string()))?;
+        if schedule.upcoming(chrono::Utc).next().is_none() {
+            return Err(invalid("it never fires".to_string()));
+        }
+        Ok(Self { text, schedule })
+    }
+
+    /// The expression as the operator wrote it (whitespace normalised).
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The next firing strictly after `after`.
+    pub fn next_after<Tz: chrono::TimeZone>(
+        &self,
+        after: &chrono::DateTime<Tz>,
+    ) -> Option<chrono::DateTime<Tz>> {
+        self.schedule.after(after).next()
+    }
+}
+
+/// Maps crontab day-of-week numbers (0-7, Sunday = 0 or 7) to names, which the
+/// cron crate reads unambiguously. Names, `*` and `?` pass through.
+fn crontab_weekdays(field: &str) -> Result<String, String> {
+    const NAMES: [&str; 8] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    let map_num = |s: &str| -> Result<String, String> {
+        match s.parse::<usize>() {
+            Ok(n) if n <= 7 => Ok(NAMES[n].to_string()),
+            Ok(n) => Err(format!("day-of-week {n} is out of range 0-7")),
+            Err(_) => Ok(s.to_string()),
+        }
+    };
+    let mut out = Vec::new();
+    for item in field.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((r, s)) => (r, Some(s)),
+            None => (item, None),
+        };
+        let mapped = match range.split_once('-') {
+            Some((a, b)) => format!("{}-{}", map_num(a)?, map_num(b)?),
+            None => map_num(range)?,
+        };
+        out.push(match step {
+            Some(s) => format!("{mapped}/{s}"),
+            None => mapped,
+        });
+    }
+    Ok(out.join(","))
+}
+
+/// Checks extra pg_dump arguments of a job. Options that would defeat the
+/// store or that pgsnapman sets itself are refused: the output target and
+/// format, compression, connection and password options, and `-j` (use the
+/// job's `parallel_jobs`).
+pub fn validate_dump_options(options: &[String]) -> Result<(), InvalidInput> {
+    // (short, long, reason)
+    const FORBIDDEN: &[(&str, &str, &str)] = &[
+        ("-f", "--file", "pgsnapman chooses where the dump goes"),
+        ("-F", "--format", "set the job's format instead"),
+        (
+            "-Z",
+            "--compress",
+            "dumps are taken uncompressed so that the store can deduplicate them",
+        ),
+        ("-j", "--jobs", "set the job's parallel_jobs instead"),
+        ("-d", "--dbname", "the job names the database"),
+        ("-h", "--host", "the instance gives the host"),
+        ("-p", "--port", "the instance gives the port"),
+        ("-U", "--username", "the instance gives the user"),
+        (
+            "-W",
+            "--password",
+            "passwords come from the instance or the worker's password file",
+        ),
+        ("-w", "--no-password", "pgsnapman sets it"),
+        ("-n", "--schema", "set the job's schema instead"),
+        ("-s", "--schema-only", "choose the SCHEMA dump type instead"),
+        ("-V", "--version", "not a dump option"),
+        ("-?", "--help", "not a dump option"),
+    ];
+    for option in options {
+        if option.is_empty() || option.contains('\0') || option.contains('\n') {
+            return Err(InvalidInput::DumpOption {
+                option: option.clone(),
+                reason: "empty or containing a NUL or newline",
+            });
+        }
+        if !option.starts_with('-') {
+            return Err(InvalidInput::DumpOption {
+                option: option.clone(),
+                reason: "give each option with its value attached (--opt=value)",
+            });
+        }
+        for (short, long, reason) in FORBIDDEN {
+            let long_hit = option == long || option.starts_with(&format!("{long}="));
+            // Short options may carry their value attached (-Z0, -fout).
+            let short_hit = !option.starts_with("--") && option.starts_with(short);
+            if long_hit || short_hit {
+                return Err(InvalidInput::DumpOption {
+                    option: option.clone(),
+                    reason,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks a database, schema or role name. Postgres allows almost anything in a
+/// quoted identifier; we refuse only what cannot be passed safely: empty names,
+/// NUL bytes, and names longer than Postgres keeps (63 bytes).
+pub fn validate_identifier(what: &'static str, value: &str) -> Result<(), InvalidInput> {
+    let invalid = |reason| InvalidInput::Identifier {
+        what,
+        value: value.to_string(),
+        reason,
+    };
+    if value.is_empty() {
+        return Err(invalid("must not be empty"));
+    }
+    if value.contains('\0') {
+        return Err(invalid("must not contain a NUL byte"));
+    }
+    if value.len() > 63 {
+        return Err(invalid(
+            "longer than 63 bytes, which Postgres would truncate",
+        ));
+    }
+    Ok(())
+}
+
+/// A worker name: 1-128 characters of letters, digits, `.`, `-` and `_`
+/// (host names fit), since it will also be the certificate's name.
+pub fn validate_worker_name(name: &str) -> Result<(), InvalidInput> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidInput::Identifier {
+            what: "worker name",
+            value: name.to_string(),
+            reason: "use 1-128 letters, digits, '.', '-' or '_'",
+        })
+    }
+}
+
+impl DumpType {
+    /// True for types dumped with pg_dumpall, which need no database.
+    pub fn is_cluster_wide(self) -> bool {
+        matches!(
+            self,
+            DumpType::Cluster | DumpType::ClusterSchema | DumpType::Globals
+        )
+    }
+
+    /// The format used when a job does not choose one.
+    pub fn default_format(self) -> DumpFormat {
+        if self.is_cluster_wide() {
+            DumpFormat::Plain
+        } else {
+            DumpFormat::Custom
+        }
+    }
+
+    /// Upper-case name as in the catalog (FULL, SCHEMA, …).
+    pub fn label(self) -> &'static str {
+        match self {
+            DumpType::Unspecified => "UNSPECIFIED",
+            DumpType::Full => "FULL",
+            DumpType::Schema => "SCHEMA",
+            DumpType::Cluster => "CLUSTER",
+            DumpType::ClusterSchema => "CLUSTER_SCHEMA",
+            DumpType::Globals => "GLOBALS",
+            DumpType::Script => "SCRIPT",
+        }
+    }
+
+    pub fn from_label(s: &str) -> Option<Self> {
+        Some(match s.to_ascii_uppercase().as_str() {
+            "FULL" => DumpType::Full,
+            "SCHEMA" => DumpType::Schema,
+            "CLUSTER" => DumpType::Cluster,
+            "CLUSTER_SCHEMA" => DumpType::ClusterSchema,
+            "GLOBALS" => DumpType::Globals,
+            "SCRIPT" => DumpType::Script,
+            _ => return None,
+        })
+    }
+}
+
+impl DumpFormat {
+    pub fn label(self) -> &'static str {
+        match self {
+            DumpFormat::Unspecified => "UNSPECIFIED",
+            DumpFormat::Custom => "CUSTOM",
+            DumpFormat::Directory => "DIRECTORY",
+            DumpFormat::Plain => "PLAIN",
+        }
+    }
+
+    pub fn from_label(s: &str) -> Option<Self> {
+        Some(match s.to_ascii_uppercase().as_str() {
+            "CUSTOM" => DumpFormat::Custom,
+            "DIRECTORY" => DumpFormat::Directory,
+            "PLAIN" => DumpFormat::Plain,
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn cron_accepts_crontab_syntax_and_fires_at_minute_boundaries() {
+        let c = CronExpr::parse("*/15  2 * * *").unwrap();
+        assert_eq!(c.as_str(), "*/15 2 * * *");
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 2, 7, 30).unwrap();
+        let next = c.next_after(&t).unwrap();
+        assert_eq!(next, Utc.with_ymd_and_hms(2026, 1, 1, 2, 15, 0).unwrap());
+    }
+
+    #[test]
+    fn cron_sunday_is_zero_and_seven() {
+        // 2026-01-04 is a Sunday.
+        let sat = Utc.with_ymd_and_hms(2026, 1, 3, 12, 0, 0).unwrap();
+        let want = Utc.with_ymd_and_hms(2026, 1, 4, 3, 0, 0).unwrap();
+        for e in ["0 3 * * 0", "0 3 * * 7", "0 3 * * Sun"] {
+            assert_eq!(
+                CronExpr::parse(e).unwrap().next_after(&sat).unwrap(),
+                want,
+                "{e}"
+            );
+        }
+        let weekdays = CronExpr::parse("30 1 * * 1-5").unwrap();
+        assert_eq!(
+            weekdays.next_after(&sat).unwrap(),
+            Utc.with_ymd_and_hms(2026, 1, 5, 1, 30, 0).unwrap()
+        );
+    }
+
+    #[test]
+    fn cron_rejects_garbage_with_a_reason() {
+        for bad in [
+            "",
+            "* * *",
+            "61 * * * *",
+            "* * * * 8",
+            "hello world a b c",
+            "0 0 31 2 *",
+        ] {
+            let err = CronExpr::parse(bad).unwrap_err();
+            assert!(matches!(err, InvalidInput::Cron { .. }), "{bad}: {err}");
+        }
+        assert!(CronExpr::parse("@daily").is_ok());
+    }
+
+    #[test]
+    fn dump_options_defeating_the_store_are_refused() {
+        for bad in [
+            "-Z9",
+            "--compress=5",
+            "-Fp",
+            "--format=d",
+            "-f/tmp/x",
+            "--file=x",
+            "-j4",
+            "--password",
+        ] {
+            let err = validate_dump_options(&[bad.to_string()]).unwrap_err();
+            assert!(matches!(err, InvalidInput::DumpOption { .. }), "{bad}");
+        }
+        validate_dump_options(&[
+            "--no-comments".into(),
+            "--exclude-table=audit.*".into(),
+            "--lock-wait-timeout=30s".into(),
+        ])
+        .unwrap();
+        assert!(validate_dump_options(&["value-without-dash".into()]).is_err());
+    }
+
+    #[test]
+    fn identifiers_allow_odd_names_but_not_nul_or_overlong() {
+        validate_identifier("database", "My \"odd\" db.name ünï").unwrap();
+        assert!(validate_identifier("database", "").is_err());
+        assert!(validate_identifier("database", "a\0b").is_err());
+        assert!(validate_identifier("database", &"x".repeat(64)).is_err());
+        validate_worker_name("worker-1.example.com").unwrap();
+        assert!(validate_worker_name("bad name").is_err());
+    }
+}
