@@ -1,0 +1,305 @@
+//! The real coordinator and worker binaries run as child processes, each in
+//! its own directory, configured through environment variables and logging to
+//! a file. Readiness is polled against a deadline; on a test failure the tail
+//! of every log is printed.
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use pgsnapman_proto::v1::admin_service_client::AdminServiceClient;
+use pgsnapman_proto::v1::{ListWorkersRequest, Worker as WorkerInfo};
+use tonic::transport::Channel;
+
+use crate::logs;
+
+/// A child process with its log file.
+pub struct Process {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Process {
+    fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Result<Self> {
+        let file = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .env("NO_COLOR", "1")
+            .env("RUST_BACKTRACE", "1")
+            .spawn()
+            .with_context(|| format!("spawn {name}"))?;
+        Ok(Self {
+            name: name.to_string(),
+            child: Some(child),
+            log,
+        })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    fn signal(&self, sig: Signal) {
+        if let Some(pid) = self.pid() {
+            let _ = kill(Pid::from_raw(pid as i32), sig);
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit status.
+    pub async fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        self.signal(Signal::SIGTERM);
+        self.wait_exit(timeout).await
+    }
+
+    /// SIGKILL, as a crash would; waits for the process to be gone.
+    pub async fn kill9(&mut self) -> Result<ExitStatus> {
+        self.signal(Signal::SIGKILL);
+        self.wait_exit(Duration::from_secs(10)).await
+    }
+
+    async fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let Some(child) = self.child.as_mut() else {
+            bail!("{} is not running", self.name);
+        };
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not exit within {timeout:?}", self.name);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, then asserts a clean exit with status 0.
+    pub async fn stop_clean(&mut self) {
+        let status = self
+            .terminate(Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", logs::tail(&self.log, 40)));
+        assert!(
+            status.success(),
+            "{} exited with {status} after SIGTERM\n{}",
+            self.name,
+            logs::tail(&self.log, 40)
+        );
+    }
+
+    /// Fails the test if the log holds an ERROR line not matching `allowed`.
+    pub fn assert_no_unexpected_errors(&self, allowed: &[&str]) {
+        let bad = logs::unexpected_errors(&self.log, allowed);
+        assert!(
+            bad.is_empty(),
+            "unexpected ERROR lines in the {} log:\n{}",
+            self.name,
+            bad.join("\n")
+        );
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            logs::print_tails(&[(self.name.clone(), self.log.clone())]);
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CoordinatorOptions {
+    /// Catalog URL; `None` uses the embedded catalog cluster.
+    pub catalog_url: Option<String>,
+    /// Listen address; default `127.0.0.1:0`.
+    pub listen: Option<String>,
+    /// Data directory; default a fresh temporary one.
+    pub data_dir: Option<PathBuf>,
+    /// Extra `PGSNAPMAN_*` settings.
+    pub env: Vec<(String, String)>,
+}
+
+pub struct Coordinator {
+    pub process: Process,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Short timings so that lease expiry and polling show up within a test.
+const TEST_LEASE_ENV: &[(&str, &str)] = &[
+    ("PGSNAPMAN_LEASE__TTL", "6s"),
+    ("PGSNAPMAN_LEASE__POLL_INTERVAL", "200ms"),
+    ("PGSNAPMAN_LEASE__REAP_INTERVAL", "1s"),
+    ("PGSNAPMAN_LEASE__KEEPALIVE_INTERVAL", "1s"),
+];
+
+impl Coordinator {
+    pub async fn start(opts: CoordinatorOptions) -> Result<Self> {
+        let (dir, data_dir) = match &opts.data_dir {
+            Some(d) => (None, d.clone()),
+            None => {
+                let dir = crate::shared_tempdir("pgsnapman-coord-");
+                let data = dir.path().join("data");
+                (Some(dir), data)
+            }
+        };
+        std::fs::create_dir_all(&data_dir)?;
+        let ready = data_dir.join(format!("ready-{}", uuid::Uuid::new_v4()));
+        let log = data_dir.join(format!("coordinator-{}.log", uuid::Uuid::new_v4()));
+        let mut cmd = Command::new(crate::binary("pgsnapman-coordinator"));
+        cmd.env("RUST_LOG", "info,pgsnapman_coordinator=debug")
+            .env(
+                "PGSNAPMAN_SERVER__LISTEN",
+                opts.listen.as_deref().unwrap_or("127.0.0.1:0"),
+            )
+            .env("PGSNAPMAN_SERVER__READY_FILE", &ready)
+            .env("PGSNAPMAN_COORDINATOR__DATA_DIR", &data_dir);
+        if let Some(url) = &opts.catalog_url {
+            cmd.env("PGSNAPMAN_CATALOG__URL", url);
+        }
+        for (k, v) in TEST_LEASE_ENV {
+            cmd.env(k, v);
+        }
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let mut process = Process::spawn("coordinator", cmd, log)?;
+        // The embedded catalog runs initdb on first start: allow for it.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let addr = loop {
+            if let Ok(text) = std::fs::read_to_string(&ready) {
+                if text.ends_with('\n') {
+                    break text.trim().to_string();
+                }
+            }
+            if !process.is_running() {
+                bail!(
+                    "coordinator exited before it was ready:\n{}",
+                    logs::tail(process.log_path(), 40)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "coordinator not ready after 120s:\n{}",
+                    logs::tail(process.log_path(), 40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        Ok(Self {
+            process,
+            addr,
+            data_dir,
+            _dir: dir,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn admin(&self) -> Result<AdminServiceClient<Channel>> {
+        let channel = Channel::from_shared(self.url())?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .with_context(|| format!("connect to {}", self.url()))?;
+        Ok(AdminServiceClient::new(channel))
+    }
+
+    /// Polls until the named worker is registered and connected.
+    pub async fn wait_worker_connected(&self, name: &str) -> WorkerInfo {
+        let name = name.to_string();
+        crate::wait::until(
+            &format!("worker {name} to connect to {}", self.addr),
+            Duration::from_secs(60),
+            || {
+                let name = name.clone();
+                async move {
+                    let mut admin = self.admin().await.ok()?;
+                    let workers = admin
+                        .list_workers(ListWorkersRequest {})
+                        .await
+                        .ok()?
+                        .into_inner()
+                        .workers;
+                    workers.into_iter().find(|w| w.name == name && w.connected)
+                }
+            },
+        )
+        .await
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct WorkerOptions {
+    pub name: String,
+    pub coordinator_url: String,
+    /// Data directory; default a fresh temporary one.
+    pub data_dir: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+}
+
+pub struct Worker {
+    pub process: Process,
+    pub name: String,
+    pub data_dir: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Worker {
+    /// Starts the worker; it connects on its own (use
+    /// `Coordinator::wait_worker_connected`).
+    pub fn start(opts: WorkerOptions) -> Result<Self> {
+        let (dir, data_dir) = match &opts.data_dir {
+            Some(d) => (None, d.clone()),
+            None => {
+                let dir = crate::shared_tempdir("pgsnapman-worker-");
+                let data = dir.path().join("data");
+                (Some(dir), data)
+            }
+        };
+        std::fs::create_dir_all(&data_dir)?;
+        let log = data_dir.join(format!("worker-{}.log", uuid::Uuid::new_v4()));
+        let mut cmd = Command::new(crate::binary("pgsnapman-worker"));
+        cmd.env("RUST_LOG", "info,pgsnapman_worker=debug")
+            .env("PGSNAPMAN_WORKER__NAME", &opts.name)
+            .env("PGSNAPMAN_WORKER__DATA_DIR", &data_dir)
+            .env("PGSNAPMAN_COORDINATOR__URL", &opts.coordinator_url)
+            .env("PGSNAPMAN_COORDINATOR__BACKOFF_MAX", "1s")
+            .env("PGSNAPMAN_DUMP__KILL_GRACE_PERIOD", "3s");
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let process = Process::spawn(&format!("worker {}", opts.name), cmd, log)?;
+        Ok(Self {
+            process,
+            name: opts.name,
+            data_dir,
+            _dir: dir,
+        })
+    }
+}

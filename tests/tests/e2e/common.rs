@@ -1,0 +1,193 @@
+//! Set-up shared by the scenarios: a catalog cluster, a coordinator on it, a
+//! worker, a source cluster, and `pgsnap` helpers that return created ids.
+use std::time::Duration;
+
+use pgsnapman_tests::{
+    Coordinator, CoordinatorOptions, PgCluster, Pgsnap, Worker, WorkerOptions, wait,
+};
+use serde_json::Value;
+
+pub const PG_MAJOR: u32 = 15;
+
+/// A running system: catalog + coordinator + one worker (registered and
+/// connected) + one source cluster.
+pub struct Stack {
+    pub source: PgCluster,
+    pub worker: Worker,
+    pub coordinator: Coordinator,
+    pub _catalog: PgCluster,
+    pub cli: Pgsnap,
+}
+
+impl Stack {
+    pub async fn start(worker_name: &str) -> Stack {
+        let catalog = PgCluster::start(PG_MAJOR).expect("start catalog cluster");
+        let coordinator = Coordinator::start(CoordinatorOptions {
+            catalog_url: Some(catalog.url("postgres")),
+            ..Default::default()
+        })
+        .await
+        .expect("start coordinator");
+        let cli = Pgsnap::new(coordinator.url());
+        register_worker(&cli, worker_name);
+        let worker = Worker::start(WorkerOptions {
+            name: worker_name.to_string(),
+            coordinator_url: coordinator.url(),
+            ..Default::default()
+        })
+        .expect("start worker");
+        coordinator.wait_worker_connected(worker_name).await;
+        let source = PgCluster::start(PG_MAJOR).expect("start source cluster");
+        Stack {
+            source,
+            worker,
+            coordinator,
+            _catalog: catalog,
+            cli,
+        }
+    }
+
+    /// SIGTERM to worker and coordinator, both must exit 0, and neither log
+    /// may hold an ERROR line that the test did not expect.
+    pub async fn stop_clean(mut self, allowed_errors: &[&str]) {
+        self.worker.process.stop_clean().await;
+        self.coordinator.process.stop_clean().await;
+        self.worker.process.assert_no_unexpected_errors(allowed_errors);
+        self.coordinator
+            .process
+            .assert_no_unexpected_errors(allowed_errors);
+    }
+}
+
+pub fn register_worker(cli: &Pgsnap, name: &str) -> i64 {
+    let w = cli
+        .json(&["worker", "register", name])
+        .expect("register worker");
+    id_of(&w)
+}
+
+/// Adds an instance for `cluster` on 127.0.0.1 (password from `password`, fed
+/// on stdin) with `worker` as its default worker.
+pub fn add_instance(
+    cli: &Pgsnap,
+    name: &str,
+    port: u16,
+    worker: &str,
+    password: Option<&str>,
+) -> i64 {
+    let port = port.to_string();
+    let mut args = vec![
+        "instance", "add", "--name", name, "--host", "127.0.0.1", "--port", &port, "--user",
+        "postgres", "--worker", worker,
+    ];
+    let v = match password {
+        Some(pw) => {
+            args.push("--password-stdin");
+            cli.json_with_stdin(&args, &format!("{pw}\n"))
+        }
+        None => cli.json(&args),
+    }
+    .expect("add instance");
+    id_of(&v)
+}
+
+/// Adds a REPEAT FULL job for `database` that fires once a year (so only
+/// ad-hoc runs happen during a test).
+pub fn add_job(cli: &Pgsnap, instance: i64, database: &str) -> i64 {
+    let instance = instance.to_string();
+    let v = cli
+        .json(&[
+            "job",
+            "add",
+            "--instance",
+            &instance,
+            "--database",
+            database,
+            "--cron",
+            "0 3 1 1 *",
+        ])
+        .expect("add job");
+    id_of(&v)
+}
+
+pub fn id_of(v: &Value) -> i64 {
+    v["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no numeric id in {v}"))
+}
+
+/// Queues a dump of `job` and returns the task id.
+pub fn dump_now(cli: &Pgsnap, job: i64) -> i64 {
+    let t = cli
+        .json(&["dump", "now", &job.to_string()])
+        .expect("dump now");
+    id_of(&t)
+}
+
+/// Waits until a task is in a terminal state and returns it (JSON).
+pub async fn wait_task_done(cli: &Pgsnap, task: i64) -> Value {
+    wait::until(
+        &format!("task {task} to finish"),
+        Duration::from_secs(120),
+        || async move {
+            let t = cli.json(&["task", "show", &task.to_string()]).ok()?;
+            match t["state"].as_str() {
+                Some("SUCCEEDED" | "FAILED" | "CANCELLED") => Some(t),
+                _ => None,
+            }
+        },
+    )
+    .await
+}
+
+/// All catalog rows of a job.
+pub fn catalog_of_job(cli: &Pgsnap, job: i64) -> Vec<Value> {
+    let v = cli
+        .json(&["catalog", "list", "--job", &job.to_string()])
+        .expect("catalog list");
+    v.as_array().cloned().unwrap_or_default()
+}
+
+/// Command lines (argv joined by spaces) of every process on the machine.
+pub fn process_command_lines() -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(raw) = std::fs::read(entry.path().join("cmdline")) {
+            let cmd = raw
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ");
+            if !cmd.is_empty() {
+                out.push((pid, cmd));
+            }
+        }
+    }
+    out
+}
+
+/// Files under `dir` (recursively) whose name ends with `suffix`.
+pub fn files_with_suffix(dir: &std::path::Path, suffix: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().ends_with(suffix) {
+                found.push(p);
+            }
+        }
+    }
+    found
+}

@@ -1,0 +1,60 @@
+//! Without a catalog URL the coordinator creates, starts and stops its own
+//! catalog cluster under its data directory; data survives a restart.
+use std::os::unix::fs::PermissionsExt;
+
+use pgsnapman_tests::{Coordinator, CoordinatorOptions, PgCluster, Pgsnap, Worker, WorkerOptions};
+
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_catalog_is_created_used_and_stopped() {
+    let dir = pgsnapman_tests::shared_tempdir("pgsnapman-embedded-");
+    let data_dir = dir.path().join("coordinator");
+    let opts = CoordinatorOptions {
+        catalog_url: None,
+        data_dir: Some(data_dir.clone()),
+        ..Default::default()
+    };
+    let mut coordinator = Coordinator::start(opts.clone()).await.unwrap();
+    let cli = Pgsnap::new(coordinator.url());
+    register_worker(&cli, "w-emb");
+    let password_file = data_dir.join("catalog.password");
+    let mode = std::fs::metadata(&password_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "catalog password file is readable by others: {mode:o}");
+
+    // The whole flow works on the embedded catalog.
+    let mut worker = Worker::start(WorkerOptions {
+        name: "w-emb".into(),
+        coordinator_url: coordinator.url(),
+        ..Default::default()
+    })
+    .unwrap();
+    coordinator.wait_worker_connected("w-emb").await;
+    let source = PgCluster::start(PG_MAJOR).unwrap();
+    let inst = add_instance(&cli, "src", source.port, "w-emb", None);
+    let job = add_job(&cli, inst, "postgres");
+    let t = wait_task_done(&cli, dump_now(&cli, job)).await;
+    assert_eq!(t["state"], "SUCCEEDED", "{t}");
+    worker.process.stop_clean().await;
+
+    coordinator.process.stop_clean().await;
+    let catalog_dir = data_dir.join("catalog");
+    let running: Vec<_> = process_command_lines()
+        .into_iter()
+        .filter(|(_, c)| c.contains("postgres") && c.contains(&*catalog_dir.to_string_lossy()))
+        .collect();
+    assert!(running.is_empty(), "embedded catalog still running: {running:?}");
+
+    // Second start reuses the same catalog: the worker and the dump are there.
+    let mut again = Coordinator::start(opts).await.unwrap();
+    let cli = Pgsnap::new(again.url());
+    let workers = cli.json(&["worker", "list"]).unwrap();
+    assert!(
+        workers.as_array().unwrap().iter().any(|w| w["name"] == "w-emb"),
+        "{workers}"
+    );
+    assert_eq!(catalog_of_job(&cli, job).len(), 1);
+    again.process.stop_clean().await;
+    again.process.assert_no_unexpected_errors(&[]);
+    worker.process.assert_no_unexpected_errors(&[]);
+}

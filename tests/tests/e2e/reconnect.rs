@@ -1,0 +1,52 @@
+//! The coordinator restarts while a worker is connected: the worker reconnects
+//! by itself and the next task runs.
+use pgsnapman_tests::{Coordinator, CoordinatorOptions};
+
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_reconnects_after_coordinator_restart() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let catalog = pgsnapman_tests::PgCluster::start(PG_MAJOR).unwrap();
+    let opts = CoordinatorOptions {
+        catalog_url: Some(catalog.url("postgres")),
+        listen: Some(listen.clone()),
+        ..Default::default()
+    };
+    let mut coordinator = Coordinator::start(opts.clone()).await.unwrap();
+    let cli = pgsnapman_tests::Pgsnap::new(coordinator.url());
+    register_worker(&cli, "w-re");
+    let mut worker = pgsnapman_tests::Worker::start(pgsnapman_tests::WorkerOptions {
+        name: "w-re".into(),
+        coordinator_url: coordinator.url(),
+        ..Default::default()
+    })
+    .unwrap();
+    coordinator.wait_worker_connected("w-re").await;
+    let source = pgsnapman_tests::PgCluster::start(PG_MAJOR).unwrap();
+    let inst = add_instance(&cli, "src", source.port, "w-re", None);
+    let job = add_job(&cli, inst, "postgres");
+    let first = wait_task_done(&cli, dump_now(&cli, job)).await;
+    assert_eq!(first["state"], "SUCCEEDED", "{first}");
+
+    coordinator.process.stop_clean().await;
+    coordinator.process.assert_no_unexpected_errors(&[]);
+    // While it is down, the worker keeps running and retrying.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(worker.process.is_running(), "worker died with its coordinator");
+
+    let mut again = Coordinator::start(opts).await.unwrap();
+    // Queued right after the restart; only a reconnected worker can run it.
+    let second = wait_task_done(&cli, dump_now(&cli, job)).await;
+    assert_eq!(second["state"], "SUCCEEDED", "{second}");
+    assert_eq!(catalog_of_job(&cli, job).len(), 2);
+
+    worker.process.stop_clean().await;
+    again.process.stop_clean().await;
+    worker.process.assert_no_unexpected_errors(&[]);
+    again.process.assert_no_unexpected_errors(&[]);
+}
