@@ -9,7 +9,10 @@ pgsnapman_need_pkgs=()
 pgsnapman_have_pg() { compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null; }
 pgsnapman_have_pg || pgsnapman_need_pkgs+=(postgresql postgresql-contrib)
 command -v cc >/dev/null || pgsnapman_need_pkgs+=(build-essential)
-compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null || compgen -G "/usr/lib/*/libclang*.so*" >/dev/null || pgsnapman_need_pkgs+=(libclang-dev)
+pgsnapman_have_libclang() {
+  [ -n "${LIBCLANG_PATH:-}" ] || dpkg-query -W -f='${Status}' libclang-dev 2>/dev/null | grep -q "ok installed"
+}
+pgsnapman_have_libclang || pgsnapman_need_pkgs+=(libclang-dev)
 
 if ((${#pgsnapman_need_pkgs[@]})); then
   echo "pgsnapman: installing ${pgsnapman_need_pkgs[*]}" >&2

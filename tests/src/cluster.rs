@@ -129,7 +129,9 @@ impl PgCluster {
                 Err(e) => last_err = Some(e),
             }
         }
-        Err(last_err.expect("at least one attempt").context("start cluster"))
+        Err(last_err
+            .expect("at least one attempt")
+            .context("start cluster"))
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -156,9 +158,14 @@ impl PgCluster {
 
     fn initdb(&self) -> Result<()> {
         let mut cmd = self.server_cmd("initdb");
-        cmd.arg("-D")
-            .arg(self.data_dir())
-            .args(["--no-sync", "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8"]);
+        cmd.arg("-D").arg(self.data_dir()).args([
+            "--no-sync",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        ]);
         match &self.options.superuser_password {
             Some(pw) => {
                 let pwfile = self.dir.path().join("pwfile");
@@ -239,7 +246,11 @@ impl PgCluster {
             Some(pw) => format!("postgres:{pw}"),
             None => "postgres".to_string(),
         };
-        format!("postgres://{auth}@127.0.0.1:{}/{}", self.port, urlencode(database))
+        format!(
+            "postgres://{auth}@127.0.0.1:{}/{}",
+            self.port,
+            urlencode(database)
+        )
     }
 
     /// Runs SQL through psql over the Unix socket with ON_ERROR_STOP; returns
@@ -263,22 +274,34 @@ impl PgCluster {
     /// A psql command connected over the socket (trusted) as `postgres`.
     pub fn psql_cmd(&self, database: &str) -> Command {
         let mut cmd = Command::new(self.bindir.join("psql"));
-        cmd.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-U", "postgres"])
-            .arg("-h")
-            .arg(self.socket_dir())
-            .arg("-p")
-            .arg(self.port.to_string())
-            .arg("-d")
-            .arg(conninfo_dbname(database))
-            .env("PGCONNECT_TIMEOUT", "10")
-            .stdin(Stdio::null());
+        cmd.args([
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            "postgres",
+        ])
+        .arg("-h")
+        .arg(self.socket_dir())
+        .arg("-p")
+        .arg(self.port.to_string())
+        .arg("-d")
+        .arg(conninfo_dbname(database))
+        .env("PGCONNECT_TIMEOUT", "10")
+        .stdin(Stdio::null());
         cmd
     }
 
     /// Creates a database (any name) with `CREATE DATABASE`.
     pub fn create_database(&self, name: &str) -> Result<()> {
-        self.query("postgres", &format!("CREATE DATABASE {}", quote_ident(name)))
-            .map(|_| ())
+        self.query(
+            "postgres",
+            &format!("CREATE DATABASE {}", quote_ident(name)),
+        )
+        .map(|_| ())
     }
 }
 

@@ -24,7 +24,8 @@ pub struct Process {
 
 impl Process {
     fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Result<Self> {
-        let file = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let file =
+            std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
         let child = cmd
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)

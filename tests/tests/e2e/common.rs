@@ -52,7 +52,9 @@ impl Stack {
     pub async fn stop_clean(mut self, allowed_errors: &[&str]) {
         self.worker.process.stop_clean().await;
         self.coordinator.process.stop_clean().await;
-        self.worker.process.assert_no_unexpected_errors(allowed_errors);
+        self.worker
+            .process
+            .assert_no_unexpected_errors(allowed_errors);
         self.coordinator
             .process
             .assert_no_unexpected_errors(allowed_errors);
@@ -77,8 +79,18 @@ pub fn add_instance(
 ) -> i64 {
     let port = port.to_string();
     let mut args = vec![
-        "instance", "add", "--name", name, "--host", "127.0.0.1", "--port", &port, "--user",
-        "postgres", "--worker", worker,
+        "instance",
+        "add",
+        "--name",
+        name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--user",
+        "postgres",
+        "--worker",
+        worker,
     ];
     let v = match password {
         Some(pw) => {

@@ -52,7 +52,10 @@ async fn dump_now_records_a_complete_catalog_row() {
     assert_eq!(dump["database_bytes"].as_i64().unwrap(), db_size);
     let location = dump["location"].as_str().unwrap().to_string();
     let on_disk = std::fs::metadata(&location).unwrap().len();
-    assert!(on_disk > 100_000, "dump of 20000 rows is only {on_disk} bytes");
+    assert!(
+        on_disk > 100_000,
+        "dump of 20000 rows is only {on_disk} bytes"
+    );
     assert_eq!(dump["dump_bytes"].as_u64().unwrap(), on_disk);
     assert!(
         dump["client_version"]
@@ -68,7 +71,10 @@ async fn dump_now_records_a_complete_catalog_row() {
     stack.source.create_database(restored).unwrap();
     pg_restore(&stack.source, restored, &location);
     assert_eq!(
-        stack.source.query(restored, "SELECT count(*) FROM t").unwrap(),
+        stack
+            .source
+            .query(restored, "SELECT count(*) FROM t")
+            .unwrap(),
         "20000"
     );
     stack.stop_clean(&[]).await;
@@ -100,7 +106,11 @@ async fn odd_database_names_dump_correctly() {
     assert_eq!(t["state"], "SUCCEEDED", "{t}");
     let dump = stack
         .cli
-        .json(&["catalog", "show", &t["dump_id"].as_i64().unwrap().to_string()])
+        .json(&[
+            "catalog",
+            "show",
+            &t["dump_id"].as_i64().unwrap().to_string(),
+        ])
         .unwrap();
     assert_eq!(dump["database"].as_str().unwrap(), db);
 
@@ -111,7 +121,11 @@ async fn odd_database_names_dump_correctly() {
         .source
         .query(
             copy,
-            &format!("SELECT count(*) FROM {}.{}", quote_ident(schema), quote_ident(table)),
+            &format!(
+                "SELECT count(*) FROM {}.{}",
+                quote_ident(schema),
+                quote_ident(table)
+            ),
         )
         .unwrap();
     assert_eq!(count, "321");

@@ -19,8 +19,15 @@ async fn embedded_catalog_is_created_used_and_stopped() {
     let cli = Pgsnap::new(coordinator.url());
     register_worker(&cli, "w-emb");
     let password_file = data_dir.join("catalog.password");
-    let mode = std::fs::metadata(&password_file).unwrap().permissions().mode();
-    assert_eq!(mode & 0o077, 0, "catalog password file is readable by others: {mode:o}");
+    let mode = std::fs::metadata(&password_file)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "catalog password file is readable by others: {mode:o}"
+    );
 
     // The whole flow works on the embedded catalog.
     let mut worker = Worker::start(WorkerOptions {
@@ -43,14 +50,21 @@ async fn embedded_catalog_is_created_used_and_stopped() {
         .into_iter()
         .filter(|(_, c)| c.contains("postgres") && c.contains(&*catalog_dir.to_string_lossy()))
         .collect();
-    assert!(running.is_empty(), "embedded catalog still running: {running:?}");
+    assert!(
+        running.is_empty(),
+        "embedded catalog still running: {running:?}"
+    );
 
     // Second start reuses the same catalog: the worker and the dump are there.
     let mut again = Coordinator::start(opts).await.unwrap();
     let cli = Pgsnap::new(again.url());
     let workers = cli.json(&["worker", "list"]).unwrap();
     assert!(
-        workers.as_array().unwrap().iter().any(|w| w["name"] == "w-emb"),
+        workers
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["name"] == "w-emb"),
         "{workers}"
     );
     assert_eq!(catalog_of_job(&cli, job).len(), 1);

@@ -16,7 +16,10 @@ async fn tasks_queued_in_parallel_run_exactly_once() {
     let source = PgCluster::start(PG_MAJOR).unwrap();
     source.create_database("small").unwrap();
     source
-        .script("small", "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 1000) g;")
+        .script(
+            "small",
+            "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 1000) g;",
+        )
         .unwrap();
     let opts = || CoordinatorOptions {
         catalog_url: Some(catalog.url("postgres")),
@@ -63,7 +66,10 @@ async fn tasks_queued_in_parallel_run_exactly_once() {
     // Exactly one catalog row per task, and exactly TASKS archives on disk.
     let rows = catalog_of_job(&cli_b, job);
     assert_eq!(rows.len(), TASKS, "{rows:#?}");
-    let row_tasks: BTreeSet<i64> = rows.iter().map(|r| r["task_id"].as_i64().unwrap()).collect();
+    let row_tasks: BTreeSet<i64> = rows
+        .iter()
+        .map(|r| r["task_id"].as_i64().unwrap())
+        .collect();
     assert_eq!(row_tasks, tasks);
     let archives = files_with_suffix(&w1.data_dir, ".dump").len()
         + files_with_suffix(&w2.data_dir, ".dump").len();

@@ -95,7 +95,11 @@ async fn wrong_password_and_unreachable_host_fail_clearly() {
         stack.coordinator.process.log_path(),
     ] {
         let text = std::fs::read_to_string(log).unwrap();
-        assert!(!text.contains(SECRET) && !text.contains(WRONG), "password in {}", log.display());
+        assert!(
+            !text.contains(SECRET) && !text.contains(WRONG),
+            "password in {}",
+            log.display()
+        );
     }
     stack.stop_clean(&[]).await;
 }
@@ -108,20 +112,54 @@ async fn invalid_input_and_unknown_ids_are_clear_errors() {
 
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
-            vec!["job", "add", "--instance", &i, "--database", "postgres", "--cron", "61 * * * *"],
+            vec![
+                "job",
+                "add",
+                "--instance",
+                &i,
+                "--database",
+                "postgres",
+                "--cron",
+                "61 * * * *",
+            ],
             "cron",
         ),
         (
-            vec!["job", "add", "--instance", &i, "--database", "postgres", "--cron", "every day"],
+            vec![
+                "job",
+                "add",
+                "--instance",
+                &i,
+                "--database",
+                "postgres",
+                "--cron",
+                "every day",
+            ],
             "cron",
         ),
         (
-            vec!["job", "add", "--instance", "98765", "--database", "postgres", "--cron", "0 1 * * *"],
+            vec![
+                "job",
+                "add",
+                "--instance",
+                "98765",
+                "--database",
+                "postgres",
+                "--cron",
+                "0 1 * * *",
+            ],
             "98765",
         ),
         (
             vec![
-                "job", "add", "--instance", &i, "--database", "postgres", "--cron", "0 1 * * *",
+                "job",
+                "add",
+                "--instance",
+                &i,
+                "--database",
+                "postgres",
+                "--cron",
+                "0 1 * * *",
                 "--option=-Z9",
             ],
             "-Z9",
@@ -142,19 +180,25 @@ async fn invalid_input_and_unknown_ids_are_clear_errors() {
         let lines: Vec<&str> = run.stderr.lines().collect();
         assert_eq!(lines.len(), 1, "{args:?}: one line expected: {run:?}");
         assert!(lines[0].starts_with("pgsnap: "), "{args:?}: {run:?}");
-        assert!(lines[0].contains(needle), "{args:?}: reason should name {needle:?}: {run:?}");
+        assert!(
+            lines[0].contains(needle),
+            "{args:?}: reason should name {needle:?}: {run:?}"
+        );
     }
 
     // Halted instance: dump now is refused with a reason.
     let job = add_job(&stack.cli, inst, "postgres");
     assert!(stack.cli.run(&["instance", "halt", &i]).unwrap().success());
-    let run = stack
-        .cli
-        .run(&["dump", "now", &job.to_string()])
-        .unwrap();
+    let run = stack.cli.run(&["dump", "now", &job.to_string()]).unwrap();
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.to_lowercase().contains("halted"), "{run:?}");
-    assert!(stack.cli.run(&["instance", "resume", &i]).unwrap().success());
+    assert!(
+        stack
+            .cli
+            .run(&["instance", "resume", &i])
+            .unwrap()
+            .success()
+    );
 
     // An instance used by a job cannot be removed.
     let run = stack.cli.run(&["instance", "remove", &i]).unwrap();

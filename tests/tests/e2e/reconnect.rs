@@ -37,7 +37,10 @@ async fn worker_reconnects_after_coordinator_restart() {
     coordinator.process.assert_no_unexpected_errors(&[]);
     // While it is down, the worker keeps running and retrying.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    assert!(worker.process.is_running(), "worker died with its coordinator");
+    assert!(
+        worker.process.is_running(),
+        "worker died with its coordinator"
+    );
 
     let mut again = Coordinator::start(opts).await.unwrap();
     // Queued right after the restart; only a reconnected worker can run it.

@@ -16,7 +16,10 @@ async fn sigterm_during_a_dump_leaves_no_process_and_no_success() {
     stack.source.create_database(db).unwrap();
     stack
         .source
-        .script(db, "CREATE TABLE held AS SELECT g AS id FROM generate_series(1, 100) g;")
+        .script(
+            db,
+            "CREATE TABLE held AS SELECT g AS id FROM generate_series(1, 100) g;",
+        )
         .unwrap();
     // A session holding an ACCESS EXCLUSIVE lock makes pg_dump wait inside
     // its run for as long as we like.
@@ -76,7 +79,10 @@ async fn sigterm_during_a_dump_leaves_no_process_and_no_success() {
         .into_iter()
         .filter(|(_, c)| c.contains("pg_dump") && c.contains(db))
         .collect();
-    assert!(left.is_empty(), "orphan pg_dump after worker shutdown: {left:?}");
+    assert!(
+        left.is_empty(),
+        "orphan pg_dump after worker shutdown: {left:?}"
+    );
     let t = stack
         .cli
         .json(&["task", "show", &task.to_string()])
