@@ -1,1 +1,12 @@
-//! placeholder
+//! The pgsnapman coordinator: owns the catalog (Postgres through sqlx), serves
+//! the Admin service to `pgsnap` and the Worker service to workers, leases
+//! ad-hoc tasks and applies the events workers upload.
+
+pub mod admin;
+pub mod catalog;
+pub mod config;
+pub mod embedded;
+pub mod error;
+pub mod link;
+pub mod rows;
+pub mod server;

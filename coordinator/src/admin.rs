@@ -1,0 +1,175 @@
+//! The Admin service (used by `pgsnap`): thin handlers over the catalog.
+use pgsnapman_proto::v1;
+use pgsnapman_proto::v1::admin_service_server::AdminService;
+use tonic::{Request, Response, Status};
+
+use crate::catalog::Catalog;
+use crate::rows;
+
+pub struct Admin {
+    pub catalog: Catalog,
+}
+
+type R<T> = Result<Response<T>, Status>;
+
+fn ok<T>(v: T) -> R<T> {
+    Ok(Response::new(v))
+}
+
+#[tonic::async_trait]
+impl AdminService for Admin {
+    async fn register_worker(&self, req: Request<v1::RegisterWorkerRequest>) -> R<v1::Worker> {
+        let w = self.catalog.register_worker(&req.into_inner().name).await?;
+        tracing::info!(worker = %w.name, id = w.id, "worker registered");
+        ok(w.to_proto())
+    }
+
+    async fn list_workers(&self, _: Request<v1::ListWorkersRequest>) -> R<v1::ListWorkersResponse> {
+        let workers = self.catalog.list_workers().await?;
+        ok(v1::ListWorkersResponse {
+            workers: workers.iter().map(rows::WorkerRow::to_proto).collect(),
+        })
+    }
+
+    async fn get_worker(&self, req: Request<v1::WorkerRef>) -> R<v1::Worker> {
+        let r = req.into_inner();
+        match self.catalog.worker_ref(Some(&r)).await? {
+            Some(w) => ok(w.to_proto()),
+            None => Err(Status::invalid_argument("name the worker by id or name")),
+        }
+    }
+
+    async fn set_worker_status(&self, req: Request<v1::SetWorkerStatusRequest>) -> R<v1::Worker> {
+        let req = req.into_inner();
+        let status = rows::status_label(req.status)?;
+        let w = self
+            .catalog
+            .worker_ref(req.worker.as_ref())
+            .await?
+            .ok_or_else(|| Status::invalid_argument("name the worker by id or name"))?;
+        let w = self.catalog.set_worker_status(w.id, status).await?;
+        tracing::info!(worker = %w.name, status, "worker status changed");
+        ok(w.to_proto())
+    }
+
+    async fn add_instance(&self, req: Request<v1::AddInstanceRequest>) -> R<v1::Instance> {
+        let i = self.catalog.add_instance(&req.into_inner()).await?;
+        tracing::info!(instance = %i.name, id = i.id, "instance added");
+        ok(i.to_proto())
+    }
+
+    async fn list_instances(
+        &self,
+        _: Request<v1::ListInstancesRequest>,
+    ) -> R<v1::ListInstancesResponse> {
+        let list = self.catalog.list_instances().await?;
+        ok(v1::ListInstancesResponse {
+            instances: list.iter().map(rows::InstanceRow::to_proto).collect(),
+        })
+    }
+
+    async fn get_instance(&self, req: Request<v1::IdRequest>) -> R<v1::Instance> {
+        ok(self.catalog.instance(req.into_inner().id).await?.to_proto())
+    }
+
+    async fn update_instance(&self, req: Request<v1::UpdateInstanceRequest>) -> R<v1::Instance> {
+        let i = self.catalog.update_instance(&req.into_inner()).await?;
+        tracing::info!(instance = %i.name, id = i.id, "instance updated");
+        ok(i.to_proto())
+    }
+
+    async fn set_instance_status(&self, req: Request<v1::SetStatusRequest>) -> R<v1::Instance> {
+        let req = req.into_inner();
+        let status = rows::status_label(req.status)?;
+        let i = self.catalog.set_instance_status(req.id, status).await?;
+        tracing::info!(instance = %i.name, status, "instance status changed");
+        ok(i.to_proto())
+    }
+
+    async fn remove_instance(&self, req: Request<v1::IdRequest>) -> R<v1::Empty> {
+        let id = req.into_inner().id;
+        self.catalog.remove_instance(id).await?;
+        tracing::info!(id, "instance removed");
+        ok(v1::Empty {})
+    }
+
+    async fn add_dump_job(&self, req: Request<v1::AddDumpJobRequest>) -> R<v1::DumpJob> {
+        let j = self.catalog.add_job(&req.into_inner()).await?;
+        tracing::info!(job = j.id, worker = j.worker_id, "dump job added");
+        ok(j.to_proto())
+    }
+
+    async fn list_dump_jobs(
+        &self,
+        req: Request<v1::ListDumpJobsRequest>,
+    ) -> R<v1::ListDumpJobsResponse> {
+        let jobs = self.catalog.list_jobs(&req.into_inner()).await?;
+        ok(v1::ListDumpJobsResponse {
+            jobs: jobs.iter().map(rows::JobRow::to_proto).collect(),
+        })
+    }
+
+    async fn get_dump_job(&self, req: Request<v1::IdRequest>) -> R<v1::DumpJob> {
+        ok(self.catalog.job(req.into_inner().id).await?.to_proto())
+    }
+
+    async fn update_dump_job(&self, req: Request<v1::UpdateDumpJobRequest>) -> R<v1::DumpJob> {
+        let j = self.catalog.update_job(&req.into_inner()).await?;
+        tracing::info!(job = j.id, "dump job updated");
+        ok(j.to_proto())
+    }
+
+    async fn set_dump_job_status(&self, req: Request<v1::SetStatusRequest>) -> R<v1::DumpJob> {
+        let req = req.into_inner();
+        let status = rows::status_label(req.status)?;
+        let j = self.catalog.set_job_status(req.id, status).await?;
+        tracing::info!(job = j.id, status, "dump job status changed");
+        ok(j.to_proto())
+    }
+
+    async fn remove_dump_job(&self, req: Request<v1::IdRequest>) -> R<v1::Empty> {
+        let id = req.into_inner().id;
+        self.catalog.remove_job(id).await?;
+        tracing::info!(job = id, "dump job removed");
+        ok(v1::Empty {})
+    }
+
+    async fn list_dumps(&self, req: Request<v1::ListDumpsRequest>) -> R<v1::ListDumpsResponse> {
+        let dumps = self.catalog.list_dumps(&req.into_inner()).await?;
+        ok(v1::ListDumpsResponse {
+            dumps: dumps.iter().map(rows::DumpRow::to_proto).collect(),
+        })
+    }
+
+    async fn get_dump(&self, req: Request<v1::IdRequest>) -> R<v1::Dump> {
+        ok(self.catalog.dump(req.into_inner().id).await?.to_proto())
+    }
+
+    async fn list_messages(
+        &self,
+        req: Request<v1::ListMessagesRequest>,
+    ) -> R<v1::ListMessagesResponse> {
+        let msgs = self.catalog.list_messages(&req.into_inner()).await?;
+        ok(v1::ListMessagesResponse {
+            messages: msgs.iter().map(rows::MessageRow::to_proto).collect(),
+        })
+    }
+
+    async fn dump_now(&self, req: Request<v1::DumpNowRequest>) -> R<v1::Task> {
+        let job = req.into_inner().job_id;
+        let t = self.catalog.dump_now(job).await?;
+        tracing::info!(task = t.id, job, "dump queued");
+        ok(t.to_proto())
+    }
+
+    async fn get_task(&self, req: Request<v1::IdRequest>) -> R<v1::Task> {
+        ok(self.catalog.task(req.into_inner().id).await?.to_proto())
+    }
+
+    async fn list_tasks(&self, req: Request<v1::ListTasksRequest>) -> R<v1::ListTasksResponse> {
+        let tasks = self.catalog.list_tasks(&req.into_inner()).await?;
+        ok(v1::ListTasksResponse {
+            tasks: tasks.iter().map(rows::TaskRow::to_proto).collect(),
+        })
+    }
+}

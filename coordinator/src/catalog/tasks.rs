@@ -1,0 +1,212 @@
+//! The ad-hoc task queue: leased with a TTL through `FOR UPDATE SKIP LOCKED`,
+//! so any number of coordinators can share it; completion needs the current
+//! lease id, so a task completes exactly once.
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use pgsnapman_proto::v1;
+
+use super::Catalog;
+use crate::error::{ApiError, ApiResult};
+use crate::rows::{self, TASK_COLUMNS, TaskRow};
+
+/// A task just leased to a worker, with what it needs to run.
+pub struct Claimed {
+    pub task: TaskRow,
+    pub spec: v1::DumpSpec,
+}
+
+impl Catalog {
+    /// Queues a dump of the job on its worker. Refused while the job, its
+    /// instance or its worker is halted.
+    pub async fn dump_now(&self, job_id: i64) -> ApiResult<TaskRow> {
+        let job = self.job(job_id).await?;
+        let instance = self.instance(job.instance_id).await?;
+        let worker = self.worker_by_id(job.worker_id).await?;
+        if job.status == "HALTED" {
+            return Err(ApiError::Precondition(format!(
+                "dump job {job_id} is halted"
+            )));
+        }
+        if instance.status == "HALTED" {
+            return Err(ApiError::Precondition(format!(
+                "instance {} ({}) of dump job {job_id} is halted",
+                instance.id, instance.name
+            )));
+        }
+        if worker.status == "HALTED" {
+            return Err(ApiError::Precondition(format!(
+                "worker {} of dump job {job_id} is halted",
+                worker.name
+            )));
+        }
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO tasks (kind, worker_id, job_id, max_attempts) VALUES ('DUMP', $1, $2, $3) RETURNING id",
+        )
+        .bind(job.worker_id)
+        .bind(job_id)
+        .bind(self.max_attempts)
+        .fetch_one(&self.pool)
+        .await?;
+        self.task(id).await
+    }
+
+    pub async fn task(&self, id: i64) -> ApiResult<TaskRow> {
+        sqlx::query_as::<_, TaskRow>(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks t WHERE t.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("task {id} not found")))
+    }
+
+    pub async fn list_tasks(&self, req: &v1::ListTasksRequest) -> ApiResult<Vec<TaskRow>> {
+        let worker = self.worker_ref(req.worker.as_ref()).await?;
+        let mut q =
+            sqlx::QueryBuilder::new(format!("SELECT {TASK_COLUMNS} FROM tasks t WHERE true"));
+        if req.state != 0 {
+            q.push(" AND t.state = ")
+                .push_bind(rows::task_state_label(req.state)?);
+        }
+        if let Some(w) = worker {
+            q.push(" AND t.worker_id = ").push_bind(w.id);
+        }
+        if let Some(j) = req.job_id {
+            q.push(" AND t.job_id = ").push_bind(j);
+        }
+        q.push(" ORDER BY t.id DESC LIMIT ")
+            .push_bind(super::limit(req.limit));
+        Ok(q.build_query_as().fetch_all(&self.pool).await?)
+    }
+
+    /// Leases up to `n` queued tasks of an active worker whose job and
+    /// instance are active, oldest first.
+    pub async fn claim(&self, worker_id: i64, n: u32, ttl: Duration) -> ApiResult<Vec<Claimed>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        let tasks: Vec<TaskRow> = sqlx::query_as(&format!(
+            "WITH c AS ( \
+                 SELECT t.id FROM tasks t \
+                 JOIN workers w ON w.id = t.worker_id AND w.status = 'ACTIVE' \
+                 JOIN dump_jobs j ON j.id = t.job_id AND j.status = 'ACTIVE' \
+                 JOIN instances i ON i.id = j.instance_id AND i.status = 'ACTIVE' \
+                 WHERE t.worker_id = $1 AND t.state = 'QUEUED' AND t.kind = 'DUMP' \
+                 ORDER BY t.id LIMIT $2 FOR UPDATE OF t SKIP LOCKED) \
+             UPDATE tasks t SET state = 'LEASED', lease_id = gen_random_uuid(), \
+                 leased_until = now() + $3, attempts = t.attempts + 1, \
+                 started_at = COALESCE(t.started_at, now()) \
+             FROM c WHERE t.id = c.id RETURNING {TASK_COLUMNS}"
+        ))
+        .bind(worker_id)
+        .bind(i64::from(n))
+        .bind(ttl)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut out = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            let Some(job_id) = task.job_id else { continue };
+            let job = self.job(job_id).await?;
+            let instance = self.instance(job.instance_id).await?;
+            let spec = job.spec(&instance);
+            out.push(Claimed { task, spec });
+        }
+        Ok(out)
+    }
+
+    /// Gives back a lease that never reached the worker (the attempt is not
+    /// counted).
+    pub async fn release(&self, task_id: i64, lease_id: uuid::Uuid) -> ApiResult<()> {
+        sqlx::query(
+            "UPDATE tasks SET state = 'QUEUED', lease_id = NULL, leased_until = NULL, \
+             attempts = GREATEST(attempts - 1, 0) WHERE id = $1 AND lease_id = $2 AND state = 'LEASED'",
+        )
+        .bind(task_id)
+        .bind(lease_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Extends a lease; `None` if it is no longer the task's current lease.
+    pub async fn renew(
+        &self,
+        task_id: i64,
+        lease_id: uuid::Uuid,
+        ttl: Duration,
+    ) -> ApiResult<Option<DateTime<Utc>>> {
+        Ok(sqlx::query_scalar(
+            "UPDATE tasks SET leased_until = now() + $3 \
+             WHERE id = $1 AND lease_id = $2 AND state = 'LEASED' RETURNING leased_until",
+        )
+        .bind(task_id)
+        .bind(lease_id)
+        .bind(ttl)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn progress(
+        &self,
+        task_id: i64,
+        lease_id: uuid::Uuid,
+        p: &v1::Progress,
+    ) -> ApiResult<()> {
+        sqlx::query(
+            "UPDATE tasks SET progress_phase = $3, progress_done = $4, progress_total = $5 \
+             WHERE id = $1 AND lease_id = $2 AND state = 'LEASED'",
+        )
+        .bind(task_id)
+        .bind(lease_id)
+        .bind(&p.phase)
+        .bind(i64::try_from(p.bytes_done).unwrap_or(i64::MAX))
+        .bind(i64::try_from(p.bytes_total).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Returns expired leases to the queue, or fails tasks whose attempts
+    /// are used up. Returns how many leases expired.
+    pub async fn reap(&self) -> ApiResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let expired: Vec<(i64, i64, Option<i64>, String)> = sqlx::query_as(
+            "UPDATE tasks SET \
+                 state = CASE WHEN attempts >= max_attempts THEN 'FAILED' ELSE 'QUEUED' END, \
+                 finished_at = CASE WHEN attempts >= max_attempts THEN now() END, \
+                 error = CASE WHEN attempts >= max_attempts \
+                     THEN format('lease expired %s times: the worker stopped renewing it', attempts) \
+                     ELSE error END, \
+                 leased_until = NULL \
+             WHERE id IN (SELECT id FROM tasks WHERE state = 'LEASED' AND leased_until < now() \
+                          FOR UPDATE SKIP LOCKED) \
+             RETURNING id, worker_id, job_id, state",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for (id, worker, job, state) in &expired {
+            let (level, text) = if state == "FAILED" {
+                (
+                    v1::MessageLevel::Error,
+                    format!("task {id} failed: its lease expired and no attempts are left"),
+                )
+            } else {
+                (
+                    v1::MessageLevel::Warning,
+                    format!("task {id}: lease expired (worker silent); queued again"),
+                )
+            };
+            self.add_message(&mut *tx, level, "TASK", Some(*worker), *job, &text)
+                .await?;
+        }
+        // Sessions of coordinators that died without closing them.
+        sqlx::query("DELETE FROM worker_sessions WHERE stale_after < now() - interval '1 hour'")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(expired.len() as u64)
+    }
+}

@@ -1,0 +1,218 @@
+//! Coordinator configuration: built-in defaults, then an optional TOML file,
+//! then `PGSNAPMAN_*` environment variables (`__` separates section and key,
+//! e.g. `PGSNAPMAN_LEASE__TTL=30s`). See docs/configuration.md.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub coordinator: CoordinatorConfig,
+    pub catalog: CatalogConfig,
+    pub lease: LeaseConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the gRPC endpoint (Admin and Worker services).
+    pub listen: String,
+    /// Written with the bound address and a newline once the endpoint accepts
+    /// connections (for supervisors and tests).
+    pub ready_file: Option<PathBuf>,
+    /// PEM certificate chain and key: TLS on. Required off loopback.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// PEM CA bundle: client certificates required (mutual TLS).
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7431".into(),
+            ready_file: None,
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoordinatorConfig {
+    /// Holds the embedded catalog cluster (when `catalog.url` is empty).
+    pub data_dir: PathBuf,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("pgsnapman-coordinator"),
+        }
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogConfig {
+    /// `postgres://…` URL of the catalog database. Empty: the coordinator runs
+    /// its own cluster under `<data_dir>/catalog`.
+    pub url: String,
+    pub max_connections: u32,
+    /// OS user that owns and runs the embedded cluster when the coordinator
+    /// runs as root (Postgres refuses to run as root).
+    pub embedded_os_user: String,
+    /// Directory with initdb/pg_ctl for the embedded cluster; empty: the
+    /// newest under /usr/lib/postgresql/*/bin, else PATH.
+    pub pg_bin_dir: String,
+}
+
+impl std::fmt::Debug for CatalogConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CatalogConfig")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("embedded_os_user", &self.embedded_os_user)
+            .field("pg_bin_dir", &self.pg_bin_dir)
+            .finish()
+    }
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            max_connections: 16,
+            embedded_os_user: "postgres".into(),
+            pg_bin_dir: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaseConfig {
+    /// How long a task lease lasts without renewal.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// How often an open lease stream with credit looks for queued tasks.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// How often expired leases are returned to the queue.
+    #[serde(with = "humantime_serde")]
+    pub reap_interval: Duration,
+    /// Keepalive period on lease streams (both directions).
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// Leases a task may use before it fails for good.
+    pub max_attempts: u32,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(1),
+            reap_interval: Duration::from_secs(5),
+            keepalive_interval: Duration::from_secs(10),
+            max_attempts: 3,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults ← TOML file (if given) ← environment.
+    pub fn load(file: Option<&Path>) -> Result<Self> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                bail!("config file {} does not exist", path.display());
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig.merge(
+            Env::prefixed("PGSNAPMAN_")
+                .ignore(&["CONFIG"])
+                .split("__")
+                .lowercase(true),
+        );
+        let cfg: Config = fig.extract().context("invalid configuration")?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let addr: SocketAddr = self.server.listen.parse().with_context(|| {
+            format!(
+                "server.listen {:?} is not an address:port",
+                self.server.listen
+            )
+        })?;
+        if self.server.cert_file.is_some() != self.server.key_file.is_some() {
+            bail!("server.cert_file and server.key_file must be set together");
+        }
+        if self.server.cert_file.is_none() && !addr.ip().is_loopback() {
+            bail!(
+                "server.listen {addr} is not a loopback address: plaintext is accepted on loopback only; set server.cert_file and server.key_file"
+            );
+        }
+        if self.lease.ttl < Duration::from_secs(3) {
+            bail!("lease.ttl must be at least 3s");
+        }
+        if self.lease.keepalive_interval.is_zero() || self.lease.poll_interval.is_zero() {
+            bail!("lease.keepalive_interval and lease.poll_interval must be positive");
+        }
+        if self.lease.max_attempts == 0 {
+            bail!("lease.max_attempts must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// A catalog URL with its password replaced, for logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5/db"),
+            "postgres://u:***@h:5/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url(""), "");
+    }
+
+    #[test]
+    fn plaintext_off_loopback_is_refused() {
+        let mut cfg = Config::default();
+        cfg.server.listen = "0.0.0.0:7431".into();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("loopback"), "{err}");
+        cfg.server.listen = "[::1]:7431".into();
+        assert!(cfg.validate().is_ok());
+    }
+}

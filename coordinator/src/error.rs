@@ -1,0 +1,61 @@
+//! Errors of the Admin and Worker services and their gRPC status codes. Bad
+//! input names the offending value; internal faults are logged with a request
+//! id and answered with that id only.
+use pgsnapman_proto::model::InvalidInput;
+use tonic::Status;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Exists(String),
+    #[error("{0}")]
+    Precondition(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::Internal(anyhow::Error::new(e))
+    }
+}
+
+impl From<InvalidInput> for ApiError {
+    fn from(e: InvalidInput) -> Self {
+        ApiError::Invalid(e.to_string())
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::Invalid(m) => Status::invalid_argument(m),
+            ApiError::NotFound(m) => Status::not_found(m),
+            ApiError::Exists(m) => Status::already_exists(m),
+            ApiError::Precondition(m) => Status::failed_precondition(m),
+            ApiError::Internal(e) => {
+                let id = uuid::Uuid::new_v4();
+                tracing::error!(request_id = %id, "internal error: {e:#}");
+                Status::internal(format!(
+                    "internal error in the coordinator (request id {id}; details in its log)"
+                ))
+            }
+        }
+    }
+}
+
+/// True if the error is a violation of a unique constraint.
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
+}
+
+/// True if the error is a violation of a foreign key.
+pub fn is_fk_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23503"))
+}

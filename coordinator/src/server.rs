@@ -1,0 +1,170 @@
+//! Start-up and shutdown: catalog (embedded or external), the gRPC endpoint
+//! (TLS when configured, plaintext on loopback only), the lease reaper, and a
+//! clean stop on SIGTERM/SIGINT.
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use pgsnapman_proto::MAX_MESSAGE_BYTES;
+use pgsnapman_proto::v1::admin_service_server::AdminServiceServer;
+use pgsnapman_proto::v1::worker_service_server::WorkerServiceServer;
+use sqlx::postgres::PgConnectOptions;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::admin::Admin;
+use crate::catalog::Catalog;
+use crate::config::{Config, redact_url};
+use crate::embedded::EmbeddedCatalog;
+use crate::link::Link;
+
+pub async fn run(cfg: Config) -> Result<()> {
+    std::fs::create_dir_all(&cfg.coordinator.data_dir).with_context(|| {
+        format!(
+            "create coordinator.data_dir {}",
+            cfg.coordinator.data_dir.display()
+        )
+    })?;
+    let embedded = if cfg.catalog.url.is_empty() {
+        let data_dir = cfg.coordinator.data_dir.clone();
+        let catalog_cfg = cfg.catalog.clone();
+        Some(
+            tokio::task::spawn_blocking(move || EmbeddedCatalog::start(&data_dir, &catalog_cfg))
+                .await
+                .context("embedded catalog start-up panicked")??,
+        )
+    } else {
+        None
+    };
+    let result = serve(&cfg, embedded.as_ref()).await;
+    if let Some(e) = embedded {
+        let _ = tokio::task::spawn_blocking(move || e.stop()).await;
+    }
+    result
+}
+
+async fn serve(cfg: &Config, embedded: Option<&EmbeddedCatalog>) -> Result<()> {
+    let options: PgConnectOptions = match embedded {
+        Some(e) => e.catalog_options().await?,
+        None => cfg.catalog.url.parse().with_context(|| {
+            format!(
+                "catalog.url {} is not a valid Postgres URL",
+                redact_url(&cfg.catalog.url)
+            )
+        })?,
+    };
+    let catalog =
+        Catalog::open(options, cfg.catalog.max_connections, cfg.lease.max_attempts).await?;
+    tracing::info!("catalog ready (migrations applied)");
+
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    let reaper = {
+        let catalog = catalog.clone();
+        let every = cfg.lease.reap_interval;
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = tick.tick() => match catalog.reap().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::warn!(expired = n, "expired task leases reaped"),
+                        Err(e) => tracing::warn!("lease reaper: {e}"),
+                    },
+                }
+            }
+        })
+    };
+
+    let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
+        .await
+        .with_context(|| format!("listen on {}", cfg.server.listen))?;
+    let addr = listener.local_addr()?;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(30)));
+
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+    if let (Some(cert), Some(key)) = (&cfg.server.cert_file, &cfg.server.key_file) {
+        let cert = std::fs::read(cert).with_context(|| format!("read {}", cert.display()))?;
+        let key = std::fs::read(key).with_context(|| format!("read {}", key.display()))?;
+        let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+        if let Some(ca) = &cfg.server.client_ca_file {
+            let ca = std::fs::read(ca).with_context(|| format!("read {}", ca.display()))?;
+            tls = tls.client_ca_root(Certificate::from_pem(ca));
+        }
+        builder = builder.tls_config(tls).context("TLS configuration")?;
+    }
+    let admin = AdminServiceServer::new(Admin {
+        catalog: catalog.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let link = WorkerServiceServer::new(Link {
+        catalog: catalog.clone(),
+        lease: cfg.lease.clone(),
+        shutdown: shutdown.clone(),
+        tracker: tracker.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+
+    let stop = shutdown.clone();
+    let server = builder
+        .add_service(admin)
+        .add_service(link)
+        .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await });
+    let mut server = std::pin::pin!(server);
+
+    if let Some(ready) = &cfg.server.ready_file {
+        let tmp = ready.with_extension("tmp");
+        std::fs::write(&tmp, format!("{addr}\n"))
+            .and_then(|()| std::fs::rename(&tmp, ready))
+            .with_context(|| format!("write ready file {}", ready.display()))?;
+    }
+    tracing::info!(%addr, tls = cfg.server.cert_file.is_some(), "coordinator listening");
+
+    let signal = shutdown_signal();
+    tokio::select! {
+        r = &mut server => {
+            r.context("gRPC server")?;
+            return Ok(());
+        }
+        s = signal => {
+            tracing::info!(signal = s, "shutting down");
+        }
+    }
+    shutdown.cancel();
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(15), &mut server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after 15s; closing them");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+    let _ = reaper.await;
+    catalog.pool.close().await;
+    tracing::info!("coordinator stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
