@@ -1,1 +1,75 @@
-fn main() {}
+//! `pgsnap`, the operator's client for the pgsnapman coordinator. Every error
+//! ends the run with exactly one line `pgsnap: <reason>` on stderr and exit
+//! status 1; results go to stdout as tables or JSON.
+mod args;
+mod client;
+mod commands;
+mod config;
+mod output;
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    // Usage errors keep clap's own message and exit status 2.
+    let cli = args::Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("pgsnap: {}", one_line(err.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: args::Cli) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    runtime.block_on(commands::run(cli))
+}
+
+/// An error and its causes on one line, joined with ": ". Multi-line texts
+/// (pg_dump's stderr in a task error) are joined with "; "; a cause already
+/// contained in the text before it is left out.
+pub fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        let text = single_line(&e.to_string());
+        if !text.is_empty() && !parts.last().is_some_and(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cause = e.source();
+    }
+    parts.join(": ")
+}
+
+/// The non-empty lines of `text`, trimmed, joined with "; ".
+pub fn single_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_one_line_with_their_causes() {
+        let inner = std::io::Error::other("connection refused");
+        let err = anyhow::Error::new(inner).context("tcp connect error\n  at 127.0.0.1:1");
+        assert_eq!(
+            one_line(err.as_ref()),
+            "tcp connect error; at 127.0.0.1:1: connection refused"
+        );
+        let err = anyhow::anyhow!("same").context("prefix: same");
+        assert_eq!(one_line(err.as_ref()), "prefix: same");
+    }
+}

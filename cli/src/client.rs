@@ -1,0 +1,84 @@
+//! The connection to the coordinator's AdminService and the translation of
+//! gRPC errors into the one-line reasons `pgsnap` prints.
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use pgsnapman_proto::v1::admin_service_client::AdminServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+pub type Admin = AdminServiceClient<Channel>;
+
+/// How long to wait for the TCP (and TLS) connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one call may take; every AdminService call is short.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connects now, so that an unreachable coordinator is reported once, up
+/// front, naming the URL.
+pub async fn connect(url: &str) -> Result<Admin> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|e| anyhow!("invalid coordinator URL {url:?}: {}", crate::one_line(&e)))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(CALL_TIMEOUT);
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| anyhow!("cannot reach coordinator at {url}: {}", crate::one_line(&e)))?;
+    Ok(AdminServiceClient::new(channel)
+        .max_decoding_message_size(pgsnapman_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(pgsnapman_proto::MAX_MESSAGE_BYTES))
+}
+
+/// The message of a call's result, or its status as an error. The
+/// coordinator puts the reason (naming the offending id or name) in the
+/// status message, so that is what the operator sees.
+pub fn rpc<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Result<T> {
+    result
+        .map(tonic::Response::into_inner)
+        .map_err(|s| anyhow!(status_reason(&s)))
+}
+
+fn status_reason(s: &tonic::Status) -> String {
+    use tonic::Code;
+    let msg = s.message().trim();
+    let prefix = match s.code() {
+        Code::InvalidArgument
+        | Code::NotFound
+        | Code::AlreadyExists
+        | Code::FailedPrecondition
+        | Code::OutOfRange
+            if !msg.is_empty() =>
+        {
+            return msg.to_string();
+        }
+        Code::Unavailable => "coordinator unavailable",
+        Code::DeadlineExceeded => "coordinator did not answer in time",
+        Code::Internal => "coordinator internal error",
+        Code::Unimplemented => "the coordinator does not support this call",
+        Code::PermissionDenied | Code::Unauthenticated => "refused by the coordinator",
+        code => return format!("{}: {msg}", code.description()),
+    };
+    if msg.is_empty() {
+        prefix.to_string()
+    } else {
+        format!("{prefix}: {msg}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_messages_are_shown_as_the_reason() {
+        let s = tonic::Status::not_found("dump job 424242 not found");
+        assert_eq!(status_reason(&s), "dump job 424242 not found");
+        let s = tonic::Status::internal("request id 7f3a");
+        assert_eq!(
+            status_reason(&s),
+            "coordinator internal error: request id 7f3a"
+        );
+        let s = tonic::Status::unavailable("");
+        assert_eq!(status_reason(&s), "coordinator unavailable");
+    }
+}

@@ -1,0 +1,40 @@
+//! `pgsnap catalog …`: the dumps the catalog knows, kept after their job is
+//! removed.
+use anyhow::Result;
+use pgsnapman_proto::v1;
+
+use super::Ctx;
+use crate::args::{CatalogCommand, CatalogListArgs, worker_ref};
+use crate::client::rpc;
+use crate::output::{json, table};
+
+pub async fn run(ctx: &Ctx, cmd: CatalogCommand) -> Result<()> {
+    match cmd {
+        CatalogCommand::List(a) => list(ctx, a).await,
+        CatalogCommand::Show { id } => {
+            let mut admin = ctx.admin().await?;
+            let d = rpc(admin.get_dump(v1::IdRequest { id }).await)?;
+            ctx.out.object(json::dump(&d), table::dump_rows(&d))
+        }
+    }
+}
+
+async fn list(ctx: &Ctx, a: CatalogListArgs) -> Result<()> {
+    let req = v1::ListDumpsRequest {
+        job_id: a.job,
+        instance_id: a.instance,
+        database: a.database,
+        status: a
+            .status
+            .map_or(v1::DumpStatus::Unspecified, |s| s.to_proto()) as i32,
+        worker: worker_ref(a.worker.as_ref()),
+        since: a.since.map(pgsnapman_proto::timestamp),
+        limit: a.limit.unwrap_or(0),
+    };
+    let mut admin = ctx.admin().await?;
+    let list = rpc(admin.list_dumps(req).await)?;
+    ctx.out.list(
+        list.dumps.iter().map(json::dump).collect(),
+        table::dumps(&list.dumps),
+    )
+}

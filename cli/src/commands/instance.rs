@@ -1,0 +1,192 @@
+//! `pgsnap instance …`: the Postgres servers that get dumped. Passwords come
+//! from stdin or an environment variable, never from argv, and are never
+//! printed.
+use std::io::BufRead;
+
+use anyhow::{Context, Result, bail};
+use pgsnapman_proto::model::validate_identifier;
+use pgsnapman_proto::v1;
+
+use super::Ctx;
+use crate::args::{InstanceAddArgs, InstanceCommand, InstanceEditArgs, PasswordArgs, worker_ref};
+use crate::client::rpc;
+use crate::output::{json, table};
+
+/// Longest password line read from stdin; anything longer is a mistake
+/// (a file piped by accident), not a password.
+const MAX_PASSWORD_BYTES: u64 = 4096;
+
+pub async fn run(ctx: &Ctx, cmd: InstanceCommand) -> Result<()> {
+    match cmd {
+        InstanceCommand::Add(args) => add(ctx, args).await,
+        InstanceCommand::List => {
+            let mut admin = ctx.admin().await?;
+            let list = rpc(admin.list_instances(v1::ListInstancesRequest {}).await)?;
+            ctx.out.list(
+                list.instances.iter().map(json::instance).collect(),
+                table::instances(&list.instances),
+            )
+        }
+        InstanceCommand::Show { id } => {
+            let mut admin = ctx.admin().await?;
+            let i = rpc(admin.get_instance(v1::IdRequest { id }).await)?;
+            ctx.out.object(json::instance(&i), table::instance_rows(&i))
+        }
+        InstanceCommand::Edit(args) => edit(ctx, args).await,
+        InstanceCommand::Halt { id } => set_status(ctx, id, v1::Status::Halted, "halted").await,
+        InstanceCommand::Resume { id } => set_status(ctx, id, v1::Status::Active, "resumed").await,
+        InstanceCommand::Remove { id } => {
+            let mut admin = ctx.admin().await?;
+            rpc(admin.remove_instance(v1::IdRequest { id }).await)?;
+            ctx.out.removed("instance", id)
+        }
+    }
+}
+
+async fn add(ctx: &Ctx, a: InstanceAddArgs) -> Result<()> {
+    check_names(a.user.as_deref(), a.maintenance_db.as_deref())?;
+    let password = read_password(&a.password)?;
+    let req = v1::AddInstanceRequest {
+        name: a.name,
+        host: a.host,
+        port: a.port.map_or(0, u32::from),
+        user: a.user.unwrap_or_default(),
+        password,
+        maintenance_db: a.maintenance_db.unwrap_or_default(),
+        default_worker: worker_ref(a.worker.as_ref()),
+        comment: a.comment.unwrap_or_default(),
+    };
+    let mut admin = ctx.admin().await?;
+    let i = rpc(admin.add_instance(req).await)?;
+    ctx.out.changed(
+        &format!("created instance {} ({})", i.id, i.name),
+        json::instance(&i),
+        table::instances(std::slice::from_ref(&i)),
+    )
+}
+
+async fn edit(ctx: &Ctx, a: InstanceEditArgs) -> Result<()> {
+    check_names(a.user.as_deref(), a.maintenance_db.as_deref())?;
+    let password = read_password(&a.password)?;
+    let req = v1::UpdateInstanceRequest {
+        id: a.id,
+        name: a.name,
+        host: a.host,
+        port: a.port.map(u32::from),
+        user: a.user,
+        password,
+        clear_password: a.clear_password,
+        maintenance_db: a.maintenance_db,
+        default_worker: worker_ref(a.worker.as_ref()),
+        comment: a.comment,
+    };
+    let unchanged = req.name.is_none()
+        && req.host.is_none()
+        && req.port.is_none()
+        && req.user.is_none()
+        && req.password.is_none()
+        && !req.clear_password
+        && req.maintenance_db.is_none()
+        && req.default_worker.is_none()
+        && req.comment.is_none();
+    if unchanged {
+        bail!(
+            "nothing to change for instance {}: give at least one option",
+            a.id
+        );
+    }
+    let mut admin = ctx.admin().await?;
+    let i = rpc(admin.update_instance(req).await)?;
+    ctx.out.changed(
+        &format!("updated instance {} ({})", i.id, i.name),
+        json::instance(&i),
+        table::instances(std::slice::from_ref(&i)),
+    )
+}
+
+async fn set_status(ctx: &Ctx, id: i64, status: v1::Status, verb: &str) -> Result<()> {
+    let mut admin = ctx.admin().await?;
+    let i = rpc(admin
+        .set_instance_status(v1::SetStatusRequest {
+            id,
+            status: status as i32,
+        })
+        .await)?;
+    ctx.out.changed(
+        &format!("{verb} instance {} ({})", i.id, i.name),
+        json::instance(&i),
+        table::instances(std::slice::from_ref(&i)),
+    )
+}
+
+fn check_names(user: Option<&str>, maintenance_db: Option<&str>) -> Result<()> {
+    if let Some(u) = user {
+        validate_identifier("user", u)?;
+    }
+    if let Some(db) = maintenance_db {
+        validate_identifier("maintenance database", db)?;
+    }
+    Ok(())
+}
+
+/// The password chosen by `--password-stdin` or `--password-env`, if any.
+fn read_password(p: &PasswordArgs) -> Result<Option<String>> {
+    if p.password_stdin {
+        let stdin = std::io::stdin().lock();
+        return first_line(stdin).map(Some);
+    }
+    let Some(var) = &p.password_env else {
+        return Ok(None);
+    };
+    match std::env::var(var) {
+        Ok(v) if v.is_empty() => bail!("environment variable {var} is empty"),
+        Ok(v) => Ok(Some(v)),
+        Err(std::env::VarError::NotPresent) => bail!("environment variable {var} is not set"),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            bail!("environment variable {var} is not valid UTF-8")
+        }
+    }
+}
+
+/// The first line of `input` without its line ending: the password.
+fn first_line(input: impl BufRead) -> Result<String> {
+    let mut line = String::new();
+    let n = input
+        .take(MAX_PASSWORD_BYTES + 1)
+        .read_line(&mut line)
+        .context("--password-stdin: read standard input")?;
+    if n == 0 {
+        bail!("--password-stdin: standard input is empty");
+    }
+    if !line.ends_with('\n') && u64::try_from(n).unwrap_or(u64::MAX) > MAX_PASSWORD_BYTES {
+        bail!("--password-stdin: the first line is longer than {MAX_PASSWORD_BYTES} bytes");
+    }
+    let password = line
+        .strip_suffix('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .unwrap_or(&line);
+    if password.is_empty() {
+        bail!("--password-stdin: the first line of standard input is empty");
+    }
+    Ok(password.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_is_the_first_line_without_its_ending() {
+        assert_eq!(first_line(&b"s3cret\n"[..]).unwrap(), "s3cret");
+        assert_eq!(first_line(&b"s3cret\r\nmore\n"[..]).unwrap(), "s3cret");
+        assert_eq!(first_line(&b"no newline"[..]).unwrap(), "no newline");
+        assert_eq!(
+            first_line(&b" spaces kept \n"[..]).unwrap(),
+            " spaces kept "
+        );
+        assert!(first_line(&b""[..]).is_err());
+        assert!(first_line(&b"\n"[..]).is_err());
+        let long = vec![b'x'; 5000];
+        assert!(first_line(&long[..]).is_err());
+    }
+}

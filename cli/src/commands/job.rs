@@ -1,0 +1,181 @@
+//! `pgsnap job …`: dump jobs. Cron expressions and extra pg_dump options are
+//! checked with the shared model before they are sent.
+use anyhow::{Result, bail};
+use pgsnapman_proto::model::{CronExpr, validate_dump_options, validate_identifier};
+use pgsnapman_proto::v1;
+
+use super::Ctx;
+use crate::args::{JobAddArgs, JobCommand, JobEditArgs, JobListArgs, worker_ref};
+use crate::client::{Admin, rpc};
+use crate::output::{json, table};
+
+/// The coordinator's retention for jobs that set none (AddDumpJobRequest in
+/// the proto). Keep flags given without the others apply over it.
+const DEFAULT_RETENTION: v1::Retention = v1::Retention {
+    keep_daily: 14,
+    keep_weekly: 2,
+    keep_monthly: 5,
+    keep_yearly: 2,
+};
+
+pub async fn run(ctx: &Ctx, cmd: JobCommand) -> Result<()> {
+    match cmd {
+        JobCommand::Add(a) => add(ctx, a).await,
+        JobCommand::List(a) => list(ctx, a).await,
+        JobCommand::Show { id } => {
+            let mut admin = ctx.admin().await?;
+            let j = get(&mut admin, id).await?;
+            ctx.out.object(json::dump_job(&j), table::dump_job_rows(&j))
+        }
+        JobCommand::Edit(a) => edit(ctx, a).await,
+        JobCommand::Halt { id } => set_status(ctx, id, v1::Status::Halted, "halted").await,
+        JobCommand::Resume { id } => set_status(ctx, id, v1::Status::Active, "resumed").await,
+        JobCommand::Remove { id } => {
+            let mut admin = ctx.admin().await?;
+            rpc(admin.remove_dump_job(v1::IdRequest { id }).await)?;
+            ctx.out.removed("dump job", id)
+        }
+    }
+}
+
+async fn get(admin: &mut Admin, id: i64) -> Result<v1::DumpJob> {
+    rpc(admin.get_dump_job(v1::IdRequest { id }).await)
+}
+
+async fn add(ctx: &Ctx, a: JobAddArgs) -> Result<()> {
+    CronExpr::parse(&a.cron)?;
+    validate_dump_options(&a.options)?;
+    if let Some(db) = &a.database {
+        validate_identifier("database", db)?;
+    }
+    if let Some(schema) = &a.schema {
+        validate_identifier("schema", schema)?;
+    }
+    let dump_type = a.dump_type.to_proto();
+    if dump_type.is_cluster_wide() && a.database.is_some() {
+        bail!(
+            "--database is not used by the cluster-wide type {}: leave it out",
+            dump_type.label()
+        );
+    }
+    if !dump_type.is_cluster_wide() && a.database.is_none() {
+        bail!(
+            "--database is required for the {} dump type",
+            dump_type.label()
+        );
+    }
+    let req = v1::AddDumpJobRequest {
+        instance_id: a.instance,
+        worker: worker_ref(a.worker.as_ref()),
+        database: a.database.unwrap_or_default(),
+        schema: a.schema.unwrap_or_default(),
+        dump_type: dump_type as i32,
+        format: a
+            .format
+            .map_or(v1::DumpFormat::Unspecified, |f| f.to_proto()) as i32,
+        extra_options: a.options,
+        cron: a.cron,
+        kind: if a.single {
+            v1::JobKind::Single
+        } else {
+            v1::JobKind::Repeat
+        } as i32,
+        status: if a.halted {
+            v1::Status::Halted
+        } else {
+            v1::Status::Active
+        } as i32,
+        retention: a.retention.over(&DEFAULT_RETENTION),
+        comment: a.comment.unwrap_or_default(),
+        parallel_jobs: a.jobs.unwrap_or(0),
+    };
+    let mut admin = ctx.admin().await?;
+    let j = rpc(admin.add_dump_job(req).await)?;
+    ctx.out.changed(
+        &format!("created dump job {}", j.id),
+        json::dump_job(&j),
+        table::dump_jobs(std::slice::from_ref(&j)),
+    )
+}
+
+async fn list(ctx: &Ctx, a: JobListArgs) -> Result<()> {
+    let req = v1::ListDumpJobsRequest {
+        instance_id: a.instance,
+        worker: worker_ref(a.worker.as_ref()),
+        status: a.status.map_or(v1::Status::Unspecified, |s| s.to_proto()) as i32,
+    };
+    let mut admin = ctx.admin().await?;
+    let list = rpc(admin.list_dump_jobs(req).await)?;
+    ctx.out.list(
+        list.jobs.iter().map(json::dump_job).collect(),
+        table::dump_jobs(&list.jobs),
+    )
+}
+
+async fn edit(ctx: &Ctx, a: JobEditArgs) -> Result<()> {
+    if let Some(cron) = &a.cron {
+        CronExpr::parse(cron)?;
+    }
+    let extra_options = if a.clear_options {
+        Some(v1::ExtraOptions { options: vec![] })
+    } else if a.options.is_empty() {
+        None
+    } else {
+        validate_dump_options(&a.options)?;
+        Some(v1::ExtraOptions { options: a.options })
+    };
+    let mut req = v1::UpdateDumpJobRequest {
+        id: a.id,
+        cron: a.cron,
+        extra_options,
+        retention: None,
+        comment: a.comment,
+        worker: worker_ref(a.worker.as_ref()),
+        format: a
+            .format
+            .map_or(v1::DumpFormat::Unspecified, |f| f.to_proto()) as i32,
+        parallel_jobs: a.jobs,
+    };
+    let retention_changes = a.retention.over(&DEFAULT_RETENTION).is_some();
+    let unchanged = req.cron.is_none()
+        && req.extra_options.is_none()
+        && !retention_changes
+        && req.comment.is_none()
+        && req.worker.is_none()
+        && a.format.is_none()
+        && req.parallel_jobs.is_none();
+    if unchanged {
+        bail!(
+            "nothing to change for dump job {}: give at least one option",
+            a.id
+        );
+    }
+    let mut admin = ctx.admin().await?;
+    if retention_changes {
+        // The request replaces the whole retention: keep the slices not given.
+        let current = get(&mut admin, a.id).await?;
+        let base = current.retention.unwrap_or(DEFAULT_RETENTION);
+        req.retention = a.retention.over(&base);
+    }
+    let j = rpc(admin.update_dump_job(req).await)?;
+    ctx.out.changed(
+        &format!("updated dump job {}", j.id),
+        json::dump_job(&j),
+        table::dump_jobs(std::slice::from_ref(&j)),
+    )
+}
+
+async fn set_status(ctx: &Ctx, id: i64, status: v1::Status, verb: &str) -> Result<()> {
+    let mut admin = ctx.admin().await?;
+    let j = rpc(admin
+        .set_dump_job_status(v1::SetStatusRequest {
+            id,
+            status: status as i32,
+        })
+        .await)?;
+    ctx.out.changed(
+        &format!("{verb} dump job {}", j.id),
+        json::dump_job(&j),
+        table::dump_jobs(std::slice::from_ref(&j)),
+    )
+}
