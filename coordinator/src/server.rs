@@ -69,11 +69,18 @@ async fn serve(cfg: &Config, embedded: Option<&EmbeddedCatalog>) -> Result<()> {
             loop {
                 tokio::select! {
                     () = stop.cancelled() => break,
-                    _ = tick.tick() => match catalog.reap().await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::warn!(expired = n, "expired task leases reaped"),
-                        Err(e) => tracing::warn!("lease reaper: {e}"),
-                    },
+                    _ = tick.tick() => {
+                        match catalog.reap().await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::warn!(expired = n, "expired task leases reaped"),
+                            Err(e) => tracing::warn!("lease reaper: {e}"),
+                        }
+                        match catalog.queue_due_single_jobs(chrono::Utc::now()).await {
+                            Ok(ids) if ids.is_empty() => {}
+                            Ok(ids) => tracing::info!(tasks = ?ids, "SINGLE jobs queued"),
+                            Err(e) => tracing::warn!("SINGLE jobs: {e}"),
+                        }
+                    }
                 }
             }
         })

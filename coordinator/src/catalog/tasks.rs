@@ -17,6 +17,41 @@ pub struct Claimed {
 }
 
 impl Catalog {
+    /// Queues the one run of every active SINGLE job whose time has come
+    /// (its cron's first fire after it was created). A unique index allows
+    /// one SINGLE task per job, ever. Returns the new task ids.
+    pub async fn queue_due_single_jobs(&self, now: DateTime<Utc>) -> ApiResult<Vec<i64>> {
+        let due: Vec<(i64, i64, String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT j.id, j.worker_id, j.cron, j.created_at FROM dump_jobs j \
+             JOIN workers w ON w.id = j.worker_id AND w.status = 'ACTIVE' \
+             JOIN instances i ON i.id = j.instance_id AND i.status = 'ACTIVE' \
+             WHERE j.kind = 'SINGLE' AND j.status = 'ACTIVE' \
+             AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id AND t.origin = 'SINGLE')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut queued = Vec::new();
+        for (job, worker, cron, created) in due {
+            let Ok(expr) = pgsnapman_proto::model::CronExpr::parse(&cron) else {
+                continue;
+            };
+            if expr.next_after(&created).is_none_or(|at| at > now) {
+                continue;
+            }
+            let id: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO tasks (kind, worker_id, job_id, max_attempts, origin) \
+                 VALUES ('DUMP', $1, $2, $3, 'SINGLE') ON CONFLICT DO NOTHING RETURNING id",
+            )
+            .bind(worker)
+            .bind(job)
+            .bind(self.max_attempts)
+            .fetch_optional(&self.pool)
+            .await?;
+            queued.extend(id);
+        }
+        Ok(queued)
+    }
+
     /// Queues a dump of the job on its worker. Refused while the job, its
     /// instance or its worker is halted.
     pub async fn dump_now(&self, job_id: i64) -> ApiResult<TaskRow> {
