@@ -72,6 +72,7 @@ impl Catalog {
             times: Vec::new(),
         };
         let mut applied = 0u32;
+        let mut dumps = Vec::new();
         for (event, id) in events.iter().zip(&ids) {
             if !fresh.contains(id) {
                 continue;
@@ -83,10 +84,7 @@ impl Catalog {
                 .and_then(pgsnapman_proto::from_timestamp)
                 .unwrap_or_else(Utc::now);
             match &event.body {
-                Some(Body::DumpFinished(d)) => {
-                    self.apply_dump_finished(&mut tx, worker_id, *id, d, &mut msgs, at)
-                        .await?;
-                }
+                Some(Body::DumpFinished(d)) => dumps.push((*id, d, at)),
                 Some(Body::TaskFailed(f)) => {
                     let task_id = f.task.as_ref().map_or(0, |t| t.task_id);
                     let ok = self
@@ -128,6 +126,8 @@ impl Catalog {
                 }
             }
         }
+        self.apply_dumps_finished(&mut tx, worker_id, &dumps, &mut msgs)
+            .await?;
         if !msgs.texts.is_empty() {
             sqlx::query(
                 "INSERT INTO messages (worker_id, level, class, job_id, text, logged_at) \
@@ -156,96 +156,101 @@ impl Catalog {
         })
     }
 
-    async fn apply_dump_finished(
+    /// Inserts the catalog rows of a batch's DumpFinished events at once, then
+    /// completes their tasks.
+    async fn apply_dumps_finished(
         &self,
         tx: &mut sqlx::PgTransaction<'_>,
         worker_id: i64,
-        event_id: uuid::Uuid,
-        d: &v1::DumpFinished,
+        dumps: &[(uuid::Uuid, &v1::DumpFinished, chrono::DateTime<Utc>)],
         msgs: &mut Messages,
-        at: chrono::DateTime<Utc>,
     ) -> ApiResult<()> {
-        let dump_uuid = uuid::Uuid::parse_str(&d.dump_uuid).unwrap_or(event_id);
-        let started = d
-            .started_at
-            .as_ref()
-            .and_then(pgsnapman_proto::from_timestamp)
-            .unwrap_or(at);
-        let finished = d
-            .finished_at
-            .as_ref()
-            .and_then(pgsnapman_proto::from_timestamp)
-            .unwrap_or(at);
-        let status = if d.succeeded { "SUCCEEDED" } else { "FAILED" };
-        let task_id = d.task.as_ref().map(|t| t.task_id).filter(|t| *t != 0);
-        let dump_type = rows::dump_type_label(d.dump_type).unwrap_or("FULL");
-        let format = rows::format_label(d.format).unwrap_or("CUSTOM");
-        let dump_id: Option<i64> = sqlx::query_scalar(
+        if dumps.is_empty() {
+            return Ok(());
+        }
+        let mut c = DumpColumns::default();
+        for (event_id, d, at) in dumps {
+            c.push(*event_id, d, *at);
+        }
+        let ids: Vec<(i64, uuid::Uuid)> = sqlx::query_as(
             "INSERT INTO dumps (dump_uuid, job_id, worker_id, instance_id, host, port, database, \
              schema_name, dump_type, format, status, started_at, finished_at, dump_bytes, \
              stored_bytes, database_bytes, server_version, client_version, location, message, task_id) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21) \
-             ON CONFLICT (dump_uuid) DO NOTHING RETURNING id",
+             SELECT u.uuid, u.job, $1, u.inst, u.host, u.port, u.db, u.schema, u.dtype, u.fmt, \
+                    u.status, u.started, u.finished, u.dbytes, u.sbytes, u.dbsize, u.sver, u.cver, \
+                    u.loc, u.msg, u.task \
+             FROM unnest($2::uuid[], $3::bigint[], $4::bigint[], $5::text[], $6::int[], $7::text[], \
+                         $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[], \
+                         $13::timestamptz[], $14::bigint[], $15::bigint[], $16::bigint[], $17::text[], \
+                         $18::text[], $19::text[], $20::text[], $21::bigint[]) WITH ORDINALITY \
+                  AS u(uuid, job, inst, host, port, db, schema, dtype, fmt, status, started, finished, \
+                       dbytes, sbytes, dbsize, sver, cver, loc, msg, task, ord) \
+             ORDER BY u.ord \
+             ON CONFLICT (dump_uuid) DO NOTHING RETURNING id, dump_uuid",
         )
-        .bind(dump_uuid)
-        .bind(d.job_id)
         .bind(worker_id)
-        .bind(d.instance_id)
-        .bind(&d.host)
-        .bind(i32::try_from(d.port).unwrap_or(0))
-        .bind(&d.database)
-        .bind(&d.schema)
-        .bind(dump_type)
-        .bind(format)
-        .bind(status)
-        .bind(started)
-        .bind(finished)
-        .bind(i64::try_from(d.dump_bytes).unwrap_or(i64::MAX))
-        .bind(i64::try_from(d.stored_bytes).unwrap_or(i64::MAX))
-        .bind(d.database_bytes)
-        .bind(&d.server_version)
-        .bind(&d.client_version)
-        .bind(&d.location)
-        .bind(&d.error)
-        .bind(task_id)
-        .fetch_optional(&mut **tx)
+        .bind(&c.uuid)
+        .bind(&c.job)
+        .bind(&c.instance)
+        .bind(&c.host)
+        .bind(&c.port)
+        .bind(&c.database)
+        .bind(&c.schema)
+        .bind(&c.dump_type)
+        .bind(&c.format)
+        .bind(&c.status)
+        .bind(&c.started)
+        .bind(&c.finished)
+        .bind(&c.dump_bytes)
+        .bind(&c.stored_bytes)
+        .bind(&c.database_bytes)
+        .bind(&c.server_version)
+        .bind(&c.client_version)
+        .bind(&c.location)
+        .bind(&c.message)
+        .bind(&c.task)
+        .fetch_all(&mut **tx)
         .await?;
-        self.note_server_version(&mut **tx, d.instance_id, &d.server_version)
-            .await?;
-        let job = (d.job_id != 0).then_some(d.job_id);
-        let what = if d.database.is_empty() {
-            format!("{} dump of {}:{}", dump_type, d.host, d.port)
-        } else {
-            format!(
-                "{} dump of database {:?} on {}:{}",
-                dump_type, d.database, d.host, d.port
-            )
-        };
-        if !d.succeeded {
-            msgs.push(
-                v1::MessageLevel::Error,
-                "DUMP",
-                job,
-                format!("{what} (job {}) failed: {}", d.job_id, d.error),
-                at,
-            );
-        }
-        if d.task.is_some() {
-            let ok = self
-                .finish_task(tx, d.task.as_ref(), d.succeeded, dump_id, &d.error)
-                .await?;
-            if !ok {
+        let by_uuid: std::collections::HashMap<uuid::Uuid, i64> =
+            ids.into_iter().map(|(id, u)| (u, id)).collect();
+        let mut versions: std::collections::BTreeMap<i64, &str> = Default::default();
+        for (i, (_, d, at)) in dumps.iter().enumerate() {
+            if !d.server_version.is_empty() {
+                versions.insert(d.instance_id, &d.server_version);
+            }
+            let job = (d.job_id != 0).then_some(d.job_id);
+            let what = describe(d, c.dump_type[i]);
+            if !d.succeeded {
                 msgs.push(
-                    v1::MessageLevel::Warning,
-                    "TASK",
+                    v1::MessageLevel::Error,
+                    "DUMP",
                     job,
-                    format!(
-                        "{what} finished under a lease that is no longer current (task {}); recorded, task left as it is",
-                        task_id.unwrap_or(0)
-                    ),
-                    at,
+                    format!("{what} (job {}) failed: {}", d.job_id, d.error),
+                    *at,
                 );
             }
+            if d.task.is_some() {
+                let dump_id = by_uuid.get(&c.uuid[i]).copied();
+                let ok = self
+                    .finish_task(tx, d.task.as_ref(), d.succeeded, dump_id, &d.error)
+                    .await?;
+                if !ok {
+                    msgs.push(
+                        v1::MessageLevel::Warning,
+                        "TASK",
+                        job,
+                        format!(
+                            "{what} finished under a lease that is no longer current (task {}); recorded, task left as it is",
+                            c.task[i].unwrap_or(0)
+                        ),
+                        *at,
+                    );
+                }
+            }
+        }
+        for (instance, version) in versions {
+            self.note_server_version(&mut **tx, instance, version)
+                .await?;
         }
         Ok(())
     }
@@ -278,6 +283,78 @@ impl Catalog {
         .await?
         .rows_affected();
         Ok(n == 1)
+    }
+}
+
+/// Column arrays of a bulk insert into `dumps`.
+#[derive(Default)]
+struct DumpColumns {
+    uuid: Vec<uuid::Uuid>,
+    job: Vec<i64>,
+    instance: Vec<i64>,
+    host: Vec<String>,
+    port: Vec<i32>,
+    database: Vec<String>,
+    schema: Vec<String>,
+    dump_type: Vec<&'static str>,
+    format: Vec<&'static str>,
+    status: Vec<&'static str>,
+    started: Vec<chrono::DateTime<Utc>>,
+    finished: Vec<chrono::DateTime<Utc>>,
+    dump_bytes: Vec<i64>,
+    stored_bytes: Vec<i64>,
+    database_bytes: Vec<i64>,
+    server_version: Vec<String>,
+    client_version: Vec<String>,
+    location: Vec<String>,
+    message: Vec<String>,
+    task: Vec<Option<i64>>,
+}
+
+impl DumpColumns {
+    fn push(&mut self, event_id: uuid::Uuid, d: &v1::DumpFinished, at: chrono::DateTime<Utc>) {
+        let time = |t: &Option<prost_types::Timestamp>| {
+            t.as_ref()
+                .and_then(pgsnapman_proto::from_timestamp)
+                .unwrap_or(at)
+        };
+        let big = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.uuid
+            .push(uuid::Uuid::parse_str(&d.dump_uuid).unwrap_or(event_id));
+        self.job.push(d.job_id);
+        self.instance.push(d.instance_id);
+        self.host.push(d.host.clone());
+        self.port.push(i32::try_from(d.port).unwrap_or(0));
+        self.database.push(d.database.clone());
+        self.schema.push(d.schema.clone());
+        self.dump_type
+            .push(rows::dump_type_label(d.dump_type).unwrap_or("FULL"));
+        self.format
+            .push(rows::format_label(d.format).unwrap_or("CUSTOM"));
+        self.status
+            .push(if d.succeeded { "SUCCEEDED" } else { "FAILED" });
+        self.started.push(time(&d.started_at));
+        self.finished.push(time(&d.finished_at));
+        self.dump_bytes.push(big(d.dump_bytes));
+        self.stored_bytes.push(big(d.stored_bytes));
+        self.database_bytes.push(d.database_bytes);
+        self.server_version.push(d.server_version.clone());
+        self.client_version.push(d.client_version.clone());
+        self.location.push(d.location.clone());
+        self.message.push(d.error.clone());
+        self.task
+            .push(d.task.as_ref().map(|t| t.task_id).filter(|t| *t != 0));
+    }
+}
+
+fn describe(d: &v1::DumpFinished, dump_type: &str) -> String {
+    if d.database.is_empty() {
+        format!("{dump_type} dump of {}:{}", d.host, d.port)
+    } else {
+        format!(
+            "{dump_type} dump of database {:?} on {}:{}",
+            d.database, d.host, d.port
+        )
     }
 }
 
