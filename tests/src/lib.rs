@@ -20,12 +20,11 @@ use std::path::PathBuf;
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its own path");
     let deps = exe.parent().expect("test binary lives in a directory");
-    let dir = if deps.ends_with("deps") {
+    if deps.ends_with("deps") {
         deps.parent().expect("deps has a parent").to_path_buf()
     } else {
         deps.to_path_buf()
-    };
-    dir
+    }
 }
 
 /// Path of one of the workspace binaries; panics with the command to build

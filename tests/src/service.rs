@@ -191,10 +191,10 @@ impl Coordinator {
         // The embedded catalog runs initdb on first start: allow for it.
         let deadline = Instant::now() + Duration::from_secs(120);
         let addr = loop {
-            if let Ok(text) = std::fs::read_to_string(&ready) {
-                if text.ends_with('\n') {
-                    break text.trim().to_string();
-                }
+            if let Ok(text) = std::fs::read_to_string(&ready)
+                && text.ends_with('\n')
+            {
+                break text.trim().to_string();
             }
             if !process.is_running() {
                 bail!(

@@ -1,1 +1,164 @@
-//! placeholder
+//! The pgsnapman worker: pulls dump tasks from the coordinator over a link it
+//! dials itself, runs pg_dump with the client of the server's major version,
+//! and reports results through a durable outbox. `run` is the whole service;
+//! `main.rs` only loads the config and wires up signals.
+pub mod agent;
+pub mod backoff;
+pub mod config;
+pub mod outbox;
+pub mod runner;
+pub mod task;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+
+use outbox::Outbox;
+use runner::Runner;
+use runner::client::Clients;
+use task::Registry;
+
+/// How long shutdown waits for the outbox to drain.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+/// How often the watchdog looks for leases that could not be renewed.
+const WATCHDOG_INTERVAL: Duration = Duration::from_millis(500);
+
+/// State shared by the link, the tasks and the watchdog.
+pub struct Shared {
+    pub config: Config,
+    pub runner: Runner,
+    pub outbox: Arc<Outbox>,
+    pub registry: Registry,
+    /// One permit per dump slot (`dump.max_concurrent`).
+    pub semaphore: Arc<Semaphore>,
+    /// Highest event id (as u128) the coordinator acknowledged.
+    pub acked: watch::Sender<u128>,
+    /// Every running task.
+    pub tasks: TaskTracker,
+    /// Parent of every task's cancellation token.
+    pub tasks_token: CancellationToken,
+    /// Fired at shutdown: no new task starts.
+    pub drain: CancellationToken,
+    pub backlog_warned: AtomicBool,
+}
+
+/// Creates the data directory (mode 0700) and returns its absolute path.
+fn prepare_data_dir(dir: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("create data directory {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("set mode 0700 on data directory {}", dir.display()))?;
+    std::fs::canonicalize(dir).with_context(|| format!("resolve data directory {}", dir.display()))
+}
+
+/// Runs the worker until `shutdown` fires, then cancels running dumps,
+/// flushes the outbox (at most 5 s) and returns.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+    let data_dir = prepare_data_dir(&config.worker.data_dir)?;
+    tracing::info!(
+        name = %config.worker.name,
+        data_dir = %data_dir.display(),
+        coordinator = %config.coordinator.url,
+        config = ?config,
+        version = env!("CARGO_PKG_VERSION"),
+        "starting pgsnapman worker"
+    );
+    let clients = Clients::discover(&config.postgres.bin_dirs).await;
+    if clients.majors().is_empty() {
+        tracing::warn!(
+            bin_dirs = ?config.postgres.bin_dirs,
+            "no pg_dump found; every dump will fail until postgres client tools are installed"
+        );
+    }
+    let runner = Runner::new(
+        clients,
+        &data_dir,
+        config.postgres.connect_timeout,
+        config.dump.kill_grace_period,
+    )?;
+    runner.clean_leftovers();
+    let state = data_dir.join("state");
+    let outbox = tokio::task::spawn_blocking(move || Outbox::open(&state))
+        .await
+        .context("open the outbox")??;
+    tracing::info!(backlog = outbox.len(), "outbox open");
+    let slots = usize::try_from(config.dump.max_concurrent).unwrap_or(1);
+    let (acked, _) = watch::channel(0u128);
+    let shared = Arc::new(Shared {
+        config,
+        runner,
+        outbox: Arc::new(outbox),
+        registry: Registry::default(),
+        semaphore: Arc::new(Semaphore::new(slots)),
+        acked,
+        tasks: TaskTracker::new(),
+        tasks_token: CancellationToken::new(),
+        drain: CancellationToken::new(),
+        backlog_warned: AtomicBool::new(false),
+    });
+
+    let link_stop = CancellationToken::new();
+    let link = tokio::spawn(agent::run_link(shared.clone(), link_stop.clone()));
+    let watchdog = tokio::spawn(watchdog(shared.clone()));
+
+    shutdown.cancelled().await;
+    tracing::info!(running = shared.registry.len(), "shutting down");
+    // 1. No new work.
+    shared.drain.cancel();
+    shared.semaphore.close();
+    // 2. Cancel running dumps; each kills its process group and reaps it.
+    shared.tasks_token.cancel();
+    shared.tasks.close();
+    let grace = shared.config.dump.kill_grace_period + Duration::from_secs(15);
+    if tokio::time::timeout(grace, shared.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("running tasks did not stop within {grace:?}");
+    }
+    // 3. Flush what can be flushed while the link is still up.
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_FLUSH;
+    while !shared.outbox.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !shared.outbox.is_empty() {
+        tracing::info!(
+            backlog = shared.outbox.len(),
+            "events stay in the outbox until the next start"
+        );
+    }
+    // 4. Close the link and the state database.
+    link_stop.cancel();
+    if let Err(err) = link.await {
+        tracing::warn!("link task ended abnormally: {err}");
+    }
+    watchdog.abort();
+    let _ = watchdog.await;
+    drop(shared);
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+/// Cancels tasks whose lease passed without a renewal (link down): the
+/// coordinator will give the task to someone else, so it must stop here.
+async fn watchdog(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(WATCHDOG_INTERVAL);
+    loop {
+        tick.tick().await;
+        for task_id in shared.registry.cancel_expired(tokio::time::Instant::now()) {
+            tracing::warn!(
+                task_id,
+                "lease expired before it could be renewed; cancelling the task"
+            );
+        }
+    }
+}

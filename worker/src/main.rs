@@ -1,1 +1,58 @@
-fn main() {}
+//! `pgsnapman-worker`: loads the configuration, starts tracing, turns SIGTERM
+//! and SIGINT into a shutdown and runs the worker.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// The pgsnapman worker: pulls dump tasks from the coordinator and runs pg_dump.
+#[derive(Debug, Parser)]
+#[command(name = "pgsnapman-worker", version, about)]
+struct Cli {
+    /// TOML configuration file (settings can also come from PGSNAPMAN_<SECTION>__<KEY>).
+    #[arg(long, env = "PGSNAPMAN_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+fn init_tracing() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .with_writer(std::io::stdout)
+        .init();
+}
+
+async fn serve(cli: Cli) -> Result<()> {
+    let config = pgsnapman_worker::Config::load(cli.config.as_deref())?;
+    let shutdown = CancellationToken::new();
+    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+        trigger.cancel();
+    });
+    pgsnapman_worker::run(config, shutdown).await
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match serve(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("pgsnapman-worker: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -77,7 +77,10 @@ async fn upload(
         })
         .await
         .context("send batch")?;
-        let ack = acks.message().await?.context("stream ended without an ack")?;
+        let ack = acks
+            .message()
+            .await?
+            .context("stream ended without an ack")?;
         ensure!(
             ack.up_to_event_id == chunk[chunk.len() - 1].event_id,
             "ack for the wrong event"
@@ -118,15 +121,24 @@ async fn main() -> Result<()> {
     let t = Instant::now();
     let (applied, dups) = upload(&mut client, &events).await?;
     let first = t.elapsed();
-    ensure!(applied == n as u64 && dups == 0, "applied {applied}, duplicates {dups}");
+    ensure!(
+        applied == n as u64 && dups == 0,
+        "applied {applied}, duplicates {dups}"
+    );
 
     let t = Instant::now();
     let (applied2, dups2) = upload(&mut client, &events).await?;
     let replay = t.elapsed();
-    ensure!(applied2 == 0 && dups2 == n as u64, "replay applied {applied2}");
+    ensure!(
+        applied2 == 0 && dups2 == n as u64,
+        "replay applied {applied2}"
+    );
 
     let messages: i64 = catalog
-        .query("postgres", "SELECT count(*) FROM messages WHERE class = 'BENCH'")?
+        .query(
+            "postgres",
+            "SELECT count(*) FROM messages WHERE class = 'BENCH'",
+        )?
         .parse()?;
     let dumps: i64 = catalog
         .query("postgres", "SELECT count(*) FROM dumps")?

@@ -2,11 +2,15 @@
 //! worker binaries, driven through the real `pgsnap` CLI. One binary, one
 //! module per scenario.
 
+// Test code: a failed unwrap is a failed assertion, with its location.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 mod dump_now;
 mod embedded;
 mod exactly_once;
 mod failures;
+mod offline;
 mod reconnect;
 mod shutdown;

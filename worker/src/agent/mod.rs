@@ -1,0 +1,399 @@
+//! The link to the coordinator: the worker dials, says Hello, keeps a Lease
+//! stream (credit, assignments, renewals, keepalives) and an UploadEvents
+//! stream open, and reconnects with backoff when anything breaks. Running
+//! tasks are not owned here and survive a broken link.
+mod upload;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use pgsnapman_proto::MAX_MESSAGE_BYTES;
+use pgsnapman_proto::v1::worker_service_client::WorkerServiceClient;
+use pgsnapman_proto::v1::{
+    Credit, HelloRequest, Keepalive, LeaseRequest, Open, Progress, Renew, ReportProgress,
+    TaskAssignment, lease_request, lease_response, task_assignment,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tracing::Instrument;
+
+use crate::Shared;
+use crate::backoff::Backoff;
+
+/// Requests waiting to go out on the lease stream. Credits, renewals and
+/// keepalives are small and few (a handful per running task per TTL/3).
+const LEASE_QUEUE: usize = 256;
+/// Longest wait for a Hello answer.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Used when the coordinator sends no lease timing.
+const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(10);
+/// HTTP/2 pings detect a dead TCP connection under an idle stream.
+const HTTP2_KEEPALIVE: Duration = Duration::from_secs(10);
+
+pub type Client = WorkerServiceClient<Channel>;
+
+/// Keeps a session with the coordinator until `stop` fires.
+pub async fn run_link(shared: Arc<Shared>, stop: CancellationToken) {
+    let cfg = &shared.config.coordinator;
+    let mut backoff = Backoff::new(cfg.backoff_initial, cfg.backoff_max);
+    loop {
+        if stop.is_cancelled() {
+            break;
+        }
+        let mut established = false;
+        let result = session(&shared, &stop, &mut established)
+            .instrument(tracing::info_span!("agent.session"))
+            .await;
+        if stop.is_cancelled() {
+            break;
+        }
+        if let Err(err) = result {
+            tracing::warn!("coordinator link: {err:#}");
+        }
+        if established {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        tracing::debug!(?delay, "reconnecting after a pause");
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+    tracing::info!("coordinator link closed");
+}
+
+async fn connect(shared: &Shared) -> Result<Client> {
+    let cfg = &shared.config.coordinator;
+    let endpoint = Endpoint::from_shared(cfg.url.clone())
+        .with_context(|| format!("invalid coordinator url {:?}", cfg.url))?
+        .connect_timeout(cfg.connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(HTTP2_KEEPALIVE)
+        .keep_alive_timeout(HTTP2_KEEPALIVE)
+        .keep_alive_while_idle(true);
+    let channel = endpoint.connect().await.map_err(|e| {
+        anyhow!(
+            "cannot connect to coordinator {}: {}",
+            cfg.url,
+            error_chain(&e)
+        )
+    })?;
+    Ok(WorkerServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// An error and its sources on one line.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+fn duration_of(d: Option<prost_types::Duration>, default: Duration) -> Duration {
+    d.and_then(|d| Duration::try_from(d).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(default)
+        .max(Duration::from_millis(100))
+}
+
+/// Where a coordinator timestamp falls on the local monotonic clock.
+pub fn deadline_of(ts: Option<&prost_types::Timestamp>, fallback: Duration) -> Instant {
+    let now = Instant::now();
+    let Some(at) = ts.and_then(pgsnapman_proto::from_timestamp) else {
+        return now + fallback;
+    };
+    match (at - chrono::Utc::now()).to_std() {
+        Ok(left) => now + left,
+        Err(_) => now,
+    }
+}
+
+/// One session: Hello, then the lease and upload streams until one breaks
+/// or `stop` fires. Sets `established` once the lease stream is open.
+async fn session(
+    shared: &Arc<Shared>,
+    stop: &CancellationToken,
+    established: &mut bool,
+) -> Result<()> {
+    let name = shared.config.worker.name.clone();
+    let mut client = connect(shared).await?;
+    let hello = HelloRequest {
+        worker_name: name.clone(),
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        client_majors: shared.runner.client_majors(),
+        outbox_backlog: shared.outbox.len(),
+    };
+    let answer = tokio::time::timeout(HELLO_TIMEOUT, client.hello(hello))
+        .await
+        .map_err(|_| anyhow!("no Hello answer within {HELLO_TIMEOUT:?}"))?;
+    let hello = match answer {
+        Ok(r) => r.into_inner(),
+        Err(status) if status.code() == tonic::Code::NotFound => {
+            return Err(anyhow!(
+                "worker {name} is not registered; run `pgsnap worker register {name}`"
+            ));
+        }
+        Err(status) => {
+            return Err(anyhow!(
+                "Hello refused: {:?}: {}",
+                status.code(),
+                status.message()
+            ));
+        }
+    };
+    let lease_ttl = duration_of(hello.lease_ttl, DEFAULT_LEASE_TTL);
+    let keepalive = duration_of(hello.keepalive_interval, DEFAULT_KEEPALIVE);
+    tracing::info!(
+        worker_id = hello.worker_id,
+        coordinator_version = %hello.coordinator_version,
+        ?lease_ttl,
+        ?keepalive,
+        "connected to coordinator"
+    );
+
+    let (tx, rx) = mpsc::channel::<LeaseRequest>(LEASE_QUEUE);
+    send(
+        &tx,
+        lease_request::Msg::Open(Open {
+            worker_name: name.clone(),
+        }),
+    )
+    .await?;
+    let mut inbound = client
+        .lease(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| {
+            anyhow!(
+                "cannot open the lease stream: {:?}: {}",
+                s.code(),
+                s.message()
+            )
+        })?
+        .into_inner();
+    *established = true;
+    tracing::info!("lease stream open");
+
+    // Permits granted as credit but not yet used by an assignment. Dropped
+    // with the session, which frees the slots.
+    let stash: Arc<Mutex<Vec<OwnedSemaphorePermit>>> = Arc::default();
+    let mut subtasks: JoinSet<Result<()>> = JoinSet::new();
+    subtasks.spawn(credit_loop(
+        shared.semaphore.clone(),
+        stash.clone(),
+        tx.clone(),
+    ));
+    subtasks.spawn(keepalive_loop(tx.clone(), keepalive));
+    subtasks.spawn(renew_loop(shared.clone(), tx.clone(), lease_ttl / 3));
+    subtasks.spawn(upload::run(shared.clone(), client.clone()).in_current_span());
+
+    let dead_after = keepalive * 3;
+    let result = loop {
+        tokio::select! {
+            () = stop.cancelled() => break Ok(()),
+            Some(done) = subtasks.join_next() => {
+                break match done {
+                    Ok(Err(err)) => Err(err),
+                    Ok(Ok(())) => Err(anyhow!("lease stream closed")),
+                    Err(err) => Err(anyhow!("session task failed: {err}")),
+                };
+            }
+            msg = tokio::time::timeout(dead_after, inbound.message()) => match msg {
+                Err(_) => break Err(anyhow!("nothing received from the coordinator for {dead_after:?}; reconnecting")),
+                Ok(Err(status)) => break Err(anyhow!("lease stream failed: {:?}: {}", status.code(), status.message())),
+                Ok(Ok(None)) => break Err(anyhow!("the coordinator closed the lease stream")),
+                Ok(Ok(Some(resp))) => {
+                    if let Some(msg) = resp.msg {
+                        handle(shared, msg, &stash, lease_ttl);
+                    }
+                }
+            }
+        }
+    };
+    subtasks.abort_all();
+    while subtasks.join_next().await.is_some() {}
+    drop(stash);
+    result
+}
+
+async fn send(tx: &mpsc::Sender<LeaseRequest>, msg: lease_request::Msg) -> Result<()> {
+    tx.send(LeaseRequest { msg: Some(msg) })
+        .await
+        .map_err(|_| anyhow!("lease stream closed"))
+}
+
+/// Takes a free slot, then grants it as credit; forever.
+async fn credit_loop(
+    semaphore: Arc<Semaphore>,
+    stash: Arc<Mutex<Vec<OwnedSemaphorePermit>>>,
+    tx: mpsc::Sender<LeaseRequest>,
+) -> Result<()> {
+    loop {
+        let Ok(permit) = semaphore.clone().acquire_owned().await else {
+            // Closed: the worker is shutting down and takes no more work,
+            // but the session stays up to flush the outbox.
+            std::future::pending::<()>().await;
+            return Ok(());
+        };
+        stash.lock().unwrap_or_else(|e| e.into_inner()).push(permit);
+        send(&tx, lease_request::Msg::Credit(Credit { slots: 1 })).await?;
+    }
+}
+
+async fn keepalive_loop(tx: mpsc::Sender<LeaseRequest>, every: Duration) -> Result<()> {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let sent_at = Some(pgsnapman_proto::timestamp(chrono::Utc::now()));
+        send(&tx, lease_request::Msg::Keepalive(Keepalive { sent_at })).await?;
+    }
+}
+
+/// Renews every running task on this session's stream, and reports its
+/// progress; the first round runs at once so that tasks that outlived a
+/// broken link are renewed right after reconnecting.
+async fn renew_loop(
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<LeaseRequest>,
+    every: Duration,
+) -> Result<()> {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for lease in shared.registry.leases() {
+            tracing::debug!(task_id = lease.task_id, lease_id = %lease.lease_id, "renewing lease");
+            send(
+                &tx,
+                lease_request::Msg::Renew(Renew {
+                    task_id: lease.task_id,
+                    lease_id: lease.lease_id.clone(),
+                }),
+            )
+            .await?;
+            if lease.bytes_done > 0 {
+                send(
+                    &tx,
+                    lease_request::Msg::Progress(ReportProgress {
+                        task_id: lease.task_id,
+                        lease_id: lease.lease_id,
+                        progress: Some(Progress {
+                            phase: "dump".to_string(),
+                            bytes_done: lease.bytes_done,
+                            bytes_total: 0,
+                        }),
+                    }),
+                )
+                .await?;
+            }
+        }
+    }
+}
+
+fn handle(
+    shared: &Arc<Shared>,
+    msg: lease_response::Msg,
+    stash: &Arc<Mutex<Vec<OwnedSemaphorePermit>>>,
+    lease_ttl: Duration,
+) {
+    match msg {
+        lease_response::Msg::Assignment(a) => {
+            let permit = stash.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            start_task(shared, a, permit, lease_ttl);
+        }
+        lease_response::Msg::Renewed(r) => {
+            tracing::debug!(task_id = r.task_id, "lease renewed");
+            shared
+                .registry
+                .renewed(r.task_id, deadline_of(r.leased_until.as_ref(), lease_ttl));
+        }
+        lease_response::Msg::LeaseLost(l) => {
+            if shared.registry.cancel(l.task_id) {
+                tracing::warn!(task_id = l.task_id, reason = %l.reason, "lease lost; cancelling the task");
+            }
+        }
+        lease_response::Msg::Cancel(c) => {
+            if shared.registry.cancel(c.task_id) {
+                tracing::info!(task_id = c.task_id, reason = %c.reason, "coordinator cancelled the task");
+            }
+        }
+        lease_response::Msg::Keepalive(_) => {}
+        lease_response::Msg::ScheduleChanged(s) => {
+            tracing::debug!(version = s.version, "schedule changed (not mirrored yet)");
+        }
+    }
+}
+
+fn start_task(
+    shared: &Arc<Shared>,
+    a: TaskAssignment,
+    permit: Option<OwnedSemaphorePermit>,
+    lease_ttl: Duration,
+) {
+    let task_id = a.task_id;
+    if permit.is_none() {
+        tracing::warn!(
+            task_id,
+            "assignment without granted credit (protocol error); running it anyway"
+        );
+    }
+    if shared.drain.is_cancelled() {
+        tracing::info!(
+            task_id,
+            "shutting down: not starting the assigned task; its lease will expire"
+        );
+        return;
+    }
+    let spec = a.spec.map(|task_assignment::Spec::Dump(spec)| spec);
+    let cancel = shared.tasks_token.child_token();
+    let progress = Arc::default();
+    let leased_until = deadline_of(a.leased_until.as_ref(), lease_ttl);
+    if !shared.registry.insert(
+        task_id,
+        a.lease_id.clone(),
+        leased_until,
+        cancel.clone(),
+        Arc::clone(&progress),
+    ) {
+        tracing::warn!(
+            task_id,
+            "task is already running here; ignoring the second assignment"
+        );
+        return;
+    }
+    let span = tracing::info_span!(
+        "runner.pg_dump",
+        task_id,
+        lease_id = %a.lease_id,
+        job_id = spec.as_ref().map(|s| s.job_id).unwrap_or(0),
+        attempt = a.attempt
+    );
+    span.in_scope(|| tracing::info!("task assigned"));
+    shared.tasks.spawn(
+        crate::task::run(
+            shared.clone(),
+            task_id,
+            a.lease_id,
+            spec,
+            cancel,
+            progress,
+            permit,
+        )
+        .instrument(span),
+    );
+}

@@ -1,0 +1,143 @@
+//! Uploads the outbox on one session's `UploadEvents` stream: oldest events
+//! first, in batches; events are deleted only after the coordinator's
+//! acknowledgement. Never drops an event: any error ends the session.
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use pgsnapman_proto::v1::{EventAck, EventBatch, MessageLevel, WorkerMessage, event};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+use uuid::Uuid;
+
+use super::Client;
+use crate::Shared;
+
+/// Batches in flight on the upload stream: one at a time, each waits for its
+/// acknowledgement.
+const UPLOAD_QUEUE: usize = 1;
+/// Longest wait for an EventAck (a batch is applied in one transaction).
+const ACK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait for the upload stream to open.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Poll interval when the outbox is empty (an append also wakes us).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+type Stream = (mpsc::Sender<EventBatch>, Streaming<EventAck>);
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| anyhow!("outbox task failed: {e}"))?
+}
+
+/// Warns once when the backlog crosses `outbox.warn_events`.
+async fn check_backlog(shared: &Shared, len: u64) {
+    let limit = shared.config.outbox.warn_events;
+    if len <= limit {
+        shared.backlog_warned.store(false, Ordering::Relaxed);
+        return;
+    }
+    if shared.backlog_warned.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let text = format!(
+        "outbox backlog of {len} events exceeds outbox.warn_events = {limit}; the coordinator is not keeping up"
+    );
+    tracing::warn!(backlog = len, "{text}");
+    let body = event::Body::Message(WorkerMessage {
+        level: MessageLevel::Warning as i32,
+        class: "LINK".to_string(),
+        job_id: 0,
+        text,
+    });
+    let outbox = shared.outbox.clone();
+    if let Err(err) = blocking(move || outbox.append(body)).await {
+        tracing::warn!("cannot queue the backlog warning: {err:#}");
+    }
+}
+
+/// Runs until an error; the session then reconnects.
+pub async fn run(shared: Arc<Shared>, mut client: Client) -> Result<()> {
+    let mut stream: Option<Stream> = None;
+    let max_batch = shared.config.outbox.max_batch;
+    loop {
+        let outbox = shared.outbox.clone();
+        let events = blocking(move || outbox.oldest(max_batch)).await?;
+        let Some(last) = events.last() else {
+            tokio::select! {
+                () = shared.outbox.appended() => {}
+                () = tokio::time::sleep(IDLE_POLL) => {}
+            }
+            continue;
+        };
+        let last_id = last.event_id.clone();
+        let count = events.len();
+        let backlog = shared.outbox.len();
+        check_backlog(&shared, backlog).await;
+        let batch = EventBatch {
+            worker_name: shared.config.worker.name.clone(),
+            events,
+            outbox_backlog: backlog.saturating_sub(count as u64),
+        };
+        match stream.as_ref() {
+            Some((tx, _)) => tx
+                .send(batch)
+                .await
+                .map_err(|_| anyhow!("upload stream closed"))?,
+            None => {
+                // The first batch goes in before the call so that a
+                // coordinator answering only after a first message works too.
+                let (tx, rx) = mpsc::channel(UPLOAD_QUEUE);
+                tx.send(batch)
+                    .await
+                    .map_err(|_| anyhow!("upload stream closed"))?;
+                let acks = tokio::time::timeout(
+                    OPEN_TIMEOUT,
+                    client.upload_events(ReceiverStream::new(rx)),
+                )
+                .await
+                .map_err(|_| anyhow!("upload stream did not open within {OPEN_TIMEOUT:?}"))?
+                .map_err(|s| {
+                    anyhow!(
+                        "cannot open the upload stream: {:?}: {}",
+                        s.code(),
+                        s.message()
+                    )
+                })?
+                .into_inner();
+                stream = Some((tx, acks));
+            }
+        }
+        let Some((_, acks)) = stream.as_mut() else {
+            return Err(anyhow!("upload stream missing"));
+        };
+        let ack = match tokio::time::timeout(ACK_TIMEOUT, acks.message()).await {
+            Err(_) => return Err(anyhow!("no EventAck within {ACK_TIMEOUT:?}")),
+            Ok(Err(s)) => {
+                return Err(anyhow!(
+                    "event upload failed: {:?}: {}",
+                    s.code(),
+                    s.message()
+                ));
+            }
+            Ok(Ok(None)) => return Err(anyhow!("the coordinator closed the upload stream")),
+            Ok(Ok(Some(ack))) => ack,
+        };
+        let up_to = Uuid::parse_str(&ack.up_to_event_id)
+            .with_context(|| format!("EventAck names event {:?}", ack.up_to_event_id))?;
+        let outbox = shared.outbox.clone();
+        let deleted = blocking(move || outbox.delete_up_to(up_to)).await?;
+        shared.acked.send_modify(|v| *v = (*v).max(up_to.as_u128()));
+        tracing::debug!(
+            sent = count,
+            last = %last_id,
+            applied = ack.applied,
+            duplicates = ack.duplicates,
+            deleted,
+            "events acknowledged"
+        );
+    }
+}

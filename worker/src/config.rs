@@ -1,0 +1,236 @@
+//! The worker's configuration: defaults, then an optional TOML file, then
+//! `PGSNAPMAN_<SECTION>__<KEY>` environment variables. Owns validation of the
+//! values; it must not touch the network or start anything.
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Everything the worker can be told.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Config {
+    pub worker: WorkerConfig,
+    pub coordinator: CoordinatorConfig,
+    pub dump: DumpConfig,
+    pub postgres: PostgresConfig,
+    pub outbox: OutboxConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WorkerConfig {
+    /// Registered worker name (required).
+    pub name: String,
+    /// Where the outbox, temporary files and dumps live.
+    pub data_dir: PathBuf,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            data_dir: PathBuf::from("./pgsnapman-worker"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CoordinatorConfig {
+    pub url: String,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:7431".to_string(),
+            connect_timeout: Duration::from_secs(5),
+            backoff_initial: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DumpConfig {
+    /// Dumps this worker runs at the same time.
+    pub max_concurrent: u32,
+    /// Time between SIGTERM and SIGKILL when a dump is cancelled.
+    #[serde(with = "humantime_serde")]
+    pub kill_grace_period: Duration,
+}
+
+impl Default for DumpConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 2,
+            kill_grace_period: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PostgresConfig {
+    /// Directories searched for pg_dump, pg_dumpall and psql.
+    pub bin_dirs: Vec<PathBuf>,
+    /// libpq `connect_timeout` for every connection to a source server.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            bin_dirs: default_bin_dirs(),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OutboxConfig {
+    /// Most events sent in one `EventBatch`.
+    pub max_batch: usize,
+    /// Backlog above which the worker warns.
+    pub warn_events: u64,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 1000,
+            warn_events: 100_000,
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if given; it must exist), then the
+    /// environment, and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                bail!("config file {} does not exist", path.display());
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("PGSNAPMAN_").split("__").ignore(&["config"]));
+        let config: Config = figment.extract().context("read worker configuration")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that would otherwise fail later and less clearly.
+    pub fn validate(&self) -> Result<()> {
+        if self.worker.name.is_empty() {
+            bail!("worker.name is required (set PGSNAPMAN_WORKER__NAME or [worker] name)");
+        }
+        pgsnapman_proto::model::validate_worker_name(&self.worker.name)?;
+        if !(self.coordinator.url.starts_with("http://")
+            || self.coordinator.url.starts_with("https://"))
+        {
+            bail!(
+                "coordinator.url {:?} must start with http:// or https://",
+                self.coordinator.url
+            );
+        }
+        if self.dump.max_concurrent == 0 || self.dump.max_concurrent > 1024 {
+            bail!(
+                "dump.max_concurrent {} must be between 1 and 1024",
+                self.dump.max_concurrent
+            );
+        }
+        if self.outbox.max_batch == 0 || self.outbox.max_batch > 1000 {
+            bail!(
+                "outbox.max_batch {} must be between 1 and 1000",
+                self.outbox.max_batch
+            );
+        }
+        if self.coordinator.backoff_initial.is_zero()
+            || self.coordinator.backoff_initial > self.coordinator.backoff_max
+        {
+            bail!(
+                "coordinator.backoff_initial {:?} must be positive and at most backoff_max {:?}",
+                self.coordinator.backoff_initial,
+                self.coordinator.backoff_max
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Every `/usr/lib/postgresql/*/bin` and `/usr/pgsql-*/bin`, then the PATH
+/// directories holding a `pg_dump`.
+pub fn default_bin_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    let mut push = |d: PathBuf| {
+        if d.join("pg_dump").is_file() && !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    };
+    if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
+        let mut found: Vec<PathBuf> = entries.flatten().map(|e| e.path().join("bin")).collect();
+        found.sort();
+        found.into_iter().for_each(&mut push);
+    }
+    if let Ok(entries) = std::fs::read_dir("/usr") {
+        let mut found: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("pgsql-"))
+            .map(|e| e.path().join("bin"))
+            .collect();
+        found.sort();
+        found.into_iter().for_each(&mut push);
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        std::env::split_paths(&path).for_each(&mut push);
+    }
+    dirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_only_a_name() {
+        let mut c = Config::default();
+        assert!(c.validate().is_err());
+        c.worker.name = "w-1".into();
+        c.validate().unwrap();
+        assert_eq!(c.dump.max_concurrent, 2);
+        assert_eq!(c.coordinator.backoff_max, Duration::from_secs(30));
+        c.worker.name = "bad name".into();
+        assert!(c.validate().unwrap_err().to_string().contains("bad name"));
+    }
+
+    #[test]
+    fn toml_file_and_durations_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.toml");
+        std::fs::write(
+            &path,
+            "[worker]\nname = \"w-toml\"\n[dump]\nkill_grace_period = \"3s\"\nmax_concurrent = 4\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.worker.name, "w-toml");
+        assert_eq!(c.dump.kill_grace_period, Duration::from_secs(3));
+        assert_eq!(c.dump.max_concurrent, 4);
+        assert!(Config::load(Some(&dir.path().join("missing.toml"))).is_err());
+    }
+}

@@ -1,0 +1,278 @@
+//! The durable outbox: events waiting to be uploaded to the coordinator, kept
+//! in RocksDB (`<data_dir>/state`, column family `outbox`) until the
+//! coordinator acknowledges them. Layout: docs/worker.md. Calls block on disk:
+//! async code runs them in `spawn_blocking`.
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context, Result, bail};
+use pgsnapman_proto::v1::{Event, event};
+use prost::Message;
+use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+const CF_OUTBOX: &str = "outbox";
+const CF_META: &str = "meta";
+const FORMAT_KEY: &[u8] = b"format_version";
+/// Version of the state database layout (docs/worker.md). Bump on any
+/// incompatible change and keep an upgrade for the old version.
+pub const STATE_FORMAT_VERSION: u32 = 1;
+
+/// Events in id (= time) order, durable once `append` returns.
+pub struct Outbox {
+    db: DB,
+    len: AtomicU64,
+    /// Highest id handed out, so that ids only grow within the process and
+    /// stay above every id already stored.
+    last_id: Mutex<u128>,
+    notify: Notify,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").field("len", &self.len()).finish()
+    }
+}
+
+fn sync_writes() -> WriteOptions {
+    let mut wo = WriteOptions::default();
+    wo.set_sync(true);
+    wo
+}
+
+fn key_of(bytes: &[u8]) -> Result<u128> {
+    let arr: [u8; 16] = bytes
+        .try_into()
+        .with_context(|| format!("outbox key of {} bytes, expected 16", bytes.len()))?;
+    Ok(u128::from_be_bytes(arr))
+}
+
+impl Outbox {
+    /// Opens (or creates) the state database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let cfs = [CF_OUTBOX, CF_META]
+            .into_iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs)
+            .with_context(|| format!("open state database {}", path.display()))?;
+        let meta = db
+            .cf_handle(CF_META)
+            .context("column family meta missing")?;
+        match db
+            .get_cf(meta, FORMAT_KEY)
+            .context("read state format version")?
+        {
+            None => db
+                .put_cf_opt(
+                    meta,
+                    FORMAT_KEY,
+                    STATE_FORMAT_VERSION.to_be_bytes(),
+                    &sync_writes(),
+                )
+                .context("write state format version")?,
+            Some(v) => {
+                let arr: [u8; 4] = v.as_slice().try_into().map_err(|_| {
+                    anyhow::anyhow!("state format version has {} bytes, expected 4", v.len())
+                })?;
+                let found = u32::from_be_bytes(arr);
+                if found != STATE_FORMAT_VERSION {
+                    bail!(
+                        "state database {} has format version {found}, this worker reads version {STATE_FORMAT_VERSION}",
+                        path.display()
+                    );
+                }
+            }
+        }
+        let (len, last) = {
+            let cf = db
+                .cf_handle(CF_OUTBOX)
+                .context("column family outbox missing")?;
+            let mut len = 0u64;
+            let mut last = 0u128;
+            for item in db.iterator_cf(cf, IteratorMode::Start) {
+                let (k, _) = item.context("scan outbox")?;
+                last = last.max(key_of(&k)?);
+                len += 1;
+            }
+            (len, last)
+        };
+        Ok(Self {
+            db,
+            len: AtomicU64::new(len),
+            last_id: Mutex::new(last),
+            notify: Notify::new(),
+        })
+    }
+
+    /// A new event id: UUIDv7, strictly greater than every earlier one.
+    fn next_id(&self) -> Uuid {
+        let fresh = Uuid::now_v7().as_u128();
+        let mut last = self.last_id.lock().unwrap_or_else(|e| e.into_inner());
+        let id = if fresh > *last { fresh } else { *last + 1 };
+        *last = id;
+        Uuid::from_u128(id)
+    }
+
+    /// Stores an event durably (synced) and wakes the uploader.
+    pub fn append(&self, body: event::Body) -> Result<Uuid> {
+        let id = self.next_id();
+        let event = Event {
+            event_id: id.to_string(),
+            occurred_at: Some(pgsnapman_proto::timestamp(chrono::Utc::now())),
+            body: Some(body),
+        };
+        let cf = self.cf()?;
+        self.db
+            .put_cf_opt(cf, id.as_bytes(), event.encode_to_vec(), &sync_writes())
+            .with_context(|| format!("append event {id} to the outbox"))?;
+        self.len.fetch_add(1, Ordering::SeqCst);
+        self.notify.notify_one();
+        Ok(id)
+    }
+
+    /// Up to `n` oldest events.
+    pub fn oldest(&self, n: usize) -> Result<Vec<Event>> {
+        let cf = self.cf()?;
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start).take(n) {
+            let (k, v) = item.context("read outbox")?;
+            let event = Event::decode(&*v).with_context(|| {
+                format!(
+                    "decode outbox event {}",
+                    Uuid::from_u128(key_of(&k).unwrap_or(0))
+                )
+            })?;
+            out.push(event);
+        }
+        Ok(out)
+    }
+
+    /// Deletes every event with an id up to and including `id` (synced).
+    /// Returns how many were deleted.
+    pub fn delete_up_to(&self, id: Uuid) -> Result<u64> {
+        let cf = self.cf()?;
+        let limit = id.as_u128();
+        let mut batch = WriteBatch::default();
+        let mut n = 0u64;
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, _) = item.context("read outbox")?;
+            if key_of(&k)? > limit {
+                break;
+            }
+            batch.delete_cf(cf, &k);
+            n += 1;
+        }
+        if n > 0 {
+            self.db
+                .write_opt(batch, &sync_writes())
+                .with_context(|| format!("delete outbox events up to {id}"))?;
+            self.len.fetch_sub(n, Ordering::SeqCst);
+        }
+        Ok(n)
+    }
+
+    /// Events waiting.
+    pub fn len(&self) -> u64 {
+        self.len.load(Ordering::SeqCst)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Resolves after the next `append` (or at once if one happened since
+    /// the last wait).
+    pub async fn appended(&self) {
+        self.notify.notified().await;
+    }
+
+    fn cf(&self) -> Result<&rocksdb::ColumnFamily> {
+        self.db
+            .cf_handle(CF_OUTBOX)
+            .context("column family outbox missing")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgsnapman_proto::v1::{MessageLevel, WorkerMessage};
+
+    fn msg(text: &str) -> event::Body {
+        event::Body::Message(WorkerMessage {
+            level: MessageLevel::Info as i32,
+            class: "TEST".into(),
+            job_id: 0,
+            text: text.into(),
+        })
+    }
+
+    fn text_of(e: &Event) -> String {
+        match &e.body {
+            Some(event::Body::Message(m)) => m.text.clone(),
+            other => panic!("unexpected body {other:?}"),
+        }
+    }
+
+    #[test]
+    fn appends_in_order_and_deletes_up_to_an_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = Outbox::open(&dir.path().join("state")).unwrap();
+        assert!(ob.is_empty());
+        let ids: Vec<Uuid> = (0..50)
+            .map(|i| ob.append(msg(&format!("m{i}"))).unwrap())
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids must grow");
+        assert_eq!(ob.len(), 50);
+        let first = ob.oldest(10).unwrap();
+        assert_eq!(first.len(), 10);
+        assert_eq!(text_of(&first[0]), "m0");
+        assert_eq!(first[9].event_id, ids[9].to_string());
+        assert_eq!(ob.delete_up_to(ids[9]).unwrap(), 10);
+        assert_eq!(ob.len(), 40);
+        assert_eq!(text_of(&ob.oldest(1).unwrap()[0]), "m10");
+        // Deleting again is a no-op.
+        assert_eq!(ob.delete_up_to(ids[9]).unwrap(), 0);
+        assert_eq!(ob.delete_up_to(ids[49]).unwrap(), 40);
+        assert!(ob.oldest(5).unwrap().is_empty());
+    }
+
+    #[test]
+    fn events_survive_reopen_and_new_ids_sort_after_old_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        let last = {
+            let ob = Outbox::open(&path).unwrap();
+            ob.append(msg("a")).unwrap();
+            ob.append(msg("b")).unwrap()
+        };
+        let ob = Outbox::open(&path).unwrap();
+        assert_eq!(ob.len(), 2);
+        let next = ob.append(msg("c")).unwrap();
+        assert!(next > last);
+        let all = ob.oldest(10).unwrap();
+        let texts: Vec<String> = all.iter().map(text_of).collect();
+        assert_eq!(texts, ["a", "b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn append_wakes_a_waiter() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = std::sync::Arc::new(Outbox::open(&dir.path().join("state")).unwrap());
+        let waiter = {
+            let ob = ob.clone();
+            tokio::spawn(async move { ob.appended().await })
+        };
+        tokio::task::yield_now().await;
+        ob.append(msg("x")).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

@@ -1,0 +1,640 @@
+//! Runs one dump described by a `DumpSpec`: probes the server, picks the
+//! client of exactly its major, runs pg_dump or pg_dumpall into
+//! `<data_dir>/dumps/<instance>/<job>/<uuid>.dump` and describes the result
+//! as a `DumpFinished`. It knows nothing of leases or the link.
+pub mod client;
+pub mod connection;
+pub mod process;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use pgsnapman_proto::model::{validate_dump_options, validate_identifier};
+use pgsnapman_proto::v1::{DumpFinished, DumpFormat, DumpSpec, DumpType, TaskRef};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use self::client::{ClientTools, Clients};
+use self::connection::{PassFile, conninfo, schema_pattern};
+use self::process::Outcome;
+
+/// The probe query: `SHOW server_version` text, its number, and the size of
+/// the connected database.
+const PROBE_SQL: &str = "SELECT current_setting('server_version'), \
+     current_setting('server_version_num'), pg_database_size(current_database())";
+
+/// How a dump attempt ended.
+#[derive(Debug)]
+pub enum DumpResult {
+    /// Attempted: succeeded or failed, to be recorded in the catalog.
+    Finished(Box<DumpFinished>),
+    /// The spec could not even be attempted.
+    Rejected(String),
+    /// Cancelled (lease lost, shutdown): report nothing.
+    Cancelled,
+}
+
+/// Runs dumps; shared by all tasks.
+#[derive(Debug)]
+pub struct Runner {
+    clients: Clients,
+    dumps_dir: PathBuf,
+    tmp_dir: PathBuf,
+    connect_timeout: Duration,
+    kill_grace: Duration,
+}
+
+/// Everything checked about a spec before anything runs.
+struct Checked<'a> {
+    spec: &'a DumpSpec,
+    instance: &'a pgsnapman_proto::v1::InstanceConnection,
+    dump_type: DumpType,
+    format: DumpFormat,
+    /// The database the probe (and pg_dumpall's first connection) uses.
+    connect_db: String,
+}
+
+fn check_spec(spec: &DumpSpec) -> Result<Checked<'_>> {
+    let instance = spec
+        .instance
+        .as_ref()
+        .context("the task names no instance")?;
+    if instance.host.is_empty() {
+        bail!("instance {} has no host", instance.instance_id);
+    }
+    let dump_type = DumpType::try_from(spec.dump_type)
+        .map_err(|_| anyhow::anyhow!("unknown dump type {}", spec.dump_type))?;
+    match dump_type {
+        DumpType::Unspecified | DumpType::Script => {
+            bail!(
+                "dump type {} is not supported by this worker",
+                dump_type.label()
+            )
+        }
+        _ => {}
+    }
+    let format = DumpFormat::try_from(spec.format)
+        .map_err(|_| anyhow::anyhow!("unknown dump format {}", spec.format))?;
+    let format = if format == DumpFormat::Unspecified {
+        dump_type.default_format()
+    } else {
+        format
+    };
+    if dump_type.is_cluster_wide() && format != DumpFormat::Plain {
+        bail!(
+            "dump type {} writes PLAIN only, not {}",
+            dump_type.label(),
+            format.label()
+        );
+    }
+    validate_dump_options(&spec.extra_options)?;
+    let maintenance_db = if instance.maintenance_db.is_empty() {
+        "postgres".to_string()
+    } else {
+        instance.maintenance_db.clone()
+    };
+    let connect_db = if dump_type.is_cluster_wide() {
+        maintenance_db
+    } else {
+        validate_identifier("database", &spec.database)?;
+        spec.database.clone()
+    };
+    if !spec.schema.is_empty() {
+        validate_identifier("schema", &spec.schema)?;
+    }
+    Ok(Checked {
+        spec,
+        instance,
+        dump_type,
+        format,
+        connect_db,
+    })
+}
+
+/// What the probe learned about the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    pub version: String,
+    pub version_num: u32,
+    pub database_bytes: i64,
+}
+
+impl ServerInfo {
+    pub fn major(&self) -> u32 {
+        self.version_num / 10000
+    }
+}
+
+/// Parses psql's unaligned output `version|version_num|size`.
+pub fn parse_probe(out: &str) -> Result<ServerInfo> {
+    let line = out.trim();
+    let mut parts = line.rsplitn(3, '|');
+    let (Some(size), Some(num), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
+        bail!("unexpected probe output {line:?}");
+    };
+    let version_num: u32 = num
+        .trim()
+        .parse()
+        .with_context(|| format!("server_version_num {num:?} is not a number"))?;
+    let database_bytes: i64 = size.trim().parse().unwrap_or(-1);
+    Ok(ServerInfo {
+        version: version.to_string(),
+        version_num,
+        database_bytes,
+    })
+}
+
+/// Arguments of the dump program (after the program name).
+fn dump_args(c: &Checked<'_>, partial: &Path, conninfo: &str) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
+    let mut file = OsString::from("--file=");
+    file.push(partial);
+    if c.dump_type.is_cluster_wide() {
+        args.push(file);
+        args.push("--no-password".into());
+        match c.dump_type {
+            DumpType::ClusterSchema => args.push("--schema-only".into()),
+            DumpType::Globals => args.push("--globals-only".into()),
+            _ => {}
+        }
+        // pg_dumpall ignores the conninfo's dbname; -l names the first database.
+        args.push(format!("--database={}", c.connect_db).into());
+    } else {
+        match c.format {
+            DumpFormat::Directory => {
+                args.push("--format=directory".into());
+                args.push("--compress=0".into());
+                if c.spec.parallel_jobs > 1 {
+                    args.push(format!("--jobs={}", c.spec.parallel_jobs).into());
+                }
+            }
+            DumpFormat::Plain => args.push("--format=plain".into()),
+            _ => {
+                args.push("--format=custom".into());
+                args.push("--compress=0".into());
+            }
+        }
+        args.push(file);
+        args.push("--no-password".into());
+        if c.dump_type == DumpType::Schema {
+            args.push("--schema-only".into());
+        }
+        if !c.spec.schema.is_empty() {
+            args.push(format!("--schema={}", schema_pattern(&c.spec.schema)).into());
+        }
+    }
+    args.extend(c.spec.extra_options.iter().map(OsString::from));
+    args.push(format!("--dbname={conninfo}").into());
+    args
+}
+
+/// Size of a file, or the sum of the files of a directory (one level, as
+/// pg_dump's directory format writes).
+fn output_bytes(path: &Path) -> Result<u64> {
+    let meta = std::fs::metadata(path).with_context(|| format!("stat {}", path.display()))?;
+    if !meta.is_dir() {
+        return Ok(meta.len());
+    }
+    let mut total = 0;
+    for e in std::fs::read_dir(path).with_context(|| format!("list {}", path.display()))? {
+        let e = e.with_context(|| format!("list {}", path.display()))?;
+        total += e.metadata().map(|m| m.len()).unwrap_or(0);
+    }
+    Ok(total)
+}
+
+/// Removes a partial output (file or directory); missing is fine.
+fn remove_output(path: &Path) {
+    let res = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    if let Err(err) = res
+        && err.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), "cannot remove partial dump: {err}");
+    }
+}
+
+fn fsync_path(path: &Path) -> Result<()> {
+    let f = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    f.sync_all()
+        .with_context(|| format!("fsync {}", path.display()))
+}
+
+/// Makes `partial` durable under the name `done`: fsync its data, rename,
+/// fsync the directory.
+fn commit_output(partial: &Path, done: &Path) -> Result<()> {
+    if partial.is_dir() {
+        for e in
+            std::fs::read_dir(partial).with_context(|| format!("list {}", partial.display()))?
+        {
+            let e = e.with_context(|| format!("list {}", partial.display()))?;
+            fsync_path(&e.path())?;
+        }
+    }
+    fsync_path(partial)?;
+    std::fs::rename(partial, done)
+        .with_context(|| format!("rename {} to {}", partial.display(), done.display()))?;
+    if let Some(dir) = done.parent() {
+        fsync_path(dir)?;
+    }
+    Ok(())
+}
+
+impl Runner {
+    /// `data_dir` must be absolute and exist.
+    pub fn new(
+        clients: Clients,
+        data_dir: &Path,
+        connect_timeout: Duration,
+        kill_grace: Duration,
+    ) -> Result<Self> {
+        let dumps_dir = data_dir.join("dumps");
+        let tmp_dir = data_dir.join("tmp");
+        for d in [&dumps_dir, &tmp_dir] {
+            std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
+        }
+        Ok(Self {
+            clients,
+            dumps_dir,
+            tmp_dir,
+            connect_timeout,
+            kill_grace,
+        })
+    }
+
+    pub fn client_majors(&self) -> Vec<u32> {
+        self.clients.majors()
+    }
+
+    /// Removes leftovers of dumps that were running when the worker died:
+    /// `*.partial` outputs and stale password files.
+    pub fn clean_leftovers(&self) {
+        if let Ok(entries) = std::fs::read_dir(&self.tmp_dir) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        // dumps/<instance>/<job>/<file>: three levels, no deeper.
+        let mut level = vec![self.dumps_dir.clone()];
+        for _ in 0..2 {
+            let mut next = Vec::new();
+            for d in &level {
+                if let Ok(entries) = std::fs::read_dir(d) {
+                    next.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+                }
+            }
+            level = next;
+        }
+        for d in level {
+            if let Ok(entries) = std::fs::read_dir(&d) {
+                for e in entries.flatten() {
+                    let p = e.path();
+                    if p.to_string_lossy().ends_with(".partial") {
+                        tracing::info!(path = %p.display(), "removing partial dump left by an earlier run");
+                        remove_output(&p);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the dump of `spec`. `progress` receives the bytes written so far.
+    pub async fn dump(
+        &self,
+        task: Option<TaskRef>,
+        spec: &DumpSpec,
+        cancel: &CancellationToken,
+        progress: Arc<AtomicU64>,
+    ) -> DumpResult {
+        let checked = match check_spec(spec) {
+            Ok(c) => c,
+            Err(err) => return DumpResult::Rejected(format!("{err:#}")),
+        };
+        let started_at = chrono::Utc::now();
+        let dump_uuid = Uuid::now_v7();
+        let instance = checked.instance;
+        let mut finished = DumpFinished {
+            dump_uuid: dump_uuid.to_string(),
+            task: task.clone(),
+            job_id: spec.job_id,
+            instance_id: instance.instance_id,
+            host: instance.host.clone(),
+            port: if instance.port == 0 {
+                5432
+            } else {
+                instance.port
+            },
+            database: spec.database.clone(),
+            schema: spec.schema.clone(),
+            dump_type: checked.dump_type as i32,
+            format: checked.format as i32,
+            succeeded: false,
+            error: String::new(),
+            started_at: Some(pgsnapman_proto::timestamp(started_at)),
+            finished_at: None,
+            dump_bytes: 0,
+            stored_bytes: 0,
+            database_bytes: -1,
+            server_version: String::new(),
+            client_version: String::new(),
+            location: String::new(),
+        };
+        let app_name = match &task {
+            Some(t) => format!("pgsnapman-dump-{}", t.task_id),
+            None => format!("pgsnapman-dump-job-{}", spec.job_id),
+        };
+        let result = self
+            .attempt(
+                &checked,
+                dump_uuid,
+                &app_name,
+                cancel,
+                progress,
+                &mut finished,
+            )
+            .await;
+        if cancel.is_cancelled() {
+            // Cancelled after the output was committed: nobody will record it.
+            Self::discard(&finished.location);
+            return DumpResult::Cancelled;
+        }
+        match result {
+            Ok(true) => finished.succeeded = true,
+            Ok(false) => return DumpResult::Cancelled,
+            Err(err) => {
+                finished.succeeded = false;
+                finished.error = format!("{err:#}");
+            }
+        }
+        finished.finished_at = Some(pgsnapman_proto::timestamp(chrono::Utc::now()));
+        DumpResult::Finished(Box::new(finished))
+    }
+
+    /// Probe, dump, commit. Ok(false) means cancelled; Err is a failed dump
+    /// whose message is the error text.
+    async fn attempt(
+        &self,
+        c: &Checked<'_>,
+        dump_uuid: Uuid,
+        app_name: &str,
+        cancel: &CancellationToken,
+        progress: Arc<AtomicU64>,
+        finished: &mut DumpFinished,
+    ) -> Result<bool> {
+        let passfile = if c.instance.password.is_empty() {
+            None
+        } else {
+            Some(PassFile::create(&self.tmp_dir, c.instance)?)
+        };
+        let passfile_path = passfile.as_ref().map(|p| p.path().to_path_buf());
+        let command = |program: PathBuf| {
+            let mut cmd = Command::new(program);
+            cmd.env_remove("PGPASSWORD");
+            if let Some(p) = &passfile_path {
+                cmd.env("PGPASSFILE", p);
+            }
+            cmd
+        };
+        let probe_conninfo = conninfo(c.instance, &c.connect_db, self.connect_timeout, app_name);
+
+        // 1. Probe the server with the newest psql.
+        let psql = self.clients.newest_psql()?;
+        let mut probe = command(psql.psql());
+        probe
+            .args(["-X", "-A", "-t", "-q", "--no-password", "-c", PROBE_SQL])
+            .arg(format!("--dbname={probe_conninfo}"));
+        let info = match process::run(probe, "psql", true, cancel, self.kill_grace).await? {
+            Outcome::Cancelled => return Ok(false),
+            Outcome::Exited {
+                status,
+                stdout,
+                stderr,
+            } => {
+                if !status.success() {
+                    let text = stderr.error_text();
+                    if text.is_empty() {
+                        bail!("psql exited with {status} while probing the server");
+                    }
+                    bail!("{text}");
+                }
+                parse_probe(&String::from_utf8_lossy(&stdout))?
+            }
+        };
+        finished.server_version = info.version.clone();
+        if !c.dump_type.is_cluster_wide() {
+            finished.database_bytes = info.database_bytes;
+        }
+
+        // 2. The client of exactly the server's major.
+        let tools: &ClientTools = self.clients.for_major(info.major())?;
+        finished.client_version = tools.version.clone();
+
+        // 3. Run it into a partial output.
+        let dir = self
+            .dumps_dir
+            .join(c.instance.instance_id.to_string())
+            .join(c.spec.job_id.to_string());
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .with_context(|| format!("create {}", dir.display()))?;
+        let done = dir.join(format!("{dump_uuid}.dump"));
+        let partial = dir.join(format!("{dump_uuid}.dump.partial"));
+        let (program, name) = if c.dump_type.is_cluster_wide() {
+            (tools.pg_dumpall(), "pg_dumpall")
+        } else {
+            (tools.pg_dump(), "pg_dump")
+        };
+        let dump_conninfo = conninfo(c.instance, &c.connect_db, self.connect_timeout, app_name);
+        let mut cmd = command(program);
+        cmd.args(dump_args(c, &partial, &dump_conninfo));
+        tracing::info!(
+            program = name,
+            major = tools.major,
+            server_version = %info.version,
+            path = %done.display(),
+            "starting dump"
+        );
+        let watcher = {
+            let partial = partial.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let p = partial.clone();
+                    if let Ok(Ok(n)) = tokio::task::spawn_blocking(move || output_bytes(&p)).await {
+                        progress.store(n, Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+        let outcome = process::run(cmd, name, false, cancel, self.kill_grace).await;
+        watcher.abort();
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(err) => {
+                remove_output(&partial);
+                return Err(err);
+            }
+        };
+        match outcome {
+            Outcome::Cancelled => {
+                remove_output(&partial);
+                Ok(false)
+            }
+            Outcome::Exited { status, stderr, .. } => {
+                if !status.success() || cancel.is_cancelled() {
+                    remove_output(&partial);
+                    if cancel.is_cancelled() {
+                        return Ok(false);
+                    }
+                    let text = stderr.error_text();
+                    if text.is_empty() {
+                        bail!("{name} exited with {status}");
+                    }
+                    bail!("{text}");
+                }
+                // 4. Durable under its final name.
+                let (p, d) = (partial.clone(), done.clone());
+                let committed = tokio::task::spawn_blocking(move || {
+                    commit_output(&p, &d)?;
+                    output_bytes(&d)
+                })
+                .await
+                .context("commit dump output")
+                .and_then(|r| r);
+                let bytes = match committed {
+                    Ok(b) => b,
+                    Err(err) => {
+                        remove_output(&partial);
+                        remove_output(&done);
+                        return Err(err);
+                    }
+                };
+                finished.dump_bytes = bytes;
+                finished.stored_bytes = bytes;
+                finished.location = done.to_string_lossy().into_owned();
+                Ok(true)
+            }
+        }
+    }
+
+    /// Deletes a committed dump (used when a dump completed but was
+    /// cancelled before it could be recorded).
+    pub fn discard(location: &str) {
+        if !location.is_empty() {
+            remove_output(Path::new(location));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgsnapman_proto::v1::InstanceConnection;
+
+    fn spec(dump_type: DumpType, format: DumpFormat) -> DumpSpec {
+        DumpSpec {
+            job_id: 3,
+            instance: Some(InstanceConnection {
+                instance_id: 2,
+                name: "i".into(),
+                host: "127.0.0.1".into(),
+                port: 5432,
+                user: "postgres".into(),
+                password: String::new(),
+                maintenance_db: "postgres".into(),
+                status: 1,
+            }),
+            database: "db".into(),
+            schema: String::new(),
+            dump_type: dump_type as i32,
+            format: format as i32,
+            extra_options: vec![],
+            parallel_jobs: 0,
+        }
+    }
+
+    fn args_of(s: &DumpSpec) -> Vec<String> {
+        let c = check_spec(s).unwrap();
+        dump_args(&c, Path::new("/d/x.dump.partial"), "CONN")
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn probe_output_is_parsed() {
+        let i = parse_probe("15.14 (Debian 15.14-0+deb12u1)|150014|7890123\n").unwrap();
+        assert_eq!(i.version, "15.14 (Debian 15.14-0+deb12u1)");
+        assert_eq!(i.major(), 15);
+        assert_eq!(i.database_bytes, 7_890_123);
+        assert_eq!(parse_probe("9.6.24|90624|1").unwrap().major(), 9);
+        assert!(parse_probe("garbage").is_err());
+    }
+
+    #[test]
+    fn full_and_schema_dumps_use_pg_dump_arguments() {
+        let mut s = spec(DumpType::Full, DumpFormat::Unspecified);
+        s.schema = "Sch \"x\"".into();
+        s.extra_options = vec!["--no-comments".into()];
+        assert_eq!(
+            args_of(&s),
+            [
+                "--format=custom",
+                "--compress=0",
+                "--file=/d/x.dump.partial",
+                "--no-password",
+                "--schema=\"Sch \"\"x\"\"\"",
+                "--no-comments",
+                "--dbname=CONN"
+            ]
+        );
+        let s = spec(DumpType::Schema, DumpFormat::Custom);
+        assert!(args_of(&s).contains(&"--schema-only".to_string()));
+        let mut s = spec(DumpType::Full, DumpFormat::Directory);
+        s.parallel_jobs = 4;
+        let a = args_of(&s);
+        assert!(
+            a.contains(&"--format=directory".to_string()) && a.contains(&"--jobs=4".to_string())
+        );
+    }
+
+    #[test]
+    fn cluster_dumps_use_pg_dumpall_arguments() {
+        let mut s = spec(DumpType::Globals, DumpFormat::Unspecified);
+        s.database = String::new();
+        assert_eq!(
+            args_of(&s),
+            [
+                "--file=/d/x.dump.partial",
+                "--no-password",
+                "--globals-only",
+                "--database=postgres",
+                "--dbname=CONN"
+            ]
+        );
+        assert!(check_spec(&spec(DumpType::Cluster, DumpFormat::Custom)).is_err());
+    }
+
+    #[test]
+    fn bad_specs_are_rejected_with_a_reason() {
+        let mut s = spec(DumpType::Full, DumpFormat::Custom);
+        s.extra_options = vec!["-Z9".into()];
+        let err = check_spec(&s).err().unwrap().to_string();
+        assert!(err.contains("-Z9"), "{err}");
+        let mut s = spec(DumpType::Full, DumpFormat::Custom);
+        s.database = String::new();
+        assert!(check_spec(&s).is_err());
+        assert!(check_spec(&spec(DumpType::Script, DumpFormat::Plain)).is_err());
+        let mut s = spec(DumpType::Full, DumpFormat::Custom);
+        s.instance = None;
+        assert!(check_spec(&s).is_err());
+    }
+}

@@ -1,0 +1,341 @@
+//! Running one client program (pg_dump, pg_dumpall, psql) as a child in its
+//! own process group: stderr is collected (bounded), and cancellation reaches
+//! the whole group (SIGTERM, grace period, SIGKILL) and always reaps the child.
+use std::collections::VecDeque;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+/// Lines of stderr kept from the end of the output.
+const TAIL_LINES: usize = 40;
+/// Bytes of stderr kept from the end of the output.
+const TAIL_BYTES: usize = 8 * 1024;
+/// Error-looking lines kept from anywhere in the output.
+const IMPORTANT_LINES: usize = 20;
+/// Longest single stderr line kept (longer ones are cut).
+const MAX_LINE: usize = 1024;
+/// Most stdout bytes captured (only small query results are captured).
+const MAX_STDOUT: u64 = 64 * 1024;
+
+/// What a child wrote on stderr: the last lines, and the lines that look
+/// like the reason of a failure.
+#[derive(Debug, Default, Clone)]
+pub struct Stderr {
+    tail: VecDeque<String>,
+    tail_bytes: usize,
+    important: Vec<String>,
+}
+
+/// True for lines that carry the reason of a failure.
+fn is_important(line: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "pg_dump: error:",
+        "pg_dumpall: error:",
+        "psql: error:",
+        "pg_dump: detail:",
+        "pg_dumpall: detail:",
+        "psql: detail:",
+        "FATAL",
+        "DETAIL",
+        "ERROR:",
+    ];
+    let t = line.trim_start();
+    PREFIXES.iter().any(|p| t.starts_with(p))
+}
+
+impl Stderr {
+    pub fn push(&mut self, line: &str) {
+        let mut line = line.trim_end().to_string();
+        if line.len() > MAX_LINE {
+            let mut cut = MAX_LINE;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+        }
+        if line.is_empty() {
+            return;
+        }
+        if is_important(&line) && self.important.len() < IMPORTANT_LINES {
+            self.important.push(line.clone());
+        }
+        self.tail_bytes += line.len();
+        self.tail.push_back(line);
+        while self.tail.len() > TAIL_LINES || self.tail_bytes > TAIL_BYTES {
+            match self.tail.pop_front() {
+                Some(old) => self.tail_bytes -= old.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// The error text for a failed run: the error lines if there are any,
+    /// else the last lines.
+    pub fn error_text(&self) -> String {
+        if !self.important.is_empty() {
+            return self.important.join("\n");
+        }
+        let n = self.tail.len();
+        self.tail
+            .iter()
+            .skip(n.saturating_sub(10))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn all_text(&self) -> String {
+        self.tail.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// How a child run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Exited {
+        status: ExitStatus,
+        /// Standard output, if it was captured (at most `MAX_STDOUT` bytes).
+        stdout: Vec<u8>,
+        stderr: Stderr,
+    },
+    /// Cancelled; the process group is gone and the child reaped.
+    Cancelled,
+}
+
+async fn collect_stderr(pipe: impl AsyncRead + Unpin) -> Stderr {
+    let mut reader = BufReader::new(pipe);
+    let mut stderr = Stderr::default();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => stderr.push(&String::from_utf8_lossy(&buf)),
+        }
+    }
+    stderr
+}
+
+async fn collect_stdout(pipe: impl AsyncRead + Unpin) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut limited = pipe.take(MAX_STDOUT);
+    let _ = limited.read_to_end(&mut out).await;
+    // Drain the rest so the child never blocks on a full pipe.
+    let _ = tokio::io::copy(&mut limited.into_inner(), &mut tokio::io::sink()).await;
+    out
+}
+
+/// Runs `cmd` to its end, or until `cancel` fires. The command gets stdin
+/// from /dev/null, stderr piped (stdout too if `capture_stdout`, else
+/// /dev/null) and its own process group.
+pub async fn run(
+    mut cmd: Command,
+    program: &str,
+    capture_stdout: bool,
+    cancel: &CancellationToken,
+    grace: Duration,
+) -> Result<Outcome> {
+    cmd.stdin(Stdio::null())
+        .stdout(if capture_stdout {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    let mut child = cmd.spawn().with_context(|| format!("start {program}"))?;
+    let pid = child.id();
+    let reader = child
+        .stderr
+        .take()
+        .map(|pipe| tokio::spawn(collect_stderr(pipe)));
+    let out_reader = child
+        .stdout
+        .take()
+        .map(|pipe| tokio::spawn(collect_stdout(pipe)));
+    let status = tokio::select! {
+        status = child.wait() => Some(status.with_context(|| format!("wait for {program}"))?),
+        () = cancel.cancelled() => None,
+    };
+    let Some(status) = status else {
+        terminate_group(&mut child, pid, program, grace).await;
+        if let Some(r) = reader {
+            // Every process of the group is gone, so the pipe is at EOF.
+            let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
+        }
+        if let Some(r) = out_reader {
+            r.abort();
+        }
+        return Ok(Outcome::Cancelled);
+    };
+    let stderr = match reader {
+        Some(r) => tokio::time::timeout(Duration::from_secs(10), r)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default(),
+        None => Stderr::default(),
+    };
+    let stdout = match out_reader {
+        Some(r) => tokio::time::timeout(Duration::from_secs(10), r)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    Ok(Outcome::Exited {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+/// SIGTERM to the group, up to `grace` for the child to exit, then SIGKILL to
+/// the group; always reaps the child.
+async fn terminate_group(
+    child: &mut tokio::process::Child,
+    pid: Option<u32>,
+    program: &str,
+    grace: Duration,
+) {
+    let group = pid.and_then(|p| i32::try_from(p).ok()).map(Pid::from_raw);
+    if let Some(g) = group {
+        tracing::info!(
+            pid = g.as_raw(),
+            program,
+            "sending SIGTERM to process group"
+        );
+        let _ = killpg(g, Signal::SIGTERM);
+    }
+    if tokio::time::timeout(grace, child.wait()).await.is_ok() {
+        // The leader is gone; make sure nothing it forked survives.
+        if let Some(g) = group {
+            let _ = killpg(g, Signal::SIGKILL);
+        }
+        return;
+    }
+    if let Some(g) = group {
+        tracing::warn!(
+            pid = g.as_raw(),
+            program,
+            "still running after the grace period: SIGKILL"
+        );
+        let _ = killpg(g, Signal::SIGKILL);
+    }
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_lines_are_extracted() {
+        let mut s = Stderr::default();
+        s.push("pg_dump: warning: something harmless\n");
+        s.push("pg_dump: error: connection to server at \"127.0.0.1\", port 5433 failed: FATAL:  password authentication failed for user \"postgres\"\n");
+        s.push("pg_dump: detail: more\n");
+        let t = s.error_text();
+        assert!(t.contains("password authentication failed for user"), "{t}");
+        assert!(t.contains("detail: more"));
+        assert!(!t.contains("harmless"));
+    }
+
+    #[test]
+    fn without_error_lines_the_tail_is_used_and_bounded() {
+        let mut s = Stderr::default();
+        for i in 0..100 {
+            s.push(&format!("line {i}"));
+        }
+        assert_eq!(s.tail.len(), TAIL_LINES);
+        let t = s.error_text();
+        assert!(t.ends_with("line 99") && t.contains("line 90") && !t.contains("line 89\n"));
+        let mut big = Stderr::default();
+        for _ in 0..40 {
+            big.push(&"x".repeat(5000));
+        }
+        assert!(big.tail_bytes <= TAIL_BYTES);
+        assert!(!big.tail.is_empty());
+    }
+
+    #[tokio::test]
+    async fn exit_status_and_stderr_are_collected() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo 'psql: error: Connection refused' >&2; exit 3"]);
+        let out = run(
+            cmd,
+            "sh",
+            true,
+            &CancellationToken::new(),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+        match out {
+            Outcome::Exited {
+                status,
+                stdout,
+                stderr,
+            } => {
+                assert_eq!(status.code(), Some(3));
+                assert!(stdout.is_empty());
+                assert_eq!(stderr.error_text(), "psql: error: Connection refused");
+            }
+            Outcome::Cancelled => panic!("not cancelled"),
+        }
+    }
+
+    #[tokio::test]
+    async fn cancel_kills_the_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("grandchild");
+        let mut cmd = Command::new("sh");
+        // The grandchild ignores SIGTERM: only SIGKILL to the group stops it.
+        cmd.arg("-c").arg(format!(
+            "sh -c 'trap \"\" TERM; echo $$ > {}; sleep 60' & wait",
+            pidfile.display()
+        ));
+        let cancel = CancellationToken::new();
+        let c2 = cancel.clone();
+        let pf = pidfile.clone();
+        tokio::spawn(async move {
+            while !pf.exists() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            c2.cancel();
+        });
+        let out = run(cmd, "sh", false, &cancel, Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert!(matches!(out, Outcome::Cancelled));
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Reaped by init eventually; it must at least be dead or a zombie.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .chars()
+            .next();
+        assert!(
+            stat.is_empty() || state == Some('Z'),
+            "grandchild alive: {stat}"
+        );
+    }
+}

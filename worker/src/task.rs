@@ -1,0 +1,267 @@
+//! Leased tasks this worker is running: the registry the renew ticker and the
+//! watchdog read, and the life of one task from assignment until the
+//! coordinator has acknowledged its result. Tasks are not tied to a link
+//! session: they keep running across reconnects.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use pgsnapman_proto::v1::{DumpSpec, TaskFailed, TaskRef, event};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::Shared;
+use crate::runner::DumpResult;
+
+/// One running task as the link sees it.
+#[derive(Debug)]
+struct Entry {
+    lease_id: String,
+    leased_until: Instant,
+    cancel: CancellationToken,
+    progress: Arc<AtomicU64>,
+}
+
+/// What the renew ticker needs of a running task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub task_id: i64,
+    pub lease_id: String,
+    pub bytes_done: u64,
+}
+
+/// Running tasks by task id.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    inner: Arc<Mutex<HashMap<i64, Entry>>>,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Entry>> {
+        // A panic while holding the lock leaves the map consistent (every
+        // operation is a single insert/remove/update).
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a task; false if it is already running.
+    pub fn insert(
+        &self,
+        task_id: i64,
+        lease_id: String,
+        leased_until: Instant,
+        cancel: CancellationToken,
+        progress: Arc<AtomicU64>,
+    ) -> bool {
+        let mut map = self.lock();
+        if map.contains_key(&task_id) {
+            return false;
+        }
+        map.insert(
+            task_id,
+            Entry {
+                lease_id,
+                leased_until,
+                cancel,
+                progress,
+            },
+        );
+        true
+    }
+
+    pub fn remove(&self, task_id: i64) {
+        self.lock().remove(&task_id);
+    }
+
+    /// Records a renewal.
+    pub fn renewed(&self, task_id: i64, leased_until: Instant) {
+        if let Some(e) = self.lock().get_mut(&task_id) {
+            e.leased_until = leased_until;
+        }
+    }
+
+    /// Cancels one task; false if it is not running.
+    pub fn cancel(&self, task_id: i64) -> bool {
+        match self.lock().get(&task_id) {
+            Some(e) => {
+                e.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Cancels every task whose lease ended before `now`; returns their ids.
+    pub fn cancel_expired(&self, now: Instant) -> Vec<i64> {
+        let map = self.lock();
+        let mut ids = Vec::new();
+        for (id, e) in map.iter() {
+            if e.leased_until <= now && !e.cancel.is_cancelled() {
+                e.cancel.cancel();
+                ids.push(*id);
+            }
+        }
+        ids
+    }
+
+    /// The leases to renew.
+    pub fn leases(&self) -> Vec<Lease> {
+        self.lock()
+            .iter()
+            .filter(|(_, e)| !e.cancel.is_cancelled())
+            .map(|(id, e)| Lease {
+                task_id: *id,
+                lease_id: e.lease_id.clone(),
+                bytes_done: e.progress.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Runs one leased dump task to its end: dump, write the result to the
+/// outbox, and stay registered (so the lease is renewed) until the
+/// coordinator acknowledged the result. A cancelled task reports nothing.
+pub async fn run(
+    shared: Arc<Shared>,
+    task_id: i64,
+    lease_id: String,
+    spec: Option<DumpSpec>,
+    cancel: CancellationToken,
+    progress: Arc<AtomicU64>,
+    _permit: Option<OwnedSemaphorePermit>,
+) {
+    let task = TaskRef {
+        task_id,
+        lease_id: lease_id.clone(),
+    };
+    let result = match &spec {
+        Some(spec) => {
+            shared
+                .runner
+                .dump(Some(task.clone()), spec, &cancel, progress)
+                .await
+        }
+        None => DumpResult::Rejected("the task carries no dump spec".to_string()),
+    };
+    let body = match result {
+        DumpResult::Cancelled => {
+            tracing::info!("task cancelled; nothing is reported for it");
+            shared.registry.remove(task_id);
+            return;
+        }
+        DumpResult::Rejected(error) => {
+            tracing::warn!(error = %error, "task cannot be run");
+            event::Body::TaskFailed(TaskFailed {
+                task: Some(task),
+                error,
+            })
+        }
+        DumpResult::Finished(finished) => {
+            if finished.succeeded {
+                tracing::info!(
+                    dump_uuid = %finished.dump_uuid,
+                    dump_bytes = finished.dump_bytes,
+                    location = %finished.location,
+                    "dump succeeded"
+                );
+            } else {
+                tracing::warn!(dump_uuid = %finished.dump_uuid, error = %finished.error, "dump failed");
+            }
+            event::Body::DumpFinished(*finished)
+        }
+    };
+    let location = match &body {
+        event::Body::DumpFinished(f) => f.location.clone(),
+        _ => String::new(),
+    };
+    let outbox = shared.outbox.clone();
+    let appended = tokio::task::spawn_blocking(move || outbox.append(body)).await;
+    let event_id = match appended {
+        Ok(Ok(id)) => id,
+        Ok(Err(err)) => {
+            tracing::error!("cannot record the task result in the outbox: {err:#}");
+            crate::runner::Runner::discard(&location);
+            shared.registry.remove(task_id);
+            return;
+        }
+        Err(err) => {
+            tracing::error!("cannot record the task result in the outbox: {err}");
+            crate::runner::Runner::discard(&location);
+            shared.registry.remove(task_id);
+            return;
+        }
+    };
+    tracing::debug!(event_id = %event_id, "result queued for upload");
+    // Keep the lease alive until the catalog has the result: otherwise the
+    // lease could expire between the dump's end and its catalog row, and the
+    // task would run a second time.
+    let mut acked = shared.acked.subscribe();
+    let target = event_id.as_u128();
+    tokio::select! {
+        res = acked.wait_for(|v| *v >= target) => {
+            if res.is_ok() {
+                tracing::info!("task result acknowledged by the coordinator");
+            }
+        }
+        () = cancel.cancelled() => {
+            tracing::info!("stopped waiting for the acknowledgement; the result stays in the outbox");
+        }
+    }
+    shared.registry.remove(task_id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn registry_tracks_renewals_and_expiry() {
+        let r = Registry::default();
+        let now = Instant::now();
+        let t1 = CancellationToken::new();
+        let t2 = CancellationToken::new();
+        let p = Arc::new(AtomicU64::new(7));
+        assert!(r.insert(
+            1,
+            "l1".into(),
+            now + Duration::from_secs(1),
+            t1.clone(),
+            p.clone()
+        ));
+        assert!(!r.insert(1, "l1".into(), now, t1.clone(), p.clone()));
+        assert!(r.insert(
+            2,
+            "l2".into(),
+            now + Duration::from_secs(1),
+            t2.clone(),
+            p.clone()
+        ));
+        r.renewed(2, now + Duration::from_secs(10));
+        assert_eq!(r.cancel_expired(now + Duration::from_secs(2)), vec![1]);
+        assert!(t1.is_cancelled() && !t2.is_cancelled());
+        let leases = r.leases();
+        assert_eq!(
+            leases,
+            vec![Lease {
+                task_id: 2,
+                lease_id: "l2".into(),
+                bytes_done: 7
+            }]
+        );
+        assert!(r.cancel(2));
+        assert!(t2.is_cancelled());
+        r.remove(1);
+        r.remove(2);
+        assert!(r.is_empty());
+        assert!(!r.cancel(2));
+    }
+}

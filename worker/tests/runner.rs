@@ -1,0 +1,440 @@
+//! The dump runner against real throwaway clusters (no coordinator): a dump
+//! with a password file succeeds and restores as a real archive, wrong
+//! passwords and closed ports fail with the server's words, and cancellation
+//! leaves no process and no file behind.
+// Test set-up helpers outside #[test] functions unwrap too: a failure there
+// is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use pgsnapman_proto::v1::{DumpFormat, DumpSpec, DumpType, InstanceConnection, TaskRef};
+use pgsnapman_worker::config::default_bin_dirs;
+use pgsnapman_worker::runner::client::Clients;
+use pgsnapman_worker::runner::{DumpResult, Runner};
+use tokio_util::sync::CancellationToken;
+
+const PASSWORD: &str = r"s3cr3t:with\odd'chars";
+const DB: &str = "My \"odd\" db.ünï 'x'";
+
+/// A throwaway cluster (initdb + pg_ctl) on a free loopback port; TCP needs
+/// the password when one is given, the Unix socket is trusted. Runs the
+/// server as the `postgres` OS user when the test runs as root.
+struct Pg {
+    dir: tempfile::TempDir,
+    port: u16,
+    bindir: std::path::PathBuf,
+    owner: Option<(u32, u32)>,
+}
+
+impl Pg {
+    fn start(password: Option<&str>) -> Pg {
+        let bindir = std::env::var_os("PG_BINDIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| "/usr/lib/postgresql/15/bin".into());
+        assert!(
+            bindir.join("initdb").exists(),
+            "initdb not found in {}: install postgresql-15 or set PG_BINDIR",
+            bindir.display()
+        );
+        let owner = nix::unistd::geteuid().is_root().then(|| {
+            let u = nix::unistd::User::from_name("postgres")
+                .unwrap()
+                .expect("running as root needs an OS user postgres (useradd --system postgres)");
+            (u.uid.as_raw(), u.gid.as_raw())
+        });
+        let dir = tempfile::tempdir().unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pg = Pg {
+            dir,
+            port,
+            bindir,
+            owner,
+        };
+        if let Some((uid, gid)) = owner {
+            nix::unistd::chown(
+                pg.dir.path(),
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )
+            .unwrap();
+        }
+        let mut initdb = pg.server_cmd("initdb");
+        initdb.arg("-D").arg(pg.dir.path().join("data")).args([
+            "--no-sync",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        ]);
+        match password {
+            Some(pw) => {
+                let pwfile = pg.dir.path().join("pwfile");
+                std::fs::write(&pwfile, format!("{pw}\n")).unwrap();
+                if let Some((uid, gid)) = owner {
+                    nix::unistd::chown(
+                        &pwfile,
+                        Some(nix::unistd::Uid::from_raw(uid)),
+                        Some(nix::unistd::Gid::from_raw(gid)),
+                    )
+                    .unwrap();
+                }
+                initdb
+                    .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+                    .arg(format!("--pwfile={}", pwfile.display()));
+            }
+            None => {
+                initdb.arg("--auth=trust");
+            }
+        }
+        let out = initdb.output().unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            pg.port,
+            pg.dir.path().display()
+        );
+        let out = pg
+            .server_cmd("pg_ctl")
+            .arg("-D")
+            .arg(pg.dir.path().join("data"))
+            .args(["-w", "-t", "60", "-l"])
+            .arg(pg.dir.path().join("pg.log"))
+            .args(["-o", &opts, "start"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        pg
+    }
+
+    fn server_cmd(&self, program: &str) -> Command {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(self.bindir.join(program));
+        if let Some((uid, gid)) = self.owner {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd.current_dir(self.dir.path())
+            .env("LC_ALL", "C.UTF-8")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn psql(&self, database: &str) -> Command {
+        let mut cmd = Command::new(self.bindir.join("psql"));
+        cmd.args([
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            "postgres",
+            "-h",
+        ])
+        .arg(self.dir.path())
+        .arg("-p")
+        .arg(self.port.to_string())
+        .arg("-d")
+        .arg(format!(
+            "dbname='{}'",
+            database.replace('\\', "\\\\").replace('\'', "\\'")
+        ));
+        cmd
+    }
+
+    fn query(&self, database: &str, sql: &str) -> String {
+        let out = self
+            .psql(database)
+            .arg("-c")
+            .arg(sql)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn create_database(&self, name: &str) {
+        self.query(
+            "postgres",
+            &format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\"")),
+        );
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let _ = self
+            .server_cmd("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-w", "-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn spec(port: u16, password: &str, database: &str) -> DumpSpec {
+    DumpSpec {
+        job_id: 9,
+        instance: Some(InstanceConnection {
+            instance_id: 4,
+            name: "src".into(),
+            host: "127.0.0.1".into(),
+            port: u32::from(port),
+            user: "postgres".into(),
+            password: password.into(),
+            maintenance_db: "postgres".into(),
+            status: 1,
+        }),
+        database: database.into(),
+        schema: String::new(),
+        dump_type: DumpType::Full as i32,
+        format: DumpFormat::Custom as i32,
+        extra_options: vec![],
+        parallel_jobs: 0,
+    }
+}
+
+fn task(id: i64) -> Option<TaskRef> {
+    Some(TaskRef {
+        task_id: id,
+        lease_id: format!("lease-{id}"),
+    })
+}
+
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
+async fn runner(dir: &Path) -> Runner {
+    let clients = Clients::discover(&default_bin_dirs()).await;
+    assert!(
+        !clients.majors().is_empty(),
+        "no pg_dump found: install postgresql-client"
+    );
+    Runner::new(
+        clients,
+        &dir.canonicalize().unwrap(),
+        Duration::from_secs(10),
+        Duration::from_secs(2),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dumps_succeed_with_the_password_and_fail_clearly_without() {
+    let pg = Pg::start(Some(PASSWORD));
+    pg.create_database(DB);
+    pg.query(
+        DB,
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 5000) g",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let runner = runner(dir.path()).await;
+
+    // Right password (from a private password file): a real archive.
+    let progress = Arc::new(AtomicU64::new(0));
+    let res = runner
+        .dump(
+            task(1),
+            &spec(pg.port, PASSWORD, DB),
+            &CancellationToken::new(),
+            progress,
+        )
+        .await;
+    let DumpResult::Finished(ok) = res else {
+        panic!("expected a finished dump: {res:?}");
+    };
+    assert!(ok.succeeded, "{}", ok.error);
+    assert_eq!(
+        ok.server_version,
+        pg.query("postgres", "SHOW server_version")
+    );
+    assert!(ok.client_version.contains("15"), "{}", ok.client_version);
+    let size: i64 = pg
+        .query(DB, "SELECT pg_database_size(current_database())")
+        .parse()
+        .unwrap();
+    assert!(ok.database_bytes > 0 && (ok.database_bytes - size).abs() < 1_000_000);
+    let on_disk = std::fs::metadata(&ok.location).unwrap().len();
+    assert_eq!(on_disk, ok.dump_bytes);
+    assert!(
+        ok.location
+            .ends_with(&format!("/dumps/4/9/{}.dump", ok.dump_uuid))
+    );
+    let listing = Command::new(pg.bindir.join("pg_restore"))
+        .arg("--list")
+        .arg(&ok.location)
+        .output()
+        .unwrap();
+    assert!(listing.status.success());
+    assert!(String::from_utf8_lossy(&listing.stdout).contains("TABLE DATA public t"));
+
+    // Wrong password: the server's reason, never the password.
+    let res = runner
+        .dump(
+            task(2),
+            &spec(pg.port, "wrong-one", DB),
+            &CancellationToken::new(),
+            Arc::default(),
+        )
+        .await;
+    let DumpResult::Finished(bad) = res else {
+        panic!("expected a failed dump: {res:?}");
+    };
+    assert!(!bad.succeeded);
+    assert!(
+        bad.error
+            .contains("password authentication failed for user"),
+        "{}",
+        bad.error
+    );
+    assert!(!bad.error.contains("wrong-one"));
+
+    // Nothing listens: connection refused.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let res = runner
+        .dump(
+            task(3),
+            &spec(closed, "", "postgres"),
+            &CancellationToken::new(),
+            Arc::default(),
+        )
+        .await;
+    let DumpResult::Finished(refused) = res else {
+        panic!("expected a failed dump: {res:?}");
+    };
+    assert!(
+        refused.error.contains("Connection refused"),
+        "{}",
+        refused.error
+    );
+
+    // A spec that cannot be attempted.
+    let mut bad_spec = spec(pg.port, PASSWORD, DB);
+    bad_spec.extra_options = vec!["--compress=9".into()];
+    let res = runner
+        .dump(
+            task(4),
+            &bad_spec,
+            &CancellationToken::new(),
+            Arc::default(),
+        )
+        .await;
+    assert!(
+        matches!(res, DumpResult::Rejected(ref e) if e.contains("--compress=9")),
+        "{res:?}"
+    );
+
+    // Only the successful archive is left; no password file, no partial.
+    let files = files_under(dir.path());
+    assert_eq!(files, vec![ok.location.clone()], "{files:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellation_kills_pg_dump_and_removes_the_partial_file() {
+    let pg = Pg::start(None);
+    let db = "locked_db";
+    pg.create_database(db);
+    pg.query(db, "CREATE TABLE held AS SELECT 1 AS id");
+    let mut locker = pg
+        .psql(db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = locker.stdin.take().unwrap();
+    stdin
+        .write_all(b"BEGIN; LOCK TABLE held IN ACCESS EXCLUSIVE MODE; SELECT 1;\n")
+        .unwrap();
+    stdin.flush().unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let runner = Arc::new(runner(dir.path()).await);
+    let cancel = CancellationToken::new();
+    let job = {
+        let (runner, cancel) = (runner.clone(), cancel.clone());
+        let spec = spec(pg.port, "", db);
+        tokio::spawn(async move { runner.dump(task(7), &spec, &cancel, Arc::default()).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = pg.query(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgsnapman-dump-7' AND wait_event_type = 'Lock'",
+        );
+        if n != "0" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pg_dump never waited for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cancel.cancel();
+    let res = job.await.unwrap();
+    assert!(matches!(res, DumpResult::Cancelled), "{res:?}");
+    assert!(
+        files_under(dir.path()).is_empty(),
+        "{:?}",
+        files_under(dir.path())
+    );
+    // No pg_dump of this database is left.
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(raw) = std::fs::read(entry.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+            assert!(
+                !(cmd.contains("pg_dump") && cmd.contains(db)),
+                "orphan: {cmd}"
+            );
+        }
+    }
+    drop(stdin);
+    let _ = locker.kill();
+    let _ = locker.wait();
+}
