@@ -18,6 +18,7 @@ pub struct Config {
     pub dump: DumpConfig,
     pub postgres: PostgresConfig,
     pub outbox: OutboxConfig,
+    pub scheduler: SchedulerConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,6 +118,38 @@ impl Default for OutboxConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SchedulerConfig {
+    /// IANA time zone in which cron expressions are evaluated.
+    pub timezone: String,
+    /// A fire missed while the worker was down runs at start if it is at most
+    /// this old; older ones are skipped and reported.
+    #[serde(with = "humantime_serde")]
+    pub missed_grace: Duration,
+    /// Fallback pull of the schedule while connected (changes are normally
+    /// announced on the lease stream at once).
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Duration,
+    /// Scheduled dumps at once (ad-hoc tasks have `dump.max_concurrent`).
+    pub max_concurrent: u32,
+    /// TEST ONLY: the scheduler's clock runs this many times faster than
+    /// real time (30: an every-minute job fires every 2 s).
+    pub clock_speed: u32,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            timezone: "UTC".into(),
+            missed_grace: Duration::from_secs(3600),
+            sync_interval: Duration::from_secs(300),
+            max_concurrent: 2,
+            clock_speed: 1,
+        }
+    }
+}
+
 impl Config {
     /// Loads defaults, then `file` (if given; it must exist), then the
     /// environment, and validates the result.
@@ -159,6 +192,24 @@ impl Config {
                 "outbox.max_batch {} must be between 1 and 1000",
                 self.outbox.max_batch
             );
+        }
+        if self.scheduler.timezone.parse::<chrono_tz::Tz>().is_err() {
+            bail!(
+                "scheduler.timezone {:?} is not an IANA time zone (e.g. UTC, Europe/Amsterdam)",
+                self.scheduler.timezone
+            );
+        }
+        if self.scheduler.max_concurrent == 0 || self.scheduler.max_concurrent > 1024 {
+            bail!(
+                "scheduler.max_concurrent {} must be between 1 and 1024",
+                self.scheduler.max_concurrent
+            );
+        }
+        if self.scheduler.clock_speed == 0 || self.scheduler.clock_speed > 3600 {
+            bail!("scheduler.clock_speed must be between 1 and 3600");
+        }
+        if self.scheduler.sync_interval < Duration::from_secs(1) {
+            bail!("scheduler.sync_interval must be at least 1s");
         }
         if self.coordinator.backoff_initial.is_zero()
             || self.coordinator.backoff_initial > self.coordinator.backoff_max

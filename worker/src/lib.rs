@@ -5,8 +5,10 @@
 pub mod agent;
 pub mod backoff;
 pub mod config;
+pub mod mirror;
 pub mod outbox;
 pub mod runner;
+pub mod scheduler;
 pub mod task;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +38,8 @@ pub struct Shared {
     pub config: Config,
     pub runner: Runner,
     pub outbox: Arc<Outbox>,
+    /// The mirrored schedule (state database).
+    pub mirror: mirror::Mirror,
     pub registry: Registry,
     /// One permit per dump slot (`dump.max_concurrent`).
     pub semaphore: Arc<Semaphore>,
@@ -91,12 +95,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         .await
         .context("open the outbox")??;
     tracing::info!(backlog = outbox.len(), "outbox open");
+    let mirror = mirror::Mirror::open(outbox.db()).context("open the schedule mirror")?;
+    tracing::info!(
+        schedule_version = mirror.version(),
+        jobs = mirror.snapshot().jobs.len(),
+        "schedule mirror loaded"
+    );
     let slots = usize::try_from(config.dump.max_concurrent).unwrap_or(1);
     let (acked, _) = watch::channel(0u128);
     let shared = Arc::new(Shared {
         config,
         runner,
         outbox: Arc::new(outbox),
+        mirror,
         registry: Registry::default(),
         semaphore: Arc::new(Semaphore::new(slots)),
         acked,
@@ -109,10 +120,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let link_stop = CancellationToken::new();
     let link = tokio::spawn(agent::run_link(shared.clone(), link_stop.clone()));
     let watchdog = tokio::spawn(watchdog(shared.clone()));
+    let scheduler_stop = CancellationToken::new();
+    let scheduler = tokio::spawn(scheduler::run(shared.clone(), scheduler_stop.clone()));
 
     shutdown.cancelled().await;
     tracing::info!(running = shared.registry.len(), "shutting down");
     // 1. No new work.
+    scheduler_stop.cancel();
+    if let Err(err) = scheduler.await {
+        tracing::warn!("scheduler ended abnormally: {err}");
+    }
     shared.drain.cancel();
     shared.semaphore.close();
     // 2. Cancel running dumps; each kills its process group and reaps it.

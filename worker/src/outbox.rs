@@ -3,8 +3,8 @@
 //! coordinator acknowledges them. Layout: docs/worker.md. Calls block on disk:
 //! async code runs them in `spawn_blocking`.
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use pgsnapman_proto::v1::{Event, event};
@@ -22,7 +22,7 @@ pub const STATE_FORMAT_VERSION: u32 = 1;
 
 /// Events in id (= time) order, durable once `append` returns.
 pub struct Outbox {
-    db: DB,
+    db: Arc<DB>,
     len: AtomicU64,
     /// Highest id handed out, so that ids only grow within the process and
     /// stay above every id already stored.
@@ -55,9 +55,14 @@ impl Outbox {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        let cfs = [CF_OUTBOX, CF_META]
-            .into_iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let cfs = [
+            CF_OUTBOX,
+            CF_META,
+            crate::mirror::CF_MIRROR,
+            crate::mirror::CF_FIRES,
+        ]
+        .into_iter()
+        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)
             .with_context(|| format!("open state database {}", path.display()))?;
         let meta = db
@@ -102,7 +107,7 @@ impl Outbox {
             (len, last)
         };
         Ok(Self {
-            db,
+            db: Arc::new(db),
             len: AtomicU64::new(len),
             last_id: Mutex::new(last),
             notify: Notify::new(),
@@ -174,6 +179,11 @@ impl Outbox {
             self.len.fetch_sub(n, Ordering::SeqCst);
         }
         Ok(n)
+    }
+
+    /// The state database, shared with the schedule mirror.
+    pub fn db(&self) -> Arc<DB> {
+        Arc::clone(&self.db)
     }
 
     /// Events waiting.

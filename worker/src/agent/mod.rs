@@ -11,10 +11,11 @@ use anyhow::{Context, Result, anyhow};
 use pgsnapman_proto::MAX_MESSAGE_BYTES;
 use pgsnapman_proto::v1::worker_service_client::WorkerServiceClient;
 use pgsnapman_proto::v1::{
-    Credit, HelloRequest, Keepalive, LeaseRequest, Open, Progress, Renew, ReportProgress,
-    TaskAssignment, lease_request, lease_response, task_assignment,
+    ConfirmSchedule, Credit, HelloRequest, Keepalive, LeaseRequest, Open, Progress, Renew,
+    ReportProgress, Status, SyncScheduleRequest, TaskAssignment, lease_request, lease_response,
+    task_assignment,
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -156,6 +157,7 @@ async fn session(
             ));
         }
     };
+    note_worker_status(shared, hello.status);
     let lease_ttl = duration_of(hello.lease_ttl, DEFAULT_LEASE_TTL);
     let keepalive = duration_of(hello.keepalive_interval, DEFAULT_KEEPALIVE);
     tracing::info!(
@@ -200,6 +202,16 @@ async fn session(
     subtasks.spawn(keepalive_loop(tx.clone(), keepalive));
     subtasks.spawn(renew_loop(shared.clone(), tx.clone(), lease_ttl / 3));
     subtasks.spawn(upload::run(shared.clone(), client.clone()).in_current_span());
+    let sync_wake = Arc::new(Notify::new());
+    subtasks.spawn(
+        sync_loop(
+            shared.clone(),
+            client.clone(),
+            tx.clone(),
+            sync_wake.clone(),
+        )
+        .in_current_span(),
+    );
 
     let dead_after = keepalive * 3;
     let result = loop {
@@ -218,7 +230,7 @@ async fn session(
                 Ok(Ok(None)) => break Err(anyhow!("the coordinator closed the lease stream")),
                 Ok(Ok(Some(resp))) => {
                     if let Some(msg) = resp.msg {
-                        handle(shared, msg, &stash, lease_ttl);
+                        handle(shared, msg, &stash, lease_ttl, &sync_wake);
                     }
                 }
             }
@@ -234,6 +246,93 @@ async fn send(tx: &mpsc::Sender<LeaseRequest>, msg: lease_request::Msg) -> Resul
     tx.send(LeaseRequest { msg: Some(msg) })
         .await
         .map_err(|_| anyhow!("lease stream closed"))
+}
+
+/// Records the worker's own status from the coordinator in the mirror, so
+/// that the scheduler honours HALTED even while offline.
+fn note_worker_status(shared: &Shared, status: i32) {
+    let halted = status == Status::Halted as i32;
+    if halted != shared.mirror.snapshot().worker_halted {
+        if halted {
+            tracing::warn!("the coordinator reports this worker HALTED: scheduled dumps stop");
+        } else {
+            tracing::info!("this worker is ACTIVE again: scheduled dumps resume");
+        }
+    }
+    if let Err(e) = shared.mirror.set_worker_halted(halted) {
+        tracing::error!("cannot record the worker status: {e:#}");
+    }
+}
+
+/// Pulls the schedule at once, then whenever the coordinator announces a
+/// change (and every `scheduler.sync_interval` as a fallback), swaps the
+/// mirror and confirms the version on the lease stream.
+async fn sync_loop(
+    shared: Arc<Shared>,
+    mut client: Client,
+    tx: mpsc::Sender<LeaseRequest>,
+    wake: Arc<Notify>,
+) -> Result<()> {
+    let name = shared.config.worker.name.clone();
+    let every = shared.config.scheduler.sync_interval;
+    loop {
+        // The worker's own status is not part of the schedule: ask again.
+        let hello = HelloRequest {
+            worker_name: name.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            client_majors: shared.runner.client_majors(),
+            outbox_backlog: shared.outbox.len(),
+        };
+        let status = client
+            .hello(hello)
+            .await
+            .map_err(|s| anyhow!("Hello refused: {:?}: {}", s.code(), s.message()))?
+            .into_inner()
+            .status;
+        note_worker_status(&shared, status);
+        let known = shared.mirror.version();
+        let answer = client
+            .sync_schedule(SyncScheduleRequest {
+                worker_name: name.clone(),
+                known_version: known,
+            })
+            .await;
+        match answer {
+            Ok(r) => {
+                let r = r.into_inner();
+                if !r.unchanged {
+                    let schedule = r.schedule.unwrap_or_default();
+                    let jobs = schedule.dump_jobs.len();
+                    shared
+                        .mirror
+                        .replace(r.version, schedule)
+                        .context("store the pulled schedule")?;
+                    tracing::info!(version = r.version, jobs, "schedule mirrored");
+                }
+                send(
+                    &tx,
+                    lease_request::Msg::ConfirmSchedule(ConfirmSchedule { version: r.version }),
+                )
+                .await?;
+            }
+            Err(s) if s.code() == tonic::Code::Unavailable => {
+                tracing::debug!("schedule pull: {}; retrying", s.message());
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(s) => {
+                return Err(anyhow!(
+                    "schedule pull refused: {:?}: {}",
+                    s.code(),
+                    s.message()
+                ));
+            }
+        }
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 /// Takes a free slot, then grants it as credit; forever.
@@ -310,6 +409,7 @@ fn handle(
     msg: lease_response::Msg,
     stash: &Arc<Mutex<Vec<OwnedSemaphorePermit>>>,
     lease_ttl: Duration,
+    sync_wake: &Notify,
 ) {
     match msg {
         lease_response::Msg::Assignment(a) => {
@@ -334,7 +434,8 @@ fn handle(
         }
         lease_response::Msg::Keepalive(_) => {}
         lease_response::Msg::ScheduleChanged(s) => {
-            tracing::debug!(version = s.version, "schedule changed (not mirrored yet)");
+            tracing::debug!(version = s.version, "schedule changed; pulling it");
+            sync_wake.notify_one();
         }
     }
 }

@@ -85,7 +85,12 @@ mod tests {
     fn fires_when_due_and_not_again_for_the_same_time() {
         let c = CronExpr::parse("*/5 * * * *").unwrap();
         let d = decide(&c, &Utc, Some(t(1, 55, 0)), t(0, 0, 0), t(2, 0, 1), grace());
-        assert_eq!(d, Decision::Fire { scheduled: t(2, 0, 0) });
+        assert_eq!(
+            d,
+            Decision::Fire {
+                scheduled: t(2, 0, 0)
+            }
+        );
         let d = decide(&c, &Utc, Some(t(2, 0, 0)), t(0, 0, 0), t(2, 0, 2), grace());
         assert_eq!(d, Decision::Wait { until: t(2, 5, 0) });
     }
@@ -95,14 +100,31 @@ mod tests {
         let c = CronExpr::parse("*/5 * * * *").unwrap();
         // Down from 1:00 to 2:12: fires 1:05..2:10 missed; 2:10 is 2 min old.
         let d = decide(&c, &Utc, Some(t(1, 0, 0)), t(0, 0, 0), t(2, 12, 0), grace());
-        assert_eq!(d, Decision::Fire { scheduled: t(2, 10, 0) });
+        assert_eq!(
+            d,
+            Decision::Fire {
+                scheduled: t(2, 10, 0)
+            }
+        );
     }
 
     #[test]
     fn a_missed_fire_older_than_grace_is_skipped() {
         let c = CronExpr::parse("0 2 * * *").unwrap();
-        let d = decide(&c, &Utc, Some(t(2, 0, 0) - chrono::Duration::days(1)), t(0, 0, 0), t(5, 0, 0), grace());
-        assert_eq!(d, Decision::SkipMissed { scheduled: t(2, 0, 0) });
+        let d = decide(
+            &c,
+            &Utc,
+            Some(t(2, 0, 0) - chrono::Duration::days(1)),
+            t(0, 0, 0),
+            t(5, 0, 0),
+            grace(),
+        );
+        assert_eq!(
+            d,
+            Decision::SkipMissed {
+                scheduled: t(2, 0, 0)
+            }
+        );
     }
 
     #[test]

@@ -1,0 +1,251 @@
+//! The schedule mirror: the worker's copy of its jobs and the instances they
+//! use, as last pulled from the coordinator, kept in the state database
+//! (column family `mirror`) so that scheduled dumps never need the
+//! coordinator. A new schedule replaces the old one in a single synced write
+//! (atomic swap). Column family `fires` keeps, per job, when the worker first
+//! saw it and the last fire time it handled (ran or skipped). Layout:
+//! docs/worker.md.
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use pgsnapman_proto::v1::{DumpJob, InstanceConnection, Schedule, SyncScheduleResponse};
+use prost::Message;
+use rocksdb::{DB, IteratorMode, WriteOptions};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+pub const CF_MIRROR: &str = "mirror";
+pub const CF_FIRES: &str = "fires";
+const SCHEDULE_KEY: &[u8] = b"schedule";
+const WORKER_STATUS_KEY: &[u8] = b"worker_halted";
+
+/// One consistent view of the mirrored schedule.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Catalog schedule version this view corresponds to (0: never synced).
+    pub version: u64,
+    pub jobs: Vec<DumpJob>,
+    pub instances: HashMap<i64, InstanceConnection>,
+    /// The coordinator last said this worker is HALTED.
+    pub worker_halted: bool,
+}
+
+/// What the scheduler remembers about one job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FireState {
+    pub first_seen: DateTime<Utc>,
+    pub last_handled: Option<DateTime<Utc>>,
+}
+
+pub struct Mirror {
+    db: Arc<DB>,
+    current: RwLock<Arc<Snapshot>>,
+    changed: watch::Sender<u64>,
+}
+
+fn synced() -> WriteOptions {
+    let mut wo = WriteOptions::default();
+    wo.set_sync(true);
+    wo
+}
+
+impl Mirror {
+    /// Loads the mirror from the state database.
+    pub fn open(db: Arc<DB>) -> Result<Self> {
+        let cf = db
+            .cf_handle(CF_MIRROR)
+            .context("column family mirror missing")?;
+        let mut snap = match db
+            .get_cf(cf, SCHEDULE_KEY)
+            .context("read the schedule mirror")?
+        {
+            Some(bytes) => {
+                let r =
+                    SyncScheduleResponse::decode(&*bytes).context("decode the schedule mirror")?;
+                snapshot_of(r.version, r.schedule.unwrap_or_default())
+            }
+            None => Snapshot::default(),
+        };
+        snap.worker_halted = db
+            .get_cf(cf, WORKER_STATUS_KEY)
+            .context("read the mirrored worker status")?
+            .is_some_and(|v| v.first() == Some(&1));
+        let (changed, _) = watch::channel(snap.version);
+        Ok(Self {
+            db,
+            current: RwLock::new(Arc::new(snap)),
+            changed,
+        })
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn version(&self) -> u64 {
+        self.snapshot().version
+    }
+
+    /// Fires whenever the mirror changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Stores a new schedule durably, then makes it current.
+    pub fn replace(&self, version: u64, schedule: Schedule) -> Result<()> {
+        let cf = self
+            .db
+            .cf_handle(CF_MIRROR)
+            .context("column family mirror missing")?;
+        let record = SyncScheduleResponse {
+            version,
+            unchanged: false,
+            schedule: Some(schedule.clone()),
+        };
+        self.db
+            .put_cf_opt(cf, SCHEDULE_KEY, record.encode_to_vec(), &synced())
+            .context("write the schedule mirror")?;
+        let mut snap = snapshot_of(version, schedule);
+        let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
+        snap.worker_halted = cur.worker_halted;
+        *cur = Arc::new(snap);
+        drop(cur);
+        self.changed.send_replace(version);
+        Ok(())
+    }
+
+    /// Records the worker's own status as the coordinator reported it.
+    pub fn set_worker_halted(&self, halted: bool) -> Result<()> {
+        if self.snapshot().worker_halted == halted {
+            return Ok(());
+        }
+        let cf = self
+            .db
+            .cf_handle(CF_MIRROR)
+            .context("column family mirror missing")?;
+        self.db
+            .put_cf_opt(cf, WORKER_STATUS_KEY, [u8::from(halted)], &synced())
+            .context("write the mirrored worker status")?;
+        let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let mut snap = (**cur).clone();
+        snap.worker_halted = halted;
+        *cur = Arc::new(snap);
+        Ok(())
+    }
+
+    pub fn fire_state(&self, job_id: i64) -> Result<Option<FireState>> {
+        let cf = self
+            .db
+            .cf_handle(CF_FIRES)
+            .context("column family fires missing")?;
+        match self
+            .db
+            .get_cf(cf, job_id.to_be_bytes())
+            .context("read fire state")?
+        {
+            Some(v) => Ok(Some(
+                serde_json::from_slice(&v).context("decode fire state")?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put_fire_state(&self, job_id: i64, state: &FireState) -> Result<()> {
+        let cf = self
+            .db
+            .cf_handle(CF_FIRES)
+            .context("column family fires missing")?;
+        self.db
+            .put_cf_opt(
+                cf,
+                job_id.to_be_bytes(),
+                serde_json::to_vec(state)?,
+                &synced(),
+            )
+            .context("write fire state")
+    }
+
+    /// The latest fire time handled for any job (so that a fast test clock
+    /// never runs behind what was already recorded).
+    pub fn latest_handled(&self) -> Result<Option<DateTime<Utc>>> {
+        let cf = self
+            .db
+            .cf_handle(CF_FIRES)
+            .context("column family fires missing")?;
+        let mut latest = None;
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (_, v) = item.context("scan fire states")?;
+            if let Ok(s) = serde_json::from_slice::<FireState>(&v) {
+                latest = latest.max(s.last_handled);
+            }
+        }
+        Ok(latest)
+    }
+}
+
+fn snapshot_of(version: u64, schedule: Schedule) -> Snapshot {
+    Snapshot {
+        version,
+        jobs: schedule.dump_jobs,
+        instances: schedule
+            .instances
+            .into_iter()
+            .map(|i| (i.instance_id, i))
+            .collect(),
+        worker_halted: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::Outbox;
+
+    #[test]
+    fn schedule_and_fire_state_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        let job = DumpJob {
+            id: 7,
+            database: "app".into(),
+            cron: "* * * * *".into(),
+            ..Default::default()
+        };
+        let fire = FireState {
+            first_seen: Utc::now(),
+            last_handled: Some(Utc::now()),
+        };
+        {
+            let outbox = Outbox::open(&path).unwrap();
+            let m = Mirror::open(outbox.db()).unwrap();
+            assert_eq!(m.version(), 0);
+            let rx = m.subscribe();
+            m.replace(
+                3,
+                Schedule {
+                    dump_jobs: vec![job.clone()],
+                    instances: vec![InstanceConnection {
+                        instance_id: 1,
+                        ..Default::default()
+                    }],
+                },
+            )
+            .unwrap();
+            assert!(rx.has_changed().unwrap());
+            m.set_worker_halted(true).unwrap();
+            m.put_fire_state(7, &fire).unwrap();
+        }
+        let outbox = Outbox::open(&path).unwrap();
+        let m = Mirror::open(outbox.db()).unwrap();
+        let snap = m.snapshot();
+        assert_eq!(snap.version, 3);
+        assert_eq!(snap.jobs, vec![job]);
+        assert!(snap.instances.contains_key(&1));
+        assert!(snap.worker_halted);
+        assert_eq!(m.fire_state(7).unwrap(), Some(fire));
+        assert_eq!(m.fire_state(8).unwrap(), None);
+        assert_eq!(m.latest_handled().unwrap(), fire.last_handled);
+    }
+}

@@ -1,0 +1,321 @@
+//! The local scheduler: fires REPEAT jobs from the mirrored schedule by their
+//! cron expressions in the configured time zone, whether or not the
+//! coordinator is reachable. Rules (docs/worker.md):
+//! - only ACTIVE REPEAT jobs of ACTIVE instances fire, and nothing fires while
+//!   the coordinator last reported this worker HALTED; SINGLE jobs are run by
+//!   the coordinator as tasks, never from here;
+//! - never two runs of one job at once: a fire that finds the previous run
+//!   still going is skipped and reported;
+//! - missed fires (the worker was down): the latest one runs at start if it
+//!   is at most `scheduler.missed_grace` old, otherwise it is skipped and
+//!   reported (see `plan::decide`);
+//! - at most `scheduler.max_concurrent` scheduled dumps run at once.
+pub mod plan;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use pgsnapman_proto::model::CronExpr;
+use pgsnapman_proto::v1::{
+    DumpJob, DumpSpec, InstanceConnection, JobKind, MessageLevel, Status, WorkerMessage, event,
+};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::Shared;
+use crate::mirror::FireState;
+use crate::runner::DumpResult;
+use plan::Decision;
+
+/// The scheduler's clock: real time, or (tests only) real time sped up by
+/// `scheduler.clock_speed` from a base that is never behind a fire already
+/// recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    base: DateTime<Utc>,
+    started: Instant,
+    speed: u32,
+}
+
+impl Clock {
+    pub fn new(base: DateTime<Utc>, speed: u32) -> Self {
+        Self {
+            base,
+            started: Instant::now(),
+            speed: speed.max(1),
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        let elapsed = self.started.elapsed() * self.speed;
+        self.base + chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::zero())
+    }
+
+    /// Real time between scheduler ticks: a quarter of a (clock) minute, at
+    /// most one second.
+    fn tick(&self) -> Duration {
+        (Duration::from_secs(15) / self.speed).min(Duration::from_secs(1))
+    }
+}
+
+/// Runs until `stop` fires.
+pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    let cfg = &shared.config.scheduler;
+    let tz: chrono_tz::Tz = match cfg.timezone.parse() {
+        Ok(tz) => tz,
+        Err(_) => {
+            tracing::error!(timezone = %cfg.timezone, "unknown scheduler.timezone; scheduler not started");
+            return;
+        }
+    };
+    let grace = chrono::Duration::from_std(cfg.missed_grace).unwrap_or(chrono::Duration::hours(1));
+    let recorded = shared.mirror.latest_handled().unwrap_or_else(|e| {
+        tracing::warn!("cannot read fire states: {e:#}");
+        None
+    });
+    let clock = Clock::new(
+        Utc::now().max(recorded.unwrap_or_default()),
+        cfg.clock_speed,
+    );
+    if cfg.clock_speed > 1 {
+        tracing::warn!(
+            speed = cfg.clock_speed,
+            "scheduler clock sped up (test setting)"
+        );
+    }
+    let slots = Arc::new(Semaphore::new(
+        usize::try_from(cfg.max_concurrent).unwrap_or(1),
+    ));
+    let running: Arc<Mutex<HashSet<i64>>> = Arc::default();
+    let mut states: HashMap<i64, FireState> = HashMap::new();
+    let mut bad_cron: HashSet<(i64, String)> = HashSet::new();
+    let mut tick = tokio::time::interval(clock.tick());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tracing::info!(timezone = %tz, version = shared.mirror.version(), "scheduler running");
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let snap = shared.mirror.snapshot();
+        if snap.worker_halted {
+            continue;
+        }
+        let now = clock.now();
+        for job in &snap.jobs {
+            if job.kind() != JobKind::Repeat || job.status() != Status::Active {
+                continue;
+            }
+            let Some(instance) = snap.instances.get(&job.instance_id) else {
+                continue;
+            };
+            if instance.status() != Status::Active {
+                continue;
+            }
+            let cron = match CronExpr::parse(&job.cron) {
+                Ok(c) => c,
+                Err(e) => {
+                    if bad_cron.insert((job.id, job.cron.clone())) {
+                        report(
+                            &shared,
+                            MessageLevel::Error,
+                            job.id,
+                            format!("job {}: {e}", job.id),
+                        );
+                    }
+                    continue;
+                }
+            };
+            let state = match states.get(&job.id) {
+                Some(s) => *s,
+                None => {
+                    let s = match shared.mirror.fire_state(job.id) {
+                        Ok(Some(s)) => s,
+                        Ok(None) => FireState {
+                            first_seen: now,
+                            last_handled: None,
+                        },
+                        Err(e) => {
+                            tracing::warn!(job_id = job.id, "fire state: {e:#}");
+                            FireState {
+                                first_seen: now,
+                                last_handled: None,
+                            }
+                        }
+                    };
+                    save(&shared, job.id, &s);
+                    states.insert(job.id, s);
+                    s
+                }
+            };
+            match plan::decide(&cron, &tz, state.last_handled, state.first_seen, now, grace) {
+                Decision::Fire { scheduled } => {
+                    let s = FireState {
+                        last_handled: Some(scheduled),
+                        ..state
+                    };
+                    save(&shared, job.id, &s);
+                    states.insert(job.id, s);
+                    let busy = !running
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(job.id);
+                    if busy {
+                        report(
+                            &shared,
+                            MessageLevel::Warning,
+                            job.id,
+                            format!(
+                                "job {}: the run due at {scheduled} was skipped: the previous run is still going",
+                                job.id
+                            ),
+                        );
+                        continue;
+                    }
+                    let span = tracing::info_span!("scheduler.fire", job_id = job.id, %scheduled);
+                    shared.tasks.spawn(
+                        run_job(
+                            Arc::clone(&shared),
+                            job.clone(),
+                            instance.clone(),
+                            Arc::clone(&slots),
+                            Arc::clone(&running),
+                        )
+                        .instrument(span),
+                    );
+                }
+                Decision::SkipMissed { scheduled } => {
+                    let s = FireState {
+                        last_handled: Some(scheduled),
+                        ..state
+                    };
+                    save(&shared, job.id, &s);
+                    states.insert(job.id, s);
+                    report(
+                        &shared,
+                        MessageLevel::Warning,
+                        job.id,
+                        format!(
+                            "job {}: the run due at {scheduled} was missed while the worker was down and is older than scheduler.missed_grace ({}); skipped",
+                            job.id,
+                            humantime::format_duration(cfg.missed_grace)
+                        ),
+                    );
+                }
+                Decision::Wait { .. } | Decision::Never => {}
+            }
+        }
+    }
+    tracing::info!("scheduler stopped");
+}
+
+fn save(shared: &Shared, job_id: i64, state: &FireState) {
+    if let Err(e) = shared.mirror.put_fire_state(job_id, state) {
+        tracing::error!(job_id, "cannot record the fire state: {e:#}");
+    }
+}
+
+/// Logs and queues a message for the catalog.
+fn report(shared: &Shared, level: MessageLevel, job_id: i64, text: String) {
+    match level {
+        MessageLevel::Error | MessageLevel::Critical => tracing::error!(job_id, "{text}"),
+        MessageLevel::Warning => tracing::warn!(job_id, "{text}"),
+        _ => tracing::info!(job_id, "{text}"),
+    }
+    let body = event::Body::Message(WorkerMessage {
+        level: level as i32,
+        class: "SCHEDULE".into(),
+        job_id,
+        text,
+    });
+    if let Err(e) = shared.outbox.append(body) {
+        tracing::error!("cannot queue a message in the outbox: {e:#}");
+    }
+}
+
+fn spec_of(job: &DumpJob, instance: InstanceConnection) -> DumpSpec {
+    DumpSpec {
+        job_id: job.id,
+        instance: Some(instance),
+        database: job.database.clone(),
+        schema: job.schema.clone(),
+        dump_type: job.dump_type,
+        format: job.format,
+        extra_options: job.extra_options.clone(),
+        parallel_jobs: job.parallel_jobs,
+    }
+}
+
+/// One scheduled run: waits for a slot, dumps, records the result in the
+/// outbox. Cancelled (shutdown) runs record nothing.
+async fn run_job(
+    shared: Arc<Shared>,
+    job: DumpJob,
+    instance: InstanceConnection,
+    slots: Arc<Semaphore>,
+    running: Arc<Mutex<HashSet<i64>>>,
+) {
+    let cancel = shared.tasks_token.child_token();
+    let permit = tokio::select! {
+        p = slots.acquire_owned() => p.ok(),
+        () = cancel.cancelled() => None,
+    };
+    if permit.is_some() {
+        tracing::info!("scheduled dump starting");
+        let spec = spec_of(&job, instance);
+        let result = shared
+            .runner
+            .dump(None, &spec, &cancel, Arc::default())
+            .await;
+        let body = match result {
+            DumpResult::Cancelled => None,
+            DumpResult::Rejected(error) => Some(event::Body::Message(WorkerMessage {
+                level: MessageLevel::Error as i32,
+                class: "DUMP".into(),
+                job_id: job.id,
+                text: format!("job {}: scheduled dump not started: {error}", job.id),
+            })),
+            DumpResult::Finished(f) => {
+                if f.succeeded {
+                    tracing::info!(dump_uuid = %f.dump_uuid, bytes = f.dump_bytes, "scheduled dump succeeded");
+                } else {
+                    tracing::warn!(error = %f.error, "scheduled dump failed");
+                }
+                Some(event::Body::DumpFinished(*f))
+            }
+        };
+        if let Some(body) = body {
+            let location = match &body {
+                event::Body::DumpFinished(f) => f.location.clone(),
+                _ => String::new(),
+            };
+            if let Err(e) = shared.outbox.append(body) {
+                tracing::error!("cannot record the scheduled dump in the outbox: {e:#}");
+                crate::runner::Runner::discard(&location);
+            }
+        }
+    }
+    running
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&job.id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sped_up_clock_runs_fast_from_its_base() {
+        let base = Utc::now();
+        let c = Clock::new(base, 30);
+        std::thread::sleep(Duration::from_millis(100));
+        let ahead = c.now() - base;
+        assert!(ahead >= chrono::Duration::seconds(3), "{ahead}");
+        assert!(c.tick() <= Duration::from_millis(500));
+        assert_eq!(Clock::new(base, 1).tick(), Duration::from_secs(1));
+    }
+}
