@@ -165,7 +165,7 @@ pub fn workers(ws: &[v1::Worker]) -> Table {
         "ID",
         "NAME",
         "STATUS",
-        "CONNECTED",
+        "LINK",
         "LAST SEEN",
         "SCHEDULE",
         "OUTBOX",
@@ -175,13 +175,34 @@ pub fn workers(ws: &[v1::Worker]) -> Table {
             w.id.to_string(),
             w.name.clone(),
             cell(json::status(w.status())),
-            yes_no(w.connected),
+            link(w, chrono::Utc::now()),
             time(w.last_seen_at.as_ref()),
             schedule(w),
             w.outbox_backlog.to_string(),
         ]);
     }
     t
+}
+
+/// `online`, `offline 5m 3s` (since last seen) or `never seen`.
+fn link(w: &v1::Worker, now: chrono::DateTime<chrono::Utc>) -> String {
+    if w.connected {
+        return "online".to_string();
+    }
+    match w
+        .last_seen_at
+        .as_ref()
+        .and_then(pgsnapman_proto::from_timestamp)
+    {
+        Some(seen) => {
+            let secs = u64::try_from((now - seen).num_seconds()).unwrap_or(0);
+            format!(
+                "offline {}",
+                humantime::format_duration(std::time::Duration::from_secs(secs))
+            )
+        }
+        None => "never seen".to_string(),
+    }
 }
 
 pub fn worker_rows(w: &v1::Worker) -> Vec<(&'static str, String)> {
@@ -430,6 +451,22 @@ pub fn messages(ms: &[v1::Message]) -> Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_column_tells_offline_time() {
+        let now = chrono::Utc::now();
+        let mut w = v1::Worker {
+            connected: true,
+            ..Default::default()
+        };
+        assert_eq!(link(&w, now), "online");
+        w.connected = false;
+        assert_eq!(link(&w, now), "never seen");
+        w.last_seen_at = Some(pgsnapman_proto::timestamp(
+            now - chrono::Duration::seconds(125),
+        ));
+        assert_eq!(link(&w, now), "offline 2m 5s");
+    }
 
     #[test]
     fn sizes_are_human_readable() {

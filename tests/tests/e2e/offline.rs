@@ -459,3 +459,72 @@ async fn single_job_runs_once_despite_reconnects() {
     );
     rig.stop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_failures_become_filterable_messages() {
+    let rig = Rig::start("w-msgs").await;
+    let inst = add_instance(&rig.cli, "src", rig.source.port, "w-msgs", None);
+    let bad = id_of(
+        &rig.cli
+            .json(&[
+                "job",
+                "add",
+                "--instance",
+                &inst.to_string(),
+                "--database",
+                "no_such_db",
+                "--cron",
+                EVERY_MINUTE,
+            ])
+            .unwrap(),
+    );
+    let msgs = wait::until(
+        "a message about the failed scheduled dump",
+        Duration::from_secs(60),
+        || async {
+            let m = rig
+                .cli
+                .json(&[
+                    "messages",
+                    "--job",
+                    &bad.to_string(),
+                    "--class",
+                    "DUMP",
+                    "--level",
+                    "error",
+                ])
+                .ok()?;
+            let list = m.as_array()?.clone();
+            (!list.is_empty()).then_some(list)
+        },
+    )
+    .await;
+    let m = &msgs[0];
+    assert_eq!(m["level"], "ERROR", "{m}");
+    assert_eq!(m["class"], "DUMP");
+    assert_eq!(m["job_id"].as_i64(), Some(bad));
+    assert_eq!(m["worker_name"], "w-msgs");
+    assert!(m["logged_at"].is_string());
+    assert!(m["text"].as_str().unwrap().contains("no_such_db"), "{m}");
+    // Filters narrow the list.
+    let none = rig
+        .cli
+        .json(&["messages", "--job", &bad.to_string(), "--level", "critical"])
+        .unwrap();
+    assert!(none.as_array().unwrap().is_empty(), "{none}");
+    let other = rig
+        .cli
+        .json(&["messages", "--worker", "w-msgs", "--class", "SCHEDULE"])
+        .unwrap();
+    assert!(other.as_array().unwrap().is_empty(), "{other}");
+    // The failures are catalog rows too.
+    let rows = catalog_of_job(&rig.cli, bad);
+    assert!(rows.iter().all(|r| r["status"] == "FAILED"), "{rows:?}");
+    assert!(
+        rig.cli
+            .run(&["job", "halt", &bad.to_string()])
+            .unwrap()
+            .success()
+    );
+    rig.stop_all().await;
+}
