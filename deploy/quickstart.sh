@@ -32,7 +32,9 @@ if port_busy "$port"; then
 fi
 export PGSNAPMAN_COORDINATOR="http://127.0.0.1:$port"
 
-pg_bin="${PG_BINDIR:-$(dirname "$(command -v initdb)")}"
+# Server and client binaries of one version: the newest packaged one, else PATH.
+pg_bin="${PG_BINDIR:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}"
+[ -n "$pg_bin" ] && [ -x "$pg_bin/psql" ] || pg_bin="$(dirname "$(command -v psql)")"
 as_pg=()
 if [ "$(id -u)" -eq 0 ]; then as_pg=(runuser -u postgres --); fi
 

@@ -140,8 +140,10 @@ impl Config {
             fig = fig.merge(Toml::file(path));
         }
         fig = fig.merge(
+            // Only SECTION__KEY variables: PGSNAPMAN_CONFIG and the client's
+            // PGSNAPMAN_COORDINATOR (a URL) are not settings of this file.
             Env::prefixed("PGSNAPMAN_")
-                .ignore(&["CONFIG"])
+                .filter(|k| k.as_str().contains("__"))
                 .split("__")
                 .lowercase(true),
         );
@@ -204,6 +206,24 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url(""), "");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type
+    fn environment_overrides_and_client_variables_are_ignored() {
+        figment::Jail::expect_with(|jail| {
+            // pgsnap's own variable must not be read as the [coordinator] section.
+            jail.set_env("PGSNAPMAN_COORDINATOR", "http://127.0.0.1:7431");
+            jail.set_env("PGSNAPMAN_CONFIG", "/nonexistent");
+            jail.set_env("PGSNAPMAN_LEASE__TTL", "30s");
+            jail.set_env("PGSNAPMAN_COORDINATOR__DATA_DIR", "/srv/coord");
+            let cfg = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.lease.ttl, Duration::from_secs(30));
+            assert_eq!(cfg.coordinator.data_dir, PathBuf::from("/srv/coord"));
+            jail.set_env("PGSNAPMAN_LEASE__NO_SUCH_KEY", "1");
+            assert!(Config::load(None).is_err(), "unknown keys are errors");
+            Ok(())
+        });
     }
 
     #[test]

@@ -161,7 +161,13 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(Env::prefixed("PGSNAPMAN_").split("__").ignore(&["config"]));
+        figment = figment.merge(
+            // Only SECTION__KEY variables: PGSNAPMAN_CONFIG and the client's
+            // PGSNAPMAN_COORDINATOR (a URL) are not settings.
+            Env::prefixed("PGSNAPMAN_")
+                .filter(|k| k.as_str().contains("__"))
+                .split("__"),
+        );
         let config: Config = figment.extract().context("read worker configuration")?;
         config.validate()?;
         Ok(config)
