@@ -276,12 +276,14 @@ pub struct DumpRow {
     pub message: String,
     pub task_id: Option<i64>,
     pub worker_name: String,
+    pub restore_metadata: Option<String>,
 }
 
 pub const DUMP_COLUMNS: &str = "d.id, d.dump_uuid, d.job_id, d.worker_id, d.instance_id, d.host, \
     d.port, d.database, d.schema_name, d.dump_type, d.format, d.status, d.started_at, \
     d.finished_at, d.dump_bytes, d.stored_bytes, d.database_bytes, d.server_version, \
-    d.client_version, d.location, d.message, d.task_id, w.name AS worker_name";
+    d.client_version, d.location, d.message, d.task_id, w.name AS worker_name, \
+    d.restore_metadata::text AS restore_metadata";
 
 impl DumpRow {
     pub fn to_proto(&self) -> v1::Dump {
@@ -309,6 +311,7 @@ impl DumpRow {
             message: self.message.clone(),
             task_id: self.task_id.unwrap_or(0),
             worker_name: self.worker_name.clone(),
+            restore_metadata_json: self.restore_metadata.clone().unwrap_or_default(),
         }
     }
 }

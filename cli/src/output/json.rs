@@ -146,6 +146,8 @@ pub fn dump(d: &v1::Dump) -> Value {
         "message": d.message,
         "task_id": d.task_id,
         "worker_name": d.worker_name,
+        // A JSON document from the worker; null when none was captured.
+        "restore_metadata": serde_json::from_str::<Value>(&d.restore_metadata_json).ok(),
     })
 }
 

@@ -341,6 +341,27 @@ pub fn dumps(ds: &[v1::Dump]) -> Table {
     t
 }
 
+/// One line: owner, encoding/locale, tablespace and the roles captured.
+fn restore_metadata(doc: &str) -> String {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(doc) else {
+        return "-".to_string();
+    };
+    let s = |k: &str| v[k].as_str().unwrap_or("?").to_string();
+    let roles: Vec<&str> = v["roles"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|r| r["name"].as_str()).collect())
+        .unwrap_or_default();
+    format!(
+        "owner {}, {} {}/{}, tablespace {}, roles: {}",
+        s("owner"),
+        s("encoding"),
+        s("collate"),
+        s("ctype"),
+        s("tablespace"),
+        roles.join(", ")
+    )
+}
+
 pub fn dump_rows(d: &v1::Dump) -> Vec<(&'static str, String)> {
     let database_bytes =
         u64::try_from(d.database_bytes).map_or_else(|_| "unknown".to_string(), bytes);
@@ -373,6 +394,10 @@ pub fn dump_rows(d: &v1::Dump) -> Vec<(&'static str, String)> {
         ("client version", text(&d.client_version)),
         ("location", text(&d.location)),
         ("message", text(&d.message)),
+        (
+            "restore metadata",
+            restore_metadata(&d.restore_metadata_json),
+        ),
     ]
 }
 

@@ -175,16 +175,16 @@ impl Catalog {
         let ids: Vec<(i64, uuid::Uuid)> = sqlx::query_as(
             "INSERT INTO dumps (dump_uuid, job_id, worker_id, instance_id, host, port, database, \
              schema_name, dump_type, format, status, started_at, finished_at, dump_bytes, \
-             stored_bytes, database_bytes, server_version, client_version, location, message, task_id) \
+             stored_bytes, database_bytes, server_version, client_version, location, message, task_id, restore_metadata) \
              SELECT u.uuid, u.job, $1, u.inst, u.host, u.port, u.db, u.schema, u.dtype, u.fmt, \
                     u.status, u.started, u.finished, u.dbytes, u.sbytes, u.dbsize, u.sver, u.cver, \
-                    u.loc, u.msg, u.task \
+                    u.loc, u.msg, u.task, NULLIF(u.meta, '')::jsonb \
              FROM unnest($2::uuid[], $3::bigint[], $4::bigint[], $5::text[], $6::int[], $7::text[], \
                          $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[], \
                          $13::timestamptz[], $14::bigint[], $15::bigint[], $16::bigint[], $17::text[], \
-                         $18::text[], $19::text[], $20::text[], $21::bigint[]) WITH ORDINALITY \
+                         $18::text[], $19::text[], $20::text[], $21::bigint[], $22::text[]) WITH ORDINALITY \
                   AS u(uuid, job, inst, host, port, db, schema, dtype, fmt, status, started, finished, \
-                       dbytes, sbytes, dbsize, sver, cver, loc, msg, task, ord) \
+                       dbytes, sbytes, dbsize, sver, cver, loc, msg, task, meta, ord) \
              ORDER BY u.ord \
              ON CONFLICT (dump_uuid) DO NOTHING RETURNING id, dump_uuid",
         )
@@ -209,6 +209,7 @@ impl Catalog {
         .bind(&c.location)
         .bind(&c.message)
         .bind(&c.task)
+        .bind(&c.restore_metadata)
         .fetch_all(&mut **tx)
         .await?;
         let by_uuid: std::collections::HashMap<uuid::Uuid, i64> =
@@ -307,6 +308,7 @@ struct DumpColumns {
     server_version: Vec<String>,
     client_version: Vec<String>,
     location: Vec<String>,
+    restore_metadata: Vec<String>,
     message: Vec<String>,
     task: Vec<Option<i64>>,
 }
@@ -341,6 +343,7 @@ impl DumpColumns {
         self.server_version.push(d.server_version.clone());
         self.client_version.push(d.client_version.clone());
         self.location.push(d.location.clone());
+        self.restore_metadata.push(d.restore_metadata_json.clone());
         self.message.push(d.error.clone());
         self.task
             .push(d.task.as_ref().map(|t| t.task_id).filter(|t| *t != 0));

@@ -8,9 +8,11 @@
 mod common;
 
 mod dump_now;
+mod dump_types;
 mod embedded;
 mod exactly_once;
 mod failures;
+mod metadata;
 mod offline;
 mod reconnect;
 mod shutdown;

@@ -26,6 +26,10 @@ impl ClientTools {
     pub fn psql(&self) -> PathBuf {
         self.dir.join("psql")
     }
+
+    pub fn pg_restore(&self) -> PathBuf {
+        self.dir.join("pg_restore")
+    }
 }
 
 /// Client tools by major version.

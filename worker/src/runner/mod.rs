@@ -4,6 +4,7 @@
 //! as a `DumpFinished`. It knows nothing of leases or the link.
 pub mod client;
 pub mod connection;
+pub mod metadata;
 pub mod process;
 
 use std::ffi::OsString;
@@ -346,6 +347,7 @@ impl Runner {
             server_version: String::new(),
             client_version: String::new(),
             location: String::new(),
+            restore_metadata_json: String::new(),
         };
         let app_name = match &task {
             Some(t) => format!("pgsnapman-dump-{}", t.task_id),
@@ -372,6 +374,7 @@ impl Runner {
             Err(err) => {
                 finished.succeeded = false;
                 finished.error = format!("{err:#}");
+                finished.restore_metadata_json.clear();
             }
         }
         finished.finished_at = Some(pgsnapman_proto::timestamp(chrono::Utc::now()));
@@ -433,11 +436,46 @@ impl Runner {
             finished.database_bytes = info.database_bytes;
         }
 
-        // 2. The client of exactly the server's major.
+        // 2. What pg_dump leaves out of a database dump (owner, encoding,
+        //    locale, tablespace, ACL, settings, referenced roles).
+        if !c.dump_type.is_cluster_wide() {
+            let mut query = command(psql.psql());
+            query
+                .args([
+                    "-X",
+                    "-A",
+                    "-t",
+                    "-q",
+                    "--no-password",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                ])
+                .args(["-c", metadata::METADATA_SQL])
+                .arg(format!("--dbname={probe_conninfo}"));
+            match process::run(query, "psql", true, cancel, self.kill_grace).await? {
+                Outcome::Cancelled => return Ok(false),
+                Outcome::Exited {
+                    status,
+                    stdout,
+                    stderr,
+                } => {
+                    if !status.success() {
+                        bail!(
+                            "cannot read the database's restore metadata: {}",
+                            stderr.error_text()
+                        );
+                    }
+                    let doc = metadata::parse(&String::from_utf8_lossy(&stdout))?;
+                    finished.restore_metadata_json = doc.to_string();
+                }
+            }
+        }
+
+        // 3. The client of exactly the server's major.
         let tools: &ClientTools = self.clients.for_major(info.major())?;
         finished.client_version = tools.version.clone();
 
-        // 3. Run it into a partial output.
+        // 4. Run it into a partial output.
         let dir = self
             .dumps_dir
             .join(c.instance.instance_id.to_string())
@@ -500,7 +538,39 @@ impl Runner {
                     }
                     bail!("{text}");
                 }
-                // 4. Durable under its final name.
+                // 5. The archive's table of contents reads back before the
+                //    dump counts as complete (custom and directory formats).
+                let archive = !c.dump_type.is_cluster_wide()
+                    && matches!(c.format, DumpFormat::Custom | DumpFormat::Directory);
+                if archive {
+                    let mut list = command(tools.pg_restore());
+                    list.arg("--list").arg(&partial);
+                    let checked =
+                        process::run(list, "pg_restore", true, cancel, self.kill_grace).await;
+                    match checked {
+                        Ok(Outcome::Exited {
+                            status,
+                            stdout,
+                            stderr,
+                        }) if !status.success() || stdout.is_empty() => {
+                            remove_output(&partial);
+                            bail!(
+                                "the archive's table of contents cannot be read back (pg_restore --list exited with {status}): {}",
+                                stderr.error_text()
+                            );
+                        }
+                        Ok(Outcome::Exited { .. }) => {}
+                        Ok(Outcome::Cancelled) => {
+                            remove_output(&partial);
+                            return Ok(false);
+                        }
+                        Err(err) => {
+                            remove_output(&partial);
+                            return Err(err);
+                        }
+                    }
+                }
+                // 6. Durable under its final name.
                 let (p, d) = (partial.clone(), done.clone());
                 let committed = tokio::task::spawn_blocking(move || {
                     commit_output(&p, &d)?;
