@@ -357,6 +357,9 @@ pub struct JobAddArgs {
     /// pg_dump -j for the directory format
     #[arg(long, value_name = "N")]
     pub jobs: Option<u32>,
+    /// On a standby source: pause WAL replay during the dump, resume after
+    #[arg(long)]
+    pub pause_replay: bool,
     /// Free text for people
     #[arg(long)]
     pub comment: Option<String>,
@@ -397,6 +400,9 @@ pub struct JobEditArgs {
     /// pg_dump -j for the directory format
     #[arg(long, value_name = "N")]
     pub jobs: Option<u32>,
+    /// On a standby source: pause WAL replay during dumps (true/false)
+    #[arg(long, value_name = "BOOL")]
+    pub pause_replay: Option<bool>,
 }
 
 // ───────────────────────────── dumps and tasks ─────────────────────────────

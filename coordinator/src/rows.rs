@@ -204,6 +204,7 @@ pub struct JobRow {
     pub comment: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub pause_replay: bool,
 }
 
 fn u32_of(v: i32) -> u32 {
@@ -234,6 +235,7 @@ impl JobRow {
             created_at: Some(timestamp(self.created_at)),
             updated_at: Some(timestamp(self.updated_at)),
             parallel_jobs: u32_of(self.parallel_jobs),
+            pause_replay: self.pause_replay,
         }
     }
 
@@ -247,6 +249,7 @@ impl JobRow {
             format: format_value(&self.format),
             extra_options: self.extra_options.clone(),
             parallel_jobs: u32_of(self.parallel_jobs),
+            pause_replay: self.pause_replay,
         }
     }
 }

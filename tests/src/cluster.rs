@@ -227,6 +227,43 @@ impl PgCluster {
         Ok(())
     }
 
+    /// A streaming standby of this cluster (pg_basebackup -R over the Unix
+    /// socket), started on its own free port.
+    pub fn start_standby(&self) -> Result<PgCluster> {
+        let dir = crate::shared_tempdir("pgsnapman-standby-");
+        if let Some((uid, gid)) = self.owner {
+            nix::unistd::chown(
+                dir.path(),
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )
+            .context("chown standby dir")?;
+        }
+        let mut standby = PgCluster {
+            dir,
+            port: 0,
+            bindir: self.bindir.clone(),
+            options: self.options.clone(),
+            owner: self.owner,
+            running: false,
+        };
+        let out = standby
+            .server_cmd("pg_basebackup")
+            .arg("-D")
+            .arg(standby.data_dir())
+            .args(["-R", "-X", "stream", "-U", "postgres", "-h"])
+            .arg(self.socket_dir())
+            .arg("-p")
+            .arg(self.port.to_string())
+            .stdin(Stdio::null())
+            .output()?;
+        check(out, "pg_basebackup")?;
+        standby.port = free_port()?;
+        standby.pg_ctl_start()?;
+        standby.running = true;
+        Ok(standby)
+    }
+
     /// Starts a stopped cluster again on the same port.
     pub fn start_again(&mut self) -> Result<()> {
         self.pg_ctl_start()?;

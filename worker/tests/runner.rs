@@ -221,6 +221,7 @@ fn spec(port: u16, password: &str, database: &str) -> DumpSpec {
         format: DumpFormat::Custom as i32,
         extra_options: vec![],
         parallel_jobs: 0,
+        pause_replay: false,
     }
 }
 

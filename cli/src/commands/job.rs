@@ -88,6 +88,7 @@ async fn add(ctx: &Ctx, a: JobAddArgs) -> Result<()> {
         retention: a.retention.over(&DEFAULT_RETENTION),
         comment: a.comment.unwrap_or_default(),
         parallel_jobs: a.jobs.unwrap_or(0),
+        pause_replay: a.pause_replay,
     };
     let mut admin = ctx.admin().await?;
     let j = rpc(admin.add_dump_job(req).await)?;
@@ -135,6 +136,7 @@ async fn edit(ctx: &Ctx, a: JobEditArgs) -> Result<()> {
             .format
             .map_or(v1::DumpFormat::Unspecified, |f| f.to_proto()) as i32,
         parallel_jobs: a.jobs,
+        pause_replay: a.pause_replay,
     };
     let retention_changes = a.retention.over(&DEFAULT_RETENTION).is_some();
     let unchanged = req.cron.is_none()
@@ -143,7 +145,8 @@ async fn edit(ctx: &Ctx, a: JobEditArgs) -> Result<()> {
         && req.comment.is_none()
         && req.worker.is_none()
         && a.format.is_none()
-        && req.parallel_jobs.is_none();
+        && req.parallel_jobs.is_none()
+        && req.pause_replay.is_none();
     if unchanged {
         bail!(
             "nothing to change for dump job {}: give at least one option",

@@ -118,6 +118,7 @@ pub fn dump_job(j: &v1::DumpJob) -> Value {
         "created_at": timestamp(j.created_at.as_ref()),
         "updated_at": timestamp(j.updated_at.as_ref()),
         "parallel_jobs": j.parallel_jobs,
+        "pause_replay": j.pause_replay,
     })
 }
 

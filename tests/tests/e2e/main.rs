@@ -16,3 +16,4 @@ mod metadata;
 mod offline;
 mod reconnect;
 mod shutdown;
+mod standby;

@@ -27,7 +27,14 @@ use self::process::Outcome;
 /// The probe query: `SHOW server_version` text, its number, and the size of
 /// the connected database.
 const PROBE_SQL: &str = "SELECT current_setting('server_version'), \
-     current_setting('server_version_num'), pg_database_size(current_database())";
+     current_setting('server_version_num'), pg_database_size(current_database()), \
+     pg_is_in_recovery()";
+
+/// Pause state of WAL replay on a standby (PostgreSQL 14 and later report
+/// whether the pause has taken effect; older ones only that it was requested).
+const PAUSE_STATE_SQL: &str = "SELECT CASE WHEN current_setting('server_version_num')::int >= 140000 \
+     THEN pg_get_wal_replay_pause_state() \
+     ELSE CASE WHEN pg_is_wal_replay_paused() THEN 'paused' ELSE 'not paused' END END";
 
 /// How a dump attempt ended.
 #[derive(Debug)]
@@ -123,6 +130,8 @@ pub struct ServerInfo {
     pub version: String,
     pub version_num: u32,
     pub database_bytes: i64,
+    /// The server is a standby (in recovery).
+    pub in_recovery: bool,
 }
 
 impl ServerInfo {
@@ -134,8 +143,10 @@ impl ServerInfo {
 /// Parses psql's unaligned output `version|version_num|size`.
 pub fn parse_probe(out: &str) -> Result<ServerInfo> {
     let line = out.trim();
-    let mut parts = line.rsplitn(3, '|');
-    let (Some(size), Some(num), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
+    let mut parts = line.rsplitn(4, '|');
+    let (Some(recovery), Some(size), Some(num), Some(version)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         bail!("unexpected probe output {line:?}");
     };
     let version_num: u32 = num
@@ -147,6 +158,7 @@ pub fn parse_probe(out: &str) -> Result<ServerInfo> {
         version: version.to_string(),
         version_num,
         database_bytes,
+        in_recovery: recovery.trim() == "t",
     })
 }
 
@@ -353,16 +365,33 @@ impl Runner {
             Some(t) => format!("pgsnapman-dump-{}", t.task_id),
             None => format!("pgsnapman-dump-job-{}", spec.job_id),
         };
+        let mut paused = false;
         let result = self
             .attempt(
                 &checked,
-                dump_uuid,
                 &app_name,
                 cancel,
                 progress,
                 &mut finished,
+                &mut paused,
             )
             .await;
+        if paused {
+            // Always resume, whatever happened to the dump.
+            match self
+                .sql(&checked, &app_name, "SELECT pg_wal_replay_resume()")
+                .await
+            {
+                Ok(_) => tracing::info!("WAL replay resumed"),
+                Err(err) => {
+                    tracing::error!("could not resume WAL replay on the standby: {err:#}");
+                    if result.is_ok() {
+                        finished.error =
+                            format!("WAL replay could not be resumed after the dump: {err:#}");
+                    }
+                }
+            }
+        }
         if cancel.is_cancelled() {
             // Cancelled after the output was committed: nobody will record it.
             Self::discard(&finished.location);
@@ -386,12 +415,13 @@ impl Runner {
     async fn attempt(
         &self,
         c: &Checked<'_>,
-        dump_uuid: Uuid,
         app_name: &str,
         cancel: &CancellationToken,
         progress: Arc<AtomicU64>,
         finished: &mut DumpFinished,
+        paused: &mut bool,
     ) -> Result<bool> {
+        let dump_uuid = Uuid::parse_str(&finished.dump_uuid).context("dump uuid")?;
         let passfile = if c.instance.password.is_empty() {
             None
         } else {
@@ -432,6 +462,15 @@ impl Runner {
             }
         };
         finished.server_version = info.version.clone();
+        if info.in_recovery {
+            if c.spec.pause_replay {
+                self.pause_replay(c, app_name, paused).await?;
+                finished.error =
+                    "dumped from a standby; WAL replay was paused during the dump".into();
+            } else {
+                finished.error = "dumped from a standby with replay running (a conflict with recovery can cancel the dump; see the job's pause_replay)".into();
+            }
+        }
         if !c.dump_type.is_cluster_wide() {
             finished.database_bytes = info.database_bytes;
         }
@@ -595,6 +634,70 @@ impl Runner {
         }
     }
 
+    /// Runs one SQL statement on the spec's connection database with the
+    /// newest psql; returns its unaligned output.
+    async fn sql(&self, c: &Checked<'_>, app_name: &str, sql: &str) -> Result<String> {
+        let passfile = if c.instance.password.is_empty() {
+            None
+        } else {
+            Some(PassFile::create(&self.tmp_dir, c.instance)?)
+        };
+        let psql = self.clients.newest_psql()?;
+        let mut cmd = Command::new(psql.psql());
+        cmd.env_remove("PGPASSWORD");
+        if let Some(p) = &passfile {
+            cmd.env("PGPASSFILE", p.path());
+        }
+        let info = conninfo(c.instance, &c.connect_db, self.connect_timeout, app_name);
+        cmd.args([
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "--no-password",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+        .arg(format!("--dbname={info}"));
+        // Not cancellable: resuming replay must finish even during shutdown.
+        let never = CancellationToken::new();
+        match process::run(cmd, "psql", true, &never, self.kill_grace).await? {
+            Outcome::Exited {
+                status,
+                stdout,
+                stderr,
+            } => {
+                if !status.success() {
+                    bail!("{}", stderr.error_text());
+                }
+                Ok(String::from_utf8_lossy(&stdout).trim().to_string())
+            }
+            Outcome::Cancelled => bail!("psql was cancelled"),
+        }
+    }
+
+    /// Pauses WAL replay and waits (up to 30 s) until the pause took effect.
+    async fn pause_replay(&self, c: &Checked<'_>, app_name: &str, paused: &mut bool) -> Result<()> {
+        self.sql(c, app_name, "SELECT pg_wal_replay_pause()")
+            .await
+            .context("cannot pause WAL replay on the standby")?;
+        *paused = true;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let state = self.sql(c, app_name, PAUSE_STATE_SQL).await?;
+            if state == "paused" {
+                tracing::info!("WAL replay paused on the standby");
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("WAL replay did not pause within 30s (state: {state})");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Deletes a committed dump (used when a dump completed but was
     /// cancelled before it could be recorded).
     pub fn discard(location: &str) {
@@ -626,6 +729,7 @@ mod tests {
             schema: String::new(),
             dump_type: dump_type as i32,
             format: format as i32,
+            pause_replay: false,
             extra_options: vec![],
             parallel_jobs: 0,
         }
@@ -641,11 +745,13 @@ mod tests {
 
     #[test]
     fn probe_output_is_parsed() {
-        let i = parse_probe("15.14 (Debian 15.14-0+deb12u1)|150014|7890123\n").unwrap();
+        let i = parse_probe("15.14 (Debian 15.14-0+deb12u1)|150014|7890123|f\n").unwrap();
+        assert!(!i.in_recovery);
+        assert!(parse_probe("15.1|150001|1|t").unwrap().in_recovery);
         assert_eq!(i.version, "15.14 (Debian 15.14-0+deb12u1)");
         assert_eq!(i.major(), 15);
         assert_eq!(i.database_bytes, 7_890_123);
-        assert_eq!(parse_probe("9.6.24|90624|1").unwrap().major(), 9);
+        assert_eq!(parse_probe("9.6.24|90624|1|f").unwrap().major(), 9);
         assert!(parse_probe("garbage").is_err());
     }
 

@@ -246,6 +246,7 @@ fn spec_of(job: &DumpJob, instance: InstanceConnection) -> DumpSpec {
         format: job.format,
         extra_options: job.extra_options.clone(),
         parallel_jobs: job.parallel_jobs,
+        pause_replay: job.pause_replay,
     }
 }
 
