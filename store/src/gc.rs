@@ -1,0 +1,214 @@
+//! Garbage collection: mark chunks referenced by manifests and in-progress
+//! ingests, drop every other index entry, delete packs without live chunks and
+//! repack packs whose live share fell below a threshold.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+
+use crate::chunk::ChunkId;
+use crate::durable;
+use crate::error::StoreError;
+use crate::index::IndexEntry;
+use crate::pack::{self, PackId, PackWriter, RECORD_HEADER_LEN};
+use crate::store::Store;
+
+/// Index deletions per synced batch; why: bounds the batch's memory.
+const DELETE_BATCH: usize = 10_000;
+
+/// What a gc run did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    pub manifests: u64,
+    pub live_chunks: u64,
+    pub index_entries_removed: u64,
+    pub packs_deleted: u64,
+    pub packs_repacked: u64,
+    /// Packs that should have been repacked but hold a corrupt live chunk; they
+    /// are kept as they are (run verify).
+    pub packs_skipped_corrupt: u64,
+    pub packs_written: u64,
+    pub pack_bytes_before: u64,
+    pub pack_bytes_after: u64,
+    pub reclaimed_bytes: u64,
+}
+
+#[derive(Default)]
+struct PackUse {
+    live_bytes: u64,
+    entries: Vec<(ChunkId, IndexEntry)>,
+}
+
+impl Store {
+    /// Collects garbage; see the module doc. `repack_below_live_fraction` is in
+    /// 0.0..=1.0 (0 never repacks). Blocks ingests' chunk registration and
+    /// reads' pack lookups while it runs. Refuses to run if any manifest is
+    /// unreadable, since its chunks could not be marked.
+    ///
+    /// Crash safety: dead index entries are deleted (synced) before any pack
+    /// file; repacked chunks are sealed in a new pack and re-indexed (synced)
+    /// before their old pack is deleted. A crash in between leaves packs that
+    /// no index entry points to, which the next gc deletes.
+    pub fn gc(&self, repack_below_live_fraction: f64) -> Result<GcReport, StoreError> {
+        if !(0.0..=1.0).contains(&repack_below_live_fraction) {
+            return Err(StoreError::Invalid {
+                what: "repack threshold",
+                detail: format!("{repack_below_live_fraction} is outside 0.0..=1.0"),
+            });
+        }
+        let inner = &self.inner;
+        let _gc = inner.gc_write();
+        let mut report = GcReport::default();
+
+        // Mark.
+        let mut live: HashSet<ChunkId> = HashSet::new();
+        for m in self.manifests()? {
+            report.manifests += 1;
+            live.extend(m.chunk_refs().map(|c| c.id));
+        }
+        for (_, set) in inner.registry().ingests.values() {
+            live.extend(set.iter().copied());
+        }
+        report.live_chunks = live.len() as u64;
+
+        // Sweep the index.
+        let mut dead = Vec::new();
+        let mut uses: HashMap<PackId, PackUse> = HashMap::new();
+        inner.index.for_each(|id, e| {
+            if live.contains(&id) {
+                let u = uses.entry(e.pack).or_default();
+                u.live_bytes += RECORD_HEADER_LEN as u64 + u64::from(e.stored_len);
+                u.entries.push((id, e));
+            } else {
+                dead.push(id);
+            }
+            Ok(())
+        })?;
+        for batch in dead.chunks(DELETE_BATCH) {
+            inner.index.delete_all(batch)?;
+        }
+        report.index_entries_removed = dead.len() as u64;
+
+        // Packs: delete the empty ones, repack the sparse ones.
+        let packs = inner.list_packs()?;
+        report.pack_bytes_before = packs.iter().map(|(_, len)| len).sum();
+        let mut to_delete = Vec::new();
+        let mut repack = Repacker::new(self);
+        for (id, len) in packs {
+            match uses.get(&id) {
+                None => to_delete.push(id),
+                Some(u) if (u.live_bytes as f64) < repack_below_live_fraction * len as f64 => {
+                    if repack.copy_pack(id, &u.entries)? {
+                        report.packs_repacked += 1;
+                        to_delete.push(id);
+                    } else {
+                        report.packs_skipped_corrupt += 1;
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        report.packs_written = repack.finish()?;
+        for id in &to_delete {
+            let path = inner.pack_path(*id);
+            fs::remove_file(&path)
+                .map_err(StoreError::io(format!("remove pack {}", path.display())))?;
+            tracing::debug!(pack_id = %id, "deleted pack");
+        }
+        report.packs_deleted = to_delete.len() as u64;
+        if !to_delete.is_empty() {
+            durable::fsync_dir(&inner.packs_dir)?;
+        }
+        report.pack_bytes_after = inner.list_packs()?.iter().map(|(_, len)| len).sum();
+        report.reclaimed_bytes = report
+            .pack_bytes_before
+            .saturating_sub(report.pack_bytes_after);
+        tracing::info!(?report, "gc finished");
+        Ok(report)
+    }
+}
+
+/// Copies live records into fresh packs; index entries are rewritten when each
+/// new pack is sealed.
+struct Repacker<'a> {
+    store: &'a Store,
+    writer: Option<PackWriter>,
+    pending: Vec<(ChunkId, IndexEntry)>,
+    written: u64,
+}
+
+impl<'a> Repacker<'a> {
+    fn new(store: &'a Store) -> Repacker<'a> {
+        Repacker {
+            store,
+            writer: None,
+            pending: Vec::new(),
+            written: 0,
+        }
+    }
+
+    /// Copies every live record of `pack`, checking each decodes to its id.
+    /// Returns false (copying nothing that will be indexed) if one is corrupt.
+    fn copy_pack(
+        &mut self,
+        pack: PackId,
+        entries: &[(ChunkId, IndexEntry)],
+    ) -> Result<bool, StoreError> {
+        let inner = &self.store.inner;
+        let path = inner.pack_path(pack);
+        let file =
+            File::open(&path).map_err(StoreError::io(format!("open pack {}", path.display())))?;
+        let mut moved = Vec::with_capacity(entries.len());
+        for (id, e) in entries {
+            let header = e.record_header(*id);
+            let checked = pack::read_record(&file, &path, e.offset, &header).and_then(|stored| {
+                pack::decode_chunk(&header, &stored, &path, e.offset).map(|_| stored)
+            });
+            let stored = match checked {
+                Ok(s) => s,
+                Err(err) => {
+                    tracing::warn!(pack_id = %pack, error = %err, "not repacking pack with a corrupt chunk");
+                    return Ok(false);
+                }
+            };
+            if self.writer.is_none() {
+                self.writer = Some(PackWriter::create(&inner.packs_dir)?);
+            }
+            let Some(w) = self.writer.as_mut() else {
+                return Ok(false);
+            };
+            let offset = w.append(&header, &stored)?;
+            moved.push((
+                *id,
+                IndexEntry {
+                    pack: w.id(),
+                    offset,
+                    ..*e
+                },
+            ));
+            if w.len() >= inner.opts.pack_target_bytes {
+                self.pending.append(&mut moved);
+                self.seal()?;
+            }
+        }
+        self.pending.append(&mut moved);
+        Ok(true)
+    }
+
+    fn seal(&mut self) -> Result<(), StoreError> {
+        if let Some(w) = self.writer.take()
+            && w.records() > 0
+        {
+            w.seal()?;
+            self.written += 1;
+        }
+        self.store.inner.index.put_all(&self.pending)?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Seals the last pack; returns how many packs were written.
+    fn finish(mut self) -> Result<u64, StoreError> {
+        self.seal()?;
+        Ok(self.written)
+    }
+}

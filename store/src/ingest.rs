@@ -1,0 +1,274 @@
+//! `Ingest`: storing one dump. Cuts each file into content-defined chunks,
+//! stores the chunks the store does not have yet (zstd, into this ingest's own
+//! pack), and on `finish` seals, indexes and writes the manifest — in that
+//! order. Dropping an unfinished ingest aborts it.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::sync::Arc;
+
+use fastcdc::v2020::StreamCDC;
+use uuid::Uuid;
+
+use crate::chunk::ChunkId;
+use crate::error::StoreError;
+use crate::index::IndexEntry;
+use crate::manifest::{self, ChunkRef, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestMeta};
+use crate::pack::{ChunkKind, PackWriter, RECORD_HEADER_LEN, RecordHeader};
+use crate::store::Inner;
+
+/// Longest accepted file name (bytes); pg_dump's names are short.
+const MAX_FILE_NAME_BYTES: usize = 255;
+
+/// Rejects names that could escape a restore directory or clash with our own
+/// files: empty, `.`/`..`, containing `/` or NUL, or too long.
+pub(crate) fn validate_file_name(name: &str) -> Result<(), StoreError> {
+    let bad = name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.contains('/')
+        || name.contains('\0')
+        || name.len() > MAX_FILE_NAME_BYTES;
+    if bad {
+        return Err(StoreError::Invalid {
+            what: "file name",
+            detail: format!(
+                "{name:?} (must be 1..={MAX_FILE_NAME_BYTES} bytes, no '/', NUL, '.' or '..')"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// One dump being stored. `Send`; not shared between threads.
+///
+/// Crash safety (kill -9 at any point):
+/// 1. chunks are appended to `<pack>.pack.open`, which nothing references;
+/// 2. a full pack is fsync'd and renamed to `.pack`, then its index entries
+///    are written in one synced batch; a crash between leaves a sealed pack no
+///    index entry points to, which gc deletes;
+/// 3. only after every pack is sealed and indexed is the manifest written
+///    (tmp + fsync + rename + fsync dir); a crash before the rename leaves no
+///    manifest, so the dump does not exist.
+pub struct Ingest {
+    inner: Arc<Inner>,
+    dump_uuid: Uuid,
+    /// Key of this ingest in the store's registry of live chunk sets.
+    registration: u64,
+    files: Vec<FileEntry>,
+    names: HashSet<String>,
+    writer: Option<PackWriter>,
+    /// Index entries of records in `writer`, written once it is sealed.
+    pending: Vec<(ChunkId, IndexEntry)>,
+    logical_bytes: u64,
+    new_stored_bytes: u64,
+    poisoned: bool,
+}
+
+impl Ingest {
+    pub(crate) fn new(inner: Arc<Inner>, dump_uuid: Uuid) -> Result<Ingest, StoreError> {
+        let registration = inner.register(dump_uuid)?;
+        Ok(Ingest {
+            inner,
+            dump_uuid,
+            registration,
+            files: Vec::new(),
+            names: HashSet::new(),
+            writer: None,
+            pending: Vec::new(),
+            logical_bytes: 0,
+            new_stored_bytes: 0,
+            poisoned: false,
+        })
+    }
+
+    /// The dump being stored.
+    pub fn dump_uuid(&self) -> Uuid {
+        self.dump_uuid
+    }
+
+    /// Logical bytes added so far.
+    pub fn logical_bytes(&self) -> u64 {
+        self.logical_bytes
+    }
+
+    /// Pack bytes written so far.
+    pub fn new_stored_bytes(&self) -> u64 {
+        self.new_stored_bytes
+    }
+
+    /// Stores one file, streaming from `r` (memory stays bounded by the
+    /// chunker's max chunk size and the pack buffer). Names are unique per
+    /// dump. After an error the ingest is unusable; drop it.
+    pub fn add_file(&mut self, name: &str, r: impl Read) -> Result<FileEntry, StoreError> {
+        if self.poisoned {
+            return Err(StoreError::IngestPoisoned(self.dump_uuid));
+        }
+        validate_file_name(name)?;
+        if self.names.contains(name) {
+            return Err(StoreError::Invalid {
+                what: "file name",
+                detail: format!("{name:?} was already added to dump {}", self.dump_uuid),
+            });
+        }
+        self.poisoned = true;
+        let entry = self.chunk_file(name, r)?;
+        self.poisoned = false;
+        self.names.insert(name.to_string());
+        self.files.push(entry.clone());
+        Ok(entry)
+    }
+
+    fn chunk_file(&mut self, name: &str, r: impl Read) -> Result<FileEntry, StoreError> {
+        let p = self.inner.opts.chunking;
+        let mut entry = FileEntry {
+            name: name.to_string(),
+            size: 0,
+            chunks: Vec::new(),
+        };
+        for chunk in StreamCDC::new(r, p.min_bytes, p.avg_bytes, p.max_bytes) {
+            let chunk = chunk.map_err(|e| StoreError::Io {
+                context: format!("read {name} of dump {}", self.dump_uuid),
+                error: match e {
+                    fastcdc::v2020::Error::IoError(io) => io,
+                    other => std::io::Error::other(other.to_string()),
+                },
+            })?;
+            let data = chunk.data;
+            let id = ChunkId::of(&data);
+            // max chunk size is at most 16 MiB (validated), so this fits.
+            let len = u32::try_from(data.len()).map_err(|_| StoreError::Invalid {
+                what: "chunk length",
+                detail: format!("{} bytes", data.len()),
+            })?;
+            entry.size += u64::from(len);
+            self.logical_bytes += u64::from(len);
+            entry.chunks.push(ChunkRef { id, len });
+            if self.reference(id)? {
+                continue;
+            }
+            self.store_new(id, &data)?;
+        }
+        Ok(entry)
+    }
+
+    /// Registers `id` as used by this ingest. Returns true when the store
+    /// already has it (indexed, or written earlier by this ingest).
+    fn reference(&mut self, id: ChunkId) -> Result<bool, StoreError> {
+        // Under the gc read lock, so no gc can run between the index lookup
+        // and the registration: a chunk found in the index stays there until
+        // this ingest finishes or is dropped.
+        let _gc = self.inner.gc_read();
+        let already_mine = self.own_set_contains(&id);
+        if already_mine {
+            return Ok(true);
+        }
+        let indexed = self.inner.index.get(&id)?.is_some();
+        let mut reg = self.inner.registry();
+        if let Some((_, set)) = reg.ingests.get_mut(&self.registration) {
+            set.insert(id);
+        }
+        Ok(indexed)
+    }
+
+    fn own_set_contains(&self, id: &ChunkId) -> bool {
+        self.inner
+            .registry()
+            .ingests
+            .get(&self.registration)
+            .is_some_and(|(_, set)| set.contains(id))
+    }
+
+    fn store_new(&mut self, id: ChunkId, raw: &[u8]) -> Result<(), StoreError> {
+        let stored = zstd::bulk::compress(raw, self.inner.opts.zstd_level)
+            .map_err(StoreError::io(format!("compress chunk {id}")))?;
+        let header = RecordHeader {
+            chunk: id,
+            kind: ChunkKind::Full,
+            base: ChunkId::ZERO,
+            raw_len: u32::try_from(raw.len()).map_err(|_| StoreError::Invalid {
+                what: "chunk length",
+                detail: format!("{} bytes", raw.len()),
+            })?,
+            stored_len: u32::try_from(stored.len()).map_err(|_| StoreError::Invalid {
+                what: "compressed chunk length",
+                detail: format!("{} bytes", stored.len()),
+            })?,
+        };
+        if self.writer.is_none() {
+            self.writer = Some(PackWriter::create(&self.inner.packs_dir)?);
+        }
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(StoreError::Invalid {
+                what: "ingest state",
+                detail: "no open pack".to_string(),
+            });
+        };
+        let offset = writer.append(&header, &stored)?;
+        self.pending.push((
+            id,
+            IndexEntry {
+                pack: writer.id(),
+                offset,
+                stored_len: header.stored_len,
+                raw_len: header.raw_len,
+                kind: header.kind,
+                base: header.base,
+            },
+        ));
+        self.new_stored_bytes += (RECORD_HEADER_LEN + stored.len()) as u64;
+        if writer.len() >= self.inner.opts.pack_target_bytes {
+            self.seal_current()?;
+        }
+        Ok(())
+    }
+
+    /// Seals the open pack (if it holds records) and indexes its chunks.
+    fn seal_current(&mut self) -> Result<(), StoreError> {
+        let Some(writer) = self.writer.take() else {
+            return Ok(());
+        };
+        if writer.records() == 0 {
+            return Ok(()); // dropping it removes the empty .open file
+        }
+        // Under the gc read lock: a gc must never see this pack sealed but not
+        // yet indexed, or it would take it for a crash orphan and delete it.
+        let _gc = self.inner.gc_read();
+        let sealed = writer.seal()?;
+        self.inner.index.put_all(&self.pending)?;
+        tracing::debug!(pack_id = %sealed.id, bytes = sealed.bytes, chunks = self.pending.len(), "sealed pack");
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Seals and indexes everything written, then writes the manifest. When
+    /// this returns the dump is durable and complete.
+    pub fn finish(mut self, meta: ManifestMeta) -> Result<Manifest, StoreError> {
+        if self.poisoned {
+            return Err(StoreError::IngestPoisoned(self.dump_uuid));
+        }
+        self.seal_current()?;
+        let m = Manifest {
+            format_version: MANIFEST_FORMAT_VERSION,
+            dump_uuid: self.dump_uuid,
+            meta,
+            logical_bytes: self.logical_bytes,
+            new_stored_bytes: self.new_stored_bytes,
+            files: std::mem::take(&mut self.files),
+        };
+        // The registration (dropped with `self`) keeps gc off these chunks
+        // until the manifest, which then keeps them live, is durable.
+        manifest::write_manifest(&self.inner.manifests_dir, &m)?;
+        tracing::info!(dump_id = %m.dump_uuid, logical_bytes = m.logical_bytes, new_stored_bytes = m.new_stored_bytes, "dump stored");
+        Ok(m)
+    }
+}
+
+impl Drop for Ingest {
+    /// Unregisters; an unsealed pack is removed by `PackWriter`'s drop. Chunks
+    /// of packs already sealed stay unreferenced until gc.
+    fn drop(&mut self) {
+        self.writer = None;
+        self.inner.unregister(self.registration);
+    }
+}

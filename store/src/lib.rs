@@ -1,0 +1,26 @@
+//! pgsnapman's deduplicating pack store: dump data is cut into content-defined
+//! chunks (FastCDC), named by BLAKE3, compressed with zstd after dedup, written
+//! into size-bounded pack files indexed in RocksDB, and described per dump by a
+//! self-describing JSON manifest. Synchronous API (std I/O and threads); call it
+//! from `spawn_blocking`. Formats and crash-safety rules: docs/store.md.
+
+pub mod chunk;
+mod durable;
+pub mod error;
+mod gc;
+pub mod index;
+mod ingest;
+pub mod manifest;
+pub mod pack;
+mod store;
+mod verify;
+
+pub use chunk::{ChunkId, ChunkParams};
+pub use error::StoreError;
+pub use gc::GcReport;
+pub use index::INDEX_FORMAT_VERSION;
+pub use ingest::Ingest;
+pub use manifest::{ChunkRef, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestMeta};
+pub use pack::{PACK_FORMAT_VERSION, PackId};
+pub use store::{Store, StoreOptions, StoreStats};
+pub use verify::{ProblemKind, VerifyProblem, VerifyReport};

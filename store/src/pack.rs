@@ -1,0 +1,553 @@
+//! Pack files: the on-disk container of compressed chunk records (layout in
+//! docs/store.md). Owns writing, sealing, reading one record and scanning a
+//! whole pack. Knows nothing about the index or manifests.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+use crate::chunk::{CHUNK_ID_LEN, ChunkId};
+use crate::durable;
+use crate::error::StoreError;
+
+/// First 8 bytes of every pack.
+pub const PACK_MAGIC: &[u8; 8] = b"PGSNPACK";
+/// Layout in docs/store.md. Bump on any incompatible change and keep a reader
+/// or an upgrade for the old version.
+pub const PACK_FORMAT_VERSION: u16 = 1;
+/// First 4 bytes of every chunk record.
+pub const RECORD_MAGIC: &[u8; 4] = b"CHNK";
+/// First 4 bytes of the trailer that ends a sealed pack.
+pub const TRAILER_MAGIC: &[u8; 4] = b"PEND";
+/// magic 8 | version u16 | pack id 16
+pub const HEADER_LEN: u64 = 8 + 2 + 16;
+/// magic 4 | chunk id 32 | kind 1 | base id 32 | raw_len 4 | stored_len 4
+pub const RECORD_HEADER_LEN: usize = 4 + CHUNK_ID_LEN + 1 + CHUNK_ID_LEN + 4 + 4;
+/// magic 4 | record count u32 | BLAKE3 of every preceding byte 32
+pub const TRAILER_LEN: u64 = 4 + 4 + 32;
+
+const SEALED_SUFFIX: &str = ".pack";
+const OPEN_SUFFIX: &str = ".pack.open";
+
+/// Identity of a pack: a UUIDv7, so names sort roughly by creation time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PackId(pub Uuid);
+
+impl PackId {
+    /// A fresh id.
+    pub fn new() -> PackId {
+        PackId(Uuid::now_v7())
+    }
+
+    /// `<32 hex digits>.pack`
+    pub fn sealed_name(&self) -> String {
+        format!("{}{SEALED_SUFFIX}", self.0.simple())
+    }
+
+    fn open_name(&self) -> String {
+        format!("{}{OPEN_SUFFIX}", self.0.simple())
+    }
+
+    /// Parses a sealed pack's file name; `None` for anything else (including
+    /// `.pack.open` files).
+    pub fn from_sealed_name(name: &str) -> Option<PackId> {
+        let stem = name.strip_suffix(SEALED_SUFFIX)?;
+        Uuid::try_parse(stem).ok().map(PackId)
+    }
+
+    /// True for the name of a pack that was being written (not sealed).
+    pub fn is_open_name(name: &str) -> bool {
+        name.ends_with(OPEN_SUFFIX)
+    }
+}
+
+impl Default for PackId {
+    fn default() -> Self {
+        PackId::new()
+    }
+}
+
+impl std::fmt::Display for PackId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0.simple())
+    }
+}
+
+/// How a record's stored bytes encode the raw chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkKind {
+    /// zstd frame of the raw bytes.
+    Full,
+    /// Reserved for issue 4: zstd delta against the chunk named by `base`.
+    /// Never written by this version; readers reject it.
+    Delta,
+}
+
+impl ChunkKind {
+    pub fn to_byte(self) -> u8 {
+        match self {
+            ChunkKind::Full => 0,
+            ChunkKind::Delta => 1,
+        }
+    }
+
+    pub fn from_byte(b: u8) -> Option<ChunkKind> {
+        match b {
+            0 => Some(ChunkKind::Full),
+            1 => Some(ChunkKind::Delta),
+            _ => None,
+        }
+    }
+}
+
+/// The fixed-size header in front of every record's stored bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub chunk: ChunkId,
+    pub kind: ChunkKind,
+    /// `ChunkId::ZERO` for FULL records.
+    pub base: ChunkId,
+    pub raw_len: u32,
+    pub stored_len: u32,
+}
+
+impl RecordHeader {
+    pub fn encode(&self) -> [u8; RECORD_HEADER_LEN] {
+        let mut b = [0u8; RECORD_HEADER_LEN];
+        b[0..4].copy_from_slice(RECORD_MAGIC);
+        b[4..36].copy_from_slice(&self.chunk.0);
+        b[36] = self.kind.to_byte();
+        b[37..69].copy_from_slice(&self.base.0);
+        b[69..73].copy_from_slice(&self.raw_len.to_le_bytes());
+        b[73..77].copy_from_slice(&self.stored_len.to_le_bytes());
+        b
+    }
+
+    /// Decodes a header; the error string says which field is wrong.
+    pub fn decode(b: &[u8; RECORD_HEADER_LEN]) -> Result<RecordHeader, String> {
+        if &b[0..4] != RECORD_MAGIC {
+            return Err(format!("bad record magic {:02x?}", &b[0..4]));
+        }
+        let kind =
+            ChunkKind::from_byte(b[36]).ok_or_else(|| format!("unknown record kind {}", b[36]))?;
+        let mut chunk = [0u8; CHUNK_ID_LEN];
+        chunk.copy_from_slice(&b[4..36]);
+        let mut base = [0u8; CHUNK_ID_LEN];
+        base.copy_from_slice(&b[37..69]);
+        let mut u = [0u8; 4];
+        u.copy_from_slice(&b[69..73]);
+        let raw_len = u32::from_le_bytes(u);
+        u.copy_from_slice(&b[73..77]);
+        let stored_len = u32::from_le_bytes(u);
+        Ok(RecordHeader {
+            chunk: ChunkId(chunk),
+            kind,
+            base: ChunkId(base),
+            raw_len,
+            stored_len,
+        })
+    }
+
+    /// Bytes the whole record occupies in the pack.
+    pub fn record_len(&self) -> u64 {
+        RECORD_HEADER_LEN as u64 + u64::from(self.stored_len)
+    }
+}
+
+/// Appends records to `<id>.pack.open`; `seal` makes it `<id>.pack`.
+/// Dropping an unsealed writer deletes the `.open` file (best effort; `Store::open`
+/// removes any that survive a crash).
+pub struct PackWriter {
+    id: PackId,
+    dir: PathBuf,
+    file: Option<BufWriter<File>>,
+    hasher: blake3::Hasher,
+    len: u64,
+    records: u32,
+}
+
+/// A pack that is durable under its final name.
+#[derive(Clone, Copy, Debug)]
+pub struct SealedPack {
+    pub id: PackId,
+    pub bytes: u64,
+}
+
+impl PackWriter {
+    /// Creates `<dir>/<id>.pack.open` and writes the header.
+    pub fn create(dir: &Path) -> Result<PackWriter, StoreError> {
+        let id = PackId::new();
+        let path = dir.join(id.open_name());
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(StoreError::io(format!("create pack {}", path.display())))?;
+        let mut w = PackWriter {
+            id,
+            dir: dir.to_path_buf(),
+            file: Some(BufWriter::with_capacity(1 << 20, file)),
+            hasher: blake3::Hasher::new(),
+            len: 0,
+            records: 0,
+        };
+        let mut header = [0u8; HEADER_LEN as usize];
+        header[0..8].copy_from_slice(PACK_MAGIC);
+        header[8..10].copy_from_slice(&PACK_FORMAT_VERSION.to_le_bytes());
+        header[10..26].copy_from_slice(id.0.as_bytes());
+        w.write_all(&header)?;
+        Ok(w)
+    }
+
+    pub fn id(&self) -> PackId {
+        self.id
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True before the first byte is written (never, after `create`).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Number of records appended.
+    pub fn records(&self) -> u32 {
+        self.records
+    }
+
+    fn open_path(&self) -> PathBuf {
+        self.dir.join(self.id.open_name())
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = self.open_path();
+        let file = self.file.as_mut().ok_or_else(|| StoreError::Invalid {
+            what: "pack writer state",
+            detail: format!("pack {} is already sealed", path.display()),
+        })?;
+        file.write_all(bytes)
+            .map_err(StoreError::io(format!("write pack {}", path.display())))?;
+        self.hasher.update(bytes);
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Appends one record; returns the offset of its header.
+    pub fn append(&mut self, header: &RecordHeader, stored: &[u8]) -> Result<u64, StoreError> {
+        debug_assert_eq!(stored.len(), header.stored_len as usize);
+        let offset = self.len;
+        self.write_all(&header.encode())?;
+        self.write_all(stored)?;
+        self.records += 1;
+        Ok(offset)
+    }
+
+    /// Writes the trailer, fsyncs, renames `.open` → `.pack` and fsyncs the
+    /// directory. After this returns the pack survives a crash.
+    pub fn seal(mut self) -> Result<SealedPack, StoreError> {
+        let mut trailer = [0u8; TRAILER_LEN as usize];
+        trailer[0..4].copy_from_slice(TRAILER_MAGIC);
+        trailer[4..8].copy_from_slice(&self.records.to_le_bytes());
+        let hash = self.hasher.finalize();
+        trailer[8..40].copy_from_slice(hash.as_bytes());
+        self.write_all(&trailer)?;
+        let open_path = self.open_path();
+        let sealed_path = self.dir.join(self.id.sealed_name());
+        let writer = self.file.take().ok_or_else(|| StoreError::Invalid {
+            what: "pack writer state",
+            detail: format!("pack {} is already sealed", open_path.display()),
+        })?;
+        let file = writer.into_inner().map_err(|e| StoreError::Io {
+            context: format!("flush pack {}", open_path.display()),
+            error: e.into_error(),
+        })?;
+        file.sync_all().map_err(StoreError::io(format!(
+            "fsync pack {}",
+            open_path.display()
+        )))?;
+        drop(file);
+        fs::rename(&open_path, &sealed_path).map_err(StoreError::io(format!(
+            "rename {} to {}",
+            open_path.display(),
+            sealed_path.display()
+        )))?;
+        durable::fsync_dir(&self.dir)?;
+        Ok(SealedPack {
+            id: self.id,
+            bytes: self.len,
+        })
+    }
+}
+
+impl Drop for PackWriter {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let path = self.open_path();
+            if let Err(err) = fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %err, "could not remove unsealed pack");
+            }
+        }
+    }
+}
+
+/// Reads one record's stored bytes at `offset` of an open pack file and checks
+/// that its header matches what the index promised.
+pub fn read_record(
+    file: &File,
+    path: &Path,
+    offset: u64,
+    expected: &RecordHeader,
+) -> Result<Vec<u8>, StoreError> {
+    let mut hb = [0u8; RECORD_HEADER_LEN];
+    file.read_exact_at(&mut hb, offset)
+        .map_err(|e| StoreError::CorruptChunk {
+            chunk: expected.chunk,
+            path: path.to_path_buf(),
+            offset,
+            detail: format!("cannot read record header: {e}"),
+        })?;
+    let found = RecordHeader::decode(&hb).map_err(|detail| StoreError::CorruptChunk {
+        chunk: expected.chunk,
+        path: path.to_path_buf(),
+        offset,
+        detail,
+    })?;
+    if found != *expected {
+        return Err(StoreError::CorruptChunk {
+            chunk: expected.chunk,
+            path: path.to_path_buf(),
+            offset,
+            detail: format!(
+                "record header is for chunk {} ({} raw / {} stored bytes), index expects {} / {}",
+                found.chunk, found.raw_len, found.stored_len, expected.raw_len, expected.stored_len
+            ),
+        });
+    }
+    let mut stored = vec![0u8; expected.stored_len as usize];
+    file.read_exact_at(&mut stored, offset + RECORD_HEADER_LEN as u64)
+        .map_err(|e| StoreError::CorruptChunk {
+            chunk: expected.chunk,
+            path: path.to_path_buf(),
+            offset,
+            detail: format!("cannot read {} stored bytes: {e}", expected.stored_len),
+        })?;
+    Ok(stored)
+}
+
+/// Turns a record's stored bytes back into the raw chunk and checks its hash.
+pub fn decode_chunk(
+    header: &RecordHeader,
+    stored: &[u8],
+    path: &Path,
+    offset: u64,
+) -> Result<Vec<u8>, StoreError> {
+    let corrupt = |detail: String| StoreError::CorruptChunk {
+        chunk: header.chunk,
+        path: path.to_path_buf(),
+        offset,
+        detail,
+    };
+    if header.kind != ChunkKind::Full {
+        return Err(corrupt(format!(
+            "record kind {:?} is not supported by this build",
+            header.kind
+        )));
+    }
+    let raw = zstd::bulk::decompress(stored, header.raw_len as usize)
+        .map_err(|e| corrupt(format!("zstd: {e}")))?;
+    if raw.len() != header.raw_len as usize {
+        return Err(corrupt(format!(
+            "decompressed to {} bytes, expected {}",
+            raw.len(),
+            header.raw_len
+        )));
+    }
+    let actual = ChunkId::of(&raw);
+    if actual != header.chunk {
+        return Err(corrupt(format!("content hashes to {actual}")));
+    }
+    Ok(raw)
+}
+
+/// What a full scan of a pack found.
+#[derive(Clone, Copy, Debug)]
+pub struct PackSummary {
+    pub id: PackId,
+    pub records: u32,
+    pub bytes: u64,
+}
+
+/// Reads a sealed pack from start to end: header, every record (passed to
+/// `visit` with its offset and stored bytes) and the trailer, whose count and
+/// BLAKE3 must match. Returns `CorruptPack` or `FormatVersion` on damage.
+pub fn scan_pack(
+    path: &Path,
+    mut visit: impl FnMut(u64, &RecordHeader, &[u8]) -> Result<(), StoreError>,
+) -> Result<PackSummary, StoreError> {
+    let file = File::open(path).map_err(StoreError::io(format!("open pack {}", path.display())))?;
+    let total = file
+        .metadata()
+        .map_err(StoreError::io(format!("stat pack {}", path.display())))?
+        .len();
+    let corrupt = |offset: u64, detail: String| StoreError::CorruptPack {
+        path: path.to_path_buf(),
+        offset,
+        detail,
+    };
+    if total < HEADER_LEN + TRAILER_LEN {
+        return Err(corrupt(
+            0,
+            format!("file is {total} bytes, too short for a pack"),
+        ));
+    }
+    let mut r = BufReader::with_capacity(1 << 20, file);
+    let mut hasher = blake3::Hasher::new();
+    let mut header = [0u8; HEADER_LEN as usize];
+    r.read_exact(&mut header)
+        .map_err(|e| corrupt(0, format!("read header: {e}")))?;
+    hasher.update(&header);
+    if &header[0..8] != PACK_MAGIC {
+        return Err(corrupt(0, format!("bad magic {:02x?}", &header[0..8])));
+    }
+    let version = u16::from_le_bytes([header[8], header[9]]);
+    if version != PACK_FORMAT_VERSION {
+        return Err(StoreError::FormatVersion {
+            what: "pack",
+            path: path.to_path_buf(),
+            found: u64::from(version),
+            expected: u64::from(PACK_FORMAT_VERSION),
+        });
+    }
+    let mut idb = [0u8; 16];
+    idb.copy_from_slice(&header[10..26]);
+    let id = PackId(Uuid::from_bytes(idb));
+
+    let trailer_at = total - TRAILER_LEN;
+    let mut offset = HEADER_LEN;
+    let mut records = 0u32;
+    let mut stored = Vec::new();
+    while offset < trailer_at {
+        if trailer_at - offset < RECORD_HEADER_LEN as u64 {
+            return Err(corrupt(offset, "truncated record header".to_string()));
+        }
+        let mut hb = [0u8; RECORD_HEADER_LEN];
+        r.read_exact(&mut hb)
+            .map_err(|e| corrupt(offset, format!("read record header: {e}")))?;
+        hasher.update(&hb);
+        let rh = RecordHeader::decode(&hb).map_err(|d| corrupt(offset, d))?;
+        if rh.record_len() > trailer_at - offset {
+            return Err(corrupt(
+                offset,
+                format!(
+                    "record of chunk {} claims {} stored bytes past the end",
+                    rh.chunk, rh.stored_len
+                ),
+            ));
+        }
+        stored.resize(rh.stored_len as usize, 0);
+        r.read_exact(&mut stored)
+            .map_err(|e| corrupt(offset, format!("read record: {e}")))?;
+        hasher.update(&stored);
+        visit(offset, &rh, &stored)?;
+        offset += rh.record_len();
+        records += 1;
+    }
+    let mut trailer = [0u8; TRAILER_LEN as usize];
+    r.read_exact(&mut trailer)
+        .map_err(|e| corrupt(trailer_at, format!("read trailer: {e}")))?;
+    if &trailer[0..4] != TRAILER_MAGIC {
+        return Err(corrupt(
+            trailer_at,
+            format!("bad trailer magic {:02x?}", &trailer[0..4]),
+        ));
+    }
+    let count = u32::from_le_bytes([trailer[4], trailer[5], trailer[6], trailer[7]]);
+    if count != records {
+        return Err(corrupt(
+            trailer_at,
+            format!("trailer counts {count} records, found {records}"),
+        ));
+    }
+    if hasher.finalize().as_bytes() != &trailer[8..40] {
+        return Err(corrupt(trailer_at, "pack checksum mismatch".to_string()));
+    }
+    Ok(PackSummary {
+        id,
+        records,
+        bytes: total,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_seal_scan_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = PackWriter::create(dir.path()).unwrap();
+        let raw = b"some chunk bytes some chunk bytes".to_vec();
+        let stored = zstd::bulk::compress(&raw, 3).unwrap();
+        let h = RecordHeader {
+            chunk: ChunkId::of(&raw),
+            kind: ChunkKind::Full,
+            base: ChunkId::ZERO,
+            raw_len: raw.len() as u32,
+            stored_len: stored.len() as u32,
+        };
+        let off = w.append(&h, &stored).unwrap();
+        assert_eq!(off, HEADER_LEN);
+        let sealed = w.seal().unwrap();
+        let path = dir.path().join(sealed.id.sealed_name());
+        let mut seen = Vec::new();
+        let summary = scan_pack(&path, |o, rh, _| {
+            seen.push((o, *rh));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(summary.records, 1);
+        assert_eq!(summary.id, sealed.id);
+        assert_eq!(seen, vec![(HEADER_LEN, h)]);
+        let f = File::open(&path).unwrap();
+        let got = read_record(&f, &path, off, &h).unwrap();
+        assert_eq!(decode_chunk(&h, &got, &path, off).unwrap(), raw);
+    }
+
+    /// Golden layout of a record header (docs/store.md): changing it needs a
+    /// format version bump.
+    #[test]
+    fn record_header_layout_is_fixed() {
+        let h = RecordHeader {
+            chunk: ChunkId([0x11; 32]),
+            kind: ChunkKind::Full,
+            base: ChunkId::ZERO,
+            raw_len: 0x0102_0304,
+            stored_len: 0x0A0B_0C0D,
+        };
+        let b = h.encode();
+        assert_eq!(&b[0..4], b"CHNK");
+        assert_eq!(&b[4..36], &[0x11; 32]);
+        assert_eq!(b[36], 0);
+        assert_eq!(&b[37..69], &[0; 32]);
+        assert_eq!(&b[69..73], &[4, 3, 2, 1]);
+        assert_eq!(&b[73..77], &[0x0D, 0x0C, 0x0B, 0x0A]);
+        assert_eq!(RecordHeader::decode(&b), Ok(h));
+        let mut bad = b;
+        bad[36] = 7;
+        assert!(RecordHeader::decode(&bad).is_err());
+    }
+
+    #[test]
+    fn dropped_writer_removes_open_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = PackWriter::create(dir.path()).unwrap();
+        drop(w);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,434 @@
+//! `Store`: opening a store directory, the registry of in-progress ingests,
+//! the read path (every chunk hash checked), dump deletion and statistics.
+//! Writing lives in `ingest.rs`, collection in `gc.rs`, checking in `verify.rs`.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use uuid::Uuid;
+
+use crate::chunk::{ChunkId, ChunkParams};
+use crate::durable;
+use crate::error::StoreError;
+use crate::index::{Index, IndexEntry};
+use crate::ingest::Ingest;
+use crate::manifest::{self, Manifest};
+use crate::pack::{self, PackId};
+
+/// Tunables of a store. `chunking` only applies when the store is created;
+/// an existing store keeps the parameters recorded in its index.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StoreOptions {
+    /// A pack is sealed once it reaches this many bytes (it may exceed it by
+    /// one record).
+    pub pack_target_bytes: u64,
+    /// zstd level applied per new chunk.
+    pub zstd_level: i32,
+    pub chunking: ChunkParams,
+}
+
+impl Default for StoreOptions {
+    /// Defaults chosen by the churn benchmark; see docs/store.md.
+    fn default() -> Self {
+        StoreOptions {
+            pack_target_bytes: 64 << 20,
+            zstd_level: 1,
+            chunking: ChunkParams::default(),
+        }
+    }
+}
+
+impl StoreOptions {
+    fn validate(&self) -> Result<(), StoreError> {
+        self.chunking.validate()?;
+        if !(1..=19).contains(&self.zstd_level) {
+            return Err(StoreError::Invalid {
+                what: "zstd level",
+                detail: format!("{} is outside 1..=19", self.zstd_level),
+            });
+        }
+        if !(1 << 20..=4 << 30).contains(&self.pack_target_bytes) {
+            return Err(StoreError::Invalid {
+                what: "pack target size",
+                detail: format!("{} bytes is outside 1 MiB..=4 GiB", self.pack_target_bytes),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Chunks referenced by ingests that have not finished yet, keyed by ingest.
+#[derive(Default)]
+pub(crate) struct Registry {
+    next_id: u64,
+    pub(crate) ingests: HashMap<u64, (Uuid, HashSet<ChunkId>)>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) root: PathBuf,
+    pub(crate) packs_dir: PathBuf,
+    pub(crate) manifests_dir: PathBuf,
+    pub(crate) opts: StoreOptions,
+    pub(crate) index: Index,
+    /// GC takes it for writing for its whole run. Everything that must not
+    /// interleave with a sweep takes it for reading: an ingest's "look up the
+    /// index and register the chunk" step and its "seal pack + index entries"
+    /// step, and the read path's "look up + open pack" step.
+    pub(crate) gc_lock: RwLock<()>,
+    pub(crate) registry: Mutex<Registry>,
+}
+
+impl Inner {
+    pub(crate) fn gc_read(&self) -> RwLockReadGuard<'_, ()> {
+        // A panic while holding the lock poisons it; the data it guards is (),
+        // so continuing is sound.
+        self.gc_lock.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn gc_write(&self) -> RwLockWriteGuard<'_, ()> {
+        self.gc_lock.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn pack_path(&self, id: PackId) -> PathBuf {
+        self.packs_dir.join(id.sealed_name())
+    }
+
+    /// Registers a new ingest; fails if the dump is stored or being ingested.
+    pub(crate) fn register(&self, dump: Uuid) -> Result<u64, StoreError> {
+        let mut reg = self.registry();
+        if reg.ingests.values().any(|(d, _)| *d == dump)
+            || manifest::manifest_path(&self.manifests_dir, dump).exists()
+        {
+            return Err(StoreError::DumpExists(dump));
+        }
+        reg.next_id += 1;
+        let id = reg.next_id;
+        reg.ingests.insert(id, (dump, HashSet::new()));
+        Ok(id)
+    }
+
+    /// Under the gc read lock: otherwise a gc could list the manifests before
+    /// this ingest's manifest is renamed into place and read the registry
+    /// after this removal, and so mark none of the dump's chunks.
+    pub(crate) fn unregister(&self, ingest: u64) {
+        let _gc = self.gc_read();
+        self.registry().ingests.remove(&ingest);
+    }
+
+    pub(crate) fn list_manifest_paths(&self) -> Result<Vec<(Uuid, PathBuf)>, StoreError> {
+        let dir = &self.manifests_dir;
+        let mut out = Vec::new();
+        for entry in fs::read_dir(dir).map_err(StoreError::io(format!("list {}", dir.display())))? {
+            let entry = entry.map_err(StoreError::io(format!("list {}", dir.display())))?;
+            let name = entry.file_name();
+            if let Some(dump) = name.to_str().and_then(manifest::dump_of_file_name) {
+                out.push((dump, entry.path()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    pub(crate) fn list_packs(&self) -> Result<Vec<(PackId, u64)>, StoreError> {
+        let dir = &self.packs_dir;
+        let mut out = Vec::new();
+        for entry in fs::read_dir(dir).map_err(StoreError::io(format!("list {}", dir.display())))? {
+            let entry = entry.map_err(StoreError::io(format!("list {}", dir.display())))?;
+            if let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(PackId::from_sealed_name)
+            {
+                let len = entry
+                    .metadata()
+                    .map_err(StoreError::io(format!("stat {}", entry.path().display())))?
+                    .len();
+                out.push((id, len));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// Bound on pack files a reader keeps open; why: a dump touches few packs in
+/// a row, and file handles are a shared budget.
+const READER_OPEN_PACKS: usize = 16;
+
+/// Reads chunks for one caller, keeping a few pack files open.
+pub(crate) struct ChunkReader<'a> {
+    inner: &'a Inner,
+    open: HashMap<PackId, File>,
+}
+
+impl<'a> ChunkReader<'a> {
+    pub(crate) fn new(inner: &'a Inner) -> ChunkReader<'a> {
+        ChunkReader {
+            inner,
+            open: HashMap::new(),
+        }
+    }
+
+    /// The raw bytes of `id`, hash-checked. `None` if the index has no entry.
+    pub(crate) fn read(&mut self, id: ChunkId) -> Result<Option<Vec<u8>>, StoreError> {
+        // Look up and open under the gc read lock: gc cannot delete the pack
+        // in between. After that an open handle keeps reading even if a later
+        // gc unlinks the file (packs are immutable, never rewritten in place).
+        let (entry, path): (IndexEntry, PathBuf) = {
+            let _gc = self.inner.gc_read();
+            let Some(entry) = self.inner.index.get(&id)? else {
+                return Ok(None);
+            };
+            let path = self.inner.pack_path(entry.pack);
+            if !self.open.contains_key(&entry.pack) {
+                if self.open.len() >= READER_OPEN_PACKS {
+                    self.open.clear();
+                }
+                let f = File::open(&path).map_err(|e| StoreError::CorruptChunk {
+                    chunk: id,
+                    path: path.clone(),
+                    offset: entry.offset,
+                    detail: format!("cannot open pack: {e}"),
+                })?;
+                self.open.insert(entry.pack, f);
+            }
+            (entry, path)
+        };
+        let file = self
+            .open
+            .get(&entry.pack)
+            .ok_or_else(|| StoreError::Invalid {
+                what: "reader state",
+                detail: format!("pack {} not open", entry.pack),
+            })?;
+        let header = entry.record_header(id);
+        let stored = pack::read_record(file, &path, entry.offset, &header)?;
+        pack::decode_chunk(&header, &stored, &path, entry.offset).map(Some)
+    }
+}
+
+/// Counts and sizes of a store.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StoreStats {
+    pub packs: u64,
+    pub pack_bytes: u64,
+    /// Indexed (unique) chunks.
+    pub chunks: u64,
+    /// Raw bytes of the indexed chunks.
+    pub unique_raw_bytes: u64,
+    /// Compressed bytes of the indexed chunks.
+    pub stored_bytes: u64,
+    pub manifests: u64,
+    /// Sum of the manifests' logical bytes.
+    pub logical_bytes: u64,
+    /// `logical_bytes / pack_bytes`: what dedup and compression save together.
+    pub dedup_ratio: f64,
+}
+
+/// A deduplicating pack store rooted at one directory. Cheap to clone (an
+/// `Arc` inside); `Send + Sync`. Only one process may open a store at a time
+/// (RocksDB's lock file enforces it).
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Store {
+    /// Opens or creates the store under `root` (`packs/`, `manifests/`,
+    /// `index/`) and removes what a crash may leave: `.pack.open` files and
+    /// manifest `.tmp` files. Neither is referenced by anything durable.
+    pub fn open(root: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
+        opts.validate()?;
+        let packs_dir = root.join("packs");
+        let manifests_dir = root.join("manifests");
+        for dir in [root, packs_dir.as_path(), manifests_dir.as_path()] {
+            fs::create_dir_all(dir).map_err(StoreError::io(format!("create {}", dir.display())))?;
+        }
+        let (index, chunking) = Index::open(&root.join("index"), opts.chunking)?;
+        if chunking != opts.chunking {
+            tracing::info!(?chunking, requested = ?opts.chunking, "store keeps the chunk parameters it was created with");
+        }
+        remove_leftovers(&packs_dir, PackId::is_open_name)?;
+        remove_leftovers(&manifests_dir, |n| n.ends_with(durable::TMP_SUFFIX))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                root: root.to_path_buf(),
+                packs_dir,
+                manifests_dir,
+                opts: StoreOptions { chunking, ..opts },
+                index,
+                gc_lock: RwLock::new(()),
+                registry: Mutex::new(Registry::default()),
+            }),
+        })
+    }
+
+    /// The directory this store lives in.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The options in force (with the chunk parameters recorded in the index).
+    pub fn options(&self) -> StoreOptions {
+        self.inner.opts
+    }
+
+    /// Starts storing a dump. Several ingests may run at once on different
+    /// threads. Fails if `dump_uuid` is already stored or being ingested.
+    pub fn begin(&self, dump_uuid: Uuid) -> Result<Ingest, StoreError> {
+        Ingest::new(Arc::clone(&self.inner), dump_uuid)
+    }
+
+    /// The manifest of one stored dump.
+    pub fn manifest(&self, dump_uuid: Uuid) -> Result<Manifest, StoreError> {
+        let path = manifest::manifest_path(&self.inner.manifests_dir, dump_uuid);
+        if !path.exists() {
+            return Err(StoreError::ManifestNotFound(dump_uuid));
+        }
+        manifest::read_manifest(&path)
+    }
+
+    /// Every stored dump's manifest, ordered by dump uuid. Fails on the first
+    /// unreadable manifest (`verify` reports them all instead).
+    pub fn manifests(&self) -> Result<Vec<Manifest>, StoreError> {
+        self.inner
+            .list_manifest_paths()?
+            .iter()
+            .map(|(_, p)| manifest::read_manifest(p))
+            .collect()
+    }
+
+    /// Streams one file of a dump into `out`, checking every chunk's hash;
+    /// returns the bytes written.
+    pub fn read_file(
+        &self,
+        dump_uuid: Uuid,
+        file_name: &str,
+        out: &mut dyn Write,
+    ) -> Result<u64, StoreError> {
+        let m = self.manifest(dump_uuid)?;
+        let file = m.file(file_name).ok_or_else(|| StoreError::FileNotFound {
+            dump: dump_uuid,
+            name: file_name.to_string(),
+        })?;
+        let mut reader = ChunkReader::new(&self.inner);
+        let mut written = 0u64;
+        for c in &file.chunks {
+            let raw = reader.read(c.id)?.ok_or(StoreError::MissingChunk {
+                chunk: c.id,
+                dump: dump_uuid,
+            })?;
+            if raw.len() != c.len as usize {
+                return Err(StoreError::BadManifest {
+                    path: manifest::manifest_path(&self.inner.manifests_dir, dump_uuid),
+                    detail: format!(
+                        "chunk {} is {} bytes, manifest says {}",
+                        c.id,
+                        raw.len(),
+                        c.len
+                    ),
+                });
+            }
+            out.write_all(&raw).map_err(StoreError::io(format!(
+                "write {file_name} of dump {dump_uuid}"
+            )))?;
+            written += raw.len() as u64;
+        }
+        Ok(written)
+    }
+
+    /// Writes every file of a dump into `dir` (created if missing; existing
+    /// files are not overwritten), fsyncing each file and the directory.
+    pub fn restore_dir(&self, dump_uuid: Uuid, dir: &Path) -> Result<(), StoreError> {
+        let m = self.manifest(dump_uuid)?;
+        fs::create_dir_all(dir).map_err(StoreError::io(format!("create {}", dir.display())))?;
+        for f in &m.files {
+            crate::ingest::validate_file_name(&f.name)?;
+            let path = dir.join(&f.name);
+            let file = File::options()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(StoreError::io(format!("create {}", path.display())))?;
+            let mut w = BufWriter::with_capacity(1 << 20, file);
+            self.read_file(dump_uuid, &f.name, &mut w)?;
+            let file = w.into_inner().map_err(|e| StoreError::Io {
+                context: format!("flush {}", path.display()),
+                error: e.into_error(),
+            })?;
+            file.sync_all()
+                .map_err(StoreError::io(format!("fsync {}", path.display())))?;
+        }
+        durable::fsync_dir(dir)
+    }
+
+    /// Forgets a dump: removes its manifest only. Its chunks stay until `gc`.
+    pub fn delete_dump(&self, dump_uuid: Uuid) -> Result<(), StoreError> {
+        let path = manifest::manifest_path(&self.inner.manifests_dir, dump_uuid);
+        match fs::remove_file(&path) {
+            Ok(()) => durable::fsync_dir(&self.inner.manifests_dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StoreError::ManifestNotFound(dump_uuid))
+            }
+            Err(e) => Err(StoreError::io(format!("remove {}", path.display()))(e)),
+        }
+    }
+
+    /// Counts packs, chunks and manifests.
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        let mut s = StoreStats::default();
+        for (_, len) in self.inner.list_packs()? {
+            s.packs += 1;
+            s.pack_bytes += len;
+        }
+        self.inner.index.for_each(|_, e| {
+            s.chunks += 1;
+            s.unique_raw_bytes += u64::from(e.raw_len);
+            s.stored_bytes += u64::from(e.stored_len);
+            Ok(())
+        })?;
+        for m in self.manifests()? {
+            s.manifests += 1;
+            s.logical_bytes += m.logical_bytes;
+        }
+        s.dedup_ratio = if s.pack_bytes == 0 {
+            0.0
+        } else {
+            s.logical_bytes as f64 / s.pack_bytes as f64
+        };
+        Ok(s)
+    }
+
+    /// The chunk index (for tests and tools that need to look at it).
+    #[doc(hidden)]
+    pub fn index(&self) -> &Index {
+        &self.inner.index
+    }
+}
+
+fn remove_leftovers(dir: &Path, is_leftover: impl Fn(&str) -> bool) -> Result<(), StoreError> {
+    let mut removed = false;
+    for entry in fs::read_dir(dir).map_err(StoreError::io(format!("list {}", dir.display())))? {
+        let entry = entry.map_err(StoreError::io(format!("list {}", dir.display())))?;
+        if entry.file_name().to_str().is_some_and(&is_leftover) {
+            let path = entry.path();
+            fs::remove_file(&path).map_err(StoreError::io(format!(
+                "remove leftover {}",
+                path.display()
+            )))?;
+            tracing::info!(path = %path.display(), "removed leftover of an interrupted write");
+            removed = true;
+        }
+    }
+    if removed {
+        durable::fsync_dir(dir)?;
+    }
+    Ok(())
+}
