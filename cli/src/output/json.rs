@@ -259,7 +259,12 @@ mod tests {
         assert_eq!(v["dump_bytes"].as_u64(), Some(u64::MAX));
         assert_eq!(v["database_bytes"].as_i64(), Some(-1));
         assert_eq!(v["schema"], "");
-        assert_eq!(v.as_object().map(|o| o.len()), Some(23));
+        // Every proto field (the metadata JSON string becomes an object).
+        assert_eq!(v.as_object().map(|o| o.len()), Some(24));
+        assert!(v["restore_metadata"].is_null(), "no document: null");
+        let mut d = d;
+        d.restore_metadata_json = r#"{"format_version": 1, "owner": "o"}"#.into();
+        assert_eq!(dump(&d)["restore_metadata"]["owner"], "o");
     }
 
     #[test]
