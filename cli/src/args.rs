@@ -360,6 +360,9 @@ pub struct JobAddArgs {
     /// On a standby source: pause WAL replay during the dump, resume after
     #[arg(long)]
     pub pause_replay: bool,
+    /// Scheduled runs dump only when the source's pgsnapman.metainfo asks (TAKE_BACKUP)
+    #[arg(long)]
+    pub on_demand: bool,
     /// Free text for people
     #[arg(long)]
     pub comment: Option<String>,
@@ -403,6 +406,9 @@ pub struct JobEditArgs {
     /// On a standby source: pause WAL replay during dumps (true/false)
     #[arg(long, value_name = "BOOL")]
     pub pause_replay: Option<bool>,
+    /// Dump on demand (true/false)
+    #[arg(long, value_name = "BOOL")]
+    pub on_demand: Option<bool>,
 }
 
 // ───────────────────────────── dumps and tasks ─────────────────────────────

@@ -205,6 +205,7 @@ pub struct JobRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub pause_replay: bool,
+    pub on_demand: bool,
 }
 
 fn u32_of(v: i32) -> u32 {
@@ -236,6 +237,7 @@ impl JobRow {
             updated_at: Some(timestamp(self.updated_at)),
             parallel_jobs: u32_of(self.parallel_jobs),
             pause_replay: self.pause_replay,
+            on_demand: self.on_demand,
         }
     }
 
@@ -250,6 +252,7 @@ impl JobRow {
             extra_options: self.extra_options.clone(),
             parallel_jobs: u32_of(self.parallel_jobs),
             pause_replay: self.pause_replay,
+            on_demand: self.on_demand,
         }
     }
 }

@@ -157,7 +157,7 @@ pub async fn run(
             shared.registry.remove(task_id);
             return;
         }
-        DumpResult::Rejected(error) => {
+        DumpResult::Rejected(error) | DumpResult::Skipped(error) => {
             tracing::warn!(error = %error, "task cannot be run");
             event::Body::TaskFailed(TaskFailed {
                 task: Some(task),

@@ -222,6 +222,7 @@ fn spec(port: u16, password: &str, database: &str) -> DumpSpec {
         extra_options: vec![],
         parallel_jobs: 0,
         pause_replay: false,
+        on_demand: false,
     }
 }
 

@@ -89,6 +89,7 @@ async fn add(ctx: &Ctx, a: JobAddArgs) -> Result<()> {
         comment: a.comment.unwrap_or_default(),
         parallel_jobs: a.jobs.unwrap_or(0),
         pause_replay: a.pause_replay,
+        on_demand: a.on_demand,
     };
     let mut admin = ctx.admin().await?;
     let j = rpc(admin.add_dump_job(req).await)?;
@@ -137,6 +138,7 @@ async fn edit(ctx: &Ctx, a: JobEditArgs) -> Result<()> {
             .map_or(v1::DumpFormat::Unspecified, |f| f.to_proto()) as i32,
         parallel_jobs: a.jobs,
         pause_replay: a.pause_replay,
+        on_demand: a.on_demand,
     };
     let retention_changes = a.retention.over(&DEFAULT_RETENTION).is_some();
     let unchanged = req.cron.is_none()
@@ -146,7 +148,8 @@ async fn edit(ctx: &Ctx, a: JobEditArgs) -> Result<()> {
         && req.worker.is_none()
         && a.format.is_none()
         && req.parallel_jobs.is_none()
-        && req.pause_replay.is_none();
+        && req.pause_replay.is_none()
+        && req.on_demand.is_none();
     if unchanged {
         bail!(
             "nothing to change for dump job {}: give at least one option",

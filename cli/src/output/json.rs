@@ -119,6 +119,7 @@ pub fn dump_job(j: &v1::DumpJob) -> Value {
         "updated_at": timestamp(j.updated_at.as_ref()),
         "parallel_jobs": j.parallel_jobs,
         "pause_replay": j.pause_replay,
+        "on_demand": j.on_demand,
     })
 }
 

@@ -8,7 +8,7 @@ use crate::rows::{self, JobRow};
 
 const COLUMNS: &str = "id, worker_id, instance_id, database, schema_name, dump_type, format, \
     extra_options, cron, kind, status, keep_daily, keep_weekly, keep_monthly, keep_yearly, \
-    parallel_jobs, comment, created_at, updated_at, pause_replay";
+    parallel_jobs, comment, created_at, updated_at, pause_replay, on_demand";
 
 /// Unset retention: 14 daily, 2 weekly, 5 monthly, 2 yearly.
 const DEFAULT_RETENTION: v1::Retention = v1::Retention {
@@ -104,8 +104,8 @@ impl Catalog {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO dump_jobs (worker_id, instance_id, database, schema_name, dump_type, format, \
              extra_options, cron, kind, status, keep_daily, keep_weekly, keep_monthly, keep_yearly, \
-             parallel_jobs, comment, pause_replay) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17) RETURNING id",
+             parallel_jobs, comment, pause_replay, on_demand) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18) RETURNING id",
         )
         .bind(worker)
         .bind(instance.id)
@@ -124,6 +124,7 @@ impl Catalog {
         .bind(parallel(req.parallel_jobs)?)
         .bind(&req.comment)
         .bind(req.pause_replay)
+        .bind(req.on_demand)
         .fetch_one(&mut *tx)
         .await?;
         self.bump_schedule(&mut *tx, &[worker]).await?;
@@ -211,7 +212,7 @@ impl Catalog {
         sqlx::query(
             "UPDATE dump_jobs SET cron = $2, extra_options = $3, keep_daily = $4, keep_weekly = $5, \
              keep_monthly = $6, keep_yearly = $7, comment = $8, worker_id = $9, format = $10, \
-             parallel_jobs = $11, pause_replay = $12, updated_at = now() WHERE id = $1",
+             parallel_jobs = $11, pause_replay = $12, on_demand = $13, updated_at = now() WHERE id = $1",
         )
         .bind(req.id)
         .bind(&cron)
@@ -225,6 +226,7 @@ impl Catalog {
         .bind(&format)
         .bind(parallel_jobs)
         .bind(req.pause_replay.unwrap_or(cur.pause_replay))
+        .bind(req.on_demand.unwrap_or(cur.on_demand))
         .execute(&mut *tx)
         .await?;
         self.bump_schedule(&mut *tx, &[worker, cur.worker_id])

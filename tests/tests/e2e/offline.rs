@@ -528,3 +528,94 @@ async fn scheduled_failures_become_filterable_messages() {
     );
     rig.stop_all().await;
 }
+
+/// Dump on demand (issue 6, item 5): scheduled runs skip until the source's
+/// `pgsnapman.metainfo` asks for a dump, dump once, and reset the marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dump_on_demand_skips_then_dumps_as_the_marker_says() {
+    let rig = Rig::start("w-demand").await;
+    let inst = add_instance(&rig.cli, "src", rig.source.port, "w-demand", None);
+    let job = id_of(
+        &rig.cli
+            .json(&[
+                "job",
+                "add",
+                "--instance",
+                &inst.to_string(),
+                "--database",
+                "app",
+                "--cron",
+                EVERY_MINUTE,
+                "--on-demand",
+            ])
+            .unwrap(),
+    );
+    let skipped = |what: &'static str| {
+        let cli = &rig.cli;
+        async move {
+            wait::until(what, Duration::from_secs(60), || async {
+                let m = cli
+                    .json(&["messages", "--job", &job.to_string(), "--class", "DUMP"])
+                    .ok()?;
+                let texts: Vec<String> = m
+                    .as_array()?
+                    .iter()
+                    .filter_map(|m| m["text"].as_str().map(str::to_string))
+                    .collect();
+                texts.iter().any(|t| t.contains(what)).then_some(texts)
+            })
+            .await
+        }
+    };
+    // No marker table: runs are skipped, with a message saying why.
+    skipped("has no table pgsnapman.metainfo").await;
+    assert!(rig.dumps_on_disk().is_empty());
+    // The marker says NO: still skipped.
+    rig.source
+        .script(
+            "app",
+            "CREATE SCHEMA pgsnapman; CREATE TABLE pgsnapman.metainfo (key text PRIMARY KEY, val text);
+             INSERT INTO pgsnapman.metainfo VALUES ('TAKE_BACKUP', 'NO');",
+        )
+        .unwrap();
+    skipped("TAKE_BACKUP is NO").await;
+    assert!(rig.dumps_on_disk().is_empty());
+    // Asked for: exactly one dump, then the marker is back to NO.
+    rig.source
+        .script(
+            "app",
+            "UPDATE pgsnapman.metainfo SET val = 'YES' WHERE key = 'TAKE_BACKUP';",
+        )
+        .unwrap();
+    rig.wait_dumps_on_disk(1, "the requested dump").await;
+    wait::until(
+        "the marker to be reset",
+        Duration::from_secs(30),
+        || async {
+            let v = rig
+                .source
+                .query(
+                    "app",
+                    "SELECT val FROM pgsnapman.metainfo WHERE key = 'TAKE_BACKUP'",
+                )
+                .ok()?;
+            (v == "NO").then_some(())
+        },
+    )
+    .await;
+    // Three more fire times pass without another dump.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(rig.dumps_on_disk().len(), 1);
+    let rows = rig.wait_catalog_matches_disk(job).await;
+    assert_eq!(rows.len(), 1);
+    // An ad-hoc dump ignores the marker.
+    let t = wait_task_done(&rig.cli, dump_now(&rig.cli, job)).await;
+    assert_eq!(t["state"], "SUCCEEDED", "{t}");
+    assert!(
+        rig.cli
+            .run(&["job", "halt", &job.to_string()])
+            .unwrap()
+            .success()
+    );
+    rig.stop_all().await;
+}

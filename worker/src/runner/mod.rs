@@ -45,6 +45,8 @@ pub enum DumpResult {
     Rejected(String),
     /// Cancelled (lease lost, shutdown): report nothing.
     Cancelled,
+    /// Dump on demand: the source did not ask for a dump (the reason).
+    Skipped(String),
 }
 
 /// Runs dumps; shared by all tasks.
@@ -206,6 +208,18 @@ fn dump_args(c: &Checked<'_>, partial: &Path, conninfo: &str) -> Vec<OsString> {
     args
 }
 
+/// Whether a TAKE_BACKUP value asks for a dump (`None`) or not (why).
+fn demand_decision(val: &str) -> Option<String> {
+    let v = val.trim();
+    if v.is_empty() {
+        Some("no dump requested: pgsnapman.metainfo has no TAKE_BACKUP row".into())
+    } else if v.eq_ignore_ascii_case("no") {
+        Some("no dump requested: pgsnapman.metainfo TAKE_BACKUP is NO".into())
+    } else {
+        None
+    }
+}
+
 /// Size of a file, or the sum of the files of a directory (one level, as
 /// pg_dump's directory format writes).
 fn output_bytes(path: &Path) -> Result<u64> {
@@ -365,6 +379,19 @@ impl Runner {
             Some(t) => format!("pgsnapman-dump-{}", t.task_id),
             None => format!("pgsnapman-dump-job-{}", spec.job_id),
         };
+        // Dump on demand applies to scheduled runs of database dumps only.
+        let on_demand = spec.on_demand && task.is_none() && !checked.dump_type.is_cluster_wide();
+        if on_demand {
+            match self.demand(&checked, &app_name).await {
+                Ok(None) => tracing::info!("dump requested by the source's TAKE_BACKUP marker"),
+                Ok(Some(reason)) => return DumpResult::Skipped(reason),
+                Err(err) => {
+                    finished.error = format!("cannot read the dump-on-demand marker: {err:#}");
+                    finished.finished_at = Some(pgsnapman_proto::timestamp(chrono::Utc::now()));
+                    return DumpResult::Finished(Box::new(finished));
+                }
+            }
+        }
         let mut paused = false;
         let result = self
             .attempt(
@@ -398,6 +425,16 @@ impl Runner {
             return DumpResult::Cancelled;
         }
         match result {
+            Ok(true) if on_demand => {
+                finished.succeeded = true;
+                let reset = "UPDATE pgsnapman.metainfo SET val = 'NO' WHERE key = 'TAKE_BACKUP'";
+                if let Err(err) = self.sql(&checked, &app_name, reset).await {
+                    tracing::warn!("cannot reset the dump-on-demand marker: {err:#}");
+                    finished.error = format!(
+                        "the dump-on-demand marker could not be reset to NO (the next scheduled run dumps again): {err:#}"
+                    );
+                }
+            }
             Ok(true) => finished.succeeded = true,
             Ok(false) => return DumpResult::Cancelled,
             Err(err) => {
@@ -678,6 +715,32 @@ impl Runner {
         }
     }
 
+    /// Reads the dump-on-demand marker: `None` when the source asks for a
+    /// dump, otherwise why not. The marker is never created by pgsnapman.
+    async fn demand(&self, c: &Checked<'_>, app_name: &str) -> Result<Option<String>> {
+        let exists = self
+            .sql(
+                c,
+                app_name,
+                "SELECT to_regclass('pgsnapman.metainfo') IS NOT NULL",
+            )
+            .await?;
+        if exists != "t" {
+            return Ok(Some(
+                "no dump requested: the source has no table pgsnapman.metainfo (see docs/worker.md, dump on demand)"
+                    .into(),
+            ));
+        }
+        let val = self
+            .sql(
+                c,
+                app_name,
+                "SELECT val FROM pgsnapman.metainfo WHERE key = 'TAKE_BACKUP'",
+            )
+            .await?;
+        Ok(demand_decision(&val))
+    }
+
     /// Pauses WAL replay and waits (up to 30 s) until the pause took effect.
     async fn pause_replay(&self, c: &Checked<'_>, app_name: &str, paused: &mut bool) -> Result<()> {
         self.sql(c, app_name, "SELECT pg_wal_replay_pause()")
@@ -730,6 +793,7 @@ mod tests {
             dump_type: dump_type as i32,
             format: format as i32,
             pause_replay: false,
+            on_demand: false,
             extra_options: vec![],
             parallel_jobs: 0,
         }
@@ -741,6 +805,15 @@ mod tests {
             .into_iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect()
+    }
+
+    #[test]
+    fn demand_marker_values() {
+        assert!(demand_decision("").is_some());
+        assert!(demand_decision(" no\n").is_some());
+        assert!(demand_decision("NO").is_some());
+        assert_eq!(demand_decision("YES"), None);
+        assert_eq!(demand_decision("please"), None);
     }
 
     #[test]

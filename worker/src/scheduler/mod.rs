@@ -247,6 +247,7 @@ fn spec_of(job: &DumpJob, instance: InstanceConnection) -> DumpSpec {
         extra_options: job.extra_options.clone(),
         parallel_jobs: job.parallel_jobs,
         pause_replay: job.pause_replay,
+        on_demand: job.on_demand,
     }
 }
 
@@ -273,6 +274,15 @@ async fn run_job(
             .await;
         let body = match result {
             DumpResult::Cancelled => None,
+            DumpResult::Skipped(reason) => {
+                tracing::info!("{reason}");
+                Some(event::Body::Message(WorkerMessage {
+                    level: MessageLevel::Info as i32,
+                    class: "DUMP".into(),
+                    job_id: job.id,
+                    text: format!("job {}: {reason}", job.id),
+                }))
+            }
             DumpResult::Rejected(error) => Some(event::Body::Message(WorkerMessage {
                 level: MessageLevel::Error as i32,
                 class: "DUMP".into(),
