@@ -58,10 +58,22 @@ fn is_finished(state: v1::TaskState) -> bool {
     )
 }
 
+/// How long `--wait` keeps polling a coordinator it cannot reach.
+const UNREACHABLE_GRACE: Duration = Duration::from_secs(120);
+
+/// Errors worth retrying while waiting: the coordinator is away for a moment.
+fn transient(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+    )
+}
+
 /// Polls the task until it is finished or `timeout` has passed.
 async fn follow(admin: &mut Admin, mut task: v1::Task, timeout: Duration) -> Result<v1::Task> {
     let deadline = Instant::now() + timeout;
     let mut progress = Progress::new();
+    let mut unreachable_since: Option<Instant> = None;
     while !is_finished(task.state()) {
         progress.show(&table::task_progress_line(&task));
         if Instant::now() >= deadline {
@@ -74,7 +86,25 @@ async fn follow(admin: &mut Admin, mut task: v1::Task, timeout: Duration) -> Res
             );
         }
         tokio::time::sleep(POLL_INTERVAL).await;
-        task = rpc(admin.get_task(v1::IdRequest { id: task.id }).await)?;
+        match admin.get_task(v1::IdRequest { id: task.id }).await {
+            Ok(r) => {
+                task = r.into_inner();
+                unreachable_since = None;
+            }
+            // The coordinator may restart while we wait: keep polling for a
+            // while (the channel reconnects by itself), the task goes on.
+            Err(s) if transient(&s) => {
+                let since = *unreachable_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > UNREACHABLE_GRACE {
+                    progress.clear();
+                    return rpc(Err(s));
+                }
+            }
+            Err(s) => {
+                progress.clear();
+                return rpc(Err(s));
+            }
+        }
     }
     progress.clear();
     Ok(task)

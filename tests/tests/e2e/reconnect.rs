@@ -53,3 +53,92 @@ async fn worker_reconnects_after_coordinator_restart() {
     worker.process.assert_no_unexpected_errors(&[]);
     again.process.assert_no_unexpected_errors(&[]);
 }
+
+/// `pgsnap dump now --wait` keeps waiting through a coordinator restart and
+/// reports the task's real end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dump_now_wait_survives_a_coordinator_restart() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let catalog = pgsnapman_tests::PgCluster::start(PG_MAJOR).unwrap();
+    let opts = CoordinatorOptions {
+        catalog_url: Some(catalog.url("postgres")),
+        listen: Some(format!("127.0.0.1:{port}")),
+        ..Default::default()
+    };
+    let mut coordinator = Coordinator::start(opts.clone()).await.unwrap();
+    let cli = pgsnapman_tests::Pgsnap::new(coordinator.url());
+    register_worker(&cli, "w-wait");
+    let mut worker = pgsnapman_tests::Worker::start(pgsnapman_tests::WorkerOptions {
+        name: "w-wait".into(),
+        coordinator_url: coordinator.url(),
+        ..Default::default()
+    })
+    .unwrap();
+    coordinator.wait_worker_connected("w-wait").await;
+    let source = pgsnapman_tests::PgCluster::start(PG_MAJOR).unwrap();
+    source.create_database("held").unwrap();
+    source
+        .script("held", "CREATE TABLE h AS SELECT 1 AS id;")
+        .unwrap();
+    // Hold a lock so that the dump waits while the coordinator restarts.
+    let mut locker = source
+        .psql_cmd("held")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = locker.stdin.take().unwrap();
+    stdin
+        .write_all(b"BEGIN; LOCK TABLE h IN ACCESS EXCLUSIVE MODE; SELECT 1;\n")
+        .unwrap();
+    stdin.flush().unwrap();
+    let inst = add_instance(&cli, "src", source.port, "w-wait", None);
+    let job = add_job(&cli, inst, "held");
+    let waiting = Command::new(pgsnapman_tests::binary("pgsnap"))
+        .args([
+            "--coordinator",
+            &coordinator.url(),
+            "dump",
+            "now",
+            &job.to_string(),
+            "--wait",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    pgsnapman_tests::wait::until("the dump to wait for the lock", std::time::Duration::from_secs(60), || async {
+        let n = source
+            .query(
+                "postgres",
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pgsnapman%' AND wait_event_type = 'Lock'",
+            )
+            .ok()?;
+        (n != "0").then_some(())
+    })
+    .await;
+    coordinator.process.stop_clean().await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let mut again = Coordinator::start(opts).await.unwrap();
+    // Release the lock: the dump finishes, the waiting client sees it.
+    drop(stdin);
+    let _ = locker.wait();
+    let out = waiting.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "pgsnap dump now --wait: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(catalog_of_job(&cli, job).len(), 1);
+    worker.process.stop_clean().await;
+    again.process.stop_clean().await;
+    worker.process.assert_no_unexpected_errors(&[]);
+    again.process.assert_no_unexpected_errors(&[]);
+}
