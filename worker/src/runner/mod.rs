@@ -473,31 +473,23 @@ impl Runner {
             }
             cmd
         };
-        let probe_conninfo = conninfo(c.instance, &c.connect_db, self.connect_timeout, app_name);
 
         // 1. Probe the server with the newest psql.
-        let psql = self.clients.newest_psql()?;
-        let mut probe = command(psql.psql());
-        probe
-            .args(["-X", "-A", "-t", "-q", "--no-password", "-c", PROBE_SQL])
-            .arg(format!("--dbname={probe_conninfo}"));
-        let info = match process::run(probe, "psql", true, cancel, self.kill_grace).await? {
-            Outcome::Cancelled => return Ok(false),
-            Outcome::Exited {
-                status,
-                stdout,
-                stderr,
-            } => {
-                if !status.success() {
-                    let text = stderr.error_text();
-                    if text.is_empty() {
-                        bail!("psql exited with {status} while probing the server");
-                    }
-                    bail!("{text}");
-                }
-                parse_probe(&String::from_utf8_lossy(&stdout))?
-            }
+        let pass_path = passfile_path.as_deref();
+        let Some(out) = self
+            .psql(
+                c,
+                app_name,
+                pass_path,
+                PROBE_SQL,
+                "probing the server",
+                cancel,
+            )
+            .await?
+        else {
+            return Ok(false);
         };
+        let info = parse_probe(&out)?;
         finished.server_version = info.version.clone();
         if info.in_recovery {
             if c.spec.pause_replay {
@@ -515,36 +507,23 @@ impl Runner {
         // 2. What pg_dump leaves out of a database dump (owner, encoding,
         //    locale, tablespace, ACL, settings, referenced roles).
         if !c.dump_type.is_cluster_wide() {
-            let mut query = command(psql.psql());
-            query
-                .args([
-                    "-X",
-                    "-A",
-                    "-t",
-                    "-q",
-                    "--no-password",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                ])
-                .args(["-c", metadata::METADATA_SQL])
-                .arg(format!("--dbname={probe_conninfo}"));
-            match process::run(query, "psql", true, cancel, self.kill_grace).await? {
-                Outcome::Cancelled => return Ok(false),
-                Outcome::Exited {
-                    status,
-                    stdout,
-                    stderr,
-                } => {
-                    if !status.success() {
-                        bail!(
-                            "cannot read the database's restore metadata: {}",
-                            stderr.error_text()
-                        );
-                    }
-                    let doc = metadata::parse(&String::from_utf8_lossy(&stdout))?;
-                    finished.restore_metadata_json = doc.to_string();
-                }
-            }
+            let out = self
+                .psql(
+                    c,
+                    app_name,
+                    pass_path,
+                    metadata::METADATA_SQL,
+                    "reading the restore metadata",
+                    cancel,
+                )
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot read the database's restore metadata: {e:#}")
+                })?;
+            let Some(out) = out else {
+                return Ok(false);
+            };
+            finished.restore_metadata_json = metadata::parse(&out)?.to_string();
         }
 
         // 3. The client of exactly the server's major.
@@ -679,11 +658,36 @@ impl Runner {
         } else {
             Some(PassFile::create(&self.tmp_dir, c.instance)?)
         };
+        // Not cancellable: resuming replay must finish even during shutdown.
+        let never = CancellationToken::new();
+        let path = passfile.as_ref().map(PassFile::path);
+        match self
+            .psql(c, app_name, path, sql, "running a statement", &never)
+            .await?
+        {
+            Some(out) => Ok(out),
+            None => bail!("psql was cancelled"),
+        }
+    }
+
+    /// Runs one SQL statement with the newest psql on the spec's connection
+    /// database, the password (if any) from `passfile`; returns the trimmed
+    /// unaligned output, `None` if cancelled. A failure carries psql's error
+    /// lines (or its exit status while `what`).
+    async fn psql(
+        &self,
+        c: &Checked<'_>,
+        app_name: &str,
+        passfile: Option<&Path>,
+        sql: &str,
+        what: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Option<String>> {
         let psql = self.clients.newest_psql()?;
         let mut cmd = Command::new(psql.psql());
         cmd.env_remove("PGPASSWORD");
-        if let Some(p) = &passfile {
-            cmd.env("PGPASSFILE", p.path());
+        if let Some(p) = passfile {
+            cmd.env("PGPASSFILE", p);
         }
         let info = conninfo(c.instance, &c.connect_db, self.connect_timeout, app_name);
         cmd.args([
@@ -698,20 +702,22 @@ impl Runner {
             sql,
         ])
         .arg(format!("--dbname={info}"));
-        // Not cancellable: resuming replay must finish even during shutdown.
-        let never = CancellationToken::new();
-        match process::run(cmd, "psql", true, &never, self.kill_grace).await? {
+        match process::run(cmd, "psql", true, cancel, self.kill_grace).await? {
+            Outcome::Cancelled => Ok(None),
             Outcome::Exited {
                 status,
                 stdout,
                 stderr,
             } => {
                 if !status.success() {
-                    bail!("{}", stderr.error_text());
+                    let text = stderr.error_text();
+                    if text.is_empty() {
+                        bail!("psql exited with {status} while {what}");
+                    }
+                    bail!("{text}");
                 }
-                Ok(String::from_utf8_lossy(&stdout).trim().to_string())
+                Ok(Some(String::from_utf8_lossy(&stdout).trim().to_string()))
             }
-            Outcome::Cancelled => bail!("psql was cancelled"),
         }
     }
 
