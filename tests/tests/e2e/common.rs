@@ -203,3 +203,76 @@ pub fn files_with_suffix(dir: &std::path::Path, suffix: &str) -> Vec<std::path::
     }
     found
 }
+
+/// A session holding an ACCESS EXCLUSIVE lock on one table, so that a dump of
+/// its database waits inside its run for as long as a test likes. Dropping
+/// it ends the session and releases the lock.
+pub struct TableLock {
+    session: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl TableLock {
+    /// Takes the lock and returns once it is granted.
+    pub async fn hold(cluster: &PgCluster, database: &str, table: &str) -> TableLock {
+        use std::io::Write;
+        let mut session = cluster
+            .psql_cmd(database)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start the locking psql session");
+        let mut stdin = session.stdin.take().expect("psql stdin");
+        let sql = format!(
+            "BEGIN; LOCK TABLE {} IN ACCESS EXCLUSIVE MODE; SELECT 1;\n",
+            pgsnapman_tests::cluster::quote_ident(table)
+        );
+        stdin.write_all(sql.as_bytes()).expect("send LOCK");
+        stdin.flush().expect("flush LOCK");
+        wait::until("the lock to be held", Duration::from_secs(30), || async {
+            let n = cluster
+                .query(
+                    "postgres",
+                    "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' \
+                     AND relation IS NOT NULL AND granted",
+                )
+                .ok()?;
+            (n != "0").then_some(())
+        })
+        .await;
+        TableLock {
+            session,
+            stdin: Some(stdin),
+        }
+    }
+
+    /// Waits until a pgsnapman dump on `cluster` is blocked on a lock.
+    pub async fn wait_dump_blocked(cluster: &PgCluster) {
+        wait::until("the dump to wait for the lock", Duration::from_secs(60), || async {
+            let n = cluster
+                .query(
+                    "postgres",
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pgsnapman%' \
+                     AND wait_event_type = 'Lock'",
+                )
+                .ok()?;
+            (n != "0").then_some(())
+        })
+        .await;
+    }
+}
+
+impl Drop for TableLock {
+    fn drop(&mut self) {
+        // End of input ends the session, which rolls back and unlocks.
+        drop(self.stdin.take());
+        for _ in 0..100 {
+            if self.session.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.session.kill();
+        let _ = self.session.wait();
+    }
+}

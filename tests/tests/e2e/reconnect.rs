@@ -58,7 +58,6 @@ async fn worker_reconnects_after_coordinator_restart() {
 /// reports the task's real end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dump_now_wait_survives_a_coordinator_restart() {
-    use std::io::Write;
     use std::process::{Command, Stdio};
 
     let port = {
@@ -87,17 +86,7 @@ async fn dump_now_wait_survives_a_coordinator_restart() {
         .script("held", "CREATE TABLE h AS SELECT 1 AS id;")
         .unwrap();
     // Hold a lock so that the dump waits while the coordinator restarts.
-    let mut locker = source
-        .psql_cmd("held")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = locker.stdin.take().unwrap();
-    stdin
-        .write_all(b"BEGIN; LOCK TABLE h IN ACCESS EXCLUSIVE MODE; SELECT 1;\n")
-        .unwrap();
-    stdin.flush().unwrap();
+    let lock = TableLock::hold(&source, "held", "h").await;
     let inst = add_instance(&cli, "src", source.port, "w-wait", None);
     let job = add_job(&cli, inst, "held");
     let waiting = Command::new(pgsnapman_tests::binary("pgsnap"))
@@ -113,22 +102,12 @@ async fn dump_now_wait_survives_a_coordinator_restart() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    pgsnapman_tests::wait::until("the dump to wait for the lock", std::time::Duration::from_secs(60), || async {
-        let n = source
-            .query(
-                "postgres",
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pgsnapman%' AND wait_event_type = 'Lock'",
-            )
-            .ok()?;
-        (n != "0").then_some(())
-    })
-    .await;
+    TableLock::wait_dump_blocked(&source).await;
     coordinator.process.stop_clean().await;
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let mut again = Coordinator::start(opts).await.unwrap();
     // Release the lock: the dump finishes, the waiting client sees it.
-    drop(stdin);
-    let _ = locker.wait();
+    drop(lock);
     let out = waiting.wait_with_output().unwrap();
     assert!(
         out.status.success(),
