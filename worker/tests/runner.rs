@@ -14,6 +14,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use pgsnapman_proto::v1::{DumpFormat, DumpSpec, DumpType, InstanceConnection, TaskRef};
+use pgsnapman_tests::{PgCluster, PgOptions};
 use pgsnapman_worker::config::default_bin_dirs;
 use pgsnapman_worker::runner::client::Clients;
 use pgsnapman_worker::runner::{DumpResult, Runner};
@@ -21,186 +22,6 @@ use tokio_util::sync::CancellationToken;
 
 const PASSWORD: &str = r"s3cr3t:with\odd'chars";
 const DB: &str = "My \"odd\" db.ünï 'x'";
-
-/// A throwaway cluster (initdb + pg_ctl) on a free loopback port; TCP needs
-/// the password when one is given, the Unix socket is trusted. Runs the
-/// server as the `postgres` OS user when the test runs as root.
-struct Pg {
-    dir: tempfile::TempDir,
-    port: u16,
-    bindir: std::path::PathBuf,
-    owner: Option<(u32, u32)>,
-}
-
-impl Pg {
-    fn start(password: Option<&str>) -> Pg {
-        let bindir = std::env::var_os("PG_BINDIR")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| "/usr/lib/postgresql/15/bin".into());
-        assert!(
-            bindir.join("initdb").exists(),
-            "initdb not found in {}: install postgresql-15 or set PG_BINDIR",
-            bindir.display()
-        );
-        let owner = nix::unistd::geteuid().is_root().then(|| {
-            let u = nix::unistd::User::from_name("postgres")
-                .unwrap()
-                .expect("running as root needs an OS user postgres (useradd --system postgres)");
-            (u.uid.as_raw(), u.gid.as_raw())
-        });
-        let dir = tempfile::tempdir().unwrap();
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let pg = Pg {
-            dir,
-            port,
-            bindir,
-            owner,
-        };
-        if let Some((uid, gid)) = owner {
-            nix::unistd::chown(
-                pg.dir.path(),
-                Some(nix::unistd::Uid::from_raw(uid)),
-                Some(nix::unistd::Gid::from_raw(gid)),
-            )
-            .unwrap();
-        }
-        let mut initdb = pg.server_cmd("initdb");
-        initdb.arg("-D").arg(pg.dir.path().join("data")).args([
-            "--no-sync",
-            "-U",
-            "postgres",
-            "-E",
-            "UTF8",
-            "--locale=C.UTF-8",
-        ]);
-        match password {
-            Some(pw) => {
-                let pwfile = pg.dir.path().join("pwfile");
-                std::fs::write(&pwfile, format!("{pw}\n")).unwrap();
-                if let Some((uid, gid)) = owner {
-                    nix::unistd::chown(
-                        &pwfile,
-                        Some(nix::unistd::Uid::from_raw(uid)),
-                        Some(nix::unistd::Gid::from_raw(gid)),
-                    )
-                    .unwrap();
-                }
-                initdb
-                    .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
-                    .arg(format!("--pwfile={}", pwfile.display()));
-            }
-            None => {
-                initdb.arg("--auth=trust");
-            }
-        }
-        let out = initdb.output().unwrap();
-        assert!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            pg.port,
-            pg.dir.path().display()
-        );
-        let out = pg
-            .server_cmd("pg_ctl")
-            .arg("-D")
-            .arg(pg.dir.path().join("data"))
-            .args(["-w", "-t", "60", "-l"])
-            .arg(pg.dir.path().join("pg.log"))
-            .args(["-o", &opts, "start"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg_ctl start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        pg
-    }
-
-    fn server_cmd(&self, program: &str) -> Command {
-        use std::os::unix::process::CommandExt;
-        let mut cmd = Command::new(self.bindir.join(program));
-        if let Some((uid, gid)) = self.owner {
-            cmd.uid(uid).gid(gid);
-        }
-        cmd.current_dir(self.dir.path())
-            .env("LC_ALL", "C.UTF-8")
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn psql(&self, database: &str) -> Command {
-        let mut cmd = Command::new(self.bindir.join("psql"));
-        cmd.args([
-            "-X",
-            "-A",
-            "-t",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-U",
-            "postgres",
-            "-h",
-        ])
-        .arg(self.dir.path())
-        .arg("-p")
-        .arg(self.port.to_string())
-        .arg("-d")
-        .arg(format!(
-            "dbname='{}'",
-            database.replace('\\', "\\\\").replace('\'', "\\'")
-        ));
-        cmd
-    }
-
-    fn query(&self, database: &str, sql: &str) -> String {
-        let out = self
-            .psql(database)
-            .arg("-c")
-            .arg(sql)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    fn create_database(&self, name: &str) {
-        self.query(
-            "postgres",
-            &format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\"")),
-        );
-    }
-}
-
-impl Drop for Pg {
-    fn drop(&mut self) {
-        let _ = self
-            .server_cmd("pg_ctl")
-            .arg("-D")
-            .arg(self.dir.path().join("data"))
-            .args(["-w", "-m", "immediate", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
 
 fn spec(port: u16, password: &str, database: &str) -> DumpSpec {
     DumpSpec {
@@ -266,12 +87,16 @@ async fn runner(dir: &Path) -> Runner {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dumps_succeed_with_the_password_and_fail_clearly_without() {
-    let pg = Pg::start(Some(PASSWORD));
-    pg.create_database(DB);
+    // TCP needs the password; the harness's Unix socket is trusted.
+    let mut options = PgOptions::new(15);
+    options.superuser_password = Some(PASSWORD.to_string());
+    let pg = PgCluster::start_with(options).unwrap();
+    pg.create_database(DB).unwrap();
     pg.query(
         DB,
         "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 5000) g",
-    );
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let runner = runner(dir.path()).await;
 
@@ -291,11 +116,12 @@ async fn dumps_succeed_with_the_password_and_fail_clearly_without() {
     assert!(ok.succeeded, "{}", ok.error);
     assert_eq!(
         ok.server_version,
-        pg.query("postgres", "SHOW server_version")
+        pg.query("postgres", "SHOW server_version").unwrap()
     );
     assert!(ok.client_version.contains("15"), "{}", ok.client_version);
     let size: i64 = pg
         .query(DB, "SELECT pg_database_size(current_database())")
+        .unwrap()
         .parse()
         .unwrap();
     assert!(ok.database_bytes > 0 && (ok.database_bytes - size).abs() < 1_000_000);
@@ -379,12 +205,12 @@ async fn dumps_succeed_with_the_password_and_fail_clearly_without() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancellation_kills_pg_dump_and_removes_the_partial_file() {
-    let pg = Pg::start(None);
+    let pg = PgCluster::start(15).unwrap();
     let db = "locked_db";
-    pg.create_database(db);
-    pg.query(db, "CREATE TABLE held AS SELECT 1 AS id");
+    pg.create_database(db).unwrap();
+    pg.query(db, "CREATE TABLE held AS SELECT 1 AS id").unwrap();
     let mut locker = pg
-        .psql(db)
+        .psql_cmd(db)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -408,7 +234,8 @@ async fn cancellation_kills_pg_dump_and_removes_the_partial_file() {
         let n = pg.query(
             "postgres",
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgsnapman-dump-7' AND wait_event_type = 'Lock'",
-        );
+        )
+        .unwrap();
         if n != "0" {
             break;
         }
