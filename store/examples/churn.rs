@@ -172,6 +172,7 @@ fn meta() -> ManifestMeta {
     ManifestMeta {
         job_id: 1,
         task_id: 0,
+        instance_id: 3,
         host: "bench".into(),
         port: 5432,
         database: "bench".into(),
@@ -182,6 +183,8 @@ fn meta() -> ManifestMeta {
         client_version: "15".into(),
         started_at: Utc::now(),
         finished_at: Utc::now(),
+        database_bytes: -1,
+        notes: String::new(),
         restore_metadata: serde_json::Value::Null,
     }
 }

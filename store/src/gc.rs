@@ -55,6 +55,7 @@ impl Store {
                 detail: format!("{repack_below_live_fraction} is outside 0.0..=1.0"),
             });
         }
+        self.writable()?;
         let inner = &self.inner;
         let _gc = inner.gc_write();
         let mut report = GcReport::default();

@@ -16,6 +16,10 @@ pub const INDEX_FORMAT_VERSION: u32 = 1;
 const KEY_FORMAT_VERSION: &[u8] = b"meta/format_version";
 const KEY_CHUNK_PARAMS: &[u8] = b"meta/chunk_params";
 const CHUNK_PREFIX: u8 = b'c';
+const DUMP_PREFIX: u8 = b'd';
+const DUMP_KEY_LEN: usize = 1 + 16;
+/// logical_bytes u64 | new_stored_bytes u64
+const DUMP_SUMMARY_LEN: usize = 16;
 const CHUNK_KEY_LEN: usize = 1 + CHUNK_ID_LEN;
 /// pack 16 | offset u64 | stored_len u32 | raw_len u32 | kind u8 | base 32
 const ENTRY_LEN: usize = 16 + 8 + 4 + 4 + 1 + CHUNK_ID_LEN;
@@ -77,6 +81,22 @@ impl IndexEntry {
     }
 }
 
+/// The figures of one stored dump, kept beside the chunk entries so that
+/// statistics never re-read every manifest. Derived from the manifest: the
+/// store writes it after the manifest and repairs it at open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DumpSummary {
+    pub logical_bytes: u64,
+    pub new_stored_bytes: u64,
+}
+
+fn dump_key(dump: &uuid::Uuid) -> [u8; DUMP_KEY_LEN] {
+    let mut k = [0u8; DUMP_KEY_LEN];
+    k[0] = DUMP_PREFIX;
+    k[1..].copy_from_slice(dump.as_bytes());
+    k
+}
+
 fn chunk_key(id: &ChunkId) -> [u8; CHUNK_KEY_LEN] {
     let mut k = [0u8; CHUNK_KEY_LEN];
     k[0] = CHUNK_PREFIX;
@@ -108,6 +128,45 @@ impl Index {
             path: path.to_path_buf(),
         };
         let params = index.check_meta(params)?;
+        Ok((index, params))
+    }
+
+    /// Opens an existing index for reading only, beside a process that has
+    /// it open for writing (RocksDB's read-only mode takes no lock; it sees
+    /// the index as it was when opened).
+    pub fn open_read_only(path: &Path) -> Result<(Index, ChunkParams), StoreError> {
+        if !path.join("CURRENT").is_file() {
+            return Err(StoreError::Invalid {
+                what: "store",
+                detail: format!("{} holds no chunk index", path.display()),
+            });
+        }
+        let mut opts = Options::default();
+        opts.set_max_open_files(256);
+        let db = DB::open_for_read_only(&opts, path, false).map_err(StoreError::index(format!(
+            "open {} read-only",
+            path.display()
+        )))?;
+        let index = Index {
+            db,
+            path: path.to_path_buf(),
+        };
+        if index
+            .db
+            .get(KEY_FORMAT_VERSION)
+            .map_err(StoreError::index(format!(
+                "read meta of {}",
+                path.display()
+            )))?
+            .is_none()
+        {
+            return Err(StoreError::Invalid {
+                what: "store",
+                detail: format!("{} has no format version", path.display()),
+            });
+        }
+        // With a version present, check_meta only reads.
+        let params = index.check_meta(ChunkParams::default())?;
         Ok((index, params))
     }
 
@@ -222,6 +281,56 @@ impl Index {
             batch.delete(chunk_key(id));
         }
         self.write(batch, "delete chunks")
+    }
+
+    /// Records a stored dump's figures (synced).
+    pub fn put_dump(&self, dump: &uuid::Uuid, s: DumpSummary) -> Result<(), StoreError> {
+        let mut v = [0u8; DUMP_SUMMARY_LEN];
+        v[0..8].copy_from_slice(&s.logical_bytes.to_le_bytes());
+        v[8..16].copy_from_slice(&s.new_stored_bytes.to_le_bytes());
+        let mut batch = WriteBatch::default();
+        batch.put(dump_key(dump), v);
+        self.write(batch, "record dump summary")
+    }
+
+    /// Forgets a dump's figures (synced); absent is fine.
+    pub fn delete_dump(&self, dump: &uuid::Uuid) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.delete(dump_key(dump));
+        self.write(batch, "delete dump summary")
+    }
+
+    /// Every dump summary, in uuid order.
+    pub fn dumps(&self) -> Result<Vec<(uuid::Uuid, DumpSummary)>, StoreError> {
+        let start = [DUMP_PREFIX];
+        let iter = self
+            .db
+            .iterator(IteratorMode::From(&start, rocksdb::Direction::Forward));
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, v) = item.map_err(StoreError::index("scan dump summaries"))?;
+            if k.first() != Some(&DUMP_PREFIX) {
+                break;
+            }
+            let bad = || StoreError::Invalid {
+                what: "dump summary",
+                detail: format!("key of {} bytes, value of {} bytes", k.len(), v.len()),
+            };
+            if k.len() != DUMP_KEY_LEN || v.len() != DUMP_SUMMARY_LEN {
+                return Err(bad());
+            }
+            let dump = uuid::Uuid::from_slice(&k[1..]).map_err(|_| bad())?;
+            let logical_bytes = u64::from_le_bytes(v[0..8].try_into().map_err(|_| bad())?);
+            let new_stored_bytes = u64::from_le_bytes(v[8..16].try_into().map_err(|_| bad())?);
+            out.push((
+                dump,
+                DumpSummary {
+                    logical_bytes,
+                    new_stored_bytes,
+                },
+            ));
+        }
+        Ok(out)
     }
 
     /// Calls `visit` for every chunk entry, in id order.

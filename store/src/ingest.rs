@@ -15,6 +15,7 @@ use crate::error::StoreError;
 use crate::index::IndexEntry;
 use crate::manifest::{self, ChunkRef, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestMeta};
 use crate::pack::{ChunkKind, PackWriter, RECORD_HEADER_LEN, RecordHeader};
+use crate::reader::FileReader;
 use crate::store::Inner;
 
 /// Longest accepted file name (bytes); pg_dump's names are short.
@@ -241,6 +242,37 @@ impl Ingest {
         Ok(())
     }
 
+    /// Reads back a file this ingest already stored, hash-checking every
+    /// chunk, before the dump is finished: the caller can check what was
+    /// stored (e.g. let `pg_restore --list` read the archive) and only then
+    /// make the dump exist. Seals the open pack first, so that every chunk is
+    /// indexed; this ingest's registration keeps them from gc while it lives,
+    /// so read before `finish` or drop.
+    pub fn read_back(&mut self, name: &str) -> Result<FileReader, StoreError> {
+        if self.poisoned {
+            return Err(StoreError::IngestPoisoned(self.dump_uuid));
+        }
+        let Some(entry) = self.files.iter().find(|f| f.name == name) else {
+            return Err(StoreError::FileNotFound {
+                dump: self.dump_uuid,
+                name: name.to_string(),
+            });
+        };
+        let chunks = entry.chunks.clone();
+        self.seal_current()?;
+        Ok(FileReader::new(
+            Arc::clone(&self.inner),
+            self.dump_uuid,
+            name,
+            chunks,
+        ))
+    }
+
+    /// The files stored so far, in the order they were added.
+    pub fn files(&self) -> &[FileEntry] {
+        &self.files
+    }
+
     /// Seals and indexes everything written, then writes the manifest. When
     /// this returns the dump is durable and complete.
     pub fn finish(mut self, meta: ManifestMeta) -> Result<Manifest, StoreError> {
@@ -259,6 +291,15 @@ impl Ingest {
         // The registration (dropped with `self`) keeps gc off these chunks
         // until the manifest, which then keeps them live, is durable.
         manifest::write_manifest(&self.inner.manifests_dir, &m)?;
+        // Derived data: if this fails the dump still exists, and the next
+        // `Store::open` writes the summary from the manifest.
+        if let Err(e) = self
+            .inner
+            .index
+            .put_dump(&m.dump_uuid, crate::store::summary_of(&m))
+        {
+            tracing::warn!(dump_id = %m.dump_uuid, "cannot record the dump summary: {e}");
+        }
         tracing::info!(dump_id = %m.dump_uuid, logical_bytes = m.logical_bytes, new_stored_bytes = m.new_stored_bytes, "dump stored");
         Ok(m)
     }

@@ -12,6 +12,7 @@ pub mod index;
 mod ingest;
 pub mod manifest;
 pub mod pack;
+mod reader;
 mod store;
 mod verify;
 
@@ -22,5 +23,6 @@ pub use index::INDEX_FORMAT_VERSION;
 pub use ingest::Ingest;
 pub use manifest::{ChunkRef, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestMeta};
 pub use pack::{PACK_FORMAT_VERSION, PackId};
+pub use reader::FileReader;
 pub use store::{Store, StoreOptions, StoreStats};
 pub use verify::{ProblemKind, VerifyProblem, VerifyReport};

@@ -40,6 +40,10 @@ pub struct ManifestMeta {
     pub job_id: i64,
     /// The ad-hoc task that produced it, 0 for scheduled dumps.
     pub task_id: i64,
+    /// The catalog's id of the source instance (0 if unknown). Added within
+    /// format version 1; manifests without it read as 0.
+    #[serde(default)]
+    pub instance_id: i64,
     pub host: String,
     pub port: u32,
     pub database: String,
@@ -51,8 +55,20 @@ pub struct ManifestMeta {
     pub client_version: String,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
+    /// `pg_database_size` of the source when dumped, -1 if unknown. Added
+    /// within format version 1; missing reads as -1.
+    #[serde(default = "unknown_size")]
+    pub database_bytes: i64,
+    /// Notes the catalog row carries (e.g. "dumped from a standby"). Added
+    /// within format version 1; missing reads as empty.
+    #[serde(default)]
+    pub notes: String,
     /// Filled by the dump-type runners (roles, ACLs, …); opaque to the store.
     pub restore_metadata: serde_json::Value,
+}
+
+fn unknown_size() -> i64 {
+    -1
 }
 
 /// The durable record of one stored dump.

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -17,6 +17,7 @@ use crate::index::{Index, IndexEntry};
 use crate::ingest::Ingest;
 use crate::manifest::{self, Manifest};
 use crate::pack::{self, PackId};
+use crate::reader::FileReader;
 
 /// Tunables of a store. `chunking` only applies when the store is created;
 /// an existing store keeps the parameters recorded in its index.
@@ -73,6 +74,8 @@ pub(crate) struct Inner {
     pub(crate) manifests_dir: PathBuf,
     pub(crate) opts: StoreOptions,
     pub(crate) index: Index,
+    /// Opened with `Store::open_read_only`: nothing may be written.
+    pub(crate) read_only: bool,
     /// GC takes it for writing for its whole run. Everything that must not
     /// interleave with a sweep takes it for reading: an ingest's "look up the
     /// index and register the chunk" step and its "seal pack + index entries"
@@ -163,13 +166,13 @@ impl Inner {
 const READER_OPEN_PACKS: usize = 16;
 
 /// Reads chunks for one caller, keeping a few pack files open.
-pub(crate) struct ChunkReader<'a> {
-    inner: &'a Inner,
+pub(crate) struct ChunkReader {
+    inner: Arc<Inner>,
     open: HashMap<PackId, File>,
 }
 
-impl<'a> ChunkReader<'a> {
-    pub(crate) fn new(inner: &'a Inner) -> ChunkReader<'a> {
+impl ChunkReader {
+    pub(crate) fn new(inner: Arc<Inner>) -> ChunkReader {
         ChunkReader {
             inner,
             open: HashMap::new(),
@@ -257,17 +260,79 @@ impl Store {
         }
         remove_leftovers(&packs_dir, PackId::is_open_name)?;
         remove_leftovers(&manifests_dir, |n| n.ends_with(durable::TMP_SUFFIX))?;
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(Inner {
                 root: root.to_path_buf(),
                 packs_dir,
                 manifests_dir,
                 opts: StoreOptions { chunking, ..opts },
                 index,
+                read_only: false,
+                gc_lock: RwLock::new(()),
+                registry: Mutex::new(Registry::default()),
+            }),
+        };
+        store.repair_summaries()?;
+        Ok(store)
+    }
+
+    /// Opens an existing store for reading only — listing, reading and
+    /// verifying dumps — also while a worker has it open (the index is seen
+    /// as it was at this moment; a pack that a later gc deletes cannot be
+    /// read). Nothing is cleaned up or repaired; writing calls fail.
+    pub fn open_read_only(root: &Path) -> Result<Store, StoreError> {
+        let (index, chunking) = Index::open_read_only(&root.join("index"))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                root: root.to_path_buf(),
+                packs_dir: root.join("packs"),
+                manifests_dir: root.join("manifests"),
+                opts: StoreOptions {
+                    chunking,
+                    ..StoreOptions::default()
+                },
+                index,
+                read_only: true,
                 gc_lock: RwLock::new(()),
                 registry: Mutex::new(Registry::default()),
             }),
         })
+    }
+
+    pub(crate) fn writable(&self) -> Result<(), StoreError> {
+        if self.inner.read_only {
+            return Err(StoreError::Invalid {
+                what: "operation",
+                detail: format!(
+                    "the store at {} is open read-only",
+                    self.inner.root.display()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Makes the dump summaries match the manifests: a crash can fall
+    /// between a manifest's rename and its summary, or between a deletion's
+    /// unlink and its summary's removal.
+    fn repair_summaries(&self) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let mut summaries: HashMap<Uuid, crate::index::DumpSummary> =
+            inner.index.dumps()?.into_iter().collect();
+        for (dump, path) in inner.list_manifest_paths()? {
+            if summaries.remove(&dump).is_some() {
+                continue;
+            }
+            match manifest::read_manifest(&path) {
+                Ok(m) => inner.index.put_dump(&dump, summary_of(&m))?,
+                // verify reports it; stats simply do not count it.
+                Err(e) => tracing::warn!(dump_id = %dump, "unreadable manifest: {e}"),
+            }
+        }
+        for dump in summaries.keys() {
+            inner.index.delete_dump(dump)?;
+        }
+        Ok(())
     }
 
     /// The directory this store lives in.
@@ -283,6 +348,7 @@ impl Store {
     /// Starts storing a dump. Several ingests may run at once on different
     /// threads. Fails if `dump_uuid` is already stored or being ingested.
     pub fn begin(&self, dump_uuid: Uuid) -> Result<Ingest, StoreError> {
+        self.writable()?;
         Ingest::new(Arc::clone(&self.inner), dump_uuid)
     }
 
@@ -295,6 +361,16 @@ impl Store {
         manifest::read_manifest(&path)
     }
 
+    /// The uuids of every stored dump (one per manifest file), sorted.
+    pub fn dump_ids(&self) -> Result<Vec<Uuid>, StoreError> {
+        Ok(self
+            .inner
+            .list_manifest_paths()?
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect())
+    }
+
     /// Every stored dump's manifest, ordered by dump uuid. Fails on the first
     /// unreadable manifest (`verify` reports them all instead).
     pub fn manifests(&self) -> Result<Vec<Manifest>, StoreError> {
@@ -305,6 +381,23 @@ impl Store {
             .collect()
     }
 
+    /// One file of a stored dump as a stream; every chunk is hash-checked as
+    /// it is read. The reader keeps working if the dump is deleted meanwhile,
+    /// until a gc removes its chunks.
+    pub fn file_reader(&self, dump_uuid: Uuid, file_name: &str) -> Result<FileReader, StoreError> {
+        let m = self.manifest(dump_uuid)?;
+        let file = m.file(file_name).ok_or_else(|| StoreError::FileNotFound {
+            dump: dump_uuid,
+            name: file_name.to_string(),
+        })?;
+        Ok(FileReader::new(
+            Arc::clone(&self.inner),
+            dump_uuid,
+            file_name,
+            file.chunks.clone(),
+        ))
+    }
+
     /// Streams one file of a dump into `out`, checking every chunk's hash;
     /// returns the bytes written.
     pub fn read_file(
@@ -313,35 +406,12 @@ impl Store {
         file_name: &str,
         out: &mut dyn Write,
     ) -> Result<u64, StoreError> {
-        let m = self.manifest(dump_uuid)?;
-        let file = m.file(file_name).ok_or_else(|| StoreError::FileNotFound {
-            dump: dump_uuid,
-            name: file_name.to_string(),
-        })?;
-        let mut reader = ChunkReader::new(&self.inner);
-        let mut written = 0u64;
-        for c in &file.chunks {
-            let raw = reader.read(c.id)?.ok_or(StoreError::MissingChunk {
-                chunk: c.id,
-                dump: dump_uuid,
-            })?;
-            if raw.len() != c.len as usize {
-                return Err(StoreError::BadManifest {
-                    path: manifest::manifest_path(&self.inner.manifests_dir, dump_uuid),
-                    detail: format!(
-                        "chunk {} is {} bytes, manifest says {}",
-                        c.id,
-                        raw.len(),
-                        c.len
-                    ),
-                });
-            }
-            out.write_all(&raw).map_err(StoreError::io(format!(
-                "write {file_name} of dump {dump_uuid}"
-            )))?;
-            written += raw.len() as u64;
-        }
-        Ok(written)
+        let mut reader = self.file_reader(dump_uuid, file_name)?;
+        copy_out(
+            &mut reader,
+            out,
+            &format!("{file_name} of dump {dump_uuid}"),
+        )
     }
 
     /// Writes every file of a dump into `dir` (created if missing; existing
@@ -369,11 +439,16 @@ impl Store {
         durable::fsync_dir(dir)
     }
 
-    /// Forgets a dump: removes its manifest only. Its chunks stay until `gc`.
+    /// Forgets a dump: removes its manifest (and summary). Its chunks stay
+    /// until `gc`.
     pub fn delete_dump(&self, dump_uuid: Uuid) -> Result<(), StoreError> {
+        self.writable()?;
         let path = manifest::manifest_path(&self.inner.manifests_dir, dump_uuid);
         match fs::remove_file(&path) {
-            Ok(()) => durable::fsync_dir(&self.inner.manifests_dir),
+            Ok(()) => {
+                durable::fsync_dir(&self.inner.manifests_dir)?;
+                self.inner.index.delete_dump(&dump_uuid)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err(StoreError::ManifestNotFound(dump_uuid))
             }
@@ -381,7 +456,8 @@ impl Store {
         }
     }
 
-    /// Counts packs, chunks and manifests.
+    /// Counts packs, chunks and dumps. Cost: a listing of `packs/` and one
+    /// scan of the chunk index (no manifest is read).
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
         let mut s = StoreStats::default();
         for (_, len) in self.inner.list_packs()? {
@@ -394,9 +470,9 @@ impl Store {
             s.stored_bytes += u64::from(e.stored_len);
             Ok(())
         })?;
-        for m in self.manifests()? {
+        for (_, d) in self.inner.index.dumps()? {
             s.manifests += 1;
-            s.logical_bytes += m.logical_bytes;
+            s.logical_bytes += d.logical_bytes;
         }
         s.dedup_ratio = if s.pack_bytes == 0 {
             0.0
@@ -431,4 +507,34 @@ fn remove_leftovers(dir: &Path, is_leftover: impl Fn(&str) -> bool) -> Result<()
         durable::fsync_dir(dir)?;
     }
     Ok(())
+}
+
+/// Copies a file reader into `out`, keeping the store's error (a corrupt or
+/// missing chunk) apart from a failure to write.
+pub(crate) fn copy_out(
+    reader: &mut FileReader,
+    out: &mut dyn Write,
+    what: &str,
+) -> Result<u64, StoreError> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut written = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Ok(written),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(crate::reader::store_error(e)),
+        };
+        out.write_all(&buf[..n])
+            .map_err(StoreError::io(format!("write {what}")))?;
+        written += n as u64;
+    }
+}
+
+/// The index's summary of a manifest.
+pub(crate) fn summary_of(m: &Manifest) -> crate::index::DumpSummary {
+    crate::index::DumpSummary {
+        logical_bytes: m.logical_bytes,
+        new_stored_bytes: m.new_stored_bytes,
+    }
 }

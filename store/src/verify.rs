@@ -45,6 +45,8 @@ pub struct VerifyProblem {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VerifyReport {
     pub manifests: u64,
+    /// Every dump whose manifest was read, sorted.
+    pub dumps: Vec<Uuid>,
     pub packs: u64,
     /// Referenced chunks that were decompressed and hash-checked.
     pub chunks_checked: u64,
@@ -85,6 +87,7 @@ impl Store {
             report.manifests += 1;
             match manifest::read_manifest(&path) {
                 Ok(m) => {
+                    report.dumps.push(dump);
                     for c in m.chunk_refs() {
                         let u = users.entry(c.id).or_default();
                         if u.last() != Some(&dump) {

@@ -31,6 +31,7 @@ fn meta(database: &str) -> ManifestMeta {
     ManifestMeta {
         job_id: 7,
         task_id: 0,
+        instance_id: 3,
         host: "db1.example".to_string(),
         port: 5432,
         database: database.to_string(),
@@ -41,6 +42,8 @@ fn meta(database: &str) -> ManifestMeta {
         client_version: "15.8".to_string(),
         started_at: Utc.with_ymd_and_hms(2026, 11, 24, 1, 0, 0).unwrap(),
         finished_at: Utc.with_ymd_and_hms(2026, 11, 24, 1, 5, 0).unwrap(),
+        database_bytes: 123_456,
+        notes: String::new(),
         restore_metadata: serde_json::json!({"roles": ["app"]}),
     }
 }
@@ -558,4 +561,148 @@ fn store_and_ingest_can_cross_threads() {
     fn send<T: Send>() {}
     send_sync::<Store>();
     send::<pgsnapman_store::Ingest>();
+}
+
+#[test]
+fn file_reader_streams_in_small_reads_and_read_back_precedes_the_manifest() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let text = text_rows(9, 40_000);
+    let dump = Uuid::now_v7();
+    let mut ingest = store.begin(dump).unwrap();
+    ingest.add_file("archive", Cursor::new(&text)).unwrap();
+    // Read back before finish: every chunk is indexed, no manifest yet.
+    let mut back = Vec::new();
+    ingest
+        .read_back("archive")
+        .unwrap()
+        .read_to_end(&mut back)
+        .unwrap();
+    assert_eq!(back, text);
+    assert!(matches!(
+        store.manifest(dump),
+        Err(StoreError::ManifestNotFound(_))
+    ));
+    assert!(matches!(
+        ingest.read_back("other"),
+        Err(StoreError::FileNotFound { .. })
+    ));
+    // More files after a read-back go to a new pack.
+    ingest.add_file("toc.dat", Cursor::new(b"toc")).unwrap();
+    assert_eq!(ingest.files().len(), 2);
+    ingest.finish(meta("app")).unwrap();
+
+    let mut r = store.file_reader(dump, "archive").unwrap();
+    assert_eq!(r.size(), text.len() as u64);
+    let mut out = Vec::new();
+    let mut small = [0u8; 777];
+    loop {
+        let n = r.read(&mut small).unwrap();
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&small[..n]);
+    }
+    assert_eq!(out, text);
+    assert_eq!(r.position(), text.len() as u64);
+    assert!(store.verify().unwrap().is_clean());
+}
+
+#[test]
+fn file_reader_reports_a_corrupt_chunk_as_a_store_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let data = random_bytes(11, 200_000);
+    let dump = store_files(&store, &[("f", &data)]);
+    for p in pack_files(dir.path()) {
+        let mut bytes = fs::read(&p).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        fs::write(&p, bytes).unwrap();
+    }
+    let err = store.read_file(dump, "f", &mut Vec::new()).unwrap_err();
+    assert!(matches!(err, StoreError::CorruptChunk { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("corrupt chunk"), "{text}");
+}
+
+/// A manifest written before `instance_id`, `database_bytes` and `notes`
+/// existed keeps reading, with their defaults (golden file, never edit).
+#[test]
+fn golden_manifest_v1_without_later_fields_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "01937a4e-7b4c-7000-8000-000000000001.json";
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/manifests")
+        .join(name);
+    fs::copy(&golden, dir.path().join(name)).unwrap();
+    let m = pgsnapman_store::manifest::read_manifest(&dir.path().join(name)).unwrap();
+    assert_eq!(m.meta.instance_id, 0);
+    assert_eq!(m.meta.database_bytes, -1);
+    assert_eq!(m.meta.notes, "");
+    assert_eq!(m.meta.database, "app");
+    assert_eq!(m.files[0].name, "toc.dat");
+    assert_eq!(m.logical_bytes, 4242);
+}
+
+/// Statistics come from per-dump summaries in the index; a crash between a
+/// manifest's rename and its summary (or between a deletion's unlink and the
+/// summary's removal) is repaired when the store opens.
+#[test]
+fn stats_summaries_are_repaired_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = text_rows(21, 20_000);
+    let (a, b) = {
+        let store = Store::open(dir.path(), opts()).unwrap();
+        let a = store_files(&store, &[("f", &text)]);
+        let b = store_files(&store, &[("g", &text[..1000])]);
+        let s = store.stats().unwrap();
+        assert_eq!(s.manifests, 2);
+        assert_eq!(s.logical_bytes, text.len() as u64 + 1000);
+        // Crash 1: the summary of `b` was never written.
+        store.index().delete_dump(&b).unwrap();
+        (a, b)
+    };
+    // Crash 2: the manifest of `a` was unlinked but its summary stayed.
+    fs::remove_file(dir.path().join(format!("manifests/{a}.json"))).unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let s = store.stats().unwrap();
+    assert_eq!(s.manifests, 1, "{s:?}");
+    assert_eq!(s.logical_bytes, 1000);
+    let dumps: Vec<Uuid> = store
+        .index()
+        .dumps()
+        .unwrap()
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect();
+    assert_eq!(dumps, vec![b]);
+    store.delete_dump(b).unwrap();
+    assert_eq!(store.stats().unwrap().manifests, 0);
+    assert!(store.index().dumps().unwrap().is_empty());
+}
+
+/// A read-only opening works beside the writer (as `pgsnapman-worker store
+/// extract` does next to a running worker) and refuses every write.
+#[test]
+fn read_only_store_reads_beside_the_writer_and_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let text = text_rows(31, 10_000);
+    let dump = store_files(&store, &[("f", &text)]);
+    let ro = Store::open_read_only(dir.path()).unwrap();
+    assert_eq!(ro.dump_ids().unwrap(), vec![dump]);
+    let mut out = Vec::new();
+    ro.read_file(dump, "f", &mut out).unwrap();
+    assert_eq!(out, text);
+    assert!(ro.verify().unwrap().is_clean());
+    assert!(ro.begin(Uuid::now_v7()).is_err());
+    assert!(ro.delete_dump(dump).is_err());
+    assert!(ro.gc(0.5).is_err());
+    // The writer goes on.
+    store_files(&store, &[("g", b"more")]);
+    let empty = tempfile::tempdir().unwrap();
+    let err = Store::open_read_only(empty.path()).err().unwrap();
+    assert!(err.to_string().contains("holds no chunk index"), "{err}");
 }
