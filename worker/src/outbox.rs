@@ -114,30 +114,52 @@ impl Outbox {
         })
     }
 
-    /// A new event id: UUIDv7, strictly greater than every earlier one.
-    fn next_id(&self) -> Uuid {
-        let fresh = Uuid::now_v7().as_u128();
-        let mut last = self.last_id.lock().unwrap_or_else(|e| e.into_inner());
-        let id = if fresh > *last { fresh } else { *last + 1 };
-        *last = id;
-        Uuid::from_u128(id)
-    }
-
     /// Stores an event durably (synced) and wakes the uploader.
     pub fn append(&self, body: event::Body) -> Result<Uuid> {
-        let id = self.next_id();
-        let event = Event {
-            event_id: id.to_string(),
-            occurred_at: Some(pgsnapman_proto::timestamp(chrono::Utc::now())),
-            body: Some(body),
-        };
+        let ids = self.append_all(vec![body])?;
+        ids.into_iter()
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("no event id was assigned"))
+    }
+
+    /// Stores events durably in one synced batch, in order, and wakes the
+    /// uploader.
+    ///
+    /// Ids are assigned and written under one lock: otherwise a later id
+    /// could be written (and uploaded, acknowledged and deleted with
+    /// `delete_up_to`) before an earlier one is written, and the earlier one
+    /// would be deleted unsent.
+    pub fn append_all(&self, bodies: Vec<event::Body>) -> Result<Vec<Uuid>> {
+        if bodies.is_empty() {
+            return Ok(Vec::new());
+        }
         let cf = self.cf()?;
+        let mut last = self.last_id.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = *last;
+        let mut batch = WriteBatch::default();
+        let mut ids = Vec::with_capacity(bodies.len());
+        let now = Some(pgsnapman_proto::timestamp(chrono::Utc::now()));
+        for body in bodies {
+            // UUIDv7, strictly greater than every earlier one.
+            let fresh = Uuid::now_v7().as_u128();
+            next = if fresh > next { fresh } else { next + 1 };
+            let id = Uuid::from_u128(next);
+            let event = Event {
+                event_id: id.to_string(),
+                occurred_at: now,
+                body: Some(body),
+            };
+            batch.put_cf(cf, id.as_bytes(), event.encode_to_vec());
+            ids.push(id);
+        }
         self.db
-            .put_cf_opt(cf, id.as_bytes(), event.encode_to_vec(), &sync_writes())
-            .with_context(|| format!("append event {id} to the outbox"))?;
-        self.len.fetch_add(1, Ordering::SeqCst);
+            .write_opt(batch, &sync_writes())
+            .with_context(|| format!("append {} event(s) to the outbox", ids.len()))?;
+        *last = next;
+        drop(last);
+        self.len.fetch_add(ids.len() as u64, Ordering::SeqCst);
         self.notify.notify_one();
-        Ok(id)
+        Ok(ids)
     }
 
     /// Up to `n` oldest events.
@@ -250,6 +272,62 @@ mod tests {
         assert_eq!(ob.delete_up_to(ids[9]).unwrap(), 0);
         assert_eq!(ob.delete_up_to(ids[49]).unwrap(), 40);
         assert!(ob.oldest(5).unwrap().is_empty());
+    }
+
+    /// Appenders racing an uploader that deletes up to the last id it sent:
+    /// every event must be seen by the uploader exactly once.
+    #[test]
+    fn concurrent_appends_are_never_deleted_unsent() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = Arc::new(Outbox::open(&dir.path().join("state")).unwrap());
+        const THREADS: usize = 4;
+        const EACH: usize = 200;
+        let appenders: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let ob = Arc::clone(&ob);
+                std::thread::spawn(move || {
+                    for i in 0..EACH {
+                        if i % 3 == 0 {
+                            ob.append_all(vec![
+                                msg(&format!("{t}-{i}a")),
+                                msg(&format!("{t}-{i}b")),
+                            ])
+                            .unwrap();
+                        } else {
+                            ob.append(msg(&format!("{t}-{i}"))).unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let expected = THREADS * (EACH + EACH.div_ceil(3));
+        let mut seen = std::collections::HashSet::new();
+        while seen.len() < expected {
+            let batch = ob.oldest(7).unwrap();
+            if let Some(last) = batch.last() {
+                for e in &batch {
+                    assert!(
+                        seen.insert(e.event_id.clone()),
+                        "seen twice: {}",
+                        e.event_id
+                    );
+                }
+                let upto = Uuid::parse_str(&last.event_id).unwrap();
+                ob.delete_up_to(upto).unwrap();
+            } else if appenders.iter().all(std::thread::JoinHandle::is_finished) {
+                // Everything is written: an empty outbox now means lost events.
+                assert!(
+                    !ob.oldest(1).unwrap().is_empty(),
+                    "appenders done but only {} of {expected} events seen",
+                    seen.len()
+                );
+            }
+        }
+        for a in appenders {
+            a.join().unwrap();
+        }
+        assert_eq!(seen.len(), expected);
+        assert!(ob.is_empty());
     }
 
     #[test]
