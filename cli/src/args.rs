@@ -59,9 +59,12 @@ pub enum Command {
     /// Inspect ad-hoc tasks
     #[command(subcommand)]
     Task(TaskCommand),
-    /// Inspect the dump catalog
+    /// Inspect the dump catalog; delete dumps; rebuild it from a worker's store
     #[command(subcommand)]
     Catalog(CatalogCommand),
+    /// The workers' deduplicating pack stores: figures and verification
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// List messages from workers and the coordinator
     Messages(MessagesArgs),
 }
@@ -418,12 +421,8 @@ pub enum DumpCommand {
     /// Queue a dump of a job now and print the task
     Now {
         job_id: i64,
-        /// Wait until the task has finished; exit 1 unless it succeeded
-        #[arg(long)]
-        wait: bool,
-        /// Give up waiting after this long (e.g. 30m, 2h)
-        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "24h", requires = "wait")]
-        timeout: Duration,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
 }
 
@@ -484,12 +483,55 @@ impl DumpStatusArg {
     }
 }
 
+/// `--wait` and `--timeout` of commands that queue a task.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct WaitArgs {
+    /// Wait until the task has finished; exit 1 unless it succeeded
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this long (e.g. 30m, 2h)
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "24h", requires = "wait")]
+    pub timeout: Duration,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum CatalogCommand {
     /// List dumps in the catalog, newest first
     List(CatalogListArgs),
     /// Show one dump
     Show { id: i64 },
+    /// Delete a dump: from its worker's store, then from the catalog
+    Delete {
+        id: i64,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Recreate missing catalog rows from the manifests in a worker's store
+    Rebuild {
+        /// Worker id or name
+        #[arg(long, value_name = "WORKER")]
+        worker: WorkerArg,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// What each worker's store holds, as the worker last reported it
+    Stats {
+        /// Only this worker (id or name)
+        #[arg(long, value_name = "WORKER")]
+        worker: Option<WorkerArg>,
+    },
+    /// Read and hash-check every chunk of every dump in a worker's store
+    Verify {
+        /// Worker id or name
+        #[arg(long, value_name = "WORKER")]
+        worker: WorkerArg,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -172,4 +172,53 @@ impl AdminService for Admin {
             tasks: tasks.iter().map(rows::TaskRow::to_proto).collect(),
         })
     }
+
+    async fn delete_dump(&self, req: Request<v1::IdRequest>) -> R<v1::Task> {
+        let id = req.into_inner().id;
+        match self.catalog.delete_dump(id).await? {
+            Some(t) => {
+                tracing::info!(task = t.id, dump = id, "dump deletion queued");
+                ok(t.to_proto())
+            }
+            None => {
+                tracing::info!(dump = id, "failed dump removed from the catalog");
+                ok(v1::Task::default())
+            }
+        }
+    }
+
+    async fn verify_store(&self, req: Request<v1::WorkerRef>) -> R<v1::Task> {
+        let t = self
+            .catalog
+            .store_task(Some(&req.into_inner()), "VERIFY")
+            .await?;
+        tracing::info!(
+            task = t.id,
+            worker = t.worker_id,
+            "store verification queued"
+        );
+        ok(t.to_proto())
+    }
+
+    async fn rebuild_catalog(&self, req: Request<v1::WorkerRef>) -> R<v1::Task> {
+        let t = self
+            .catalog
+            .store_task(Some(&req.into_inner()), "REBUILD")
+            .await?;
+        tracing::info!(task = t.id, worker = t.worker_id, "catalog rebuild queued");
+        ok(t.to_proto())
+    }
+
+    async fn list_store_stats(
+        &self,
+        req: Request<v1::ListStoreStatsRequest>,
+    ) -> R<v1::ListStoreStatsResponse> {
+        let rows = self
+            .catalog
+            .list_store_stats(req.into_inner().worker.as_ref())
+            .await?;
+        ok(v1::ListStoreStatsResponse {
+            stats: rows.iter().map(rows::StoreStatsRow::to_proto).collect(),
+        })
+    }
 }

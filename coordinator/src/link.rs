@@ -368,7 +368,7 @@ impl Session {
                 lease_id: lease_id.to_string(),
                 leased_until: c.task.leased_until.map(pgsnapman_proto::timestamp),
                 attempt: u32::try_from(c.task.attempts).unwrap_or(0),
-                spec: Some(v1::task_assignment::Spec::Dump(c.spec)),
+                spec: Some(c.spec),
             };
             if self.send(Out::Assignment(assignment)).await {
                 self.credits = self.credits.saturating_sub(1);

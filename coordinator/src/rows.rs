@@ -283,13 +283,15 @@ pub struct DumpRow {
     pub task_id: Option<i64>,
     pub worker_name: String,
     pub restore_metadata: Option<String>,
+    pub verified: String,
+    pub verified_at: Option<DateTime<Utc>>,
 }
 
 pub const DUMP_COLUMNS: &str = "d.id, d.dump_uuid, d.job_id, d.worker_id, d.instance_id, d.host, \
     d.port, d.database, d.schema_name, d.dump_type, d.format, d.status, d.started_at, \
     d.finished_at, d.dump_bytes, d.stored_bytes, d.database_bytes, d.server_version, \
     d.client_version, d.location, d.message, d.task_id, w.name AS worker_name, \
-    d.restore_metadata::text AS restore_metadata";
+    d.restore_metadata::text AS restore_metadata, d.verified, d.verified_at";
 
 impl DumpRow {
     pub fn to_proto(&self) -> v1::Dump {
@@ -318,6 +320,8 @@ impl DumpRow {
             task_id: self.task_id.unwrap_or(0),
             worker_name: self.worker_name.clone(),
             restore_metadata_json: self.restore_metadata.clone().unwrap_or_default(),
+            verified: self.verified.clone(),
+            verified_at: ts(self.verified_at),
         }
     }
 }
@@ -341,11 +345,13 @@ pub struct TaskRow {
     pub progress_phase: String,
     pub progress_done: i64,
     pub progress_total: i64,
+    pub result: Option<String>,
 }
 
 pub const TASK_COLUMNS: &str = "t.id, t.kind, t.state, t.worker_id, t.job_id, t.attempts, \
     t.max_attempts, t.created_at, t.started_at, t.finished_at, t.leased_until, t.lease_id, \
-    t.error, t.dump_id, t.progress_phase, t.progress_done, t.progress_total";
+    t.error, t.dump_id, t.progress_phase, t.progress_done, t.progress_total, \
+    t.result::text AS result";
 
 impl TaskRow {
     pub fn to_proto(&self) -> v1::Task {
@@ -369,6 +375,41 @@ impl TaskRow {
             error: self.error.clone(),
             dump_id: self.dump_id.unwrap_or(0),
             progress,
+            result_json: self.result.clone().unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoreStatsRow {
+    pub worker_id: i64,
+    pub worker_name: String,
+    pub reported_at: DateTime<Utc>,
+    pub packs: i64,
+    pub pack_bytes: i64,
+    pub chunks: i64,
+    pub unique_raw_bytes: i64,
+    pub stored_bytes: i64,
+    pub dumps: i64,
+    pub logical_bytes: i64,
+    pub free_bytes: i64,
+}
+
+impl StoreStatsRow {
+    pub fn to_proto(&self) -> v1::StoreStats {
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        v1::StoreStats {
+            worker_id: self.worker_id,
+            worker_name: self.worker_name.clone(),
+            reported_at: Some(timestamp(self.reported_at)),
+            packs: n(self.packs),
+            pack_bytes: n(self.pack_bytes),
+            chunks: n(self.chunks),
+            unique_raw_bytes: n(self.unique_raw_bytes),
+            stored_bytes: n(self.stored_bytes),
+            dumps: n(self.dumps),
+            logical_bytes: n(self.logical_bytes),
+            free_bytes: n(self.free_bytes),
         }
     }
 }

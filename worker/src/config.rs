@@ -19,6 +19,7 @@ pub struct Config {
     pub postgres: PostgresConfig,
     pub outbox: OutboxConfig,
     pub scheduler: SchedulerConfig,
+    pub store: StoreConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -150,6 +151,40 @@ impl Default for SchedulerConfig {
     }
 }
 
+/// The deduplicating pack store under `<data_dir>` (docs/store.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoreConfig {
+    /// A pack file is sealed once it holds this many bytes.
+    pub pack_target_bytes: u64,
+    /// zstd level for new chunks (1 is fastest; see docs/store.md).
+    pub zstd_level: i32,
+    /// After deletions, packs whose live share fell below this fraction are
+    /// rewritten (0 never repacks, 1 always).
+    pub repack_below_live_fraction: f64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        let d = pgsnapman_store::StoreOptions::default();
+        Self {
+            pack_target_bytes: d.pack_target_bytes,
+            zstd_level: d.zstd_level,
+            repack_below_live_fraction: 0.5,
+        }
+    }
+}
+
+impl StoreConfig {
+    pub fn options(&self) -> pgsnapman_store::StoreOptions {
+        pgsnapman_store::StoreOptions {
+            pack_target_bytes: self.pack_target_bytes,
+            zstd_level: self.zstd_level,
+            ..pgsnapman_store::StoreOptions::default()
+        }
+    }
+}
+
 impl Config {
     /// Loads defaults, then `file` (if given; it must exist), then the
     /// environment, and validates the result.
@@ -216,6 +251,12 @@ impl Config {
         }
         if self.scheduler.sync_interval < Duration::from_secs(1) {
             bail!("scheduler.sync_interval must be at least 1s");
+        }
+        if !(0.0..=1.0).contains(&self.store.repack_below_live_fraction) {
+            bail!(
+                "store.repack_below_live_fraction {} must be between 0 and 1",
+                self.store.repack_below_live_fraction
+            );
         }
         if self.coordinator.backoff_initial.is_zero()
             || self.coordinator.backoff_initial > self.coordinator.backoff_max

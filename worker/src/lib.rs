@@ -5,7 +5,9 @@
 pub mod agent;
 pub mod backoff;
 pub mod config;
+pub mod maintenance;
 pub mod mirror;
+pub mod offline;
 pub mod outbox;
 pub mod runner;
 pub mod scheduler;
@@ -17,7 +19,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -52,6 +54,9 @@ pub struct Shared {
     /// Fired at shutdown: no new task starts.
     pub drain: CancellationToken,
     pub backlog_warned: AtomicBool,
+    /// Signalled when the store changed (dump stored, dumps deleted): the
+    /// figures are reported again.
+    pub store_changed: Notify,
 }
 
 /// Creates the data directory (mode 0700) and returns its absolute path.
@@ -83,9 +88,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             "no pg_dump found; every dump will fail until postgres client tools are installed"
         );
     }
+    let store_opts = config.store.options();
+    let store_root = data_dir.clone();
+    let store =
+        tokio::task::spawn_blocking(move || pgsnapman_store::Store::open(&store_root, store_opts))
+            .await
+            .context("open the pack store")?
+            .map_err(|e| anyhow::anyhow!("cannot open the pack store: {e}"))?;
+    tracing::info!(options = ?store.options(), "pack store open");
     let runner = Runner::new(
         clients,
         &data_dir,
+        store,
         config.postgres.connect_timeout,
         config.dump.kill_grace_period,
     )?;
@@ -115,11 +129,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         tasks_token: CancellationToken::new(),
         drain: CancellationToken::new(),
         backlog_warned: AtomicBool::new(false),
+        store_changed: Notify::new(),
     });
 
     let link_stop = CancellationToken::new();
     let link = tokio::spawn(agent::run_link(shared.clone(), link_stop.clone()));
     let watchdog = tokio::spawn(watchdog(shared.clone()));
+    let stats = tokio::spawn(maintenance::stats_loop(shared.clone()));
     let scheduler_stop = CancellationToken::new();
     let scheduler = tokio::spawn(scheduler::run(shared.clone(), scheduler_stop.clone()));
 
@@ -160,6 +176,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     }
     watchdog.abort();
     let _ = watchdog.await;
+    stats.abort();
+    let _ = stats.await;
     drop(shared);
     tracing::info!("shutdown complete");
     Ok(())

@@ -16,6 +16,21 @@ struct Cli {
     /// TOML configuration file (settings can also come from PGSNAPMAN_<SECTION>__<KEY>).
     #[arg(long, env = "PGSNAPMAN_CONFIG")]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Work on this worker's pack store directly (no coordinator needed;
+    /// safe beside a running worker)
+    Store {
+        /// The worker's data directory [default: worker.data_dir of the config]
+        #[arg(long, value_name = "DIR", env = "PGSNAPMAN_WORKER__DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        command: pgsnapman_worker::offline::StoreCommand,
+    },
 }
 
 fn init_tracing() {
@@ -45,7 +60,23 @@ async fn serve(cli: Cli) -> Result<()> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(Command::Store { data_dir, command }) = cli.command.take() {
+        let data_dir = match (data_dir, cli.config.as_deref()) {
+            (Some(d), _) => Ok(d),
+            (None, Some(file)) => {
+                pgsnapman_worker::Config::load(Some(file)).map(|c| c.worker.data_dir)
+            }
+            (None, None) => Ok(pgsnapman_worker::Config::default().worker.data_dir),
+        };
+        return match data_dir.and_then(|d| pgsnapman_worker::offline::run(&d, command)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("pgsnapman-worker: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     init_tracing();
     match serve(cli).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use pgsnapman_proto::v1::{DumpSpec, TaskFailed, TaskRef, event};
+use pgsnapman_proto::v1::{TaskFailed, TaskRef, event, task_assignment::Spec};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -126,14 +126,14 @@ impl Registry {
     }
 }
 
-/// Runs one leased dump task to its end: dump, write the result to the
+/// Runs one leased task to its end: do the work, write the result to the
 /// outbox, and stay registered (so the lease is renewed) until the
 /// coordinator acknowledged the result. A cancelled task reports nothing.
 pub async fn run(
     shared: Arc<Shared>,
     task_id: i64,
     lease_id: String,
-    spec: Option<DumpSpec>,
+    spec: Option<Spec>,
     cancel: CancellationToken,
     progress: Arc<AtomicU64>,
     _permit: Option<OwnedSemaphorePermit>,
@@ -142,14 +142,37 @@ pub async fn run(
         task_id,
         lease_id: lease_id.clone(),
     };
+    let store = shared.runner.store();
+    let bodies = match &spec {
+        Some(Spec::Verify(_)) => Some(crate::maintenance::verify(store, &task).await),
+        Some(Spec::Delete(d)) => Some(
+            crate::maintenance::delete(
+                store,
+                &task,
+                &d.dump_uuid,
+                shared.config.store.repack_below_live_fraction,
+            )
+            .await,
+        ),
+        Some(Spec::Rebuild(_)) => Some(crate::maintenance::rebuild(store, &task).await),
+        Some(Spec::Dump(_)) | None => None,
+    };
+    if let Some(bodies) = bodies {
+        let changed = matches!(spec, Some(Spec::Delete(_)));
+        finish_with(&shared, task_id, bodies, &cancel, String::new()).await;
+        if changed {
+            shared.store_changed.notify_one();
+        }
+        return;
+    }
     let result = match &spec {
-        Some(spec) => {
+        Some(Spec::Dump(spec)) => {
             shared
                 .runner
                 .dump(Some(task.clone()), spec, &cancel, progress)
                 .await
         }
-        None => DumpResult::Rejected("the task carries no dump spec".to_string()),
+        _ => DumpResult::Rejected("the task carries no spec this worker knows".to_string()),
     };
     let body = match result {
         DumpResult::Cancelled => {
@@ -178,23 +201,41 @@ pub async fn run(
             event::Body::DumpFinished(*finished)
         }
     };
-    let location = match &body {
-        event::Body::DumpFinished(f) => f.location.clone(),
+    // A stored dump whose result cannot be queued will never be recorded.
+    let stored_uuid = match &body {
+        event::Body::DumpFinished(f) if f.succeeded => f.dump_uuid.clone(),
         _ => String::new(),
     };
+    let stored = !stored_uuid.is_empty();
+    finish_with(&shared, task_id, vec![body], &cancel, stored_uuid).await;
+    if stored {
+        shared.store_changed.notify_one();
+    }
+}
+
+/// Queues a task's result events (in one synced batch) and keeps the task
+/// registered until the coordinator acknowledged them. If they cannot be
+/// queued, a stored dump (`stored_uuid`) is removed: nobody would record it.
+async fn finish_with(
+    shared: &Arc<Shared>,
+    task_id: i64,
+    bodies: Vec<event::Body>,
+    cancel: &CancellationToken,
+    stored_uuid: String,
+) {
     let outbox = shared.outbox.clone();
-    let appended = tokio::task::spawn_blocking(move || outbox.append(body)).await;
+    let appended = tokio::task::spawn_blocking(move || outbox.append_all(bodies)).await;
     let event_id = match appended {
-        Ok(Ok(id)) => id,
+        Ok(Ok(ids)) => ids.last().copied().unwrap_or_default(),
         Ok(Err(err)) => {
             tracing::error!("cannot record the task result in the outbox: {err:#}");
-            crate::runner::Runner::discard(&location);
+            shared.runner.discard(&stored_uuid).await;
             shared.registry.remove(task_id);
             return;
         }
         Err(err) => {
             tracing::error!("cannot record the task result in the outbox: {err}");
-            crate::runner::Runner::discard(&location);
+            shared.runner.discard(&stored_uuid).await;
             shared.registry.remove(task_id);
             return;
         }

@@ -1,7 +1,7 @@
 //! The dump runner against real throwaway clusters (no coordinator): a dump
-//! with a password file succeeds and restores as a real archive, wrong
-//! passwords and closed ports fail with the server's words, and cancellation
-//! leaves no process and no file behind.
+//! with a password file streams into the pack store and reads back as a real
+//! archive, wrong passwords and closed ports fail with the server's words,
+//! and cancellation leaves no process, no file and no stored dump behind.
 // Test set-up helpers outside #[test] functions unwrap too: a failure there
 // is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -54,6 +54,14 @@ fn task(id: i64) -> Option<TaskRef> {
     })
 }
 
+/// Files under `dir` outside the store's own state (index, packs).
+fn loose_files(dir: &Path) -> Vec<String> {
+    files_under(&dir.join("spool"))
+        .into_iter()
+        .chain(files_under(&dir.join("tmp")))
+        .collect()
+}
+
 fn files_under(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -76,9 +84,13 @@ async fn runner(dir: &Path) -> Runner {
         !clients.majors().is_empty(),
         "no pg_dump found: install postgresql-client"
     );
+    let dir = dir.canonicalize().unwrap();
+    let store =
+        pgsnapman_store::Store::open(&dir, pgsnapman_store::StoreOptions::default()).unwrap();
     Runner::new(
         clients,
-        &dir.canonicalize().unwrap(),
+        &dir,
+        store,
         Duration::from_secs(10),
         Duration::from_secs(2),
     )
@@ -125,19 +137,66 @@ async fn dumps_succeed_with_the_password_and_fail_clearly_without() {
         .parse()
         .unwrap();
     assert!(ok.database_bytes > 0 && (ok.database_bytes - size).abs() < 1_000_000);
-    let on_disk = std::fs::metadata(&ok.location).unwrap().len();
-    assert_eq!(on_disk, ok.dump_bytes);
+    // The archive streamed into the store: its manifest says what the
+    // catalog row says, and it reads back into pg_restore.
+    let store = runner.store();
+    let uuid = uuid::Uuid::parse_str(&ok.dump_uuid).unwrap();
+    let m = store.manifest(uuid).unwrap();
+    assert_eq!(m.logical_bytes, ok.dump_bytes);
+    assert_eq!(m.new_stored_bytes, ok.stored_bytes);
+    assert!(
+        ok.stored_bytes > 0 && ok.stored_bytes < ok.dump_bytes,
+        "zstd after dedup"
+    );
+    assert_eq!(m.meta.database, DB);
+    assert_eq!(m.meta.instance_id, 4);
+    assert_eq!(m.meta.job_id, 9);
+    assert_eq!(m.meta.task_id, 1);
+    assert_eq!(m.meta.format, "CUSTOM");
+    assert_eq!(m.meta.restore_metadata["database"], DB);
     assert!(
         ok.location
-            .ends_with(&format!("/dumps/4/9/{}.dump", ok.dump_uuid))
+            .ends_with(&format!("manifests/{}.json", ok.dump_uuid))
     );
+    let mut archive = Vec::new();
+    store.read_file(uuid, "archive.dump", &mut archive).unwrap();
+    assert_eq!(archive.len() as u64, ok.dump_bytes);
+    let restored = tempfile::tempdir().unwrap();
+    let file = restored.path().join("archive.dump");
+    std::fs::write(&file, &archive).unwrap();
     let listing = Command::new(pg.bindir.join("pg_restore"))
         .arg("--list")
-        .arg(&ok.location)
+        .arg(&file)
         .output()
         .unwrap();
     assert!(listing.status.success());
     assert!(String::from_utf8_lossy(&listing.stdout).contains("TABLE DATA public t"));
+    // ... and restores, with the same rows.
+    pg.create_database("restored").unwrap();
+    let restore = Command::new(pg.bindir.join("pg_restore"))
+        .args(["--no-owner", "--exit-on-error", "-h"])
+        .arg(pg.socket_dir())
+        .args([
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "restored",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        restore.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restore.stderr)
+    );
+    let sum = "SELECT count(*) || ':' || md5(string_agg(v, ',' ORDER BY id)) FROM t";
+    assert_eq!(
+        pg.query("restored", sum).unwrap(),
+        pg.query(DB, sum).unwrap()
+    );
 
     // Wrong password: the server's reason, never the password.
     let res = runner
@@ -198,13 +257,20 @@ async fn dumps_succeed_with_the_password_and_fail_clearly_without() {
         "{res:?}"
     );
 
-    // Only the successful archive is left; no password file, no partial.
-    let files = files_under(dir.path());
-    assert_eq!(files, vec![ok.location.clone()], "{files:?}");
+    // Only the successful dump is stored; no password file, no spool file.
+    let ids: Vec<String> = store
+        .dump_ids()
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(ids, vec![ok.dump_uuid.clone()]);
+    let files = loose_files(dir.path());
+    assert!(files.is_empty(), "{files:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancellation_kills_pg_dump_and_removes_the_partial_file() {
+async fn cancellation_kills_pg_dump_and_stores_nothing() {
     let pg = PgCluster::start(15).unwrap();
     let db = "locked_db";
     pg.create_database(db).unwrap();
@@ -249,10 +315,17 @@ async fn cancellation_kills_pg_dump_and_removes_the_partial_file() {
     let res = job.await.unwrap();
     assert!(matches!(res, DumpResult::Cancelled), "{res:?}");
     assert!(
-        files_under(dir.path()).is_empty(),
+        loose_files(dir.path()).is_empty(),
         "{:?}",
-        files_under(dir.path())
+        loose_files(dir.path())
     );
+    assert!(runner.store().dump_ids().unwrap().is_empty());
+    // No pack is left half written.
+    let open_packs: Vec<String> = files_under(&dir.path().join("packs"))
+        .into_iter()
+        .filter(|p| p.ends_with(".open"))
+        .collect();
+    assert!(open_packs.is_empty(), "{open_packs:?}");
     // No pg_dump of this database is left.
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         if let Ok(raw) = std::fs::read(entry.path().join("cmdline")) {

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use pgsnapman_proto::v1;
 
-use super::Ctx;
+use super::{Ctx, follow};
 use crate::args::{CatalogCommand, CatalogListArgs, worker_ref};
 use crate::client::rpc;
 use crate::output::{json, table};
@@ -15,6 +15,21 @@ pub async fn run(ctx: &Ctx, cmd: CatalogCommand) -> Result<()> {
             let mut admin = ctx.admin().await?;
             let d = rpc(admin.get_dump(v1::IdRequest { id }).await)?;
             ctx.out.object(json::dump(&d), table::dump_rows(&d))
+        }
+        CatalogCommand::Delete { id, wait } => {
+            let mut admin = ctx.admin().await?;
+            let task = rpc(admin.delete_dump(v1::IdRequest { id }).await)?;
+            if task.id == 0 {
+                // A failed dump holds no data: its row went at once.
+                return ctx.out.removed("dump", id);
+            }
+            follow::queued(ctx, &mut admin, task, wait, &format!("deleting dump {id}")).await
+        }
+        CatalogCommand::Rebuild { worker, wait } => {
+            let mut admin = ctx.admin().await?;
+            let task = rpc(admin.rebuild_catalog(worker.to_proto()).await)?;
+            let what = format!("rebuilding the catalog from worker {}", task.worker_id);
+            follow::queued(ctx, &mut admin, task, wait, &what).await
         }
     }
 }

@@ -3,9 +3,11 @@
 //! rules, so that a typo fails without a round trip.
 mod catalog;
 mod dump;
+mod follow;
 mod instance;
 mod job;
 mod messages;
+mod store;
 mod task;
 mod worker;
 
@@ -42,6 +44,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Dump(c) => dump::run(&ctx, c).await,
         Command::Task(c) => task::run(&ctx, c).await,
         Command::Catalog(c) => catalog::run(&ctx, c).await,
+        Command::Store(c) => store::run(&ctx, c).await,
         Command::Messages(a) => messages::run(&ctx, a).await,
     }
 }

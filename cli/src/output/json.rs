@@ -141,6 +141,7 @@ pub fn dump(d: &v1::Dump) -> Value {
         "finished_at": timestamp(d.finished_at.as_ref()),
         "dump_bytes": d.dump_bytes,
         "stored_bytes": d.stored_bytes,
+        "dedup_ratio": dedup_ratio(d.dump_bytes, d.stored_bytes),
         "database_bytes": d.database_bytes,
         "server_version": d.server_version,
         "client_version": d.client_version,
@@ -148,6 +149,8 @@ pub fn dump(d: &v1::Dump) -> Value {
         "message": d.message,
         "task_id": d.task_id,
         "worker_name": d.worker_name,
+        "verified": d.verified,
+        "verified_at": timestamp(d.verified_at.as_ref()),
         // A JSON document from the worker; null when none was captured.
         "restore_metadata": serde_json::from_str::<Value>(&d.restore_metadata_json).ok(),
     })
@@ -193,6 +196,38 @@ pub fn task(t: &v1::Task) -> Value {
         "error": t.error,
         "dump_id": t.dump_id,
         "progress": progress(t.progress.as_ref()),
+        // What the task found or did (verify report, gc figures); null until it ends.
+        "result": serde_json::from_str::<Value>(&t.result_json).ok(),
+    })
+}
+
+/// Bytes pg_dump wrote per byte the dump added to the store: what dedup and
+/// compression saved together. Null when the dump stored nothing new (a
+/// ratio would be infinite) or wrote nothing.
+pub fn dedup_ratio(dump_bytes: u64, stored_bytes: u64) -> Value {
+    if dump_bytes == 0 || stored_bytes == 0 {
+        return Value::Null;
+    }
+    // Display precision only.
+    #[allow(clippy::cast_precision_loss)]
+    let r = dump_bytes as f64 / stored_bytes as f64;
+    json!((r * 100.0).round() / 100.0)
+}
+
+pub fn store_stats(s: &v1::StoreStats) -> Value {
+    json!({
+        "worker_id": s.worker_id,
+        "worker_name": s.worker_name,
+        "reported_at": timestamp(s.reported_at.as_ref()),
+        "dumps": s.dumps,
+        "logical_bytes": s.logical_bytes,
+        "pack_bytes": s.pack_bytes,
+        "dedup_ratio": dedup_ratio(s.logical_bytes, s.pack_bytes),
+        "packs": s.packs,
+        "chunks": s.chunks,
+        "unique_raw_bytes": s.unique_raw_bytes,
+        "stored_bytes": s.stored_bytes,
+        "free_bytes": s.free_bytes,
     })
 }
 

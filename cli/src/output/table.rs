@@ -324,6 +324,7 @@ pub fn dump_job_rows(j: &v1::DumpJob) -> Vec<(&'static str, String)> {
 pub fn dumps(ds: &[v1::Dump]) -> Table {
     let mut t = with_header(&[
         "ID", "JOB", "WORKER", "DATABASE", "TYPE", "STATUS", "STARTED", "DURATION", "SIZE",
+        "STORED", "DEDUP",
     ]);
     for d in ds {
         t.add_row(vec![
@@ -336,6 +337,37 @@ pub fn dumps(ds: &[v1::Dump]) -> Table {
             time(d.started_at.as_ref()),
             duration(d.started_at.as_ref(), d.finished_at.as_ref()),
             bytes(d.dump_bytes),
+            bytes(d.stored_bytes),
+            ratio(d.dump_bytes, d.stored_bytes),
+        ]);
+    }
+    t
+}
+
+/// `12.3x`, `-` for nothing written, `all dedup` when nothing new was stored.
+fn ratio(logical: u64, stored: u64) -> String {
+    match json::dedup_ratio(logical, stored).as_f64() {
+        Some(r) => format!("{r:.1}x"),
+        None if logical > 0 => "all dedup".to_string(),
+        None => "-".to_string(),
+    }
+}
+
+pub fn store_stats(ss: &[v1::StoreStats]) -> Table {
+    let mut t = with_header(&[
+        "WORKER", "REPORTED", "DUMPS", "LOGICAL", "STORED", "DEDUP", "PACKS", "CHUNKS", "FREE",
+    ]);
+    for s in ss {
+        t.add_row(vec![
+            text(&s.worker_name),
+            time(s.reported_at.as_ref()),
+            s.dumps.to_string(),
+            bytes(s.logical_bytes),
+            bytes(s.pack_bytes),
+            ratio(s.logical_bytes, s.pack_bytes),
+            s.packs.to_string(),
+            s.chunks.to_string(),
+            bytes(s.free_bytes),
         ]);
     }
     t
@@ -389,6 +421,15 @@ pub fn dump_rows(d: &v1::Dump) -> Vec<(&'static str, String)> {
         ),
         ("dump size", bytes(d.dump_bytes)),
         ("stored", bytes(d.stored_bytes)),
+        ("dedup", ratio(d.dump_bytes, d.stored_bytes)),
+        (
+            "verified",
+            if d.verified_at.is_some() {
+                format!("{} at {}", text(&d.verified), time(d.verified_at.as_ref()))
+            } else {
+                text(&d.verified)
+            },
+        ),
         ("database size", database_bytes),
         ("server version", text(&d.server_version)),
         ("client version", text(&d.client_version)),
@@ -439,6 +480,7 @@ pub fn task_rows(t: &v1::Task) -> Vec<(&'static str, String)> {
         ("progress", progress(t.progress.as_ref())),
         ("dump", id(t.dump_id)),
         ("error", text(&t.error)),
+        ("result", text(&t.result_json)),
     ]
 }
 

@@ -88,7 +88,7 @@ impl Catalog {
                 Some(Body::TaskFailed(f)) => {
                     let task_id = f.task.as_ref().map_or(0, |t| t.task_id);
                     let ok = self
-                        .finish_task(&mut tx, f.task.as_ref(), false, None, &f.error)
+                        .finish_task(&mut tx, f.task.as_ref(), false, None, &f.error, None)
                         .await?;
                     let text = if ok {
                         format!("task {task_id} failed: {}", f.error)
@@ -114,6 +114,81 @@ impl Catalog {
                         m.text.clone(),
                         at,
                     );
+                }
+                Some(Body::TaskFinished(f)) => {
+                    let result = (!f.result_json.is_empty()).then_some(f.result_json.as_str());
+                    let ok = self
+                        .finish_task(
+                            &mut tx,
+                            f.task.as_ref(),
+                            f.succeeded,
+                            None,
+                            &f.error,
+                            result,
+                        )
+                        .await?;
+                    let task_id = f.task.as_ref().map_or(0, |t| t.task_id);
+                    if !f.succeeded {
+                        msgs.push(
+                            v1::MessageLevel::Error,
+                            "TASK",
+                            None,
+                            format!("task {task_id} failed: {}", f.error),
+                            at,
+                        );
+                    } else if !ok {
+                        msgs.push(
+                            v1::MessageLevel::Warning,
+                            "TASK",
+                            None,
+                            format!("task {task_id} finished under a lease that is no longer current; left as it is"),
+                            at,
+                        );
+                    }
+                }
+                Some(Body::DumpsDeleted(d)) => {
+                    let n = self.apply_dumps_deleted(&mut tx, worker_id, d).await?;
+                    msgs.push(
+                        v1::MessageLevel::Info,
+                        "STORE",
+                        None,
+                        format!(
+                            "{} dump(s) deleted from the store ({}); {n} catalog row(s) removed: {}",
+                            d.dump_uuids.len(),
+                            d.reason,
+                            d.dump_uuids.join(", ")
+                        ),
+                        at,
+                    );
+                }
+                Some(Body::StoreStats(st)) => {
+                    self.apply_store_stats(&mut tx, worker_id, st, at).await?;
+                }
+                Some(Body::StoreVerified(v)) => {
+                    let failed = self.apply_store_verified(&mut tx, worker_id, v, at).await?;
+                    let (level, text) = if v.problems.is_empty() {
+                        (
+                            v1::MessageLevel::Info,
+                            format!(
+                                "store verified: {} dump(s), {} chunk(s) in {} pack(s), no problems",
+                                v.good_dump_uuids.len(),
+                                v.chunks_checked,
+                                v.packs
+                            ),
+                        )
+                    } else {
+                        (
+                            v1::MessageLevel::Critical,
+                            format!(
+                                "store verification found {} problem(s); damaged dumps (catalog ids {:?}): {}; {}",
+                                v.problems.len(),
+                                failed,
+                                v.bad_dump_uuids.join(", "),
+                                v.problems.join("; ")
+                            ),
+                        )
+                    };
+                    msgs.push(level, "VERIFY", None, text, at);
                 }
                 None => {
                     msgs.push(
@@ -233,7 +308,7 @@ impl Catalog {
             if d.task.is_some() {
                 let dump_id = by_uuid.get(&c.uuid[i]).copied();
                 let ok = self
-                    .finish_task(tx, d.task.as_ref(), d.succeeded, dump_id, &d.error)
+                    .finish_task(tx, d.task.as_ref(), d.succeeded, dump_id, &d.error, None)
                     .await?;
                 if !ok {
                     msgs.push(
@@ -265,6 +340,7 @@ impl Catalog {
         succeeded: bool,
         dump_id: Option<i64>,
         error: &str,
+        result: Option<&str>,
     ) -> ApiResult<bool> {
         let Some(task) = task else { return Ok(false) };
         let Ok(lease) = uuid::Uuid::parse_str(&task.lease_id) else {
@@ -272,7 +348,7 @@ impl Catalog {
         };
         let n = sqlx::query(
             "UPDATE tasks SET state = $3, finished_at = now(), leased_until = NULL, \
-             dump_id = COALESCE($4, dump_id), error = $5 \
+             dump_id = COALESCE($4, dump_id), error = $5, result = $6::jsonb \
              WHERE id = $1 AND lease_id = $2 AND state IN ('LEASED', 'QUEUED')",
         )
         .bind(task.task_id)
@@ -280,6 +356,7 @@ impl Catalog {
         .bind(if succeeded { "SUCCEEDED" } else { "FAILED" })
         .bind(dump_id)
         .bind(error)
+        .bind(result)
         .execute(&mut **tx)
         .await?
         .rows_affected();

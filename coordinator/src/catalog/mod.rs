@@ -13,6 +13,7 @@ use crate::rows::{WORKER_COLUMNS, WorkerRow};
 mod events;
 mod instances;
 mod jobs;
+mod store;
 mod tasks;
 
 pub use events::BatchOutcome;

@@ -13,7 +13,7 @@ use crate::rows::{self, TASK_COLUMNS, TaskRow};
 /// A task just leased to a worker, with what it needs to run.
 pub struct Claimed {
     pub task: TaskRow,
-    pub spec: v1::DumpSpec,
+    pub spec: v1::task_assignment::Spec,
 }
 
 impl Catalog {
@@ -115,8 +115,8 @@ impl Catalog {
         Ok(q.build_query_as().fetch_all(&self.pool).await?)
     }
 
-    /// Leases up to `n` queued tasks of an active worker whose job and
-    /// instance are active, oldest first.
+    /// Leases up to `n` queued tasks of an active worker, oldest first; dump
+    /// tasks only while their job and instance are active.
     pub async fn claim(&self, worker_id: i64, n: u32, ttl: Duration) -> ApiResult<Vec<Claimed>> {
         if n == 0 {
             return Ok(Vec::new());
@@ -126,9 +126,11 @@ impl Catalog {
             "WITH c AS ( \
                  SELECT t.id FROM tasks t \
                  JOIN workers w ON w.id = t.worker_id AND w.status = 'ACTIVE' \
-                 JOIN dump_jobs j ON j.id = t.job_id AND j.status = 'ACTIVE' \
-                 JOIN instances i ON i.id = j.instance_id AND i.status = 'ACTIVE' \
-                 WHERE t.worker_id = $1 AND t.state = 'QUEUED' AND t.kind = 'DUMP' \
+                 LEFT JOIN dump_jobs j ON j.id = t.job_id \
+                 LEFT JOIN instances i ON i.id = j.instance_id \
+                 WHERE t.worker_id = $1 AND t.state = 'QUEUED' \
+                 AND t.kind IN ('DUMP', 'VERIFY', 'DELETE', 'REBUILD') \
+                 AND (t.kind <> 'DUMP' OR (j.status = 'ACTIVE' AND i.status = 'ACTIVE')) \
                  ORDER BY t.id LIMIT $2 FOR UPDATE OF t SKIP LOCKED) \
              UPDATE tasks t SET state = 'LEASED', lease_id = gen_random_uuid(), \
                  leased_until = now() + $3, attempts = t.attempts + 1, \
@@ -143,13 +145,54 @@ impl Catalog {
         tx.commit().await?;
         let mut out = Vec::with_capacity(tasks.len());
         for task in tasks {
-            let Some(job_id) = task.job_id else { continue };
-            let job = self.job(job_id).await?;
-            let instance = self.instance(job.instance_id).await?;
-            let spec = job.spec(&instance);
-            out.push(Claimed { task, spec });
+            match self.spec_of(&task).await {
+                Ok(spec) => out.push(Claimed { task, spec }),
+                Err(e) => {
+                    // Its job or dump vanished since it was queued: it can
+                    // never run.
+                    tracing::warn!(task_id = task.id, "task cannot be specified: {e}");
+                    sqlx::query(
+                        "UPDATE tasks SET state = 'FAILED', finished_at = now(), leased_until = NULL, \
+                         error = $2 WHERE id = $1",
+                    )
+                    .bind(task.id)
+                    .bind(e.to_string())
+                    .execute(&self.pool)
+                    .await?;
+                }
+            }
         }
         Ok(out)
+    }
+
+    /// What the worker needs to run a leased task.
+    async fn spec_of(&self, task: &TaskRow) -> ApiResult<v1::task_assignment::Spec> {
+        use v1::task_assignment::Spec;
+        match task.kind.as_str() {
+            "DUMP" => {
+                let job_id = task.job_id.ok_or_else(|| {
+                    ApiError::Invalid(format!("dump task {} has no job", task.id))
+                })?;
+                let job = self.job(job_id).await?;
+                let instance = self.instance(job.instance_id).await?;
+                Ok(Spec::Dump(job.spec(&instance)))
+            }
+            "VERIFY" => Ok(Spec::Verify(v1::VerifySpec {})),
+            "REBUILD" => Ok(Spec::Rebuild(v1::RebuildSpec {})),
+            "DELETE" => {
+                let dump_id = task.dump_id.ok_or_else(|| {
+                    ApiError::Invalid(format!("delete task {} names no dump", task.id))
+                })?;
+                let dump = self.dump(dump_id).await?;
+                Ok(Spec::Delete(v1::DeleteSpec {
+                    dump_uuid: dump.dump_uuid.to_string(),
+                }))
+            }
+            other => Err(ApiError::Invalid(format!(
+                "task {} has kind {other}, which this coordinator cannot hand out",
+                task.id
+            ))),
+        }
     }
 
     /// Gives back a lease that never reached the worker (the attempt is not

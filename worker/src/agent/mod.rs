@@ -460,7 +460,7 @@ fn start_task(
         );
         return;
     }
-    let spec = a.spec.map(|task_assignment::Spec::Dump(spec)| spec);
+    let spec = a.spec;
     let cancel = shared.tasks_token.child_token();
     let progress = Arc::default();
     let leased_until = deadline_of(a.leased_until.as_ref(), lease_ttl);
@@ -477,13 +477,14 @@ fn start_task(
         );
         return;
     }
-    let span = tracing::info_span!(
-        "runner.pg_dump",
-        task_id,
-        lease_id = %a.lease_id,
-        job_id = spec.as_ref().map(|s| s.job_id).unwrap_or(0),
-        attempt = a.attempt
-    );
+    let (kind, job_id) = match &spec {
+        Some(task_assignment::Spec::Dump(d)) => ("dump", d.job_id),
+        Some(task_assignment::Spec::Verify(_)) => ("verify", 0),
+        Some(task_assignment::Spec::Delete(_)) => ("delete", 0),
+        Some(task_assignment::Spec::Rebuild(_)) => ("rebuild", 0),
+        None => ("unknown", 0),
+    };
+    let span = tracing::info_span!("task.run", task_id, kind, lease_id = %a.lease_id, job_id, attempt = a.attempt);
     span.in_scope(|| tracing::info!("task assigned"));
     shared.tasks.spawn(
         crate::task::run(

@@ -1,16 +1,17 @@
 //! Runs one dump described by a `DumpSpec`: probes the server, picks the
-//! client of exactly its major, runs pg_dump or pg_dumpall into
-//! `<data_dir>/dumps/<instance>/<job>/<uuid>.dump` and describes the result
-//! as a `DumpFinished`. It knows nothing of leases or the link.
+//! client of exactly its major, streams pg_dump's or pg_dumpall's output
+//! into the pack store and describes the result as a `DumpFinished`. It
+//! knows nothing of leases or the link.
 pub mod client;
 pub mod connection;
+pub mod ingest;
 pub mod metadata;
 pub mod process;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -50,10 +51,11 @@ pub enum DumpResult {
 }
 
 /// Runs dumps; shared by all tasks.
-#[derive(Debug)]
 pub struct Runner {
     clients: Clients,
-    dumps_dir: PathBuf,
+    store: pgsnapman_store::Store,
+    /// Directory-format dumps pass through here; emptied at start.
+    spool_dir: PathBuf,
     tmp_dir: PathBuf,
     connect_timeout: Duration,
     kill_grace: Duration,
@@ -164,13 +166,22 @@ pub fn parse_probe(out: &str) -> Result<ServerInfo> {
     })
 }
 
-/// Arguments of the dump program (after the program name).
-fn dump_args(c: &Checked<'_>, partial: &Path, conninfo: &str) -> Vec<OsString> {
-    let mut args: Vec<OsString> = Vec::new();
-    let mut file = OsString::from("--file=");
-    file.push(partial);
+/// The name a single-stream dump's output gets in the store.
+fn stream_file_name(c: &Checked<'_>) -> &'static str {
     if c.dump_type.is_cluster_wide() {
-        args.push(file);
+        "dumpall.sql"
+    } else if c.format == DumpFormat::Plain {
+        "dump.sql"
+    } else {
+        "archive.dump"
+    }
+}
+
+/// Arguments of the dump program (after the program name). Output goes to
+/// stdout, or into `directory` for the directory format.
+fn dump_args(c: &Checked<'_>, directory: Option<&Path>, conninfo: &str) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
+    if c.dump_type.is_cluster_wide() {
         args.push("--no-password".into());
         match c.dump_type {
             DumpType::ClusterSchema => args.push("--schema-only".into()),
@@ -194,7 +205,11 @@ fn dump_args(c: &Checked<'_>, partial: &Path, conninfo: &str) -> Vec<OsString> {
                 args.push("--compress=0".into());
             }
         }
-        args.push(file);
+        if let Some(dir) = directory {
+            let mut file = OsString::from("--file=");
+            file.push(dir);
+            args.push(file);
+        }
         args.push("--no-password".into());
         if c.dump_type == DumpType::Schema {
             args.push("--schema-only".into());
@@ -220,59 +235,37 @@ fn demand_decision(val: &str) -> Option<String> {
     }
 }
 
-/// Size of a file, or the sum of the files of a directory (one level, as
-/// pg_dump's directory format writes).
-fn output_bytes(path: &Path) -> Result<u64> {
-    let meta = std::fs::metadata(path).with_context(|| format!("stat {}", path.display()))?;
-    if !meta.is_dir() {
-        return Ok(meta.len());
-    }
-    let mut total = 0;
-    for e in std::fs::read_dir(path).with_context(|| format!("list {}", path.display()))? {
-        let e = e.with_context(|| format!("list {}", path.display()))?;
-        total += e.metadata().map(|m| m.len()).unwrap_or(0);
-    }
-    Ok(total)
-}
-
-/// Removes a partial output (file or directory); missing is fine.
-fn remove_output(path: &Path) {
-    let res = if path.is_dir() {
-        std::fs::remove_dir_all(path)
+/// What the manifest says about the dump (everything the catalog row and a
+/// restore elsewhere need).
+fn manifest_meta(f: &DumpFinished, c: &Checked<'_>) -> Result<pgsnapman_store::ManifestMeta> {
+    let restore_metadata = if f.restore_metadata_json.is_empty() {
+        serde_json::Value::Null
     } else {
-        std::fs::remove_file(path)
+        serde_json::from_str(&f.restore_metadata_json).context("restore metadata is not JSON")?
     };
-    if let Err(err) = res
-        && err.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!(path = %path.display(), "cannot remove partial dump: {err}");
-    }
-}
-
-fn fsync_path(path: &Path) -> Result<()> {
-    let f = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
-    f.sync_all()
-        .with_context(|| format!("fsync {}", path.display()))
-}
-
-/// Makes `partial` durable under the name `done`: fsync its data, rename,
-/// fsync the directory.
-fn commit_output(partial: &Path, done: &Path) -> Result<()> {
-    if partial.is_dir() {
-        for e in
-            std::fs::read_dir(partial).with_context(|| format!("list {}", partial.display()))?
-        {
-            let e = e.with_context(|| format!("list {}", partial.display()))?;
-            fsync_path(&e.path())?;
-        }
-    }
-    fsync_path(partial)?;
-    std::fs::rename(partial, done)
-        .with_context(|| format!("rename {} to {}", partial.display(), done.display()))?;
-    if let Some(dir) = done.parent() {
-        fsync_path(dir)?;
-    }
-    Ok(())
+    let time = |t: &Option<prost_types::Timestamp>| {
+        t.as_ref()
+            .and_then(pgsnapman_proto::from_timestamp)
+            .unwrap_or_else(chrono::Utc::now)
+    };
+    Ok(pgsnapman_store::ManifestMeta {
+        job_id: f.job_id,
+        task_id: f.task.as_ref().map_or(0, |t| t.task_id),
+        instance_id: f.instance_id,
+        host: f.host.clone(),
+        port: f.port,
+        database: f.database.clone(),
+        schema: f.schema.clone(),
+        dump_type: c.dump_type.label().to_string(),
+        format: c.format.label().to_string(),
+        server_version: f.server_version.clone(),
+        client_version: f.client_version.clone(),
+        started_at: time(&f.started_at),
+        finished_at: chrono::Utc::now(),
+        database_bytes: f.database_bytes,
+        notes: f.error.clone(),
+        restore_metadata,
+    })
 }
 
 impl Runner {
@@ -280,21 +273,28 @@ impl Runner {
     pub fn new(
         clients: Clients,
         data_dir: &Path,
+        store: pgsnapman_store::Store,
         connect_timeout: Duration,
         kill_grace: Duration,
     ) -> Result<Self> {
-        let dumps_dir = data_dir.join("dumps");
+        let spool_dir = data_dir.join("spool");
         let tmp_dir = data_dir.join("tmp");
-        for d in [&dumps_dir, &tmp_dir] {
+        for d in [&spool_dir, &tmp_dir] {
             std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
         }
         Ok(Self {
             clients,
-            dumps_dir,
+            store,
+            spool_dir,
             tmp_dir,
             connect_timeout,
             kill_grace,
         })
+    }
+
+    /// The pack store dumps go into.
+    pub fn store(&self) -> &pgsnapman_store::Store {
+        &self.store
     }
 
     pub fn client_majors(&self) -> Vec<u32> {
@@ -302,32 +302,23 @@ impl Runner {
     }
 
     /// Removes leftovers of dumps that were running when the worker died:
-    /// `*.partial` outputs and stale password files.
+    /// the spool (directory-format files not yet stored) and stale password
+    /// files. The store cleans its own leftovers when it opens.
     pub fn clean_leftovers(&self) {
-        if let Ok(entries) = std::fs::read_dir(&self.tmp_dir) {
+        for dir in [&self.tmp_dir, &self.spool_dir] {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
             for e in entries.flatten() {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-        // dumps/<instance>/<job>/<file>: three levels, no deeper.
-        let mut level = vec![self.dumps_dir.clone()];
-        for _ in 0..2 {
-            let mut next = Vec::new();
-            for d in &level {
-                if let Ok(entries) = std::fs::read_dir(d) {
-                    next.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
-                }
-            }
-            level = next;
-        }
-        for d in level {
-            if let Ok(entries) = std::fs::read_dir(&d) {
-                for e in entries.flatten() {
-                    let p = e.path();
-                    if p.to_string_lossy().ends_with(".partial") {
-                        tracing::info!(path = %p.display(), "removing partial dump left by an earlier run");
-                        remove_output(&p);
-                    }
+                let p = e.path();
+                tracing::info!(path = %p.display(), "removing a leftover of an earlier run");
+                let res = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+                if let Err(err) = res {
+                    tracing::warn!(path = %p.display(), "cannot remove a leftover: {err}");
                 }
             }
         }
@@ -420,8 +411,10 @@ impl Runner {
             }
         }
         if cancel.is_cancelled() {
-            // Cancelled after the output was committed: nobody will record it.
-            Self::discard(&finished.location);
+            // Cancelled after the dump was stored: nobody will record it.
+            if result.as_ref().is_ok_and(|stored| *stored) {
+                self.discard(&finished.dump_uuid).await;
+            }
             return DumpResult::Cancelled;
         }
         match result {
@@ -530,124 +523,117 @@ impl Runner {
         let tools: &ClientTools = self.clients.for_major(info.major())?;
         finished.client_version = tools.version.clone();
 
-        // 4. Run it into a partial output.
-        let dir = self
-            .dumps_dir
-            .join(c.instance.instance_id.to_string())
-            .join(c.spec.job_id.to_string());
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .with_context(|| format!("create {}", dir.display()))?;
-        let done = dir.join(format!("{dump_uuid}.dump"));
-        let partial = dir.join(format!("{dump_uuid}.dump.partial"));
+        // 4. Run it, streaming into the store (no copy on disk; a directory
+        //    dump passes through the spool one file at a time).
         let (program, name) = if c.dump_type.is_cluster_wide() {
             (tools.pg_dumpall(), "pg_dumpall")
         } else {
             (tools.pg_dump(), "pg_dump")
         };
+        let directory = !c.dump_type.is_cluster_wide() && c.format == DumpFormat::Directory;
+        let spool = self.spool_dir.join(dump_uuid.to_string());
         let dump_conninfo = conninfo(c.instance, &c.connect_db, self.connect_timeout, app_name);
         let mut cmd = command(program);
-        cmd.args(dump_args(c, &partial, &dump_conninfo));
+        cmd.args(dump_args(
+            c,
+            directory.then_some(spool.as_path()),
+            &dump_conninfo,
+        ));
         tracing::info!(
             program = name,
             major = tools.major,
             server_version = %info.version,
-            path = %done.display(),
-            "starting dump"
+            dump_id = %dump_uuid,
+            "starting dump into the store"
         );
-        let watcher = {
-            let partial = partial.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    let p = partial.clone();
-                    if let Ok(Ok(n)) = tokio::task::spawn_blocking(move || output_bytes(&p)).await {
-                        progress.store(n, Ordering::Relaxed);
-                    }
-                }
-            })
+        let store = self.store.clone();
+        let ingest = tokio::task::spawn_blocking(move || store.begin(dump_uuid))
+            .await
+            .context("start storing the dump")?
+            .map_err(|e| anyhow::anyhow!("cannot start storing the dump: {e}"))?;
+        let file_name = stream_file_name(c);
+        let ended = if directory {
+            ingest::directory(
+                ingest,
+                spool.clone(),
+                cmd,
+                name,
+                cancel,
+                self.kill_grace,
+                progress,
+            )
+            .await?
+        } else {
+            ingest::stream(
+                ingest,
+                file_name,
+                cmd,
+                name,
+                cancel,
+                self.kill_grace,
+                progress,
+            )
+            .await?
         };
-        let outcome = process::run(cmd, name, false, cancel, self.kill_grace).await;
-        watcher.abort();
-        let outcome = match outcome {
-            Ok(o) => o,
-            Err(err) => {
-                remove_output(&partial);
-                return Err(err);
-            }
+        let (ingest, tail) = match ended {
+            ingest::Ended::Cancelled => return Ok(false),
+            ingest::Ended::Stored { ingest, tail } => (*ingest, tail),
         };
-        match outcome {
-            Outcome::Cancelled => {
-                remove_output(&partial);
-                Ok(false)
+
+        // 5. What was stored reads back: the archive's table of contents
+        //    through pg_restore --list, a plain dump's completion marker.
+        let ingest = if directory {
+            let check_dir = self.spool_dir.join(format!("{dump_uuid}.check"));
+            let (ingest, listed) = ingest::check_directory_toc(
+                ingest,
+                check_dir,
+                tools.pg_restore(),
+                cancel,
+                self.kill_grace,
+            )
+            .await?;
+            if !listed {
+                return Ok(false);
             }
-            Outcome::Exited { status, stderr, .. } => {
-                if !status.success() || cancel.is_cancelled() {
-                    remove_output(&partial);
-                    if cancel.is_cancelled() {
-                        return Ok(false);
-                    }
-                    let text = stderr.error_text();
-                    if text.is_empty() {
-                        bail!("{name} exited with {status}");
-                    }
-                    bail!("{text}");
-                }
-                // 5. The archive's table of contents reads back before the
-                //    dump counts as complete (custom and directory formats).
-                let archive = !c.dump_type.is_cluster_wide()
-                    && matches!(c.format, DumpFormat::Custom | DumpFormat::Directory);
-                if archive {
-                    let mut list = command(tools.pg_restore());
-                    list.arg("--list").arg(&partial);
-                    let checked =
-                        process::run(list, "pg_restore", true, cancel, self.kill_grace).await;
-                    match checked {
-                        Ok(Outcome::Exited {
-                            status,
-                            stdout,
-                            stderr,
-                        }) if !status.success() || stdout.is_empty() => {
-                            remove_output(&partial);
-                            bail!(
-                                "the archive's table of contents cannot be read back (pg_restore --list exited with {status}): {}",
-                                stderr.error_text()
-                            );
-                        }
-                        Ok(Outcome::Exited { .. }) => {}
-                        Ok(Outcome::Cancelled) => {
-                            remove_output(&partial);
-                            return Ok(false);
-                        }
-                        Err(err) => {
-                            remove_output(&partial);
-                            return Err(err);
-                        }
-                    }
-                }
-                // 6. Durable under its final name.
-                let (p, d) = (partial.clone(), done.clone());
-                let committed = tokio::task::spawn_blocking(move || {
-                    commit_output(&p, &d)?;
-                    output_bytes(&d)
-                })
-                .await
-                .context("commit dump output")
-                .and_then(|r| r);
-                let bytes = match committed {
-                    Ok(b) => b,
-                    Err(err) => {
-                        remove_output(&partial);
-                        remove_output(&done);
-                        return Err(err);
-                    }
-                };
-                finished.dump_bytes = bytes;
-                finished.stored_bytes = bytes;
-                finished.location = done.to_string_lossy().into_owned();
-                Ok(true)
+            ingest
+        } else if c.format == DumpFormat::Plain || c.dump_type.is_cluster_wide() {
+            if !ingest::plain_dump_complete(&tail) {
+                bail!(
+                    "{name} exited 0 but its output lacks the \"dump complete\" marker at the end"
+                );
             }
-        }
+            ingest
+        } else {
+            let (ingest, listed) = ingest::check_stream_toc(
+                ingest,
+                file_name,
+                tools.pg_restore(),
+                cancel,
+                self.kill_grace,
+            )
+            .await?;
+            if !listed {
+                return Ok(false);
+            }
+            ingest
+        };
+
+        // 6. The manifest makes the dump exist (durable before it is reported).
+        let meta = manifest_meta(finished, c)?;
+        let manifest = tokio::task::spawn_blocking(move || ingest.finish(meta))
+            .await
+            .context("finish storing the dump")?
+            .map_err(|e| anyhow::anyhow!("cannot store the dump's manifest: {e}"))?;
+        finished.dump_bytes = manifest.logical_bytes;
+        finished.stored_bytes = manifest.new_stored_bytes;
+        finished.location = self
+            .store
+            .root()
+            .join("manifests")
+            .join(format!("{dump_uuid}.json"))
+            .to_string_lossy()
+            .into_owned();
+        Ok(true)
     }
 
     /// Runs one SQL statement on the spec's connection database with the
@@ -767,11 +753,18 @@ impl Runner {
         }
     }
 
-    /// Deletes a committed dump (used when a dump completed but was
-    /// cancelled before it could be recorded).
-    pub fn discard(location: &str) {
-        if !location.is_empty() {
-            remove_output(Path::new(location));
+    /// Deletes a stored dump that will never be recorded (cancelled, or its
+    /// result could not be queued). Its chunks go at the next gc.
+    pub async fn discard(&self, dump_uuid: &str) {
+        let Ok(uuid) = Uuid::parse_str(dump_uuid) else {
+            return;
+        };
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.delete_dump(uuid)).await {
+            Ok(Ok(())) => tracing::info!(dump_id = %uuid, "unrecorded dump removed from the store"),
+            Ok(Err(pgsnapman_store::StoreError::ManifestNotFound(_))) => {}
+            Ok(Err(e)) => tracing::warn!(dump_id = %uuid, "cannot remove an unrecorded dump: {e}"),
+            Err(e) => tracing::warn!(dump_id = %uuid, "cannot remove an unrecorded dump: {e}"),
         }
     }
 }
@@ -807,7 +800,8 @@ mod tests {
 
     fn args_of(s: &DumpSpec) -> Vec<String> {
         let c = check_spec(s).unwrap();
-        dump_args(&c, Path::new("/d/x.dump.partial"), "CONN")
+        let dir = (c.format == DumpFormat::Directory).then_some(Path::new("/spool/x"));
+        dump_args(&c, dir, "CONN")
             .into_iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect()
@@ -844,7 +838,6 @@ mod tests {
             [
                 "--format=custom",
                 "--compress=0",
-                "--file=/d/x.dump.partial",
                 "--no-password",
                 "--schema=\"Sch \"\"x\"\"\"",
                 "--no-comments",
@@ -857,7 +850,9 @@ mod tests {
         s.parallel_jobs = 4;
         let a = args_of(&s);
         assert!(
-            a.contains(&"--format=directory".to_string()) && a.contains(&"--jobs=4".to_string())
+            a.contains(&"--format=directory".to_string())
+                && a.contains(&"--jobs=4".to_string())
+                && a.contains(&"--file=/spool/x".to_string())
         );
     }
 
@@ -868,7 +863,6 @@ mod tests {
         assert_eq!(
             args_of(&s),
             [
-                "--file=/d/x.dump.partial",
                 "--no-password",
                 "--globals-only",
                 "--database=postgres",

@@ -131,26 +131,60 @@ async fn collect_stdout(pipe: impl AsyncRead + Unpin) -> Vec<u8> {
     out
 }
 
+/// Where a child's standard output goes.
+pub enum StdoutTo {
+    /// /dev/null.
+    Null,
+    /// Captured, at most `MAX_STDOUT` bytes (small query results).
+    Capture,
+    /// The write end of a pipe (or any file) someone else reads: dump data
+    /// on its way into the store.
+    File(std::os::fd::OwnedFd),
+}
+
 /// Runs `cmd` to its end, or until `cancel` fires. The command gets stdin
 /// from /dev/null, stderr piped (stdout too if `capture_stdout`, else
 /// /dev/null) and its own process group.
 pub async fn run(
-    mut cmd: Command,
+    cmd: Command,
     program: &str,
     capture_stdout: bool,
     cancel: &CancellationToken,
     grace: Duration,
 ) -> Result<Outcome> {
-    cmd.stdin(Stdio::null())
-        .stdout(if capture_stdout {
-            Stdio::piped()
-        } else {
-            Stdio::null()
+    let stdout = if capture_stdout {
+        StdoutTo::Capture
+    } else {
+        StdoutTo::Null
+    };
+    run_with(cmd, program, None, stdout, cancel, grace).await
+}
+
+/// `run` with stdin from `stdin` (a pipe's read end; /dev/null if `None`)
+/// and stdout as `stdout` says. Our copies of both descriptors are closed as
+/// soon as the child runs, so the other ends see EOF when the child exits.
+pub async fn run_with(
+    mut cmd: Command,
+    program: &str,
+    stdin: Option<std::os::fd::OwnedFd>,
+    stdout: StdoutTo,
+    cancel: &CancellationToken,
+    grace: Duration,
+) -> Result<Outcome> {
+    cmd.stdin(stdin.map_or_else(Stdio::null, Stdio::from))
+        .stdout(match stdout {
+            StdoutTo::Null => Stdio::null(),
+            StdoutTo::Capture => Stdio::piped(),
+            StdoutTo::File(fd) => Stdio::from(fd),
         })
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(false);
-    let mut child = cmd.spawn().with_context(|| format!("start {program}"))?;
+    let spawned = cmd.spawn();
+    // The command holds our copies of the child's stdin/stdout descriptors:
+    // close them now, not when this function returns.
+    drop(cmd);
+    let mut child = spawned.with_context(|| format!("start {program}"))?;
     let pid = child.id();
     let reader = child
         .stderr

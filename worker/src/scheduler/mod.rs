@@ -299,13 +299,15 @@ async fn run_job(
             }
         };
         if let Some(body) = body {
-            let location = match &body {
-                event::Body::DumpFinished(f) => f.location.clone(),
+            let stored_uuid = match &body {
+                event::Body::DumpFinished(f) if f.succeeded => f.dump_uuid.clone(),
                 _ => String::new(),
             };
             if let Err(e) = shared.outbox.append(body) {
                 tracing::error!("cannot record the scheduled dump in the outbox: {e:#}");
-                crate::runner::Runner::discard(&location);
+                shared.runner.discard(&stored_uuid).await;
+            } else if !stored_uuid.is_empty() {
+                shared.store_changed.notify_one();
             }
         }
     }

@@ -1,0 +1,188 @@
+//! The catalog side of the workers' pack stores: deleting a dump (through a
+//! DELETE task on its worker), verification and rebuild tasks, the figures
+//! workers report, and applying the store events they upload.
+use chrono::{DateTime, Utc};
+use pgsnapman_proto::v1;
+
+use super::Catalog;
+use crate::error::{ApiError, ApiResult};
+use crate::rows::{StoreStatsRow, TaskRow};
+
+impl Catalog {
+    /// Deletes a dump. A FAILED dump has no data anywhere: its row goes at
+    /// once and no task is needed (`None`). A stored dump is marked REMOVING
+    /// and a DELETE task is queued on the worker that holds it; the row goes
+    /// when the worker reports the deletion.
+    pub async fn delete_dump(&self, dump_id: i64) -> ApiResult<Option<TaskRow>> {
+        let dump = self.dump(dump_id).await?;
+        if dump.status == "FAILED" {
+            sqlx::query("DELETE FROM dumps WHERE id = $1")
+                .bind(dump_id)
+                .execute(&self.pool)
+                .await?;
+            return Ok(None);
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE dumps SET status = 'REMOVING' WHERE id = $1")
+            .bind(dump_id)
+            .execute(&mut *tx)
+            .await?;
+        let inserted: Result<i64, sqlx::Error> = sqlx::query_scalar(
+            "INSERT INTO tasks (kind, worker_id, job_id, dump_id, max_attempts) \
+             VALUES ('DELETE', $1, NULLIF($2, 0), $3, $4) RETURNING id",
+        )
+        .bind(dump.worker_id)
+        .bind(dump.job_id)
+        .bind(dump_id)
+        .bind(self.max_attempts)
+        .fetch_one(&mut *tx)
+        .await;
+        let id = match inserted {
+            Ok(id) => id,
+            Err(e) if crate::error::is_unique_violation(&e) => {
+                return Err(ApiError::Exists(format!(
+                    "dump {dump_id} is already being deleted (see pgsnap task list --worker {})",
+                    dump.worker_name
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        tx.commit().await?;
+        self.task(id).await.map(Some)
+    }
+
+    /// Queues a VERIFY or REBUILD task on a worker.
+    pub async fn store_task(&self, r: Option<&v1::WorkerRef>, kind: &str) -> ApiResult<TaskRow> {
+        let worker = self
+            .worker_ref(r)
+            .await?
+            .ok_or_else(|| ApiError::Invalid("name the worker by id or name".into()))?;
+        if worker.status == "HALTED" {
+            return Err(ApiError::Precondition(format!(
+                "worker {} is halted",
+                worker.name
+            )));
+        }
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO tasks (kind, worker_id, max_attempts) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(kind)
+        .bind(worker.id)
+        .bind(self.max_attempts)
+        .fetch_one(&self.pool)
+        .await?;
+        self.task(id).await
+    }
+
+    pub async fn list_store_stats(
+        &self,
+        r: Option<&v1::WorkerRef>,
+    ) -> ApiResult<Vec<StoreStatsRow>> {
+        let worker = self.worker_ref(r).await?;
+        Ok(sqlx::query_as::<_, StoreStatsRow>(
+            "SELECT s.worker_id, w.name AS worker_name, s.reported_at, s.packs, s.pack_bytes, \
+             s.chunks, s.unique_raw_bytes, s.stored_bytes, s.dumps, s.logical_bytes, s.free_bytes \
+             FROM store_stats s JOIN workers w ON w.id = s.worker_id \
+             WHERE $1::bigint IS NULL OR s.worker_id = $1 ORDER BY s.worker_id",
+        )
+        .bind(worker.map(|w| w.id))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Keeps the newest figures a worker reported.
+    pub(super) async fn apply_store_stats(
+        &self,
+        tx: &mut sqlx::PgTransaction<'_>,
+        worker_id: i64,
+        s: &v1::StoreStats,
+        at: DateTime<Utc>,
+    ) -> ApiResult<()> {
+        let big = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let reported = s
+            .reported_at
+            .as_ref()
+            .and_then(pgsnapman_proto::from_timestamp)
+            .unwrap_or(at);
+        sqlx::query(
+            "INSERT INTO store_stats (worker_id, reported_at, packs, pack_bytes, chunks, \
+             unique_raw_bytes, stored_bytes, dumps, logical_bytes, free_bytes) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (worker_id) DO UPDATE SET reported_at = EXCLUDED.reported_at, \
+             packs = EXCLUDED.packs, pack_bytes = EXCLUDED.pack_bytes, chunks = EXCLUDED.chunks, \
+             unique_raw_bytes = EXCLUDED.unique_raw_bytes, stored_bytes = EXCLUDED.stored_bytes, \
+             dumps = EXCLUDED.dumps, logical_bytes = EXCLUDED.logical_bytes, \
+             free_bytes = EXCLUDED.free_bytes \
+             WHERE store_stats.reported_at <= EXCLUDED.reported_at",
+        )
+        .bind(worker_id)
+        .bind(reported)
+        .bind(big(s.packs))
+        .bind(big(s.pack_bytes))
+        .bind(big(s.chunks))
+        .bind(big(s.unique_raw_bytes))
+        .bind(big(s.stored_bytes))
+        .bind(big(s.dumps))
+        .bind(big(s.logical_bytes))
+        .bind(big(s.free_bytes))
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Removes the rows of dumps the worker deleted from its store. Returns
+    /// how many rows went.
+    pub(super) async fn apply_dumps_deleted(
+        &self,
+        tx: &mut sqlx::PgTransaction<'_>,
+        worker_id: i64,
+        d: &v1::DumpsDeleted,
+    ) -> ApiResult<u64> {
+        let uuids = parse_uuids(&d.dump_uuids);
+        Ok(
+            sqlx::query("DELETE FROM dumps WHERE worker_id = $1 AND dump_uuid = ANY($2)")
+                .bind(worker_id)
+                .bind(&uuids)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    /// Marks the verified dumps YES or FAILED. Returns the catalog ids of
+    /// the failed ones.
+    pub(super) async fn apply_store_verified(
+        &self,
+        tx: &mut sqlx::PgTransaction<'_>,
+        worker_id: i64,
+        v: &v1::StoreVerified,
+        at: DateTime<Utc>,
+    ) -> ApiResult<Vec<i64>> {
+        sqlx::query(
+            "UPDATE dumps SET verified = 'YES', verified_at = $3 \
+             WHERE worker_id = $1 AND dump_uuid = ANY($2)",
+        )
+        .bind(worker_id)
+        .bind(parse_uuids(&v.good_dump_uuids))
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+        Ok(sqlx::query_scalar(
+            "UPDATE dumps SET verified = 'FAILED', verified_at = $3 \
+             WHERE worker_id = $1 AND dump_uuid = ANY($2) RETURNING id",
+        )
+        .bind(worker_id)
+        .bind(parse_uuids(&v.bad_dump_uuids))
+        .bind(at)
+        .fetch_all(&mut **tx)
+        .await?)
+    }
+}
+
+/// The UUIDs among `texts`; anything else is skipped (it cannot match a row).
+fn parse_uuids(texts: &[String]) -> Vec<uuid::Uuid> {
+    texts
+        .iter()
+        .filter_map(|t| uuid::Uuid::parse_str(t).ok())
+        .collect()
+}

@@ -1,0 +1,419 @@
+//! Streams a dump program's output into the pack store, with no copy on
+//! disk: one stream (custom or plain format, pg_dumpall) from stdout through
+//! a pipe, or the files of a directory-format dump as pg_dump closes them
+//! (inotify), each deleted from the spool once stored. Also reads a stored
+//! archive back into `pg_restore --list`. Knows nothing of the catalog.
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use pgsnapman_store::Ingest;
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use super::process::{self, Outcome, StdoutTo};
+
+/// Bytes kept from the end of a stream (plain dumps end with a marker).
+const TAIL_BYTES: usize = 4096;
+/// How long the spool watcher sleeps when no file was closed.
+const WATCH_POLL: Duration = Duration::from_millis(20);
+
+/// How a dump into the store ended.
+pub enum Ended {
+    /// The program exited 0 and every byte it wrote is stored (not yet
+    /// finished: no manifest).
+    Stored {
+        ingest: Box<Ingest>,
+        tail: Vec<u8>,
+    },
+    Cancelled,
+}
+
+/// A pipe whose ends are closed when the program that gets them runs.
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).context("create a pipe")
+}
+
+/// Removes a scratch directory of the spool; gone already is fine.
+fn remove_scratch(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %dir.display(), "cannot remove a spool directory: {e}");
+    }
+}
+
+/// Counts bytes read into `progress` and keeps the last `TAIL_BYTES`.
+struct Counting<R> {
+    inner: R,
+    progress: Arc<AtomicU64>,
+    tail: Vec<u8>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.fetch_add(n as u64, Ordering::Relaxed);
+        self.tail.extend_from_slice(&buf[..n]);
+        if self.tail.len() > 2 * TAIL_BYTES {
+            self.tail.drain(..self.tail.len() - TAIL_BYTES);
+        }
+        Ok(n)
+    }
+}
+
+/// Why a program failed, with the store's error first: when storing fails,
+/// the reader goes away and the program only sees a broken pipe.
+fn failure(program: &str, status: std::process::ExitStatus, stderr: &process::Stderr) -> String {
+    let text = stderr.error_text();
+    if text.is_empty() {
+        format!("{program} exited with {status}")
+    } else {
+        text
+    }
+}
+
+/// Runs `cmd` with its stdout stored as `file_name` of the ingest.
+/// Success needs, in this order: EOF on stdout, every chunk stored, exit 0.
+pub async fn stream(
+    mut ingest: Ingest,
+    file_name: &'static str,
+    cmd: Command,
+    program: &str,
+    cancel: &CancellationToken,
+    grace: Duration,
+    progress: Arc<AtomicU64>,
+) -> Result<Ended> {
+    let (read_end, write_end) = pipe()?;
+    let storing = tokio::task::spawn_blocking(move || {
+        let mut counting = Counting {
+            inner: BufReader::with_capacity(1 << 20, File::from(read_end)),
+            progress,
+            tail: Vec::new(),
+        };
+        let res = ingest.add_file(file_name, &mut counting);
+        // Dropping the reader closes the pipe: a program still writing gets
+        // EPIPE instead of blocking forever.
+        let tail = std::mem::take(&mut counting.tail);
+        drop(counting);
+        (ingest, res.map(|_| tail))
+    });
+    let outcome =
+        process::run_with(cmd, program, None, StdoutTo::File(write_end), cancel, grace).await;
+    let (ingest, stored) = storing.await.context("the storing thread failed")?;
+    match outcome? {
+        Outcome::Cancelled => Ok(Ended::Cancelled),
+        Outcome::Exited { status, stderr, .. } => {
+            if cancel.is_cancelled() {
+                return Ok(Ended::Cancelled);
+            }
+            let tail = stored.map_err(|e| anyhow!("cannot store the dump: {e}"))?;
+            if !status.success() {
+                bail!("{}", failure(program, status, &stderr));
+            }
+            Ok(Ended::Stored {
+                ingest: Box::new(ingest),
+                tail,
+            })
+        }
+    }
+}
+
+const RUNNING: u8 = 0;
+const FINISH: u8 = 1;
+const ABORT: u8 = 2;
+
+/// Runs `cmd`, a `pg_dump --format=directory` writing into `spool` (which
+/// must not exist), storing each file as soon as pg_dump closes it and
+/// deleting it from the spool. The spool directory is removed in any case.
+pub async fn directory(
+    ingest: Ingest,
+    spool: PathBuf,
+    cmd: Command,
+    program: &str,
+    cancel: &CancellationToken,
+    grace: Duration,
+    progress: Arc<AtomicU64>,
+) -> Result<Ended> {
+    std::fs::create_dir(&spool).with_context(|| format!("create {}", spool.display()))?;
+    let result = directory_in(ingest, &spool, cmd, program, cancel, grace, progress).await;
+    remove_scratch(&spool);
+    result
+}
+
+async fn directory_in(
+    ingest: Ingest,
+    spool: &Path,
+    cmd: Command,
+    program: &str,
+    cancel: &CancellationToken,
+    grace: Duration,
+    progress: Arc<AtomicU64>,
+) -> Result<Ended> {
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+        .context("start watching the spool (inotify)")?;
+    inotify
+        .add_watch(spool, AddWatchFlags::IN_CLOSE_WRITE)
+        .with_context(|| format!("watch {}", spool.display()))?;
+    let state = Arc::new(AtomicU8::new(RUNNING));
+    let storing = {
+        let state = Arc::clone(&state);
+        let spool = spool.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            store_spool(ingest, &spool, &inotify, &state, &progress)
+        })
+    };
+    let outcome = process::run_with(cmd, program, None, StdoutTo::Null, cancel, grace).await;
+    let ok = matches!(&outcome, Ok(Outcome::Exited { status, .. }) if status.success())
+        && !cancel.is_cancelled();
+    state.store(if ok { FINISH } else { ABORT }, Ordering::SeqCst);
+    let (ingest, stored) = storing.await.context("the storing thread failed")?;
+    match outcome? {
+        Outcome::Cancelled => Ok(Ended::Cancelled),
+        Outcome::Exited { status, stderr, .. } => {
+            if cancel.is_cancelled() {
+                return Ok(Ended::Cancelled);
+            }
+            if !status.success() {
+                // A storing failure first: it is why pg_dump lost its files.
+                if let Err(e) = stored {
+                    bail!("cannot store the dump: {e:#}");
+                }
+                bail!("{}", failure(program, status, &stderr));
+            }
+            stored.map_err(|e| anyhow!("cannot store the dump: {e:#}"))?;
+            Ok(Ended::Stored {
+                ingest: Box::new(ingest),
+                tail: Vec::new(),
+            })
+        }
+    }
+}
+
+/// The storing thread of a directory dump: stores files as pg_dump closes
+/// them, and when told to finish, every file still in the spool.
+fn store_spool(
+    mut ingest: Ingest,
+    spool: &Path,
+    inotify: &Inotify,
+    state: &AtomicU8,
+    progress: &AtomicU64,
+) -> (Ingest, Result<()>) {
+    let mut added: HashSet<String> = HashSet::new();
+    let mut store_one = |ingest: &mut Ingest, name: &str| -> Result<()> {
+        if added.contains(name) {
+            return Ok(());
+        }
+        let path = spool.join(name);
+        let file = File::open(&path).with_context(|| format!("open {}", path.display()))?;
+        let entry = ingest
+            .add_file(name, BufReader::with_capacity(1 << 20, file))
+            .with_context(|| format!("store {name}"))?;
+        progress.fetch_add(entry.size, Ordering::Relaxed);
+        std::fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
+        added.insert(name.to_string());
+        Ok(())
+    };
+    let res = (|| -> Result<()> {
+        loop {
+            let now = state.load(Ordering::SeqCst);
+            if now == ABORT {
+                bail!("the dump program failed");
+            }
+            match inotify.read_events() {
+                Ok(events) => {
+                    for ev in events {
+                        if ev.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+                            tracing::warn!(
+                                "spool watch overflowed; the rest is stored when pg_dump ends"
+                            );
+                        }
+                        if let Some(name) = ev.name.as_ref().and_then(|n| n.to_str()) {
+                            store_one(&mut ingest, name)?;
+                        }
+                    }
+                }
+                Err(Errno::EAGAIN) => {
+                    if now == FINISH {
+                        break;
+                    }
+                    std::thread::sleep(WATCH_POLL);
+                }
+                Err(e) => return Err(anyhow!("watch the spool: {e}")),
+            }
+        }
+        // pg_dump has exited: whatever is left is complete.
+        let mut rest = Vec::new();
+        for e in std::fs::read_dir(spool).with_context(|| format!("list {}", spool.display()))? {
+            let e = e.with_context(|| format!("list {}", spool.display()))?;
+            let name = e
+                .file_name()
+                .into_string()
+                .map_err(|n| anyhow!("pg_dump wrote a file whose name is not UTF-8: {n:?}"))?;
+            rest.push(name);
+        }
+        rest.sort();
+        for name in rest {
+            store_one(&mut ingest, &name)?;
+        }
+        Ok(())
+    })();
+    (ingest, res)
+}
+
+/// Lets `pg_restore --list` read a stored custom-format archive from its
+/// stdin, straight from the store (every chunk hash-checked). Fails with the
+/// reason if the table of contents cannot be read. `Ok(false)`: cancelled.
+pub async fn check_stream_toc(
+    ingest: Ingest,
+    file_name: &'static str,
+    pg_restore: PathBuf,
+    cancel: &CancellationToken,
+    grace: Duration,
+) -> Result<(Ingest, bool)> {
+    let (read_end, write_end) = pipe()?;
+    let feeding = tokio::task::spawn_blocking(move || {
+        let mut ingest = ingest;
+        let res = (|| -> Result<u64> {
+            let mut reader = ingest
+                .read_back(file_name)
+                .context("read the stored archive back")?;
+            let mut out = File::from(write_end);
+            match std::io::copy(&mut reader, &mut out) {
+                Ok(n) => Ok(n),
+                // pg_restore stops reading after the table of contents.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+                Err(e) => Err(anyhow!("read the stored archive back: {e}")),
+            }
+        })();
+        (ingest, res)
+    });
+    let mut cmd = Command::new(pg_restore);
+    cmd.arg("--list");
+    let outcome = process::run_with(
+        cmd,
+        "pg_restore",
+        Some(read_end),
+        StdoutTo::Capture,
+        cancel,
+        grace,
+    )
+    .await;
+    let (ingest, fed) = feeding.await.context("the reading thread failed")?;
+    fed?;
+    let ok = toc_listed(outcome?)?;
+    Ok((ingest, ok))
+}
+
+/// Writes the stored `toc.dat` of a directory-format dump into `dir` and runs
+/// `pg_restore --list` on it (listing reads no data file).
+pub async fn check_directory_toc(
+    ingest: Ingest,
+    dir: PathBuf,
+    pg_restore: PathBuf,
+    cancel: &CancellationToken,
+    grace: Duration,
+) -> Result<(Ingest, bool)> {
+    let d = dir.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        let mut ingest = ingest;
+        let res = (|| -> Result<()> {
+            std::fs::create_dir(&d).with_context(|| format!("create {}", d.display()))?;
+            let mut reader = ingest
+                .read_back("toc.dat")
+                .context("read the stored toc.dat back")?;
+            let path = d.join("toc.dat");
+            let mut f =
+                File::create(&path).with_context(|| format!("create {}", path.display()))?;
+            std::io::copy(&mut reader, &mut f)
+                .map_err(|e| anyhow!("read the stored toc.dat back: {e}"))?;
+            Ok(())
+        })();
+        (ingest, res)
+    })
+    .await
+    .context("the reading thread failed")?;
+    let (ingest, res) = written;
+    let checked = match res {
+        Ok(()) => {
+            let mut cmd = Command::new(pg_restore);
+            cmd.arg("--list").arg(&dir);
+            process::run(cmd, "pg_restore", true, cancel, grace)
+                .await
+                .and_then(toc_listed)
+        }
+        Err(e) => Err(e),
+    };
+    remove_scratch(&dir);
+    Ok((ingest, checked?))
+}
+
+/// `Ok(true)` when pg_restore listed a table of contents.
+fn toc_listed(outcome: Outcome) -> Result<bool> {
+    match outcome {
+        Outcome::Cancelled => Ok(false),
+        Outcome::Exited {
+            status,
+            stdout,
+            stderr,
+        } => {
+            if !status.success() || stdout.is_empty() {
+                bail!(
+                    "the archive's table of contents cannot be read back (pg_restore --list exited with {status}): {}",
+                    stderr.error_text()
+                );
+            }
+            Ok(true)
+        }
+    }
+}
+
+/// True when a plain-format dump's last bytes carry pg_dump's or
+/// pg_dumpall's completion marker.
+pub fn plain_dump_complete(tail: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(tail);
+    text.contains("PostgreSQL database dump complete")
+        || text.contains("PostgreSQL database cluster dump complete")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counting_reader_keeps_the_tail_and_counts() {
+        let data: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let progress = Arc::new(AtomicU64::new(0));
+        let mut c = Counting {
+            inner: std::io::Cursor::new(data.clone()),
+            progress: progress.clone(),
+            tail: Vec::new(),
+        };
+        let mut sink = Vec::new();
+        c.read_to_end(&mut sink).unwrap();
+        assert_eq!(sink, data);
+        assert_eq!(progress.load(Ordering::Relaxed), data.len() as u64);
+        assert!(c.tail.len() >= TAIL_BYTES && c.tail.len() <= 2 * TAIL_BYTES);
+        assert!(data.ends_with(&c.tail));
+    }
+
+    #[test]
+    fn plain_markers() {
+        assert!(plain_dump_complete(
+            b"\n--\n-- PostgreSQL database dump complete\n--\n\n"
+        ));
+        assert!(plain_dump_complete(
+            b"--\n-- PostgreSQL database cluster dump complete\n--\n\n"
+        ));
+        assert!(!plain_dump_complete(b"COPY public.t (a) FROM stdin;\n1\n"));
+    }
+}
