@@ -17,3 +17,4 @@ mod offline;
 mod reconnect;
 mod shutdown;
 mod standby;
+mod store;
