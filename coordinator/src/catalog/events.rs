@@ -190,6 +190,15 @@ impl Catalog {
                     };
                     msgs.push(level, "VERIFY", None, text, at);
                 }
+                Some(Body::RestoreLog(_) | Body::RestoreFinished(_)) => {
+                    msgs.push(
+                        v1::MessageLevel::Warning,
+                        "RESTORE",
+                        None,
+                        format!("restore event {id} ignored: restores are not implemented yet"),
+                        at,
+                    );
+                }
                 None => {
                     msgs.push(
                         v1::MessageLevel::Warning,
