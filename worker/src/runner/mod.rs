@@ -16,13 +16,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use pgsnapman_proto::model::{validate_dump_options, validate_identifier};
-use pgsnapman_proto::v1::{DumpFinished, DumpFormat, DumpSpec, DumpType, TaskRef};
-use tokio::process::Command;
+use pgsnapman_proto::v1::{
+    DumpFinished, DumpFormat, DumpSpec, DumpType, InstanceConnection, TaskRef,
+};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use self::client::{ClientTools, Clients};
-use self::connection::{PassFile, conninfo, schema_pattern};
+use self::connection::{PassFile, client_command, conninfo, schema_pattern};
 use self::process::Outcome;
 
 /// The probe query: `SHOW server_version` text, its number, and the size of
@@ -64,7 +65,7 @@ pub struct Runner {
 /// Everything checked about a spec before anything runs.
 struct Checked<'a> {
     spec: &'a DumpSpec,
-    instance: &'a pgsnapman_proto::v1::InstanceConnection,
+    instance: &'a InstanceConnection,
     dump_type: DumpType,
     format: DumpFormat,
     /// The database the probe (and pg_dumpall's first connection) uses.
@@ -297,6 +298,31 @@ impl Runner {
         &self.store
     }
 
+    /// The client tools found on this machine.
+    pub fn clients(&self) -> &Clients {
+        &self.clients
+    }
+
+    /// Scratch space for files that must be seekable (emptied at start).
+    pub fn spool_dir(&self) -> &Path {
+        &self.spool_dir
+    }
+
+    /// Where temporary password files go (emptied at start).
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp_dir
+    }
+
+    /// libpq `connect_timeout` for every connection.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// Time between SIGTERM and SIGKILL for a cancelled child.
+    pub fn kill_grace(&self) -> Duration {
+        self.kill_grace
+    }
+
     pub fn client_majors(&self) -> Vec<u32> {
         self.clients.majors()
     }
@@ -463,23 +489,17 @@ impl Runner {
             Some(PassFile::create(&self.tmp_dir, c.instance)?)
         };
         let passfile_path = passfile.as_ref().map(|p| p.path().to_path_buf());
-        let command = |program: PathBuf| {
-            let mut cmd = Command::new(program);
-            cmd.env_remove("PGPASSWORD");
-            if let Some(p) = &passfile_path {
-                cmd.env("PGPASSFILE", p);
-            }
-            cmd
-        };
+        let command = |program: PathBuf| client_command(program, passfile_path.as_deref());
 
         // 1. Probe the server with the newest psql.
         let pass_path = passfile_path.as_deref();
         let Some(out) = self
             .psql(
-                c,
+                c.instance,
+                &c.connect_db,
                 app_name,
                 pass_path,
-                PROBE_SQL,
+                &[PROBE_SQL],
                 "probing the server",
                 cancel,
             )
@@ -507,10 +527,11 @@ impl Runner {
         if !c.dump_type.is_cluster_wide() {
             let out = self
                 .psql(
-                    c,
+                    c.instance,
+                    &c.connect_db,
                     app_name,
                     pass_path,
-                    metadata::METADATA_SQL,
+                    &[metadata::METADATA_SQL],
                     "reading the restore metadata",
                     cancel,
                 )
@@ -653,7 +674,15 @@ impl Runner {
         let never = CancellationToken::new();
         let path = passfile.as_ref().map(PassFile::path);
         match self
-            .psql(c, app_name, path, sql, "running a statement", &never)
+            .psql(
+                c.instance,
+                &c.connect_db,
+                app_name,
+                path,
+                &[sql],
+                "running a statement",
+                &never,
+            )
             .await?
         {
             Some(out) => Ok(out),
@@ -661,26 +690,28 @@ impl Runner {
         }
     }
 
-    /// Runs one SQL statement with the newest psql on the spec's connection
-    /// database, the password (if any) from `passfile`; returns the trimmed
-    /// unaligned output, `None` if cancelled. A failure carries psql's error
-    /// lines (or its exit status while `what`).
-    async fn psql(
+    /// Runs SQL statements (each its own `-c`, in order, stopping at the
+    /// first error) with the newest psql on `database` of `instance`, the
+    /// password (if any) from `passfile`, client encoding UTF-8; returns the
+    /// trimmed unaligned output, `None` if cancelled. A failure carries
+    /// psql's error lines (or its exit status while `what`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn psql(
         &self,
-        c: &Checked<'_>,
+        instance: &InstanceConnection,
+        database: &str,
         app_name: &str,
         passfile: Option<&Path>,
-        sql: &str,
+        statements: &[&str],
         what: &str,
         cancel: &CancellationToken,
     ) -> Result<Option<String>> {
         let psql = self.clients.newest_psql()?;
-        let mut cmd = Command::new(psql.psql());
-        cmd.env_remove("PGPASSWORD");
-        if let Some(p) = passfile {
-            cmd.env("PGPASSFILE", p);
-        }
-        let info = conninfo(c.instance, &c.connect_db, self.connect_timeout, app_name);
+        let mut cmd = client_command(psql.psql(), passfile);
+        // Statements and answers (names as JSON) are UTF-8 whatever the
+        // database's encoding.
+        cmd.env("PGCLIENTENCODING", "UTF8");
+        let info = conninfo(instance, database, self.connect_timeout, app_name);
         cmd.args([
             "-X",
             "-A",
@@ -689,10 +720,11 @@ impl Runner {
             "--no-password",
             "-v",
             "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ])
-        .arg(format!("--dbname={info}"));
+        ]);
+        for sql in statements {
+            cmd.arg("-c").arg(sql);
+        }
+        cmd.arg(format!("--dbname={info}"));
         match process::run(cmd, "psql", true, cancel, self.kill_grace).await? {
             Outcome::Cancelled => Ok(None),
             Outcome::Exited {
