@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use pgsnapman_proto::model::BackupWindow;
 use pgsnapman_proto::v1;
 
 /// Help heading of the options every subcommand takes.
@@ -184,6 +185,56 @@ pub struct InstanceAddArgs {
     pub comment: Option<String>,
     #[command(flatten)]
     pub password: PasswordArgs,
+    /// Add jobs for the instance's databases that have none (needs --worker)
+    #[arg(long)]
+    pub auto_discover: bool,
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
+}
+
+/// What auto-discovery gives the jobs it adds.
+#[derive(Debug, Args)]
+pub struct DiscoveryArgs {
+    /// Discovered jobs dump at a minute in this window of whole hours, e.g.
+    /// 2-6 or 22-4 (past midnight); START = END is the whole day [default: 2-6]
+    #[arg(long, value_name = "START-END")]
+    pub backup_window: Option<BackupWindow>,
+    /// Status of the jobs discovery adds [default: active]
+    #[arg(long, value_enum, ignore_case = true)]
+    pub discovered_status: Option<StatusArg>,
+    /// Daily dumps kept by discovered jobs [default: 14]
+    #[arg(long, value_name = "N")]
+    pub discovered_keep_daily: Option<u32>,
+    /// Weekly dumps kept by discovered jobs [default: 2]
+    #[arg(long, value_name = "N")]
+    pub discovered_keep_weekly: Option<u32>,
+    /// Monthly dumps kept by discovered jobs [default: 5]
+    #[arg(long, value_name = "N")]
+    pub discovered_keep_monthly: Option<u32>,
+    /// Yearly dumps kept by discovered jobs [default: 2]
+    #[arg(long, value_name = "N")]
+    pub discovered_keep_yearly: Option<u32>,
+}
+
+impl DiscoveryArgs {
+    /// The discovered jobs' retention with the given flags over `base`;
+    /// `None` when no flag was given.
+    pub fn retention_over(&self, base: &v1::Retention) -> Option<v1::Retention> {
+        RetentionArgs {
+            keep_daily: self.discovered_keep_daily,
+            keep_weekly: self.discovered_keep_weekly,
+            keep_monthly: self.discovered_keep_monthly,
+            keep_yearly: self.discovered_keep_yearly,
+        }
+        .over(base)
+    }
+
+    /// True when no flag was given.
+    pub fn is_empty(&self) -> bool {
+        self.backup_window.is_none()
+            && self.discovered_status.is_none()
+            && self.retention_over(&v1::Retention::default()).is_none()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -210,6 +261,11 @@ pub struct InstanceEditArgs {
     /// Forget the stored password (the worker's own password file applies)
     #[arg(long, conflicts_with_all = ["password_stdin", "password_env"])]
     pub clear_password: bool,
+    /// Auto-discovery on or off (true/false)
+    #[arg(long, value_name = "BOOL")]
+    pub auto_discover: Option<bool>,
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
 }
 
 // ───────────────────────────── dump jobs ─────────────────────────────
@@ -691,6 +747,45 @@ mod tests {
         };
         let r = some.over(&base).unwrap();
         assert_eq!((r.keep_daily, r.keep_weekly, r.keep_yearly), (30, 2, 2));
+    }
+
+    #[test]
+    fn discovery_flags_parse_and_bad_windows_are_refused() {
+        let cli = Cli::try_parse_from([
+            "pgsnap",
+            "instance",
+            "edit",
+            "3",
+            "--auto-discover",
+            "true",
+            "--backup-window",
+            "22-4",
+            "--discovered-status",
+            "HALTED",
+            "--discovered-keep-daily",
+            "30",
+        ])
+        .unwrap();
+        let Command::Instance(InstanceCommand::Edit(e)) = cli.command else {
+            panic!("parsed as {:?}", cli.command);
+        };
+        assert_eq!(e.auto_discover, Some(true));
+        let d = &e.discovery;
+        assert_eq!(d.backup_window, Some("22-4".parse().unwrap()));
+        assert_eq!(d.discovered_status, Some(StatusArg::Halted));
+        let r = d.retention_over(&v1::Retention::default()).unwrap();
+        assert_eq!((r.keep_daily, r.keep_weekly), (30, 0));
+        assert!(!d.is_empty());
+        for bad in ["24-4", "2", "x-y"] {
+            let err =
+                Cli::try_parse_from(["pgsnap", "instance", "edit", "3", "--backup-window", bad])
+                    .unwrap_err()
+                    .to_string();
+            assert!(
+                err.contains("backup window") || err.contains("0-23"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

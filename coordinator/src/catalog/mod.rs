@@ -10,6 +10,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::error::{ApiError, ApiResult};
 use crate::rows::{WORKER_COLUMNS, WorkerRow};
 
+mod discovery;
 mod events;
 mod instances;
 mod jobs;

@@ -786,6 +786,7 @@ mod tests {
                 password: String::new(),
                 maintenance_db: "postgres".into(),
                 status: 1,
+                discover: false,
             }),
             database: "db".into(),
             schema: String::new(),
