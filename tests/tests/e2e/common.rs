@@ -21,6 +21,11 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(worker_name: &str) -> Stack {
+        Self::start_with_env(worker_name, Vec::new()).await
+    }
+
+    /// Like `start`, with extra `PGSNAPMAN_*` settings for the worker.
+    pub async fn start_with_env(worker_name: &str, worker_env: Vec<(String, String)>) -> Stack {
         let catalog = PgCluster::start(PG_MAJOR).expect("start catalog cluster");
         let coordinator = Coordinator::start(CoordinatorOptions {
             catalog_url: Some(catalog.url("postgres")),
@@ -33,6 +38,7 @@ impl Stack {
         let worker = Worker::start(WorkerOptions {
             name: worker_name.to_string(),
             coordinator_url: coordinator.url(),
+            env: worker_env,
             ..Default::default()
         })
         .expect("start worker");

@@ -7,6 +7,7 @@
 
 mod common;
 
+mod discovery;
 mod dump_now;
 mod dump_types;
 mod embedded;
