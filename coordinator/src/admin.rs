@@ -209,6 +209,74 @@ impl AdminService for Admin {
         ok(t.to_proto())
     }
 
+    async fn add_restore_job(&self, _: Request<v1::AddRestoreJobRequest>) -> R<v1::RestoreJob> {
+        Err(Status::unimplemented(
+            "restore jobs are not implemented yet",
+        ))
+    }
+
+    async fn list_restore_jobs(
+        &self,
+        _: Request<v1::ListRestoreJobsRequest>,
+    ) -> R<v1::ListRestoreJobsResponse> {
+        Err(Status::unimplemented(
+            "restore jobs are not implemented yet",
+        ))
+    }
+
+    async fn get_restore_job(&self, _: Request<v1::IdRequest>) -> R<v1::RestoreJob> {
+        Err(Status::unimplemented(
+            "restore jobs are not implemented yet",
+        ))
+    }
+
+    async fn set_restore_job_status(&self, _: Request<v1::SetStatusRequest>) -> R<v1::RestoreJob> {
+        Err(Status::unimplemented(
+            "restore jobs are not implemented yet",
+        ))
+    }
+
+    async fn remove_restore_job(&self, _: Request<v1::IdRequest>) -> R<v1::Empty> {
+        Err(Status::unimplemented(
+            "restore jobs are not implemented yet",
+        ))
+    }
+
+    async fn restore_now(&self, _: Request<v1::RestoreNowRequest>) -> R<v1::Task> {
+        Err(Status::unimplemented("restores are not implemented yet"))
+    }
+
+    async fn list_restore_runs(
+        &self,
+        _: Request<v1::ListRestoreRunsRequest>,
+    ) -> R<v1::ListRestoreRunsResponse> {
+        Err(Status::unimplemented("restores are not implemented yet"))
+    }
+
+    async fn get_restore_log(&self, _: Request<v1::IdRequest>) -> R<v1::RestoreLog> {
+        Err(Status::unimplemented("restores are not implemented yet"))
+    }
+
+    async fn add_copy_job(&self, _: Request<v1::AddCopyJobRequest>) -> R<v1::CopyJob> {
+        Err(Status::unimplemented("copy jobs are not implemented yet"))
+    }
+
+    async fn list_copy_jobs(
+        &self,
+        _: Request<v1::ListCopyJobsRequest>,
+    ) -> R<v1::ListCopyJobsResponse> {
+        Err(Status::unimplemented("copy jobs are not implemented yet"))
+    }
+
+    async fn restore_server(
+        &self,
+        _: Request<v1::RestoreServerRequest>,
+    ) -> R<v1::RestoreServerResponse> {
+        Err(Status::unimplemented(
+            "server restores are not implemented yet",
+        ))
+    }
+
     async fn list_store_stats(
         &self,
         req: Request<v1::ListStoreStatsRequest>,

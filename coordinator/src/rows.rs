@@ -17,6 +17,10 @@ fn strip(name: &'static str) -> &'static str {
         "TASK_STATE_",
         "TASK_KIND_",
         "MESSAGE_LEVEL_",
+        "RESTORE_TYPE_",
+        "EXISTING_DATABASE_",
+        "RESTORE_JOB_KIND_",
+        "RESTORE_STATUS_",
     ];
     PREFIXES
         .iter()
@@ -86,7 +90,36 @@ labels!(
     "task kind"
 );
 
-fn ts(t: Option<DateTime<Utc>>) -> Option<prost_types::Timestamp> {
+labels!(
+    RestoreType,
+    "RESTORE_TYPE_",
+    restore_type_label,
+    restore_type_value,
+    "restore type"
+);
+labels!(
+    ExistingDatabase,
+    "EXISTING_DATABASE_",
+    existing_database_label,
+    existing_database_value,
+    "existing-database policy"
+);
+labels!(
+    RestoreJobKind,
+    "RESTORE_JOB_KIND_",
+    restore_job_kind_label,
+    restore_job_kind_value,
+    "restore job kind"
+);
+labels!(
+    RestoreStatus,
+    "RESTORE_STATUS_",
+    restore_status_label,
+    restore_status_value,
+    "restore status"
+);
+
+pub(crate) fn ts(t: Option<DateTime<Utc>>) -> Option<prost_types::Timestamp> {
     t.map(timestamp)
 }
 
@@ -376,12 +409,14 @@ pub struct TaskRow {
     pub progress_done: i64,
     pub progress_total: i64,
     pub result: Option<String>,
+    pub restore_job_id: Option<i64>,
+    pub restore_run_id: Option<i64>,
 }
 
 pub const TASK_COLUMNS: &str = "t.id, t.kind, t.state, t.worker_id, t.job_id, t.attempts, \
     t.max_attempts, t.created_at, t.started_at, t.finished_at, t.leased_until, t.lease_id, \
     t.error, t.dump_id, t.progress_phase, t.progress_done, t.progress_total, \
-    t.result::text AS result";
+    t.result::text AS result, t.restore_job_id, t.restore_run_id";
 
 impl TaskRow {
     pub fn to_proto(&self) -> v1::Task {
@@ -406,6 +441,8 @@ impl TaskRow {
             dump_id: self.dump_id.unwrap_or(0),
             progress,
             result_json: self.result.clone().unwrap_or_default(),
+            restore_job_id: self.restore_job_id.unwrap_or(0),
+            restore_run_id: self.restore_run_id.unwrap_or(0),
         }
     }
 }

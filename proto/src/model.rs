@@ -17,6 +17,11 @@ pub enum InvalidInput {
         option: String,
         reason: &'static str,
     },
+    #[error("pg_restore option {option:?} is not allowed: {reason}")]
+    RestoreOption {
+        option: String,
+        reason: &'static str,
+    },
     #[error("invalid {what} {value:?}: {reason}")]
     Identifier {
         what: &'static str,
@@ -143,28 +148,113 @@ pub fn validate_dump_options(options: &[String]) -> Result<(), InvalidInput> {
         ("-V", "--version", "not a dump option"),
         ("-?", "--help", "not a dump option"),
     ];
+    check_options(options, FORBIDDEN)
+        .map_err(|(option, reason)| InvalidInput::DumpOption { option, reason })
+}
+
+/// Checks extra pg_restore arguments of a restore. Options that pgsnapman
+/// sets itself, or that a restore target setting expresses, are refused.
+pub fn validate_restore_options(options: &[String]) -> Result<(), InvalidInput> {
+    // (short, long, reason)
+    const FORBIDDEN: &[(&str, &str, &str)] = &[
+        (
+            "-f",
+            "--file",
+            "pgsnapman restores into the target database",
+        ),
+        ("-d", "--dbname", "the restore names the target database"),
+        ("-F", "--format", "the dump's format is known"),
+        (
+            "-C",
+            "--create",
+            "pgsnapman creates the database (encoding, locale, owner)",
+        ),
+        (
+            "-c",
+            "--clean",
+            "choose the existing-database policy instead",
+        ),
+        ("-l", "--list", "not a restore"),
+        (
+            "-L",
+            "--use-list",
+            "choose the restore type and schema instead",
+        ),
+        ("-j", "--jobs", "set the restore's parallel jobs instead"),
+        ("-n", "--schema", "set the restore's schema instead"),
+        (
+            "-s",
+            "--schema-only",
+            "choose the SCHEMA restore type instead",
+        ),
+        ("-a", "--data-only", "choose the DATA restore type instead"),
+        ("-O", "--no-owner", "turn role handling off instead"),
+        ("-x", "--no-privileges", "turn role handling off instead"),
+        (
+            "-e",
+            "--exit-on-error",
+            "pgsnapman classifies errors itself",
+        ),
+        (
+            "-1",
+            "--single-transaction",
+            "the temporary database makes the restore atomic",
+        ),
+        ("-h", "--host", "the target instance gives the host"),
+        ("-p", "--port", "the target instance gives the port"),
+        ("-U", "--username", "the target instance gives the user"),
+        (
+            "-W",
+            "--password",
+            "passwords come from the instance or the worker's password file",
+        ),
+        ("-w", "--no-password", "pgsnapman sets it"),
+        ("-V", "--version", "not a restore option"),
+        ("-?", "--help", "not a restore option"),
+    ];
+    const FORBIDDEN_LONG: &[(&str, &str)] = &[
+        (
+            "--no-tablespaces",
+            "use the restore's tablespace settings instead",
+        ),
+        ("--role", "the restore runs as the target instance's user"),
+    ];
+    for option in options {
+        for (long, reason) in FORBIDDEN_LONG {
+            if option == long || option.starts_with(&format!("{long}=")) {
+                return Err(InvalidInput::RestoreOption {
+                    option: option.clone(),
+                    reason,
+                });
+            }
+        }
+    }
+    check_options(options, FORBIDDEN)
+        .map_err(|(option, reason)| InvalidInput::RestoreOption { option, reason })
+}
+
+/// The first option that is malformed or in `forbidden` (short, long,
+/// reason), with the reason.
+fn check_options(
+    options: &[String],
+    forbidden: &[(&str, &str, &'static str)],
+) -> Result<(), (String, &'static str)> {
     for option in options {
         if option.is_empty() || option.contains('\0') || option.contains('\n') {
-            return Err(InvalidInput::DumpOption {
-                option: option.clone(),
-                reason: "empty or containing a NUL or newline",
-            });
+            return Err((option.clone(), "empty or containing a NUL or newline"));
         }
         if !option.starts_with('-') {
-            return Err(InvalidInput::DumpOption {
-                option: option.clone(),
-                reason: "give each option with its value attached (--opt=value)",
-            });
+            return Err((
+                option.clone(),
+                "give each option with its value attached (--opt=value)",
+            ));
         }
-        for (short, long, reason) in FORBIDDEN {
+        for (short, long, reason) in forbidden {
             let long_hit = option == long || option.starts_with(&format!("{long}="));
             // Short options may carry their value attached (-Z0, -fout).
             let short_hit = !option.starts_with("--") && option.starts_with(short);
             if long_hit || short_hit {
-                return Err(InvalidInput::DumpOption {
-                    option: option.clone(),
-                    reason,
-                });
+                return Err((option.clone(), reason));
             }
         }
     }
@@ -452,6 +542,34 @@ mod tests {
         }
         let err = BackupWindow::new(2, 30).unwrap_err().to_string();
         assert!(err.contains("30") && err.contains("0-23"), "{err}");
+    }
+
+    #[test]
+    fn restore_options_that_the_restore_target_expresses_are_refused() {
+        for bad in [
+            "-C",
+            "--clean",
+            "-j2",
+            "--no-owner",
+            "-O",
+            "--no-tablespaces",
+            "--exit-on-error",
+            "-1",
+            "--dbname=x",
+            "--role=admin",
+        ] {
+            let err = validate_restore_options(&[bad.to_string()]).unwrap_err();
+            assert!(matches!(err, InvalidInput::RestoreOption { .. }), "{bad}");
+            assert!(err.to_string().contains("pg_restore option"), "{err}");
+        }
+        validate_restore_options(&[
+            "--disable-triggers".into(),
+            "--no-comments".into(),
+            "--exclude-schema=audit".into(),
+            "--section=pre-data".into(),
+        ])
+        .unwrap();
+        assert!(validate_restore_options(&["x".into()]).is_err());
     }
 
     #[test]

@@ -58,6 +58,10 @@ impl Store {
         self.writable()?;
         let inner = &self.inner;
         let _gc = inner.gc_write();
+        // What is abandoned from here on is for the next gc.
+        inner
+            .garbage
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         let mut report = GcReport::default();
 
         // Mark.

@@ -64,6 +64,10 @@ pub struct Ingest {
     logical_bytes: u64,
     new_stored_bytes: u64,
     poisoned: bool,
+    /// A pack of this ingest was sealed (its chunks are garbage if the
+    /// ingest is abandoned).
+    sealed_any: bool,
+    finished: bool,
 }
 
 impl Ingest {
@@ -80,6 +84,8 @@ impl Ingest {
             logical_bytes: 0,
             new_stored_bytes: 0,
             poisoned: false,
+            sealed_any: false,
+            finished: false,
         })
     }
 
@@ -235,6 +241,8 @@ impl Ingest {
         // Under the gc read lock: a gc must never see this pack sealed but not
         // yet indexed, or it would take it for a crash orphan and delete it.
         let _gc = self.inner.gc_read();
+        // From here on something may be on disk that only gc removes.
+        self.sealed_any = true;
         let sealed = writer.seal()?;
         self.inner.index.put_all(&self.pending)?;
         tracing::debug!(pack_id = %sealed.id, bytes = sealed.bytes, chunks = self.pending.len(), "sealed pack");
@@ -291,6 +299,7 @@ impl Ingest {
         // The registration (dropped with `self`) keeps gc off these chunks
         // until the manifest, which then keeps them live, is durable.
         manifest::write_manifest(&self.inner.manifests_dir, &m)?;
+        self.finished = true;
         // Derived data: if this fails the dump still exists, and the next
         // `Store::open` writes the summary from the manifest.
         if let Err(e) = self
@@ -310,6 +319,11 @@ impl Drop for Ingest {
     /// of packs already sealed stay unreferenced until gc.
     fn drop(&mut self) {
         self.writer = None;
+        if self.sealed_any && !self.finished {
+            self.inner
+                .garbage
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         self.inner.unregister(self.registration);
     }
 }

@@ -263,21 +263,34 @@ impl PackWriter {
             what: "pack writer state",
             detail: format!("pack {} is already sealed", open_path.display()),
         })?;
-        let file = writer.into_inner().map_err(|e| StoreError::Io {
-            context: format!("flush pack {}", open_path.display()),
-            error: e.into_error(),
-        })?;
-        file.sync_all().map_err(StoreError::io(format!(
-            "fsync pack {}",
-            open_path.display()
-        )))?;
-        drop(file);
-        fs::rename(&open_path, &sealed_path).map_err(StoreError::io(format!(
-            "rename {} to {}",
-            open_path.display(),
-            sealed_path.display()
-        )))?;
-        durable::fsync_dir(&self.dir)?;
+        let sealed = (|| {
+            let file = writer.into_inner().map_err(|e| StoreError::Io {
+                context: format!("flush pack {}", open_path.display()),
+                error: e.into_error(),
+            })?;
+            file.sync_all().map_err(StoreError::io(format!(
+                "fsync pack {}",
+                open_path.display()
+            )))?;
+            drop(file);
+            fs::rename(&open_path, &sealed_path).map_err(StoreError::io(format!(
+                "rename {} to {}",
+                open_path.display(),
+                sealed_path.display()
+            )))?;
+            durable::fsync_dir(&self.dir)
+        })();
+        if let Err(err) = sealed {
+            // The writer is gone, so Drop cannot clean up: a full disk must
+            // not leave the unsealed file behind. (A pack renamed but not
+            // fsync'd in its directory is left for gc: no index entry names it.)
+            if let Err(e) = fs::remove_file(&open_path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %open_path.display(), error = %e, "could not remove unsealed pack");
+            }
+            return Err(err);
+        }
         Ok(SealedPack {
             id: self.id,
             bytes: self.len,

@@ -82,6 +82,10 @@ pub(crate) struct Inner {
     /// step, and the read path's "look up + open pack" step.
     pub(crate) gc_lock: RwLock<()>,
     pub(crate) registry: Mutex<Registry>,
+    /// Set when space is waiting for gc: an ingest was abandoned after it
+    /// had sealed packs, or `open` found an interrupted write. Cleared when
+    /// a gc starts.
+    pub(crate) garbage: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -258,7 +262,7 @@ impl Store {
         if chunking != opts.chunking {
             tracing::info!(?chunking, requested = ?opts.chunking, "store keeps the chunk parameters it was created with");
         }
-        remove_leftovers(&packs_dir, PackId::is_open_name)?;
+        let crashed = remove_leftovers(&packs_dir, PackId::is_open_name)?;
         remove_leftovers(&manifests_dir, |n| n.ends_with(durable::TMP_SUFFIX))?;
         let store = Store {
             inner: Arc::new(Inner {
@@ -270,6 +274,7 @@ impl Store {
                 read_only: false,
                 gc_lock: RwLock::new(()),
                 registry: Mutex::new(Registry::default()),
+                garbage: std::sync::atomic::AtomicBool::new(crashed),
             }),
         };
         store.repair_summaries()?;
@@ -295,8 +300,18 @@ impl Store {
                 read_only: true,
                 gc_lock: RwLock::new(()),
                 registry: Mutex::new(Registry::default()),
+                garbage: std::sync::atomic::AtomicBool::new(false),
             }),
         })
+    }
+
+    /// True when a gc would reclaim the space of abandoned writes: an ingest
+    /// dropped unfinished after it had sealed packs (a failed or cancelled
+    /// dump), or an interrupted write found by `open` (a crash). Packs
+    /// sealed just before a crash with no open pack are not noticed; any
+    /// later gc removes them.
+    pub fn has_garbage(&self) -> bool {
+        self.inner.garbage.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub(crate) fn writable(&self) -> Result<(), StoreError> {
@@ -489,7 +504,8 @@ impl Store {
     }
 }
 
-fn remove_leftovers(dir: &Path, is_leftover: impl Fn(&str) -> bool) -> Result<(), StoreError> {
+/// Removes leftovers of interrupted writes; true if there were any.
+fn remove_leftovers(dir: &Path, is_leftover: impl Fn(&str) -> bool) -> Result<bool, StoreError> {
     let mut removed = false;
     for entry in fs::read_dir(dir).map_err(StoreError::io(format!("list {}", dir.display())))? {
         let entry = entry.map_err(StoreError::io(format!("list {}", dir.display())))?;
@@ -506,7 +522,7 @@ fn remove_leftovers(dir: &Path, is_leftover: impl Fn(&str) -> bool) -> Result<()
     if removed {
         durable::fsync_dir(dir)?;
     }
-    Ok(())
+    Ok(removed)
 }
 
 /// Copies a file reader into `out`, keeping the store's error (a corrupt or

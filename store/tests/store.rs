@@ -706,3 +706,46 @@ fn read_only_store_reads_beside_the_writer_and_refuses_writes() {
     let err = Store::open_read_only(empty.path()).err().unwrap();
     assert!(err.to_string().contains("holds no chunk index"), "{err}");
 }
+
+/// An ingest abandoned after sealing packs, or a crash's open pack, tells
+/// the caller a gc would reclaim space; a gc clears it.
+#[test]
+fn abandoned_ingests_and_crash_leftovers_flag_garbage() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert!(!store.has_garbage());
+    // A finished dump leaves nothing to collect.
+    store_files(&store, &[("f", &text_rows(41, 1_000))]);
+    assert!(!store.has_garbage());
+    // Abandoned before any pack was sealed: only the open pack, which the
+    // ingest removes itself.
+    {
+        let mut ing = store.begin(Uuid::now_v7()).unwrap();
+        ing.add_file("small", Cursor::new(b"tiny")).unwrap();
+    }
+    assert!(!store.has_garbage());
+    // Abandoned after sealing packs (1 MiB packs, 3 MiB of random data).
+    {
+        let mut ing = store.begin(Uuid::now_v7()).unwrap();
+        ing.add_file("big", Cursor::new(random_bytes(42, 3 << 20)))
+            .unwrap();
+    }
+    assert!(store.has_garbage());
+    let before = pack_files(dir.path()).len();
+    let report = store.gc(0.0).unwrap();
+    assert!(!store.has_garbage());
+    assert!(report.packs_deleted >= 2, "{report:?}");
+    assert!(pack_files(dir.path()).len() < before);
+    assert!(store.verify().unwrap().is_clean());
+    drop(store);
+    // A crash: an open pack left behind is found at the next open.
+    fs::write(
+        dir.path()
+            .join("packs")
+            .join(format!("{}.pack.open", Uuid::now_v7().simple())),
+        b"partial",
+    )
+    .unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert!(store.has_garbage());
+}

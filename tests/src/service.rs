@@ -303,4 +303,46 @@ impl Worker {
             _dir: dir,
         })
     }
+
+    /// Runs `pgsnapman-worker store ARGS` on this worker's data directory
+    /// (read-only; works while the worker runs) and returns its stdout.
+    pub fn store_tool(&self, args: &[&str]) -> Result<String> {
+        store_tool(&self.data_dir, args)
+    }
+
+    /// Uuids of the dumps in this worker's store.
+    pub fn stored_dumps(&self) -> Result<Vec<String>> {
+        Ok(self
+            .store_tool(&["list"])?
+            .lines()
+            .filter_map(|l| l.split('\t').next())
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// Writes every file of a stored dump into `to` (as pg_dump wrote them).
+    pub fn extract(&self, dump_uuid: &str, to: &Path) -> Result<()> {
+        let to = to.to_string_lossy().into_owned();
+        self.store_tool(&["extract", dump_uuid, "--to", &to])?;
+        Ok(())
+    }
+}
+
+/// `pgsnapman-worker store ARGS --data-dir DIR`; fails with its stderr.
+pub fn store_tool(data_dir: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new(crate::binary("pgsnapman-worker"))
+        .arg("store")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .context("run pgsnapman-worker store")?;
+    if !out.status.success() {
+        bail!(
+            "pgsnapman-worker store {args:?} exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -136,7 +136,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let link_stop = CancellationToken::new();
     let link = tokio::spawn(agent::run_link(shared.clone(), link_stop.clone()));
     let watchdog = tokio::spawn(watchdog(shared.clone()));
-    let stats = tokio::spawn(maintenance::stats_loop(shared.clone()));
+    let stats = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            // Space left by a crash first, then the figures.
+            shared.runner.reclaim().await;
+            maintenance::stats_loop(shared).await;
+        })
+    };
     let scheduler_stop = CancellationToken::new();
     let scheduler = tokio::spawn(scheduler::run(shared.clone(), scheduler_stop.clone()));
     let discovery = tokio::spawn(discovery::run(shared.clone(), scheduler_stop.clone()));

@@ -300,12 +300,23 @@ mod tests {
         assert_eq!(v["dump_bytes"].as_u64(), Some(u64::MAX));
         assert_eq!(v["database_bytes"].as_i64(), Some(-1));
         assert_eq!(v["schema"], "");
-        // Every proto field (the metadata JSON string becomes an object).
-        assert_eq!(v.as_object().map(|o| o.len()), Some(24));
+        // Every proto field (the metadata JSON string becomes an object),
+        // plus the derived dedup_ratio.
+        assert_eq!(v.as_object().map(|o| o.len()), Some(27));
+        assert!(v["dedup_ratio"].as_f64().unwrap() > 1e17);
+        assert_eq!(v["verified"], "");
+        assert!(v["verified_at"].is_null());
         assert!(v["restore_metadata"].is_null(), "no document: null");
         let mut d = d;
         d.restore_metadata_json = r#"{"format_version": 1, "owner": "o"}"#.into();
         assert_eq!(dump(&d)["restore_metadata"]["owner"], "o");
+    }
+
+    #[test]
+    fn dedup_ratio_is_rounded_and_null_without_stored_bytes() {
+        assert_eq!(dedup_ratio(1000, 300), json!(3.33));
+        assert_eq!(dedup_ratio(1000, 0), Value::Null);
+        assert_eq!(dedup_ratio(0, 0), Value::Null);
     }
 
     #[test]

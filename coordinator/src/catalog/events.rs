@@ -195,6 +195,15 @@ impl Catalog {
                     self.apply_databases_discovered(&mut tx, worker_id, d, at, &mut msgs)
                         .await?;
                 }
+                Some(Body::RestoreLog(_) | Body::RestoreFinished(_)) => {
+                    msgs.push(
+                        v1::MessageLevel::Warning,
+                        "RESTORE",
+                        None,
+                        format!("restore event {id} ignored: restores are not implemented yet"),
+                        at,
+                    );
+                }
                 None => {
                     msgs.push(
                         v1::MessageLevel::Warning,

@@ -24,11 +24,8 @@ async fn missing_client_major_is_named_in_the_error() {
     let real = server_bindir(PG_MAJOR).unwrap();
     std::os::unix::fs::symlink(real.join("psql"), bin.path().join("psql")).unwrap();
     let dirs = format!("[{:?}]", bin.path().display().to_string());
-    let stack = Stack::start_with_env(
-        "w-major",
-        vec![("PGSNAPMAN_POSTGRES__BIN_DIRS".into(), dirs)],
-    )
-    .await;
+    let stack =
+        Stack::start_with("w-major", &[("PGSNAPMAN_POSTGRES__BIN_DIRS", &dirs)], None).await;
 
     let w = stack.cli.json(&["worker", "show", "w-major"]).unwrap();
     assert_eq!(w["client_majors"], serde_json::json!([14]), "{w}");

@@ -17,15 +17,22 @@ pub struct Stack {
     pub coordinator: Coordinator,
     pub _catalog: PgCluster,
     pub cli: Pgsnap,
+    /// Scratch space for extracted dumps.
+    pub scratch: tempfile::TempDir,
 }
 
 impl Stack {
     pub async fn start(worker_name: &str) -> Stack {
-        Self::start_with_env(worker_name, Vec::new()).await
+        Self::start_with(worker_name, &[], None).await
     }
 
-    /// Like `start`, with extra `PGSNAPMAN_*` settings for the worker.
-    pub async fn start_with_env(worker_name: &str, worker_env: Vec<(String, String)>) -> Stack {
+    /// `start` with extra worker settings and, if given, the worker's data
+    /// directory.
+    pub async fn start_with(
+        worker_name: &str,
+        worker_env: &[(&str, &str)],
+        worker_data_dir: Option<std::path::PathBuf>,
+    ) -> Stack {
         let catalog = PgCluster::start(PG_MAJOR).expect("start catalog cluster");
         let coordinator = Coordinator::start(CoordinatorOptions {
             catalog_url: Some(catalog.url("postgres")),
@@ -38,8 +45,11 @@ impl Stack {
         let worker = Worker::start(WorkerOptions {
             name: worker_name.to_string(),
             coordinator_url: coordinator.url(),
-            env: worker_env,
-            ..Default::default()
+            data_dir: worker_data_dir,
+            env: worker_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         })
         .expect("start worker");
         coordinator.wait_worker_connected(worker_name).await;
@@ -50,7 +60,15 @@ impl Stack {
             coordinator,
             _catalog: catalog,
             cli,
+            scratch: pgsnapman_tests::shared_tempdir("pgsnapman-extract-"),
         }
+    }
+
+    /// Extracts the stored dump of a catalog row (JSON) from the worker's
+    /// store and returns what pg_restore or psql reads: the directory of a
+    /// DIRECTORY dump, else its one file.
+    pub fn extract(&self, dump: &Value) -> std::path::PathBuf {
+        extract_dump(&self.worker, dump, self.scratch.path())
     }
 
     /// SIGTERM to worker and coordinator, both must exit 0, and neither log
@@ -65,6 +83,30 @@ impl Stack {
             .process
             .assert_no_unexpected_errors(allowed_errors);
     }
+}
+
+/// See `Stack::extract`.
+pub fn extract_dump(
+    worker: &Worker,
+    dump: &Value,
+    scratch: &std::path::Path,
+) -> std::path::PathBuf {
+    let uuid = dump["dump_uuid"]
+        .as_str()
+        .expect("dump_uuid in the catalog row");
+    let dir = scratch.join(uuid);
+    worker
+        .extract(uuid, &dir)
+        .unwrap_or_else(|e| panic!("extract dump {uuid}: {e:#}"));
+    if dump["format"] == "DIRECTORY" {
+        return dir;
+    }
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .expect("list the extracted dump")
+        .map(|e| e.expect("directory entry").path())
+        .collect();
+    assert_eq!(files.len(), 1, "one file expected in {uuid}: {files:?}");
+    files.into_iter().next().expect("one file")
 }
 
 pub fn register_worker(cli: &Pgsnap, name: &str) -> i64 {
@@ -281,4 +323,57 @@ impl Drop for TableLock {
         let _ = self.session.kill();
         let _ = self.session.wait();
     }
+}
+
+/// Fills `db` with tables `<prefix>0`, `<prefix>1`, … (`tables` of them) of
+/// `rows` rows of realistically mixed content: text, jsonb, numeric,
+/// timestamps and `random_bytes` bytes of incompressible bytea per row (about
+/// `rows * (150 + 2 * random_bytes)` bytes of pg_dump output per table).
+pub fn fill_mixed(
+    cluster: &PgCluster,
+    db: &str,
+    prefix: &str,
+    tables: usize,
+    rows: usize,
+    random_bytes: usize,
+) {
+    let md5s = random_bytes.div_ceil(16).max(1);
+    for i in 0..tables {
+        cluster
+            .script(
+                db,
+                &format!(
+                    "CREATE TABLE {prefix}{i} (id bigint PRIMARY KEY, name text, doc jsonb, \
+                       price numeric(12,2), at timestamptz, blob bytea);
+                     INSERT INTO {prefix}{i} SELECT g, 'customer ' || (g % 977) || ' order ' || g,
+                       jsonb_build_object('id', g, 'tags', jsonb_build_array('a', 'b', g % 13),
+                                          'note', md5(g::text)),
+                       (g % 100000) / 100.0, timestamptz '2026-01-01' + g * interval '17 seconds',
+                       (SELECT decode(string_agg(md5(random()::text || g::text || k::text), ''), 'hex')
+                          FROM generate_series(1, {md5s}) k)
+                     FROM generate_series(1, {rows}) g;"
+                ),
+            )
+            .unwrap_or_else(|e| panic!("fill table {prefix}{i} of {db}: {e:#}"));
+    }
+}
+
+/// Restores an archive (file or directory) into an existing database of
+/// `cluster` with pg_restore, failing the test with its stderr.
+pub fn pg_restore(cluster: &PgCluster, database: &str, archive: &str) {
+    let out = std::process::Command::new(cluster.bindir.join("pg_restore"))
+        .args(["--exit-on-error", "--no-password", "-U", "postgres", "-h"])
+        .arg(cluster.socket_dir())
+        .arg("-p")
+        .arg(cluster.port.to_string())
+        .arg("-d")
+        .arg(pgsnapman_tests::cluster::conninfo_dbname(database))
+        .arg(archive)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pg_restore failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

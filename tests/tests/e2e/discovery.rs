@@ -97,11 +97,7 @@ async fn wait_schedule_confirmed(cli: &Pgsnap, worker: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_adds_spread_jobs_and_reports_dropped_databases() {
-    let stack = Stack::start_with_env(
-        "w-disc",
-        vec![("PGSNAPMAN_DISCOVERY__INTERVAL".into(), "1s".into())],
-    )
-    .await;
+    let stack = Stack::start_with("w-disc", &[("PGSNAPMAN_DISCOVERY__INTERVAL", "1s")], None).await;
     let mut opts = PgOptions::new(PG_MAJOR);
     opts.superuser_password = Some(SECRET.to_string());
     let source = PgCluster::start_with(opts).unwrap();

@@ -1,9 +1,8 @@
 //! register worker → add instance → add job → dump now → the catalog row
 //! appears with correct sizes and server version; odd database names dump and
 //! restore correctly.
-use std::process::Command;
 
-use pgsnapman_tests::cluster::{conninfo_dbname, quote_ident};
+use pgsnapman_tests::cluster::quote_ident;
 
 use crate::common::*;
 
@@ -50,13 +49,27 @@ async fn dump_now_records_a_complete_catalog_row() {
         .parse()
         .unwrap();
     assert_eq!(dump["database_bytes"].as_i64().unwrap(), db_size);
-    let location = dump["location"].as_str().unwrap().to_string();
+    // The archive is in the worker's store, as pg_dump wrote it.
+    let location = stack.extract(&dump);
     let on_disk = std::fs::metadata(&location).unwrap().len();
     assert!(
         on_disk > 100_000,
         "dump of 20000 rows is only {on_disk} bytes"
     );
     assert_eq!(dump["dump_bytes"].as_u64().unwrap(), on_disk);
+    let stored = dump["stored_bytes"].as_u64().unwrap();
+    assert!(
+        stored > 0 && stored < on_disk,
+        "compressed after dedup: {dump}"
+    );
+    assert!(dump["dedup_ratio"].as_f64().unwrap() > 1.0, "{dump}");
+    assert!(
+        dump["location"].as_str().unwrap().ends_with(&format!(
+            "manifests/{}.json",
+            dump["dump_uuid"].as_str().unwrap()
+        )),
+        "{dump}"
+    );
     assert!(
         dump["client_version"]
             .as_str()
@@ -69,7 +82,7 @@ async fn dump_now_records_a_complete_catalog_row() {
     // The archive is a real, readable pg_dump archive that restores.
     let restored = "sample_restored";
     stack.source.create_database(restored).unwrap();
-    pg_restore(&stack.source, restored, &location);
+    pg_restore(&stack.source, restored, &location.to_string_lossy());
     assert_eq!(
         stack
             .source
@@ -116,7 +129,7 @@ async fn odd_database_names_dump_correctly() {
 
     let copy = "cöpy of \"odd\"";
     stack.source.create_database(copy).unwrap();
-    pg_restore(&stack.source, copy, dump["location"].as_str().unwrap());
+    pg_restore(&stack.source, copy, &stack.extract(&dump).to_string_lossy());
     let count = stack
         .source
         .query(
@@ -130,22 +143,4 @@ async fn odd_database_names_dump_correctly() {
         .unwrap();
     assert_eq!(count, "321");
     stack.stop_clean(&[]).await;
-}
-
-fn pg_restore(cluster: &pgsnapman_tests::PgCluster, database: &str, archive: &str) {
-    let out = Command::new(cluster.bindir.join("pg_restore"))
-        .args(["--exit-on-error", "--no-password", "-U", "postgres", "-h"])
-        .arg(cluster.socket_dir())
-        .arg("-p")
-        .arg(cluster.port.to_string())
-        .arg("-d")
-        .arg(conninfo_dbname(database))
-        .arg(archive)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pg_restore failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

@@ -64,7 +64,7 @@ async fn every_dump_type_for_a_database_and_a_schema() {
     let d = run_job(&stack, &[&base[..], &["--database", db]].concat());
     assert_eq!(d["dump_type"], "FULL");
     assert_eq!(d["format"], "CUSTOM");
-    let list = toc(&stack, d["location"].as_str().unwrap());
+    let list = toc(&stack, &stack.extract(&d).to_string_lossy());
     assert!(list.contains("TABLE DATA keep kept"), "{list}");
     assert!(list.contains("Odd Table"), "{list}");
 
@@ -74,7 +74,7 @@ async fn every_dump_type_for_a_database_and_a_schema() {
         &[&base[..], &["--database", db, "--schema", odd]].concat(),
     );
     assert_eq!(d["schema"], odd);
-    let list = toc(&stack, d["location"].as_str().unwrap());
+    let list = toc(&stack, &stack.extract(&d).to_string_lossy());
     assert!(
         list.contains("TABLE DATA") && list.contains("Odd Table"),
         "{list}"
@@ -87,7 +87,7 @@ async fn every_dump_type_for_a_database_and_a_schema() {
         &[&base[..], &["--database", db, "--type", "schema"]].concat(),
     );
     assert_eq!(d["dump_type"], "SCHEMA");
-    let list = toc(&stack, d["location"].as_str().unwrap());
+    let list = toc(&stack, &stack.extract(&d).to_string_lossy());
     assert!(
         list.contains("TABLE keep kept") && !list.contains("TABLE DATA"),
         "{list}"
@@ -102,7 +102,7 @@ async fn every_dump_type_for_a_database_and_a_schema() {
         ]
         .concat(),
     );
-    let list = toc(&stack, d["location"].as_str().unwrap());
+    let list = toc(&stack, &stack.extract(&d).to_string_lossy());
     assert!(
         list.contains("TABLE keep kept") && !list.contains("Odd Table"),
         "{list}"
@@ -119,34 +119,35 @@ async fn every_dump_type_for_a_database_and_a_schema() {
         .concat(),
     );
     assert_eq!(d["format"], "DIRECTORY");
-    let location = d["location"].as_str().unwrap();
-    assert!(std::path::Path::new(location).is_dir(), "{location}");
-    assert!(toc(&stack, location).contains("TABLE DATA keep kept"));
+    let location = stack.extract(&d);
+    assert!(location.is_dir(), "{}", location.display());
+    assert!(location.join("toc.dat").is_file(), "{}", location.display());
+    assert!(toc(&stack, &location.to_string_lossy()).contains("TABLE DATA keep kept"));
 
     // FULL, plain SQL.
     let d = run_job(
         &stack,
         &[&base[..], &["--database", db, "--format", "plain"]].concat(),
     );
-    let sql = std::fs::read_to_string(d["location"].as_str().unwrap()).unwrap();
+    let sql = std::fs::read_to_string(stack.extract(&d)).unwrap();
     assert!(sql.contains("CREATE TABLE keep.kept") && sql.contains("COPY keep.kept"));
 
     // Cluster-wide types through pg_dumpall.
     let d = run_job(&stack, &[&base[..], &["--type", "globals"]].concat());
     assert_eq!(d["dump_type"], "GLOBALS");
     assert_eq!(d["format"], "PLAIN");
-    let sql = std::fs::read_to_string(d["location"].as_str().unwrap()).unwrap();
+    let sql = std::fs::read_to_string(stack.extract(&d)).unwrap();
     assert!(sql.contains("CREATE ROLE typed_owner"), "{sql}");
     assert!(!sql.contains("CREATE TABLE"));
 
     let d = run_job(&stack, &[&base[..], &["--type", "cluster-schema"]].concat());
-    let sql = std::fs::read_to_string(d["location"].as_str().unwrap()).unwrap();
+    let sql = std::fs::read_to_string(stack.extract(&d)).unwrap();
     assert!(sql.contains("CREATE TABLE keep.kept") && sql.contains("CREATE ROLE typed_owner"));
     assert!(!sql.contains("COPY keep.kept"));
 
     let d = run_job(&stack, &[&base[..], &["--type", "cluster"]].concat());
     assert_eq!(d["dump_type"], "CLUSTER");
-    let sql = std::fs::read_to_string(d["location"].as_str().unwrap()).unwrap();
+    let sql = std::fs::read_to_string(stack.extract(&d)).unwrap();
     assert!(sql.contains("COPY keep.kept") && sql.contains("CREATE ROLE typed_owner"));
     assert!(sql.contains("Odd Table"));
     // Cluster-wide dumps carry no per-database restore metadata.

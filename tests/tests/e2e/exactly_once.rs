@@ -71,9 +71,8 @@ async fn tasks_queued_in_parallel_run_exactly_once() {
         .map(|r| r["task_id"].as_i64().unwrap())
         .collect();
     assert_eq!(row_tasks, tasks);
-    let archives = files_with_suffix(&w1.data_dir, ".dump").len()
-        + files_with_suffix(&w2.data_dir, ".dump").len();
-    assert_eq!(archives, TASKS);
+    let stored = w1.stored_dumps().unwrap().len() + w2.stored_dumps().unwrap().len();
+    assert_eq!(stored, TASKS);
 
     w1.process.stop_clean().await;
     w2.process.stop_clean().await;

@@ -19,3 +19,4 @@ mod offline;
 mod reconnect;
 mod shutdown;
 mod standby;
+mod store;

@@ -108,12 +108,13 @@ impl Rig {
         );
     }
 
+    /// Uuids of the dumps in the worker's store (one manifest each).
     fn dumps_on_disk(&self) -> BTreeSet<String> {
-        files_with_suffix(&self.worker_dir, ".dump")
+        files_with_suffix(&self.worker_dir.join("manifests"), ".json")
             .into_iter()
             .filter_map(|p| {
                 p.file_name()
-                    .map(|n| n.to_string_lossy().trim_end_matches(".dump").to_string())
+                    .map(|n| n.to_string_lossy().trim_end_matches(".json").to_string())
             })
             .collect()
     }
@@ -310,16 +311,18 @@ async fn kill_9_during_upload_loses_and_duplicates_nothing() {
     let rows = rig.wait_catalog_matches_disk(job).await;
     assert!(rows.len() >= applied_at_kill);
     assert_exactly_once_in_order(&rows);
+    // Every DumpFinished applied is one row (the outbox also carries store
+    // figures, so applied_events counts more than dump rows).
     let events: i64 = rig
         .catalog
         .query("postgres", "SELECT count(*) FROM applied_events")
         .unwrap()
         .parse()
         .unwrap();
-    assert_eq!(
-        events as usize,
-        rows.len(),
-        "every applied event is one dump row"
+    assert!(
+        events as usize >= rows.len(),
+        "{events} events, {} rows",
+        rows.len()
     );
     rig.stop_all().await;
 }

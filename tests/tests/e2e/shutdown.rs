@@ -50,8 +50,10 @@ async fn sigterm_during_a_dump_leaves_no_process_and_no_success() {
         rows.iter().all(|r| r["status"] != "SUCCEEDED"),
         "a cancelled dump was recorded as a success: {rows:?}"
     );
-    assert!(files_with_suffix(&stack.worker.data_dir, ".dump").is_empty());
-    assert!(files_with_suffix(&stack.worker.data_dir, ".partial").is_empty());
+    // Nothing stored, nothing half written, nothing left in the spool.
+    assert!(stack.worker.stored_dumps().unwrap().is_empty());
+    assert!(files_with_suffix(&stack.worker.data_dir, ".open").is_empty());
+    assert!(files_with_suffix(&stack.worker.data_dir.join("spool"), "").is_empty());
 
     drop(lock);
     stack.coordinator.process.stop_clean().await;

@@ -417,6 +417,7 @@ impl Runner {
             if result.as_ref().is_ok_and(|stored| *stored) {
                 self.discard(&finished.dump_uuid).await;
             }
+            self.reclaim().await;
             return DumpResult::Cancelled;
         }
         match result {
@@ -431,11 +432,15 @@ impl Runner {
                 }
             }
             Ok(true) => finished.succeeded = true,
-            Ok(false) => return DumpResult::Cancelled,
+            Ok(false) => {
+                self.reclaim().await;
+                return DumpResult::Cancelled;
+            }
             Err(err) => {
                 finished.succeeded = false;
                 finished.error = format!("{err:#}");
                 finished.restore_metadata_json.clear();
+                self.reclaim().await;
             }
         }
         finished.finished_at = Some(pgsnapman_proto::timestamp(chrono::Utc::now()));
@@ -794,6 +799,26 @@ impl Runner {
                 bail!("WAL replay did not pause within 30s (state: {state})");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Collects garbage if an abandoned ingest (a failed or cancelled dump,
+    /// or a crash before this start) left sealed packs nothing uses: after a
+    /// full disk that space is needed at once. Only deletes dead packs (no
+    /// repacking), so it costs a scan of the manifests and the index.
+    pub async fn reclaim(&self) {
+        if !self.store.has_garbage() {
+            return;
+        }
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.gc(0.0)).await {
+            Ok(Ok(r)) => tracing::info!(
+                reclaimed_bytes = r.reclaimed_bytes,
+                packs_deleted = r.packs_deleted,
+                "removed what abandoned writes left in the store"
+            ),
+            Ok(Err(e)) => tracing::warn!("cannot collect the store's garbage: {e}"),
+            Err(e) => tracing::warn!("cannot collect the store's garbage: {e}"),
         }
     }
 
