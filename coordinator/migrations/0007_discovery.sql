@@ -14,10 +14,16 @@ ALTER TABLE instances
     ADD COLUMN discovered_keep_daily integer NOT NULL DEFAULT 14,
     ADD COLUMN discovered_keep_weekly integer NOT NULL DEFAULT 2,
     ADD COLUMN discovered_keep_monthly integer NOT NULL DEFAULT 5,
-    ADD COLUMN discovered_keep_yearly integer NOT NULL DEFAULT 2,
-    -- When the last applied list was taken: an older list (a report that
-    -- waited in an outbox) is ignored.
-    ADD COLUMN discovered_at timestamptz;
+    ADD COLUMN discovered_keep_yearly integer NOT NULL DEFAULT 2;
+
+-- When the last applied list of an instance's databases was taken: an older
+-- list (a report that waited in an outbox) is ignored. Its own table, so
+-- that applying a list locks this row and never the instance's (which event
+-- batches also update), and lock order cannot deadlock with them.
+CREATE TABLE instance_discovery (
+    instance_id bigint PRIMARY KEY REFERENCES instances (id) ON DELETE CASCADE,
+    listed_at   timestamptz NOT NULL
+);
 
 -- Set when discovery finds the job's database gone, cleared when it is back:
 -- the WARNING about a vanished database is written once, not at every list.
