@@ -41,12 +41,12 @@ impl Catalog {
 
     /// Applies one `DatabasesDiscovered` inside the batch's transaction.
     ///
-    /// The instance row is locked first, so two reports for one instance
-    /// (a reconnect racing an old stream, two coordinators) apply one after
-    /// the other and the second sees the jobs the first added. A report is
-    /// ignored when discovery is off, the sender is not the default worker,
-    /// or a list taken later was already applied (a report that waited in an
-    /// outbox must not undo a newer one).
+    /// The instance's `instance_discovery` row is locked (upserted) first,
+    /// so two reports for one instance (a reconnect racing an old stream,
+    /// two coordinators) apply one after the other and the second sees the
+    /// jobs the first added. A report is ignored when discovery is off, the
+    /// sender is not the default worker, or a list taken later was already
+    /// applied (a report that waited in an outbox must not undo a newer one).
     pub(super) async fn apply_databases_discovered(
         &self,
         tx: &mut sqlx::PgTransaction<'_>,
@@ -61,7 +61,7 @@ impl Catalog {
             .and_then(pgsnapman_proto::from_timestamp)
             .unwrap_or(at);
         let Some(instance) = sqlx::query_as::<_, InstanceRow>(&format!(
-            "SELECT {} FROM instances WHERE id = $1 FOR UPDATE",
+            "SELECT {} FROM instances WHERE id = $1",
             super::instances::COLUMNS
         ))
         .bind(d.instance_id)
@@ -83,8 +83,9 @@ impl Catalog {
             return Ok(());
         }
         let newer: bool = sqlx::query_scalar(
-            "UPDATE instances SET discovered_at = $2 WHERE id = $1 \
-             AND (discovered_at IS NULL OR discovered_at < $2) RETURNING true",
+            "INSERT INTO instance_discovery (instance_id, listed_at) VALUES ($1, $2) \
+             ON CONFLICT (instance_id) DO UPDATE SET listed_at = EXCLUDED.listed_at \
+             WHERE instance_discovery.listed_at < EXCLUDED.listed_at RETURNING true",
         )
         .bind(instance.id)
         .bind(listed_at)

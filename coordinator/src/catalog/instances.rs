@@ -277,6 +277,15 @@ impl Catalog {
             return Err(e.into());
         }
         set_discovery(&mut tx, req.id, &discovery).await?;
+        if default_worker != cur.default_worker_id {
+            // Lists are ordered by the time the worker took them, by its
+            // clock: the former default worker's must not hold back the new
+            // one's.
+            sqlx::query("DELETE FROM instance_discovery WHERE instance_id = $1")
+                .bind(req.id)
+                .execute(&mut *tx)
+                .await?;
+        }
         let mut workers = self.workers_of_instance(&mut *tx, req.id).await?;
         // A former default worker stops listing the instance.
         workers.extend(cur.default_worker_id);
