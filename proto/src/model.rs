@@ -233,6 +233,42 @@ pub fn validate_restore_options(options: &[String]) -> Result<(), InvalidInput> 
         .map_err(|(option, reason)| InvalidInput::RestoreOption { option, reason })
 }
 
+/// Checks what a restore target says on its own (names, pg_restore options,
+/// a TRUNCATE only with a DATA restore, at most 64 parallel jobs); the
+/// coordinator also checks the instance and fills in defaults.
+pub fn validate_restore_target(t: &crate::v1::RestoreTarget) -> Result<(), InvalidInput> {
+    use crate::v1::{ExistingDatabase, RestoreType};
+    if !t.database.is_empty() {
+        validate_identifier("target database", &t.database)?;
+    }
+    if !t.schema.is_empty() {
+        validate_identifier("schema", &t.schema)?;
+    }
+    if !t.owner.is_empty() {
+        validate_identifier("owner", &t.owner)?;
+    }
+    for (old, new) in &t.tablespace_map {
+        validate_identifier("tablespace", old)?;
+        if !new.is_empty() {
+            validate_identifier("tablespace", new)?;
+        }
+    }
+    if t.existing_database == ExistingDatabase::Truncate as i32
+        && t.restore_type != RestoreType::Data as i32
+    {
+        return Err(InvalidInput::Other(
+            "TRUNCATE (empty the dumped tables first) goes with a DATA restore".into(),
+        ));
+    }
+    if t.parallel_jobs > 64 {
+        return Err(InvalidInput::Other(format!(
+            "parallel jobs {} is more than 64",
+            t.parallel_jobs
+        )));
+    }
+    validate_restore_options(&t.extra_options)
+}
+
 /// The first option that is malformed or in `forbidden` (short, long,
 /// reason), with the reason.
 fn check_options(

@@ -30,7 +30,7 @@ pub fn key_value(rows: Vec<(&'static str, String)>) -> Table {
 // ───────────────────────────── cell formats ─────────────────────────────
 
 /// A JSON label as a cell: the text, or `-` for null.
-fn cell(v: Value) -> String {
+pub(super) fn cell(v: Value) -> String {
     match v {
         Value::String(s) => s,
         Value::Null => "-".to_string(),
@@ -39,7 +39,7 @@ fn cell(v: Value) -> String {
 }
 
 /// A string cell; `-` when empty.
-fn text(s: &str) -> String {
+pub(super) fn text(s: &str) -> String {
     if s.is_empty() {
         "-".to_string()
     } else {
@@ -48,7 +48,7 @@ fn text(s: &str) -> String {
 }
 
 /// An id cell; `-` for 0 (no such object).
-fn id(n: i64) -> String {
+pub(super) fn id(n: i64) -> String {
     if n == 0 {
         "-".to_string()
     } else {
@@ -56,7 +56,7 @@ fn id(n: i64) -> String {
     }
 }
 
-fn yes_no(b: bool) -> String {
+pub(super) fn yes_no(b: bool) -> String {
     if b { "yes" } else { "no" }.to_string()
 }
 
@@ -114,7 +114,7 @@ fn short_duration(ms: i64) -> String {
 }
 
 /// The first line of a long text, cut to `max` characters, for list cells.
-fn first_line(s: &str, max: usize) -> String {
+pub(super) fn first_line(s: &str, max: usize) -> String {
     let line = s.lines().next().unwrap_or("").trim();
     if line.chars().count() > max {
         let cut: String = line.chars().take(max.saturating_sub(1)).collect();

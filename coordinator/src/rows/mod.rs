@@ -6,6 +6,12 @@ use pgsnapman_proto::v1;
 
 use crate::error::{ApiError, ApiResult};
 
+mod restore;
+pub use restore::{
+    RESTORE_JOB_COLUMNS, RESTORE_RUN_COLUMNS, RestoreJobRow, RestoreLogRow, RestoreRunRow,
+    target_from_json, target_json,
+};
+
 /// `STATUS_ACTIVE` → `ACTIVE`.
 fn strip(name: &'static str) -> &'static str {
     const PREFIXES: &[&str] = &[
@@ -271,7 +277,7 @@ pub struct JobRow {
     pub on_demand: bool,
 }
 
-fn u32_of(v: i32) -> u32 {
+pub(crate) fn u32_of(v: i32) -> u32 {
     u32::try_from(v).unwrap_or(0)
 }
 

@@ -10,6 +10,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use pgsnapman_proto::model::BackupWindow;
 use pgsnapman_proto::v1;
 
+mod restore;
+pub use restore::{
+    CopyCommand, RestoreCommand, RestoreJobCommand, RestoreLogCommand, RestoreStatusArg,
+};
+
 /// Help heading of the options every subcommand takes.
 const GLOBAL: &str = "Global options";
 
@@ -66,6 +71,18 @@ pub enum Command {
     /// The workers' deduplicating pack stores: figures and verification
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Restore a dump now, run a restore job now, or restore a whole server
+    #[command(subcommand)]
+    Restore(RestoreCommand),
+    /// Manage restore jobs (SINGLE, REPEAT by cron, TRIGGER after every dump)
+    #[command(subcommand)]
+    RestoreJob(RestoreJobCommand),
+    /// The restore log: every restore run and its lines
+    #[command(subcommand)]
+    RestoreLog(RestoreLogCommand),
+    /// Copy jobs: dump a database and restore it elsewhere after every dump
+    #[command(subcommand)]
+    Copy(CopyCommand),
     /// List messages from workers and the coordinator
     Messages(MessagesArgs),
 }
