@@ -229,7 +229,8 @@ pub fn worker_rows(w: &v1::Worker) -> Vec<(&'static str, String)> {
 
 pub fn instances(is: &[v1::Instance]) -> Table {
     let mut t = with_header(&[
-        "ID", "NAME", "HOST", "PORT", "USER", "PASSWORD", "WORKER", "STATUS", "VERSION", "COMMENT",
+        "ID", "NAME", "HOST", "PORT", "USER", "PASSWORD", "WORKER", "STATUS", "VERSION",
+        "DISCOVER", "COMMENT",
     ]);
     for i in is {
         t.add_row(vec![
@@ -242,6 +243,11 @@ pub fn instances(is: &[v1::Instance]) -> Table {
             id(i.default_worker_id),
             cell(json::status(i.status())),
             text(&i.server_version),
+            if i.auto_discover {
+                window(i)
+            } else {
+                "off".to_string()
+            },
             first_line(&i.comment, 40),
         ]);
     }
@@ -270,7 +276,29 @@ pub fn instance_rows(i: &v1::Instance) -> Vec<(&'static str, String)> {
         ("server version", text(&i.server_version)),
         ("comment", text(&i.comment)),
         ("created at", time(i.created_at.as_ref())),
+        ("auto-discover", yes_no(i.auto_discover)),
+        ("backup window", window(i)),
+        (
+            "discovered jobs",
+            format!(
+                "{}, keep {}",
+                cell(json::status(i.discovered_status())),
+                retention(i.discovered_retention.as_ref())
+            ),
+        ),
     ]
+}
+
+/// `02:00-06:00`; `whole day` when start and end are equal.
+fn window(i: &v1::Instance) -> String {
+    if i.backup_window_start == i.backup_window_end {
+        "whole day".to_string()
+    } else {
+        format!(
+            "{:02}:00-{:02}:00",
+            i.backup_window_start, i.backup_window_end
+        )
+    }
 }
 
 // ───────────────────────────── dump jobs ─────────────────────────────

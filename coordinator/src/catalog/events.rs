@@ -34,7 +34,8 @@ fn parse_ids(events: &[v1::Event]) -> ApiResult<Vec<uuid::Uuid>> {
     Ok(ids)
 }
 
-struct Messages {
+/// Messages a batch writes, as columns of one bulk insert.
+pub(super) struct Messages {
     levels: Vec<i16>,
     classes: Vec<String>,
     jobs: Vec<Option<i64>>,
@@ -193,6 +194,10 @@ impl Catalog {
                         )
                     };
                     msgs.push(level, "VERIFY", None, text, at);
+                }
+                Some(Body::DatabasesDiscovered(d)) => {
+                    self.apply_databases_discovered(&mut tx, worker_id, d, at, &mut msgs)
+                        .await?;
                 }
                 Some(Body::RestoreLog(e)) => {
                     if !self.apply_restore_log(&mut tx, worker_id, e, at).await? {
@@ -507,7 +512,7 @@ fn describe(d: &v1::DumpFinished, dump_type: &str) -> String {
 }
 
 impl Messages {
-    fn push(
+    pub(super) fn push(
         &mut self,
         level: v1::MessageLevel,
         class: &str,

@@ -11,6 +11,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::rows::{WORKER_COLUMNS, WorkerRow};
 
 mod copy;
+mod discovery;
 mod events;
 mod instances;
 mod jobs;

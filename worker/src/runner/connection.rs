@@ -140,6 +140,7 @@ mod tests {
             password: password.into(),
             maintenance_db: "postgres".into(),
             status: 1,
+            discover: false,
         }
     }
 

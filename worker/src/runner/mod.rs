@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use pgsnapman_proto::model::{validate_dump_options, validate_identifier};
-use pgsnapman_proto::v1::{DumpFinished, DumpFormat, DumpSpec, DumpType, TaskRef};
+use pgsnapman_proto::v1::{
+    DumpFinished, DumpFormat, DumpSpec, DumpType, InstanceConnection, TaskRef,
+};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -644,16 +646,11 @@ impl Runner {
     /// Runs one SQL statement on the spec's connection database with the
     /// newest psql; returns its unaligned output.
     async fn sql(&self, c: &Checked<'_>, app_name: &str, sql: &str) -> Result<String> {
-        let passfile = if c.instance.password.is_empty() {
-            None
-        } else {
-            Some(PassFile::create(&self.tmp_dir, c.instance)?)
-        };
         // Not cancellable: resuming replay must finish even during shutdown.
         let never = CancellationToken::new();
-        let path = passfile.as_ref().map(PassFile::path);
+        let what = "running a statement";
         match self
-            .psql(c, app_name, path, sql, "running a statement", &never)
+            .query(c.instance, &c.connect_db, app_name, sql, what, &never)
             .await?
         {
             Some(out) => Ok(out),
@@ -661,13 +658,60 @@ impl Runner {
         }
     }
 
-    /// Runs one SQL statement with the newest psql on the spec's connection
-    /// database, the password (if any) from `passfile`; returns the trimmed
-    /// unaligned output, `None` if cancelled. A failure carries psql's error
-    /// lines (or its exit status while `what`).
+    /// Runs one SQL statement with the newest psql on `database` of
+    /// `instance`, the password (if any) from a private password file;
+    /// returns the trimmed unaligned output, `None` if cancelled. A failure
+    /// carries psql's error lines (or its exit status while `what`).
+    pub async fn query(
+        &self,
+        instance: &InstanceConnection,
+        database: &str,
+        app_name: &str,
+        sql: &str,
+        what: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Option<String>> {
+        let passfile = if instance.password.is_empty() {
+            None
+        } else {
+            Some(PassFile::create(&self.tmp_dir, instance)?)
+        };
+        let path = passfile.as_ref().map(PassFile::path);
+        self.psql_at(instance, database, app_name, path, sql, what, cancel)
+            .await
+    }
+
+    /// `psql_at` on the spec's connection database.
     async fn psql(
         &self,
         c: &Checked<'_>,
+        app_name: &str,
+        passfile: Option<&Path>,
+        sql: &str,
+        what: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Option<String>> {
+        self.psql_at(
+            c.instance,
+            &c.connect_db,
+            app_name,
+            passfile,
+            sql,
+            what,
+            cancel,
+        )
+        .await
+    }
+
+    /// Runs one SQL statement with the newest psql on `database` of
+    /// `instance`, the password (if any) from `passfile`; returns the trimmed
+    /// unaligned output, `None` if cancelled. A failure carries psql's error
+    /// lines (or its exit status while `what`).
+    #[allow(clippy::too_many_arguments)]
+    async fn psql_at(
+        &self,
+        instance: &InstanceConnection,
+        database: &str,
         app_name: &str,
         passfile: Option<&Path>,
         sql: &str,
@@ -680,7 +724,7 @@ impl Runner {
         if let Some(p) = passfile {
             cmd.env("PGPASSFILE", p);
         }
-        let info = conninfo(c.instance, &c.connect_db, self.connect_timeout, app_name);
+        let info = conninfo(instance, database, self.connect_timeout, app_name);
         cmd.args([
             "-X",
             "-A",
@@ -811,6 +855,7 @@ mod tests {
                 password: String::new(),
                 maintenance_db: "postgres".into(),
                 status: 1,
+                discover: false,
             }),
             database: "db".into(),
             schema: String::new(),
