@@ -96,8 +96,17 @@ pgsnap job list
 
 echo "== taking a dump now"
 pgsnap dump now "$job" --wait
-echo "== the catalog"
+echo "== a second dump of the unchanged database: its bytes are already in the store"
+pgsnap dump now "$job" --wait >/dev/null
+echo "== the catalog (SIZE: what pg_dump wrote; STORED: what each dump added to the store)"
 pgsnap catalog list
+echo "== the worker's store"
+# The worker reports its store's figures a moment after each dump.
+for _ in $(seq 1 50); do
+  pgsnap --output json store stats | grep -q '"dumps": 2' && break
+  sleep 0.2
+done
+pgsnap store stats
 
 if [ "$once" -eq 1 ]; then
   echo "== quickstart done"

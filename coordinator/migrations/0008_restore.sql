@@ -52,6 +52,11 @@ CREATE TABLE restore_log (
 CREATE INDEX restore_log_run ON restore_log (run_id, id);
 
 ALTER TABLE tasks ADD COLUMN restore_job_id bigint;
+-- Why a task was queued: by hand (ADHOC), a SINGLE job's one run, a
+-- REPEAT restore job's cron, or a dump that TRIGGERs restores.
+ALTER TABLE tasks DROP CONSTRAINT tasks_origin_check;
+ALTER TABLE tasks ADD CONSTRAINT tasks_origin_check
+    CHECK (origin IN ('ADHOC', 'SINGLE', 'REPEAT', 'TRIGGER'));
 ALTER TABLE tasks ADD COLUMN restore_run_id bigint;
 -- A restore job has at most one queued run: a newer dump replaces the
 -- queued run's dump instead of queuing another (copy jobs under a backlog).

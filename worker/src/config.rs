@@ -21,6 +21,7 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     pub store: StoreConfig,
     pub restore: RestoreConfig,
+    pub discovery: DiscoveryConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -167,6 +168,24 @@ impl Default for SchedulerConfig {
     }
 }
 
+/// Auto-discovery of databases (docs/discovery.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DiscoveryConfig {
+    /// How often the databases of each instance this worker discovers are
+    /// listed (also at start and when such an instance appears or changes).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(3600),
+        }
+    }
+}
+
 /// The deduplicating pack store under `<data_dir>` (docs/store.md).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -274,6 +293,9 @@ impl Config {
         if self.scheduler.sync_interval < Duration::from_secs(1) {
             bail!("scheduler.sync_interval must be at least 1s");
         }
+        if self.discovery.interval < Duration::from_secs(1) {
+            bail!("discovery.interval must be at least 1s");
+        }
         if !(0.0..=1.0).contains(&self.store.repack_below_live_fraction) {
             bail!(
                 "store.repack_below_live_fraction {} must be between 0 and 1",
@@ -335,6 +357,7 @@ mod tests {
         assert_eq!(c.dump.max_concurrent, 2);
         assert_eq!(c.restore.max_concurrent, 1);
         assert_eq!(c.coordinator.backoff_max, Duration::from_secs(30));
+        assert_eq!(c.discovery.interval, Duration::from_secs(3600));
         c.worker.name = "bad name".into();
         assert!(c.validate().unwrap_err().to_string().contains("bad name"));
     }

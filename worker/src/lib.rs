@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod backoff;
 pub mod config;
+pub mod discovery;
 pub mod maintenance;
 pub mod mirror;
 pub mod offline;
@@ -151,6 +152,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     };
     let scheduler_stop = CancellationToken::new();
     let scheduler = tokio::spawn(scheduler::run(shared.clone(), scheduler_stop.clone()));
+    let discovery = tokio::spawn(discovery::run(shared.clone(), scheduler_stop.clone()));
 
     shutdown.cancelled().await;
     tracing::info!(running = shared.registry.len(), "shutting down");
@@ -158,6 +160,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     scheduler_stop.cancel();
     if let Err(err) = scheduler.await {
         tracing::warn!("scheduler ended abnormally: {err}");
+    }
+    if let Err(err) = discovery.await {
+        tracing::warn!("discovery ended abnormally: {err}");
     }
     shared.drain.cancel();
     shared.semaphore.close();

@@ -36,6 +36,7 @@ fn spec(port: u16, password: &str, database: &str) -> DumpSpec {
             password: password.into(),
             maintenance_db: "postgres".into(),
             status: 1,
+            discover: false,
         }),
         database: database.into(),
         schema: String::new(),

@@ -10,12 +10,16 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::error::{ApiError, ApiResult};
 use crate::rows::{WORKER_COLUMNS, WorkerRow};
 
+mod copy;
+mod discovery;
 mod events;
 mod instances;
 mod jobs;
+mod restore;
 mod store;
 mod tasks;
 
+pub use copy::CopyJobRows;
 pub use events::BatchOutcome;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -7,6 +7,8 @@
 
 mod common;
 
+mod client_major;
+mod discovery;
 mod dump_now;
 mod dump_types;
 mod embedded;

@@ -302,7 +302,7 @@ impl<'a> Target<'a> {
     ) -> Result<String> {
         match self
             .runner
-            .psql(
+            .psql_at(
                 &self.instance,
                 db,
                 &self.app,

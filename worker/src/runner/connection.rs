@@ -153,6 +153,7 @@ mod tests {
             password: password.into(),
             maintenance_db: "postgres".into(),
             status: 1,
+            discover: false,
         }
     }
 

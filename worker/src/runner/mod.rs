@@ -65,7 +65,7 @@ pub struct Runner {
 /// Everything checked about a spec before anything runs.
 struct Checked<'a> {
     spec: &'a DumpSpec,
-    instance: &'a InstanceConnection,
+    instance: &'a pgsnapman_proto::v1::InstanceConnection,
     dump_type: DumpType,
     format: DumpFormat,
     /// The database the probe (and pg_dumpall's first connection) uses.
@@ -495,11 +495,10 @@ impl Runner {
         let pass_path = passfile_path.as_deref();
         let Some(out) = self
             .psql(
-                c.instance,
-                &c.connect_db,
+                c,
                 app_name,
                 pass_path,
-                &[PROBE_SQL],
+                PROBE_SQL,
                 "probing the server",
                 cancel,
             )
@@ -527,11 +526,10 @@ impl Runner {
         if !c.dump_type.is_cluster_wide() {
             let out = self
                 .psql(
-                    c.instance,
-                    &c.connect_db,
+                    c,
                     app_name,
                     pass_path,
-                    &[metadata::METADATA_SQL],
+                    metadata::METADATA_SQL,
                     "reading the restore metadata",
                     cancel,
                 )
@@ -665,29 +663,61 @@ impl Runner {
     /// Runs one SQL statement on the spec's connection database with the
     /// newest psql; returns its unaligned output.
     async fn sql(&self, c: &Checked<'_>, app_name: &str, sql: &str) -> Result<String> {
-        let passfile = if c.instance.password.is_empty() {
-            None
-        } else {
-            Some(PassFile::create(&self.tmp_dir, c.instance)?)
-        };
         // Not cancellable: resuming replay must finish even during shutdown.
         let never = CancellationToken::new();
-        let path = passfile.as_ref().map(PassFile::path);
+        let what = "running a statement";
         match self
-            .psql(
-                c.instance,
-                &c.connect_db,
-                app_name,
-                path,
-                &[sql],
-                "running a statement",
-                &never,
-            )
+            .query(c.instance, &c.connect_db, app_name, sql, what, &never)
             .await?
         {
             Some(out) => Ok(out),
             None => bail!("psql was cancelled"),
         }
+    }
+
+    /// Runs one SQL statement with the newest psql on `database` of
+    /// `instance`, the password (if any) from a private password file;
+    /// returns the trimmed unaligned output, `None` if cancelled. A failure
+    /// carries psql's error lines (or its exit status while `what`).
+    pub async fn query(
+        &self,
+        instance: &InstanceConnection,
+        database: &str,
+        app_name: &str,
+        sql: &str,
+        what: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Option<String>> {
+        let passfile = if instance.password.is_empty() {
+            None
+        } else {
+            Some(PassFile::create(&self.tmp_dir, instance)?)
+        };
+        let path = passfile.as_ref().map(PassFile::path);
+        self.psql_at(instance, database, app_name, path, &[sql], what, cancel)
+            .await
+    }
+
+    /// `psql_at` on the spec's connection database.
+    async fn psql(
+        &self,
+        c: &Checked<'_>,
+        app_name: &str,
+        passfile: Option<&Path>,
+        sql: &str,
+        what: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Option<String>> {
+        self.psql_at(
+            c.instance,
+            &c.connect_db,
+            app_name,
+            passfile,
+            &[sql],
+            what,
+            cancel,
+        )
+        .await
     }
 
     /// Runs SQL statements (each its own `-c`, in order, stopping at the
@@ -696,7 +726,7 @@ impl Runner {
     /// trimmed unaligned output, `None` if cancelled. A failure carries
     /// psql's error lines (or its exit status while `what`).
     #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn psql(
+    pub(crate) async fn psql_at(
         &self,
         instance: &InstanceConnection,
         database: &str,
@@ -843,6 +873,7 @@ mod tests {
                 password: String::new(),
                 maintenance_db: "postgres".into(),
                 status: 1,
+                discover: false,
             }),
             database: "db".into(),
             schema: String::new(),

@@ -64,6 +64,7 @@ pub fn instance(pg: &PgCluster) -> InstanceConnection {
         password: String::new(),
         maintenance_db: "postgres".into(),
         status: 1,
+        ..InstanceConnection::default()
     }
 }
 

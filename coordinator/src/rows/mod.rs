@@ -6,6 +6,12 @@ use pgsnapman_proto::v1;
 
 use crate::error::{ApiError, ApiResult};
 
+mod restore;
+pub use restore::{
+    RESTORE_JOB_COLUMNS, RESTORE_RUN_COLUMNS, RestoreJobRow, RestoreLogRow, RestoreRunRow,
+    target_from_json, target_json,
+};
+
 /// `STATUS_ACTIVE` → `ACTIVE`.
 fn strip(name: &'static str) -> &'static str {
     const PREFIXES: &[&str] = &[
@@ -180,6 +186,14 @@ pub struct InstanceRow {
     pub server_version: String,
     pub comment: String,
     pub created_at: DateTime<Utc>,
+    pub auto_discover: bool,
+    pub backup_window_start: i32,
+    pub backup_window_end: i32,
+    pub discovered_status: String,
+    pub discovered_keep_daily: i32,
+    pub discovered_keep_weekly: i32,
+    pub discovered_keep_monthly: i32,
+    pub discovered_keep_yearly: i32,
 }
 
 impl InstanceRow {
@@ -198,7 +212,28 @@ impl InstanceRow {
             server_version: self.server_version.clone(),
             comment: self.comment.clone(),
             created_at: Some(timestamp(self.created_at)),
+            auto_discover: self.auto_discover,
+            backup_window_start: u32_of(self.backup_window_start),
+            backup_window_end: u32_of(self.backup_window_end),
+            discovered_status: status_value(&self.discovered_status),
+            discovered_retention: Some(self.discovered_retention()),
         }
+    }
+
+    /// Retention of the jobs discovery adds.
+    pub fn discovered_retention(&self) -> v1::Retention {
+        v1::Retention {
+            keep_daily: u32_of(self.discovered_keep_daily),
+            keep_weekly: u32_of(self.discovered_keep_weekly),
+            keep_monthly: u32_of(self.discovered_keep_monthly),
+            keep_yearly: u32_of(self.discovered_keep_yearly),
+        }
+    }
+
+    /// True if `worker_id` lists this instance's databases: discovery is on
+    /// and it is the default worker.
+    pub fn discovered_by(&self, worker_id: i64) -> bool {
+        self.auto_discover && self.default_worker_id == Some(worker_id)
     }
 
     /// What the worker that connects needs, password included.
@@ -212,6 +247,7 @@ impl InstanceRow {
             password: self.password.clone().unwrap_or_default(),
             maintenance_db: self.maintenance_db.clone(),
             status: status_value(&self.status),
+            discover: false,
         }
     }
 }
@@ -241,7 +277,7 @@ pub struct JobRow {
     pub on_demand: bool,
 }
 
-fn u32_of(v: i32) -> u32 {
+pub(crate) fn u32_of(v: i32) -> u32 {
     u32::try_from(v).unwrap_or(0)
 }
 
