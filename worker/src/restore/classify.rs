@@ -79,15 +79,66 @@ pub fn harmless(message: &str, command: &str) -> Option<&'static str> {
     None
 }
 
+/// `s` with every password value masked, at most `MAX_TEXT` bytes.
 fn cut(s: &str) -> String {
+    let s = redact(s);
     if s.len() <= MAX_TEXT {
-        return s.to_string();
+        return s;
     }
     let mut n = MAX_TEXT;
     while !s.is_char_boundary(n) {
         n -= 1;
     }
     format!("{}…", &s[..n])
+}
+
+/// Length of the SQL string literal at the start of `s` (`''` inside it
+/// doubles a quote); all of `s` when it is not closed.
+fn quoted_len(s: &str) -> usize {
+    let b = s.as_bytes();
+    let mut i = 1;
+    while i < b.len() {
+        if b[i] == b'\'' {
+            if b.get(i + 1) == Some(&b'\'') {
+                i += 2;
+                continue;
+            }
+            return i + 1;
+        }
+        i += 1;
+    }
+    s.len()
+}
+
+/// Masks what follows `password` (any case) as a quoted value or a
+/// `key=value` pair: role passwords and hashes (`PASSWORD '…'`), user
+/// mapping options (`password '…'`), connection strings (`password=…`).
+/// Errors quote the failing statement, and none of these may reach a log.
+pub fn redact(s: &str) -> String {
+    let lower = s.to_ascii_lowercase();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while let Some(found) = lower[i..].find("password") {
+        let key_end = i + found + "password".len();
+        out.push_str(&s[i..key_end]);
+        let rest = &s[key_end..];
+        let gap = rest.len() - rest.trim_start_matches([' ', '=']).len();
+        let after = &rest[gap..];
+        let value_len = if after.starts_with('\'') {
+            quoted_len(after)
+        } else if rest[..gap].contains('=') {
+            after.find([' ', '\'', ')', ',']).unwrap_or(after.len())
+        } else {
+            0
+        };
+        out.push_str(&rest[..gap]);
+        if value_len > 0 {
+            out.push_str("***");
+        }
+        i = key_end + gap + value_len;
+    }
+    out.push_str(&s[i..]);
+    out
 }
 
 /// Collects and classifies the errors of one program run.
@@ -376,6 +427,36 @@ psql: error: connection to server at \"h\" failed: FATAL:  no",
             vec!["NOTICE:  drop cascades to view v".to_string()]
         );
         assert_eq!(c.errors[0].message, "extension \"citext\" already exists");
+    }
+
+    #[test]
+    fn passwords_never_reach_the_log() {
+        assert_eq!(
+            redact("ALTER ROLE x WITH LOGIN PASSWORD 'SCRAM-SHA-256$4096:abc';"),
+            "ALTER ROLE x WITH LOGIN PASSWORD ***;"
+        );
+        assert_eq!(
+            redact("CREATE USER MAPPING FOR u SERVER s OPTIONS (user 'a', password 's3cr''t');"),
+            "CREATE USER MAPPING FOR u SERVER s OPTIONS (user 'a', password ***);"
+        );
+        assert_eq!(
+            redact("CONNECTION 'host=h password=pw dbname=d'"),
+            "CONNECTION 'host=h password=*** dbname=d'"
+        );
+        assert_eq!(
+            redact("password authentication failed"),
+            "password authentication failed"
+        );
+        let c = feed(
+            Source::Psql,
+            "psql:<stdin>:9: ERROR:  role \"x\" does not exist
+LINE 1: ALTER ROLE x WITH PASSWORD 'md5abcdef';",
+        );
+        assert!(
+            !c.fatal_text(3).contains("md5abcdef"),
+            "{}",
+            c.fatal_text(3)
+        );
     }
 
     #[test]

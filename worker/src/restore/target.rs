@@ -26,6 +26,10 @@ const SWAP_ATTEMPTS: u32 = 5;
 /// for the sessions to go).
 const SWAP_PAUSE: Duration = Duration::from_secs(1);
 
+/// A rename or drop waits at most this long for a lock on the database
+/// (besides the server's own wait for its sessions to end).
+const SWAP_LOCK_TIMEOUT: &str = "SET lock_timeout = '60s'";
+
 /// What the target says about itself.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Facts {
@@ -393,11 +397,19 @@ impl<'a> Target<'a> {
             .with_context(|| format!("unexpected answer from the target: {out:?}"))
     }
 
-    /// Ends every other session on `db`; returns how many were signalled.
+    /// Ends the other sessions on `db` this role may end (a superuser:
+    /// all; else those of roles it is a member of, or all but superusers'
+    /// with `pg_signal_backend`); returns how many were signalled. Sessions
+    /// it may not end keep the database busy, and the rename or drop then
+    /// fails saying so.
     pub async fn terminate(&self, admin_db: &str, db: &str) -> Result<u64> {
         let sql = format!(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE datname = {} AND pid <> pg_backend_pid()",
+            "SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity a \
+             LEFT JOIN pg_roles r ON r.oid = a.usesysid \
+             WHERE a.datname = {} AND a.pid <> pg_backend_pid() \
+             AND ((SELECT rolsuper FROM pg_roles WHERE rolname = current_user) \
+                  OR (NOT coalesce(r.rolsuper, true) \
+                      AND (pg_has_role('pg_signal_backend', 'MEMBER') OR pg_has_role(a.usesysid, 'MEMBER'))))",
             quote_literal(db)
         );
         let out = self.sql_now(admin_db, &[&sql]).await?;
@@ -425,7 +437,10 @@ impl<'a> Target<'a> {
         let mut ended = 0;
         for attempt in 1..=SWAP_ATTEMPTS {
             ended += self.terminate(admin_db, db).await?;
-            match self.sql_now(admin_db, &[statement]).await {
+            match self
+                .sql_now(admin_db, &[SWAP_LOCK_TIMEOUT, statement])
+                .await
+            {
                 Ok(_) => return Ok(ended),
                 Err(e)
                     if attempt < SWAP_ATTEMPTS

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use anyhow::Result;
+use pgsnapman_proto::v1::RestoreType;
 
 use super::Prepared;
 use crate::restore::Run;
@@ -18,6 +19,10 @@ impl Run<'_> {
         let (true, Some(meta)) = (self.plan.roles, &p.meta) else {
             return Ok(());
         };
+        if self.plan.restore_type == RestoreType::Data {
+            // Data only: no object gets an owner or a privilege.
+            return Ok(());
+        }
         let existing: BTreeSet<String> = p.facts.roles.iter().cloned().collect();
         let plan = role_plan(meta, &existing);
         for s in &plan.skipped {
