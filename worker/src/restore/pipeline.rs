@@ -90,6 +90,19 @@ fn feed(
     })
 }
 
+/// Space a spooled archive must leave free on the spool's file system (the
+/// store, the outbox and other tasks share it).
+pub const SPOOL_RESERVE: u64 = 256 * 1024 * 1024;
+
+/// Bytes available to this process on the file system holding `dir`.
+// The field types differ between platforms (u32 on some).
+#[allow(clippy::useless_conversion)]
+pub fn free_bytes(dir: &Path) -> Result<u64> {
+    let st = nix::sys::statvfs::statvfs(dir)
+        .with_context(|| format!("look at the free space of {}", dir.display()))?;
+    Ok(u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size())))
+}
+
 /// Writes stored files into `dir` (the spool) for pg_restore to seek in.
 pub async fn spool(
     store: &Store,

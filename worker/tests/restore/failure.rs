@@ -151,3 +151,39 @@ async fn failed_restores_leave_the_target_as_it_was() {
     assert_no_temporary_databases(&dst);
     assert!(loose_files(env.dir.path()).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_without_room_refuses_before_anything_changes() {
+    let pg = PgCluster::start(15).unwrap();
+    pg.create_database("small").unwrap();
+    pg.query(
+        "small",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g",
+    )
+    .unwrap();
+    // The worker's data directory on a 64 MiB file system: less than the
+    // spool's reserve.
+    let fs = pgsnapman_tests::tmpfs::Tmpfs::mount(64).unwrap();
+    let dir = fs.subdir("worker").unwrap();
+    let env = Env {
+        runner: crate::common::runner(&dir).await,
+        outbox: std::sync::Arc::new(
+            pgsnapman_worker::outbox::Outbox::open(&dir.join("state")).unwrap(),
+        ),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let d = dump(&env, &pg, "small", DumpType::Full, DumpFormat::Directory, 0).await;
+    let r = restore(&env, &spec(&d, &pg, to("small copy"))).await;
+    let f = r.expect(RestoreStatus::Aborted);
+    assert!(f.error.contains("the spool has"), "{}", f.error);
+    assert_no_temporary_databases(&pg);
+    assert_eq!(
+        pg.query(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'small copy'"
+        )
+        .unwrap(),
+        "0"
+    );
+    assert!(loose_files(&dir).is_empty(), "{:?}", loose_files(&dir));
+}

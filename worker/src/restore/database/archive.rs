@@ -13,7 +13,7 @@ use crate::restore::classify::Source;
 use crate::restore::names::quote_ident;
 use crate::restore::pipeline::{self, Stored};
 use crate::restore::script::Rules;
-use crate::restore::{Run, read_spooled, toc};
+use crate::restore::{Abort, Run, read_spooled, toc};
 
 /// Where pg_restore reads the archive.
 #[derive(Clone)]
@@ -50,6 +50,20 @@ impl Run<'_> {
         let directory = self.plan.format == DumpFormat::Directory;
         if !directory && !parallel {
             return Ok(Archive::Stream(stored(self.plan.stream_file())));
+        }
+        let free = pipeline::free_bytes(self.spool.path())?;
+        if free
+            < p.manifest
+                .logical_bytes
+                .saturating_add(pipeline::SPOOL_RESERVE)
+        {
+            return Err(Abort(format!(
+                "the spool has {free} bytes free; spooling this {} dump needs {} plus {} in reserve",
+                self.plan.format.label(),
+                p.manifest.logical_bytes,
+                pipeline::SPOOL_RESERVE
+            ))
+            .into());
         }
         let (files, path) = if directory {
             let dir = self.spool.path().join("dump");
