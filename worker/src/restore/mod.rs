@@ -425,6 +425,14 @@ impl<'a> Run<'a> {
                 ))
                 .await;
         }
+        if r.transaction_control_dropped > 0 {
+            self.log
+                .info(format!(
+                    "{} BEGIN/COMMIT statement(s) of the script left out (it runs in one transaction)",
+                    r.transaction_control_dropped
+                ))
+                .await;
+        }
         if r.owner_or_privilege_dropped > 0 {
             self.log
                 .info(format!(

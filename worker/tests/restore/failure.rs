@@ -58,7 +58,8 @@ async fn failed_restores_leave_the_target_as_it_was() {
         "CREATE TABLE t (id int PRIMARY KEY, v text);
          INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g;
          ALTER TABLE t OWNER TO \"tab owner\";
-         CREATE INDEX \"v idx\" ON t (v) TABLESPACE \"ts src\";",
+         CREATE INDEX \"v idx\" ON t (v) TABLESPACE \"ts src\";
+         SELECT lo_from_bytea(4242, 'a large object');",
     )
     .unwrap();
     let env = env().await;
@@ -131,15 +132,24 @@ async fn failed_restores_leave_the_target_as_it_was() {
     r.expect(RestoreStatus::Succeeded);
     assert_eq!(tablespace_of(&dst, "plain ts", "v idx"), "-");
 
-    // TRUNCATE + load in one transaction: a row the target rejects rolls
-    // the truncation back too.
+    // TRUNCATE + load in one transaction. The dump's large object exists in
+    // the target: pg_restore creates it, which fails; nothing is committed.
+    dst.query("mapped", "INSERT INTO t VALUES (-1, 'local')")
+        .unwrap();
+    let before = checksums(&dst, "mapped");
+    let truncate = spec(&d, &dst, with(to("mapped"), T::Data, E::Truncate));
+    let r = restore(&env, &truncate).await;
+    let f = r.expect(RestoreStatus::Failed);
+    assert!(f.error.contains("pg_largeobject_metadata"), "{}", f.error);
+    assert_eq!(checksums(&dst, "mapped"), before);
+    // Without it, a row the target rejects rolls back the truncation (and
+    // the large object) too.
     dst.script(
         "mapped",
-        "INSERT INTO t VALUES (-1, 'local');
+        "SELECT lo_unlink(4242);
          ALTER TABLE t ADD CONSTRAINT small CHECK (id < 900) NOT VALID;",
     )
     .unwrap();
-    let before = checksums(&dst, "mapped");
     let r = restore(
         &env,
         &spec(&d, &dst, with(to("mapped"), T::Data, E::Truncate)),
@@ -148,6 +158,32 @@ async fn failed_restores_leave_the_target_as_it_was() {
     let f = r.expect(RestoreStatus::Failed);
     assert!(f.error.contains("violates check constraint"), "{}", f.error);
     assert_eq!(checksums(&dst, "mapped"), before);
+    assert_eq!(
+        dst.query("mapped", "SELECT count(*) FROM pg_largeobject_metadata")
+            .unwrap(),
+        "0"
+    );
+    // Then the load works; pg_restore's own BEGIN/COMMIT around the large
+    // object is left out, so the whole load stays one transaction.
+    dst.query("mapped", "ALTER TABLE t DROP CONSTRAINT small")
+        .unwrap();
+    let r = restore(
+        &env,
+        &spec(&d, &dst, with(to("mapped"), T::Data, E::Truncate)),
+    )
+    .await;
+    r.expect(RestoreStatus::Succeeded);
+    assert!(
+        r.logged("BEGIN/COMMIT statement(s) of the script left out"),
+        "{:?}",
+        r.log
+    );
+    assert_eq!(checksums(&dst, "mapped"), checksums(&src, DB));
+    assert_eq!(
+        dst.query("mapped", "SELECT convert_from(lo_get(4242), 'UTF8')")
+            .unwrap(),
+        "a large object"
+    );
     assert_no_temporary_databases(&dst);
     assert!(loose_files(env.dir.path()).is_empty());
 }

@@ -196,11 +196,13 @@ impl Run<'_> {
                 ))
                 .await;
         }
+        // Recorded first: a CREATE DATABASE that completes as the run is
+        // cancelled must still be dropped by the cleanup.
+        self.created_db = Some(n.temp.clone());
         self.target
             .sql(&self.admin, &[&create], self.cancel)
             .await
             .map_err(|e| step_error("cannot create the database", e))?;
-        self.created_db = Some(n.temp.clone());
         self.log
             .info(format!(
                 "created database \"{}\" (owner \"{owner}\"{}) to restore into",
@@ -381,9 +383,11 @@ impl Run<'_> {
         db: &str,
     ) -> Result<()> {
         let psql = if plain { &p.psql } else { &p.tools };
+        let mut rules = self.rules(plain);
+        rules.drop_transaction_control = transaction;
         let script = Script {
             source,
-            rules: self.rules(plain),
+            rules,
             prelude,
             postlude: String::new(),
             transaction,

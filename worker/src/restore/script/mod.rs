@@ -53,6 +53,10 @@ pub struct Rules {
     /// `ALTER ROLE x WITH …;` of this role (the one restoring) is left out,
     /// so a cluster script never changes its password or attributes.
     pub protected_role: Option<String>,
+    /// `BEGIN;`, `COMMIT;` and their synonyms are left out: the script runs
+    /// inside the runner's own transaction, which an inner `COMMIT`
+    /// (pg_restore writes one around large objects) would end early.
+    pub drop_transaction_control: bool,
 }
 
 /// What the filter did.
@@ -64,6 +68,7 @@ pub struct Report {
     /// Roles whose `CREATE ROLE` was left out.
     pub roles_skipped: Vec<String>,
     pub protected_role_skipped: bool,
+    pub transaction_control_dropped: u64,
     /// The script carries a `\restrict` key (pg_dump 17.6/16.10/15.14 on).
     pub restrict_seen: bool,
 }
@@ -294,6 +299,20 @@ impl Filter {
                 return Action::Drop;
             }
         }
+        if r.drop_transaction_control
+            && (n == 2 || (n == 3 && (t[1].is("transaction") || t[1].is("work"))))
+        {
+            let kw = &t[0];
+            if kw.is("begin")
+                || kw.is("commit")
+                || kw.is("end")
+                || kw.is("rollback")
+                || (n == 3 && kw.is("start") && t[1].is("transaction"))
+            {
+                self.report.transaction_control_dropped += 1;
+                return Action::Drop;
+            }
+        }
         if r.public_if_not_exists
             && n == 4
             && t[0].is("create")
@@ -380,6 +399,7 @@ ALTER ROLE \"New Role\" WITH NOLOGIN;
             public_if_not_exists: true,
             existing_roles: BTreeSet::from(["postgres".to_string()]),
             protected_role: Some("postgres".into()),
+            drop_transaction_control: false,
         }
     }
 
@@ -495,6 +515,22 @@ ALTER ROLE \"New Role\" WITH NOLOGIN;
         assert!(out.starts_with("GRANT x TO y;"));
         assert!(!out.contains("GRANT a TO b;"));
         assert_eq!(report.owner_or_privilege_dropped, 1);
+    }
+
+    #[test]
+    fn inner_transaction_control_is_left_out_when_asked() {
+        let text = "BEGIN;\nSELECT pg_catalog.lo_open('1', 131072);\nCOMMIT;\nSTART TRANSACTION;\nEND;\nROLLBACK;\nCOMMIT PREPARED 'x';\nCREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$\nBEGIN\nCOMMIT;\nEND$$;\n";
+        let rules = Rules {
+            drop_transaction_control: true,
+            ..Rules::default()
+        };
+        let (out, report) = run(rules, text, 3);
+        assert_eq!(
+            out,
+            "SELECT pg_catalog.lo_open('1', 131072);\nCOMMIT PREPARED 'x';\nCREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$\nBEGIN\nCOMMIT;\nEND$$;\n"
+        );
+        assert_eq!(report.transaction_control_dropped, 5);
+        assert_eq!(run(Rules::default(), text, 3).0, text);
     }
 
     #[test]
