@@ -17,6 +17,7 @@ mod fidelity;
 mod policies;
 mod roles_off;
 mod schema;
+mod slots;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -77,6 +78,18 @@ pub async fn dump(
     format: DumpFormat,
     parallel_jobs: u32,
 ) -> DumpFinished {
+    dump_with(&env.runner, pg, db, dump_type, format, parallel_jobs).await
+}
+
+/// `dump` with any runner.
+pub async fn dump_with(
+    runner: &Runner,
+    pg: &PgCluster,
+    db: &str,
+    dump_type: DumpType,
+    format: DumpFormat,
+    parallel_jobs: u32,
+) -> DumpFinished {
     let spec = DumpSpec {
         job_id: 1,
         instance: Some(instance(pg)),
@@ -89,8 +102,7 @@ pub async fn dump(
         pause_replay: false,
         on_demand: false,
     };
-    match env
-        .runner
+    match runner
         .dump(None, &spec, &CancellationToken::new(), Arc::default())
         .await
     {
