@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use pgsnapman_proto::v1::{RestoreFinished, RestoreSpec, RestoreStatus, TaskRef, event};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
@@ -512,8 +512,11 @@ impl<'a> Run<'a> {
     }
 }
 
-/// Reads a file the run wrote into its spool directory.
+/// Reads a file the run wrote into its spool directory. pg_restore writes
+/// names in the dump's encoding; bytes that are not UTF-8 become U+FFFD (so
+/// such names match nothing and the run says which entry it could not
+/// place).
 fn read_spooled(path: &std::path::Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
-    String::from_utf8(bytes).map_err(|_| anyhow!("{} is not UTF-8", path.display()))
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }

@@ -26,6 +26,10 @@ const SWAP_ATTEMPTS: u32 = 5;
 /// for the sessions to go).
 const SWAP_PAUSE: Duration = Duration::from_secs(1);
 
+/// Names inside a database (schemas, tables) are exchanged in UTF-8
+/// whatever its encoding (names in shared catalogs are not converted).
+const IN_UTF8: &str = "SET client_encoding = 'UTF8'";
+
 /// A rename or drop waits at most this long for a lock on the database
 /// (besides the server's own wait for its sessions to end).
 const SWAP_LOCK_TIMEOUT: &str = "SET lock_timeout = '60s'";
@@ -372,7 +376,7 @@ impl<'a> Target<'a> {
             "SELECT count(*) FROM pg_namespace WHERE nspname = {}",
             quote_literal(schema)
         );
-        Ok(self.sql(db, &[&sql], cancel).await? == "1")
+        Ok(self.sql(db, &[IN_UTF8, &sql], cancel).await? == "1")
     }
 
     /// `(schema, table)` of the ordinary and partitioned tables of `db`
@@ -392,7 +396,7 @@ impl<'a> Target<'a> {
              WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
              AND n.nspname NOT LIKE 'pg\\_toast%'{filter}"
         );
-        let out = self.sql(db, &[&sql], cancel).await?;
+        let out = self.sql(db, &[IN_UTF8, &sql], cancel).await?;
         serde_json::from_str(&out)
             .with_context(|| format!("unexpected answer from the target: {out:?}"))
     }

@@ -722,9 +722,11 @@ impl Runner {
 
     /// Runs SQL statements (each its own `-c`, in order, stopping at the
     /// first error) with the newest psql on `database` of `instance`, the
-    /// password (if any) from `passfile`, client encoding UTF-8; returns the
-    /// trimmed unaligned output, `None` if cancelled. A failure carries
-    /// psql's error lines (or its exit status while `what`).
+    /// password (if any) from `passfile`; returns the trimmed unaligned
+    /// output, `None` if cancelled. A failure carries psql's error lines (or
+    /// its exit status while `what`). The client encoding is the database's:
+    /// names in shared catalogs (databases, roles) come back as their
+    /// creator wrote them.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn psql_at(
         &self,
@@ -738,9 +740,6 @@ impl Runner {
     ) -> Result<Option<String>> {
         let psql = self.clients.newest_psql()?;
         let mut cmd = client_command(psql.psql(), passfile);
-        // Statements and answers (names as JSON) are UTF-8 whatever the
-        // database's encoding.
-        cmd.env("PGCLIENTENCODING", "UTF8");
         let info = conninfo(instance, database, self.connect_timeout, app_name);
         cmd.args([
             "-X",
