@@ -452,8 +452,11 @@ pub async fn run_script(
                 stdout,
             })
         })();
+        // A broken pipe (fed = Ok(false)) is fine when pg_restore succeeded:
+        // it stops reading once it has what it needs (--schema-only reads
+        // no data).
         let good = matches!(&result, Ok(r) if r.status.success() && r.classifier.fatal_count == 0)
-            && matches!(fed, Ok(true))
+            && fed.is_ok()
             && !cancel.is_cancelled();
         // The filter commits only on this word.
         let _ = verdict_tx.send(good);
@@ -495,7 +498,14 @@ pub async fn run_script(
     };
     let psql = psql_ran?;
     let report = match filtered {
-        Ok((r, _)) => r,
+        Ok((r, committed)) => {
+            if transaction && !committed {
+                producer_error.get_or_insert_with(|| {
+                    "the script ended without COMMIT: the transaction was rolled back".into()
+                });
+            }
+            r
+        }
         Err(e) => {
             producer_error.get_or_insert_with(|| format!("{e:#}"));
             Report::default()

@@ -25,7 +25,7 @@ CREATE SCHEMA "Odd Schema.ü" AUTHORIZATION "schema owner";
 COMMENT ON SCHEMA "Odd Schema.ü" IS 'the odd one';
 GRANT USAGE ON SCHEMA "Odd Schema.ü" TO reader;
 CREATE TABLE "Odd Schema.ü".t (id int PRIMARY KEY, v text);
-INSERT INTO "Odd Schema.ü".t SELECT g, 'v' || g FROM generate_series(1, 1000) g;
+INSERT INTO "Odd Schema.ü".t SELECT g, 'v' || g FROM generate_series(1, 50000) g;
 CREATE VIEW "Odd Schema.ü"."v t" AS SELECT id FROM "Odd Schema.ü".t WHERE id < 10;
 CREATE TABLE public.other (x int);
 INSERT INTO public.other VALUES (1);
@@ -113,6 +113,24 @@ async fn one_schema_from_a_full_dump() {
     assert_eq!(
         schema_facts(&dst, DB, SCHEMA),
         schema_facts(&src, DB, SCHEMA)
+    );
+
+    // SCHEMA only (pg_restore reads no data from the stream): the schema
+    // is replaced by an empty one.
+    let schema_only = RestoreTarget {
+        schema: SCHEMA.into(),
+        ..with(to(DB), T::Schema, E::Drop)
+    };
+    let r = restore(&env, &spec(&d, &dst, schema_only)).await;
+    r.expect(RestoreStatus::Succeeded);
+    assert_eq!(
+        schema_facts(&dst, DB, SCHEMA),
+        schema_facts(&src, DB, SCHEMA)
+    );
+    assert_eq!(
+        dst.query(DB, "SELECT count(*) FROM \"Odd Schema.ü\".t")
+            .unwrap(),
+        "0"
     );
 
     // Into a database that does not exist: a new one with only that schema.
