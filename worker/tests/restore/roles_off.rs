@@ -107,3 +107,53 @@ async fn roles_off_gives_everything_to_the_named_owner() {
     assert!(f.error.contains("\"nobody\""), "{}", f.error);
     assert_no_temporary_databases(&dst);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_superuser_restores_with_roles_off() {
+    let src = PgCluster::start(15).unwrap();
+    let dst = PgCluster::start(15).unwrap();
+    src.create_database("ns db").unwrap();
+    src.script(
+        "ns db",
+        "CREATE EXTENSION citext;
+         CREATE TABLE t (id int PRIMARY KEY, name citext);
+         INSERT INTO t SELECT g, 'n' || g FROM generate_series(1, 2000) g;",
+    )
+    .unwrap();
+    // Least privilege on the target: may create databases, nothing more.
+    dst.query("postgres", "CREATE ROLE restorer LOGIN CREATEDB")
+        .unwrap();
+    let env = env().await;
+    let d = dump(&env, &src, "ns db", DumpType::Full, DumpFormat::Custom, 0).await;
+    let mut s = spec(
+        &d,
+        &dst,
+        RestoreTarget {
+            roles: false,
+            ..to("ns db")
+        },
+    );
+    if let Some(i) = s.target_instance.as_mut() {
+        i.user = "restorer".into();
+    }
+    // New, then over its own earlier copy (RENAME).
+    for round in 0..2 {
+        s.run_id += 1000 + round;
+        let r = restore(&env, &s).await;
+        r.expect(RestoreStatus::Succeeded);
+        assert!(r.logged("connected as \"restorer\")"), "{:?}", r.log);
+    }
+    assert_eq!(checksums(&dst, "ns db"), checksums(&src, "ns db"));
+    assert_eq!(
+        dst.query(
+            "postgres",
+            "SELECT string_agg(pg_get_userbyid(datdba), ',' ORDER BY datname) FROM pg_database WHERE datname LIKE 'ns db%'"
+        )
+        .unwrap(),
+        "restorer,restorer"
+    );
+    assert_eq!(
+        pgsnapman_databases(&dst),
+        vec!["ns db_pgsnapman_bak".to_string()]
+    );
+}
