@@ -20,6 +20,7 @@ pub struct Config {
     pub outbox: OutboxConfig,
     pub scheduler: SchedulerConfig,
     pub store: StoreConfig,
+    pub restore: RestoreConfig,
     pub discovery: DiscoveryConfig,
 }
 
@@ -80,6 +81,21 @@ impl Default for DumpConfig {
             max_concurrent: 2,
             kill_grace_period: Duration::from_secs(10),
         }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RestoreConfig {
+    /// Restores this worker runs at the same time; a leased restore waits
+    /// for a slot (its lease kept renewed). Restores also use a task slot
+    /// (`dump.max_concurrent`) like every leased task.
+    pub max_concurrent: u32,
+}
+
+impl Default for RestoreConfig {
+    fn default() -> Self {
+        Self { max_concurrent: 1 }
     }
 }
 
@@ -247,6 +263,12 @@ impl Config {
                 self.dump.max_concurrent
             );
         }
+        if self.restore.max_concurrent == 0 || self.restore.max_concurrent > 64 {
+            bail!(
+                "restore.max_concurrent {} must be between 1 and 64",
+                self.restore.max_concurrent
+            );
+        }
         if self.outbox.max_batch == 0 || self.outbox.max_batch > 1000 {
             bail!(
                 "outbox.max_batch {} must be between 1 and 1000",
@@ -333,6 +355,7 @@ mod tests {
         c.worker.name = "w-1".into();
         c.validate().unwrap();
         assert_eq!(c.dump.max_concurrent, 2);
+        assert_eq!(c.restore.max_concurrent, 1);
         assert_eq!(c.coordinator.backoff_max, Duration::from_secs(30));
         assert_eq!(c.discovery.interval, Duration::from_secs(3600));
         c.worker.name = "bad name".into();

@@ -10,6 +10,7 @@ pub mod maintenance;
 pub mod mirror;
 pub mod offline;
 pub mod outbox;
+pub mod restore;
 pub mod runner;
 pub mod scheduler;
 pub mod task;
@@ -46,6 +47,9 @@ pub struct Shared {
     pub registry: Registry,
     /// One permit per dump slot (`dump.max_concurrent`).
     pub semaphore: Arc<Semaphore>,
+    /// One permit per restore slot (`restore.max_concurrent`), taken by a
+    /// leased restore before it starts.
+    pub restore_slots: Arc<Semaphore>,
     /// Highest event id (as u128) the coordinator acknowledged.
     pub acked: watch::Sender<u128>,
     /// Every running task.
@@ -117,6 +121,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         "schedule mirror loaded"
     );
     let slots = usize::try_from(config.dump.max_concurrent).unwrap_or(1);
+    let restore_slots = usize::try_from(config.restore.max_concurrent).unwrap_or(1);
     let (acked, _) = watch::channel(0u128);
     let shared = Arc::new(Shared {
         config,
@@ -125,6 +130,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         mirror,
         registry: Registry::default(),
         semaphore: Arc::new(Semaphore::new(slots)),
+        restore_slots: Arc::new(Semaphore::new(restore_slots)),
         acked,
         tasks: TaskTracker::new(),
         tasks_token: CancellationToken::new(),
@@ -160,6 +166,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     }
     shared.drain.cancel();
     shared.semaphore.close();
+    shared.restore_slots.close();
     // 2. Cancel running dumps; each kills its process group and reaps it.
     shared.tasks_token.cancel();
     shared.tasks.close();

@@ -174,6 +174,13 @@ pub async fn run(
         task_id,
         lease_id: lease_id.clone(),
     };
+    if let Some(Spec::Restore(r)) = &spec {
+        match crate::restore::task(&shared, &task, r, &cancel, &progress).await {
+            Some(body) => finish_with(&shared, task_id, vec![body], &cancel, String::new()).await,
+            None => shared.registry.remove(task_id),
+        }
+        return;
+    }
     let store = shared.runner.store();
     let bodies = match &spec {
         Some(Spec::Verify(_)) => Some(crate::maintenance::verify(store, &task).await),
@@ -187,11 +194,7 @@ pub async fn run(
             .await,
         ),
         Some(Spec::Rebuild(_)) => Some(crate::maintenance::rebuild(store, &task).await),
-        Some(Spec::Restore(_)) => Some(vec![event::Body::TaskFailed(TaskFailed {
-            task: Some(task.clone()),
-            error: "this worker cannot restore yet".into(),
-        })]),
-        Some(Spec::Dump(_)) | None => None,
+        Some(Spec::Dump(_) | Spec::Restore(_)) | None => None,
     };
     if let Some(bodies) = bodies {
         let changed = matches!(spec, Some(Spec::Delete(_)));

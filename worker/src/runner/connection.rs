@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use pgsnapman_proto::v1::InstanceConnection;
+use tokio::process::Command;
 
 /// Quotes a libpq conninfo value: single quotes, with `\` and `'` escaped by
 /// a backslash, so any value is taken literally.
@@ -100,6 +101,18 @@ pub fn passfile_line(instance: &InstanceConnection) -> String {
 /// inner quotes doubled, so `.`, `*` and `?` are literal.
 pub fn schema_pattern(schema: &str) -> String {
     format!("\"{}\"", schema.replace('"', "\"\""))
+}
+
+/// A client program's command with the password coming only from
+/// `passfile` (if any; else the worker's own `~/.pgpass`): `PGPASSWORD` is
+/// removed from its environment.
+pub fn client_command(program: impl AsRef<std::ffi::OsStr>, passfile: Option<&Path>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_remove("PGPASSWORD");
+    if let Some(p) = passfile {
+        cmd.env("PGPASSFILE", p);
+    }
+    cmd
 }
 
 /// A temporary password file (mode 0600) removed when dropped.

@@ -19,12 +19,11 @@ use pgsnapman_proto::model::{validate_dump_options, validate_identifier};
 use pgsnapman_proto::v1::{
     DumpFinished, DumpFormat, DumpSpec, DumpType, InstanceConnection, TaskRef,
 };
-use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use self::client::{ClientTools, Clients};
-use self::connection::{PassFile, conninfo, schema_pattern};
+use self::connection::{PassFile, client_command, conninfo, schema_pattern};
 use self::process::Outcome;
 
 /// The probe query: `SHOW server_version` text, its number, and the size of
@@ -299,6 +298,31 @@ impl Runner {
         &self.store
     }
 
+    /// The client tools found on this machine.
+    pub fn clients(&self) -> &Clients {
+        &self.clients
+    }
+
+    /// Scratch space for files that must be seekable (emptied at start).
+    pub fn spool_dir(&self) -> &Path {
+        &self.spool_dir
+    }
+
+    /// Where temporary password files go (emptied at start).
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp_dir
+    }
+
+    /// libpq `connect_timeout` for every connection.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// Time between SIGTERM and SIGKILL for a cancelled child.
+    pub fn kill_grace(&self) -> Duration {
+        self.kill_grace
+    }
+
     pub fn client_majors(&self) -> Vec<u32> {
         self.clients.majors()
     }
@@ -465,14 +489,7 @@ impl Runner {
             Some(PassFile::create(&self.tmp_dir, c.instance)?)
         };
         let passfile_path = passfile.as_ref().map(|p| p.path().to_path_buf());
-        let command = |program: PathBuf| {
-            let mut cmd = Command::new(program);
-            cmd.env_remove("PGPASSWORD");
-            if let Some(p) = &passfile_path {
-                cmd.env("PGPASSFILE", p);
-            }
-            cmd
-        };
+        let command = |program: PathBuf| client_command(program, passfile_path.as_deref());
 
         // 1. Probe the server with the newest psql.
         let pass_path = passfile_path.as_deref();
@@ -677,7 +694,7 @@ impl Runner {
             Some(PassFile::create(&self.tmp_dir, instance)?)
         };
         let path = passfile.as_ref().map(PassFile::path);
-        self.psql_at(instance, database, app_name, path, sql, what, cancel)
+        self.psql_at(instance, database, app_name, path, &[sql], what, cancel)
             .await
     }
 
@@ -696,34 +713,33 @@ impl Runner {
             &c.connect_db,
             app_name,
             passfile,
-            sql,
+            &[sql],
             what,
             cancel,
         )
         .await
     }
 
-    /// Runs one SQL statement with the newest psql on `database` of
-    /// `instance`, the password (if any) from `passfile`; returns the trimmed
-    /// unaligned output, `None` if cancelled. A failure carries psql's error
-    /// lines (or its exit status while `what`).
+    /// Runs SQL statements (each its own `-c`, in order, stopping at the
+    /// first error) with the newest psql on `database` of `instance`, the
+    /// password (if any) from `passfile`; returns the trimmed unaligned
+    /// output, `None` if cancelled. A failure carries psql's error lines (or
+    /// its exit status while `what`). The client encoding is the database's:
+    /// names in shared catalogs (databases, roles) come back as their
+    /// creator wrote them.
     #[allow(clippy::too_many_arguments)]
-    async fn psql_at(
+    pub(crate) async fn psql_at(
         &self,
         instance: &InstanceConnection,
         database: &str,
         app_name: &str,
         passfile: Option<&Path>,
-        sql: &str,
+        statements: &[&str],
         what: &str,
         cancel: &CancellationToken,
     ) -> Result<Option<String>> {
         let psql = self.clients.newest_psql()?;
-        let mut cmd = Command::new(psql.psql());
-        cmd.env_remove("PGPASSWORD");
-        if let Some(p) = passfile {
-            cmd.env("PGPASSFILE", p);
-        }
+        let mut cmd = client_command(psql.psql(), passfile);
         let info = conninfo(instance, database, self.connect_timeout, app_name);
         cmd.args([
             "-X",
@@ -733,10 +749,11 @@ impl Runner {
             "--no-password",
             "-v",
             "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ])
-        .arg(format!("--dbname={info}"));
+        ]);
+        for sql in statements {
+            cmd.arg("-c").arg(sql);
+        }
+        cmd.arg(format!("--dbname={info}"));
         match process::run(cmd, "psql", true, cancel, self.kill_grace).await? {
             Outcome::Cancelled => Ok(None),
             Outcome::Exited {
