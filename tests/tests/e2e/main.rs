@@ -17,6 +17,7 @@ mod failures;
 mod metadata;
 mod offline;
 mod reconnect;
+mod restore;
 mod shutdown;
 mod standby;
 mod store;
