@@ -108,6 +108,11 @@ for _ in $(seq 1 50); do
 done
 pgsnap store stats
 
+echo "== restoring the first dump into a new database, shop_copy, on the same server"
+dump=$(pgsnap --output json catalog list --job "$job" | sed -n 's/.*"id": *\([0-9]*\).*/\1/p' | tail -n 1)
+pgsnap restore now --dump "$dump" --to-instance "$instance" --to-database shop_copy --wait
+echo "rows in shop_copy.orders: $(psql -A -t -d shop_copy -c 'SELECT count(*) FROM orders')"
+
 if [ "$once" -eq 1 ]; then
   echo "== quickstart done"
   exit 0
