@@ -52,6 +52,22 @@ impl AdminService for Admin {
         ok(w.to_proto())
     }
 
+    async fn set_restore_worker(&self, req: Request<v1::SetRestoreWorkerRequest>) -> R<v1::Worker> {
+        let req = req.into_inner();
+        let w = self
+            .catalog
+            .worker_ref(req.worker.as_ref())
+            .await?
+            .ok_or_else(|| Status::invalid_argument("name the worker by id or name"))?;
+        let restore = self.catalog.worker_ref(req.restore_worker.as_ref()).await?;
+        let w = self
+            .catalog
+            .set_restore_worker(w.id, restore.map(|r| r.id))
+            .await?;
+        tracing::info!(worker = %w.name, restore_worker = ?w.restore_worker_name, "restore worker set");
+        ok(w.to_proto())
+    }
+
     async fn add_instance(&self, req: Request<v1::AddInstanceRequest>) -> R<v1::Instance> {
         let i = self.catalog.add_instance(&req.into_inner()).await?;
         tracing::info!(instance = %i.name, id = i.id, "instance added");

@@ -91,11 +91,19 @@ pub struct RestoreConfig {
     /// for a slot (its lease kept renewed). Restores also use a task slot
     /// (`dump.max_concurrent`) like every leased task.
     pub max_concurrent: u32,
+    /// Other workers' data directories this worker reads dumps from (read
+    /// only), by worker name: for a worker that is the restore worker of
+    /// others (`pgsnap worker set-restore-worker`). A shared file system
+    /// or a mount of the other machine's data directory.
+    pub shared_stores: std::collections::BTreeMap<String, PathBuf>,
 }
 
 impl Default for RestoreConfig {
     fn default() -> Self {
-        Self { max_concurrent: 1 }
+        Self {
+            max_concurrent: 1,
+            shared_stores: std::collections::BTreeMap::new(),
+        }
     }
 }
 

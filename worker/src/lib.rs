@@ -107,7 +107,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         store,
         config.postgres.connect_timeout,
         config.dump.kill_grace_period,
-    )?;
+    )?
+    .with_shared_stores(&config.worker.name, config.restore.shared_stores.clone());
     runner.clean_leftovers();
     let state = data_dir.join("state");
     let outbox = tokio::task::spawn_blocking(move || Outbox::open(&state))

@@ -105,6 +105,12 @@ pub enum WorkerCommand {
     Halt { worker: WorkerArg },
     /// Let a halted worker work again
     Resume { worker: WorkerArg },
+    /// Run restores of WORKER's dumps on RESTORE_WORKER (which reads WORKER's
+    /// store: its restore.shared_stores); without RESTORE_WORKER, on WORKER again
+    SetRestoreWorker {
+        worker: WorkerArg,
+        restore_worker: Option<WorkerArg>,
+    },
 }
 
 /// A worker given by id (all digits) or by name.

@@ -68,6 +68,8 @@ pub fn worker(w: &v1::Worker) -> Value {
         "outbox_backlog": w.outbox_backlog,
         "agent_version": w.agent_version,
         "client_majors": w.client_majors,
+        "restore_worker_id": w.restore_worker_id,
+        "restore_worker_name": w.restore_worker_name,
     })
 }
 

@@ -222,6 +222,14 @@ pub fn worker_rows(w: &v1::Worker) -> Vec<(&'static str, String)> {
         ("outbox backlog", w.outbox_backlog.to_string()),
         ("agent version", text(&w.agent_version)),
         ("client majors", text(&majors.join(", "))),
+        (
+            "restores run on",
+            if w.restore_worker_name.is_empty() {
+                "this worker".to_string()
+            } else {
+                w.restore_worker_name.clone()
+            },
+        ),
     ]
 }
 

@@ -126,6 +126,22 @@ impl Catalog {
         self.worker_by_id(id).await
     }
 
+    /// Names (or with `None` clears) the worker that runs restores of
+    /// `id`'s dumps.
+    pub async fn set_restore_worker(&self, id: i64, restore: Option<i64>) -> ApiResult<WorkerRow> {
+        if restore == Some(id) {
+            return Err(ApiError::Invalid(
+                "a worker restores its own dumps anyway: clear the restore worker instead".into(),
+            ));
+        }
+        sqlx::query("UPDATE workers SET restore_worker_id = $2 WHERE id = $1")
+            .bind(id)
+            .bind(restore)
+            .execute(&self.pool)
+            .await?;
+        self.worker_by_id(id).await
+    }
+
     /// Records what a worker said in Hello.
     pub async fn hello(
         &self,

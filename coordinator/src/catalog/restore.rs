@@ -276,10 +276,14 @@ impl Catalog {
                 instance.id, instance.name
             )));
         }
-        let worker = self.worker_by_id(dump.worker_id).await?;
+        let holder = self.worker_by_id(dump.worker_id).await?;
+        let worker = match holder.restore_worker_id {
+            Some(r) => self.worker_by_id(r).await?,
+            None => holder,
+        };
         if worker.status == "HALTED" {
             return Err(ApiError::Precondition(format!(
-                "worker {} that holds dump {} is halted",
+                "worker {} that would restore dump {} is halted",
                 worker.name, dump.id
             )));
         }
@@ -323,6 +327,13 @@ impl Catalog {
         } else if target.database.is_empty() {
             target.database = dump.database.clone();
         }
+        // A worker may hand its restores to a restore worker that reads its
+        // store.
+        let runner: i64 =
+            sqlx::query_scalar("SELECT COALESCE(restore_worker_id, id) FROM workers WHERE id = $1")
+                .bind(dump.worker_id)
+                .fetch_one(&mut **tx)
+                .await?;
         if let Some(job) = restore_job {
             let queued: Option<(i64, Option<i64>)> = sqlx::query_as(
                 "SELECT id, restore_run_id FROM tasks WHERE restore_job_id = $1 \
@@ -335,7 +346,7 @@ impl Catalog {
                 sqlx::query("UPDATE tasks SET dump_id = $2, worker_id = $3 WHERE id = $1")
                     .bind(task)
                     .bind(dump.id)
-                    .bind(dump.worker_id)
+                    .bind(runner)
                     .execute(&mut **tx)
                     .await?;
                 sqlx::query(
@@ -345,7 +356,7 @@ impl Catalog {
                 .bind(run)
                 .bind(dump.id)
                 .bind(dump.dump_uuid)
-                .bind(dump.worker_id)
+                .bind(runner)
                 .bind(&dump.database)
                 .bind(rows::target_json(&target))
                 .execute(&mut **tx)
@@ -360,7 +371,7 @@ impl Catalog {
         .bind(restore_job)
         .bind(dump.id)
         .bind(dump.dump_uuid)
-        .bind(dump.worker_id)
+        .bind(runner)
         .bind(&dump.database)
         .bind(target.instance_id)
         .bind(rows::target_json(&target))
@@ -370,7 +381,7 @@ impl Catalog {
             "INSERT INTO tasks (kind, worker_id, dump_id, restore_job_id, restore_run_id, max_attempts, origin) \
              VALUES ('RESTORE', $1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING id",
         )
-        .bind(dump.worker_id)
+        .bind(runner)
         .bind(dump.id)
         .bind(restore_job)
         .bind(run)
@@ -540,6 +551,7 @@ impl Catalog {
             restore_metadata_json: dump.restore_metadata.clone().unwrap_or_default(),
             target: Some(target),
             target_instance: Some(instance.connection()),
+            dump_worker_name: dump.worker_name.clone(),
         })
     }
 

@@ -142,13 +142,16 @@ pub struct WorkerRow {
     pub agent_version: String,
     pub client_majors: Vec<i32>,
     pub connected: bool,
+    pub restore_worker_id: Option<i64>,
+    pub restore_worker_name: Option<String>,
 }
 
 /// Columns of `WorkerRow` (`w` is `workers`).
 pub const WORKER_COLUMNS: &str = "w.id, w.name, w.status, w.registered_at, w.last_seen_at, \
     w.schedule_version, w.confirmed_schedule_version, w.outbox_backlog, w.agent_version, \
     w.client_majors, EXISTS (SELECT 1 FROM worker_sessions s WHERE s.worker_id = w.id \
-    AND s.stale_after > now()) AS connected";
+    AND s.stale_after > now()) AS connected, w.restore_worker_id, \
+    (SELECT r.name FROM workers r WHERE r.id = w.restore_worker_id) AS restore_worker_name";
 
 impl WorkerRow {
     pub fn to_proto(&self) -> v1::Worker {
@@ -168,6 +171,8 @@ impl WorkerRow {
                 .iter()
                 .filter_map(|m| u32::try_from(*m).ok())
                 .collect(),
+            restore_worker_id: self.restore_worker_id.unwrap_or(0),
+            restore_worker_name: self.restore_worker_name.clone().unwrap_or_default(),
         }
     }
 }

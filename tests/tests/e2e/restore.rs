@@ -583,3 +583,93 @@ async fn single_and_repeat_restore_jobs_fire_on_time() {
     .await;
     stack.stop_clean(&[]).await;
 }
+
+/// A worker may hand restores of its dumps to a restore worker that reads
+/// its store (restore.shared_stores); without that store configured the
+/// restore is refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_worker_reads_the_dump_workers_store() {
+    let stack = Stack::start("w-a").await;
+    stack.source.create_database("app").unwrap();
+    fill_mixed(&stack.source, "app", "t", 1, 300, 16);
+    let src = add_instance(&stack.cli, "src", stack.source.port, "w-a", None);
+    let job = add_job(&stack.cli, src, "app");
+    let dump = id_of(&dump_row(&stack.cli, job));
+
+    // w-b reads w-a's store; w-c does not.
+    let cfg_dir = pgsnapman_tests::shared_tempdir("pgsnapman-rw-");
+    let cfg = cfg_dir.path().join("w-b.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[restore.shared_stores]\n\"w-a\" = {:?}\n",
+            stack.worker.data_dir.to_string_lossy()
+        ),
+    )
+    .unwrap();
+    let mut workers = Vec::new();
+    for (name, env) in [
+        (
+            "w-b",
+            vec![(
+                "PGSNAPMAN_CONFIG".to_string(),
+                cfg.to_string_lossy().into_owned(),
+            )],
+        ),
+        ("w-c", vec![]),
+    ] {
+        register_worker(&stack.cli, name);
+        workers.push(
+            pgsnapman_tests::Worker::start(pgsnapman_tests::WorkerOptions {
+                name: name.into(),
+                coordinator_url: stack.coordinator.url(),
+                env,
+                ..Default::default()
+            })
+            .unwrap(),
+        );
+        stack.coordinator.wait_worker_connected(name).await;
+    }
+    let set = stack
+        .cli
+        .json(&["worker", "set-restore-worker", "w-a", "w-b"])
+        .unwrap();
+    assert_eq!(set["restore_worker_name"], "w-b", "{set}");
+    let run = restore_now(&stack.cli, dump, src, "app_by_b", &[]);
+    assert!(run.success(), "{run:?}");
+    assert_eq!(count(&stack.source, "app_by_b", "t0"), "300");
+    let runs = stack
+        .cli
+        .json(&["restore-log", "list", "--limit", "1"])
+        .unwrap();
+    assert_eq!(runs[0]["worker_name"], "w-b", "{runs}");
+
+    // w-c cannot read w-a's store: ABORTED, saying what to configure.
+    stack
+        .cli
+        .json(&["worker", "set-restore-worker", "w-a", "w-c"])
+        .unwrap();
+    let run = restore_now(&stack.cli, dump, src, "app_by_c", &[]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("restore.shared_stores"), "{run:?}");
+    assert!(!databases(&stack.source).contains(&"app_by_c".to_string()));
+
+    // Cleared: w-a restores its own dumps again.
+    let cleared = stack
+        .cli
+        .json(&["worker", "set-restore-worker", "w-a"])
+        .unwrap();
+    assert_eq!(cleared["restore_worker_name"], "");
+    let run = restore_now(&stack.cli, dump, src, "app_by_a", &[]);
+    assert!(run.success(), "{run:?}");
+    let runs = stack
+        .cli
+        .json(&["restore-log", "list", "--limit", "1"])
+        .unwrap();
+    assert_eq!(runs[0]["worker_name"], "w-a", "{runs}");
+    for mut w in workers {
+        w.process.stop_clean().await;
+        w.process.assert_no_unexpected_errors(&[]);
+    }
+    stack.stop_clean(&[]).await;
+}

@@ -70,7 +70,7 @@ impl Run<'_> {
             .await;
         let script = Script {
             source: ScriptSource::Plain(Stored {
-                store: self.runner.store().clone(),
+                store: self.store.clone(),
                 dump: self.plan.dump_uuid,
                 file: file.to_string(),
             }),

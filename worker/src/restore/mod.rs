@@ -150,6 +150,8 @@ pub async fn restore(
 /// cleanup after a failure).
 pub(crate) struct Run<'a> {
     runner: &'a Runner,
+    /// The store that holds the dump (this worker's, or one it shares).
+    store: pgsnapman_store::Store,
     plan: Plan,
     log: &'a RunLog,
     target: Target<'a>,
@@ -206,7 +208,13 @@ async fn attempt(
     .await;
     let mut run = match Run::new(runner, log, plan, cancel, progress) {
         Ok(r) => r,
-        Err(e) => return (Ending::Failed(format!("{e:#}")), 0),
+        Err(e) => {
+            let ending = match e.downcast::<Abort>() {
+                Ok(a) => Ending::Aborted(a.0),
+                Err(e) => Ending::Failed(format!("{e:#}")),
+            };
+            return (ending, 0);
+        }
     };
     let result = match run.plan.kind {
         Kind::Database => run.database(spec, progress).await,
@@ -240,6 +248,7 @@ impl<'a> Run<'a> {
         cancel: &'a CancellationToken,
         progress: &TaskProgress,
     ) -> Result<Self> {
+        let store = runner.store_of(&plan.dump_worker).map_err(Abort)?;
         let passfile = if plan.instance.password.is_empty() {
             None
         } else {
@@ -255,6 +264,7 @@ impl<'a> Run<'a> {
         let spool = SpoolDir::create(runner.spool_dir(), plan.run_id)?;
         Ok(Self {
             runner,
+            store,
             admin: plan.maintenance_db().to_string(),
             plan,
             log,
@@ -273,16 +283,12 @@ impl<'a> Run<'a> {
 
     /// The dump's manifest; ABORTED when this worker does not hold it.
     fn manifest(&self, progress: &TaskProgress) -> Result<pgsnapman_store::Manifest> {
-        let m = self
-            .runner
-            .store()
-            .manifest(self.plan.dump_uuid)
-            .map_err(|e| {
-                Abort(format!(
-                    "dump {} is not in this worker's store: {e}",
-                    self.plan.dump_uuid
-                ))
-            })?;
+        let m = self.store.manifest(self.plan.dump_uuid).map_err(|e| {
+            Abort(format!(
+                "dump {} is not in this worker's store: {e}",
+                self.plan.dump_uuid
+            ))
+        })?;
         progress.total.store(m.logical_bytes, Ordering::Relaxed);
         Ok(m)
     }

@@ -26,6 +26,8 @@ pub struct Plan {
     pub kind: Kind,
     pub run_id: i64,
     pub dump_uuid: Uuid,
+    /// The worker whose store holds the dump (empty: this worker).
+    pub dump_worker: String,
     pub dump_type: DumpType,
     pub format: DumpFormat,
     pub restore_type: RestoreType,
@@ -220,6 +222,7 @@ pub fn check(spec: &RestoreSpec) -> Result<Plan, String> {
         kind,
         run_id: spec.run_id,
         dump_uuid,
+        dump_worker: spec.dump_worker_name.clone(),
         dump_type,
         format,
         restore_type,
@@ -424,6 +427,7 @@ mod tests {
                 user: "postgres".into(),
                 ..InstanceConnection::default()
             }),
+            dump_worker_name: String::new(),
         }
     }
 

@@ -55,6 +55,9 @@ pub enum DumpResult {
 pub struct Runner {
     clients: Clients,
     store: pgsnapman_store::Store,
+    /// This worker's name, and other workers' stores it may read.
+    worker_name: String,
+    shared_stores: std::collections::BTreeMap<String, PathBuf>,
     /// Directory-format dumps pass through here; emptied at start.
     spool_dir: PathBuf,
     tmp_dir: PathBuf,
@@ -286,6 +289,8 @@ impl Runner {
         Ok(Self {
             clients,
             store,
+            worker_name: String::new(),
+            shared_stores: std::collections::BTreeMap::new(),
             spool_dir,
             tmp_dir,
             connect_timeout,
@@ -296,6 +301,38 @@ impl Runner {
     /// The pack store dumps go into.
     pub fn store(&self) -> &pgsnapman_store::Store {
         &self.store
+    }
+
+    /// Lets this worker read other workers' stores (restore worker).
+    pub fn with_shared_stores(
+        mut self,
+        worker_name: &str,
+        shared: std::collections::BTreeMap<String, PathBuf>,
+    ) -> Self {
+        self.worker_name = worker_name.to_string();
+        self.shared_stores = shared;
+        self
+    }
+
+    /// The store that holds the dumps of `worker`: this worker's own, or
+    /// (read-only, opened now so it sees the latest dumps) another worker's
+    /// from `restore.shared_stores`.
+    pub fn store_of(&self, worker: &str) -> std::result::Result<pgsnapman_store::Store, String> {
+        if worker.is_empty() || worker == self.worker_name {
+            return Ok(self.store.clone());
+        }
+        let Some(dir) = self.shared_stores.get(worker) else {
+            return Err(format!(
+                "the dump is in the store of worker {worker:?}, which this worker cannot read: \
+                 add its data directory to restore.shared_stores"
+            ));
+        };
+        pgsnapman_store::Store::open_read_only(dir).map_err(|e| {
+            format!(
+                "cannot read the store of worker {worker:?} at {}: {e}",
+                dir.display()
+            )
+        })
     }
 
     /// The client tools found on this machine.

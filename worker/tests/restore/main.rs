@@ -147,6 +147,7 @@ pub fn spec(dump: &DumpFinished, pg: &PgCluster, target: RestoreTarget) -> Resto
             ..target
         }),
         target_instance: Some(instance(pg)),
+        dump_worker_name: String::new(),
     }
 }
 

@@ -43,7 +43,7 @@ impl Run<'_> {
     /// always, custom format for `-j`), else streamed.
     pub(super) async fn archive(&mut self, p: &Prepared, parallel: bool) -> Result<Archive> {
         let stored = |file: &str| Stored {
-            store: self.runner.store().clone(),
+            store: self.store.clone(),
             dump: self.plan.dump_uuid,
             file: file.to_string(),
         };
@@ -87,7 +87,7 @@ impl Run<'_> {
             ))
             .await;
         pipeline::spool(
-            self.runner.store(),
+            &self.store,
             self.plan.dump_uuid,
             files,
             &path,

@@ -100,7 +100,7 @@ impl Run<'_> {
         self.create_roles(p).await?;
         let source = match archive {
             None => ScriptSource::Plain(Stored {
-                store: self.runner.store().clone(),
+                store: self.store.clone(),
                 dump: self.plan.dump_uuid,
                 file: self.plan.stream_file().to_string(),
             }),

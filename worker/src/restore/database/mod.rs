@@ -245,7 +245,7 @@ impl Run<'_> {
         let ran_script = match archive {
             None => {
                 let src = Stored {
-                    store: self.runner.store().clone(),
+                    store: self.store.clone(),
                     dump: self.plan.dump_uuid,
                     file: self.plan.stream_file().to_string(),
                 };
