@@ -98,3 +98,42 @@ pub fn pack_files(root: &Path) -> Vec<std::path::PathBuf> {
     v.sort();
     v
 }
+
+/// COPY-like rows from integer arithmetic only (no RNG crate, whose streams
+/// may change between versions), so golden fixtures can be checked byte for
+/// byte by every later build.
+pub fn golden_rows(seed: u64, rows: u64) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = Vec::new();
+    let mut x = seed;
+    for i in 0..rows {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let n = x >> 33;
+        writeln!(
+            out,
+            "{i}\tcustomer-{}\t{}.{:02}\tnote {}",
+            n % 100_003,
+            n % 977,
+            n % 100,
+            (n >> 7) % 4099
+        )
+        .unwrap();
+    }
+    out
+}
+
+/// Copies a directory tree (fixtures are opened in a copy, never in place).
+pub fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
