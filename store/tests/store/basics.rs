@@ -161,6 +161,7 @@ fn bad_options_are_rejected() {
             min_bytes: 10,
             avg_bytes: 20,
             max_bytes: 30,
+            normalization: 0,
         },
         ..opts()
     };

@@ -206,7 +206,7 @@ fn format_version_mismatch_is_a_clear_error() {
         assert_eq!(report.problems[0].dumps, vec![dump]);
         // gc must not run when it cannot read every manifest.
         assert!(store.gc(0.5).is_err());
-        store.index().set_format_version_for_test(2).unwrap();
+        store.index().set_format_version_for_test(3).unwrap();
     }
     // Index from the future.
     let err = Store::open(dir.path(), opts()).err().unwrap();
@@ -215,14 +215,14 @@ fn format_version_mismatch_is_a_clear_error() {
             err,
             StoreError::FormatVersion {
                 what: "chunk index",
-                found: 2,
-                expected: 1,
+                found: 3,
+                expected: 2,
                 ..
             }
         ),
         "{err}"
     );
-    assert!(err.to_string().contains("format version 2"), "{err}");
+    assert!(err.to_string().contains("format version 3"), "{err}");
 }
 
 /// An ingest abandoned after sealing packs, or a crash's open pack, tells

@@ -20,7 +20,9 @@ pub fn opts() -> StoreOptions {
             min_bytes: 4 * 1024,
             avg_bytes: 16 * 1024,
             max_bytes: 64 * 1024,
+            normalization: 0,
         },
+        ..StoreOptions::default()
     }
 }
 

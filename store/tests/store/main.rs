@@ -6,6 +6,7 @@
 
 mod basics;
 mod damage;
+mod delta;
 mod gc;
 mod golden;
 mod helpers;
