@@ -445,6 +445,9 @@ impl Store {
     /// until `gc`.
     pub fn delete_dump(&self, dump_uuid: Uuid) -> Result<(), StoreError> {
         self.writable()?;
+        // Not while gc runs: gc lists the manifests and then reads each, and
+        // a manifest unlinked in between failed the whole gc.
+        let _gc = self.inner.gc_read();
         let path = manifest::manifest_path(&self.inner.manifests_dir, dump_uuid);
         match fs::remove_file(&path) {
             Ok(()) => {

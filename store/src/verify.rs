@@ -99,6 +99,13 @@ impl Store {
                         }
                     }
                 }
+                // Deleted between the listing and the read (a deletion may
+                // run beside verify): not a problem.
+                Err(StoreError::Io { error, .. })
+                    if error.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    report.manifests -= 1;
+                }
                 Err(err) => report.problems.push(VerifyProblem {
                     kind: ProblemKind::UnreadableManifest,
                     chunk: None,
