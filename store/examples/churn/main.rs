@@ -17,6 +17,8 @@
 //! bound, `--patch-from`) and restic's repository growth (`--restic`);
 //! `--read` (`--reads N`: N times, median and best) times reading day 1 and the
 //! last day back, then `verify`. `--chunk min/avg/max[/normalization]`.
+//! `--stdin DIR` instead stores stdin as one dump into the store at DIR;
+//! `--save DIR` writes each day's dump to DIR/dayN.sql.
 
 mod bounds;
 mod table;
@@ -267,6 +269,28 @@ fn compare(runs: &[Run], patch: Option<&[u64]>, restic: Option<&[u64]>) {
     println!("{row}");
 }
 
+/// `--stdin <store dir>`: stores stdin (e.g. `pg_dump -Fc -Z0 | churn --stdin
+/// DIR`) as one dump into the store at DIR (created with the default
+/// options if missing), streaming, and prints its size, cost and MB/s.
+fn ingest_stdin(root: &str) -> Result<()> {
+    let t = Instant::now();
+    let store = Store::open(std::path::Path::new(root), StoreOptions::default())?;
+    let mut ingest = store.begin(Uuid::now_v7())?;
+    ingest.add_file("dump", std::io::stdin().lock())?;
+    let m = ingest.finish(meta())?;
+    let secs = t.elapsed().as_secs_f64();
+    let s = store.stats()?;
+    println!(
+        "stored {:.1} MB as {:.3} MB new in {secs:.2} s ({:.0} MB/s); store: {} chunks, {} deltas",
+        m.logical_bytes as f64 / MB,
+        m.new_stored_bytes as f64 / MB,
+        m.logical_bytes as f64 / MB / secs,
+        s.chunks,
+        s.delta_chunks
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let mut mb = 200usize;
     let mut days = 4u64;
@@ -275,9 +299,13 @@ fn main() -> Result<()> {
     let (mut chunks, mut levels, mut depths, mut delta_levels, mut features) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut want_patch, mut want_restic, mut reads) = (false, false, 0usize);
+    let mut save: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
+            "--stdin" => {
+                return ingest_stdin(&args.next().ok_or("--stdin needs a store directory")?);
+            }
             "--patch-from" => want_patch = true,
             "--restic" => want_restic = true,
             "--read" => reads = 1,
@@ -289,6 +317,7 @@ fn main() -> Result<()> {
                     "--pack-mb" => pack_mb = v.parse()?,
                     "--update-permille" => update_permille = v.parse()?,
                     "--reads" => reads = v.parse()?,
+                    "--save" => save = Some(v),
                     "--chunk" => chunks.push(parse_chunk(&v).ok_or_else(|| {
                         format!("bad --chunk {v:?}, want min/avg/max like 64k/256k/1m")
                     })?),
@@ -336,6 +365,12 @@ fn main() -> Result<()> {
         table.render(&mut buf);
         null.write_all(&buf)?;
         gen_mbps.push(buf.len() as f64 / MB / t.elapsed().as_secs_f64());
+        if let Some(dir) = &save {
+            std::fs::write(
+                std::path::Path::new(dir).join(format!("day{day}.sql")),
+                &buf,
+            )?;
+        }
         dumps.push(buf);
     }
     println!(
