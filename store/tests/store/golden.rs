@@ -3,12 +3,22 @@
 
 use std::fs;
 use std::io::Cursor;
-use std::path::Path;
+use std::path::PathBuf;
 
 use pgsnapman_store::Store;
 use uuid::Uuid;
 
 use crate::helpers::{copy_dir, golden_rows, meta, opts, pack_files, read_back, store_files};
+
+/// `store/tests/fixtures`, found through the `CARGO_MANIFEST_DIR` that cargo
+/// sets when it runs the test: the compile-time value names the checkout the
+/// binary was built in, which a target directory shared between checkouts
+/// (deploy/prereqs.sh) may reuse for another one.
+fn fixtures() -> PathBuf {
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from);
+    dir.join("tests/fixtures")
+}
 
 /// A manifest written before `instance_id`, `database_bytes` and `notes`
 /// existed keeps reading, with their defaults (golden file, never edit).
@@ -16,9 +26,7 @@ use crate::helpers::{copy_dir, golden_rows, meta, opts, pack_files, read_back, s
 fn golden_manifest_v1_without_later_fields_reads() {
     let dir = tempfile::tempdir().unwrap();
     let name = "01937a4e-7b4c-7000-8000-000000000001.json";
-    let golden = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/manifests")
-        .join(name);
+    let golden = fixtures().join("manifests").join(name);
     fs::copy(&golden, dir.path().join(name)).unwrap();
     let m = pgsnapman_store::manifest::read_manifest(&dir.path().join(name)).unwrap();
     assert_eq!(m.meta.instance_id, 0);
@@ -42,10 +50,7 @@ fn golden_b_data() -> Vec<u8> {
 fn golden_store_copy() -> (tempfile::TempDir, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("store");
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1"),
-        &root,
-    );
+    copy_dir(&fixtures().join("store-v1"), &root);
     (tmp, root)
 }
 
@@ -53,7 +58,7 @@ fn golden_store_copy() -> (tempfile::TempDir, std::path::PathBuf) {
 #[test]
 #[ignore = "writes the golden v1 store; run by hand only when creating it"]
 fn write_golden_store_v1() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1");
+    let root = fixtures().join("store-v1");
     assert!(
         !root.exists(),
         "the golden store exists; never regenerate it"
@@ -176,7 +181,7 @@ fn golden_v2_dumps() -> [(Uuid, Vec<u8>); 3] {
 #[test]
 #[ignore = "writes the golden v2 store; run by hand only when creating it"]
 fn write_golden_store_v2() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v2");
+    let root = fixtures().join("store-v2");
     assert!(
         !root.exists(),
         "the golden store exists; never regenerate it"
@@ -201,10 +206,7 @@ fn write_golden_store_v2() {
 fn golden_store_v2_with_deltas_reads() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("store");
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v2"),
-        &root,
-    );
+    copy_dir(&fixtures().join("store-v2"), &root);
     let store = Store::open(&root, opts()).unwrap();
     let s = store.stats().unwrap();
     assert!(s.delta_chunks > 0 && s.feature_entries > 0, "{s:?}");
