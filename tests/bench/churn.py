@@ -33,7 +33,8 @@ from pathlib import Path
 
 import churn_report
 import churn_sql
-from churn_proc import BenchError, Cluster, RssSampler, Service, du, proc_kib, run, timed, wait_for
+from churn_proc import (BenchError, Cluster, RssSampler, Service, du, proc_cpu_s, proc_kib, run,
+                        timed, wait_for)
 
 REPO = Path(__file__).resolve().parents[2]
 # The delta branch's worker setting (issue 4): 0 stores whole chunks only.
@@ -298,12 +299,13 @@ class Pgsnapman:
         """`dump now --wait` on the variant's worker, sampling its RSS at 20 Hz;
         returns the catalog row's figures and the store's."""
         svc, data, job = self.workers[variant]
-        idle = proc_kib(svc.pid, "VmRSS")
+        idle, cpu = proc_kib(svc.pid, "VmRSS"), proc_cpu_s(svc.pid)
         with RssSampler(svc.pid) as rss:
             start = time.monotonic()
             task = self.pgsnap("dump", "now", str(job), "--wait", "--timeout", "1h",
                                timeout=STEP_TIMEOUT)
             cli_s = time.monotonic() - start
+        cpu = proc_cpu_s(svc.pid) - cpu
         if task.get("state") != "SUCCEEDED" or not task.get("dump_id"):
             raise BenchError(f"dump now on {svc.name} ended {task.get('state')}: {task.get('error')}")
         row = self.pgsnap("catalog", "show", str(task["dump_id"]))
@@ -316,7 +318,7 @@ class Pgsnapman:
         span = (datetime.fromisoformat(row["finished_at"])
                 - datetime.fromisoformat(row["started_at"])).total_seconds()
         return {
-            "catalog_s": span, "cli_s": cli_s, "dump_id": row["id"], "uuid": row["dump_uuid"],
+            "catalog_s": span, "cli_s": cli_s, "cpu_s": cpu, "dump_id": row["id"], "uuid": row["dump_uuid"],
             "dump_bytes": row["dump_bytes"], "stored_bytes": row["stored_bytes"],
             "store_pack_bytes": store["pack_bytes"], "store_dumps": store["dumps"],
             "store_du": du(*self._store_dirs(data)),
@@ -362,14 +364,16 @@ class Others:
         return {"restic_repo_version": config.get("version"),
                 "restic_repo_bytes": du(self.tmp / "restic"), "borg_repo_bytes": du(self.tmp / "borg")}
 
-    def devnull(self) -> float:
+    def devnull(self) -> dict:
         """pg_dump -Fc -Z0 > /dev/null: the baseline of the time targets."""
-        return self._timed(self.pg_dump + ["-Fc", "-Z0"]).seconds
+        t = self._timed(self.pg_dump + ["-Fc", "-Z0"])
+        return {"s": t.seconds, "cpu_s": t.cpu_s[0]}
 
     def fc_file(self, day: int) -> dict:
         path = self.files / f"day{day}.Fc"
         t = self._timed(self.pg_dump + ["-Fc", "-f", path])
-        return {"s": t.seconds, "bytes": path.stat().st_size, "path": str(path)}
+        return {"s": t.seconds, "cpu_s": t.cpu_s[0], "bytes": path.stat().st_size,
+                "path": str(path)}
 
     def z0_file(self, day: int) -> tuple[dict, Path]:
         path = self.files / f"day{day}.Z0"
@@ -381,8 +385,8 @@ class Others:
         before = du(repo)
         t = self._timed(self.pg_dump + ["-Fc", "-Z0"], consumer)
         after = du(repo)
-        return {"s": t.seconds, "bytes": after - before, "repo_bytes": after,
-                "maxrss_kib": t.maxrss_kib[1]}
+        return {"s": t.seconds, "cpu_s": sum(t.cpu_s), "bytes": after - before,
+                "repo_bytes": after, "maxrss_kib": t.maxrss_kib[1]}
 
     def restic(self, day: int) -> dict:
         return self._repo("restic", ["restic", "backup", "--compression", "auto", "--stdin",
@@ -452,9 +456,9 @@ def one_day(day: int, args, src: Cluster, snap: Pgsnapman, others: Others,
     rec["rows"] = src.psql("bench", churn_sql.COUNTS, timeout=STEP_TIMEOUT).strip()
     since = time.monotonic()
     # The baseline before and after pgsnapman's dumps: their mean is the reference.
-    rec["devnull_s"] = [others.devnull()]
+    rec["devnull"] = [others.devnull()]
     rec["pgsnapman"] = {v: snap.dump(v, day) for v in snap.workers}
-    rec["devnull_s"].append(others.devnull())
+    rec["devnull"].append(others.devnull())
     rec["fc"] = others.fc_file(day)
     rec["z0"], z0 = others.z0_file(day)
     rec["restic"] = others.restic(day)

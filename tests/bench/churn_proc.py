@@ -45,6 +45,8 @@ class Timed:
     seconds: float
     # ru_maxrss of each process of the pipeline, KiB.
     maxrss_kib: list
+    # User + system CPU seconds of each process of the pipeline.
+    cpu_s: list
 
 
 def timed(stages, *, env, timeout, log: Path, stdout=subprocess.DEVNULL) -> Timed:
@@ -63,7 +65,7 @@ def timed(stages, *, env, timeout, log: Path, stdout=subprocess.DEVNULL) -> Time
                 stdout=stdout if last else subprocess.PIPE))
             if i > 0:
                 procs[-2].stdout.close()  # the consumer owns the pipe now
-        status, rss, ends = {}, {}, {}
+        status, rss, cpu, ends = {}, {}, {}, {}
         deadline = start + timeout
         try:
             while len(status) < len(procs):
@@ -74,6 +76,7 @@ def timed(stages, *, env, timeout, log: Path, stdout=subprocess.DEVNULL) -> Time
                     if pid:
                         status[p.pid] = p.returncode = os.waitstatus_to_exitcode(st)
                         rss[p.pid], ends[p.pid] = usage.ru_maxrss, time.monotonic()
+                        cpu[p.pid] = usage.ru_utime + usage.ru_stime
                 if time.monotonic() > deadline:
                     raise BenchError(f"{' | '.join(str(s[0]) for s in stages)} did not finish "
                                      f"within {timeout} s")
@@ -88,7 +91,7 @@ def timed(stages, *, env, timeout, log: Path, stdout=subprocess.DEVNULL) -> Time
     for p, argv in zip(procs, stages):
         if status[p.pid] != 0:
             raise BenchError(f"{' '.join(map(str, argv))} exited {status[p.pid]}:\n{_tail(log)}")
-    return Timed(seconds, [rss[p.pid] for p in procs])
+    return Timed(seconds, [rss[p.pid] for p in procs], [cpu[p.pid] for p in procs])
 
 
 def proc_kib(pid: int, field: str) -> int:
@@ -100,6 +103,17 @@ def proc_kib(pid: int, field: str) -> int:
     except (OSError, ValueError):
         pass
     return 0
+
+
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process and of its children it has
+    reaped (/proc/<pid>/stat utime, stime, cutime, cstime); 0 if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # After the ")" of comm, field 3 (state) is index 0: utime is field 14.
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 class RssSampler:

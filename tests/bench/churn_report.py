@@ -23,8 +23,9 @@ def _table(head: list, rows: list) -> str:
     return "\n".join(lines)
 
 
-def _devnull(d: dict) -> float:
-    return sum(d["devnull_s"]) / len(d["devnull_s"])
+def _devnull(d: dict, key: str = "s") -> float:
+    """The baseline (mean of the runs before and after pgsnapman's dump)."""
+    return sum(x[key] for x in d["devnull"]) / len(d["devnull"])
 
 
 def _growth(days: list, initial: float, key) -> list:
@@ -116,6 +117,24 @@ def render(r: dict) -> str:
             "sampled every 5 s during the day's dumps and the most compiler processes of other "
             "builds seen at once; on 2 cores, anything above about 1.5 means the timings "
             "shared the CPUs with someone else.", ""]
+
+    # CPU.
+    head = ["day", "pg_dump -Fc -Z0 > /dev/null", "(a) pg_dump -Fc -f", "(b) pg_dump + restic",
+            "(c) pg_dump + borg", "(d) worker + its pg_dump", "(d) with deltas",
+            "(d) minus /dev/null"]
+    rows, tot = [], [0.0] * 7
+    for d in days:
+        p = d["pgsnapman"].get("without deltas") or d["pgsnapman"][run_vars[0]]
+        vals = [_devnull(d, "cpu_s"), d["fc"]["cpu_s"], d["restic"]["cpu_s"], d["borg"]["cpu_s"],
+                p["cpu_s"], snap(d, "with deltas", "cpu_s"), p["cpu_s"] - _devnull(d, "cpu_s")]
+        tot = [t + (v or 0) for t, v in zip(tot, vals)]
+        rows.append([d["day"]] + [NOT_RUN if v is None else f"{v:.1f}" for v in vals])
+    rows.append(["**total**"] + [f"{t:.1f}" if t else NOT_RUN for t in tot])
+    out += ["## CPU time per day (s, user + system)", "", _table(head, rows), "",
+            "Less sensitive to other load than wall time. The worker's figure is the growth of "
+            "its utime + stime + cutime + cstime (/proc/<pid>/stat) over the dump: its own "
+            "threads plus the pg_dump, psql and pg_restore --list it ran and reaped. The "
+            "PostgreSQL server's work (the same for every tool) is in no column.", ""]
 
     # Memory.
     head = ["day", "worker idle", "worker peak (VmRSS at 20 Hz)", "worker VmHWM since start",
