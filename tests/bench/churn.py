@@ -420,28 +420,45 @@ def variants(args) -> list[tuple[str, dict]]:
 
 def restore(src: Cluster, snap: Pgsnapman, last: dict, fc: Path, z0: Path, tmp: Path) -> dict:
     """Times pg_restore of the last day from local files and from each store
-    (extract, then pg_restore: the stand-in until a restore command exists);
-    each restored database is checked against the source's fingerprint."""
+    (extract, then pg_restore: the stand-in until a restore command exists),
+    in two rounds, the second in reverse order so that drifting load hits all
+    sources alike; each restored database is checked against the source."""
     want = src.psql("bench", churn_sql.FINGERPRINT, timeout=STEP_TIMEOUT).strip()
 
-    def restore_into(db: str, archive: Path) -> dict:
+    def restore_into(db: str, archive: Path) -> tuple[float, bool]:
         src.psql("postgres", f"CREATE DATABASE {db};", timeout=120)
         t = timed([[src.pg_bin / "pg_restore", *src.conn(db), "--exit-on-error", archive]],
                   env=src.env, timeout=STEP_TIMEOUT, log=tmp / "tools.log")
         same = src.psql(db, churn_sql.FINGERPRINT, timeout=STEP_TIMEOUT).strip() == want
         src.psql("postgres", f"DROP DATABASE {db};", timeout=300)
-        return {"s": t.seconds, "content_matches": same}
+        return t.seconds, same
 
-    out = {"pg_restore -Fc file": restore_into("restore_fc", fc),
-           "pg_restore -Fc -Z0 file": restore_into("restore_z0", z0)}
-    for i, variant in enumerate(snap.workers):
-        to = tmp / f"extract-{i}"
+    def from_store(variant: str) -> dict:
+        to = tmp / "extract"
         extract_s, archive = snap.extract(variant, last["pgsnapman"][variant]["uuid"], to)
-        r = restore_into(f"restore_store_{i}", archive)
-        out[f"pgsnapman {variant}"] = {"extract_s": extract_s, "pg_restore_s": r["s"],
-                                       "s": extract_s + r["s"],
-                                       "content_matches": r["content_matches"]}
+        restore_s, same = restore_into("restore_store", archive)
         shutil.rmtree(to)
+        return {"extract_s": extract_s, "pg_restore_s": restore_s, "s": extract_s + restore_s,
+                "content_matches": same}
+
+    def from_file(archive: Path) -> dict:
+        restore_s, same = restore_into("restore_file", archive)
+        return {"s": restore_s, "content_matches": same}
+
+    sources = {"pg_restore -Fc file": lambda: from_file(fc),
+               "pg_restore -Fc -Z0 file": lambda: from_file(z0)}
+    for variant in snap.workers:
+        sources[f"pgsnapman {variant}"] = lambda v=variant: from_store(v)
+    rounds = {name: [] for name in sources}
+    for order in (list(sources), list(sources)[::-1]):
+        for name in order:
+            rounds[name].append(sources[name]())
+    out = {}
+    for name, runs in rounds.items():
+        mean = {k: sum(r[k] for r in runs) / len(runs) for k in runs[0]
+                if k == "s" or k.endswith("_s")}
+        out[name] = dict(mean, rounds=[r["s"] for r in runs],
+                         content_matches=all(r["content_matches"] for r in runs))
     return out
 
 
@@ -455,14 +472,21 @@ def one_day(day: int, args, src: Cluster, snap: Pgsnapman, others: Others,
         rec["churn_s"] = time.monotonic() - start
     rec["rows"] = src.psql("bench", churn_sql.COUNTS, timeout=STEP_TIMEOUT).strip()
     since = time.monotonic()
+
+    def measured(step) -> dict:
+        """The step's figures plus the CPU the PostgreSQL server spent on it."""
+        before = src.server_cpu_s()
+        figures = step()
+        return dict(figures, server_cpu_s=src.server_cpu_s() - before)
+
     # The baseline before and after pgsnapman's dumps: their mean is the reference.
-    rec["devnull"] = [others.devnull()]
-    rec["pgsnapman"] = {v: snap.dump(v, day) for v in snap.workers}
-    rec["devnull"].append(others.devnull())
-    rec["fc"] = others.fc_file(day)
+    rec["devnull"] = [measured(others.devnull)]
+    rec["pgsnapman"] = {v: measured(lambda v=v: snap.dump(v, day)) for v in snap.workers}
+    rec["devnull"].append(measured(others.devnull))
+    rec["fc"] = measured(lambda: others.fc_file(day))
     rec["z0"], z0 = others.z0_file(day)
-    rec["restic"] = others.restic(day)
-    rec["borg"] = others.borg(day)
+    rec["restic"] = measured(lambda: others.restic(day))
+    rec["borg"] = measured(lambda: others.borg(day))
     rec["zstd"] = others.zstd(day, z0, prev)
     rec["load"] = mon.window(since)
     return rec, z0

@@ -241,6 +241,13 @@ class Cluster:
                                          "immediate", "-w", "-t", "60", "stop"],
                            env=self.env, capture_output=True, timeout=90)
 
+    def server_cpu_s(self) -> float:
+        """CPU seconds of the postmaster and the backends it has reaped: the
+        growth over a dump is the server's work for it (the checkpointer and
+        other long-lived processes are not included)."""
+        pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        return proc_cpu_s(pid)
+
     def conn(self, db: str) -> list:
         return ["-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", db]
 

@@ -119,22 +119,25 @@ def render(r: dict) -> str:
             "shared the CPUs with someone else.", ""]
 
     # CPU.
-    head = ["day", "pg_dump -Fc -Z0 > /dev/null", "(a) pg_dump -Fc -f", "(b) pg_dump + restic",
-            "(c) pg_dump + borg", "(d) worker + its pg_dump", "(d) with deltas",
-            "(d) minus /dev/null"]
-    rows, tot = [], [0.0] * 7
+    head = ["day", "server for /dev/null", "pg_dump -Fc -Z0 > /dev/null", "(a) pg_dump -Fc -f",
+            "(b) pg_dump + restic", "(c) pg_dump + borg", "server for (d)",
+            "(d) worker + its pg_dump", "(d) with deltas", "(d) minus /dev/null"]
+    rows, tot = [], [0.0] * 9
     for d in days:
         p = d["pgsnapman"].get("without deltas") or d["pgsnapman"][run_vars[0]]
-        vals = [_devnull(d, "cpu_s"), d["fc"]["cpu_s"], d["restic"]["cpu_s"], d["borg"]["cpu_s"],
-                p["cpu_s"], snap(d, "with deltas", "cpu_s"), p["cpu_s"] - _devnull(d, "cpu_s")]
+        vals = [_devnull(d, "server_cpu_s"), _devnull(d, "cpu_s"), d["fc"]["cpu_s"],
+                d["restic"]["cpu_s"], d["borg"]["cpu_s"], p["server_cpu_s"], p["cpu_s"],
+                snap(d, "with deltas", "cpu_s"), p["cpu_s"] - _devnull(d, "cpu_s")]
         tot = [t + (v or 0) for t, v in zip(tot, vals)]
         rows.append([d["day"]] + [NOT_RUN if v is None else f"{v:.1f}" for v in vals])
     rows.append(["**total**"] + [f"{t:.1f}" if t else NOT_RUN for t in tot])
     out += ["## CPU time per day (s, user + system)", "", _table(head, rows), "",
-            "Less sensitive to other load than wall time. The worker's figure is the growth of "
-            "its utime + stime + cutime + cstime (/proc/<pid>/stat) over the dump: its own "
-            "threads plus the pg_dump, psql and pg_restore --list it ran and reaped. The "
-            "PostgreSQL server's work (the same for every tool) is in no column.", ""]
+            "Unlike wall time, CPU time hardly depends on other load. \"server\" is the "
+            "PostgreSQL server's share (the postmaster's reaped backends, /proc/<pid>/stat "
+            "cutime + cstime, over the dump). The worker's figure is the growth of its utime + "
+            "stime + cutime + cstime: its own threads plus the pg_dump, psql and pg_restore "
+            "--list it ran and reaped. The tools' figures come from wait4 (both stages of a "
+            "pipeline).", ""]
 
     # Memory.
     head = ["day", "worker idle", "worker peak (VmRSS at 20 Hz)", "worker VmHWM since start",
@@ -159,12 +162,15 @@ def render(r: dict) -> str:
     for name, x in rs.items():
         parts = (f"extract {x['extract_s']:.1f} + pg_restore {x['pg_restore_s']:.1f}"
                  if "extract_s" in x else "")
-        rows.append([name, f"{x['s']:.1f}", parts, "yes" if x["content_matches"] else "**NO**"])
-    out += [f"## Restore of day {len(days)} into a fresh database", "",
-            _table(["from", "total s", "parts", "content matches the source"], rows), "",
-            "pgsnapman has no restore command yet: the stand-in is `pgsnapman-worker store "
-            "extract` (the archive written to a local file) followed by pg_restore of that file.",
-            ""]
+        rows.append([name, f"{x['s']:.1f}", " / ".join(f"{s:.1f}" for s in x["rounds"]), parts,
+                     "yes" if x["content_matches"] else "**NO**"])
+    out += [f"## Restore of day {len(days)} into a fresh database (s)", "",
+            _table(["from", "mean", "round 1 / round 2", "mean parts", "content matches"],
+                   rows), "",
+            "Two rounds, the second in reverse order. pgsnapman has no restore command yet: "
+            "the stand-in is `pgsnapman-worker store extract` (the archive written to a local "
+            "file) followed by pg_restore of that file. \"content matches\" compares row counts "
+            "and a hash of every row with the source database.", ""]
 
     out += ["## Targets (measured, never asserted)", "", _table(
         ["target", "variant", "measured", "verdict"], targets(r, run_vars, store_growth)), ""]
