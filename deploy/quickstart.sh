@@ -96,8 +96,22 @@ pgsnap job list
 
 echo "== taking a dump now"
 pgsnap dump now "$job" --wait
-echo "== the catalog"
+echo "== a second dump of the unchanged database: its bytes are already in the store"
+pgsnap dump now "$job" --wait >/dev/null
+echo "== the catalog (SIZE: what pg_dump wrote; STORED: what each dump added to the store)"
 pgsnap catalog list
+echo "== the worker's store"
+# The worker reports its store's figures a moment after each dump.
+for _ in $(seq 1 50); do
+  pgsnap --output json store stats | grep -q '"dumps": 2' && break
+  sleep 0.2
+done
+pgsnap store stats
+
+echo "== restoring the first dump into a new database, shop_copy, on the same server"
+dump=$(pgsnap --output json catalog list --job "$job" | sed -n 's/.*"id": *\([0-9]*\).*/\1/p' | tail -n 1)
+pgsnap restore now --dump "$dump" --to-instance "$instance" --to-database shop_copy --wait
+echo "rows in shop_copy.orders: $(psql -A -t -d shop_copy -c 'SELECT count(*) FROM orders')"
 
 if [ "$once" -eq 1 ]; then
   echo "== quickstart done"

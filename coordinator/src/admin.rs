@@ -52,6 +52,22 @@ impl AdminService for Admin {
         ok(w.to_proto())
     }
 
+    async fn set_restore_worker(&self, req: Request<v1::SetRestoreWorkerRequest>) -> R<v1::Worker> {
+        let req = req.into_inner();
+        let w = self
+            .catalog
+            .worker_ref(req.worker.as_ref())
+            .await?
+            .ok_or_else(|| Status::invalid_argument("name the worker by id or name"))?;
+        let restore = self.catalog.worker_ref(req.restore_worker.as_ref()).await?;
+        let w = self
+            .catalog
+            .set_restore_worker(w.id, restore.map(|r| r.id))
+            .await?;
+        tracing::info!(worker = %w.name, restore_worker = ?w.restore_worker_name, "restore worker set");
+        ok(w.to_proto())
+    }
+
     async fn add_instance(&self, req: Request<v1::AddInstanceRequest>) -> R<v1::Instance> {
         let i = self.catalog.add_instance(&req.into_inner()).await?;
         tracing::info!(instance = %i.name, id = i.id, "instance added");
@@ -209,6 +225,111 @@ impl AdminService for Admin {
         ok(t.to_proto())
     }
 
+    async fn add_restore_job(&self, req: Request<v1::AddRestoreJobRequest>) -> R<v1::RestoreJob> {
+        let r = self.catalog.add_restore_job(&req.into_inner()).await?;
+        tracing::info!(restore_job = r.id, kind = %r.kind, "restore job added");
+        ok(r.to_proto(None))
+    }
+
+    async fn list_restore_jobs(
+        &self,
+        req: Request<v1::ListRestoreJobsRequest>,
+    ) -> R<v1::ListRestoreJobsResponse> {
+        let jobs = self.catalog.list_restore_jobs(&req.into_inner()).await?;
+        let mut out = Vec::with_capacity(jobs.len());
+        for j in &jobs {
+            out.push(j.to_proto(self.catalog.last_run(j.id).await?.as_ref()));
+        }
+        ok(v1::ListRestoreJobsResponse { jobs: out })
+    }
+
+    async fn get_restore_job(&self, req: Request<v1::IdRequest>) -> R<v1::RestoreJob> {
+        let j = self.catalog.restore_job(req.into_inner().id).await?;
+        let last = self.catalog.last_run(j.id).await?;
+        ok(j.to_proto(last.as_ref()))
+    }
+
+    async fn set_restore_job_status(
+        &self,
+        req: Request<v1::SetStatusRequest>,
+    ) -> R<v1::RestoreJob> {
+        let req = req.into_inner();
+        let status = rows::status_label(req.status)?;
+        let j = self.catalog.set_restore_job_status(req.id, status).await?;
+        tracing::info!(restore_job = j.id, status, "restore job status changed");
+        let last = self.catalog.last_run(j.id).await?;
+        ok(j.to_proto(last.as_ref()))
+    }
+
+    async fn remove_restore_job(&self, req: Request<v1::IdRequest>) -> R<v1::Empty> {
+        let id = req.into_inner().id;
+        self.catalog.remove_restore_job(id).await?;
+        tracing::info!(restore_job = id, "restore job removed");
+        ok(v1::Empty {})
+    }
+
+    async fn restore_now(&self, req: Request<v1::RestoreNowRequest>) -> R<v1::Task> {
+        let t = self.catalog.restore_now(&req.into_inner()).await?;
+        tracing::info!(task = t.id, run = ?t.restore_run_id, "restore queued");
+        ok(t.to_proto())
+    }
+
+    async fn list_restore_runs(
+        &self,
+        req: Request<v1::ListRestoreRunsRequest>,
+    ) -> R<v1::ListRestoreRunsResponse> {
+        let runs = self.catalog.list_restore_runs(&req.into_inner()).await?;
+        ok(v1::ListRestoreRunsResponse {
+            runs: runs.iter().map(rows::RestoreRunRow::to_proto).collect(),
+        })
+    }
+
+    async fn get_restore_log(&self, req: Request<v1::IdRequest>) -> R<v1::RestoreLog> {
+        let (run, lines) = self.catalog.restore_log(req.into_inner().id).await?;
+        ok(v1::RestoreLog {
+            run: Some(run.to_proto()),
+            lines: lines.iter().map(rows::RestoreLogRow::to_proto).collect(),
+        })
+    }
+
+    async fn add_copy_job(&self, req: Request<v1::AddCopyJobRequest>) -> R<v1::CopyJob> {
+        let c = self.catalog.add_copy_job(&req.into_inner()).await?;
+        tracing::info!(
+            job = c.dump_job.id,
+            targets = c.restore_jobs.len(),
+            "copy job added"
+        );
+        ok(self.copy_job_proto(&c).await?)
+    }
+
+    async fn list_copy_jobs(
+        &self,
+        _: Request<v1::ListCopyJobsRequest>,
+    ) -> R<v1::ListCopyJobsResponse> {
+        let list = self.catalog.list_copy_jobs().await?;
+        let mut copy_jobs = Vec::with_capacity(list.len());
+        for c in &list {
+            copy_jobs.push(self.copy_job_proto(c).await?);
+        }
+        ok(v1::ListCopyJobsResponse { copy_jobs })
+    }
+
+    async fn restore_server(
+        &self,
+        req: Request<v1::RestoreServerRequest>,
+    ) -> R<v1::RestoreServerResponse> {
+        let (jobs, skipped) = self.catalog.restore_server(&req.into_inner()).await?;
+        tracing::info!(
+            jobs = jobs.len(),
+            skipped = skipped.len(),
+            "server restore queued"
+        );
+        ok(v1::RestoreServerResponse {
+            jobs: jobs.iter().map(|j| j.to_proto(None)).collect(),
+            skipped,
+        })
+    }
+
     async fn list_store_stats(
         &self,
         req: Request<v1::ListStoreStatsRequest>,
@@ -219,6 +340,20 @@ impl AdminService for Admin {
             .await?;
         ok(v1::ListStoreStatsResponse {
             stats: rows.iter().map(rows::StoreStatsRow::to_proto).collect(),
+        })
+    }
+}
+
+impl Admin {
+    async fn copy_job_proto(&self, c: &crate::catalog::CopyJobRows) -> Result<v1::CopyJob, Status> {
+        let mut restore_jobs = Vec::with_capacity(c.restore_jobs.len());
+        for r in &c.restore_jobs {
+            restore_jobs.push(r.to_proto(self.catalog.last_run(r.id).await?.as_ref()));
+        }
+        Ok(v1::CopyJob {
+            dump_job: Some(c.dump_job.to_proto()),
+            restore_jobs,
+            last_dump: c.last_dump.as_ref().map(rows::DumpRow::to_proto),
         })
     }
 }

@@ -10,3 +10,4 @@ pub mod error;
 pub mod link;
 pub mod rows;
 pub mod server;
+pub mod window;

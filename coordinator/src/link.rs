@@ -82,12 +82,18 @@ impl WorkerService for Link {
         let mut before = w.schedule_version;
         for _ in 0..5 {
             let jobs = self.catalog.jobs_of_worker(w.id).await?;
+            // The instances its jobs use, and those whose databases it lists.
             let mut instance_ids: Vec<i64> = jobs.iter().map(|j| j.instance_id).collect();
+            instance_ids.extend(self.catalog.discovery_instances(w.id).await?);
             instance_ids.sort_unstable();
             instance_ids.dedup();
             let mut instances = Vec::with_capacity(instance_ids.len());
             for id in instance_ids {
-                instances.push(self.catalog.instance(id).await?.connection());
+                let row = self.catalog.instance(id).await?;
+                instances.push(v1::InstanceConnection {
+                    discover: row.discovered_by(w.id),
+                    ..row.connection()
+                });
             }
             let (after, _) = self.catalog.schedule_version(w.id).await?;
             if after == before {

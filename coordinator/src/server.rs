@@ -80,6 +80,11 @@ async fn serve(cfg: &Config, embedded: Option<&EmbeddedCatalog>) -> Result<()> {
                             Ok(ids) => tracing::info!(tasks = ?ids, "SINGLE jobs queued"),
                             Err(e) => tracing::warn!("SINGLE jobs: {e}"),
                         }
+                        match catalog.queue_due_restores(chrono::Utc::now()).await {
+                            Ok(ids) if ids.is_empty() => {}
+                            Ok(ids) => tracing::info!(tasks = ?ids, "restore jobs queued"),
+                            Err(e) => tracing::warn!("restore jobs: {e}"),
+                        }
                     }
                 }
             }

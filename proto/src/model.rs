@@ -17,6 +17,11 @@ pub enum InvalidInput {
         option: String,
         reason: &'static str,
     },
+    #[error("pg_restore option {option:?} is not allowed: {reason}")]
+    RestoreOption {
+        option: String,
+        reason: &'static str,
+    },
     #[error("invalid {what} {value:?}: {reason}")]
     Identifier {
         what: &'static str,
@@ -143,28 +148,149 @@ pub fn validate_dump_options(options: &[String]) -> Result<(), InvalidInput> {
         ("-V", "--version", "not a dump option"),
         ("-?", "--help", "not a dump option"),
     ];
+    check_options(options, FORBIDDEN)
+        .map_err(|(option, reason)| InvalidInput::DumpOption { option, reason })
+}
+
+/// Checks extra pg_restore arguments of a restore. Options that pgsnapman
+/// sets itself, or that a restore target setting expresses, are refused.
+pub fn validate_restore_options(options: &[String]) -> Result<(), InvalidInput> {
+    // (short, long, reason)
+    const FORBIDDEN: &[(&str, &str, &str)] = &[
+        (
+            "-f",
+            "--file",
+            "pgsnapman restores into the target database",
+        ),
+        ("-d", "--dbname", "the restore names the target database"),
+        ("-F", "--format", "the dump's format is known"),
+        (
+            "-C",
+            "--create",
+            "pgsnapman creates the database (encoding, locale, owner)",
+        ),
+        (
+            "-c",
+            "--clean",
+            "choose the existing-database policy instead",
+        ),
+        ("-l", "--list", "not a restore"),
+        (
+            "-L",
+            "--use-list",
+            "choose the restore type and schema instead",
+        ),
+        ("-j", "--jobs", "set the restore's parallel jobs instead"),
+        ("-n", "--schema", "set the restore's schema instead"),
+        (
+            "-s",
+            "--schema-only",
+            "choose the SCHEMA restore type instead",
+        ),
+        ("-a", "--data-only", "choose the DATA restore type instead"),
+        ("-O", "--no-owner", "turn role handling off instead"),
+        ("-x", "--no-privileges", "turn role handling off instead"),
+        (
+            "-e",
+            "--exit-on-error",
+            "pgsnapman classifies errors itself",
+        ),
+        (
+            "-1",
+            "--single-transaction",
+            "the temporary database makes the restore atomic",
+        ),
+        ("-h", "--host", "the target instance gives the host"),
+        ("-p", "--port", "the target instance gives the port"),
+        ("-U", "--username", "the target instance gives the user"),
+        (
+            "-W",
+            "--password",
+            "passwords come from the instance or the worker's password file",
+        ),
+        ("-w", "--no-password", "pgsnapman sets it"),
+        ("-V", "--version", "not a restore option"),
+        ("-?", "--help", "not a restore option"),
+    ];
+    const FORBIDDEN_LONG: &[(&str, &str)] = &[
+        (
+            "--no-tablespaces",
+            "use the restore's tablespace settings instead",
+        ),
+        ("--role", "the restore runs as the target instance's user"),
+    ];
+    for option in options {
+        for (long, reason) in FORBIDDEN_LONG {
+            if option == long || option.starts_with(&format!("{long}=")) {
+                return Err(InvalidInput::RestoreOption {
+                    option: option.clone(),
+                    reason,
+                });
+            }
+        }
+    }
+    check_options(options, FORBIDDEN)
+        .map_err(|(option, reason)| InvalidInput::RestoreOption { option, reason })
+}
+
+/// Checks what a restore target says on its own (names, pg_restore options,
+/// a TRUNCATE only with a DATA restore, at most 64 parallel jobs); the
+/// coordinator also checks the instance and fills in defaults.
+pub fn validate_restore_target(t: &crate::v1::RestoreTarget) -> Result<(), InvalidInput> {
+    use crate::v1::{ExistingDatabase, RestoreType};
+    if !t.database.is_empty() {
+        validate_identifier("target database", &t.database)?;
+    }
+    if !t.schema.is_empty() {
+        validate_identifier("schema", &t.schema)?;
+    }
+    if !t.owner.is_empty() {
+        validate_identifier("owner", &t.owner)?;
+    }
+    for (old, new) in &t.tablespace_map {
+        validate_identifier("tablespace", old)?;
+        if !new.is_empty() {
+            validate_identifier("tablespace", new)?;
+        }
+    }
+    if t.existing_database == ExistingDatabase::Truncate as i32
+        && t.restore_type != RestoreType::Data as i32
+    {
+        return Err(InvalidInput::Other(
+            "TRUNCATE (empty the dumped tables first) goes with a DATA restore".into(),
+        ));
+    }
+    if t.parallel_jobs > 64 {
+        return Err(InvalidInput::Other(format!(
+            "parallel jobs {} is more than 64",
+            t.parallel_jobs
+        )));
+    }
+    validate_restore_options(&t.extra_options)
+}
+
+/// The first option that is malformed or in `forbidden` (short, long,
+/// reason), with the reason.
+fn check_options(
+    options: &[String],
+    forbidden: &[(&str, &str, &'static str)],
+) -> Result<(), (String, &'static str)> {
     for option in options {
         if option.is_empty() || option.contains('\0') || option.contains('\n') {
-            return Err(InvalidInput::DumpOption {
-                option: option.clone(),
-                reason: "empty or containing a NUL or newline",
-            });
+            return Err((option.clone(), "empty or containing a NUL or newline"));
         }
         if !option.starts_with('-') {
-            return Err(InvalidInput::DumpOption {
-                option: option.clone(),
-                reason: "give each option with its value attached (--opt=value)",
-            });
+            return Err((
+                option.clone(),
+                "give each option with its value attached (--opt=value)",
+            ));
         }
-        for (short, long, reason) in FORBIDDEN {
+        for (short, long, reason) in forbidden {
             let long_hit = option == long || option.starts_with(&format!("{long}="));
             // Short options may carry their value attached (-Z0, -fout).
             let short_hit = !option.starts_with("--") && option.starts_with(short);
             if long_hit || short_hit {
-                return Err(InvalidInput::DumpOption {
-                    option: option.clone(),
-                    reason,
-                });
+                return Err((option.clone(), reason));
             }
         }
     }
@@ -210,6 +336,87 @@ pub fn validate_worker_name(name: &str) -> Result<(), InvalidInput> {
             value: name.to_string(),
             reason: "use 1-128 letters, digits, '.', '-' or '_'",
         })
+    }
+}
+
+/// An instance's backup window in whole hours of the worker's time zone:
+/// dumps of discovered jobs start at a minute in `[start:00, end:00)`. It
+/// wraps past midnight when `end < start` (22-4 is 22:00 to 03:59);
+/// `start == end` is the whole day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackupWindow {
+    start: u32,
+    end: u32,
+}
+
+impl BackupWindow {
+    /// 02:00 to 06:00, as in the original pgsnapman.
+    pub const DEFAULT: BackupWindow = BackupWindow { start: 2, end: 6 };
+
+    /// Both hours must be 0-23.
+    pub fn new(start: u32, end: u32) -> Result<Self, InvalidInput> {
+        for (what, hour) in [("start", start), ("end", end)] {
+            if hour > 23 {
+                return Err(InvalidInput::Other(format!(
+                    "backup window {what} hour {hour} is not 0-23"
+                )));
+            }
+        }
+        Ok(Self { start, end })
+    }
+
+    pub fn start(self) -> u32 {
+        self.start
+    }
+
+    pub fn end(self) -> u32 {
+        self.end
+    }
+
+    /// Minutes in the window: 60 to 1440.
+    pub fn minutes(self) -> u32 {
+        match (self.end + 24 - self.start) % 24 {
+            0 => 24 * 60,
+            hours => hours * 60,
+        }
+    }
+
+    /// The `slot`-th minute of the window (modulo its length) as (hour, minute).
+    pub fn minute_at(self, slot: u32) -> (u32, u32) {
+        let total = self.start * 60 + slot % self.minutes();
+        ((total / 60) % 24, total % 60)
+    }
+
+    /// True if `hour:minute` lies inside the window.
+    pub fn contains(self, hour: u32, minute: u32) -> bool {
+        if hour > 23 || minute > 59 {
+            return false;
+        }
+        let from_start = (hour * 60 + minute + 24 * 60 - self.start * 60) % (24 * 60);
+        from_start < self.minutes()
+    }
+}
+
+impl FromStr for BackupWindow {
+    type Err = InvalidInput;
+
+    /// `START-END` in hours, e.g. `2-6` or `22-4`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            InvalidInput::Other(format!(
+                "backup window {s:?}: write START-END in hours 0-23, e.g. 2-6 or 22-4"
+            ))
+        };
+        let (a, b) = s.trim().split_once('-').ok_or_else(bad)?;
+        let start = a.trim().parse().map_err(|_| bad())?;
+        let end = b.trim().parse().map_err(|_| bad())?;
+        Self::new(start, end)
+    }
+}
+
+impl std::fmt::Display for BackupWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.start, self.end)
     }
 }
 
@@ -348,6 +555,57 @@ mod tests {
         ])
         .unwrap();
         assert!(validate_dump_options(&["value-without-dash".into()]).is_err());
+    }
+
+    #[test]
+    fn backup_windows_parse_wrap_and_count_minutes() {
+        let w: BackupWindow = "22-4".parse().unwrap();
+        assert_eq!((w.start(), w.end(), w.minutes()), (22, 4, 360));
+        assert_eq!(w.minute_at(0), (22, 0));
+        assert_eq!(w.minute_at(119), (23, 59));
+        assert_eq!(w.minute_at(120), (0, 0));
+        assert_eq!(w.minute_at(359), (3, 59));
+        assert_eq!(w.minute_at(360), (22, 0), "slots wrap around the window");
+        assert!(w.contains(23, 30) && w.contains(0, 0) && w.contains(3, 59));
+        assert!(!w.contains(4, 0) && !w.contains(21, 59) && !w.contains(12, 0));
+        assert_eq!(w.to_string(), "22-4");
+        assert_eq!(BackupWindow::DEFAULT.minutes(), 240);
+        let day: BackupWindow = " 5 - 5 ".parse().unwrap();
+        assert_eq!(day.minutes(), 1440);
+        assert!(day.contains(4, 59) && day.contains(5, 0));
+        for bad in ["", "2", "2-", "-6", "a-b", "24-4", "2-24", "2-6-8", "-1-3"] {
+            assert!(bad.parse::<BackupWindow>().is_err(), "{bad:?}");
+        }
+        let err = BackupWindow::new(2, 30).unwrap_err().to_string();
+        assert!(err.contains("30") && err.contains("0-23"), "{err}");
+    }
+
+    #[test]
+    fn restore_options_that_the_restore_target_expresses_are_refused() {
+        for bad in [
+            "-C",
+            "--clean",
+            "-j2",
+            "--no-owner",
+            "-O",
+            "--no-tablespaces",
+            "--exit-on-error",
+            "-1",
+            "--dbname=x",
+            "--role=admin",
+        ] {
+            let err = validate_restore_options(&[bad.to_string()]).unwrap_err();
+            assert!(matches!(err, InvalidInput::RestoreOption { .. }), "{bad}");
+            assert!(err.to_string().contains("pg_restore option"), "{err}");
+        }
+        validate_restore_options(&[
+            "--disable-triggers".into(),
+            "--no-comments".into(),
+            "--exclude-schema=audit".into(),
+            "--section=pre-data".into(),
+        ])
+        .unwrap();
+        assert!(validate_restore_options(&["x".into()]).is_err());
     }
 
     #[test]

@@ -19,6 +19,7 @@ impl fmt::Debug for InstanceConnection {
             .field("password", &secret(!self.password.is_empty()))
             .field("maintenance_db", &self.maintenance_db)
             .field("status", &self.status)
+            .field("discover", &self.discover)
             .finish()
     }
 }
@@ -34,6 +35,11 @@ impl fmt::Debug for AddInstanceRequest {
             .field("maintenance_db", &self.maintenance_db)
             .field("default_worker", &self.default_worker)
             .field("comment", &self.comment)
+            .field("auto_discover", &self.auto_discover)
+            .field("backup_window_start", &self.backup_window_start)
+            .field("backup_window_end", &self.backup_window_end)
+            .field("discovered_status", &self.discovered_status)
+            .field("discovered_retention", &self.discovered_retention)
             .finish()
     }
 }
@@ -51,6 +57,11 @@ impl fmt::Debug for UpdateInstanceRequest {
             .field("maintenance_db", &self.maintenance_db)
             .field("default_worker", &self.default_worker)
             .field("comment", &self.comment)
+            .field("auto_discover", &self.auto_discover)
+            .field("backup_window_start", &self.backup_window_start)
+            .field("backup_window_end", &self.backup_window_end)
+            .field("discovered_status", &self.discovered_status)
+            .field("discovered_retention", &self.discovered_retention)
             .finish()
     }
 }

@@ -87,47 +87,73 @@ impl<'de> Deserialize<'de> for ChunkId {
     }
 }
 
-/// FastCDC (2020) size bounds in bytes. Fixed when a store is created and
-/// recorded in its index, so chunk boundaries stay stable for its lifetime.
+/// FastCDC (2020) size bounds in bytes and normalization level. Fixed when a
+/// store is created and recorded in its index, so chunk boundaries stay
+/// stable for its lifetime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkParams {
     pub min_bytes: u32,
     pub avg_bytes: u32,
     pub max_bytes: u32,
+    /// FastCDC's normalization level, 0..=3: 0 cuts wherever the content
+    /// says (past `min_bytes`), higher levels pull sizes towards
+    /// `avg_bytes`. Added with index format 2; parameters recorded without
+    /// it were cut at level 1, and read so.
+    #[serde(default = "level_one")]
+    pub normalization: u8,
+}
+
+fn level_one() -> u8 {
+    1
 }
 
 impl Default for ChunkParams {
     /// Chosen by the churn benchmark; see docs/store.md.
     fn default() -> Self {
         ChunkParams {
-            min_bytes: 16 * 1024,
-            avg_bytes: 64 * 1024,
-            max_bytes: 256 * 1024,
+            min_bytes: 64 * 1024,
+            avg_bytes: 256 * 1024,
+            max_bytes: 1024 * 1024,
+            normalization: 0,
         }
     }
 }
 
 impl ChunkParams {
-    /// Checks the bounds FastCDC accepts (it panics otherwise) and min ≤ avg ≤ max.
+    /// FastCDC's normalization for `normalization` (validated to 0..=3).
+    pub fn fastcdc_level(&self) -> v2020::Normalization {
+        match self.normalization {
+            0 => v2020::Normalization::Level0,
+            1 => v2020::Normalization::Level1,
+            2 => v2020::Normalization::Level2,
+            _ => v2020::Normalization::Level3,
+        }
+    }
+
+    /// Checks the bounds FastCDC accepts (it panics otherwise), min ≤ avg ≤
+    /// max and the normalization level.
     pub fn validate(&self) -> Result<(), StoreError> {
         let ChunkParams {
             min_bytes: min,
             avg_bytes: avg,
             max_bytes: max,
+            normalization,
         } = *self;
         let ok = (v2020::MINIMUM_MIN..=v2020::MINIMUM_MAX).contains(&min)
             && (v2020::AVERAGE_MIN..=v2020::AVERAGE_MAX).contains(&avg)
             && (v2020::MAXIMUM_MIN..=v2020::MAXIMUM_MAX).contains(&max)
             && min <= avg
-            && avg <= max;
+            && avg <= max
+            && normalization <= 3;
         if ok {
             Ok(())
         } else {
             Err(StoreError::Invalid {
                 what: "chunk parameters",
                 detail: format!(
-                    "min/avg/max {min}/{avg}/{max} bytes; need min in {}..={}, avg in {}..={}, \
-                     max in {}..={} and min <= avg <= max",
+                    "min/avg/max {min}/{avg}/{max} bytes, normalization {normalization}; need \
+                     min in {}..={}, avg in {}..={}, max in {}..={}, min <= avg <= max and \
+                     normalization in 0..=3",
                     v2020::MINIMUM_MIN,
                     v2020::MINIMUM_MAX,
                     v2020::AVERAGE_MIN,
@@ -159,7 +185,17 @@ mod tests {
             min_bytes: 1 << 20,
             avg_bytes: 1 << 10,
             max_bytes: 1 << 21,
+            normalization: 0,
         };
         assert!(bad.validate().is_err());
+        let bad = ChunkParams {
+            normalization: 4,
+            ..ChunkParams::default()
+        };
+        assert!(bad.validate().is_err());
+        // Parameters recorded before the field existed mean level 1.
+        let old: ChunkParams =
+            serde_json::from_str(r#"{"min_bytes":1,"avg_bytes":2,"max_bytes":3}"#).unwrap();
+        assert_eq!(old.normalization, 1);
     }
 }

@@ -1,15 +1,19 @@
 //! Garbage collection: mark chunks referenced by manifests and in-progress
-//! ingests, drop every other index entry, delete packs without live chunks and
-//! repack packs whose live share fell below a threshold.
+//! ingests and the delta bases they need, drop every other index and feature
+//! entry, delete packs without live chunks and repack packs whose live share
+//! fell below a threshold (records are copied as they are: a delta stays a
+//! delta against the same base).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 
 use crate::chunk::ChunkId;
+use crate::delta::MAX_DELTA_DEPTH;
 use crate::durable;
 use crate::error::StoreError;
 use crate::index::IndexEntry;
 use crate::pack::{self, PackId, PackWriter, RECORD_HEADER_LEN};
+use crate::reader::{ChunkReader, GcLock};
 use crate::store::Store;
 
 /// Index deletions per synced batch; why: bounds the batch's memory.
@@ -19,8 +23,13 @@ const DELETE_BATCH: usize = 10_000;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GcReport {
     pub manifests: u64,
+    /// Chunks kept: referenced, in use by an ingest, or a base of one of those.
     pub live_chunks: u64,
+    /// Of `live_chunks`, those kept only because a live delta is decoded
+    /// against them (directly or further down its chain).
+    pub bases_kept: u64,
     pub index_entries_removed: u64,
+    pub feature_entries_removed: u64,
     pub packs_deleted: u64,
     pub packs_repacked: u64,
     /// Packs that should have been repacked but hold a corrupt live chunk; they
@@ -73,6 +82,7 @@ impl Store {
         for (_, set) in inner.registry().ingests.values() {
             live.extend(set.iter().copied());
         }
+        report.bases_kept = mark_bases(&inner.index, &mut live)?;
         report.live_chunks = live.len() as u64;
 
         // Sweep the index.
@@ -92,6 +102,7 @@ impl Store {
             inner.index.delete_all(batch)?;
         }
         report.index_entries_removed = dead.len() as u64;
+        report.feature_entries_removed = inner.index.retain_features(|id| live.contains(id))?;
 
         // Packs: delete the empty ones, repack the sparse ones.
         let packs = inner.list_packs()?;
@@ -132,10 +143,45 @@ impl Store {
     }
 }
 
+/// Adds to `live` every base a live delta is decoded against, down each
+/// chain to its FULL root (at most `MAX_DELTA_DEPTH` links); returns how many
+/// chunks that added. Memory: one map entry per delta chunk in the index.
+fn mark_bases(index: &crate::index::Index, live: &mut HashSet<ChunkId>) -> Result<u64, StoreError> {
+    let mut links: HashMap<ChunkId, ChunkId> = HashMap::new();
+    index.for_each(|id, e| {
+        if let Some(base) = e.delta_base() {
+            links.insert(id, base);
+        }
+        Ok(())
+    })?;
+    let mut added = 0u64;
+    let mut frontier: Vec<ChunkId> = live
+        .iter()
+        .filter(|id| links.contains_key(id))
+        .copied()
+        .collect();
+    for _ in 0..MAX_DELTA_DEPTH {
+        let mut next = Vec::new();
+        for id in frontier {
+            let Some(base) = links.get(&id) else {
+                continue;
+            };
+            if live.insert(*base) {
+                added += 1;
+                next.push(*base);
+            }
+        }
+        frontier = next;
+    }
+    Ok(added)
+}
+
 /// Copies live records into fresh packs; index entries are rewritten when each
 /// new pack is sealed.
 struct Repacker<'a> {
     store: &'a Store,
+    /// Reads the bases of delta records to check them (gc holds the lock).
+    bases: ChunkReader,
     writer: Option<PackWriter>,
     pending: Vec<(ChunkId, IndexEntry)>,
     written: u64,
@@ -145,6 +191,7 @@ impl<'a> Repacker<'a> {
     fn new(store: &'a Store) -> Repacker<'a> {
         Repacker {
             store,
+            bases: ChunkReader::new(std::sync::Arc::clone(&store.inner), GcLock::Held),
             writer: None,
             pending: Vec::new(),
             written: 0,
@@ -166,7 +213,9 @@ impl<'a> Repacker<'a> {
         for (id, e) in entries {
             let header = e.record_header(*id);
             let checked = pack::read_record(&file, &path, e.offset, &header).and_then(|stored| {
-                pack::decode_chunk(&header, &stored, &path, e.offset).map(|_| stored)
+                self.bases
+                    .decode(&header, &stored, &path, e.offset)
+                    .map(|_| stored)
             });
             let stored = match checked {
                 Ok(s) => s,

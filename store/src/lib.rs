@@ -1,10 +1,12 @@
 //! pgsnapman's deduplicating pack store: dump data is cut into content-defined
-//! chunks (FastCDC), named by BLAKE3, compressed with zstd after dedup, written
-//! into size-bounded pack files indexed in RocksDB, and described per dump by a
-//! self-describing JSON manifest. Synchronous API (std I/O and threads); call it
-//! from `spawn_blocking`. Formats and crash-safety rules: docs/store.md.
+//! chunks (FastCDC), named by BLAKE3, stored once — as a zstd delta against a
+//! similar stored chunk when one is found, else compressed whole — in
+//! size-bounded pack files indexed in RocksDB, and described per dump by a
+//! self-describing JSON manifest. Synchronous API (std I/O and threads); call
+//! it from `spawn_blocking`. Formats and crash-safety rules: docs/store.md.
 
 pub mod chunk;
+mod delta;
 mod durable;
 pub mod error;
 mod gc;
@@ -13,10 +15,12 @@ mod ingest;
 pub mod manifest;
 pub mod pack;
 mod reader;
+pub mod resemblance;
 mod store;
 mod verify;
 
 pub use chunk::{ChunkId, ChunkParams};
+pub use delta::MAX_DELTA_DEPTH;
 pub use error::StoreError;
 pub use gc::GcReport;
 pub use index::INDEX_FORMAT_VERSION;
@@ -24,5 +28,6 @@ pub use ingest::Ingest;
 pub use manifest::{ChunkRef, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestMeta};
 pub use pack::{PACK_FORMAT_VERSION, PackId};
 pub use reader::FileReader;
+pub use resemblance::FeatureParams;
 pub use store::{Store, StoreOptions, StoreStats};
 pub use verify::{ProblemKind, VerifyProblem, VerifyReport};

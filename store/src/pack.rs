@@ -10,14 +10,18 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 use crate::chunk::{CHUNK_ID_LEN, ChunkId};
-use crate::durable;
 use crate::error::StoreError;
+use crate::{delta, durable};
 
 /// First 8 bytes of every pack.
 pub const PACK_MAGIC: &[u8; 8] = b"PGSNPACK";
 /// Layout in docs/store.md. Bump on any incompatible change and keep a reader
-/// or an upgrade for the old version.
-pub const PACK_FORMAT_VERSION: u16 = 1;
+/// or an upgrade for the old version. Version 2 (the layout of 1) may hold
+/// DELTA records; version 1 packs hold FULL records only and keep reading
+/// (golden store tests/fixtures/store-v1).
+pub const PACK_FORMAT_VERSION: u16 = 2;
+/// The oldest pack version this build reads.
+pub const PACK_FORMAT_VERSION_MIN: u16 = 1;
 /// First 4 bytes of every chunk record.
 pub const RECORD_MAGIC: &[u8; 4] = b"CHNK";
 /// First 4 bytes of the trailer that ends a sealed pack.
@@ -81,8 +85,8 @@ impl std::fmt::Display for PackId {
 pub enum ChunkKind {
     /// zstd frame of the raw bytes.
     Full,
-    /// Reserved for issue 4: zstd delta against the chunk named by `base`.
-    /// Never written by this version; readers reject it.
+    /// zstd frame of the raw bytes compressed with the raw bytes of the
+    /// chunk named by `base` as prefix (see `delta.rs`). Pack version ≥ 2.
     Delta,
 }
 
@@ -137,6 +141,13 @@ impl RecordHeader {
         chunk.copy_from_slice(&b[4..36]);
         let mut base = [0u8; CHUNK_ID_LEN];
         base.copy_from_slice(&b[37..69]);
+        let no_base = base == [0u8; CHUNK_ID_LEN];
+        if kind == ChunkKind::Full && !no_base {
+            return Err("full record names a base chunk".to_string());
+        }
+        if kind == ChunkKind::Delta && (no_base || base == chunk) {
+            return Err("delta record without a usable base chunk".to_string());
+        }
         let mut u = [0u8; 4];
         u.copy_from_slice(&b[69..73]);
         let raw_len = u32::from_le_bytes(u);
@@ -354,9 +365,28 @@ pub fn read_record(
 }
 
 /// Turns a record's stored bytes back into the raw chunk and checks its hash.
+/// A DELTA record needs the raw bytes of its base (`base_raw`); a FULL record
+/// ignores it.
 pub fn decode_chunk(
     header: &RecordHeader,
     stored: &[u8],
+    base_raw: Option<&[u8]>,
+    path: &Path,
+    offset: u64,
+) -> Result<Vec<u8>, StoreError> {
+    let raw = decode_unchecked(header, stored, base_raw, path, offset)?;
+    check_hash(header, &raw, path, offset)?;
+    Ok(raw)
+}
+
+/// `decode_chunk` without the hash check, for the inner records of a delta
+/// chain: the hash of the chain's last record covers every record before it
+/// (a wrong base decodes to wrong bytes), so readers hash once per chunk and
+/// walk the chain again with `decode_chunk` only to name a damaged record.
+pub fn decode_unchecked(
+    header: &RecordHeader,
+    stored: &[u8],
+    base_raw: Option<&[u8]>,
     path: &Path,
     offset: u64,
 ) -> Result<Vec<u8>, StoreError> {
@@ -366,14 +396,18 @@ pub fn decode_chunk(
         offset,
         detail,
     };
-    if header.kind != ChunkKind::Full {
-        return Err(corrupt(format!(
-            "record kind {:?} is not supported by this build",
-            header.kind
-        )));
-    }
-    let raw = zstd::bulk::decompress(stored, header.raw_len as usize)
-        .map_err(|e| corrupt(format!("zstd: {e}")))?;
+    let raw = match (header.kind, base_raw) {
+        (ChunkKind::Full, _) => zstd::bulk::decompress(stored, header.raw_len as usize)
+            .map_err(|e| corrupt(format!("zstd: {e}")))?,
+        (ChunkKind::Delta, Some(base)) => delta::decode(stored, base, header.raw_len as usize)
+            .map_err(|e| corrupt(format!("delta against base {}: {e}", header.base)))?,
+        (ChunkKind::Delta, None) => {
+            return Err(corrupt(format!(
+                "delta record without its base {} to decode against",
+                header.base
+            )));
+        }
+    };
     if raw.len() != header.raw_len as usize {
         return Err(corrupt(format!(
             "decompressed to {} bytes, expected {}",
@@ -381,11 +415,26 @@ pub fn decode_chunk(
             header.raw_len
         )));
     }
-    let actual = ChunkId::of(&raw);
-    if actual != header.chunk {
-        return Err(corrupt(format!("content hashes to {actual}")));
-    }
     Ok(raw)
+}
+
+/// Checks that `raw` hashes to the record's chunk id.
+pub fn check_hash(
+    header: &RecordHeader,
+    raw: &[u8],
+    path: &Path,
+    offset: u64,
+) -> Result<(), StoreError> {
+    let actual = ChunkId::of(raw);
+    if actual != header.chunk {
+        return Err(StoreError::CorruptChunk {
+            chunk: header.chunk,
+            path: path.to_path_buf(),
+            offset,
+            detail: format!("content hashes to {actual}"),
+        });
+    }
+    Ok(())
 }
 
 /// What a full scan of a pack found.
@@ -429,7 +478,7 @@ pub fn scan_pack(
         return Err(corrupt(0, format!("bad magic {:02x?}", &header[0..8])));
     }
     let version = u16::from_le_bytes([header[8], header[9]]);
-    if version != PACK_FORMAT_VERSION {
+    if !(PACK_FORMAT_VERSION_MIN..=PACK_FORMAT_VERSION).contains(&version) {
         return Err(StoreError::FormatVersion {
             what: "pack",
             path: path.to_path_buf(),
@@ -454,6 +503,12 @@ pub fn scan_pack(
             .map_err(|e| corrupt(offset, format!("read record header: {e}")))?;
         hasher.update(&hb);
         let rh = RecordHeader::decode(&hb).map_err(|d| corrupt(offset, d))?;
+        if version < 2 && rh.kind != ChunkKind::Full {
+            return Err(corrupt(
+                offset,
+                format!("pack version {version} cannot hold {:?} records", rh.kind),
+            ));
+        }
         if rh.record_len() > trailer_at - offset {
             return Err(corrupt(
                 offset,
@@ -529,7 +584,7 @@ mod tests {
         assert_eq!(seen, vec![(HEADER_LEN, h)]);
         let f = File::open(&path).unwrap();
         let got = read_record(&f, &path, off, &h).unwrap();
-        assert_eq!(decode_chunk(&h, &got, &path, off).unwrap(), raw);
+        assert_eq!(decode_chunk(&h, &got, None, &path, off).unwrap(), raw);
     }
 
     /// Golden layout of a record header (docs/store.md): changing it needs a
@@ -554,6 +609,79 @@ mod tests {
         let mut bad = b;
         bad[36] = 7;
         assert!(RecordHeader::decode(&bad).is_err());
+    }
+
+    /// A DELTA record decodes against its base's raw bytes; a version 1 pack
+    /// cannot hold one.
+    #[test]
+    fn delta_records_need_their_base_and_pack_version_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let base: Vec<u8> = (0..20_000u32)
+            .flat_map(|i| format!("{i},").into_bytes())
+            .collect();
+        let mut raw = base.clone();
+        raw[1000..1010].copy_from_slice(b"0123456789");
+        let stored = delta::encode(&raw, &base, 1).unwrap();
+        let h = RecordHeader {
+            chunk: ChunkId::of(&raw),
+            kind: ChunkKind::Delta,
+            base: ChunkId::of(&base),
+            raw_len: raw.len() as u32,
+            stored_len: stored.len() as u32,
+        };
+        let mut w = PackWriter::create(dir.path()).unwrap();
+        let off = w.append(&h, &stored).unwrap();
+        let sealed = w.seal().unwrap();
+        let path = dir.path().join(sealed.id.sealed_name());
+        scan_pack(&path, |_, rh, _| {
+            assert_eq!(*rh, h);
+            Ok(())
+        })
+        .unwrap();
+        let f = File::open(&path).unwrap();
+        let got = read_record(&f, &path, off, &h).unwrap();
+        assert_eq!(
+            decode_chunk(&h, &got, Some(&base), &path, off).unwrap(),
+            raw
+        );
+        let err = decode_chunk(&h, &got, None, &path, off).unwrap_err();
+        assert!(err.to_string().contains("without its base"), "{err}");
+        let mut other = base.clone();
+        other[2000] ^= 1;
+        assert!(decode_chunk(&h, &got, Some(&other), &path, off).is_err());
+
+        // The same bytes claiming version 1 (trailer checksum recomputed).
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[8..10].copy_from_slice(&1u16.to_le_bytes());
+        let end = bytes.len() - TRAILER_LEN as usize;
+        let sum = blake3::hash(&bytes[..end]);
+        bytes[end + 8..].copy_from_slice(sum.as_bytes());
+        fs::write(&path, &bytes).unwrap();
+        let err = scan_pack(&path, |_, _, _| Ok(())).unwrap_err();
+        assert!(err.to_string().contains("cannot hold Delta"), "{err}");
+    }
+
+    #[test]
+    fn headers_with_inconsistent_bases_are_rejected() {
+        let full_with_base = RecordHeader {
+            chunk: ChunkId([1; 32]),
+            kind: ChunkKind::Full,
+            base: ChunkId([2; 32]),
+            raw_len: 1,
+            stored_len: 1,
+        };
+        assert!(RecordHeader::decode(&full_with_base.encode()).is_err());
+        let delta_on_itself = RecordHeader {
+            kind: ChunkKind::Delta,
+            base: ChunkId([1; 32]),
+            ..full_with_base
+        };
+        assert!(RecordHeader::decode(&delta_on_itself.encode()).is_err());
+        let delta_without_base = RecordHeader {
+            base: ChunkId::ZERO,
+            ..delta_on_itself
+        };
+        assert!(RecordHeader::decode(&delta_without_base.encode()).is_err());
     }
 
     #[test]

@@ -1,15 +1,199 @@
-//! `FileReader`: one file of a dump as a `std::io::Read` stream, chunk by
-//! chunk, every chunk hash-checked on the way. Owns its handle on the store,
-//! so it can move to the thread that feeds `pg_restore` or `psql`.
+//! Reading stored chunks: `ChunkReader` decodes one chunk (walking its delta
+//! chain, every record hash-checked), `FileReader` streams one file of a dump
+//! as a `std::io::Read`. A `FileReader` owns its handle on the store, so it
+//! can move to the thread that feeds `pg_restore` or `psql`.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::fs::File;
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use uuid::Uuid;
 
+use crate::chunk::ChunkId;
+use crate::delta::MAX_DELTA_DEPTH;
 use crate::error::StoreError;
+use crate::index::IndexEntry;
 use crate::manifest::ChunkRef;
-use crate::store::{ChunkReader, Inner};
+use crate::pack::{self, ChunkKind, PackId, RecordHeader};
+use crate::store::Inner;
+
+/// Bound on pack files a reader keeps open; why: a dump touches few packs in
+/// a row (plus the packs of its bases), and file handles are a shared budget.
+const READER_OPEN_PACKS: usize = 16;
+
+/// Whether a `ChunkReader` takes the gc lock itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GcLock {
+    /// Take the gc read lock around each lookup (ordinary readers, ingests).
+    Take,
+    /// The caller holds the gc lock for the reader's whole life (gc, verify);
+    /// taking it again could deadlock behind a waiting writer.
+    Held,
+}
+
+/// One record of a delta chain: the chunk, where it is, and its open pack.
+struct Link {
+    id: ChunkId,
+    entry: IndexEntry,
+    path: PathBuf,
+}
+
+/// Reads chunks for one caller, keeping a few pack files open.
+pub(crate) struct ChunkReader {
+    inner: Arc<Inner>,
+    lock: GcLock,
+    open: HashMap<PackId, File>,
+}
+
+impl ChunkReader {
+    pub(crate) fn new(inner: Arc<Inner>, lock: GcLock) -> ChunkReader {
+        ChunkReader {
+            inner,
+            lock,
+            open: HashMap::new(),
+        }
+    }
+
+    /// The raw bytes of `id`, decoded through its delta chain and checked
+    /// against `id`'s hash. `None` if the index has no entry for `id`. On a
+    /// mismatch the chain is decoded again with every record hash-checked, so
+    /// the error names the damaged record (which may be a base).
+    pub(crate) fn read(&mut self, id: ChunkId) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(chain) = self.resolve(id)? else {
+            return Ok(None);
+        };
+        match self.decode_chain(&chain, false) {
+            Ok(raw) => Ok(Some(raw)),
+            Err(err) if chain.len() > 1 => {
+                // Name the first damaged record of the chain (root first).
+                self.decode_chain(&chain, true)?;
+                Err(err)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Decodes a chain (from `id` to its FULL root) starting at the root;
+    /// hashes every record with `check_each`, else only the last.
+    fn decode_chain(&self, chain: &[Link], check_each: bool) -> Result<Vec<u8>, StoreError> {
+        let mut raw: Option<Vec<u8>> = None;
+        for (i, link) in chain.iter().enumerate().rev() {
+            let header = link.entry.record_header(link.id);
+            let stored = self.read_stored(link, &header)?;
+            let (path, offset) = (&link.path, link.entry.offset);
+            let decoded = pack::decode_unchecked(&header, &stored, raw.as_deref(), path, offset)?;
+            if check_each || i == 0 {
+                pack::check_hash(&header, &decoded, path, offset)?;
+            }
+            raw = Some(decoded);
+        }
+        raw.ok_or_else(|| StoreError::Invalid {
+            what: "reader state",
+            detail: "empty delta chain".to_string(),
+        })
+    }
+
+    /// Decodes a record whose stored bytes the caller has already read,
+    /// reading its base first if it is a delta.
+    pub(crate) fn decode(
+        &mut self,
+        header: &RecordHeader,
+        stored: &[u8],
+        path: &Path,
+        offset: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        let base = match header.kind {
+            ChunkKind::Full => None,
+            ChunkKind::Delta => {
+                Some(
+                    self.read(header.base)?
+                        .ok_or_else(|| StoreError::CorruptChunk {
+                            chunk: header.chunk,
+                            path: path.to_path_buf(),
+                            offset,
+                            detail: format!(
+                                "its base chunk {} is missing from the index",
+                                header.base
+                            ),
+                        })?,
+                )
+            }
+        };
+        pack::decode_chunk(header, stored, base.as_deref(), path, offset)
+    }
+
+    fn read_stored(&self, link: &Link, header: &RecordHeader) -> Result<Vec<u8>, StoreError> {
+        let file = self
+            .open
+            .get(&link.entry.pack)
+            .ok_or_else(|| StoreError::Invalid {
+                what: "reader state",
+                detail: format!("pack {} not open", link.entry.pack),
+            })?;
+        pack::read_record(file, &link.path, link.entry.offset, header)
+    }
+
+    /// Looks up `id` and the bases of its delta chain and opens their packs,
+    /// all under one hold of the gc read lock (or the caller's): gc cannot
+    /// delete a pack in between. After that the open handles keep reading
+    /// even if a later gc unlinks the files (packs are immutable).
+    fn resolve(&mut self, id: ChunkId) -> Result<Option<Vec<Link>>, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        let _gc = (self.lock == GcLock::Take).then(|| inner.gc_read());
+        if self.open.len() + usize::from(MAX_DELTA_DEPTH) + 1 > READER_OPEN_PACKS {
+            self.open.clear();
+        }
+        let mut chain: Vec<Link> = Vec::with_capacity(2);
+        let mut next = id;
+        loop {
+            let Some(entry) = inner.index.get(&next)? else {
+                let Some(top) = chain.last() else {
+                    return Ok(None);
+                };
+                return Err(self.broken(
+                    top,
+                    format!("its base chunk {next} is missing from the index"),
+                ));
+            };
+            let path = inner.pack_path(entry.pack);
+            if let Entry::Vacant(slot) = self.open.entry(entry.pack) {
+                slot.insert(File::open(&path).map_err(|e| StoreError::CorruptChunk {
+                    chunk: next,
+                    path: path.clone(),
+                    offset: entry.offset,
+                    detail: format!("cannot open pack: {e}"),
+                })?);
+            }
+            chain.push(Link {
+                id: next,
+                entry,
+                path,
+            });
+            match entry.delta_base() {
+                None => return Ok(Some(chain)),
+                Some(_) if chain.len() > usize::from(MAX_DELTA_DEPTH) => {
+                    return Err(self.broken(
+                        &chain[0],
+                        format!("delta chain longer than {MAX_DELTA_DEPTH} records"),
+                    ));
+                }
+                Some(base) => next = base,
+            }
+        }
+    }
+
+    fn broken(&self, link: &Link, detail: String) -> StoreError {
+        StoreError::CorruptChunk {
+            chunk: link.id,
+            path: link.path.clone(),
+            offset: link.entry.offset,
+            detail,
+        }
+    }
+}
 
 /// Streams the chunks of one file in order. Memory: one raw chunk at a time
 /// (at most the store's max chunk size) plus the chunk list.
@@ -29,7 +213,7 @@ impl FileReader {
     pub(crate) fn new(inner: Arc<Inner>, dump: Uuid, name: &str, chunks: Vec<ChunkRef>) -> Self {
         let size = chunks.iter().map(|c| u64::from(c.len)).sum();
         FileReader {
-            chunk_reader: ChunkReader::new(inner),
+            chunk_reader: ChunkReader::new(inner, GcLock::Take),
             dump,
             name: name.to_string(),
             chunks,

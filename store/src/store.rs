@@ -11,24 +11,34 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use uuid::Uuid;
 
 use crate::chunk::{ChunkId, ChunkParams};
+use crate::delta::MAX_DELTA_DEPTH;
 use crate::durable;
 use crate::error::StoreError;
-use crate::index::{Index, IndexEntry};
+use crate::index::{Index, StoreParams};
 use crate::ingest::Ingest;
 use crate::manifest::{self, Manifest};
-use crate::pack::{self, PackId};
+use crate::pack::{ChunkKind, PackId};
 use crate::reader::FileReader;
+use crate::resemblance::FeatureParams;
 
-/// Tunables of a store. `chunking` only applies when the store is created;
-/// an existing store keeps the parameters recorded in its index.
+/// Tunables of a store. `chunking` and `features` only apply when the store
+/// is created; an existing store keeps the parameters recorded in its index.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StoreOptions {
     /// A pack is sealed once it reaches this many bytes (it may exceed it by
     /// one record).
     pub pack_target_bytes: u64,
-    /// zstd level applied per new chunk.
+    /// zstd level applied per new chunk stored whole.
     pub zstd_level: i32,
     pub chunking: ChunkParams,
+    /// Longest chain of delta records a new chunk may start (0 stores every
+    /// new chunk whole; at most `MAX_DELTA_DEPTH`). A read decodes at most
+    /// this many deltas plus one full record.
+    pub max_delta_depth: u8,
+    /// zstd level of delta frames.
+    pub delta_zstd_level: i32,
+    /// How chunks are sketched to find delta bases.
+    pub features: FeatureParams,
 }
 
 impl Default for StoreOptions {
@@ -38,6 +48,9 @@ impl Default for StoreOptions {
             pack_target_bytes: 64 << 20,
             zstd_level: 1,
             chunking: ChunkParams::default(),
+            max_delta_depth: 6,
+            delta_zstd_level: 1,
+            features: FeatureParams::default(),
         }
     }
 }
@@ -45,10 +58,19 @@ impl Default for StoreOptions {
 impl StoreOptions {
     fn validate(&self) -> Result<(), StoreError> {
         self.chunking.validate()?;
-        if !(1..=19).contains(&self.zstd_level) {
+        self.features.validate()?;
+        for level in [self.zstd_level, self.delta_zstd_level] {
+            if !(1..=19).contains(&level) {
+                return Err(StoreError::Invalid {
+                    what: "zstd level",
+                    detail: format!("{level} is outside 1..=19"),
+                });
+            }
+        }
+        if self.max_delta_depth > MAX_DELTA_DEPTH {
             return Err(StoreError::Invalid {
-                what: "zstd level",
-                detail: format!("{} is outside 1..=19", self.zstd_level),
+                what: "delta depth",
+                detail: format!("{} is above {MAX_DELTA_DEPTH}", self.max_delta_depth),
             });
         }
         if !(1 << 20..=4 << 30).contains(&self.pack_target_bytes) {
@@ -165,62 +187,6 @@ impl Inner {
     }
 }
 
-/// Bound on pack files a reader keeps open; why: a dump touches few packs in
-/// a row, and file handles are a shared budget.
-const READER_OPEN_PACKS: usize = 16;
-
-/// Reads chunks for one caller, keeping a few pack files open.
-pub(crate) struct ChunkReader {
-    inner: Arc<Inner>,
-    open: HashMap<PackId, File>,
-}
-
-impl ChunkReader {
-    pub(crate) fn new(inner: Arc<Inner>) -> ChunkReader {
-        ChunkReader {
-            inner,
-            open: HashMap::new(),
-        }
-    }
-
-    /// The raw bytes of `id`, hash-checked. `None` if the index has no entry.
-    pub(crate) fn read(&mut self, id: ChunkId) -> Result<Option<Vec<u8>>, StoreError> {
-        // Look up and open under the gc read lock: gc cannot delete the pack
-        // in between. After that an open handle keeps reading even if a later
-        // gc unlinks the file (packs are immutable, never rewritten in place).
-        let (entry, path): (IndexEntry, PathBuf) = {
-            let _gc = self.inner.gc_read();
-            let Some(entry) = self.inner.index.get(&id)? else {
-                return Ok(None);
-            };
-            let path = self.inner.pack_path(entry.pack);
-            if !self.open.contains_key(&entry.pack) {
-                if self.open.len() >= READER_OPEN_PACKS {
-                    self.open.clear();
-                }
-                let f = File::open(&path).map_err(|e| StoreError::CorruptChunk {
-                    chunk: id,
-                    path: path.clone(),
-                    offset: entry.offset,
-                    detail: format!("cannot open pack: {e}"),
-                })?;
-                self.open.insert(entry.pack, f);
-            }
-            (entry, path)
-        };
-        let file = self
-            .open
-            .get(&entry.pack)
-            .ok_or_else(|| StoreError::Invalid {
-                what: "reader state",
-                detail: format!("pack {} not open", entry.pack),
-            })?;
-        let header = entry.record_header(id);
-        let stored = pack::read_record(file, &path, entry.offset, &header)?;
-        pack::decode_chunk(&header, &stored, &path, entry.offset).map(Some)
-    }
-}
-
 /// Counts and sizes of a store.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct StoreStats {
@@ -232,6 +198,14 @@ pub struct StoreStats {
     pub unique_raw_bytes: u64,
     /// Compressed bytes of the indexed chunks.
     pub stored_bytes: u64,
+    /// Indexed chunks stored as deltas against a base (included in `chunks`).
+    pub delta_chunks: u64,
+    /// Raw bytes of the delta chunks (included in `unique_raw_bytes`).
+    pub delta_raw_bytes: u64,
+    /// Stored bytes of the delta chunks (included in `stored_bytes`).
+    pub delta_stored_bytes: u64,
+    /// Entries of the feature index (super-feature → base candidate).
+    pub feature_entries: u64,
     pub manifests: u64,
     /// Sum of the manifests' logical bytes.
     pub logical_bytes: u64,
@@ -258,9 +232,17 @@ impl Store {
         for dir in [root, packs_dir.as_path(), manifests_dir.as_path()] {
             fs::create_dir_all(dir).map_err(StoreError::io(format!("create {}", dir.display())))?;
         }
-        let (index, chunking) = Index::open(&root.join("index"), opts.chunking)?;
-        if chunking != opts.chunking {
-            tracing::info!(?chunking, requested = ?opts.chunking, "store keeps the chunk parameters it was created with");
+        let requested = StoreParams {
+            chunking: opts.chunking,
+            features: opts.features,
+        };
+        let (index, kept) = Index::open(&root.join("index"), requested)?;
+        if kept != requested {
+            tracing::info!(
+                ?kept,
+                ?requested,
+                "store keeps the chunk and feature parameters it was created with"
+            );
         }
         let crashed = remove_leftovers(&packs_dir, PackId::is_open_name)?;
         remove_leftovers(&manifests_dir, |n| n.ends_with(durable::TMP_SUFFIX))?;
@@ -269,7 +251,11 @@ impl Store {
                 root: root.to_path_buf(),
                 packs_dir,
                 manifests_dir,
-                opts: StoreOptions { chunking, ..opts },
+                opts: StoreOptions {
+                    chunking: kept.chunking,
+                    features: kept.features,
+                    ..opts
+                },
                 index,
                 read_only: false,
                 gc_lock: RwLock::new(()),
@@ -286,14 +272,15 @@ impl Store {
     /// as it was at this moment; a pack that a later gc deletes cannot be
     /// read). Nothing is cleaned up or repaired; writing calls fail.
     pub fn open_read_only(root: &Path) -> Result<Store, StoreError> {
-        let (index, chunking) = Index::open_read_only(&root.join("index"))?;
+        let (index, kept) = Index::open_read_only(&root.join("index"))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 root: root.to_path_buf(),
                 packs_dir: root.join("packs"),
                 manifests_dir: root.join("manifests"),
                 opts: StoreOptions {
-                    chunking,
+                    chunking: kept.chunking,
+                    features: kept.features,
                     ..StoreOptions::default()
                 },
                 index,
@@ -458,6 +445,9 @@ impl Store {
     /// until `gc`.
     pub fn delete_dump(&self, dump_uuid: Uuid) -> Result<(), StoreError> {
         self.writable()?;
+        // Not while gc runs: gc lists the manifests and then reads each, and
+        // a manifest unlinked in between failed the whole gc.
+        let _gc = self.inner.gc_read();
         let path = manifest::manifest_path(&self.inner.manifests_dir, dump_uuid);
         match fs::remove_file(&path) {
             Ok(()) => {
@@ -472,7 +462,7 @@ impl Store {
     }
 
     /// Counts packs, chunks and dumps. Cost: a listing of `packs/` and one
-    /// scan of the chunk index (no manifest is read).
+    /// scan of the chunk and feature index (no manifest is read).
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
         let mut s = StoreStats::default();
         for (_, len) in self.inner.list_packs()? {
@@ -483,8 +473,14 @@ impl Store {
             s.chunks += 1;
             s.unique_raw_bytes += u64::from(e.raw_len);
             s.stored_bytes += u64::from(e.stored_len);
+            if e.kind == ChunkKind::Delta {
+                s.delta_chunks += 1;
+                s.delta_raw_bytes += u64::from(e.raw_len);
+                s.delta_stored_bytes += u64::from(e.stored_len);
+            }
             Ok(())
         })?;
+        s.feature_entries = self.inner.index.feature_entries()?;
         for (_, d) in self.inner.index.dumps()? {
             s.manifests += 1;
             s.logical_bytes += d.logical_bytes;

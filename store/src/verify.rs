@@ -1,6 +1,7 @@
-//! Integrity check: every chunk a manifest references is indexed, its pack
-//! exists, and its record decompresses to bytes with the right BLAKE3; every
-//! pack reads end to end with a matching trailer. Problems name the dumps hit.
+//! Integrity check: every chunk a manifest references, and every base its
+//! delta chain needs, is indexed, its pack exists, and its record decodes to
+//! bytes with the right BLAKE3; every pack reads end to end with a matching
+//! trailer. Problems name every dump hit, including through a delta's base.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -8,10 +9,12 @@ use std::fs::File;
 use uuid::Uuid;
 
 use crate::chunk::ChunkId;
+use crate::delta::MAX_DELTA_DEPTH;
 use crate::error::StoreError;
-use crate::index::IndexEntry;
+use crate::index::{Index, IndexEntry};
 use crate::manifest;
-use crate::pack::{self, PackId};
+use crate::pack::{self, PackId, RecordHeader};
+use crate::reader::{ChunkReader, GcLock};
 use crate::store::Store;
 
 /// What kind of damage a problem is.
@@ -48,7 +51,8 @@ pub struct VerifyReport {
     /// Every dump whose manifest was read, sorted.
     pub dumps: Vec<Uuid>,
     pub packs: u64,
-    /// Referenced chunks that were decompressed and hash-checked.
+    /// Referenced chunks and the bases they need that were decoded and
+    /// hash-checked.
     pub chunks_checked: u64,
     pub problems: Vec<VerifyProblem>,
 }
@@ -95,6 +99,13 @@ impl Store {
                         }
                     }
                 }
+                // Deleted between the listing and the read (a deletion may
+                // run beside verify): not a problem.
+                Err(StoreError::Io { error, .. })
+                    if error.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    report.manifests -= 1;
+                }
                 Err(err) => report.problems.push(VerifyProblem {
                     kind: ProblemKind::UnreadableManifest,
                     chunk: None,
@@ -104,33 +115,22 @@ impl Store {
                 }),
             }
         }
-        for u in users.values_mut() {
-            u.sort();
-            u.dedup();
-        }
+        let needed = Needed::collect(&inner.index, &users, &mut report)?;
+        let users = needed.users;
         let dumps_of = |id: &ChunkId| users.get(id).cloned().unwrap_or_default();
-
-        // Where each referenced chunk should be.
-        let mut expected: HashMap<PackId, HashMap<u64, (ChunkId, IndexEntry)>> = HashMap::new();
-        let mut referenced: Vec<&ChunkId> = users.keys().collect();
-        referenced.sort();
-        for id in referenced {
-            match inner.index.get(id)? {
-                Some(e) => {
-                    expected
-                        .entry(e.pack)
-                        .or_default()
-                        .insert(e.offset, (*id, e));
+        let based_on = needed.based_on;
+        let mut expected = needed.expected;
+        let mut reader = ChunkReader::new(std::sync::Arc::clone(inner), GcLock::Held);
+        let mut check =
+            |header: &RecordHeader, stored: &[u8], path: &std::path::Path, offset: u64| {
+                match reader.decode(header, stored, path, offset) {
+                    Ok(_) => Ok(()),
+                    // The base failed: it is checked (and reported, naming this
+                    // delta's dumps too) on its own.
+                    Err(StoreError::CorruptChunk { chunk, .. }) if chunk != header.chunk => Ok(()),
+                    Err(err) => Err(err.to_string()),
                 }
-                None => report.problems.push(VerifyProblem {
-                    kind: ProblemKind::MissingChunk,
-                    chunk: Some(*id),
-                    pack: None,
-                    detail: format!("chunk {id} is not in the index"),
-                    dumps: dumps_of(id),
-                }),
-            }
-        }
+            };
 
         // Scan every pack; check the referenced records on the way.
         let packs = inner.list_packs()?;
@@ -152,9 +152,7 @@ impl Store {
                         header.chunk, header.stored_len, e.stored_len
                     ))
                 } else {
-                    pack::decode_chunk(header, stored, &path, offset)
-                        .map(|_| ())
-                        .map_err(|err| err.to_string())
+                    check(header, stored, &path, offset)
                 };
                 if let Err(detail) = result {
                     chunk_problems.push((*id, detail));
@@ -186,9 +184,10 @@ impl Store {
                         for (id, e) in rest {
                             let header = e.record_header(*id);
                             let r = pack::read_record(&file, &path, e.offset, &header)
-                                .and_then(|s| pack::decode_chunk(&header, &s, &path, e.offset));
-                            if let Err(err) = r {
-                                chunk_problems.push((*id, err.to_string()));
+                                .map_err(|err| err.to_string())
+                                .and_then(|s| check(&header, &s, &path, e.offset));
+                            if let Err(detail) = r {
+                                chunk_problems.push((*id, detail));
                             }
                         }
                     }
@@ -206,7 +205,7 @@ impl Store {
                     kind: ProblemKind::CorruptChunk,
                     chunk: Some(id),
                     pack: Some(*pack_id),
-                    detail,
+                    detail: with_deltas(detail, based_on.get(&id)),
                     dumps: dumps_of(&id),
                 });
             }
@@ -220,13 +219,118 @@ impl Store {
                     kind: ProblemKind::MissingPack,
                     chunk: Some(*id),
                     pack: Some(pack_id),
-                    detail: format!(
-                        "chunk {id} is indexed in pack {pack_id}, which does not exist"
+                    detail: with_deltas(
+                        format!("chunk {id} is indexed in pack {pack_id}, which does not exist"),
+                        based_on.get(id),
                     ),
                     dumps: dumps_of(id),
                 });
             }
         }
         Ok(report)
+    }
+}
+
+/// What verify must check: the referenced chunks and their delta chains.
+struct Needed {
+    /// Every dump that needs a chunk, directly or as (part of) a base; sorted.
+    users: HashMap<ChunkId, Vec<Uuid>>,
+    /// How many needed delta chunks are decoded directly against a base.
+    based_on: HashMap<ChunkId, u64>,
+    /// pack → offset → the chunk indexed there.
+    expected: HashMap<PackId, HashMap<u64, (ChunkId, IndexEntry)>>,
+}
+
+impl Needed {
+    /// Looks up every referenced chunk and walks its delta chain, so that a
+    /// base is checked once and its problems name the dumps of every delta
+    /// decoded against it. Missing entries and over-long chains go into
+    /// `report`.
+    fn collect(
+        index: &Index,
+        direct: &HashMap<ChunkId, Vec<Uuid>>,
+        report: &mut VerifyReport,
+    ) -> Result<Needed, StoreError> {
+        let mut entries: HashMap<ChunkId, Option<IndexEntry>> = HashMap::new();
+        let mut users = direct.clone();
+        let mut based_on: HashMap<ChunkId, u64> = HashMap::new();
+        let mut referenced: Vec<&ChunkId> = direct.keys().collect();
+        referenced.sort();
+        for id in referenced {
+            let dumps = &direct[id];
+            let mut cur = *id;
+            for depth in 0..=usize::from(MAX_DELTA_DEPTH) + 1 {
+                let entry = match entries.get(&cur) {
+                    Some(e) => *e,
+                    None => {
+                        let e = index.get(&cur)?;
+                        entries.insert(cur, e);
+                        e
+                    }
+                };
+                if cur != *id {
+                    users.entry(cur).or_default().extend(dumps);
+                }
+                let Some(entry) = entry else { break };
+                let Some(base) = entry.delta_base() else {
+                    break;
+                };
+                if depth == usize::from(MAX_DELTA_DEPTH) {
+                    report.problems.push(VerifyProblem {
+                        kind: ProblemKind::CorruptChunk,
+                        chunk: Some(*id),
+                        pack: Some(entry.pack),
+                        detail: format!("delta chain longer than {MAX_DELTA_DEPTH} records"),
+                        dumps: dumps.clone(),
+                    });
+                    break;
+                }
+                cur = base;
+            }
+        }
+        for u in users.values_mut() {
+            u.sort();
+            u.dedup();
+        }
+        let mut expected: HashMap<PackId, HashMap<u64, (ChunkId, IndexEntry)>> = HashMap::new();
+        let mut ids: Vec<(&ChunkId, &Option<IndexEntry>)> = entries.iter().collect();
+        ids.sort_by_key(|(id, _)| **id);
+        for (id, e) in ids {
+            match e {
+                Some(e) => {
+                    if let Some(base) = e.delta_base() {
+                        *based_on.entry(base).or_default() += 1;
+                    }
+                    expected
+                        .entry(e.pack)
+                        .or_default()
+                        .insert(e.offset, (*id, *e));
+                }
+                None => report.problems.push(VerifyProblem {
+                    kind: ProblemKind::MissingChunk,
+                    chunk: Some(*id),
+                    pack: None,
+                    detail: with_deltas(
+                        format!("chunk {id} is not in the index"),
+                        based_on.get(id),
+                    ),
+                    dumps: users.get(id).cloned().unwrap_or_default(),
+                }),
+            }
+        }
+        based_on.retain(|_, n| *n > 0);
+        Ok(Needed {
+            users,
+            based_on,
+            expected,
+        })
+    }
+}
+
+/// Adds "N delta chunks are decoded against it" to a problem's detail.
+fn with_deltas(detail: String, deltas: Option<&u64>) -> String {
+    match deltas {
+        Some(n) if *n > 0 => format!("{detail}; the base of {n} delta chunk(s)"),
+        _ => detail,
     }
 }

@@ -20,6 +20,8 @@ pub struct Config {
     pub outbox: OutboxConfig,
     pub scheduler: SchedulerConfig,
     pub store: StoreConfig,
+    pub restore: RestoreConfig,
+    pub discovery: DiscoveryConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,6 +80,29 @@ impl Default for DumpConfig {
         Self {
             max_concurrent: 2,
             kill_grace_period: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RestoreConfig {
+    /// Restores this worker runs at the same time; a leased restore waits
+    /// for a slot (its lease kept renewed). Restores also use a task slot
+    /// (`dump.max_concurrent`) like every leased task.
+    pub max_concurrent: u32,
+    /// Other workers' data directories this worker reads dumps from (read
+    /// only), by worker name: for a worker that is the restore worker of
+    /// others (`pgsnap worker set-restore-worker`). A shared file system
+    /// or a mount of the other machine's data directory.
+    pub shared_stores: std::collections::BTreeMap<String, PathBuf>,
+}
+
+impl Default for RestoreConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 1,
+            shared_stores: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -147,6 +172,24 @@ impl Default for SchedulerConfig {
             sync_interval: Duration::from_secs(300),
             max_concurrent: 2,
             clock_speed: 1,
+        }
+    }
+}
+
+/// Auto-discovery of databases (docs/discovery.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DiscoveryConfig {
+    /// How often the databases of each instance this worker discovers are
+    /// listed (also at start and when such an instance appears or changes).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(3600),
         }
     }
 }
@@ -228,6 +271,12 @@ impl Config {
                 self.dump.max_concurrent
             );
         }
+        if self.restore.max_concurrent == 0 || self.restore.max_concurrent > 64 {
+            bail!(
+                "restore.max_concurrent {} must be between 1 and 64",
+                self.restore.max_concurrent
+            );
+        }
         if self.outbox.max_batch == 0 || self.outbox.max_batch > 1000 {
             bail!(
                 "outbox.max_batch {} must be between 1 and 1000",
@@ -251,6 +300,9 @@ impl Config {
         }
         if self.scheduler.sync_interval < Duration::from_secs(1) {
             bail!("scheduler.sync_interval must be at least 1s");
+        }
+        if self.discovery.interval < Duration::from_secs(1) {
+            bail!("discovery.interval must be at least 1s");
         }
         if !(0.0..=1.0).contains(&self.store.repack_below_live_fraction) {
             bail!(
@@ -311,7 +363,9 @@ mod tests {
         c.worker.name = "w-1".into();
         c.validate().unwrap();
         assert_eq!(c.dump.max_concurrent, 2);
+        assert_eq!(c.restore.max_concurrent, 1);
         assert_eq!(c.coordinator.backoff_max, Duration::from_secs(30));
+        assert_eq!(c.discovery.interval, Duration::from_secs(3600));
         c.worker.name = "bad name".into();
         assert!(c.validate().unwrap_err().to_string().contains("bad name"));
     }

@@ -5,10 +5,12 @@
 pub mod agent;
 pub mod backoff;
 pub mod config;
+pub mod discovery;
 pub mod maintenance;
 pub mod mirror;
 pub mod offline;
 pub mod outbox;
+pub mod restore;
 pub mod runner;
 pub mod scheduler;
 pub mod task;
@@ -45,6 +47,9 @@ pub struct Shared {
     pub registry: Registry,
     /// One permit per dump slot (`dump.max_concurrent`).
     pub semaphore: Arc<Semaphore>,
+    /// One permit per restore slot (`restore.max_concurrent`), taken by a
+    /// leased restore before it starts.
+    pub restore_slots: Arc<Semaphore>,
     /// Highest event id (as u128) the coordinator acknowledged.
     pub acked: watch::Sender<u128>,
     /// Every running task.
@@ -102,7 +107,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         store,
         config.postgres.connect_timeout,
         config.dump.kill_grace_period,
-    )?;
+    )?
+    .with_shared_stores(&config.worker.name, config.restore.shared_stores.clone());
     runner.clean_leftovers();
     let state = data_dir.join("state");
     let outbox = tokio::task::spawn_blocking(move || Outbox::open(&state))
@@ -116,6 +122,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         "schedule mirror loaded"
     );
     let slots = usize::try_from(config.dump.max_concurrent).unwrap_or(1);
+    let restore_slots = usize::try_from(config.restore.max_concurrent).unwrap_or(1);
     let (acked, _) = watch::channel(0u128);
     let shared = Arc::new(Shared {
         config,
@@ -124,6 +131,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         mirror,
         registry: Registry::default(),
         semaphore: Arc::new(Semaphore::new(slots)),
+        restore_slots: Arc::new(Semaphore::new(restore_slots)),
         acked,
         tasks: TaskTracker::new(),
         tasks_token: CancellationToken::new(),
@@ -145,6 +153,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     };
     let scheduler_stop = CancellationToken::new();
     let scheduler = tokio::spawn(scheduler::run(shared.clone(), scheduler_stop.clone()));
+    let discovery = tokio::spawn(discovery::run(shared.clone(), scheduler_stop.clone()));
 
     shutdown.cancelled().await;
     tracing::info!(running = shared.registry.len(), "shutting down");
@@ -153,8 +162,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     if let Err(err) = scheduler.await {
         tracing::warn!("scheduler ended abnormally: {err}");
     }
+    if let Err(err) = discovery.await {
+        tracing::warn!("discovery ended abnormally: {err}");
+    }
     shared.drain.cancel();
     shared.semaphore.close();
+    shared.restore_slots.close();
     // 2. Cancel running dumps; each kills its process group and reaps it.
     shared.tasks_token.cancel();
     shared.tasks.close();

@@ -14,13 +14,44 @@ use tokio_util::sync::CancellationToken;
 use crate::Shared;
 use crate::runner::DumpResult;
 
+/// How far a running task is; reported to the coordinator about once a
+/// second while it changes (`pgsnap … --wait` shows it).
+#[derive(Debug, Default)]
+pub struct TaskProgress {
+    /// Bytes done so far (dumped into the store, or fed to pg_restore).
+    pub done: Arc<AtomicU64>,
+    /// Bytes in all; 0 when unknown (a dump's size is known at its end).
+    pub total: AtomicU64,
+    /// What the task is doing: "dump", "restore", "verify", …
+    phase: Mutex<&'static str>,
+}
+
+impl TaskProgress {
+    pub fn set_phase(&self, phase: &'static str) {
+        *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = phase;
+    }
+
+    pub fn phase(&self) -> &'static str {
+        *self.phase.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// (phase, done, total) now.
+    pub fn snapshot(&self) -> (&'static str, u64, u64) {
+        (
+            self.phase(),
+            self.done.load(Ordering::Relaxed),
+            self.total.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// One running task as the link sees it.
 #[derive(Debug)]
 struct Entry {
     lease_id: String,
     leased_until: Instant,
     cancel: CancellationToken,
-    progress: Arc<AtomicU64>,
+    progress: Arc<TaskProgress>,
 }
 
 /// What the renew ticker needs of a running task.
@@ -28,7 +59,8 @@ struct Entry {
 pub struct Lease {
     pub task_id: i64,
     pub lease_id: String,
-    pub bytes_done: u64,
+    /// (phase, bytes done, bytes in all).
+    pub progress: (&'static str, u64, u64),
 }
 
 /// Running tasks by task id.
@@ -51,7 +83,7 @@ impl Registry {
         lease_id: String,
         leased_until: Instant,
         cancel: CancellationToken,
-        progress: Arc<AtomicU64>,
+        progress: Arc<TaskProgress>,
     ) -> bool {
         let mut map = self.lock();
         if map.contains_key(&task_id) {
@@ -112,7 +144,7 @@ impl Registry {
             .map(|(id, e)| Lease {
                 task_id: *id,
                 lease_id: e.lease_id.clone(),
-                bytes_done: e.progress.load(Ordering::Relaxed),
+                progress: e.progress.snapshot(),
             })
             .collect()
     }
@@ -135,13 +167,20 @@ pub async fn run(
     lease_id: String,
     spec: Option<Spec>,
     cancel: CancellationToken,
-    progress: Arc<AtomicU64>,
+    progress: Arc<TaskProgress>,
     _permit: Option<OwnedSemaphorePermit>,
 ) {
     let task = TaskRef {
         task_id,
         lease_id: lease_id.clone(),
     };
+    if let Some(Spec::Restore(r)) = &spec {
+        match crate::restore::task(&shared, &task, r, &cancel, &progress).await {
+            Some(body) => finish_with(&shared, task_id, vec![body], &cancel, String::new()).await,
+            None => shared.registry.remove(task_id),
+        }
+        return;
+    }
     let store = shared.runner.store();
     let bodies = match &spec {
         Some(Spec::Verify(_)) => Some(crate::maintenance::verify(store, &task).await),
@@ -155,7 +194,7 @@ pub async fn run(
             .await,
         ),
         Some(Spec::Rebuild(_)) => Some(crate::maintenance::rebuild(store, &task).await),
-        Some(Spec::Dump(_)) | None => None,
+        Some(Spec::Dump(_) | Spec::Restore(_)) | None => None,
     };
     if let Some(bodies) = bodies {
         let changed = matches!(spec, Some(Spec::Delete(_)));
@@ -167,9 +206,10 @@ pub async fn run(
     }
     let result = match &spec {
         Some(Spec::Dump(spec)) => {
+            progress.set_phase("dump");
             shared
                 .runner
-                .dump(Some(task.clone()), spec, &cancel, progress)
+                .dump(Some(task.clone()), spec, &cancel, progress.done.clone())
                 .await
         }
         _ => DumpResult::Rejected("the task carries no spec this worker knows".to_string()),
@@ -270,7 +310,10 @@ mod tests {
         let now = Instant::now();
         let t1 = CancellationToken::new();
         let t2 = CancellationToken::new();
-        let p = Arc::new(AtomicU64::new(7));
+        let p = Arc::new(TaskProgress::default());
+        p.done.store(7, Ordering::Relaxed);
+        p.total.store(9, Ordering::Relaxed);
+        p.set_phase("restore");
         assert!(r.insert(
             1,
             "l1".into(),
@@ -295,7 +338,7 @@ mod tests {
             vec![Lease {
                 task_id: 2,
                 lease_id: "l2".into(),
-                bytes_done: 7
+                progress: ("restore", 7, 9),
             }]
         );
         assert!(r.cancel(2));

@@ -6,6 +6,8 @@
 // is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -13,11 +15,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
+use common::runner;
 use pgsnapman_proto::v1::{DumpFormat, DumpSpec, DumpType, InstanceConnection, TaskRef};
 use pgsnapman_tests::{PgCluster, PgOptions};
-use pgsnapman_worker::config::default_bin_dirs;
-use pgsnapman_worker::runner::client::Clients;
-use pgsnapman_worker::runner::{DumpResult, Runner};
+use pgsnapman_worker::runner::DumpResult;
 use tokio_util::sync::CancellationToken;
 
 const PASSWORD: &str = r"s3cr3t:with\odd'chars";
@@ -35,6 +36,7 @@ fn spec(port: u16, password: &str, database: &str) -> DumpSpec {
             password: password.into(),
             maintenance_db: "postgres".into(),
             status: 1,
+            discover: false,
         }),
         database: database.into(),
         schema: String::new(),
@@ -76,25 +78,6 @@ fn files_under(dir: &Path) -> Vec<String> {
         }
     }
     out
-}
-
-async fn runner(dir: &Path) -> Runner {
-    let clients = Clients::discover(&default_bin_dirs()).await;
-    assert!(
-        !clients.majors().is_empty(),
-        "no pg_dump found: install postgresql-client"
-    );
-    let dir = dir.canonicalize().unwrap();
-    let store =
-        pgsnapman_store::Store::open(&dir, pgsnapman_store::StoreOptions::default()).unwrap();
-    Runner::new(
-        clients,
-        &dir,
-        store,
-        Duration::from_secs(10),
-        Duration::from_secs(2),
-    )
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

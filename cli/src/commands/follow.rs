@@ -1,7 +1,6 @@
 //! Following a queued task: print it, or with `--wait` poll it until it
 //! ends (through a coordinator restart), then print it and what it produced.
 //! Progress goes to stderr, and only to a terminal.
-use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -11,7 +10,7 @@ use tokio::time::Instant;
 use super::Ctx;
 use crate::args::WaitArgs;
 use crate::client::{Admin, rpc};
-use crate::output::{json, table};
+use crate::output::{json, restore, table};
 
 /// How often `--wait` asks for the task's state.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -36,6 +35,19 @@ pub async fn queued(
     ctx.out.note(&queued)?;
     let done = follow(admin, task, wait.timeout).await?;
     ctx.out.object(json::task(&done), table::task_rows(&done))?;
+    if !ctx.out.is_json() && done.kind() == v1::TaskKind::Restore && done.restore_run_id != 0 {
+        let log = rpc(admin
+            .get_restore_log(v1::IdRequest {
+                id: done.restore_run_id,
+            })
+            .await)?;
+        if let Some(run) = &log.run {
+            ctx.out.note(&format!("\nrestore run {}", run.id))?;
+            ctx.out.object(restore::run(run), restore::run_rows(run))?;
+        }
+        ctx.out
+            .list(vec![restore::log(&log)], restore::log_lines(&log))?;
+    }
     if !ctx.out.is_json() && done.dump_id != 0 && done.kind() == v1::TaskKind::Dump {
         let dump = rpc(admin.get_dump(v1::IdRequest { id: done.dump_id }).await)?;
         ctx.out.note(&format!("\ndump {}", dump.id))?;
@@ -77,7 +89,7 @@ async fn follow(admin: &mut Admin, mut task: v1::Task, timeout: Duration) -> Res
     let mut progress = Progress::new();
     let mut unreachable_since: Option<Instant> = None;
     while !is_finished(task.state()) {
-        progress.show(&table::task_progress_line(&task));
+        progress.show(&task);
         if Instant::now() >= deadline {
             progress.clear();
             bail!(
@@ -112,36 +124,56 @@ async fn follow(admin: &mut Admin, mut task: v1::Task, timeout: Duration) -> Res
     Ok(task)
 }
 
-/// A status line rewritten in place on a terminal's stderr; nothing at all
-/// when stderr is a file or a pipe.
+/// Progress on a terminal's stderr (indicatif hides it when stderr is a
+/// file or a pipe): a bar of bytes done of the total when the worker knows
+/// the total (restores), else a spinner with the task's state line.
 struct Progress {
-    tty: bool,
-    last: String,
+    bar: indicatif::ProgressBar,
+    with_total: bool,
 }
 
 impl Progress {
     fn new() -> Self {
+        let bar =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        bar.set_style(spinner_style());
+        bar.enable_steady_tick(Duration::from_millis(200));
         Self {
-            tty: std::io::stderr().is_terminal(),
-            last: String::new(),
+            bar,
+            with_total: false,
         }
     }
 
-    fn show(&mut self, line: &str) {
-        if !self.tty || line == self.last {
-            return;
+    fn show(&mut self, task: &v1::Task) {
+        match task.progress.as_ref().filter(|p| p.bytes_total > 0) {
+            Some(p) => {
+                if !self.with_total {
+                    self.with_total = true;
+                    self.bar.set_style(bar_style());
+                }
+                self.bar.set_length(p.bytes_total);
+                self.bar.set_position(p.bytes_done.min(p.bytes_total));
+                self.bar
+                    .set_message(format!("task {} {}", task.id, p.phase));
+            }
+            None => self.bar.set_message(table::task_progress_line(task)),
         }
-        // "\r\x1b[2K": back to column 0 and erase the old line.
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[2K{line}").and_then(|()| err.flush());
-        self.last = line.to_string();
     }
 
     fn clear(&mut self) {
-        if self.tty && !self.last.is_empty() {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[2K").and_then(|()| err.flush());
-            self.last.clear();
-        }
+        self.bar.finish_and_clear();
     }
+}
+
+fn spinner_style() -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner())
+}
+
+fn bar_style() -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    )
+    .map(|s| s.progress_chars("=> "))
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
 }

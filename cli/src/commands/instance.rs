@@ -1,6 +1,6 @@
-//! `pgsnap instance …`: the Postgres servers that get dumped. Passwords come
-//! from stdin or an environment variable, never from argv, and are never
-//! printed.
+//! `pgsnap instance …`: the Postgres servers that get dumped, and their
+//! auto-discovery settings. Passwords come from stdin or an environment
+//! variable, never from argv, and are never printed.
 use std::io::BufRead;
 
 use anyhow::{Context, Result, bail};
@@ -8,6 +8,7 @@ use pgsnapman_proto::model::validate_identifier;
 use pgsnapman_proto::v1;
 
 use super::Ctx;
+use super::job::DEFAULT_RETENTION;
 use crate::args::{InstanceAddArgs, InstanceCommand, InstanceEditArgs, PasswordArgs, worker_ref};
 use crate::client::rpc;
 use crate::output::{json, table};
@@ -46,6 +47,10 @@ pub async fn run(ctx: &Ctx, cmd: InstanceCommand) -> Result<()> {
 async fn add(ctx: &Ctx, a: InstanceAddArgs) -> Result<()> {
     check_names(a.user.as_deref(), a.maintenance_db.as_deref())?;
     let password = read_password(&a.password)?;
+    if a.auto_discover && a.worker.is_none() {
+        bail!("--auto-discover needs --worker: the default worker lists the databases");
+    }
+    let d = &a.discovery;
     let req = v1::AddInstanceRequest {
         name: a.name,
         host: a.host,
@@ -55,6 +60,11 @@ async fn add(ctx: &Ctx, a: InstanceAddArgs) -> Result<()> {
         maintenance_db: a.maintenance_db.unwrap_or_default(),
         default_worker: worker_ref(a.worker.as_ref()),
         comment: a.comment.unwrap_or_default(),
+        auto_discover: a.auto_discover,
+        backup_window_start: d.backup_window.map(|w| w.start()),
+        backup_window_end: d.backup_window.map(|w| w.end()),
+        discovered_status: d.discovered_status.map_or(0, |s| s.to_proto() as i32),
+        discovered_retention: d.retention_over(&DEFAULT_RETENTION),
     };
     let mut admin = ctx.admin().await?;
     let i = rpc(admin.add_instance(req).await)?;
@@ -68,6 +78,33 @@ async fn add(ctx: &Ctx, a: InstanceAddArgs) -> Result<()> {
 async fn edit(ctx: &Ctx, a: InstanceEditArgs) -> Result<()> {
     check_names(a.user.as_deref(), a.maintenance_db.as_deref())?;
     let password = read_password(&a.password)?;
+    let d = &a.discovery;
+    let unchanged = a.name.is_none()
+        && a.host.is_none()
+        && a.port.is_none()
+        && a.user.is_none()
+        && password.is_none()
+        && !a.clear_password
+        && a.maintenance_db.is_none()
+        && a.worker.is_none()
+        && a.comment.is_none()
+        && a.auto_discover.is_none()
+        && d.is_empty();
+    if unchanged {
+        bail!(
+            "nothing to change for instance {}: give at least one option",
+            a.id
+        );
+    }
+    let mut admin = ctx.admin().await?;
+    // Keep flags given without the others apply over the current retention.
+    let discovered_retention = match d.retention_over(&v1::Retention::default()) {
+        None => None,
+        Some(_) => {
+            let cur = rpc(admin.get_instance(v1::IdRequest { id: a.id }).await)?;
+            d.retention_over(&cur.discovered_retention.unwrap_or(DEFAULT_RETENTION))
+        }
+    };
     let req = v1::UpdateInstanceRequest {
         id: a.id,
         name: a.name,
@@ -79,23 +116,12 @@ async fn edit(ctx: &Ctx, a: InstanceEditArgs) -> Result<()> {
         maintenance_db: a.maintenance_db,
         default_worker: worker_ref(a.worker.as_ref()),
         comment: a.comment,
+        auto_discover: a.auto_discover,
+        backup_window_start: d.backup_window.map(|w| w.start()),
+        backup_window_end: d.backup_window.map(|w| w.end()),
+        discovered_status: d.discovered_status.map_or(0, |s| s.to_proto() as i32),
+        discovered_retention,
     };
-    let unchanged = req.name.is_none()
-        && req.host.is_none()
-        && req.port.is_none()
-        && req.user.is_none()
-        && req.password.is_none()
-        && !req.clear_password
-        && req.maintenance_db.is_none()
-        && req.default_worker.is_none()
-        && req.comment.is_none();
-    if unchanged {
-        bail!(
-            "nothing to change for instance {}: give at least one option",
-            a.id
-        );
-    }
-    let mut admin = ctx.admin().await?;
     let i = rpc(admin.update_instance(req).await)?;
     ctx.out.changed(
         &format!("updated instance {} ({})", i.id, i.name),

@@ -11,7 +11,7 @@ use crate::output::{json, table};
 
 /// The coordinator's retention for jobs that set none (AddDumpJobRequest in
 /// the proto). Keep flags given without the others apply over it.
-const DEFAULT_RETENTION: v1::Retention = v1::Retention {
+pub(super) const DEFAULT_RETENTION: v1::Retention = v1::Retention {
     keep_daily: 14,
     keep_weekly: 2,
     keep_monthly: 5,

@@ -7,6 +7,7 @@ mod follow;
 mod instance;
 mod job;
 mod messages;
+mod restore;
 mod store;
 mod task;
 mod worker;
@@ -45,6 +46,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Task(c) => task::run(&ctx, c).await,
         Command::Catalog(c) => catalog::run(&ctx, c).await,
         Command::Store(c) => store::run(&ctx, c).await,
+        Command::Restore(c) => restore::run(&ctx, c).await,
+        Command::RestoreJob(c) => restore::job(&ctx, c).await,
+        Command::RestoreLog(c) => restore::log(&ctx, c).await,
+        Command::Copy(c) => restore::copy(&ctx, c).await,
         Command::Messages(a) => messages::run(&ctx, a).await,
     }
 }

@@ -4,7 +4,7 @@ use pgsnapman_proto::model::validate_worker_name;
 use pgsnapman_proto::v1;
 
 use super::Ctx;
-use crate::args::WorkerCommand;
+use crate::args::{WorkerArg, WorkerCommand};
 use crate::client::rpc;
 use crate::output::{json, table};
 
@@ -40,6 +40,31 @@ pub async fn run(ctx: &Ctx, cmd: WorkerCommand) -> Result<()> {
         }
         WorkerCommand::Resume { worker } => {
             set_status(ctx, worker.to_proto(), v1::Status::Active, "resumed").await
+        }
+        WorkerCommand::SetRestoreWorker {
+            worker,
+            restore_worker,
+        } => {
+            let mut admin = ctx.admin().await?;
+            let w = rpc(admin
+                .set_restore_worker(v1::SetRestoreWorkerRequest {
+                    worker: Some(worker.to_proto()),
+                    restore_worker: restore_worker.as_ref().map(WorkerArg::to_proto),
+                })
+                .await)?;
+            let note = if w.restore_worker_name.is_empty() {
+                format!("restores of worker {}'s dumps run on it again", w.name)
+            } else {
+                format!(
+                    "restores of worker {}'s dumps run on worker {}",
+                    w.name, w.restore_worker_name
+                )
+            };
+            ctx.out.changed(
+                &note,
+                json::worker(&w),
+                table::workers(std::slice::from_ref(&w)),
+            )
         }
     }
 }

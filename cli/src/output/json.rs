@@ -68,6 +68,8 @@ pub fn worker(w: &v1::Worker) -> Value {
         "outbox_backlog": w.outbox_backlog,
         "agent_version": w.agent_version,
         "client_majors": w.client_majors,
+        "restore_worker_id": w.restore_worker_id,
+        "restore_worker_name": w.restore_worker_name,
     })
 }
 
@@ -85,6 +87,11 @@ pub fn instance(i: &v1::Instance) -> Value {
         "server_version": i.server_version,
         "comment": i.comment,
         "created_at": timestamp(i.created_at.as_ref()),
+        "auto_discover": i.auto_discover,
+        "backup_window_start": i.backup_window_start,
+        "backup_window_end": i.backup_window_end,
+        "discovered_status": status(i.discovered_status()),
+        "discovered_retention": retention(i.discovered_retention.as_ref()),
     })
 }
 

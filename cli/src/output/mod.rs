@@ -2,6 +2,7 @@
 //! (`--output json`), or tables and short notes for people. Errors go to
 //! stderr from `main`, never from here.
 pub mod json;
+pub mod restore;
 pub mod table;
 
 use std::io::Write;

@@ -30,7 +30,7 @@ pub fn key_value(rows: Vec<(&'static str, String)>) -> Table {
 // ───────────────────────────── cell formats ─────────────────────────────
 
 /// A JSON label as a cell: the text, or `-` for null.
-fn cell(v: Value) -> String {
+pub(super) fn cell(v: Value) -> String {
     match v {
         Value::String(s) => s,
         Value::Null => "-".to_string(),
@@ -39,7 +39,7 @@ fn cell(v: Value) -> String {
 }
 
 /// A string cell; `-` when empty.
-fn text(s: &str) -> String {
+pub(super) fn text(s: &str) -> String {
     if s.is_empty() {
         "-".to_string()
     } else {
@@ -48,7 +48,7 @@ fn text(s: &str) -> String {
 }
 
 /// An id cell; `-` for 0 (no such object).
-fn id(n: i64) -> String {
+pub(super) fn id(n: i64) -> String {
     if n == 0 {
         "-".to_string()
     } else {
@@ -56,7 +56,7 @@ fn id(n: i64) -> String {
     }
 }
 
-fn yes_no(b: bool) -> String {
+pub(super) fn yes_no(b: bool) -> String {
     if b { "yes" } else { "no" }.to_string()
 }
 
@@ -114,7 +114,7 @@ fn short_duration(ms: i64) -> String {
 }
 
 /// The first line of a long text, cut to `max` characters, for list cells.
-fn first_line(s: &str, max: usize) -> String {
+pub(super) fn first_line(s: &str, max: usize) -> String {
     let line = s.lines().next().unwrap_or("").trim();
     if line.chars().count() > max {
         let cut: String = line.chars().take(max.saturating_sub(1)).collect();
@@ -222,6 +222,14 @@ pub fn worker_rows(w: &v1::Worker) -> Vec<(&'static str, String)> {
         ("outbox backlog", w.outbox_backlog.to_string()),
         ("agent version", text(&w.agent_version)),
         ("client majors", text(&majors.join(", "))),
+        (
+            "restores run on",
+            if w.restore_worker_name.is_empty() {
+                "this worker".to_string()
+            } else {
+                w.restore_worker_name.clone()
+            },
+        ),
     ]
 }
 
@@ -229,7 +237,8 @@ pub fn worker_rows(w: &v1::Worker) -> Vec<(&'static str, String)> {
 
 pub fn instances(is: &[v1::Instance]) -> Table {
     let mut t = with_header(&[
-        "ID", "NAME", "HOST", "PORT", "USER", "PASSWORD", "WORKER", "STATUS", "VERSION", "COMMENT",
+        "ID", "NAME", "HOST", "PORT", "USER", "PASSWORD", "WORKER", "STATUS", "VERSION",
+        "DISCOVER", "COMMENT",
     ]);
     for i in is {
         t.add_row(vec![
@@ -242,6 +251,11 @@ pub fn instances(is: &[v1::Instance]) -> Table {
             id(i.default_worker_id),
             cell(json::status(i.status())),
             text(&i.server_version),
+            if i.auto_discover {
+                window(i)
+            } else {
+                "off".to_string()
+            },
             first_line(&i.comment, 40),
         ]);
     }
@@ -270,7 +284,29 @@ pub fn instance_rows(i: &v1::Instance) -> Vec<(&'static str, String)> {
         ("server version", text(&i.server_version)),
         ("comment", text(&i.comment)),
         ("created at", time(i.created_at.as_ref())),
+        ("auto-discover", yes_no(i.auto_discover)),
+        ("backup window", window(i)),
+        (
+            "discovered jobs",
+            format!(
+                "{}, keep {}",
+                cell(json::status(i.discovered_status())),
+                retention(i.discovered_retention.as_ref())
+            ),
+        ),
     ]
+}
+
+/// `02:00-06:00`; `whole day` when start and end are equal.
+fn window(i: &v1::Instance) -> String {
+    if i.backup_window_start == i.backup_window_end {
+        "whole day".to_string()
+    } else {
+        format!(
+            "{:02}:00-{:02}:00",
+            i.backup_window_start, i.backup_window_end
+        )
+    }
 }
 
 // ───────────────────────────── dump jobs ─────────────────────────────

@@ -34,7 +34,8 @@ fn parse_ids(events: &[v1::Event]) -> ApiResult<Vec<uuid::Uuid>> {
     Ok(ids)
 }
 
-struct Messages {
+/// Messages a batch writes, as columns of one bulk insert.
+pub(super) struct Messages {
     levels: Vec<i16>,
     classes: Vec<String>,
     jobs: Vec<Option<i64>>,
@@ -90,6 +91,10 @@ impl Catalog {
                     let ok = self
                         .finish_task(&mut tx, f.task.as_ref(), false, None, &f.error, None)
                         .await?;
+                    if ok {
+                        self.fail_runs_of_tasks(&mut *tx, &[task_id], &f.error)
+                            .await?;
+                    }
                     let text = if ok {
                         format!("task {task_id} failed: {}", f.error)
                     } else {
@@ -189,6 +194,67 @@ impl Catalog {
                         )
                     };
                     msgs.push(level, "VERIFY", None, text, at);
+                }
+                Some(Body::DatabasesDiscovered(d)) => {
+                    self.apply_databases_discovered(&mut tx, worker_id, d, at, &mut msgs)
+                        .await?;
+                }
+                Some(Body::RestoreLog(e)) => {
+                    if !self.apply_restore_log(&mut tx, worker_id, e, at).await? {
+                        msgs.push(
+                            v1::MessageLevel::Warning,
+                            "RESTORE",
+                            None,
+                            format!(
+                                "log line for restore run {} ignored: not a run of this worker",
+                                e.run_id
+                            ),
+                            at,
+                        );
+                    }
+                }
+                Some(Body::RestoreFinished(f)) => {
+                    let ok = self
+                        .finish_task(
+                            &mut tx,
+                            f.task.as_ref(),
+                            f.status == v1::RestoreStatus::Succeeded as i32,
+                            None,
+                            &f.error,
+                            None,
+                        )
+                        .await?;
+                    match self
+                        .apply_restore_finished(&mut tx, worker_id, f, at)
+                        .await?
+                    {
+                        Some(run) => {
+                            let (level, text) = restore_message(&run);
+                            msgs.push(level, "RESTORE", None, text, at);
+                        }
+                        None => msgs.push(
+                            v1::MessageLevel::Warning,
+                            "RESTORE",
+                            None,
+                            format!(
+                                "end of restore run {} ignored: not a run of this worker",
+                                f.run_id
+                            ),
+                            at,
+                        ),
+                    }
+                    if !ok && f.task.is_some() {
+                        msgs.push(
+                            v1::MessageLevel::Warning,
+                            "TASK",
+                            None,
+                            format!(
+                                "restore run {} finished under a lease that is no longer current",
+                                f.run_id
+                            ),
+                            at,
+                        );
+                    }
                 }
                 None => {
                     msgs.push(
@@ -324,6 +390,13 @@ impl Catalog {
                 }
             }
         }
+        // Copies that these dumps trigger, in the same transaction: a
+        // replayed event inserts no row and so triggers nothing again.
+        let fresh: Vec<i64> = by_uuid.values().copied().collect();
+        let triggered = self.trigger_restores(tx, &fresh).await?;
+        if !triggered.is_empty() {
+            tracing::info!(tasks = ?triggered, "copies triggered by dumps");
+        }
         for (instance, version) in versions {
             self.note_server_version(&mut **tx, instance, version)
                 .await?;
@@ -439,7 +512,7 @@ fn describe(d: &v1::DumpFinished, dump_type: &str) -> String {
 }
 
 impl Messages {
-    fn push(
+    pub(super) fn push(
         &mut self,
         level: v1::MessageLevel,
         class: &str,
@@ -452,6 +525,38 @@ impl Messages {
         self.jobs.push(job);
         self.texts.push(text);
         self.times.push(at);
+    }
+}
+
+/// The catalog message for the end of a restore run.
+fn restore_message(run: &crate::rows::RestoreRunRow) -> (v1::MessageLevel, String) {
+    let target = run
+        .to_proto()
+        .target
+        .map(|t| t.database)
+        .unwrap_or_default();
+    let what = format!(
+        "restore run {} of dump {} ({}) onto {} database {:?}",
+        run.id,
+        run.dump_id,
+        run.source_database,
+        run.target_instance_name.as_deref().unwrap_or("?"),
+        target
+    );
+    match run.status.as_str() {
+        "SUCCEEDED" if run.warnings > 0 => (
+            v1::MessageLevel::Info,
+            format!("{what} succeeded with {} harmless error(s)", run.warnings),
+        ),
+        "SUCCEEDED" => (v1::MessageLevel::Info, format!("{what} succeeded")),
+        "ABORTED" => (
+            v1::MessageLevel::Warning,
+            format!("{what} aborted: {}", run.error),
+        ),
+        _ => (
+            v1::MessageLevel::Error,
+            format!("{what} failed: {}", run.error),
+        ),
     }
 }
 

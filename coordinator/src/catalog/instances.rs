@@ -1,13 +1,117 @@
-//! Postgres instances.
-use pgsnapman_proto::model::validate_identifier;
+//! Postgres instances, with their auto-discovery settings.
+use pgsnapman_proto::model::{BackupWindow, validate_identifier};
 use pgsnapman_proto::v1;
 
 use super::Catalog;
+use super::jobs::{DEFAULT_RETENTION, retention_cols};
 use crate::error::{ApiError, ApiResult, is_unique_violation};
-use crate::rows::InstanceRow;
+use crate::rows::{self, InstanceRow};
 
-const COLUMNS: &str = "id, name, host, port, username, password, maintenance_db, status, \
-    default_worker_id, server_version, comment, created_at";
+pub(super) const COLUMNS: &str = "id, name, host, port, username, password, maintenance_db, \
+    status, default_worker_id, server_version, comment, created_at, auto_discover, \
+    backup_window_start, backup_window_end, discovered_status, discovered_keep_daily, \
+    discovered_keep_weekly, discovered_keep_monthly, discovered_keep_yearly";
+
+/// An instance's auto-discovery settings, checked.
+struct Discovery {
+    on: bool,
+    window: BackupWindow,
+    status: &'static str,
+    /// keep daily, weekly, monthly, yearly
+    keep: [i32; 4],
+}
+
+impl Discovery {
+    fn of_add(req: &v1::AddInstanceRequest, default_worker: Option<i64>) -> ApiResult<Self> {
+        let d = BackupWindow::DEFAULT;
+        let window = BackupWindow::new(
+            req.backup_window_start.unwrap_or(d.start()),
+            req.backup_window_end.unwrap_or(d.end()),
+        )?;
+        let status = match req.discovered_status {
+            0 => "ACTIVE",
+            s => rows::status_label(s)?,
+        };
+        let keep = retention_cols(
+            req.discovered_retention
+                .as_ref()
+                .unwrap_or(&DEFAULT_RETENTION),
+        )?;
+        Self::checked(req.auto_discover, window, status, keep, default_worker)
+    }
+
+    fn of_update(
+        req: &v1::UpdateInstanceRequest,
+        cur: &InstanceRow,
+        default_worker: Option<i64>,
+    ) -> ApiResult<Self> {
+        let hour = |v: Option<u32>, cur: i32| v.unwrap_or(u32::try_from(cur).unwrap_or(0));
+        let window = BackupWindow::new(
+            hour(req.backup_window_start, cur.backup_window_start),
+            hour(req.backup_window_end, cur.backup_window_end),
+        )?;
+        let status = match req.discovered_status {
+            0 if cur.discovered_status == "HALTED" => "HALTED",
+            0 => "ACTIVE",
+            s => rows::status_label(s)?,
+        };
+        let keep = match &req.discovered_retention {
+            Some(r) => retention_cols(r)?,
+            None => [
+                cur.discovered_keep_daily,
+                cur.discovered_keep_weekly,
+                cur.discovered_keep_monthly,
+                cur.discovered_keep_yearly,
+            ],
+        };
+        let on = req.auto_discover.unwrap_or(cur.auto_discover);
+        Self::checked(on, window, status, keep, default_worker)
+    }
+
+    fn checked(
+        on: bool,
+        window: BackupWindow,
+        status: &'static str,
+        keep: [i32; 4],
+        default_worker: Option<i64>,
+    ) -> ApiResult<Self> {
+        if on && default_worker.is_none() {
+            return Err(ApiError::Invalid(
+                "auto-discovery needs a default worker (it lists the databases): name one".into(),
+            ));
+        }
+        Ok(Self {
+            on,
+            window,
+            status,
+            keep,
+        })
+    }
+}
+
+/// Stores an instance's discovery settings.
+async fn set_discovery(tx: &mut sqlx::PgTransaction<'_>, id: i64, d: &Discovery) -> ApiResult<()> {
+    let hour = |v: u32| i32::try_from(v).unwrap_or(0);
+    let [kd, kw, km, ky] = d.keep;
+    sqlx::query(
+        "UPDATE instances SET auto_discover = $2, backup_window_start = $3, \
+         backup_window_end = $4, discovered_status = $5, discovered_keep_daily = $6, \
+         discovered_keep_weekly = $7, discovered_keep_monthly = $8, discovered_keep_yearly = $9 \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(d.on)
+    .bind(hour(d.window.start()))
+    .bind(hour(d.window.end()))
+    .bind(d.status)
+    .bind(kd)
+    .bind(kw)
+    .bind(km)
+    .bind(ky)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
 
 fn check_host(host: &str) -> ApiResult<()> {
     if host.trim().is_empty() {
@@ -56,6 +160,8 @@ impl Catalog {
         let maintenance_db = or_default(&req.maintenance_db, "postgres");
         validate_identifier("maintenance database", &maintenance_db)?;
         let worker = self.worker_ref(req.default_worker.as_ref()).await?;
+        let discovery = Discovery::of_add(req, worker.as_ref().map(|w| w.id))?;
+        let mut tx = self.pool.begin().await?;
         let res = sqlx::query_scalar::<_, i64>(
             "INSERT INTO instances (name, host, port, username, password, maintenance_db, \
              default_worker_id, comment) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
@@ -66,12 +172,21 @@ impl Catalog {
         .bind(&user)
         .bind(req.password.as_deref())
         .bind(&maintenance_db)
-        .bind(worker.map(|w| w.id))
+        .bind(worker.as_ref().map(|w| w.id))
         .bind(&req.comment)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await;
         match res {
-            Ok(id) => self.instance(id).await,
+            Ok(id) => {
+                set_discovery(&mut tx, id, &discovery).await?;
+                if discovery.on {
+                    // The default worker must mirror the instance to list it.
+                    let workers: Vec<i64> = worker.iter().map(|w| w.id).collect();
+                    self.bump_schedule(&mut *tx, &workers).await?;
+                }
+                tx.commit().await?;
+                self.instance(id).await
+            }
             Err(e) if is_unique_violation(&e) => Err(ApiError::Exists(format!(
                 "an instance named {:?} already exists",
                 req.name
@@ -96,14 +211,17 @@ impl Catalog {
             .ok_or_else(|| ApiError::NotFound(format!("instance {id} not found")))
     }
 
-    /// Workers whose schedule mentions the instance.
+    /// Workers whose schedule mentions the instance: those with jobs on it,
+    /// and its default worker (which lists its databases when discovery is on).
     async fn workers_of_instance<'e, E: sqlx::PgExecutor<'e>>(
         &self,
         exec: E,
         id: i64,
     ) -> ApiResult<Vec<i64>> {
         Ok(sqlx::query_scalar::<_, i64>(
-            "SELECT DISTINCT worker_id FROM dump_jobs WHERE instance_id = $1",
+            "SELECT worker_id FROM dump_jobs WHERE instance_id = $1 \
+             UNION SELECT default_worker_id FROM instances \
+             WHERE id = $1 AND default_worker_id IS NOT NULL",
         )
         .bind(id)
         .fetch_all(exec)
@@ -126,6 +244,8 @@ impl Catalog {
             validate_identifier("maintenance database", m)?;
         }
         let worker = self.worker_ref(req.default_worker.as_ref()).await?;
+        let default_worker = worker.map(|w| w.id).or(cur.default_worker_id);
+        let discovery = Discovery::of_update(req, &cur, default_worker)?;
         let password = if req.clear_password {
             None
         } else {
@@ -143,7 +263,7 @@ impl Catalog {
         .bind(req.user.as_ref().unwrap_or(&cur.username))
         .bind(password)
         .bind(req.maintenance_db.as_ref().unwrap_or(&cur.maintenance_db))
-        .bind(worker.map(|w| w.id).or(cur.default_worker_id))
+        .bind(default_worker)
         .bind(req.comment.as_ref().unwrap_or(&cur.comment))
         .execute(&mut *tx)
         .await;
@@ -156,7 +276,19 @@ impl Catalog {
             }
             return Err(e.into());
         }
-        let workers = self.workers_of_instance(&mut *tx, req.id).await?;
+        set_discovery(&mut tx, req.id, &discovery).await?;
+        if default_worker != cur.default_worker_id {
+            // Lists are ordered by the time the worker took them, by its
+            // clock: the former default worker's must not hold back the new
+            // one's.
+            sqlx::query("DELETE FROM instance_discovery WHERE instance_id = $1")
+                .bind(req.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let mut workers = self.workers_of_instance(&mut *tx, req.id).await?;
+        // A former default worker stops listing the instance.
+        workers.extend(cur.default_worker_id);
         self.bump_schedule(&mut *tx, &workers).await?;
         tx.commit().await?;
         self.instance(req.id).await
@@ -197,10 +329,15 @@ impl Catalog {
                 list.join(", ")
             )));
         }
+        let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM instances WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        // Its default worker stops listing it.
+        let workers: Vec<i64> = cur.default_worker_id.into_iter().collect();
+        self.bump_schedule(&mut *tx, &workers).await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -11,14 +11,14 @@ const COLUMNS: &str = "id, worker_id, instance_id, database, schema_name, dump_t
     parallel_jobs, comment, created_at, updated_at, pause_replay, on_demand";
 
 /// Unset retention: 14 daily, 2 weekly, 5 monthly, 2 yearly.
-const DEFAULT_RETENTION: v1::Retention = v1::Retention {
+pub(super) const DEFAULT_RETENTION: v1::Retention = v1::Retention {
     keep_daily: 14,
     keep_weekly: 2,
     keep_monthly: 5,
     keep_yearly: 2,
 };
 
-fn retention_cols(r: &v1::Retention) -> ApiResult<[i32; 4]> {
+pub(super) fn retention_cols(r: &v1::Retention) -> ApiResult<[i32; 4]> {
     let f = |v: u32, what: &str| {
         i32::try_from(v)
             .ok()

@@ -10,12 +10,16 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::error::{ApiError, ApiResult};
 use crate::rows::{WORKER_COLUMNS, WorkerRow};
 
+mod copy;
+mod discovery;
 mod events;
 mod instances;
 mod jobs;
+mod restore;
 mod store;
 mod tasks;
 
+pub use copy::CopyJobRows;
 pub use events::BatchOutcome;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -119,6 +123,22 @@ impl Catalog {
         .bind(status)
         .execute(&self.pool)
         .await?;
+        self.worker_by_id(id).await
+    }
+
+    /// Names (or with `None` clears) the worker that runs restores of
+    /// `id`'s dumps.
+    pub async fn set_restore_worker(&self, id: i64, restore: Option<i64>) -> ApiResult<WorkerRow> {
+        if restore == Some(id) {
+            return Err(ApiError::Invalid(
+                "a worker restores its own dumps anyway: clear the restore worker instead".into(),
+            ));
+        }
+        sqlx::query("UPDATE workers SET restore_worker_id = $2 WHERE id = $1")
+            .bind(id)
+            .bind(restore)
+            .execute(&self.pool)
+            .await?;
         self.worker_by_id(id).await
     }
 

@@ -15,6 +15,18 @@ impl Catalog {
     /// when the worker reports the deletion.
     pub async fn delete_dump(&self, dump_id: i64) -> ApiResult<Option<TaskRow>> {
         let dump = self.dump(dump_id).await?;
+        let restoring: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM tasks WHERE kind = 'RESTORE' AND dump_id = $1 \
+             AND state IN ('QUEUED', 'LEASED') LIMIT 1",
+        )
+        .bind(dump_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(task) = restoring {
+            return Err(ApiError::Precondition(format!(
+                "dump {dump_id} is being restored (task {task}); delete it when that ends"
+            )));
+        }
         if dump.status == "FAILED" {
             sqlx::query("DELETE FROM dumps WHERE id = $1")
                 .bind(dump_id)

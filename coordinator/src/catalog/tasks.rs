@@ -129,8 +129,11 @@ impl Catalog {
                  LEFT JOIN dump_jobs j ON j.id = t.job_id \
                  LEFT JOIN instances i ON i.id = j.instance_id \
                  WHERE t.worker_id = $1 AND t.state = 'QUEUED' \
-                 AND t.kind IN ('DUMP', 'VERIFY', 'DELETE', 'REBUILD') \
+                 AND t.kind IN ('DUMP', 'VERIFY', 'DELETE', 'REBUILD', 'RESTORE') \
                  AND (t.kind <> 'DUMP' OR (j.status = 'ACTIVE' AND i.status = 'ACTIVE')) \
+                 AND (t.kind <> 'RESTORE' OR EXISTS (SELECT 1 FROM restore_runs u \
+                      JOIN instances ti ON ti.id = u.target_instance_id \
+                      WHERE u.id = t.restore_run_id AND ti.status = 'ACTIVE')) \
                  ORDER BY t.id LIMIT $2 FOR UPDATE OF t SKIP LOCKED) \
              UPDATE tasks t SET state = 'LEASED', lease_id = gen_random_uuid(), \
                  leased_until = now() + $3, attempts = t.attempts + 1, \
@@ -159,6 +162,7 @@ impl Catalog {
                     .bind(e.to_string())
                     .execute(&self.pool)
                     .await?;
+                    self.fail_runs_of_tasks(&self.pool, &[task.id], "").await?;
                 }
             }
         }
@@ -177,6 +181,7 @@ impl Catalog {
                 let instance = self.instance(job.instance_id).await?;
                 Ok(Spec::Dump(job.spec(&instance)))
             }
+            "RESTORE" => Ok(Spec::Restore(self.restore_spec(task).await?)),
             "VERIFY" => Ok(Spec::Verify(v1::VerifySpec {})),
             "REBUILD" => Ok(Spec::Rebuild(v1::RebuildSpec {})),
             "DELETE" => {
@@ -264,6 +269,16 @@ impl Catalog {
              RETURNING id, worker_id, job_id, state",
         )
         .fetch_all(&mut *tx)
+        .await?;
+        let ids: Vec<i64> = expired.iter().map(|e| e.0).collect();
+        self.fail_runs_of_tasks(&mut *tx, &ids, "").await?;
+        // A restore whose lease expired is queued again: so is its run.
+        sqlx::query(
+            "UPDATE restore_runs u SET status = 'QUEUED' FROM tasks t \
+             WHERE t.id = u.task_id AND t.id = ANY($1) AND t.state = 'QUEUED' AND u.status = 'RUNNING'",
+        )
+        .bind(&ids)
+        .execute(&mut *tx)
         .await?;
         for (id, worker, job, state) in &expired {
             let (level, text) = if state == "FAILED" {

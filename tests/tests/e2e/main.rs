@@ -7,6 +7,8 @@
 
 mod common;
 
+mod client_major;
+mod discovery;
 mod dump_now;
 mod dump_types;
 mod embedded;
@@ -15,6 +17,7 @@ mod failures;
 mod metadata;
 mod offline;
 mod reconnect;
+mod restore;
 mod shutdown;
 mod standby;
 mod store;

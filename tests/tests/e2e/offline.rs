@@ -622,3 +622,67 @@ async fn dump_on_demand_skips_then_dumps_as_the_marker_says() {
     );
     rig.stop_all().await;
 }
+
+/// Auto-discovery while the coordinator is down: the list the worker takes
+/// at start waits in its outbox and adds the job once the coordinator is
+/// back. With the default `discovery.interval` (1h) and an unchanged
+/// schedule after the reconnect, that offline list is the only one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn databases_listed_offline_reach_the_catalog() {
+    let mut rig = Rig::start("w-disc-off").await;
+    let inst = add_instance(&rig.cli, "src", rig.source.port, &rig.name, None).to_string();
+    let on = ["--auto-discover", "true", "--discovered-status", "halted"];
+    rig.cli
+        .json(&[&["instance", "edit", &inst][..], &on[..]].concat())
+        .unwrap();
+    let databases = |cli: &Pgsnap| -> BTreeSet<String> {
+        let jobs = cli.json(&["job", "list", "--instance", &inst]).unwrap();
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["database"].as_str().unwrap().to_string())
+            .collect()
+    };
+    wait::until(
+        "jobs for app and postgres",
+        Duration::from_secs(60),
+        || async {
+            let have = databases(&rig.cli);
+            (have.len() == 2 && have.contains("app")).then_some(())
+        },
+    )
+    .await;
+    rig.wait_schedule_confirmed().await;
+    rig.stop_coordinator_and_catalog().await;
+    let mut w = rig.worker.take().unwrap();
+    w.process.stop_clean().await;
+    w.process.assert_no_unexpected_errors(&[]);
+
+    rig.source.create_database("offline_db").unwrap();
+    rig.start_worker(&[]);
+    let log = rig
+        .worker
+        .as_ref()
+        .unwrap()
+        .process
+        .log_path()
+        .to_path_buf();
+    wait::until("the offline list", Duration::from_secs(60), || async {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.contains("databases listed").then_some(())
+    })
+    .await;
+
+    rig.restart_coordinator_and_catalog().await;
+    wait::until("the job of offline_db", Duration::from_secs(60), || async {
+        databases(&rig.cli).contains("offline_db").then_some(())
+    })
+    .await;
+    let listed = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        listed.matches("databases listed").count(),
+        1,
+        "only the offline list was taken"
+    );
+    rig.stop_all().await;
+}

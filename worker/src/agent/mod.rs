@@ -201,6 +201,7 @@ async fn session(
     ));
     subtasks.spawn(keepalive_loop(tx.clone(), keepalive));
     subtasks.spawn(renew_loop(shared.clone(), tx.clone(), lease_ttl / 3));
+    subtasks.spawn(progress_loop(shared.clone(), tx.clone()));
     subtasks.spawn(upload::run(shared.clone(), client.clone()).in_current_span());
     let sync_wake = Arc::new(Notify::new());
     subtasks.spawn(
@@ -385,21 +386,42 @@ async fn renew_loop(
                 }),
             )
             .await?;
-            if lease.bytes_done > 0 {
-                send(
-                    &tx,
-                    lease_request::Msg::Progress(ReportProgress {
-                        task_id: lease.task_id,
-                        lease_id: lease.lease_id,
-                        progress: Some(Progress {
-                            phase: "dump".to_string(),
-                            bytes_done: lease.bytes_done,
-                            bytes_total: 0,
-                        }),
-                    }),
-                )
-                .await?;
+        }
+    }
+}
+
+/// How often progress is reported while it changes.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Reports the progress of running tasks, about once a second while it
+/// changes (a restore's progress bar follows it).
+async fn progress_loop(shared: Arc<Shared>, tx: mpsc::Sender<LeaseRequest>) -> Result<()> {
+    let mut sent: std::collections::HashMap<i64, (u64, u64)> = Default::default();
+    let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let leases = shared.registry.leases();
+        sent.retain(|id, _| leases.iter().any(|l| l.task_id == *id));
+        for lease in leases {
+            let (phase, done, total) = lease.progress;
+            if (done == 0 && total == 0) || sent.get(&lease.task_id) == Some(&(done, total)) {
+                continue;
             }
+            sent.insert(lease.task_id, (done, total));
+            send(
+                &tx,
+                lease_request::Msg::Progress(ReportProgress {
+                    task_id: lease.task_id,
+                    lease_id: lease.lease_id,
+                    progress: Some(Progress {
+                        phase: phase.to_string(),
+                        bytes_done: done,
+                        bytes_total: total,
+                    }),
+                }),
+            )
+            .await?;
         }
     }
 }
@@ -462,7 +484,7 @@ fn start_task(
     }
     let spec = a.spec;
     let cancel = shared.tasks_token.child_token();
-    let progress = Arc::default();
+    let progress: Arc<crate::task::TaskProgress> = Arc::default();
     let leased_until = deadline_of(a.leased_until.as_ref(), lease_ttl);
     if !shared.registry.insert(
         task_id,
@@ -482,6 +504,7 @@ fn start_task(
         Some(task_assignment::Spec::Verify(_)) => ("verify", 0),
         Some(task_assignment::Spec::Delete(_)) => ("delete", 0),
         Some(task_assignment::Spec::Rebuild(_)) => ("rebuild", 0),
+        Some(task_assignment::Spec::Restore(r)) => ("restore", r.restore_job_id),
         None => ("unknown", 0),
     };
     let span = tracing::info_span!("task.run", task_id, kind, lease_id = %a.lease_id, job_id, attempt = a.attempt);

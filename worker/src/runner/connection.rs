@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use pgsnapman_proto::v1::InstanceConnection;
+use tokio::process::Command;
 
 /// Quotes a libpq conninfo value: single quotes, with `\` and `'` escaped by
 /// a backslash, so any value is taken literally.
@@ -102,6 +103,18 @@ pub fn schema_pattern(schema: &str) -> String {
     format!("\"{}\"", schema.replace('"', "\"\""))
 }
 
+/// A client program's command with the password coming only from
+/// `passfile` (if any; else the worker's own `~/.pgpass`): `PGPASSWORD` is
+/// removed from its environment.
+pub fn client_command(program: impl AsRef<std::ffi::OsStr>, passfile: Option<&Path>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_remove("PGPASSWORD");
+    if let Some(p) = passfile {
+        cmd.env("PGPASSFILE", p);
+    }
+    cmd
+}
+
 /// A temporary password file (mode 0600) removed when dropped.
 pub struct PassFile {
     file: tempfile::NamedTempFile,
@@ -140,6 +153,7 @@ mod tests {
             password: password.into(),
             maintenance_db: "postgres".into(),
             status: 1,
+            discover: false,
         }
     }
 

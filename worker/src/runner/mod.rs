@@ -16,13 +16,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use pgsnapman_proto::model::{validate_dump_options, validate_identifier};
-use pgsnapman_proto::v1::{DumpFinished, DumpFormat, DumpSpec, DumpType, TaskRef};
-use tokio::process::Command;
+use pgsnapman_proto::v1::{
+    DumpFinished, DumpFormat, DumpSpec, DumpType, InstanceConnection, TaskRef,
+};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use self::client::{ClientTools, Clients};
-use self::connection::{PassFile, conninfo, schema_pattern};
+use self::connection::{PassFile, client_command, conninfo, schema_pattern};
 use self::process::Outcome;
 
 /// The probe query: `SHOW server_version` text, its number, and the size of
@@ -54,6 +55,9 @@ pub enum DumpResult {
 pub struct Runner {
     clients: Clients,
     store: pgsnapman_store::Store,
+    /// This worker's name, and other workers' stores it may read.
+    worker_name: String,
+    shared_stores: std::collections::BTreeMap<String, PathBuf>,
     /// Directory-format dumps pass through here; emptied at start.
     spool_dir: PathBuf,
     tmp_dir: PathBuf,
@@ -285,6 +289,8 @@ impl Runner {
         Ok(Self {
             clients,
             store,
+            worker_name: String::new(),
+            shared_stores: std::collections::BTreeMap::new(),
             spool_dir,
             tmp_dir,
             connect_timeout,
@@ -295,6 +301,63 @@ impl Runner {
     /// The pack store dumps go into.
     pub fn store(&self) -> &pgsnapman_store::Store {
         &self.store
+    }
+
+    /// Lets this worker read other workers' stores (restore worker).
+    pub fn with_shared_stores(
+        mut self,
+        worker_name: &str,
+        shared: std::collections::BTreeMap<String, PathBuf>,
+    ) -> Self {
+        self.worker_name = worker_name.to_string();
+        self.shared_stores = shared;
+        self
+    }
+
+    /// The store that holds the dumps of `worker`: this worker's own, or
+    /// (read-only, opened now so it sees the latest dumps) another worker's
+    /// from `restore.shared_stores`.
+    pub fn store_of(&self, worker: &str) -> std::result::Result<pgsnapman_store::Store, String> {
+        if worker.is_empty() || worker == self.worker_name {
+            return Ok(self.store.clone());
+        }
+        let Some(dir) = self.shared_stores.get(worker) else {
+            return Err(format!(
+                "the dump is in the store of worker {worker:?}, which this worker cannot read: \
+                 add its data directory to restore.shared_stores"
+            ));
+        };
+        pgsnapman_store::Store::open_read_only(dir).map_err(|e| {
+            format!(
+                "cannot read the store of worker {worker:?} at {}: {e}",
+                dir.display()
+            )
+        })
+    }
+
+    /// The client tools found on this machine.
+    pub fn clients(&self) -> &Clients {
+        &self.clients
+    }
+
+    /// Scratch space for files that must be seekable (emptied at start).
+    pub fn spool_dir(&self) -> &Path {
+        &self.spool_dir
+    }
+
+    /// Where temporary password files go (emptied at start).
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp_dir
+    }
+
+    /// libpq `connect_timeout` for every connection.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// Time between SIGTERM and SIGKILL for a cancelled child.
+    pub fn kill_grace(&self) -> Duration {
+        self.kill_grace
     }
 
     pub fn client_majors(&self) -> Vec<u32> {
@@ -463,14 +526,7 @@ impl Runner {
             Some(PassFile::create(&self.tmp_dir, c.instance)?)
         };
         let passfile_path = passfile.as_ref().map(|p| p.path().to_path_buf());
-        let command = |program: PathBuf| {
-            let mut cmd = Command::new(program);
-            cmd.env_remove("PGPASSWORD");
-            if let Some(p) = &passfile_path {
-                cmd.env("PGPASSFILE", p);
-            }
-            cmd
-        };
+        let command = |program: PathBuf| client_command(program, passfile_path.as_deref());
 
         // 1. Probe the server with the newest psql.
         let pass_path = passfile_path.as_deref();
@@ -644,16 +700,11 @@ impl Runner {
     /// Runs one SQL statement on the spec's connection database with the
     /// newest psql; returns its unaligned output.
     async fn sql(&self, c: &Checked<'_>, app_name: &str, sql: &str) -> Result<String> {
-        let passfile = if c.instance.password.is_empty() {
-            None
-        } else {
-            Some(PassFile::create(&self.tmp_dir, c.instance)?)
-        };
         // Not cancellable: resuming replay must finish even during shutdown.
         let never = CancellationToken::new();
-        let path = passfile.as_ref().map(PassFile::path);
+        let what = "running a statement";
         match self
-            .psql(c, app_name, path, sql, "running a statement", &never)
+            .query(c.instance, &c.connect_db, app_name, sql, what, &never)
             .await?
         {
             Some(out) => Ok(out),
@@ -661,10 +712,30 @@ impl Runner {
         }
     }
 
-    /// Runs one SQL statement with the newest psql on the spec's connection
-    /// database, the password (if any) from `passfile`; returns the trimmed
-    /// unaligned output, `None` if cancelled. A failure carries psql's error
-    /// lines (or its exit status while `what`).
+    /// Runs one SQL statement with the newest psql on `database` of
+    /// `instance`, the password (if any) from a private password file;
+    /// returns the trimmed unaligned output, `None` if cancelled. A failure
+    /// carries psql's error lines (or its exit status while `what`).
+    pub async fn query(
+        &self,
+        instance: &InstanceConnection,
+        database: &str,
+        app_name: &str,
+        sql: &str,
+        what: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Option<String>> {
+        let passfile = if instance.password.is_empty() {
+            None
+        } else {
+            Some(PassFile::create(&self.tmp_dir, instance)?)
+        };
+        let path = passfile.as_ref().map(PassFile::path);
+        self.psql_at(instance, database, app_name, path, &[sql], what, cancel)
+            .await
+    }
+
+    /// `psql_at` on the spec's connection database.
     async fn psql(
         &self,
         c: &Checked<'_>,
@@ -674,13 +745,39 @@ impl Runner {
         what: &str,
         cancel: &CancellationToken,
     ) -> Result<Option<String>> {
+        self.psql_at(
+            c.instance,
+            &c.connect_db,
+            app_name,
+            passfile,
+            &[sql],
+            what,
+            cancel,
+        )
+        .await
+    }
+
+    /// Runs SQL statements (each its own `-c`, in order, stopping at the
+    /// first error) with the newest psql on `database` of `instance`, the
+    /// password (if any) from `passfile`; returns the trimmed unaligned
+    /// output, `None` if cancelled. A failure carries psql's error lines (or
+    /// its exit status while `what`). The client encoding is the database's:
+    /// names in shared catalogs (databases, roles) come back as their
+    /// creator wrote them.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn psql_at(
+        &self,
+        instance: &InstanceConnection,
+        database: &str,
+        app_name: &str,
+        passfile: Option<&Path>,
+        statements: &[&str],
+        what: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Option<String>> {
         let psql = self.clients.newest_psql()?;
-        let mut cmd = Command::new(psql.psql());
-        cmd.env_remove("PGPASSWORD");
-        if let Some(p) = passfile {
-            cmd.env("PGPASSFILE", p);
-        }
-        let info = conninfo(c.instance, &c.connect_db, self.connect_timeout, app_name);
+        let mut cmd = client_command(psql.psql(), passfile);
+        let info = conninfo(instance, database, self.connect_timeout, app_name);
         cmd.args([
             "-X",
             "-A",
@@ -689,10 +786,11 @@ impl Runner {
             "--no-password",
             "-v",
             "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ])
-        .arg(format!("--dbname={info}"));
+        ]);
+        for sql in statements {
+            cmd.arg("-c").arg(sql);
+        }
+        cmd.arg(format!("--dbname={info}"));
         match process::run(cmd, "psql", true, cancel, self.kill_grace).await? {
             Outcome::Cancelled => Ok(None),
             Outcome::Exited {
@@ -811,6 +909,7 @@ mod tests {
                 password: String::new(),
                 maintenance_db: "postgres".into(),
                 status: 1,
+                discover: false,
             }),
             database: "db".into(),
             schema: String::new(),

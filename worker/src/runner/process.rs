@@ -108,18 +108,56 @@ pub enum Outcome {
     Cancelled,
 }
 
-async fn collect_stderr(pipe: impl AsyncRead + Unpin) -> Stderr {
+/// Sees every stderr line of a child as it is written (classification of
+/// pg_restore's errors needs all of them, not only the kept tail).
+pub type LineObserver = Box<dyn FnMut(&str) + Send>;
+
+async fn collect_stderr(
+    pipe: impl AsyncRead + Unpin,
+    mut observer: Option<LineObserver>,
+) -> Stderr {
     let mut reader = BufReader::new(pipe);
     let mut stderr = Stderr::default();
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
+        // At most MAX_LINE bytes of one line are kept; the rest is skipped.
+        match (&mut reader)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut buf)
+            .await
+        {
             Ok(0) | Err(_) => break,
-            Ok(_) => stderr.push(&String::from_utf8_lossy(&buf)),
+            Ok(_) => {
+                if buf.last() != Some(&b'\n') && buf.len() >= MAX_LINE {
+                    skip_rest_of_line(&mut reader).await;
+                }
+                let line = String::from_utf8_lossy(&buf);
+                if let Some(o) = observer.as_mut() {
+                    o(line.trim_end_matches(['\n', '\r']));
+                }
+                stderr.push(&line);
+            }
         }
     }
     stderr
+}
+
+/// Reads up to and including the next newline (or EOF), keeping nothing.
+async fn skip_rest_of_line(reader: &mut (impl AsyncBufReadExt + Unpin)) {
+    loop {
+        let (used, done) = match reader.fill_buf().await {
+            Ok([]) | Err(_) => return,
+            Ok(buf) => match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (buf.len(), false),
+            },
+        };
+        reader.consume(used);
+        if done {
+            return;
+        }
+    }
 }
 
 async fn collect_stdout(pipe: impl AsyncRead + Unpin) -> Vec<u8> {
@@ -164,10 +202,23 @@ pub async fn run(
 /// and stdout as `stdout` says. Our copies of both descriptors are closed as
 /// soon as the child runs, so the other ends see EOF when the child exits.
 pub async fn run_with(
+    cmd: Command,
+    program: &str,
+    stdin: Option<std::os::fd::OwnedFd>,
+    stdout: StdoutTo,
+    cancel: &CancellationToken,
+    grace: Duration,
+) -> Result<Outcome> {
+    run_observed(cmd, program, stdin, stdout, None, cancel, grace).await
+}
+
+/// `run_with`, and every stderr line is shown to `observer` as it comes.
+pub async fn run_observed(
     mut cmd: Command,
     program: &str,
     stdin: Option<std::os::fd::OwnedFd>,
     stdout: StdoutTo,
+    observer: Option<LineObserver>,
     cancel: &CancellationToken,
     grace: Duration,
 ) -> Result<Outcome> {
@@ -189,7 +240,7 @@ pub async fn run_with(
     let reader = child
         .stderr
         .take()
-        .map(|pipe| tokio::spawn(collect_stderr(pipe)));
+        .map(|pipe| tokio::spawn(collect_stderr(pipe, observer)));
     let out_reader = child
         .stdout
         .take()

@@ -6,6 +6,12 @@ use pgsnapman_proto::v1;
 
 use crate::error::{ApiError, ApiResult};
 
+mod restore;
+pub use restore::{
+    RESTORE_JOB_COLUMNS, RESTORE_RUN_COLUMNS, RestoreJobRow, RestoreLogRow, RestoreRunRow,
+    target_from_json, target_json,
+};
+
 /// `STATUS_ACTIVE` → `ACTIVE`.
 fn strip(name: &'static str) -> &'static str {
     const PREFIXES: &[&str] = &[
@@ -17,6 +23,10 @@ fn strip(name: &'static str) -> &'static str {
         "TASK_STATE_",
         "TASK_KIND_",
         "MESSAGE_LEVEL_",
+        "RESTORE_TYPE_",
+        "EXISTING_DATABASE_",
+        "RESTORE_JOB_KIND_",
+        "RESTORE_STATUS_",
     ];
     PREFIXES
         .iter()
@@ -86,7 +96,36 @@ labels!(
     "task kind"
 );
 
-fn ts(t: Option<DateTime<Utc>>) -> Option<prost_types::Timestamp> {
+labels!(
+    RestoreType,
+    "RESTORE_TYPE_",
+    restore_type_label,
+    restore_type_value,
+    "restore type"
+);
+labels!(
+    ExistingDatabase,
+    "EXISTING_DATABASE_",
+    existing_database_label,
+    existing_database_value,
+    "existing-database policy"
+);
+labels!(
+    RestoreJobKind,
+    "RESTORE_JOB_KIND_",
+    restore_job_kind_label,
+    restore_job_kind_value,
+    "restore job kind"
+);
+labels!(
+    RestoreStatus,
+    "RESTORE_STATUS_",
+    restore_status_label,
+    restore_status_value,
+    "restore status"
+);
+
+pub(crate) fn ts(t: Option<DateTime<Utc>>) -> Option<prost_types::Timestamp> {
     t.map(timestamp)
 }
 
@@ -103,13 +142,16 @@ pub struct WorkerRow {
     pub agent_version: String,
     pub client_majors: Vec<i32>,
     pub connected: bool,
+    pub restore_worker_id: Option<i64>,
+    pub restore_worker_name: Option<String>,
 }
 
 /// Columns of `WorkerRow` (`w` is `workers`).
 pub const WORKER_COLUMNS: &str = "w.id, w.name, w.status, w.registered_at, w.last_seen_at, \
     w.schedule_version, w.confirmed_schedule_version, w.outbox_backlog, w.agent_version, \
     w.client_majors, EXISTS (SELECT 1 FROM worker_sessions s WHERE s.worker_id = w.id \
-    AND s.stale_after > now()) AS connected";
+    AND s.stale_after > now()) AS connected, w.restore_worker_id, \
+    (SELECT r.name FROM workers r WHERE r.id = w.restore_worker_id) AS restore_worker_name";
 
 impl WorkerRow {
     pub fn to_proto(&self) -> v1::Worker {
@@ -129,6 +171,8 @@ impl WorkerRow {
                 .iter()
                 .filter_map(|m| u32::try_from(*m).ok())
                 .collect(),
+            restore_worker_id: self.restore_worker_id.unwrap_or(0),
+            restore_worker_name: self.restore_worker_name.clone().unwrap_or_default(),
         }
     }
 }
@@ -147,6 +191,14 @@ pub struct InstanceRow {
     pub server_version: String,
     pub comment: String,
     pub created_at: DateTime<Utc>,
+    pub auto_discover: bool,
+    pub backup_window_start: i32,
+    pub backup_window_end: i32,
+    pub discovered_status: String,
+    pub discovered_keep_daily: i32,
+    pub discovered_keep_weekly: i32,
+    pub discovered_keep_monthly: i32,
+    pub discovered_keep_yearly: i32,
 }
 
 impl InstanceRow {
@@ -165,7 +217,28 @@ impl InstanceRow {
             server_version: self.server_version.clone(),
             comment: self.comment.clone(),
             created_at: Some(timestamp(self.created_at)),
+            auto_discover: self.auto_discover,
+            backup_window_start: u32_of(self.backup_window_start),
+            backup_window_end: u32_of(self.backup_window_end),
+            discovered_status: status_value(&self.discovered_status),
+            discovered_retention: Some(self.discovered_retention()),
         }
+    }
+
+    /// Retention of the jobs discovery adds.
+    pub fn discovered_retention(&self) -> v1::Retention {
+        v1::Retention {
+            keep_daily: u32_of(self.discovered_keep_daily),
+            keep_weekly: u32_of(self.discovered_keep_weekly),
+            keep_monthly: u32_of(self.discovered_keep_monthly),
+            keep_yearly: u32_of(self.discovered_keep_yearly),
+        }
+    }
+
+    /// True if `worker_id` lists this instance's databases: discovery is on
+    /// and it is the default worker.
+    pub fn discovered_by(&self, worker_id: i64) -> bool {
+        self.auto_discover && self.default_worker_id == Some(worker_id)
     }
 
     /// What the worker that connects needs, password included.
@@ -179,6 +252,7 @@ impl InstanceRow {
             password: self.password.clone().unwrap_or_default(),
             maintenance_db: self.maintenance_db.clone(),
             status: status_value(&self.status),
+            discover: false,
         }
     }
 }
@@ -208,7 +282,7 @@ pub struct JobRow {
     pub on_demand: bool,
 }
 
-fn u32_of(v: i32) -> u32 {
+pub(crate) fn u32_of(v: i32) -> u32 {
     u32::try_from(v).unwrap_or(0)
 }
 
@@ -346,12 +420,14 @@ pub struct TaskRow {
     pub progress_done: i64,
     pub progress_total: i64,
     pub result: Option<String>,
+    pub restore_job_id: Option<i64>,
+    pub restore_run_id: Option<i64>,
 }
 
 pub const TASK_COLUMNS: &str = "t.id, t.kind, t.state, t.worker_id, t.job_id, t.attempts, \
     t.max_attempts, t.created_at, t.started_at, t.finished_at, t.leased_until, t.lease_id, \
     t.error, t.dump_id, t.progress_phase, t.progress_done, t.progress_total, \
-    t.result::text AS result";
+    t.result::text AS result, t.restore_job_id, t.restore_run_id";
 
 impl TaskRow {
     pub fn to_proto(&self) -> v1::Task {
@@ -376,6 +452,8 @@ impl TaskRow {
             dump_id: self.dump_id.unwrap_or(0),
             progress,
             result_json: self.result.clone().unwrap_or_default(),
+            restore_job_id: self.restore_job_id.unwrap_or(0),
+            restore_run_id: self.restore_run_id.unwrap_or(0),
         }
     }
 }

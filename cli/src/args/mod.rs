@@ -9,6 +9,13 @@ use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use pgsnapman_proto::v1;
 
+mod instance;
+mod restore;
+pub use instance::{InstanceAddArgs, InstanceCommand, InstanceEditArgs, PasswordArgs};
+pub use restore::{
+    CopyCommand, RestoreCommand, RestoreJobCommand, RestoreLogCommand, RestoreStatusArg,
+};
+
 /// Help heading of the options every subcommand takes.
 const GLOBAL: &str = "Global options";
 
@@ -65,6 +72,18 @@ pub enum Command {
     /// The workers' deduplicating pack stores: figures and verification
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Restore a dump now, run a restore job now, or restore a whole server
+    #[command(subcommand)]
+    Restore(RestoreCommand),
+    /// Manage restore jobs (SINGLE, REPEAT by cron, TRIGGER after every dump)
+    #[command(subcommand)]
+    RestoreJob(RestoreJobCommand),
+    /// The restore log: every restore run and its lines
+    #[command(subcommand)]
+    RestoreLog(RestoreLogCommand),
+    /// Copy jobs: dump a database and restore it elsewhere after every dump
+    #[command(subcommand)]
+    Copy(CopyCommand),
     /// List messages from workers and the coordinator
     Messages(MessagesArgs),
 }
@@ -86,6 +105,12 @@ pub enum WorkerCommand {
     Halt { worker: WorkerArg },
     /// Let a halted worker work again
     Resume { worker: WorkerArg },
+    /// Run restores of WORKER's dumps on RESTORE_WORKER (which reads WORKER's
+    /// store: its restore.shared_stores); without RESTORE_WORKER, on WORKER again
+    SetRestoreWorker {
+        worker: WorkerArg,
+        restore_worker: Option<WorkerArg>,
+    },
 }
 
 /// A worker given by id (all digits) or by name.
@@ -125,91 +150,6 @@ impl WorkerArg {
 /// The proto reference of an optional `--worker`.
 pub fn worker_ref(w: Option<&WorkerArg>) -> Option<v1::WorkerRef> {
     w.map(WorkerArg::to_proto)
-}
-
-// ───────────────────────────── instances ─────────────────────────────
-
-#[derive(Debug, Subcommand)]
-pub enum InstanceCommand {
-    /// Add a Postgres server
-    Add(InstanceAddArgs),
-    /// List instances
-    List,
-    /// Show one instance
-    Show { id: i64 },
-    /// Change an instance; options not given stay as they are
-    Edit(InstanceEditArgs),
-    /// Stop dumping from this instance
-    Halt { id: i64 },
-    /// Dump from a halted instance again
-    Resume { id: i64 },
-    /// Remove an instance (refused while dump jobs use it)
-    Remove { id: i64 },
-}
-
-/// Where a password comes from. A password is never taken as an argument:
-/// argv is visible to every user of the machine.
-#[derive(Debug, Args)]
-pub struct PasswordArgs {
-    /// Read the password from the first line of standard input
-    #[arg(long, conflicts_with = "password_env")]
-    pub password_stdin: bool,
-    /// Read the password from this environment variable
-    #[arg(long, value_name = "VAR")]
-    pub password_env: Option<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct InstanceAddArgs {
-    /// Unique label of the instance
-    #[arg(long)]
-    pub name: String,
-    /// Host name, IP address, or an absolute Unix socket directory
-    #[arg(long)]
-    pub host: String,
-    /// [default: 5432]
-    #[arg(long)]
-    pub port: Option<u16>,
-    /// Role used for dumps [default: postgres]
-    #[arg(long)]
-    pub user: Option<String>,
-    /// Database for connections that need no particular one [default: postgres]
-    #[arg(long, value_name = "DB")]
-    pub maintenance_db: Option<String>,
-    /// Default worker of the instance's jobs (id or name)
-    #[arg(long, value_name = "WORKER")]
-    pub worker: Option<WorkerArg>,
-    /// Free text for people
-    #[arg(long)]
-    pub comment: Option<String>,
-    #[command(flatten)]
-    pub password: PasswordArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct InstanceEditArgs {
-    pub id: i64,
-    #[arg(long)]
-    pub name: Option<String>,
-    #[arg(long)]
-    pub host: Option<String>,
-    #[arg(long)]
-    pub port: Option<u16>,
-    #[arg(long)]
-    pub user: Option<String>,
-    #[arg(long, value_name = "DB")]
-    pub maintenance_db: Option<String>,
-    /// Default worker (id or name)
-    #[arg(long, value_name = "WORKER")]
-    pub worker: Option<WorkerArg>,
-    /// Free text for people
-    #[arg(long)]
-    pub comment: Option<String>,
-    #[command(flatten)]
-    pub password: PasswordArgs,
-    /// Forget the stored password (the worker's own password file applies)
-    #[arg(long, conflicts_with_all = ["password_stdin", "password_env"])]
-    pub clear_password: bool,
 }
 
 // ───────────────────────────── dump jobs ─────────────────────────────

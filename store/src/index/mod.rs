@@ -1,0 +1,263 @@
+//! The RocksDB chunk index: chunk id → where its record lives, per-dump
+//! summaries, the feature index of delta bases, and the `meta/` keys.
+//! Encodings in docs/store.md (and `entry.rs`). Writes are synced batches;
+//! callers decide when (after packs are sealed).
+
+mod entry;
+mod feature;
+mod meta;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rocksdb::{BlockBasedOptions, Cache, DB, IteratorMode, Options, WriteBatch, WriteOptions};
+
+use crate::chunk::{CHUNK_ID_LEN, ChunkId};
+use crate::error::StoreError;
+use entry::{
+    CHUNK_KEY_LEN, CHUNK_PREFIX, DUMP_KEY_LEN, DUMP_PREFIX, ENTRY_LEN, chunk_key, dump_key,
+    feature_key,
+};
+pub use entry::{DumpSummary, IndexEntry};
+pub use meta::StoreParams;
+
+/// Layout of keys and values in docs/store.md. Bump on any incompatible
+/// change. Version 2 added delta entries (kind 1, whose base must outlive
+/// them), the `f` feature entries and `meta/feature_params`; a version 1
+/// index is upgraded when opened for writing (`meta.rs`).
+pub const INDEX_FORMAT_VERSION: u32 = 2;
+/// The oldest index version this build opens.
+pub const INDEX_FORMAT_VERSION_MIN: u32 = 1;
+
+/// RocksDB block cache, shared by data, index and filter blocks; why: with
+/// index and filter blocks in the cache the index's memory stays bounded
+/// whatever the store's size (docs/store.md, "Memory bounds").
+const BLOCK_CACHE_BYTES: usize = 32 << 20;
+/// Bloom filter bits per key; why: most lookups of a new chunk or feature
+/// miss, and a filter answers a miss without reading a data block (~1%
+/// false positives at 10 bits).
+const BLOOM_BITS_PER_KEY: f64 = 10.0;
+
+fn db_options() -> Options {
+    let mut opts = Options::default();
+    // Bounded: the index holds small entries; keep file handles and memtables
+    // modest on a worker that also runs pg_dump.
+    opts.set_max_open_files(256);
+    opts.set_write_buffer_size(16 << 20);
+    opts.set_max_write_buffer_number(2);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(&Cache::new_lru_cache(BLOCK_CACHE_BYTES));
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    table.set_bloom_filter(BLOOM_BITS_PER_KEY, false);
+    opts.set_block_based_table_factory(&table);
+    opts
+}
+
+/// A new sealed pack's chunk entries and the feature entries of its chunks.
+pub struct SealedEntries<'a> {
+    pub chunks: &'a [(ChunkId, IndexEntry)],
+    /// `(slot, super-feature, chunk)`
+    pub features: &'a [(u8, u64, ChunkId)],
+}
+
+/// The open index. `Send + Sync`.
+pub struct Index {
+    db: DB,
+    path: PathBuf,
+    /// Makes `insert_sealed`'s "is the chunk indexed already?" check and its
+    /// write one step for concurrent ingests.
+    insert_lock: Mutex<()>,
+}
+
+impl Index {
+    /// Opens (creating if needed) the index at `path`. A new index records
+    /// `INDEX_FORMAT_VERSION` and `params`; an existing one must carry a
+    /// version this build reads (version 1 is upgraded) and returns the
+    /// parameters it was created with.
+    pub fn open(path: &Path, params: StoreParams) -> Result<(Index, StoreParams), StoreError> {
+        let mut opts = db_options();
+        opts.create_if_missing(true);
+        let db =
+            DB::open(&opts, path).map_err(StoreError::index(format!("open {}", path.display())))?;
+        let index = Index::new(db, path);
+        let params = index.check_meta(params, true)?;
+        Ok((index, params))
+    }
+
+    /// Opens an existing index for reading only, beside a process that has
+    /// it open for writing (RocksDB's read-only mode takes no lock; it sees
+    /// the index as it was when opened).
+    pub fn open_read_only(path: &Path) -> Result<(Index, StoreParams), StoreError> {
+        if !path.join("CURRENT").is_file() {
+            return Err(StoreError::Invalid {
+                what: "store",
+                detail: format!("{} holds no chunk index", path.display()),
+            });
+        }
+        let db = DB::open_for_read_only(&db_options(), path, false).map_err(StoreError::index(
+            format!("open {} read-only", path.display()),
+        ))?;
+        let index = Index::new(db, path);
+        let params = index.check_meta(StoreParams::default(), false)?;
+        Ok((index, params))
+    }
+
+    fn new(db: DB, path: &Path) -> Index {
+        Index {
+            db,
+            path: path.to_path_buf(),
+            insert_lock: Mutex::new(()),
+        }
+    }
+
+    fn write(&self, batch: WriteBatch, what: &str) -> Result<(), StoreError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db
+            .write_opt(batch, &wo)
+            .map_err(StoreError::index(format!(
+                "{what} in {}",
+                self.path.display()
+            )))
+    }
+
+    /// Looks a chunk up.
+    pub fn get(&self, id: &ChunkId) -> Result<Option<IndexEntry>, StoreError> {
+        let v = self
+            .db
+            .get_pinned(chunk_key(id))
+            .map_err(StoreError::index(format!("look up chunk {id}")))?;
+        match v {
+            None => Ok(None),
+            Some(v) => IndexEntry::decode(&v)
+                .map(Some)
+                .ok_or_else(|| StoreError::Invalid {
+                    what: "index entry",
+                    detail: format!("chunk {id}: {} bytes, expected {ENTRY_LEN}", v.len()),
+                }),
+        }
+    }
+
+    /// Inserts or replaces entries in one synced batch.
+    pub fn put_all(&self, entries: &[(ChunkId, IndexEntry)]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        for (id, e) in entries {
+            batch.put(chunk_key(id), e.encode());
+        }
+        self.write(batch, "index chunks")
+    }
+
+    /// Indexes a sealed pack in one synced batch: chunk entries for ids not
+    /// indexed yet (the first writer wins: a chunk that two ingests stored
+    /// at once keeps the entry other deltas may already use as base; the
+    /// other copy is garbage for gc's repack) and every feature entry (the
+    /// newest chunk wins). Returns how many chunk entries were written.
+    pub fn insert_sealed(&self, sealed: SealedEntries<'_>) -> Result<usize, StoreError> {
+        let _one_at_a_time = self.insert_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut batch = WriteBatch::default();
+        let mut written = 0;
+        for (id, e) in sealed.chunks {
+            if self.get(id)?.is_none() {
+                batch.put(chunk_key(id), e.encode());
+                written += 1;
+            }
+        }
+        for (slot, value, id) in sealed.features {
+            batch.put(feature_key(*slot, *value), id.0);
+        }
+        if !batch.is_empty() {
+            self.write(batch, "index a sealed pack")?;
+        }
+        Ok(written)
+    }
+
+    /// Deletes entries in one synced batch.
+    pub fn delete_all(&self, ids: &[ChunkId]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        for id in ids {
+            batch.delete(chunk_key(id));
+        }
+        self.write(batch, "delete chunks")
+    }
+
+    /// Records a stored dump's figures (synced).
+    pub fn put_dump(&self, dump: &uuid::Uuid, s: DumpSummary) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put(dump_key(dump), s.encode());
+        self.write(batch, "record dump summary")
+    }
+
+    /// Forgets a dump's figures (synced); absent is fine.
+    pub fn delete_dump(&self, dump: &uuid::Uuid) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.delete(dump_key(dump));
+        self.write(batch, "delete dump summary")
+    }
+
+    /// Every dump summary, in uuid order.
+    pub fn dumps(&self) -> Result<Vec<(uuid::Uuid, DumpSummary)>, StoreError> {
+        let mut out = Vec::new();
+        self.scan_prefix(DUMP_PREFIX, "scan dump summaries", |k, v| {
+            let bad = || StoreError::Invalid {
+                what: "dump summary",
+                detail: format!("key of {} bytes, value of {} bytes", k.len(), v.len()),
+            };
+            if k.len() != DUMP_KEY_LEN {
+                return Err(bad());
+            }
+            let dump = uuid::Uuid::from_slice(&k[1..]).map_err(|_| bad())?;
+            out.push((dump, DumpSummary::decode(v).ok_or_else(bad)?));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `visit` for every chunk entry, in id order.
+    pub fn for_each(
+        &self,
+        mut visit: impl FnMut(ChunkId, IndexEntry) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.scan_prefix(CHUNK_PREFIX, "scan chunks", |k, v| {
+            let id = <[u8; CHUNK_ID_LEN]>::try_from(&k[1..])
+                .map(ChunkId)
+                .map_err(|_| StoreError::Invalid {
+                    what: "index key",
+                    detail: format!("{} bytes, expected {CHUNK_KEY_LEN}", k.len()),
+                })?;
+            let e = IndexEntry::decode(v).ok_or_else(|| StoreError::Invalid {
+                what: "index entry",
+                detail: format!("chunk {id}: {} bytes, expected {ENTRY_LEN}", v.len()),
+            })?;
+            visit(id, e)
+        })
+    }
+
+    /// Calls `visit` with every key (prefix included) and value under the
+    /// one-byte `prefix`, in key order. `what` names the scan in errors.
+    fn scan_prefix(
+        &self,
+        prefix: u8,
+        what: &str,
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let start = [prefix];
+        let iter = self
+            .db
+            .iterator(IteratorMode::From(&start, rocksdb::Direction::Forward));
+        for item in iter {
+            let (k, v) = item.map_err(StoreError::index(what))?;
+            if k.first() != Some(&prefix) {
+                break;
+            }
+            visit(&k, &v)?;
+        }
+        Ok(())
+    }
+}

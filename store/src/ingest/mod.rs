@@ -1,0 +1,394 @@
+//! `Ingest`: storing one dump. Cuts each file into content-defined chunks,
+//! stores the chunks the store does not have yet (as a zstd delta against a
+//! similar stored chunk when one is found, else whole; into this ingest's own
+//! pack), and on `finish` seals, indexes and writes the manifest — in that
+//! order. Dropping an unfinished ingest aborts it. Encoding runs on a second
+//! thread (`sink.rs`), fed through a bounded queue.
+
+mod sink;
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::sync::{Arc, mpsc};
+
+use fastcdc::v2020::StreamCDC;
+use uuid::Uuid;
+
+use crate::chunk::ChunkId;
+use crate::delta::MAX_DELTA_DEPTH;
+use crate::error::StoreError;
+use crate::manifest::{self, ChunkRef, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestMeta};
+use crate::reader::FileReader;
+use crate::resemblance::{self, Sketch};
+use crate::store::Inner;
+use sink::{Base, Job, PackSink};
+
+/// Chunks queued between the chunking thread and the encoder; why: one
+/// waiting on each side keeps both threads busy, and each costs up to the
+/// max chunk size in memory.
+const ENCODE_QUEUE: usize = 2;
+
+/// Longest accepted file name (bytes); pg_dump's names are short.
+const MAX_FILE_NAME_BYTES: usize = 255;
+
+/// Rejects names that could escape a restore directory or clash with our own
+/// files: empty, `.`/`..`, containing `/` or NUL, or too long.
+pub(crate) fn validate_file_name(name: &str) -> Result<(), StoreError> {
+    let bad = name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.contains('/')
+        || name.contains('\0')
+        || name.len() > MAX_FILE_NAME_BYTES;
+    if bad {
+        return Err(StoreError::Invalid {
+            what: "file name",
+            detail: format!(
+                "{name:?} (must be 1..={MAX_FILE_NAME_BYTES} bytes, no '/', NUL, '.' or '..')"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// One dump being stored. `Send`; not shared between threads.
+///
+/// `add_file` runs two threads: the caller's cuts, hashes, deduplicates,
+/// sketches and chooses bases (every index lookup and registration happens
+/// here, in chunk order); a scoped encoder thread reads bases, compresses and
+/// appends records, and seals full packs. Both end before `add_file` returns.
+///
+/// Crash safety (kill -9 at any point):
+/// 1. chunks are appended to `<pack>.pack.open`, which nothing references;
+/// 2. a full pack is fsync'd and renamed to `.pack`, then its index entries
+///    are written in one synced batch; a crash between leaves a sealed pack no
+///    index entry points to, which gc deletes;
+/// 3. only after every pack is sealed and indexed is the manifest written
+///    (tmp + fsync + rename + fsync dir); a crash before the rename leaves no
+///    manifest, so the dump does not exist.
+pub struct Ingest {
+    inner: Arc<Inner>,
+    dump_uuid: Uuid,
+    /// Key of this ingest in the store's registry of live chunk sets.
+    registration: u64,
+    files: Vec<FileEntry>,
+    names: HashSet<String>,
+    sink: PackSink,
+    logical_bytes: u64,
+    poisoned: bool,
+    /// The manifest is durable (an abandoned ingest's sealed packs are
+    /// garbage, `PackSink::sealed_any`).
+    finished: bool,
+}
+
+impl Ingest {
+    pub(crate) fn new(inner: Arc<Inner>, dump_uuid: Uuid) -> Result<Ingest, StoreError> {
+        let registration = inner.register(dump_uuid)?;
+        Ok(Ingest {
+            sink: PackSink::new(Arc::clone(&inner), dump_uuid),
+            inner,
+            dump_uuid,
+            registration,
+            files: Vec::new(),
+            names: HashSet::new(),
+            logical_bytes: 0,
+            poisoned: false,
+            finished: false,
+        })
+    }
+
+    /// The dump being stored.
+    pub fn dump_uuid(&self) -> Uuid {
+        self.dump_uuid
+    }
+
+    /// Logical bytes added so far.
+    pub fn logical_bytes(&self) -> u64 {
+        self.logical_bytes
+    }
+
+    /// Pack bytes written so far.
+    pub fn new_stored_bytes(&self) -> u64 {
+        self.sink.new_stored_bytes
+    }
+
+    /// Stores one file, streaming from `r` (memory stays bounded by the
+    /// chunker's max chunk size, the encoder queue and the pack buffer).
+    /// Names are unique per dump. After an error the ingest is unusable;
+    /// drop it.
+    pub fn add_file(&mut self, name: &str, r: impl Read) -> Result<FileEntry, StoreError> {
+        if self.poisoned {
+            return Err(StoreError::IngestPoisoned(self.dump_uuid));
+        }
+        validate_file_name(name)?;
+        if self.names.contains(name) {
+            return Err(StoreError::Invalid {
+                what: "file name",
+                detail: format!("{name:?} was already added to dump {}", self.dump_uuid),
+            });
+        }
+        self.poisoned = true;
+        let entry = self.chunk_file(name, r)?;
+        self.poisoned = false;
+        self.names.insert(name.to_string());
+        self.files.push(entry.clone());
+        Ok(entry)
+    }
+
+    /// Runs the chunking loop on this thread and the encoder on a scoped one.
+    fn chunk_file(&mut self, name: &str, r: impl Read) -> Result<FileEntry, StoreError> {
+        let cutter = Cutter {
+            inner: &self.inner,
+            registration: self.registration,
+            dump_uuid: self.dump_uuid,
+        };
+        let sink = &mut self.sink;
+        let logical_bytes = &mut self.logical_bytes;
+        std::thread::scope(|scope| {
+            let (jobs, queue) = mpsc::sync_channel::<Job>(ENCODE_QUEUE);
+            let encoder = std::thread::Builder::new()
+                .name("store-encoder".to_string())
+                .spawn_scoped(scope, move || -> Result<(), StoreError> {
+                    for job in queue {
+                        sink.store(job)?;
+                    }
+                    Ok(())
+                })
+                .map_err(StoreError::io("start the encoder thread"))?;
+            let cut = cutter.cut_file(name, r, logical_bytes, &jobs);
+            // Closing the queue lets the encoder finish what is queued.
+            drop(jobs);
+            let encoded = encoder.join().unwrap_or_else(|_| {
+                Err(StoreError::Invalid {
+                    what: "ingest state",
+                    detail: "the encoder thread panicked".to_string(),
+                })
+            });
+            // An encoder error also made the cutter's send fail: report it.
+            encoded.and(cut)
+        })
+    }
+
+    /// Reads back a file this ingest already stored, hash-checking every
+    /// chunk, before the dump is finished: the caller can check what was
+    /// stored (e.g. let `pg_restore --list` read the archive) and only then
+    /// make the dump exist. Seals the open pack first, so that every chunk is
+    /// indexed; this ingest's registration keeps them from gc while it lives,
+    /// so read before `finish` or drop.
+    pub fn read_back(&mut self, name: &str) -> Result<FileReader, StoreError> {
+        if self.poisoned {
+            return Err(StoreError::IngestPoisoned(self.dump_uuid));
+        }
+        let Some(entry) = self.files.iter().find(|f| f.name == name) else {
+            return Err(StoreError::FileNotFound {
+                dump: self.dump_uuid,
+                name: name.to_string(),
+            });
+        };
+        let chunks = entry.chunks.clone();
+        self.sink.seal_current()?;
+        Ok(FileReader::new(
+            Arc::clone(&self.inner),
+            self.dump_uuid,
+            name,
+            chunks,
+        ))
+    }
+
+    /// The files stored so far, in the order they were added.
+    pub fn files(&self) -> &[FileEntry] {
+        &self.files
+    }
+
+    /// Seals and indexes everything written, then writes the manifest. When
+    /// this returns the dump is durable and complete.
+    pub fn finish(mut self, meta: ManifestMeta) -> Result<Manifest, StoreError> {
+        if self.poisoned {
+            return Err(StoreError::IngestPoisoned(self.dump_uuid));
+        }
+        self.sink.seal_current()?;
+        let m = Manifest {
+            format_version: MANIFEST_FORMAT_VERSION,
+            dump_uuid: self.dump_uuid,
+            meta,
+            logical_bytes: self.logical_bytes,
+            new_stored_bytes: self.sink.new_stored_bytes,
+            files: std::mem::take(&mut self.files),
+        };
+        // The registration (dropped with `self`) keeps gc off these chunks
+        // until the manifest, which then keeps them live, is durable.
+        manifest::write_manifest(&self.inner.manifests_dir, &m)?;
+        self.finished = true;
+        // Derived data: if this fails the dump still exists, and the next
+        // `Store::open` writes the summary from the manifest.
+        if let Err(e) = self
+            .inner
+            .index
+            .put_dump(&m.dump_uuid, crate::store::summary_of(&m))
+        {
+            tracing::warn!(dump_id = %m.dump_uuid, "cannot record the dump summary: {e}");
+        }
+        tracing::info!(dump_id = %m.dump_uuid, logical_bytes = m.logical_bytes, new_stored_bytes = m.new_stored_bytes, full_chunks = self.sink.full_chunks, delta_chunks = self.sink.delta_chunks, "dump stored");
+        Ok(m)
+    }
+}
+
+/// The chunking side of an ingest: cuts, hashes, deduplicates, sketches and
+/// chooses bases, registering every chunk it refers to.
+struct Cutter<'a> {
+    inner: &'a Inner,
+    registration: u64,
+    dump_uuid: Uuid,
+}
+
+impl Cutter<'_> {
+    fn cut_file(
+        &self,
+        name: &str,
+        r: impl Read,
+        logical_bytes: &mut u64,
+        jobs: &mpsc::SyncSender<Job>,
+    ) -> Result<FileEntry, StoreError> {
+        let p = self.inner.opts.chunking;
+        let mut entry = FileEntry {
+            name: name.to_string(),
+            size: 0,
+            chunks: Vec::new(),
+        };
+        let level = p.fastcdc_level();
+        for chunk in StreamCDC::with_level(r, p.min_bytes, p.avg_bytes, p.max_bytes, level) {
+            let chunk = chunk.map_err(|e| StoreError::Io {
+                context: format!("read {name} of dump {}", self.dump_uuid),
+                error: match e {
+                    fastcdc::v2020::Error::IoError(io) => io,
+                    other => std::io::Error::other(other.to_string()),
+                },
+            })?;
+            let raw = chunk.data;
+            let id = ChunkId::of(&raw);
+            // max chunk size is at most 16 MiB (validated), so this fits.
+            let len = u32::try_from(raw.len()).map_err(|_| StoreError::Invalid {
+                what: "chunk length",
+                detail: format!("{} bytes", raw.len()),
+            })?;
+            entry.size += u64::from(len);
+            *logical_bytes += u64::from(len);
+            entry.chunks.push(ChunkRef { id, len });
+            if self.reference(id)? {
+                continue;
+            }
+            let sketch = if self.inner.opts.max_delta_depth > 0 {
+                resemblance::sketch(&raw, &self.inner.opts.features)
+            } else {
+                None
+            };
+            let base = match &sketch {
+                Some(sk) => self.choose_base(id, sk)?,
+                None => None,
+            };
+            let job = Job {
+                id,
+                raw,
+                sketch,
+                base,
+            };
+            if jobs.send(job).is_err() {
+                return Err(StoreError::Invalid {
+                    what: "ingest state",
+                    detail: "the encoder thread stopped".to_string(),
+                });
+            }
+        }
+        Ok(entry)
+    }
+
+    /// Registers `id` as used by this ingest. Returns true when the store
+    /// already has it (indexed, or written earlier by this ingest).
+    fn reference(&self, id: ChunkId) -> Result<bool, StoreError> {
+        // Under the gc read lock, so no gc can run between the index lookup
+        // and the registration: a chunk found in the index stays there until
+        // this ingest finishes or is dropped.
+        let _gc = self.inner.gc_read();
+        let already_mine = self
+            .inner
+            .registry()
+            .ingests
+            .get(&self.registration)
+            .is_some_and(|(_, set)| set.contains(&id));
+        if already_mine {
+            return Ok(true);
+        }
+        let indexed = self.inner.index.get(&id)?.is_some();
+        let mut reg = self.inner.registry();
+        if let Some((_, set)) = reg.ingests.get_mut(&self.registration) {
+            set.insert(id);
+        }
+        Ok(indexed)
+    }
+
+    /// Picks the base for a new chunk: the indexed chunk its super-features
+    /// name most often, if its chain leaves room for one more delta (depth
+    /// below `max_delta_depth`), else the FULL root of that chain. The base
+    /// is registered as used by this ingest under the gc read lock, so gc
+    /// keeps it (and, through it, its chain) until the ingest ends.
+    fn choose_base(&self, id: ChunkId, sketch: &Sketch) -> Result<Option<Base>, StoreError> {
+        let inner = self.inner;
+        let _gc = inner.gc_read();
+        for (candidate, _votes) in inner.index.candidates(sketch)? {
+            if candidate == id {
+                continue;
+            }
+            let Some((depth, root)) = self.chain_of(candidate)? else {
+                continue;
+            };
+            let base = if depth < inner.opts.max_delta_depth {
+                Base {
+                    id: candidate,
+                    rebased: false,
+                }
+            } else {
+                Base {
+                    id: root,
+                    rebased: true,
+                }
+            };
+            let mut reg = inner.registry();
+            if let Some((_, set)) = reg.ingests.get_mut(&self.registration) {
+                set.insert(base.id);
+            }
+            return Ok(Some(base));
+        }
+        Ok(None)
+    }
+
+    /// The number of delta records from `id` to its FULL root, and the root;
+    /// `None` if a link is missing or the chain is too long (then it is not
+    /// used as a base; verify reports the damage).
+    fn chain_of(&self, id: ChunkId) -> Result<Option<(u8, ChunkId)>, StoreError> {
+        let mut next = id;
+        for depth in 0..=MAX_DELTA_DEPTH {
+            let Some(entry) = self.inner.index.get(&next)? else {
+                return Ok(None);
+            };
+            match entry.delta_base() {
+                None => return Ok(Some((depth, next))),
+                Some(base) => next = base,
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Drop for Ingest {
+    /// Unregisters; an unsealed pack is removed by `PackWriter`'s drop (with
+    /// the sink). Chunks of packs already sealed stay unreferenced until gc,
+    /// and the store's garbage flag says so.
+    fn drop(&mut self) {
+        if self.sink.sealed_any && !self.finished {
+            self.inner
+                .garbage
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.inner.unregister(self.registration);
+    }
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests of the store on real files in temporary directories: one
+//! binary (`store`) with a module per area.
+
+// Test helpers outside #[test] functions unwrap too: a failure is a test failure.
+#![allow(clippy::unwrap_used)]
+
+mod basics;
+mod damage;
+mod delta;
+mod gc;
+mod golden;
+mod helpers;

@@ -1,0 +1,242 @@
+//! How pg_restore reads the archive of a database restore: streamed or
+//! spooled, its table of contents, the SQL of one schema's entry, and the
+//! options and filter rules that follow from the restore's settings.
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use pgsnapman_proto::v1::{DumpFormat, RestoreType};
+use tokio::process::Command;
+
+use super::Prepared;
+use crate::restore::classify::Source;
+use crate::restore::names::quote_ident;
+use crate::restore::pipeline::{self, Stored};
+use crate::restore::script::Rules;
+use crate::restore::{Abort, Run, read_spooled, toc};
+
+/// Where pg_restore reads the archive.
+#[derive(Clone)]
+pub(super) enum Archive {
+    /// Streamed from the store into its stdin.
+    Stream(Stored),
+    /// A spooled file or directory.
+    Path(PathBuf),
+}
+
+impl Archive {
+    /// Names a spooled archive in `cmd`'s arguments; a streamed one is
+    /// returned as the command's input.
+    pub(super) fn input_of(self, cmd: &mut Command) -> Option<Stored> {
+        match self {
+            Archive::Stream(s) => Some(s),
+            Archive::Path(path) => {
+                cmd.arg(path);
+                None
+            }
+        }
+    }
+}
+
+impl Run<'_> {
+    /// The archive as pg_restore reads it: spooled (directory format
+    /// always, custom format for `-j`), else streamed.
+    pub(super) async fn archive(&mut self, p: &Prepared, parallel: bool) -> Result<Archive> {
+        let stored = |file: &str| Stored {
+            store: self.store.clone(),
+            dump: self.plan.dump_uuid,
+            file: file.to_string(),
+        };
+        let directory = self.plan.format == DumpFormat::Directory;
+        if !directory && !parallel {
+            return Ok(Archive::Stream(stored(self.plan.stream_file())));
+        }
+        let free = pipeline::free_bytes(self.spool.path())?;
+        if free
+            < p.manifest
+                .logical_bytes
+                .saturating_add(pipeline::SPOOL_RESERVE)
+        {
+            return Err(Abort(format!(
+                "the spool has {free} bytes free; spooling this {} dump needs {} plus {} in reserve",
+                self.plan.format.label(),
+                p.manifest.logical_bytes,
+                pipeline::SPOOL_RESERVE
+            ))
+            .into());
+        }
+        let (files, path) = if directory {
+            let dir = self.spool.path().join("dump");
+            std::fs::create_dir(&dir)
+                .map_err(|e| anyhow::anyhow!("create {}: {e}", dir.display()))?;
+            (
+                p.manifest.files.iter().map(|f| f.name.clone()).collect(),
+                dir.clone(),
+            )
+        } else {
+            (
+                vec![self.plan.stream_file().to_string()],
+                self.spool.path().to_path_buf(),
+            )
+        };
+        self.log
+            .info(format!(
+                "spooling the archive ({} bytes) for pg_restore{}",
+                p.manifest.logical_bytes,
+                if parallel { " -j" } else { "" }
+            ))
+            .await;
+        pipeline::spool(
+            &self.store,
+            self.plan.dump_uuid,
+            files,
+            &path,
+            self.done.clone(),
+            self.cancel,
+        )
+        .await?;
+        Ok(Archive::Path(if directory {
+            path
+        } else {
+            path.join(self.plan.stream_file())
+        }))
+    }
+
+    /// Runs `pg_restore <args>` on the archive with its output to a file in
+    /// the spool; returns that file's text.
+    pub(super) async fn pg_restore_to_file(
+        &self,
+        p: &Prepared,
+        archive: &Archive,
+        args: &[OsString],
+        file: &str,
+    ) -> Result<String> {
+        let out = self.spool.path().join(file);
+        let mut cmd = self.pg_restore(&p.tools);
+        cmd.args(args).arg(format!("--file={}", out.display()));
+        let input = archive.clone().input_of(&mut cmd);
+        let ran = self.run_tool(cmd, Source::PgRestore, input, false).await?;
+        if !ran.status.success() || ran.classifier.fatal_count > 0 {
+            bail!(
+                "pg_restore cannot read the archive ({}): {}",
+                ran.status,
+                ran.classifier.fatal_text(3)
+            );
+        }
+        read_spooled(&out)
+    }
+
+    /// The archive's table of contents.
+    pub(super) async fn toc(&self, p: &Prepared, archive: &Archive) -> Result<Vec<toc::Entry>> {
+        let text = self
+            .pg_restore_to_file(p, archive, &["--list".into()], "toc.list")
+            .await?;
+        Ok(toc::parse(&text))
+    }
+
+    /// SQL that creates the one restored schema: the archive's SCHEMA entry
+    /// with its comment and privileges, or `CREATE SCHEMA` when it has none.
+    pub(super) async fn schema_sql(
+        &self,
+        p: &Prepared,
+        archive: &Archive,
+        schema: &str,
+    ) -> Result<String> {
+        let entries = self.toc(p, archive).await?;
+        let mut owners: Vec<String> = p
+            .meta
+            .as_ref()
+            .map(|m| m.roles.iter().map(|r| r.name.clone()).collect())
+            .unwrap_or_default();
+        owners.push(p.facts.user.clone());
+        let ids = toc::schema_entries(&entries, schema, &owners);
+        let mut sql = String::new();
+        if schema == "public" {
+            sql.push_str("CREATE SCHEMA IF NOT EXISTS public;\n");
+        }
+        if ids.is_empty() {
+            if schema != "public" {
+                let owner = self.owner(p);
+                sql.push_str(&format!(
+                    "CREATE SCHEMA {} AUTHORIZATION {};\n",
+                    quote_ident(schema),
+                    quote_ident(&owner)
+                ));
+            }
+            return Ok(sql);
+        }
+        let list = self.spool.path().join("schema.list");
+        std::fs::write(&list, toc::use_list(&ids))
+            .map_err(|e| anyhow::anyhow!("write {}: {e}", list.display()))?;
+        let mut args: Vec<OsString> = vec![format!("--use-list={}", list.display()).into()];
+        args.extend(self.roles_off_args());
+        sql.push_str(
+            &self
+                .pg_restore_to_file(p, archive, &args, "schema.sql")
+                .await?,
+        );
+        Ok(sql)
+    }
+
+    /// The role a roles-off restore creates objects as, when it is not the
+    /// instance user.
+    pub(super) fn set_role(&self) -> Option<&str> {
+        let owner = self.plan.roles_off_owner();
+        (!self.plan.roles && owner != self.plan.instance_user()).then_some(owner)
+    }
+
+    /// pg_restore options of role handling off: no owners, no privileges,
+    /// objects created as the owner.
+    pub(super) fn roles_off_args(&self) -> Vec<OsString> {
+        if self.plan.roles {
+            return Vec::new();
+        }
+        let mut args: Vec<OsString> = vec!["--no-owner".into(), "--no-privileges".into()];
+        if let Some(owner) = self.set_role() {
+            args.push(format!("--role={owner}").into());
+        }
+        args
+    }
+
+    /// `SET ROLE` for a plain script with role handling off.
+    pub(super) fn plain_prelude(&self) -> String {
+        self.set_role()
+            .map_or(String::new(), |o| format!("SET ROLE {};\n", quote_ident(o)))
+    }
+
+    /// pg_restore's selection options for this plan.
+    pub(super) fn selection_args(&self, script: bool, data_triggers: bool) -> Vec<OsString> {
+        let mut args: Vec<OsString> = Vec::new();
+        match self.plan.restore_type {
+            RestoreType::Schema => args.push("--schema-only".into()),
+            RestoreType::Data => {
+                args.push("--data-only".into());
+                if data_triggers {
+                    args.push("--disable-triggers".into());
+                }
+            }
+            _ => {}
+        }
+        if let Some(s) = &self.plan.schema {
+            args.push(format!("--schema={s}").into());
+        }
+        args.extend(self.roles_off_args());
+        let rewrite = !self.plan.tablespaces.map.is_empty();
+        if !(self.plan.tablespaces.keep || (script && rewrite)) {
+            args.push("--no-tablespaces".into());
+        }
+        args.extend(self.plan.extra_options.iter().map(OsString::from));
+        args
+    }
+
+    /// The filter rules for a script restore.
+    pub(super) fn rules(&self, plain: bool) -> Rules {
+        let ts = &self.plan.tablespaces;
+        Rules {
+            tablespaces: (plain || ts.keep || !ts.map.is_empty()).then(|| ts.clone()),
+            drop_owners_and_privileges: plain && !self.plan.roles,
+            public_if_not_exists: plain,
+            ..Rules::default()
+        }
+    }
+}

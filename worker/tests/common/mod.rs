@@ -1,0 +1,28 @@
+//! Helpers shared by the worker's integration tests (each test binary
+//! includes this module).
+use std::path::Path;
+use std::time::Duration;
+
+use pgsnapman_worker::config::default_bin_dirs;
+use pgsnapman_worker::runner::Runner;
+use pgsnapman_worker::runner::client::Clients;
+
+/// A runner with its pack store, spool and tmp under `dir` (no coordinator).
+pub async fn runner(dir: &Path) -> Runner {
+    let clients = Clients::discover(&default_bin_dirs()).await;
+    assert!(
+        !clients.majors().is_empty(),
+        "no pg_dump found: install postgresql-client"
+    );
+    let dir = dir.canonicalize().expect("the test directory exists");
+    let store = pgsnapman_store::Store::open(&dir, pgsnapman_store::StoreOptions::default())
+        .expect("open the pack store");
+    Runner::new(
+        clients,
+        &dir,
+        store,
+        Duration::from_secs(10),
+        Duration::from_secs(2),
+    )
+    .expect("create the runner")
+}

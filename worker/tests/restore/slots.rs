@@ -1,0 +1,117 @@
+//! `restore.max_concurrent`: a leased restore waits for a restore slot
+//! (phase `restore-wait`), starts once one is free, and a cancellation
+//! while it waits reports nothing.
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use pgsnapman_proto::v1::{DumpFormat, DumpType, RestoreStatus, TaskRef, event};
+use pgsnapman_tests::PgCluster;
+use pgsnapman_worker::task::{Registry, TaskProgress};
+use pgsnapman_worker::{Config, Shared, mirror::Mirror, outbox::Outbox};
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::*;
+
+async fn shared(dir: &std::path::Path) -> Arc<Shared> {
+    let outbox = Arc::new(Outbox::open(&dir.join("state")).unwrap());
+    let mut config = Config::default();
+    config.worker.name = "w-slots".into();
+    Arc::new(Shared {
+        config,
+        runner: crate::common::runner(dir).await,
+        mirror: Mirror::open(outbox.db()).unwrap(),
+        outbox,
+        registry: Registry::default(),
+        semaphore: Arc::new(Semaphore::new(2)),
+        restore_slots: Arc::new(Semaphore::new(1)),
+        acked: watch::channel(0).0,
+        tasks: TaskTracker::new(),
+        tasks_token: CancellationToken::new(),
+        drain: CancellationToken::new(),
+        backlog_warned: AtomicBool::new(false),
+        store_changed: Notify::new(),
+    })
+}
+
+/// Starts the task for `spec` and waits until it waits for a slot.
+async fn start_waiting(
+    shared: &Arc<Shared>,
+    spec: RestoreSpec,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<Option<event::Body>> {
+    let progress = Arc::new(TaskProgress::default());
+    let handle = {
+        let (shared, progress) = (Arc::clone(shared), Arc::clone(&progress));
+        let task = TaskRef {
+            task_id: spec.run_id,
+            lease_id: "l".into(),
+        };
+        tokio::spawn(async move {
+            pgsnapman_worker::restore::task(&shared, &task, &spec, &cancel, &progress).await
+        })
+    };
+    pgsnapman_tests::wait::until(
+        "the restore to wait for a slot",
+        std::time::Duration::from_secs(30),
+        || {
+            let phase = progress.phase();
+            async move { (phase == "restore-wait").then_some(()) }
+        },
+    )
+    .await;
+    handle
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_waits_for_a_restore_slot() {
+    let pg = PgCluster::start(15).unwrap();
+    pg.create_database("slot db").unwrap();
+    pg.query("slot db", "CREATE TABLE t AS SELECT 1 AS x")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let shared = shared(dir.path()).await;
+    let d = dump_with(
+        &shared.runner,
+        &pg,
+        "slot db",
+        DumpType::Full,
+        DumpFormat::Custom,
+        0,
+    )
+    .await;
+
+    // The only slot is taken: the restore waits, and has not started.
+    let held = shared.restore_slots.clone().acquire_owned().await.unwrap();
+    let handle = start_waiting(
+        &shared,
+        spec(&d, &pg, to("slot copy")),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(
+        pg.query(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'slot copy%'"
+        )
+        .unwrap(),
+        "0"
+    );
+    drop(held);
+    match handle.await.unwrap() {
+        Some(event::Body::RestoreFinished(f)) => {
+            assert_eq!(f.status(), RestoreStatus::Succeeded, "{}", f.error)
+        }
+        other => panic!("expected a RestoreFinished: {other:?}"),
+    }
+    assert_eq!(pg.query("slot copy", "SELECT x FROM t").unwrap(), "1");
+
+    // Cancelled while waiting: nothing is reported.
+    let held = shared.restore_slots.clone().acquire_owned().await.unwrap();
+    let cancel = CancellationToken::new();
+    let handle = start_waiting(&shared, spec(&d, &pg, to("never")), cancel.clone()).await;
+    cancel.cancel();
+    assert!(handle.await.unwrap().is_none());
+    drop(held);
+}
