@@ -202,6 +202,9 @@ pub struct StoreConfig {
     pub pack_target_bytes: u64,
     /// zstd level for new chunks (1 is fastest; see docs/store.md).
     pub zstd_level: i32,
+    /// Longest chain of delta chunks a read must resolve; 0 stores whole
+    /// chunks only (docs/store.md, "Delta chunks").
+    pub max_delta_depth: u8,
     /// After deletions, packs whose live share fell below this fraction are
     /// rewritten (0 never repacks, 1 always).
     pub repack_below_live_fraction: f64,
@@ -213,6 +216,7 @@ impl Default for StoreConfig {
         Self {
             pack_target_bytes: d.pack_target_bytes,
             zstd_level: d.zstd_level,
+            max_delta_depth: d.max_delta_depth,
             repack_below_live_fraction: 0.5,
         }
     }
@@ -223,6 +227,7 @@ impl StoreConfig {
         pgsnapman_store::StoreOptions {
             pack_target_bytes: self.pack_target_bytes,
             zstd_level: self.zstd_level,
+            max_delta_depth: self.max_delta_depth,
             ..pgsnapman_store::StoreOptions::default()
         }
     }
@@ -304,6 +309,13 @@ impl Config {
         if self.discovery.interval < Duration::from_secs(1) {
             bail!("discovery.interval must be at least 1s");
         }
+        if self.store.max_delta_depth > pgsnapman_store::MAX_DELTA_DEPTH {
+            bail!(
+                "store.max_delta_depth {} must be between 0 (no delta chunks) and {}",
+                self.store.max_delta_depth,
+                pgsnapman_store::MAX_DELTA_DEPTH
+            );
+        }
         if !(0.0..=1.0).contains(&self.store.repack_below_live_fraction) {
             bail!(
                 "store.repack_below_live_fraction {} must be between 0 and 1",
@@ -368,6 +380,19 @@ mod tests {
         assert_eq!(c.discovery.interval, Duration::from_secs(3600));
         c.worker.name = "bad name".into();
         assert!(c.validate().unwrap_err().to_string().contains("bad name"));
+    }
+
+    #[test]
+    fn delta_depth_reaches_the_store_and_is_bounded() {
+        let mut c = Config::default();
+        c.worker.name = "w-1".into();
+        assert_eq!(c.store.options().max_delta_depth, 6);
+        c.store.max_delta_depth = 0;
+        c.validate().unwrap();
+        assert_eq!(c.store.options().max_delta_depth, 0);
+        c.store.max_delta_depth = pgsnapman_store::MAX_DELTA_DEPTH + 1;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("store.max_delta_depth"), "{err}");
     }
 
     #[test]
