@@ -236,7 +236,17 @@ async fn copy_job_with_two_targets_runs_after_every_scheduled_dump() {
             .unwrap()
             .success()
     );
-    let list = stack.cli.json(&["copy", "list"]).unwrap();
+    // The copy is visible before the worker's final event reaches the
+    // catalog: wait for the runs to be recorded as finished.
+    let list = wait::until("both runs recorded", Duration::from_secs(60), || async {
+        let list = stack.cli.json(&["copy", "list"]).ok()?;
+        let finished = list[0]["restore_jobs"]
+            .as_array()?
+            .iter()
+            .all(|r| r["last_run"]["status"] != "RUNNING");
+        finished.then_some(list)
+    })
+    .await;
     let c = &list[0];
     assert_eq!(c["dump_job"]["id"], job);
     for r in c["restore_jobs"].as_array().unwrap() {
@@ -567,10 +577,20 @@ async fn single_and_repeat_restore_jobs_fire_on_time() {
             .success()
     );
     assert_eq!(runs_of(single).len(), 1, "a SINGLE job runs once");
-    let shown = stack
-        .cli
-        .json(&["restore-job", "show", &repeat.to_string()])
-        .unwrap();
+    // A minute boundary may have fired another run before the halt: wait
+    // for the last run to finish.
+    let shown = wait::until(
+        "the last run finished",
+        Duration::from_secs(120),
+        || async {
+            let shown = stack
+                .cli
+                .json(&["restore-job", "show", &repeat.to_string()])
+                .ok()?;
+            (shown["last_run"]["status"] != "RUNNING").then_some(shown)
+        },
+    )
+    .await;
     assert_eq!(shown["status"], "HALTED");
     assert_eq!(shown["last_run"]["status"], "SUCCEEDED", "{shown}");
     wait::until("no restore running", Duration::from_secs(120), || async {
