@@ -64,6 +64,9 @@ def parse_args():
     p.add_argument("--deltas", choices=["off", "on", "both"], default="off",
                    help="pgsnapman without delta chunks (off), with them (on), or both, one "
                    f"worker each; 'on' needs a build that knows {DELTA_KEY}")
+    p.add_argument("--directory", action="store_true",
+                   help="one more worker (delta chunks on) whose job dumps in the directory "
+                   "format with pg_dump -j 2, to compare it with the custom format")
     p.add_argument("--delta-depth", type=int, default=None,
                    help="max delta depth for the 'with deltas' worker (default: the build's)")
     p.add_argument("--zstd-level", type=int, default=12,
@@ -244,7 +247,7 @@ class Pgsnapman:
         # A coordinator killed hard leaves its embedded catalog running.
         Cluster(data / "catalog", self.pg_bin, self.env).stop()
 
-    def start_worker(self, variant: str, extra_env: dict, source_port: int):
+    def start_worker(self, variant: str, extra_env: dict, job_args: list, source_port: int):
         name = "bench-" + variant.replace(" ", "-")
         data = self.tmp / name
         self.pgsnap("worker", "register", name)
@@ -259,7 +262,7 @@ class Pgsnapman:
             return self.pgsnap("worker", "show", name).get("connected")
         wait_for(f"worker {name} to connect", connected, timeout=120, period=0.5, log=svc.log)
         depth = self._delta_depth(svc)
-        if variant == "with deltas" and not depth:
+        if variant != "without deltas" and not depth:
             raise BenchError(f"this build's worker does not store delta chunks ({DELTA_KEY} "
                              "unknown or 0); run with --deltas off until the delta branch lands")
         if variant == "without deltas" and depth:
@@ -268,7 +271,7 @@ class Pgsnapman:
                            "--port", str(source_port), "--user", "postgres", "--worker", name)
         # A cron time that does not come during the run: only `dump now` dumps.
         job = self.pgsnap("job", "add", "--instance", str(inst["id"]), "--database", "bench",
-                          "--cron", "0 3 1 1 *", "--comment", "churn benchmark")
+                          "--cron", "0 3 1 1 *", "--comment", "churn benchmark", *job_args)
         self.workers[variant] = (svc, data, job["id"], inst["id"])
         self.initial_du[variant] = du(*self._store_dirs(data))
 
@@ -430,12 +433,18 @@ class Others:
 
 # ───────────────────────────── the run ─────────────────────────────
 
-def variants(args) -> list[tuple[str, dict]]:
-    """The pgsnapman workers to run: label → extra environment."""
-    without = ("without deltas", {DELTA_KEY: "0"})
+DIRECTORY = "directory -j2"
+
+
+def variants(args) -> list[tuple[str, dict, list]]:
+    """The pgsnapman workers to run: (label, extra environment, job options)."""
+    without = ("without deltas", {DELTA_KEY: "0"}, [])
     depth = {DELTA_KEY: str(args.delta_depth)} if args.delta_depth else {}
-    with_ = ("with deltas", depth)
-    return {"off": [without], "on": [with_], "both": [without, with_]}[args.deltas]
+    with_ = ("with deltas", depth, [])
+    out = {"off": [without], "on": [with_], "both": [without, with_]}[args.deltas]
+    if args.directory:
+        out.append((DIRECTORY, depth, ["--format", "directory", "--jobs", "2"]))
+    return out
 
 
 def restore(src: Cluster, snap: Pgsnapman, last: dict, fc: Path, z0: Path, tmp: Path) -> dict:
@@ -478,7 +487,8 @@ def restore(src: Cluster, snap: Pgsnapman, last: dict, fc: Path, z0: Path, tmp: 
     sources = {"pg_restore -Fc file": lambda: from_file(fc),
                "pg_restore -Fc -Z0 file": lambda: from_file(z0)}
     for variant in snap.workers:
-        sources[f"pgsnapman {variant}"] = lambda v=variant: from_store(v)
+        if variant != DIRECTORY:  # extract gives a directory, not one archive
+            sources[f"pgsnapman {variant}"] = lambda v=variant: from_store(v)
         sources[f"pgsnapman restore now, {variant}"] = lambda v=variant: real(v)
     rounds = {name: [] for name in sources}
     for order in (list(sources), list(sources)[::-1]):
@@ -566,8 +576,8 @@ def main() -> int:
 
         snap = Pgsnapman(bins, pg_bin, tmp, env, stack)
         snap.start_coordinator()
-        for variant, extra in variants(args):
-            snap.start_worker(variant, extra, src.port)
+        for variant, extra, job_args in variants(args):
+            snap.start_worker(variant, extra, job_args, src.port)
         others = Others(src, tmp, env, args.zstd_level)
         results["store_du_initial"] = snap.initial_du
         results["repos"] = others.init_repos()

@@ -1,7 +1,7 @@
 """Markdown report of the churn benchmark, from the results churn.py
 collects (results.json). MB = 10^6 bytes; MiB = 2^20 bytes (memory)."""
 
-VARIANTS = ("without deltas", "with deltas")
+VARIANTS = ("without deltas", "with deltas", "directory -j2")
 NOT_RUN = "—"
 
 
@@ -177,6 +177,21 @@ def render(r: dict) -> str:
             "`pgsnapman-worker store extract` to a local file, then pg_restore of that file. "
             "\"content matches\" compares row counts and a hash of every row with the source "
             "database.", ""]
+
+    if "directory -j2" in run_vars and "with deltas" in run_vars:
+        rows = []
+        for i, d in enumerate(days):
+            c, x = d["pgsnapman"]["with deltas"], d["pgsnapman"]["directory -j2"]
+            rows.append([d["day"], f"{c['catalog_s']:.1f}", f"{x['catalog_s']:.1f}",
+                         _ratio(x["catalog_s"], c["catalog_s"]),
+                         _mb(store_growth["with deltas"][i]), _mb(store_growth["directory -j2"][i]),
+                         _mib(c["rss_peak_kib"]), _mib(x["rss_peak_kib"])])
+        out += ["## Custom vs directory format (both with delta chunks)", "",
+                _table(["day", "custom (s)", "directory -j2 (s)", "directory ÷ custom",
+                        "custom stored (MB)", "directory stored (MB)", "custom peak RSS (MiB)",
+                        "directory peak RSS (MiB)"], rows), "",
+                "Each in its own worker and store. The directory format runs pg_dump -j 2; the "
+                "worker ingests each file as pg_dump completes it and frees its spool.", ""]
 
     out += ["## Targets (measured, never asserted)", "", _table(
         ["target", "variant", "measured", "verdict"], targets(r, run_vars, store_growth)), ""]
