@@ -23,7 +23,7 @@ pub use chunk::{ChunkId, ChunkParams};
 pub use delta::MAX_DELTA_DEPTH;
 pub use error::StoreError;
 pub use gc::GcReport;
-pub use index::INDEX_FORMAT_VERSION;
+pub use index::{INDEX_FORMAT_VERSION, INFO_LOGS_KEPT, bound_info_logs};
 pub use ingest::Ingest;
 pub use manifest::{ChunkRef, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestMeta};
 pub use pack::{PACK_FORMAT_VERSION, PackId};

@@ -55,6 +55,7 @@ impl Outbox {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
+        pgsnapman_store::bound_info_logs(&mut opts);
         let cfs = [
             CF_OUTBOX,
             CF_META,
@@ -272,6 +273,26 @@ mod tests {
         assert_eq!(ob.delete_up_to(ids[9]).unwrap(), 0);
         assert_eq!(ob.delete_up_to(ids[49]).unwrap(), 40);
         assert!(ob.oldest(5).unwrap().is_empty());
+    }
+
+    #[test]
+    fn reopening_keeps_few_rocksdb_text_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        for _ in 0..(pgsnapman_store::INFO_LOGS_KEPT + 4) {
+            Outbox::open(&path).unwrap();
+        }
+        let logs = std::fs::read_dir(&path)
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().starts_with("LOG")
+            })
+            .count();
+        assert!(
+            (1..=pgsnapman_store::INFO_LOGS_KEPT).contains(&logs),
+            "{logs} text logs"
+        );
     }
 
     /// Appenders racing an uploader that deletes up to the last id it sent:

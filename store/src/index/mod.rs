@@ -38,8 +38,23 @@ const BLOCK_CACHE_BYTES: usize = 32 << 20;
 /// false positives at 10 bits).
 const BLOOM_BITS_PER_KEY: f64 = 10.0;
 
+/// RocksDB's own text logs (`LOG`, `LOG.old.*`) kept per database, and the
+/// size at which `LOG` rolls over. RocksDB's defaults keep 1 000 of them, of
+/// any size, and start a new one at every open: a worker restarted often
+/// would fill its disk with them.
+pub const INFO_LOGS_KEPT: usize = 4;
+pub const INFO_LOG_MAX_BYTES: usize = 8 << 20;
+
+/// Bounds RocksDB's text logs (see [`INFO_LOGS_KEPT`]); for every RocksDB
+/// database the worker opens.
+pub fn bound_info_logs(opts: &mut Options) {
+    opts.set_keep_log_file_num(INFO_LOGS_KEPT);
+    opts.set_max_log_file_size(INFO_LOG_MAX_BYTES);
+}
+
 fn db_options() -> Options {
     let mut opts = Options::default();
+    bound_info_logs(&mut opts);
     // Bounded: the index holds small entries; keep file handles and memtables
     // modest on a worker that also runs pg_dump.
     opts.set_max_open_files(256);

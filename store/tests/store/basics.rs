@@ -112,6 +112,26 @@ fn reopen_keeps_everything_and_chunk_params() {
     assert_eq!(store.manifest(again).unwrap().new_stored_bytes, 0);
 }
 
+/// RocksDB starts a text log at every open; old ones must not pile up.
+#[test]
+fn reopening_keeps_few_rocksdb_text_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..(pgsnapman_store::INFO_LOGS_KEPT + 4) {
+        drop(Store::open(dir.path(), opts()).unwrap());
+    }
+    let logs = std::fs::read_dir(dir.path().join("index"))
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().starts_with("LOG")
+        })
+        .count();
+    assert!(
+        (1..=pgsnapman_store::INFO_LOGS_KEPT).contains(&logs),
+        "{logs} text logs"
+    );
+}
+
 #[test]
 fn concurrent_ingests() {
     let dir = tempfile::tempdir().unwrap();
