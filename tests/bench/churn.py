@@ -37,7 +37,7 @@ from churn_proc import (BenchError, Cluster, RssSampler, Service, du, proc_cpu_s
                         timed, wait_for)
 
 REPO = Path(__file__).resolve().parents[2]
-# The delta branch's worker setting (issue 4): 0 stores whole chunks only.
+# The worker's store.max_delta_depth (issue 4): 0 stores whole chunks only.
 DELTA_KEY = "PGSNAPMAN_STORE__MAX_DELTA_DEPTH"
 # Bound on any single step (a dump, a restore, the initial load).
 STEP_TIMEOUT = 3600
@@ -264,7 +264,7 @@ class Pgsnapman:
         depth = self._delta_depth(svc)
         if variant != "without deltas" and not depth:
             raise BenchError(f"this build's worker does not store delta chunks ({DELTA_KEY} "
-                             "unknown or 0); run with --deltas off until the delta branch lands")
+                             "unknown or 0); run with --deltas off")
         if variant == "without deltas" and depth:
             raise BenchError(f"{name} stores delta chunks (depth {depth}) although {DELTA_KEY}=0")
         inst = self.pgsnap("instance", "add", "--name", f"source-{name}", "--host", "127.0.0.1",
@@ -330,7 +330,8 @@ class Pgsnapman:
         }
 
     def extract(self, variant: str, uuid: str, to: Path) -> tuple[float, Path]:
-        """The stand-in for a restore command: `pgsnapman-worker store extract`."""
+        """`pgsnapman-worker store extract`: the dump as a local file, for
+        pg_restore of a file (compared with the streaming `restore now`)."""
         _, data, _, _ = self.workers[variant]
         start = time.monotonic()
         run([self.bins / "pgsnapman-worker", "store", "--data-dir", data, "extract", uuid,
@@ -449,7 +450,7 @@ def variants(args) -> list[tuple[str, dict, list]]:
 
 def restore(src: Cluster, snap: Pgsnapman, last: dict, fc: Path, z0: Path, tmp: Path) -> dict:
     """Times pg_restore of the last day from local files and from each store
-    (extract, then pg_restore: the stand-in until a restore command exists),
+    (`restore now`, and extract then pg_restore of the file),
     in two rounds, the second in reverse order so that drifting load hits all
     sources alike; each restored database is checked against the source."""
     want = src.psql("bench", churn_sql.FINGERPRINT, timeout=STEP_TIMEOUT).strip()
