@@ -82,6 +82,15 @@ def parse_args():
     return args
 
 
+def span_s(row: dict) -> float | None:
+    """Seconds from a catalog row's or task's started_at to its finished_at
+    (None while either is unset)."""
+    if not (row.get("started_at") and row.get("finished_at")):
+        return None
+    return (datetime.fromisoformat(row["finished_at"])
+            - datetime.fromisoformat(row["started_at"])).total_seconds()
+
+
 def log(msg: str):
     print(f"[{datetime.now():%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
 
@@ -318,8 +327,9 @@ class Pgsnapman:
                 if s["worker_name"] == svc.name and s["dumps"] >= day:
                     return s
         store = wait_for(f"store stats of {svc.name}", stats, timeout=60, period=0.5)
-        span = (datetime.fromisoformat(row["finished_at"])
-                - datetime.fromisoformat(row["started_at"])).total_seconds()
+        span = span_s(row)
+        if span is None:
+            raise BenchError(f"catalog row {row['id']} has no start or end time: {row}")
         return {
             "catalog_s": span, "cli_s": cli_s, "cpu_s": cpu, "dump_id": row["id"], "uuid": row["dump_uuid"],
             "dump_bytes": row["dump_bytes"], "stored_bytes": row["stored_bytes"],
@@ -356,11 +366,7 @@ class Pgsnapman:
         if task.get("state") != "SUCCEEDED":
             raise BenchError(f"restore now on {svc.name} ended {task.get('state')}: "
                              f"{task.get('error')}")
-        span = None
-        if task.get("started_at") and task.get("finished_at"):
-            span = (datetime.fromisoformat(task["finished_at"])
-                    - datetime.fromisoformat(task["started_at"])).total_seconds()
-        return {"cli_s": cli_s, "task_s": span, "rss_peak_kib": rss.peak}
+        return {"cli_s": cli_s, "task_s": span_s(task), "rss_peak_kib": rss.peak}
 
 
 # ───────────────────────────── the other tools ─────────────────────────────
