@@ -154,20 +154,20 @@ pub fn add_instance(
 /// Adds a REPEAT FULL job for `database` that fires once a year (so only
 /// ad-hoc runs happen during a test).
 pub fn add_job(cli: &Pgsnap, instance: i64, database: &str) -> i64 {
+    add_yearly_job(cli, instance, &["--database", database])
+}
+
+/// Adds a GLOBALS job (pg_dumpall --globals-only) for `instance` that fires
+/// once a year, like [`add_job`].
+pub fn add_globals_job(cli: &Pgsnap, instance: i64) -> i64 {
+    add_yearly_job(cli, instance, &["--type", "globals"])
+}
+
+fn add_yearly_job(cli: &Pgsnap, instance: i64, what: &[&str]) -> i64 {
     let instance = instance.to_string();
-    let v = cli
-        .json(&[
-            "job",
-            "add",
-            "--instance",
-            &instance,
-            "--database",
-            database,
-            "--cron",
-            "0 3 1 1 *",
-        ])
-        .expect("add job");
-    id_of(&v)
+    let mut args = vec!["job", "add", "--instance", &instance, "--cron", "0 3 1 1 *"];
+    args.extend_from_slice(what);
+    id_of(&cli.json(&args).expect("add job"))
 }
 
 pub fn id_of(v: &Value) -> i64 {
@@ -198,6 +198,19 @@ pub async fn wait_task_done(cli: &Pgsnap, task: i64) -> Value {
         },
     )
     .await
+}
+
+/// Runs `pgsnap dump now JOB --wait` and returns the catalog row it made
+/// (`catalog show`: the job's newest row).
+pub fn dump_and_show(cli: &Pgsnap, job: i64) -> Value {
+    let run = cli
+        .run(&["dump", "now", &job.to_string(), "--wait"])
+        .unwrap();
+    assert!(run.success(), "{run:?}");
+    let rows = catalog_of_job(cli, job);
+    let newest = rows.first().expect("a catalog row");
+    cli.json(&["catalog", "show", &id_of(newest).to_string()])
+        .unwrap()
 }
 
 /// All catalog rows of a job.

@@ -6,19 +6,8 @@ use std::time::Duration;
 
 use pgsnapman_tests::cluster::quote_ident;
 use pgsnapman_tests::{PgCluster, Pgsnap, wait};
-use serde_json::Value;
 
 use crate::common::*;
-
-/// `pgsnap dump now JOB --wait`, then the catalog row it made.
-fn dump_row(cli: &Pgsnap, job: i64) -> Value {
-    let run = cli
-        .run(&["dump", "now", &job.to_string(), "--wait"])
-        .unwrap();
-    assert!(run.success(), "{run:?}");
-    let rows = catalog_of_job(cli, job);
-    rows.into_iter().next().expect("a catalog row")
-}
 
 /// Runs `pgsnap restore now … --wait` and returns (exit code, stdout, stderr).
 fn restore_now(
@@ -42,6 +31,18 @@ fn restore_now(
     ];
     args.extend_from_slice(extra);
     cli.run(&args).unwrap()
+}
+
+/// Waits until the restore log shows no running restore (before a stack
+/// stops: a restore cut off by the stop would leave work behind).
+async fn no_restore_running(cli: &Pgsnap) {
+    wait::until("no restore running", Duration::from_secs(120), || async {
+        let r = cli
+            .json(&["restore-log", "list", "--status", "running"])
+            .ok()?;
+        r.as_array()?.is_empty().then_some(())
+    })
+    .await;
 }
 
 fn count(cluster: &PgCluster, db: &str, table: &str) -> String {
@@ -72,7 +73,7 @@ async fn restore_now_onto_another_server_with_policies_and_log() {
     let src = add_instance(&stack.cli, "src", stack.source.port, "w-restore", None);
     let dst = add_instance(&stack.cli, "dst", target.port, "w-restore", None);
     let job = add_job(&stack.cli, src, db);
-    let dump = id_of(&dump_row(&stack.cli, job));
+    let dump = id_of(&dump_and_show(&stack.cli, job));
 
     // Onto the other server, under another odd name: progress, then the log.
     let copy = "copy of \"shop\" ü";
@@ -262,14 +263,7 @@ async fn copy_job_with_two_targets_runs_after_every_scheduled_dump() {
         "two rounds onto two targets: {runs}"
     );
     // Wait for what is still running before stopping.
-    wait::until("no restore running", Duration::from_secs(120), || async {
-        let r = stack
-            .cli
-            .json(&["restore-log", "list", "--status", "running"])
-            .ok()?;
-        r.as_array()?.is_empty().then_some(())
-    })
-    .await;
+    no_restore_running(&stack.cli).await;
     stack.stop_clean(&[]).await;
 }
 
@@ -302,25 +296,11 @@ async fn server_restore_and_globals_onto_an_empty_cluster() {
     let dst = add_instance(&stack.cli, "empty", empty.port, "w-server", None);
     for db in ["one", "two ü"] {
         let job = add_job(&stack.cli, src, db);
-        dump_row(&stack.cli, job);
+        dump_and_show(&stack.cli, job);
     }
     // GLOBALS first: the roles come back, with the membership.
-    let globals = id_of(
-        &stack
-            .cli
-            .json(&[
-                "job",
-                "add",
-                "--instance",
-                &src.to_string(),
-                "--type",
-                "globals",
-                "--cron",
-                "0 3 1 1 *",
-            ])
-            .unwrap(),
-    );
-    let g = dump_row(&stack.cli, globals);
+    let globals = add_globals_job(&stack.cli, src);
+    let g = dump_and_show(&stack.cli, globals);
     let run = stack
         .cli
         .run(&[
@@ -393,7 +373,7 @@ async fn restore_input_errors_are_clear() {
     stack.source.create_database("db").unwrap();
     let src = add_instance(&stack.cli, "src", stack.source.port, "w-rerr", None);
     let job = add_job(&stack.cli, src, "db");
-    let dump = id_of(&dump_row(&stack.cli, job)).to_string();
+    let dump = id_of(&dump_and_show(&stack.cli, job)).to_string();
     let inst = src.to_string();
     let cases: &[(&[&str], &str)] = &[
         (
@@ -504,7 +484,7 @@ async fn single_and_repeat_restore_jobs_fire_on_time() {
     fill_mixed(&stack.source, "app", "t", 1, 100, 16);
     let src = add_instance(&stack.cli, "src", stack.source.port, "w-rjobs", None);
     let job = add_job(&stack.cli, src, "app");
-    dump_row(&stack.cli, job);
+    dump_and_show(&stack.cli, job);
     let (job, src) = (job.to_string(), src.to_string());
     let past = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
     let single = id_of(
@@ -593,14 +573,7 @@ async fn single_and_repeat_restore_jobs_fire_on_time() {
     .await;
     assert_eq!(shown["status"], "HALTED");
     assert_eq!(shown["last_run"]["status"], "SUCCEEDED", "{shown}");
-    wait::until("no restore running", Duration::from_secs(120), || async {
-        let r = stack
-            .cli
-            .json(&["restore-log", "list", "--status", "running"])
-            .ok()?;
-        r.as_array()?.is_empty().then_some(())
-    })
-    .await;
+    no_restore_running(&stack.cli).await;
     stack.stop_clean(&[]).await;
 }
 
@@ -614,7 +587,7 @@ async fn a_restore_worker_reads_the_dump_workers_store() {
     fill_mixed(&stack.source, "app", "t", 1, 300, 16);
     let src = add_instance(&stack.cli, "src", stack.source.port, "w-a", None);
     let job = add_job(&stack.cli, src, "app");
-    let dump = id_of(&dump_row(&stack.cli, job));
+    let dump = id_of(&dump_and_show(&stack.cli, job));
 
     // w-b reads w-a's store; w-c does not.
     let cfg_dir = pgsnapman_tests::shared_tempdir("pgsnapman-rw-");

@@ -12,20 +12,6 @@ use serde_json::Value;
 
 use crate::common::*;
 
-/// Runs `pgsnap dump now JOB --wait` and returns the catalog row it made.
-fn dump_and_show(cli: &Pgsnap, job: i64) -> Value {
-    let run = cli
-        .run(&["dump", "now", &job.to_string(), "--wait"])
-        .unwrap();
-    assert!(run.success(), "{run:?}");
-    let task = cli
-        .json(&["task", "list", "--job", &job.to_string(), "--limit", "1"])
-        .unwrap();
-    let dump_id = task[0]["dump_id"].as_i64().unwrap();
-    cli.json(&["catalog", "show", &dump_id.to_string()])
-        .unwrap()
-}
-
 fn restore_count(stack: &Stack, dump: &Value, into: &str, table: &str) -> String {
     let archive = stack.extract(dump);
     stack.source.create_database(into).unwrap();
@@ -303,21 +289,7 @@ async fn catalog_is_rebuilt_from_the_workers_manifests() {
     let job = add_job(&stack.cli, inst, "Re build ü");
     dump_and_show(&stack.cli, job);
     dump_and_show(&stack.cli, job);
-    let globals = id_of(
-        &stack
-            .cli
-            .json(&[
-                "job",
-                "add",
-                "--instance",
-                &inst.to_string(),
-                "--type",
-                "globals",
-                "--cron",
-                "0 3 1 1 *",
-            ])
-            .unwrap(),
-    );
+    let globals = add_globals_job(&stack.cli, inst);
     dump_and_show(&stack.cli, globals);
     let before: Vec<Value> = stack
         .cli
