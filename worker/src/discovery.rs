@@ -153,17 +153,8 @@ async fn list(
             cancel.cancel();
         })
     };
-    let out = shared
-        .runner
-        .query(
-            instance,
-            database,
-            "pgsnapman-discovery",
-            LIST_SQL,
-            "listing the databases",
-            &cancel,
-        )
-        .await;
+    let session = shared.runner.session(instance, "pgsnapman-discovery")?;
+    let out = session.run(database, &[LIST_SQL], &cancel).await;
     timer.abort();
     match out? {
         Some(json) => parse_list(&json).map(Some),

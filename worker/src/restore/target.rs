@@ -2,14 +2,12 @@
 //! exists there, creating and dropping databases, ending sessions, renaming,
 //! roles from the metadata, the database's owner, ACL and settings, schemas
 //! and the tables to truncate. Every name is quoted (`names`); statements
-//! go one by one through the worker's psql helper. The pure statement
+//! go one by one through the run's psql `Session`. The pure statement
 //! builders are separate from the calls so they can be tested.
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use pgsnapman_proto::v1::InstanceConnection;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -18,7 +16,7 @@ use super::metadata::{
 };
 use super::names::{quote_ident, quote_literal};
 use super::pipeline::Cancelled;
-use crate::runner::Runner;
+use crate::runner::connection::Session;
 
 /// Attempts to end other sessions and rename or drop a database.
 const SWAP_ATTEMPTS: u32 = 5;
@@ -277,27 +275,19 @@ pub fn role_plan(meta: &Metadata, existing: &BTreeSet<String>) -> RolePlan {
     plan
 }
 
-/// Runs SQL on the target instance as the instance user.
-pub struct Target<'a> {
-    runner: &'a Runner,
-    instance: InstanceConnection,
-    passfile: Option<PathBuf>,
-    app: String,
+/// Runs SQL on the target instance as the instance user, through the
+/// run's session (which also gives pg_restore and psql their password file).
+pub struct Target {
+    session: Session,
 }
 
-impl<'a> Target<'a> {
-    pub fn new(
-        runner: &'a Runner,
-        instance: InstanceConnection,
-        passfile: Option<PathBuf>,
-        app: String,
-    ) -> Self {
-        Self {
-            runner,
-            instance,
-            passfile,
-            app,
-        }
+impl Target {
+    pub fn new(session: Session) -> Self {
+        Self { session }
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
     }
 
     /// Runs `statements` on `db`, each on its own, stopping at the first
@@ -308,27 +298,15 @@ impl<'a> Target<'a> {
         statements: &[&str],
         cancel: &CancellationToken,
     ) -> Result<String> {
-        match self
-            .runner
-            .psql_at(
-                &self.instance,
-                db,
-                &self.app,
-                self.passfile.as_deref(),
-                statements,
-                "running SQL on the target",
-                cancel,
-            )
+        self.session
+            .run(db, statements, cancel)
             .await?
-        {
-            Some(out) => Ok(out),
-            None => Err(Cancelled.into()),
-        }
+            .ok_or_else(|| Cancelled.into())
     }
 
     /// `sql` that cannot be cancelled (cleanup, the swap).
     pub async fn sql_now(&self, db: &str, statements: &[&str]) -> Result<String> {
-        self.sql(db, statements, &CancellationToken::new()).await
+        self.session.run_uncancelled(db, statements).await
     }
 
     /// `statements` in one transaction.
@@ -338,10 +316,10 @@ impl<'a> Target<'a> {
         statements: &[String],
         cancel: &CancellationToken,
     ) -> Result<()> {
-        let mut all: Vec<&str> = vec!["BEGIN"];
-        all.extend(statements.iter().map(String::as_str));
-        all.push("COMMIT");
-        self.sql(db, &all, cancel).await.map(|_| ())
+        self.session
+            .transaction(db, statements, cancel)
+            .await?
+            .ok_or_else(|| Cancelled.into())
     }
 
     pub async fn inspect(
@@ -428,7 +406,7 @@ impl<'a> Target<'a> {
         let sql = format!(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
              WHERE application_name = {} AND pid <> pg_backend_pid()",
-            quote_literal(&self.app)
+            quote_literal(self.session.app_name())
         );
         let out = self.sql_now(admin_db, &[&sql]).await?;
         Ok(out.parse().unwrap_or(0))
