@@ -115,6 +115,10 @@ pub struct PostgresConfig {
     /// libpq `connect_timeout` for every connection to a source server.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Most bytes of output kept from one query the worker runs itself
+    /// (probe, restore metadata, discovery, a restore target's catalog) or
+    /// from `pg_restore --list`; more fails with an error naming this key.
+    pub max_query_output_bytes: u64,
 }
 
 impl Default for PostgresConfig {
@@ -122,6 +126,7 @@ impl Default for PostgresConfig {
         Self {
             bin_dirs: default_bin_dirs(),
             connect_timeout: Duration::from_secs(10),
+            max_query_output_bytes: crate::runner::process::DEFAULT_MAX_OUTPUT_BYTES,
         }
     }
 }
@@ -305,6 +310,12 @@ impl Config {
         }
         if self.scheduler.sync_interval < Duration::from_secs(1) {
             bail!("scheduler.sync_interval must be at least 1s");
+        }
+        if self.postgres.max_query_output_bytes < 1024 * 1024 {
+            bail!(
+                "postgres.max_query_output_bytes {} must be at least 1048576 (1 MiB)",
+                self.postgres.max_query_output_bytes
+            );
         }
         if self.discovery.interval < Duration::from_secs(1) {
             bail!("discovery.interval must be at least 1s");

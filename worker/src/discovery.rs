@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::Shared;
+use crate::runner::process::excerpt;
 
 /// The list as one JSON array, so that any name (quotes, spaces, newlines,
 /// unicode) survives psql's text output intact.
@@ -165,8 +166,8 @@ async fn list(
 
 /// Parses the JSON array `LIST_SQL` returns.
 fn parse_list(json: &str) -> Result<Vec<String>> {
-    let mut names: Vec<String> =
-        serde_json::from_str(json).with_context(|| format!("unexpected answer {json:?}"))?;
+    let mut names: Vec<String> = serde_json::from_str(json)
+        .with_context(|| format!("unexpected answer {:?}", excerpt(json)))?;
     names.sort();
     names.dedup();
     Ok(names)

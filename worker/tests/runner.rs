@@ -323,3 +323,55 @@ async fn cancellation_kills_pg_dump_and_stores_nothing() {
     let _ = locker.kill();
     let _ = locker.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_granted_to_2000_roles_dumps_with_every_role() {
+    // The restore metadata lists every referenced role: about 1 MB of
+    // JSON, far beyond the 64 KiB that query output used to be cut at.
+    let pg = PgCluster::start(15).unwrap();
+    let db = "tenants";
+    pg.create_database(db).unwrap();
+    pg.script(
+        db,
+        "CREATE TABLE shared_data (id int);
+         DO $$ BEGIN
+           FOR i IN 1..2000 LOOP
+             EXECUTE format('CREATE ROLE %I', 'tenant_role_' || i);
+             EXECUTE format('GRANT SELECT ON shared_data TO %I', 'tenant_role_' || i);
+           END LOOP;
+         END $$;",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let runner = runner(dir.path()).await;
+    let res = runner
+        .dump(
+            task(11),
+            &spec(pg.port, "", db),
+            &CancellationToken::new(),
+            Arc::default(),
+        )
+        .await;
+    let DumpResult::Finished(ok) = res else {
+        panic!("expected a finished dump: {res:?}");
+    };
+    assert!(ok.succeeded, "{}", ok.error);
+    assert!(
+        ok.restore_metadata_json.len() > 64 * 1024,
+        "{}",
+        ok.restore_metadata_json.len()
+    );
+    let m = runner
+        .store()
+        .manifest(uuid::Uuid::parse_str(&ok.dump_uuid).unwrap())
+        .unwrap();
+    let roles: Vec<&str> = m.meta.restore_metadata["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .filter(|n| n.starts_with("tenant_role_"))
+        .collect();
+    assert_eq!(roles.len(), 2000);
+    assert!(roles.contains(&"tenant_role_1") && roles.contains(&"tenant_role_2000"));
+}

@@ -17,6 +17,7 @@ use super::metadata::{
 use super::names::{quote_ident, quote_literal};
 use super::pipeline::Cancelled;
 use crate::runner::connection::Session;
+use crate::runner::process::excerpt;
 
 /// Attempts to end other sessions and rename or drop a database.
 const SWAP_ATTEMPTS: u32 = 5;
@@ -333,7 +334,7 @@ impl Target {
             .sql(admin_db, &[&inspect_sql(databases, roles)], cancel)
             .await?;
         serde_json::from_str(&out)
-            .with_context(|| format!("unexpected answer from the target: {out:?}"))
+            .with_context(|| format!("unexpected answer from the target: {:?}", excerpt(&out)))
     }
 
     pub async fn database_exists(&self, admin_db: &str, name: &str) -> Result<bool> {
@@ -376,7 +377,7 @@ impl Target {
         );
         let out = self.sql(db, &[IN_UTF8, &sql], cancel).await?;
         serde_json::from_str(&out)
-            .with_context(|| format!("unexpected answer from the target: {out:?}"))
+            .with_context(|| format!("unexpected answer from the target: {:?}", excerpt(&out)))
     }
 
     /// Ends the other sessions on `db` this role may end (a superuser:

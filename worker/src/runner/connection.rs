@@ -12,7 +12,7 @@ use pgsnapman_proto::v1::InstanceConnection;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use super::process::{self, Outcome};
+use super::process::{self, Outcome, StdoutTo};
 
 /// Quotes a libpq conninfo value: single quotes, with `\` and `'` escaped by
 /// a backslash, so any value is taken literally.
@@ -151,6 +151,8 @@ pub struct SessionSettings {
     pub connect_timeout: Duration,
     /// Time between SIGTERM and SIGKILL for a cancelled psql.
     pub kill_grace: Duration,
+    /// Most bytes of output one run may return (more is an error).
+    pub max_output: u64,
 }
 
 /// The worker's way into one instance as one application name: owns the
@@ -242,7 +244,8 @@ impl Session {
             cmd.arg("-c").arg(sql);
         }
         cmd.arg(format!("--dbname={}", self.conninfo(database)));
-        match process::run(cmd, "psql", true, cancel, self.settings.kill_grace).await? {
+        let stdout = StdoutTo::Capture(self.settings.max_output);
+        match process::run(cmd, "psql", stdout, cancel, self.settings.kill_grace).await? {
             Outcome::Cancelled => Ok(None),
             Outcome::Exited {
                 status,

@@ -50,6 +50,8 @@ pub struct Runner {
     tmp_dir: PathBuf,
     connect_timeout: Duration,
     kill_grace: Duration,
+    /// `postgres.max_query_output_bytes`.
+    max_output: u64,
 }
 
 /// What the manifest says about the dump (everything the catalog row and a
@@ -86,13 +88,13 @@ fn manifest_meta(f: &DumpFinished, c: &Checked<'_>) -> Result<pgsnapman_store::M
 }
 
 impl Runner {
-    /// `data_dir` must be absolute and exist.
+    /// `data_dir` must be absolute and exist; the timeouts and limits come
+    /// from `config`.
     pub fn new(
         clients: Clients,
         data_dir: &Path,
         store: pgsnapman_store::Store,
-        connect_timeout: Duration,
-        kill_grace: Duration,
+        config: &crate::Config,
     ) -> Result<Self> {
         let spool_dir = data_dir.join("spool");
         let tmp_dir = data_dir.join("tmp");
@@ -106,8 +108,9 @@ impl Runner {
             shared_stores: std::collections::BTreeMap::new(),
             spool_dir,
             tmp_dir,
-            connect_timeout,
-            kill_grace,
+            connect_timeout: config.postgres.connect_timeout,
+            kill_grace: config.dump.kill_grace_period,
+            max_output: config.postgres.max_query_output_bytes,
         })
     }
 
@@ -189,6 +192,7 @@ impl Runner {
             SessionSettings {
                 connect_timeout: self.connect_timeout,
                 kill_grace: self.kill_grace,
+                max_output: self.max_output,
             },
         )
     }
@@ -461,6 +465,7 @@ impl Runner {
                 ingest,
                 check_dir,
                 tools.pg_restore(),
+                self.max_output,
                 cancel,
                 self.kill_grace,
             )
@@ -481,6 +486,7 @@ impl Runner {
                 ingest,
                 file_name,
                 tools.pg_restore(),
+                self.max_output,
                 cancel,
                 self.kill_grace,
             )

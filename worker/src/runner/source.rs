@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::connection::Session;
+use super::process::excerpt;
 
 /// The probe query: `SHOW server_version` text, its number, and the size of
 /// the connected database.
@@ -42,7 +43,7 @@ pub fn parse_probe(out: &str) -> Result<ServerInfo> {
     let (Some(recovery), Some(size), Some(num), Some(version)) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        bail!("unexpected probe output {line:?}");
+        bail!("unexpected probe output {:?}", excerpt(line));
     };
     let version_num: u32 = num
         .trim()
