@@ -29,9 +29,11 @@ const SWAP_PAUSE: Duration = Duration::from_secs(1);
 /// whatever its encoding (names in shared catalogs are not converted).
 const IN_UTF8: &str = "SET client_encoding = 'UTF8'";
 
-/// A rename or drop waits at most this long for a lock on the database
-/// (besides the server's own wait for its sessions to end).
-const SWAP_LOCK_TIMEOUT: &str = "SET lock_timeout = '60s'";
+/// A rename or drop has no statement timeout: a DROP DATABASE waits for a
+/// checkpoint and must not be stopped halfway (it would leave an invalid
+/// database). Its waits for locks are bounded by `postgres.lock_timeout`,
+/// its wait for other sessions by the server (5 s).
+const SWAP_STATEMENT_TIMEOUT: &str = "SET statement_timeout = 0";
 
 /// What the target says about itself.
 #[derive(Debug, Clone, Deserialize)]
@@ -421,7 +423,7 @@ impl Target {
         for attempt in 1..=SWAP_ATTEMPTS {
             ended += self.terminate(admin_db, db).await?;
             match self
-                .sql_now(admin_db, &[SWAP_LOCK_TIMEOUT, statement])
+                .sql_now(admin_db, &[SWAP_STATEMENT_TIMEOUT, statement])
                 .await
             {
                 Ok(_) => return Ok(ended),

@@ -153,6 +153,36 @@ pub struct SessionSettings {
     pub kill_grace: Duration,
     /// Most bytes of output one run may return (more is an error).
     pub max_output: u64,
+    /// `statement_timeout` and `lock_timeout` of every run (zero: none).
+    pub statement_timeout: Duration,
+    pub lock_timeout: Duration,
+}
+
+impl SessionSettings {
+    /// `PGOPTIONS` giving a session the timeouts.
+    fn pgoptions(&self) -> String {
+        format!(
+            "-c statement_timeout={} -c lock_timeout={}",
+            self.statement_timeout.as_millis(),
+            self.lock_timeout.as_millis()
+        )
+    }
+
+    /// psql's error `text`, with the setting behind a timeout named.
+    fn explain(&self, text: String) -> String {
+        let setting = if text.contains("canceling statement due to statement timeout") {
+            ("postgres.statement_timeout", self.statement_timeout)
+        } else if text.contains("canceling statement due to lock timeout") {
+            ("postgres.lock_timeout", self.lock_timeout)
+        } else {
+            return text;
+        };
+        format!(
+            "{text} (the worker's {} = {})",
+            setting.0,
+            humantime::format_duration(setting.1)
+        )
+    }
 }
 
 /// The worker's way into one instance as one application name: owns the
@@ -243,6 +273,7 @@ impl Session {
         for sql in statements {
             cmd.arg("-c").arg(sql);
         }
+        cmd.env("PGOPTIONS", self.settings.pgoptions());
         cmd.arg(format!("--dbname={}", self.conninfo(database)));
         let stdout = StdoutTo::Capture(self.settings.max_output);
         match process::run(cmd, "psql", stdout, cancel, self.settings.kill_grace).await? {
@@ -257,7 +288,7 @@ impl Session {
                     if text.is_empty() {
                         bail!("psql exited with {status} without an error message");
                     }
-                    bail!("{text}");
+                    bail!("{}", self.settings.explain(text));
                 }
                 Ok(Some(String::from_utf8_lossy(&stdout).trim().to_string()))
             }
@@ -350,6 +381,30 @@ mod tests {
         assert_eq!(schema_pattern("public"), "\"public\"");
         assert_eq!(schema_pattern("Sch \"ema\".ü"), "\"Sch \"\"ema\"\".ü\"");
         assert_eq!(schema_pattern("a*b?"), "\"a*b?\"");
+    }
+
+    #[test]
+    fn timeouts_go_into_pgoptions_and_errors_name_them() {
+        let s = SessionSettings {
+            connect_timeout: Duration::from_secs(10),
+            kill_grace: Duration::from_secs(1),
+            max_output: 1 << 20,
+            statement_timeout: Duration::from_secs(300),
+            lock_timeout: Duration::from_millis(1500),
+        };
+        assert_eq!(
+            s.pgoptions(),
+            "-c statement_timeout=300000 -c lock_timeout=1500"
+        );
+        assert_eq!(
+            s.explain("ERROR:  canceling statement due to lock timeout".into()),
+            "ERROR:  canceling statement due to lock timeout (the worker's postgres.lock_timeout = 1s 500ms)"
+        );
+        assert!(
+            s.explain("ERROR:  canceling statement due to statement timeout".into())
+                .ends_with("(the worker's postgres.statement_timeout = 5m)")
+        );
+        assert_eq!(s.explain("ERROR:  other".into()), "ERROR:  other");
     }
 
     #[test]

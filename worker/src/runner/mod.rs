@@ -52,6 +52,29 @@ pub struct Runner {
     kill_grace: Duration,
     /// `postgres.max_query_output_bytes`.
     max_output: u64,
+    /// `postgres.statement_timeout` and `postgres.lock_timeout`.
+    statement_timeout: Duration,
+    lock_timeout: Duration,
+    /// `dump.lock_wait_timeout` and `dump.max_run_time`.
+    lock_wait_timeout: Duration,
+    max_run_time: Duration,
+}
+
+/// A dump program's failure, saying that `dump.lock_wait_timeout` fired
+/// when it did (pg_dump applies it as the statement timeout of its LOCK
+/// TABLE statements).
+fn name_lock_wait(err: anyhow::Error, lock_wait_timeout: Duration) -> anyhow::Error {
+    let text = format!("{err:#}");
+    let timed_out = text.contains("canceling statement due to statement timeout")
+        || text.contains("canceling statement due to lock timeout");
+    if lock_wait_timeout.is_zero() || !timed_out {
+        return err;
+    }
+    anyhow::anyhow!(
+        "{text} (a table lock was not granted within the worker's dump.lock_wait_timeout = {}, \
+         or the job's own --lock-wait-timeout)",
+        humantime::format_duration(lock_wait_timeout)
+    )
 }
 
 /// What the manifest says about the dump (everything the catalog row and a
@@ -111,6 +134,10 @@ impl Runner {
             connect_timeout: config.postgres.connect_timeout,
             kill_grace: config.dump.kill_grace_period,
             max_output: config.postgres.max_query_output_bytes,
+            statement_timeout: config.postgres.statement_timeout,
+            lock_timeout: config.postgres.lock_timeout,
+            lock_wait_timeout: config.dump.lock_wait_timeout,
+            max_run_time: config.dump.max_run_time,
         })
     }
 
@@ -193,6 +220,8 @@ impl Runner {
                 connect_timeout: self.connect_timeout,
                 kill_grace: self.kill_grace,
                 max_output: self.max_output,
+                statement_timeout: self.statement_timeout,
+                lock_timeout: self.lock_timeout,
             },
         )
     }
@@ -288,16 +317,36 @@ impl Runner {
             }
         }
         let mut paused = false;
-        let result = self
+        // dump.max_run_time cancels the attempt as a lost lease would, but
+        // the dump is then reported as failed, saying why.
+        let attempt_cancel = cancel.child_token();
+        let timer = {
+            let (token, max) = (attempt_cancel.clone(), self.max_run_time);
+            tokio::spawn(async move {
+                tokio::time::sleep(max).await;
+                token.cancel();
+            })
+        };
+        let mut result = self
             .attempt(
                 &checked,
                 &session,
-                cancel,
+                &attempt_cancel,
                 progress,
                 &mut finished,
                 &mut paused,
             )
             .await;
+        timer.abort();
+        if attempt_cancel.is_cancelled()
+            && !cancel.is_cancelled()
+            && !result.as_ref().is_ok_and(|stored| *stored)
+        {
+            result = Err(anyhow::anyhow!(
+                "cancelled: the dump exceeded dump.max_run_time = {}",
+                humantime::format_duration(self.max_run_time)
+            ));
+        }
         if paused {
             // Always resume, whatever happened to the dump.
             match session
@@ -415,6 +464,7 @@ impl Runner {
             c,
             directory.then_some(spool.as_path()),
             &dump_conninfo,
+            self.lock_wait_timeout,
         ));
         tracing::info!(
             program = name,
@@ -439,7 +489,7 @@ impl Runner {
                 self.kill_grace,
                 progress,
             )
-            .await?
+            .await
         } else {
             ingest::stream(
                 ingest,
@@ -450,8 +500,9 @@ impl Runner {
                 self.kill_grace,
                 progress,
             )
-            .await?
+            .await
         };
+        let ended = ended.map_err(|e| name_lock_wait(e, self.lock_wait_timeout))?;
         let (ingest, tail) = match ended {
             ingest::Ended::Cancelled => return Ok(false),
             ingest::Ended::Stored { ingest, tail } => (*ingest, tail),

@@ -3,6 +3,7 @@
 //! Pure; nothing here touches a server.
 use std::ffi::OsString;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use pgsnapman_proto::model::{validate_dump_options, validate_identifier};
@@ -89,11 +90,14 @@ pub(crate) fn stream_file_name(c: &Checked<'_>) -> &'static str {
 }
 
 /// Arguments of the dump program (after the program name). Output goes to
-/// stdout, or into `directory` for the directory format.
+/// stdout, or into `directory` for the directory format. A non-zero
+/// `lock_wait_timeout` becomes `--lock-wait-timeout` (a job's own extra
+/// option, which comes later, wins).
 pub(crate) fn dump_args(
     c: &Checked<'_>,
     directory: Option<&Path>,
     conninfo: &str,
+    lock_wait_timeout: Duration,
 ) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
     if c.dump_type.is_cluster_wide() {
@@ -133,6 +137,9 @@ pub(crate) fn dump_args(
             args.push(format!("--schema={}", schema_pattern(&c.spec.schema)).into());
         }
     }
+    if !lock_wait_timeout.is_zero() {
+        args.push(format!("--lock-wait-timeout={}", lock_wait_timeout.as_millis()).into());
+    }
     args.extend(c.spec.extra_options.iter().map(OsString::from));
     args.push(format!("--dbname={conninfo}").into());
     args
@@ -170,7 +177,7 @@ mod tests {
     fn args_of(s: &DumpSpec) -> Vec<String> {
         let c = check_spec(s).unwrap();
         let dir = (c.format == DumpFormat::Directory).then_some(Path::new("/spool/x"));
-        dump_args(&c, dir, "CONN")
+        dump_args(&c, dir, "CONN", Duration::ZERO)
             .into_iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect()
@@ -218,6 +225,22 @@ mod tests {
             ]
         );
         assert!(check_spec(&spec(DumpType::Cluster, DumpFormat::Custom)).is_err());
+    }
+
+    #[test]
+    fn the_lock_wait_timeout_comes_before_the_jobs_options() {
+        for dump_type in [DumpType::Full, DumpType::Globals] {
+            let mut s = spec(dump_type, DumpFormat::Unspecified);
+            s.extra_options = vec!["--lock-wait-timeout=5s".into()];
+            let c = check_spec(&s).unwrap();
+            let args: Vec<String> = dump_args(&c, None, "CONN", Duration::from_secs(600))
+                .into_iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            let ours = args.iter().position(|a| a == "--lock-wait-timeout=600000");
+            let theirs = args.iter().position(|a| a == "--lock-wait-timeout=5s");
+            assert!(ours.is_some() && ours < theirs, "{args:?}");
+        }
     }
 
     #[test]

@@ -33,8 +33,11 @@ async fn truncate_restore_into_2500_tables() {
     restore(&env, &spec(&d, &dst, with(to(DB), T::Full, E::Leave)))
         .await
         .expect(RestoreStatus::Succeeded);
-    dst.query(DB, "INSERT INTO tenant_table_with_a_long_name_7 VALUES (-1)")
-        .unwrap();
+    dst.query(
+        DB,
+        "INSERT INTO tenant_table_with_a_long_name_7 VALUES (-1)",
+    )
+    .unwrap();
 
     let r = restore(&env, &spec(&d, &dst, with(to(DB), T::Data, E::Truncate))).await;
     r.expect(RestoreStatus::Succeeded);
