@@ -127,7 +127,24 @@ pub struct PassFile {
 
 impl PassFile {
     /// Writes the instance's password line into a new file under `dir`.
+    /// Fails (without quoting the password) when a field holds a line
+    /// break: a password file has one entry per line and no escape for it.
     pub fn create(dir: &Path, instance: &InstanceConnection) -> Result<Self> {
+        let breaks = |s: &str| s.contains(['\n', '\r']);
+        if breaks(&instance.password) {
+            bail!(
+                "the password of instance {} contains a line break, which a password file \
+                 cannot hold: set a password without one",
+                instance.instance_id
+            );
+        }
+        if breaks(&instance.user) || breaks(&instance.host) {
+            bail!(
+                "the user or host of instance {} contains a line break, which a password file \
+                 cannot hold",
+                instance.instance_id
+            );
+        }
         // tempfile creates the file with mode 0600.
         let mut file = tempfile::Builder::new()
             .prefix("pgpass-")
@@ -422,5 +439,20 @@ mod tests {
             pf.path().to_path_buf()
         };
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn line_breaks_cannot_go_into_a_password_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for pw in ["line\nbreak-secret", "cr\rbreak-secret", "\n"] {
+            let err = PassFile::create(dir.path(), &inst("h", "u", pw))
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains("contains a line break"), "{err}");
+            assert!(!err.contains("secret") && !err.contains('\n'), "{err}");
+        }
+        assert!(PassFile::create(dir.path(), &inst("h", "u\nx", "pw")).is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }
