@@ -145,6 +145,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             maintenance::stats_loop(shared).await;
         })
     };
+    // Standbys a crash left with replay paused (while the scheduler starts:
+    // a dump of one of them waits for this, and the other way round).
+    let resumer = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let schedule = shared.mirror.snapshot();
+            shared.runner.resume_left_paused(&schedule.instances).await;
+        })
+    };
     let scheduler_stop = CancellationToken::new();
     let scheduler = tokio::spawn(scheduler::run(shared.clone(), scheduler_stop.clone()));
     let discovery = tokio::spawn(discovery::run(shared.clone(), scheduler_stop.clone()));
@@ -192,6 +201,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let _ = watchdog.await;
     stats.abort();
     let _ = stats.await;
+    resumer.abort();
+    let _ = resumer.await;
     drop(shared);
     tracing::info!("shutdown complete");
     Ok(())

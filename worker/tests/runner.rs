@@ -8,14 +8,13 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use common::{runner, runner_with};
+use common::{Locker, runner, runner_with};
 use pgsnapman_proto::v1::{DumpFormat, DumpSpec, DumpType, InstanceConnection, TaskRef};
 use pgsnapman_tests::{PgCluster, PgOptions};
 use pgsnapman_worker::Config;
@@ -309,45 +308,6 @@ async fn cancellation_kills_pg_dump_and_stores_nothing() {
                 "orphan: {cmd}"
             );
         }
-    }
-}
-
-/// A session holding an ACCESS EXCLUSIVE lock on `table` until dropped.
-struct Locker {
-    child: std::process::Child,
-}
-
-impl Locker {
-    fn hold(pg: &PgCluster, db: &str, table: &str) -> Self {
-        let mut child = pg
-            .psql_cmd(db)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.as_mut().unwrap();
-        writeln!(
-            stdin,
-            "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; SELECT 1;"
-        )
-        .unwrap();
-        stdin.flush().unwrap();
-        let locked = format!(
-            "SELECT count(*) FROM pg_locks WHERE relation = to_regclass('{table}') AND mode = 'AccessExclusiveLock' AND granted"
-        );
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while pg.query(db, &locked).unwrap() != "1" {
-            assert!(Instant::now() < deadline, "{table} never locked");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { child }
-    }
-}
-
-impl Drop for Locker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

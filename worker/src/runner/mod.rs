@@ -7,6 +7,7 @@ pub mod connection;
 pub mod ingest;
 pub mod metadata;
 pub mod process;
+pub mod replay;
 pub mod source;
 pub mod spec;
 
@@ -22,7 +23,8 @@ use uuid::Uuid;
 
 use self::client::{ClientTools, Clients};
 use self::connection::{Session, SessionSettings};
-use self::source::{PROBE_SQL, demand, parse_probe, pause_replay};
+use self::replay::{ReplayPauses, server_of};
+use self::source::{PROBE_SQL, demand, parse_probe, pause_replay, resume_replay, wait_for_pause};
 use self::spec::{Checked, check_spec, dump_args, stream_file_name};
 
 /// How a dump attempt ended.
@@ -52,6 +54,8 @@ pub struct Runner {
     kill_grace: Duration,
     /// `postgres.max_query_output_bytes`.
     max_output: u64,
+    /// Standbys this worker's dumps hold paused.
+    replay: ReplayPauses,
     /// `postgres.statement_timeout` and `postgres.lock_timeout`.
     statement_timeout: Duration,
     lock_timeout: Duration,
@@ -134,6 +138,7 @@ impl Runner {
             connect_timeout: config.postgres.connect_timeout,
             kill_grace: config.dump.kill_grace_period,
             max_output: config.postgres.max_query_output_bytes,
+            replay: ReplayPauses::new(&data_dir.join("state")),
             statement_timeout: config.postgres.statement_timeout,
             lock_timeout: config.postgres.lock_timeout,
             lock_wait_timeout: config.dump.lock_wait_timeout,
@@ -348,12 +353,18 @@ impl Runner {
             ));
         }
         if paused {
-            // Always resume, whatever happened to the dump.
-            match session
-                .run_uncancelled(&checked.connect_db, &["SELECT pg_wal_replay_resume()"])
+            // Always resume, whatever happened to the dump, unless another
+            // dump of this server still needs the pause.
+            let db = &checked.connect_db;
+            match self
+                .replay
+                .release(instance, || resume_replay(&session, db))
                 .await
             {
-                Ok(_) => tracing::info!("WAL replay resumed"),
+                Ok(true) => tracing::info!("WAL replay resumed"),
+                Ok(false) => tracing::info!(
+                    "WAL replay stays paused: another dump of this standby is running"
+                ),
                 Err(err) => {
                     tracing::error!("could not resume WAL replay on the standby: {err:#}");
                     if result.is_ok() {
@@ -419,7 +430,13 @@ impl Runner {
         finished.server_version = info.version.clone();
         if info.in_recovery {
             if c.spec.pause_replay {
-                pause_replay(session, &c.connect_db, paused).await?;
+                let db = &c.connect_db;
+                self.replay
+                    .hold(c.instance, || pause_replay(session, db))
+                    .await
+                    .context("cannot pause WAL replay on the standby")?;
+                *paused = true;
+                wait_for_pause(session, db).await?;
                 finished.error =
                     "dumped from a standby; WAL replay was paused during the dump".into();
             } else {
@@ -564,6 +581,67 @@ impl Runner {
             .to_string_lossy()
             .into_owned();
         Ok(true)
+    }
+
+    /// Resumes WAL replay on every standby this worker left paused (it
+    /// stopped during a dump: a crash, a kill -9), connecting through the
+    /// instance of the mirrored schedule. One that cannot be resumed now
+    /// is tried again at the next start.
+    pub async fn resume_left_paused(
+        &self,
+        instances: &std::collections::HashMap<i64, InstanceConnection>,
+    ) {
+        let resume = |p: replay::Paused| async move {
+            let found = instances
+                .get(&p.instance_id)
+                .or_else(|| instances.values().find(|i| server_of(i) == p.server));
+            let Some(instance) = found else {
+                tracing::error!(
+                    server = %p.server,
+                    instance_id = p.instance_id,
+                    "this worker left WAL replay paused on a standby that is no longer in its \
+                     schedule: resume it by hand (SELECT pg_wal_replay_resume())"
+                );
+                return false;
+            };
+            let db = if instance.maintenance_db.is_empty() {
+                "postgres"
+            } else {
+                &instance.maintenance_db
+            };
+            let resumed = match self.session(instance, "pgsnapman-resume-replay") {
+                Ok(session) => resume_replay(&session, db).await,
+                Err(e) => Err(e),
+            };
+            match resumed {
+                Ok(()) => {
+                    tracing::info!(
+                        server = %p.server,
+                        instance_id = p.instance_id,
+                        "resumed WAL replay that this worker left paused (it stopped during a dump)"
+                    );
+                    true
+                }
+                Err(e) if format!("{e:#}").contains("recovery is not in progress") => {
+                    tracing::info!(
+                        server = %p.server,
+                        "a server this worker left paused is no longer a standby"
+                    );
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        server = %p.server,
+                        instance_id = p.instance_id,
+                        "cannot resume WAL replay this worker left paused (trying again at the next start): {e:#}"
+                    );
+                    false
+                }
+            }
+        };
+        if let Err(e) = self.replay.resume_leftovers(resume).await {
+            tracing::error!("cannot resume WAL replay left paused by an earlier run: {e:#}");
+        }
     }
 
     /// Collects garbage if an abandoned ingest (a failed or cancelled dump,

@@ -95,17 +95,24 @@ pub(crate) async fn demand(session: &Session, database: &str) -> Result<Option<S
     Ok(demand_decision(&val))
 }
 
-/// Pauses WAL replay and waits (up to 30 s) until the pause took effect.
-pub(crate) async fn pause_replay(
-    session: &Session,
-    database: &str,
-    paused: &mut bool,
-) -> Result<()> {
+/// Pauses WAL replay (the statement only).
+pub(crate) async fn pause_replay(session: &Session, database: &str) -> Result<()> {
     session
         .run_uncancelled(database, &["SELECT pg_wal_replay_pause()"])
         .await
-        .context("cannot pause WAL replay on the standby")?;
-    *paused = true;
+        .map(drop)
+}
+
+/// Resumes WAL replay.
+pub(crate) async fn resume_replay(session: &Session, database: &str) -> Result<()> {
+    session
+        .run_uncancelled(database, &["SELECT pg_wal_replay_resume()"])
+        .await
+        .map(drop)
+}
+
+/// Waits (up to 30 s) until a requested pause of WAL replay took effect.
+pub(crate) async fn wait_for_pause(session: &Session, database: &str) -> Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let state = session

@@ -1,7 +1,11 @@
 //! Helpers shared by the worker's integration tests (each test binary
 //! includes this module).
+use std::io::Write;
 use std::path::Path;
-use std::time::Duration;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use pgsnapman_tests::PgCluster;
 
 use pgsnapman_worker::Config;
 use pgsnapman_worker::config::default_bin_dirs;
@@ -27,4 +31,45 @@ pub async fn runner_with(dir: &Path, config: &Config) -> Runner {
     let store = pgsnapman_store::Store::open(&dir, pgsnapman_store::StoreOptions::default())
         .expect("open the pack store");
     Runner::new(clients, &dir, store, config).expect("create the runner")
+}
+
+/// A session holding an ACCESS EXCLUSIVE lock on `table` until dropped.
+#[allow(dead_code)] // not every test binary takes locks
+pub struct Locker {
+    child: std::process::Child,
+}
+
+#[allow(dead_code)]
+impl Locker {
+    pub fn hold(pg: &PgCluster, db: &str, table: &str) -> Self {
+        let mut child = pg
+            .psql_cmd(db)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.as_mut().unwrap();
+        writeln!(
+            stdin,
+            "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; SELECT 1;"
+        )
+        .unwrap();
+        stdin.flush().unwrap();
+        let locked = format!(
+            "SELECT count(*) FROM pg_locks WHERE relation = to_regclass('{table}') AND mode = 'AccessExclusiveLock' AND granted"
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while pg.query(db, &locked).unwrap() != "1" {
+            assert!(Instant::now() < deadline, "{table} never locked");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child }
+    }
+}
+
+impl Drop for Locker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
