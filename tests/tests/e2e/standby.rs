@@ -6,6 +6,24 @@ use pgsnapman_tests::{Worker, WorkerOptions};
 
 use crate::common::*;
 
+/// A yearly job (so only ad-hoc runs happen) of `db` with `--pause-replay`.
+fn add_pause_replay_job(cli: &pgsnapman_tests::Pgsnap, inst: &str, db: &str) -> i64 {
+    id_of(
+        &cli.json(&[
+            "job",
+            "add",
+            "--instance",
+            inst,
+            "--database",
+            db,
+            "--cron",
+            "0 3 1 1 *",
+            "--pause-replay",
+        ])
+        .unwrap(),
+    )
+}
+
 fn replay_state(standby: &pgsnapman_tests::PgCluster) -> String {
     standby
         .query("postgres", "SELECT pg_get_wal_replay_pause_state()")
@@ -41,24 +59,7 @@ async fn standby_dump_pauses_and_always_resumes_replay() {
     )
     .await;
     let inst = add_instance(&stack.cli, "standby", standby.port, "w-standby", None).to_string();
-    let add = |db: &str| {
-        id_of(
-            &stack
-                .cli
-                .json(&[
-                    "job",
-                    "add",
-                    "--instance",
-                    &inst,
-                    "--database",
-                    db,
-                    "--cron",
-                    "0 3 1 1 *",
-                    "--pause-replay",
-                ])
-                .unwrap(),
-        )
-    };
+    let add = |db: &str| add_pause_replay_job(&stack.cli, &inst, db);
     let job = add("replicated");
     let t = wait_task_done(&stack.cli, dump_now(&stack.cli, job)).await;
     assert_eq!(t["state"], "SUCCEEDED", "{t}");
@@ -134,22 +135,7 @@ async fn replay_left_paused_by_a_killed_worker_is_resumed_at_start() {
     )
     .await;
     let inst = add_instance(&stack.cli, "standby", standby.port, NAME, None).to_string();
-    let job = id_of(
-        &stack
-            .cli
-            .json(&[
-                "job",
-                "add",
-                "--instance",
-                &inst,
-                "--database",
-                "held",
-                "--cron",
-                "0 3 1 1 *",
-                "--pause-replay",
-            ])
-            .unwrap(),
-    );
+    let job = add_pause_replay_job(&stack.cli, &inst, "held");
     dump_now(&stack.cli, job);
     TableLock::wait_dump_blocked(&standby).await;
     assert_eq!(replay_state(&standby), "paused");
