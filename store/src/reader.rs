@@ -18,7 +18,7 @@ use crate::error::StoreError;
 use crate::index::IndexEntry;
 use crate::manifest::ChunkRef;
 use crate::pack::{self, ChunkKind, PackId, RecordHeader};
-use crate::store::Inner;
+use crate::shared::Inner;
 
 /// Bound on pack files a reader keeps open; why: a dump touches few packs in
 /// a row (plus the packs of its bases), and file handles are a shared budget.

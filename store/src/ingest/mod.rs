@@ -20,7 +20,7 @@ use crate::error::StoreError;
 use crate::manifest::{self, ChunkRef, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestMeta};
 use crate::reader::FileReader;
 use crate::resemblance::{self, Sketch};
-use crate::store::Inner;
+use crate::shared::Inner;
 use sink::{Base, Job, PackSink};
 
 /// Chunks queued between the chunking thread and the encoder; why: one
@@ -224,7 +224,7 @@ impl Ingest {
         if let Err(e) = self
             .inner
             .index
-            .put_dump(&m.dump_uuid, crate::store::summary_of(&m))
+            .put_dump(&m.dump_uuid, crate::shared::summary_of(&m))
         {
             tracing::warn!(dump_id = %m.dump_uuid, "cannot record the dump summary: {e}");
         }

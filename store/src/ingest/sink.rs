@@ -14,7 +14,7 @@ use crate::index::{IndexEntry, SealedEntries};
 use crate::pack::{ChunkKind, PackWriter, RECORD_HEADER_LEN, RecordHeader};
 use crate::reader::{ChunkReader, GcLock};
 use crate::resemblance::Sketch;
-use crate::store::Inner;
+use crate::shared::Inner;
 
 /// A delta at most 1/16 of the raw chunk is kept without compressing the
 /// chunk whole to compare; why: a good base gives ~1/100 on dump data, and
