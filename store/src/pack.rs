@@ -289,7 +289,8 @@ impl PackWriter {
                 open_path.display(),
                 sealed_path.display()
             )))?;
-            durable::fsync_dir(&self.dir)
+            durable::fsync_dir(&self.dir)?;
+            Ok(())
         })();
         if let Err(err) = sealed {
             // The writer is gone, so Drop cannot clean up: a full disk must
@@ -450,9 +451,18 @@ pub struct PackSummary {
 /// BLAKE3 must match. Returns `CorruptPack` or `FormatVersion` on damage.
 pub fn scan_pack(
     path: &Path,
-    mut visit: impl FnMut(u64, &RecordHeader, &[u8]) -> Result<(), StoreError>,
+    visit: impl FnMut(u64, &RecordHeader, &[u8]) -> Result<(), StoreError>,
 ) -> Result<PackSummary, StoreError> {
     let file = File::open(path).map_err(StoreError::io(format!("open pack {}", path.display())))?;
+    scan_pack_file(&file, path, visit)
+}
+
+/// `scan_pack` of a pack file already open (`path` names it in errors).
+pub fn scan_pack_file(
+    file: &File,
+    path: &Path,
+    mut visit: impl FnMut(u64, &RecordHeader, &[u8]) -> Result<(), StoreError>,
+) -> Result<PackSummary, StoreError> {
     let total = file
         .metadata()
         .map_err(StoreError::io(format!("stat pack {}", path.display())))?

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 use uuid::Uuid;
 
@@ -19,7 +19,7 @@ use crate::manifest::{self, Manifest};
 use crate::options::StoreOptions;
 use crate::pack::{ChunkKind, PackId};
 use crate::reader::FileReader;
-use crate::shared::{Inner, Registry, summary_of};
+use crate::shared::{Inner, summary_of};
 
 /// Counts and sizes of a store.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -80,22 +80,13 @@ impl Store {
         }
         let crashed = remove_leftovers(&packs_dir, PackId::is_open_name)?;
         remove_leftovers(&manifests_dir, |n| n.ends_with(durable::TMP_SUFFIX))?;
+        let opts = StoreOptions {
+            chunking: kept.chunking,
+            features: kept.features,
+            ..opts
+        };
         let store = Store {
-            inner: Arc::new(Inner {
-                root: root.to_path_buf(),
-                packs_dir,
-                manifests_dir,
-                opts: StoreOptions {
-                    chunking: kept.chunking,
-                    features: kept.features,
-                    ..opts
-                },
-                index,
-                read_only: false,
-                gc_lock: RwLock::new(()),
-                registry: Mutex::new(Registry::default()),
-                garbage: std::sync::atomic::AtomicBool::new(crashed),
-            }),
+            inner: Arc::new(Inner::new(root, opts, index, false, crashed)),
         };
         store.repair_summaries()?;
         Ok(store)
@@ -107,22 +98,13 @@ impl Store {
     /// read). Nothing is cleaned up or repaired; writing calls fail.
     pub fn open_read_only(root: &Path) -> Result<Store, StoreError> {
         let (index, kept) = Index::open_read_only(&root.join("index"))?;
+        let opts = StoreOptions {
+            chunking: kept.chunking,
+            features: kept.features,
+            ..StoreOptions::default()
+        };
         Ok(Store {
-            inner: Arc::new(Inner {
-                root: root.to_path_buf(),
-                packs_dir: root.join("packs"),
-                manifests_dir: root.join("manifests"),
-                opts: StoreOptions {
-                    chunking: kept.chunking,
-                    features: kept.features,
-                    ..StoreOptions::default()
-                },
-                index,
-                read_only: true,
-                gc_lock: RwLock::new(()),
-                registry: Mutex::new(Registry::default()),
-                garbage: std::sync::atomic::AtomicBool::new(false),
-            }),
+            inner: Arc::new(Inner::new(root, opts, index, true, false)),
         })
     }
 
@@ -207,7 +189,21 @@ impl Store {
             .collect())
     }
 
-    /// Every stored dump's manifest, ordered by dump uuid. Fails on the first
+    /// Every stored dump's manifest, read one at a time as the iterator is
+    /// advanced (memory does not grow with the number of dumps), in
+    /// directory order. A manifest deleted meanwhile is skipped; an
+    /// unreadable one yields its error and the iteration goes on.
+    pub fn each_manifest(
+        &self,
+    ) -> Result<impl Iterator<Item = Result<Manifest, StoreError>>, StoreError> {
+        let mut files = manifest::ManifestFiles::list(&self.inner.manifests_dir)?;
+        Ok(std::iter::from_fn(move || {
+            files.next_read().map(|r| r.and_then(|(_, m)| m))
+        }))
+    }
+
+    /// Every stored dump's manifest, ordered by dump uuid, all in memory
+    /// (`each_manifest` reads one at a time). Fails on the first
     /// unreadable manifest (`verify` reports them all instead).
     pub fn manifests(&self) -> Result<Vec<Manifest>, StoreError> {
         self.inner
@@ -279,9 +275,6 @@ impl Store {
     /// until `gc`.
     pub fn delete_dump(&self, dump_uuid: Uuid) -> Result<(), StoreError> {
         self.writable()?;
-        // Not while gc runs: gc lists the manifests and then reads each, and
-        // a manifest unlinked in between failed the whole gc.
-        let _gc = self.inner.gc_read();
         let path = manifest::manifest_path(&self.inner.manifests_dir, dump_uuid);
         match fs::remove_file(&path) {
             Ok(()) => {

@@ -12,7 +12,7 @@ use crate::delta;
 use crate::error::StoreError;
 use crate::index::{IndexEntry, SealedEntries};
 use crate::pack::{ChunkKind, PackWriter, RECORD_HEADER_LEN, RecordHeader};
-use crate::reader::{ChunkReader, GcLock};
+use crate::reader::ChunkReader;
 use crate::resemblance::Sketch;
 use crate::shared::Inner;
 
@@ -75,7 +75,7 @@ pub(super) struct PackSink {
 impl PackSink {
     pub(super) fn new(inner: Arc<Inner>, dump_uuid: Uuid) -> PackSink {
         PackSink {
-            bases: ChunkReader::new(Arc::clone(&inner), GcLock::Take),
+            bases: ChunkReader::new(Arc::clone(&inner)),
             inner,
             dump_uuid,
             writer: None,
