@@ -9,6 +9,7 @@ use std::fs::{self, File};
 use std::sync::atomic::Ordering;
 
 use crate::chunk::ChunkId;
+use crate::crash::{self, CrashPoint};
 use crate::delta::MAX_DELTA_DEPTH;
 use crate::durable;
 use crate::error::StoreError;
@@ -90,6 +91,7 @@ impl Store {
         let gc_lock = inner.gc_write();
         let registered = inner.stop_marking();
         let mut live = marked?;
+        crash::at(CrashPoint::GcMarked);
         live.extend(registered);
         inner.gc_generation.fetch_add(1, Ordering::SeqCst);
         report.bases_kept = mark_bases(&inner.index, &mut live)?;
@@ -110,11 +112,13 @@ impl Store {
         })?;
         for batch in dead.chunks(DELETE_BATCH) {
             inner.index.delete_all(batch)?;
+            crash::at(CrashPoint::GcIndexBatch);
         }
         report.index_entries_removed = dead.len() as u64;
         drop(dead);
         report.feature_entries_removed = inner.index.retain_features(|id| live.contains(id))?;
         drop(live);
+        crash::at(CrashPoint::GcFeaturesSwept);
 
         // Packs: delete the empty ones now, under the lock (every pack
         // sealed so far is indexed), and pick the sparse ones.
@@ -132,7 +136,12 @@ impl Store {
             }
         }
         drop(uses);
-        remove_packs(self, &empty)?;
+        remove_packs(
+            self,
+            &empty,
+            CrashPoint::GcPackRemoved,
+            CrashPoint::GcPacksDirFsync,
+        )?;
         report.packs_deleted = empty.len() as u64;
         drop(gc_lock);
 
@@ -158,7 +167,12 @@ impl Store {
             // A verify that collected an old location before the switch
             // finds the pack gone: it re-checks.
             inner.gc_generation.fetch_add(1, Ordering::SeqCst);
-            remove_packs(self, &repacked)?;
+            remove_packs(
+                self,
+                &repacked,
+                CrashPoint::RepackOldRemoved,
+                CrashPoint::RepackDirFsync,
+            )?;
         }
         report.packs_deleted += repacked.len() as u64;
         report.pack_bytes_after = inner.list_packs()?.iter().map(|(_, len)| len).sum();
@@ -171,16 +185,23 @@ impl Store {
 }
 
 /// Deletes pack files no index entry points to, then fsyncs `packs/`.
-fn remove_packs(store: &Store, ids: &[PackId]) -> Result<(), StoreError> {
+fn remove_packs(
+    store: &Store,
+    ids: &[PackId],
+    removed: CrashPoint,
+    synced: CrashPoint,
+) -> Result<(), StoreError> {
     let inner = &store.inner;
     for id in ids {
         let path = inner.pack_path(*id);
         fs::remove_file(&path)
             .map_err(StoreError::io(format!("remove pack {}", path.display())))?;
         tracing::debug!(pack_id = %id, "deleted pack");
+        crash::at(removed);
     }
     if !ids.is_empty() {
         durable::fsync_dir(&inner.packs_dir)?;
+        crash::at(synced);
     }
     Ok(())
 }
@@ -273,6 +294,7 @@ impl<'a> Repacker<'a> {
                 return Ok(false);
             };
             let offset = w.append(&header, &stored)?;
+            crash::at(CrashPoint::RepackCopied);
             moved.push((
                 *id,
                 IndexEntry {
@@ -296,11 +318,13 @@ impl<'a> Repacker<'a> {
         {
             w.seal()?;
             self.written += 1;
+            crash::at(CrashPoint::RepackSealed);
         }
         // The switch: from here on lookups find the new pack. The old one
         // stays until every record it holds is switched (`gc`).
         if !self.pending.is_empty() {
             self.store.inner.index.put_all(&self.pending)?;
+            crash::at(CrashPoint::RepackIndexed);
         }
         self.pending.clear();
         Ok(())

@@ -6,6 +6,7 @@
 //! it from `spawn_blocking`. Formats and crash-safety rules: docs/store.md.
 
 pub mod chunk;
+pub mod crash;
 mod delta;
 mod durable;
 pub mod error;
@@ -22,6 +23,7 @@ mod store;
 mod verify;
 
 pub use chunk::{ChunkId, ChunkParams};
+pub use crash::{CRASH_AT_ENV, CrashPoint};
 pub use delta::MAX_DELTA_DEPTH;
 pub use error::StoreError;
 pub use gc::GcReport;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 use crate::chunk::{CHUNK_ID_LEN, ChunkId};
+use crate::crash::{self, CrashPoint};
 use crate::error::StoreError;
 use crate::{delta, durable};
 
@@ -256,6 +257,7 @@ impl PackWriter {
         self.write_all(&header.encode())?;
         self.write_all(stored)?;
         self.records += 1;
+        crash::at(CrashPoint::PackAppend);
         Ok(offset)
     }
 
@@ -284,12 +286,15 @@ impl PackWriter {
                 open_path.display()
             )))?;
             drop(file);
+            crash::at(CrashPoint::PackFsync);
             fs::rename(&open_path, &sealed_path).map_err(StoreError::io(format!(
                 "rename {} to {}",
                 open_path.display(),
                 sealed_path.display()
             )))?;
+            crash::at(CrashPoint::PackRename);
             durable::fsync_dir(&self.dir)?;
+            crash::at(CrashPoint::PackDirFsync);
             Ok(())
         })();
         if let Err(err) = sealed {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use crate::crash::{self, CrashPoint};
 use crate::durable;
 use crate::error::StoreError;
 use crate::index::{Index, StoreParams};
@@ -278,7 +279,9 @@ impl Store {
         let path = manifest::manifest_path(&self.inner.manifests_dir, dump_uuid);
         match fs::remove_file(&path) {
             Ok(()) => {
+                crash::at(CrashPoint::DeleteUnlinked);
                 durable::fsync_dir(&self.inner.manifests_dir)?;
+                crash::at(CrashPoint::DeleteDirFsync);
                 self.inner.index.delete_dump(&dump_uuid)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -339,6 +342,7 @@ fn remove_leftovers(dir: &Path, is_leftover: impl Fn(&str) -> bool) -> Result<bo
                 path.display()
             )))?;
             tracing::info!(path = %path.display(), "removed leftover of an interrupted write");
+            crash::at(CrashPoint::OpenLeftoversRemoved);
             removed = true;
         }
     }

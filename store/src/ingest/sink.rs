@@ -8,6 +8,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::chunk::ChunkId;
+use crate::crash::{self, CrashPoint};
 use crate::delta;
 use crate::error::StoreError;
 use crate::index::{IndexEntry, SealedEntries};
@@ -214,6 +215,7 @@ impl PackSink {
             chunks: &self.pending,
             features: &self.pending_features,
         })?;
+        crash::at(CrashPoint::IndexSealedBatch);
         tracing::debug!(pack_id = %sealed.id, bytes = sealed.bytes, chunks = self.pending.len(), "sealed pack");
         self.pending.clear();
         self.pending_features.clear();
