@@ -5,6 +5,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
+use crate::crash::{self, CrashPoint};
 use crate::error::StoreError;
 
 /// Suffix of a file being written by `write_atomic`; leftovers are garbage.
@@ -18,7 +19,8 @@ pub fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 /// Writes `bytes` to `path` so that after a crash `path` holds either nothing
-/// (or its old content) or all of `bytes`, never a part.
+/// (or its old content) or all of `bytes`, never a part. Only manifests are
+/// written this way (the crash points are named for them).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().ok_or_else(|| StoreError::Invalid {
         what: "path",
@@ -37,10 +39,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         .and_then(|()| f.sync_all())
         .map_err(StoreError::io(format!("write {}", tmp.display())))?;
     drop(f);
+    crash::at(CrashPoint::ManifestTmpWritten);
     fs::rename(tmp, path).map_err(StoreError::io(format!(
         "rename {} to {}",
         tmp.display(),
         path.display()
     )))?;
-    fsync_dir(dir)
+    crash::at(CrashPoint::ManifestRenamed);
+    fsync_dir(dir)?;
+    crash::at(CrashPoint::ManifestDurable);
+    Ok(())
 }

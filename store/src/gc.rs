@@ -2,18 +2,20 @@
 //! ingests and the delta bases they need, drop every other index and feature
 //! entry, delete packs without live chunks and repack packs whose live share
 //! fell below a threshold (records are copied as they are: a delta stays a
-//! delta against the same base).
+//! delta against the same base). Locking: docs/store.md, "Concurrency and GC".
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
+use std::sync::atomic::Ordering;
 
 use crate::chunk::ChunkId;
+use crate::crash::{self, CrashPoint};
 use crate::delta::MAX_DELTA_DEPTH;
 use crate::durable;
 use crate::error::StoreError;
 use crate::index::IndexEntry;
 use crate::pack::{self, PackId, PackWriter, RECORD_HEADER_LEN};
-use crate::reader::{ChunkReader, GcLock};
+use crate::reader::ChunkReader;
 use crate::store::Store;
 
 /// Index deletions per synced batch; why: bounds the batch's memory.
@@ -49,9 +51,10 @@ struct PackUse {
 
 impl Store {
     /// Collects garbage; see the module doc. `repack_below_live_fraction` is in
-    /// 0.0..=1.0 (0 never repacks). Blocks ingests' chunk registration and
-    /// reads' pack lookups while it runs. Refuses to run if any manifest is
-    /// unreadable, since its chunks could not be marked.
+    /// 0.0..=1.0 (0 never repacks). Refuses to run if any manifest is
+    /// unreadable, since its chunks could not be marked. One gc runs at a
+    /// time; ingests and reads wait only while it sweeps the index and
+    /// deletes packs (never while it reads manifests or copies records).
     ///
     /// Crash safety: dead index entries are deleted (synced) before any pack
     /// file; repacked chunks are sealed in a new pack and re-indexed (synced)
@@ -66,22 +69,31 @@ impl Store {
         }
         self.writable()?;
         let inner = &self.inner;
-        let _gc = inner.gc_write();
+        let _one_gc = inner.gc_running();
         // What is abandoned from here on is for the next gc.
-        inner
-            .garbage
-            .store(false, std::sync::atomic::Ordering::SeqCst);
+        inner.garbage.store(false, Ordering::SeqCst);
         let mut report = GcReport::default();
 
-        // Mark.
-        let mut live: HashSet<ChunkId> = HashSet::new();
-        for m in self.manifests()? {
-            report.manifests += 1;
-            live.extend(m.chunk_refs().map(|c| c.id));
-        }
-        for (_, set) in inner.registry().ingests.values() {
-            live.extend(set.iter().copied());
-        }
+        // Mark, without the gc lock: one manifest in memory at a time. An
+        // ingest that finishes from here on leaves its chunk set for this gc
+        // (`Inner::unregister`), so a manifest renamed after the directory
+        // listing started, which the listing may miss, is covered.
+        inner.start_marking();
+        let marked = (|| {
+            let mut live: HashSet<ChunkId> = HashSet::new();
+            for m in self.each_manifest()? {
+                let m = m?;
+                report.manifests += 1;
+                live.extend(m.chunk_refs().map(|c| c.id));
+            }
+            Ok::<_, StoreError>(live)
+        })();
+        let gc_lock = inner.gc_write();
+        let registered = inner.stop_marking();
+        let mut live = marked?;
+        crash::at(CrashPoint::GcMarked);
+        live.extend(registered);
+        inner.gc_generation.fetch_add(1, Ordering::SeqCst);
         report.bases_kept = mark_bases(&inner.index, &mut live)?;
         report.live_chunks = live.len() as u64;
 
@@ -100,40 +112,69 @@ impl Store {
         })?;
         for batch in dead.chunks(DELETE_BATCH) {
             inner.index.delete_all(batch)?;
+            crash::at(CrashPoint::GcIndexBatch);
         }
         report.index_entries_removed = dead.len() as u64;
+        drop(dead);
         report.feature_entries_removed = inner.index.retain_features(|id| live.contains(id))?;
+        drop(live);
+        crash::at(CrashPoint::GcFeaturesSwept);
 
-        // Packs: delete the empty ones, repack the sparse ones.
+        // Packs: delete the empty ones now, under the lock (every pack
+        // sealed so far is indexed), and pick the sparse ones.
         let packs = inner.list_packs()?;
         report.pack_bytes_before = packs.iter().map(|(_, len)| len).sum();
-        let mut to_delete = Vec::new();
-        let mut repack = Repacker::new(self);
+        let mut sparse = Vec::new();
+        let mut empty = Vec::new();
         for (id, len) in packs {
-            match uses.get(&id) {
-                None => to_delete.push(id),
+            match uses.remove(&id) {
+                None => empty.push(id),
                 Some(u) if (u.live_bytes as f64) < repack_below_live_fraction * len as f64 => {
-                    if repack.copy_pack(id, &u.entries)? {
-                        report.packs_repacked += 1;
-                        to_delete.push(id);
-                    } else {
-                        report.packs_skipped_corrupt += 1;
-                    }
+                    sparse.push((id, u.entries));
                 }
                 Some(_) => {}
             }
         }
+        drop(uses);
+        remove_packs(
+            self,
+            &empty,
+            CrashPoint::GcPackRemoved,
+            CrashPoint::GcPacksDirFsync,
+        )?;
+        report.packs_deleted = empty.len() as u64;
+        drop(gc_lock);
+
+        // Repack, without the lock: only gc changes or removes an index
+        // entry that exists, and only this gc runs, so the entries read
+        // above stay true until this gc switches them.
+        let mut repack = Repacker::new(self);
+        let mut repacked = Vec::new();
+        for (id, entries) in sparse {
+            if repack.copy_pack(id, &entries)? {
+                report.packs_repacked += 1;
+                repacked.push(id);
+            } else {
+                report.packs_skipped_corrupt += 1;
+            }
+        }
         report.packs_written = repack.finish()?;
-        for id in &to_delete {
-            let path = inner.pack_path(*id);
-            fs::remove_file(&path)
-                .map_err(StoreError::io(format!("remove pack {}", path.display())))?;
-            tracing::debug!(pack_id = %id, "deleted pack");
+        // Under the lock: a reader that looked a moved chunk up before the
+        // switch has opened its old pack by now (lookup and open are one
+        // hold of the read lock), and every later lookup finds the new one.
+        if !repacked.is_empty() {
+            let _gc = inner.gc_write();
+            // A verify that collected an old location before the switch
+            // finds the pack gone: it re-checks.
+            inner.gc_generation.fetch_add(1, Ordering::SeqCst);
+            remove_packs(
+                self,
+                &repacked,
+                CrashPoint::RepackOldRemoved,
+                CrashPoint::RepackDirFsync,
+            )?;
         }
-        report.packs_deleted = to_delete.len() as u64;
-        if !to_delete.is_empty() {
-            durable::fsync_dir(&inner.packs_dir)?;
-        }
+        report.packs_deleted += repacked.len() as u64;
         report.pack_bytes_after = inner.list_packs()?.iter().map(|(_, len)| len).sum();
         report.reclaimed_bytes = report
             .pack_bytes_before
@@ -141,6 +182,28 @@ impl Store {
         tracing::info!(?report, "gc finished");
         Ok(report)
     }
+}
+
+/// Deletes pack files no index entry points to, then fsyncs `packs/`.
+fn remove_packs(
+    store: &Store,
+    ids: &[PackId],
+    removed: CrashPoint,
+    synced: CrashPoint,
+) -> Result<(), StoreError> {
+    let inner = &store.inner;
+    for id in ids {
+        let path = inner.pack_path(*id);
+        fs::remove_file(&path)
+            .map_err(StoreError::io(format!("remove pack {}", path.display())))?;
+        tracing::debug!(pack_id = %id, "deleted pack");
+        crash::at(removed);
+    }
+    if !ids.is_empty() {
+        durable::fsync_dir(&inner.packs_dir)?;
+        crash::at(synced);
+    }
+    Ok(())
 }
 
 /// Adds to `live` every base a live delta is decoded against, down each
@@ -180,7 +243,7 @@ fn mark_bases(index: &crate::index::Index, live: &mut HashSet<ChunkId>) -> Resul
 /// new pack is sealed.
 struct Repacker<'a> {
     store: &'a Store,
-    /// Reads the bases of delta records to check them (gc holds the lock).
+    /// Reads the bases of delta records to check them.
     bases: ChunkReader,
     writer: Option<PackWriter>,
     pending: Vec<(ChunkId, IndexEntry)>,
@@ -191,7 +254,7 @@ impl<'a> Repacker<'a> {
     fn new(store: &'a Store) -> Repacker<'a> {
         Repacker {
             store,
-            bases: ChunkReader::new(std::sync::Arc::clone(&store.inner), GcLock::Held),
+            bases: ChunkReader::new(std::sync::Arc::clone(&store.inner)),
             writer: None,
             pending: Vec::new(),
             written: 0,
@@ -231,6 +294,7 @@ impl<'a> Repacker<'a> {
                 return Ok(false);
             };
             let offset = w.append(&header, &stored)?;
+            crash::at(CrashPoint::RepackCopied);
             moved.push((
                 *id,
                 IndexEntry {
@@ -254,8 +318,14 @@ impl<'a> Repacker<'a> {
         {
             w.seal()?;
             self.written += 1;
+            crash::at(CrashPoint::RepackSealed);
         }
-        self.store.inner.index.put_all(&self.pending)?;
+        // The switch: from here on lookups find the new pack. The old one
+        // stays until every record it holds is switched (`gc`).
+        if !self.pending.is_empty() {
+            self.store.inner.index.put_all(&self.pending)?;
+            crash::at(CrashPoint::RepackIndexed);
+        }
         self.pending.clear();
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! it from `spawn_blocking`. Formats and crash-safety rules: docs/store.md.
 
 pub mod chunk;
+pub mod crash;
 mod delta;
 mod durable;
 pub mod error;
@@ -13,21 +14,25 @@ mod gc;
 pub mod index;
 mod ingest;
 pub mod manifest;
+mod options;
 pub mod pack;
 mod reader;
 pub mod resemblance;
+mod shared;
 mod store;
 mod verify;
 
 pub use chunk::{ChunkId, ChunkParams};
+pub use crash::{CRASH_AT_ENV, CrashPoint};
 pub use delta::MAX_DELTA_DEPTH;
 pub use error::StoreError;
 pub use gc::GcReport;
 pub use index::{INDEX_FORMAT_VERSION, INFO_LOGS_KEPT, bound_info_logs};
 pub use ingest::Ingest;
 pub use manifest::{ChunkRef, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestMeta};
+pub use options::StoreOptions;
 pub use pack::{PACK_FORMAT_VERSION, PackId};
 pub use reader::FileReader;
 pub use resemblance::FeatureParams;
-pub use store::{Store, StoreOptions, StoreStats};
+pub use store::{Store, StoreStats};
 pub use verify::{ProblemKind, VerifyProblem, VerifyReport};

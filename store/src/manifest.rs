@@ -1,6 +1,7 @@
 //! Manifests: one self-describing JSON file per stored dump (format in
 //! docs/store.md), enough to rebuild the catalog row and to reassemble every
-//! file of the dump. Owns (de)serialization and the version check only.
+//! file of the dump. Owns (de)serialization, the version check and the lazy
+//! listing of the manifests directory.
 
 use std::path::{Path, PathBuf};
 
@@ -107,6 +108,69 @@ pub fn dump_of_file_name(name: &str) -> Option<Uuid> {
     Uuid::try_parse(name.strip_suffix(".json")?).ok()
 }
 
+/// One listed manifest: its dump, and the manifest or why it is unreadable.
+pub type ManifestRead = (Uuid, Result<Manifest, StoreError>);
+
+/// The manifest files of a directory, listed lazily: one directory entry at
+/// a time, in directory order, so that memory does not grow with the
+/// number of dumps. A manifest renamed into place while the listing runs
+/// may or may not be listed (readdir's rule).
+pub struct ManifestFiles {
+    dir: PathBuf,
+    entries: std::fs::ReadDir,
+}
+
+impl ManifestFiles {
+    pub fn list(dir: &Path) -> Result<ManifestFiles, StoreError> {
+        let entries =
+            std::fs::read_dir(dir).map_err(StoreError::io(format!("list {}", dir.display())))?;
+        Ok(ManifestFiles {
+            dir: dir.to_path_buf(),
+            entries,
+        })
+    }
+
+    /// The next manifest, read and checked: yields `(dump, result)` per file
+    /// and skips a manifest deleted between the listing and the read.
+    pub fn next_read(&mut self) -> Option<Result<ManifestRead, StoreError>> {
+        loop {
+            let (dump, path) = match self.next()? {
+                Ok(v) => v,
+                Err(e) => return Some(Err(e)),
+            };
+            match read_manifest(&path) {
+                Err(StoreError::Io { error, .. })
+                    if error.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    continue;
+                }
+                read => return Some(Ok((dump, read))),
+            }
+        }
+    }
+}
+
+impl Iterator for ManifestFiles {
+    /// A manifest file's dump and path.
+    type Item = Result<(Uuid, PathBuf), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        for entry in self.entries.by_ref() {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    let dir = self.dir.display();
+                    return Some(Err(StoreError::io(format!("list {dir}"))(e)));
+                }
+            };
+            if let Some(dump) = entry.file_name().to_str().and_then(dump_of_file_name) {
+                return Some(Ok((dump, entry.path())));
+            }
+        }
+        None
+    }
+}
+
 /// Reads and checks one manifest. The version is checked before the rest of
 /// the document so a newer manifest gets a version error, not a parse error.
 pub fn read_manifest(path: &Path) -> Result<Manifest, StoreError> {
@@ -148,4 +212,56 @@ pub fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), StoreError> {
         detail: format!("dump {}: {e}", m.dump_uuid),
     })?;
     durable::write_atomic(&manifest_path(dir, m.dump_uuid), &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(dump: Uuid) -> Manifest {
+        serde_json::from_value(serde_json::json!({
+            "format_version": MANIFEST_FORMAT_VERSION, "dump_uuid": dump,
+            "job_id": 1, "task_id": 0, "host": "h", "port": 5432, "database": "d",
+            "schema": "", "dump_type": "FULL", "format": "CUSTOM",
+            "server_version": "15", "client_version": "15",
+            "started_at": "2026-11-24T01:00:00Z", "finished_at": "2026-11-24T01:05:00Z",
+            "restore_metadata": null, "logical_bytes": 0, "new_stored_bytes": 0,
+            "files": []
+        }))
+        .unwrap()
+    }
+
+    /// gc and rebuild hold one manifest at a time: each is read only when
+    /// the listing reaches it. Damage done after the first read shows up in
+    /// every later item, so none was read ahead; a deleted one is skipped.
+    #[test]
+    fn manifests_are_read_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let dumps: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+        for d in &dumps {
+            write_manifest(dir.path(), &manifest(*d)).unwrap();
+        }
+        std::fs::write(dir.path().join("not-a-manifest.txt"), b"x").unwrap();
+        let mut files = ManifestFiles::list(dir.path()).unwrap();
+        let (first, read) = files.next_read().unwrap().unwrap();
+        assert_eq!(read.unwrap().dump_uuid, first);
+        let rest: Vec<Uuid> = dumps.iter().copied().filter(|d| *d != first).collect();
+        std::fs::remove_file(manifest_path(dir.path(), rest[0])).unwrap();
+        for d in &rest[1..] {
+            std::fs::write(manifest_path(dir.path(), *d), b"{").unwrap();
+        }
+        let mut later = Vec::new();
+        while let Some(item) = files.next_read() {
+            let (dump, read) = item.unwrap();
+            assert!(
+                matches!(read, Err(StoreError::BadManifest { .. })),
+                "{dump} was read before the listing reached it"
+            );
+            later.push(dump);
+        }
+        later.sort();
+        let mut expected = rest[1..].to_vec();
+        expected.sort();
+        assert_eq!(later, expected);
+    }
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 use crate::chunk::{CHUNK_ID_LEN, ChunkId};
+use crate::crash::{self, CrashPoint};
 use crate::error::StoreError;
 use crate::{delta, durable};
 
@@ -256,6 +257,7 @@ impl PackWriter {
         self.write_all(&header.encode())?;
         self.write_all(stored)?;
         self.records += 1;
+        crash::at(CrashPoint::PackAppend);
         Ok(offset)
     }
 
@@ -284,12 +286,16 @@ impl PackWriter {
                 open_path.display()
             )))?;
             drop(file);
+            crash::at(CrashPoint::PackFsync);
             fs::rename(&open_path, &sealed_path).map_err(StoreError::io(format!(
                 "rename {} to {}",
                 open_path.display(),
                 sealed_path.display()
             )))?;
-            durable::fsync_dir(&self.dir)
+            crash::at(CrashPoint::PackRename);
+            durable::fsync_dir(&self.dir)?;
+            crash::at(CrashPoint::PackDirFsync);
+            Ok(())
         })();
         if let Err(err) = sealed {
             // The writer is gone, so Drop cannot clean up: a full disk must
@@ -450,9 +456,18 @@ pub struct PackSummary {
 /// BLAKE3 must match. Returns `CorruptPack` or `FormatVersion` on damage.
 pub fn scan_pack(
     path: &Path,
-    mut visit: impl FnMut(u64, &RecordHeader, &[u8]) -> Result<(), StoreError>,
+    visit: impl FnMut(u64, &RecordHeader, &[u8]) -> Result<(), StoreError>,
 ) -> Result<PackSummary, StoreError> {
     let file = File::open(path).map_err(StoreError::io(format!("open pack {}", path.display())))?;
+    scan_pack_file(&file, path, visit)
+}
+
+/// `scan_pack` of a pack file already open (`path` names it in errors).
+pub fn scan_pack_file(
+    file: &File,
+    path: &Path,
+    mut visit: impl FnMut(u64, &RecordHeader, &[u8]) -> Result<(), StoreError>,
+) -> Result<PackSummary, StoreError> {
     let total = file
         .metadata()
         .map_err(StoreError::io(format!("stat pack {}", path.display())))?

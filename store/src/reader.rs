@@ -18,21 +18,11 @@ use crate::error::StoreError;
 use crate::index::IndexEntry;
 use crate::manifest::ChunkRef;
 use crate::pack::{self, ChunkKind, PackId, RecordHeader};
-use crate::store::Inner;
+use crate::shared::Inner;
 
 /// Bound on pack files a reader keeps open; why: a dump touches few packs in
 /// a row (plus the packs of its bases), and file handles are a shared budget.
 const READER_OPEN_PACKS: usize = 16;
-
-/// Whether a `ChunkReader` takes the gc lock itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum GcLock {
-    /// Take the gc read lock around each lookup (ordinary readers, ingests).
-    Take,
-    /// The caller holds the gc lock for the reader's whole life (gc, verify);
-    /// taking it again could deadlock behind a waiting writer.
-    Held,
-}
 
 /// One record of a delta chain: the chunk, where it is, and its open pack.
 struct Link {
@@ -44,15 +34,13 @@ struct Link {
 /// Reads chunks for one caller, keeping a few pack files open.
 pub(crate) struct ChunkReader {
     inner: Arc<Inner>,
-    lock: GcLock,
     open: HashMap<PackId, File>,
 }
 
 impl ChunkReader {
-    pub(crate) fn new(inner: Arc<Inner>, lock: GcLock) -> ChunkReader {
+    pub(crate) fn new(inner: Arc<Inner>) -> ChunkReader {
         ChunkReader {
             inner,
-            lock,
             open: HashMap::new(),
         }
     }
@@ -137,12 +125,12 @@ impl ChunkReader {
     }
 
     /// Looks up `id` and the bases of its delta chain and opens their packs,
-    /// all under one hold of the gc read lock (or the caller's): gc cannot
+    /// all under one hold of the gc read lock: gc cannot
     /// delete a pack in between. After that the open handles keep reading
     /// even if a later gc unlinks the files (packs are immutable).
     fn resolve(&mut self, id: ChunkId) -> Result<Option<Vec<Link>>, StoreError> {
         let inner = Arc::clone(&self.inner);
-        let _gc = (self.lock == GcLock::Take).then(|| inner.gc_read());
+        let _gc = inner.gc_read();
         if self.open.len() + usize::from(MAX_DELTA_DEPTH) + 1 > READER_OPEN_PACKS {
             self.open.clear();
         }
@@ -213,7 +201,7 @@ impl FileReader {
     pub(crate) fn new(inner: Arc<Inner>, dump: Uuid, name: &str, chunks: Vec<ChunkRef>) -> Self {
         let size = chunks.iter().map(|c| u64::from(c.len)).sum();
         FileReader {
-            chunk_reader: ChunkReader::new(inner, GcLock::Take),
+            chunk_reader: ChunkReader::new(inner),
             dump,
             name: name.to_string(),
             chunks,

@@ -1,191 +1,26 @@
-//! `Store`: opening a store directory, the registry of in-progress ingests,
-//! the read path (every chunk hash checked), dump deletion and statistics.
-//! Writing lives in `ingest.rs`, collection in `gc.rs`, checking in `verify.rs`.
+//! `Store`: opening a store directory, the read path (every chunk hash
+//! checked), dump deletion and statistics. The shared state lives in
+//! `shared.rs`, writing in `ingest/`, collection in `gc.rs`, checking in
+//! `verify.rs`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::path::Path;
+use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::chunk::{ChunkId, ChunkParams};
-use crate::delta::MAX_DELTA_DEPTH;
+use crate::crash::{self, CrashPoint};
 use crate::durable;
 use crate::error::StoreError;
 use crate::index::{Index, StoreParams};
 use crate::ingest::Ingest;
 use crate::manifest::{self, Manifest};
+use crate::options::StoreOptions;
 use crate::pack::{ChunkKind, PackId};
 use crate::reader::FileReader;
-use crate::resemblance::FeatureParams;
-
-/// Tunables of a store. `chunking` and `features` only apply when the store
-/// is created; an existing store keeps the parameters recorded in its index.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct StoreOptions {
-    /// A pack is sealed once it reaches this many bytes (it may exceed it by
-    /// one record).
-    pub pack_target_bytes: u64,
-    /// zstd level applied per new chunk stored whole.
-    pub zstd_level: i32,
-    pub chunking: ChunkParams,
-    /// Longest chain of delta records a new chunk may start (0 stores every
-    /// new chunk whole; at most `MAX_DELTA_DEPTH`). A read decodes at most
-    /// this many deltas plus one full record.
-    pub max_delta_depth: u8,
-    /// zstd level of delta frames.
-    pub delta_zstd_level: i32,
-    /// How chunks are sketched to find delta bases.
-    pub features: FeatureParams,
-}
-
-impl Default for StoreOptions {
-    /// Defaults chosen by the churn benchmark; see docs/store.md.
-    fn default() -> Self {
-        StoreOptions {
-            pack_target_bytes: 64 << 20,
-            zstd_level: 1,
-            chunking: ChunkParams::default(),
-            max_delta_depth: 6,
-            delta_zstd_level: 1,
-            features: FeatureParams::default(),
-        }
-    }
-}
-
-impl StoreOptions {
-    fn validate(&self) -> Result<(), StoreError> {
-        self.chunking.validate()?;
-        self.features.validate()?;
-        for level in [self.zstd_level, self.delta_zstd_level] {
-            if !(1..=19).contains(&level) {
-                return Err(StoreError::Invalid {
-                    what: "zstd level",
-                    detail: format!("{level} is outside 1..=19"),
-                });
-            }
-        }
-        if self.max_delta_depth > MAX_DELTA_DEPTH {
-            return Err(StoreError::Invalid {
-                what: "delta depth",
-                detail: format!("{} is above {MAX_DELTA_DEPTH}", self.max_delta_depth),
-            });
-        }
-        if !(1 << 20..=4 << 30).contains(&self.pack_target_bytes) {
-            return Err(StoreError::Invalid {
-                what: "pack target size",
-                detail: format!("{} bytes is outside 1 MiB..=4 GiB", self.pack_target_bytes),
-            });
-        }
-        Ok(())
-    }
-}
-
-/// Chunks referenced by ingests that have not finished yet, keyed by ingest.
-#[derive(Default)]
-pub(crate) struct Registry {
-    next_id: u64,
-    pub(crate) ingests: HashMap<u64, (Uuid, HashSet<ChunkId>)>,
-}
-
-pub(crate) struct Inner {
-    pub(crate) root: PathBuf,
-    pub(crate) packs_dir: PathBuf,
-    pub(crate) manifests_dir: PathBuf,
-    pub(crate) opts: StoreOptions,
-    pub(crate) index: Index,
-    /// Opened with `Store::open_read_only`: nothing may be written.
-    pub(crate) read_only: bool,
-    /// GC takes it for writing for its whole run. Everything that must not
-    /// interleave with a sweep takes it for reading: an ingest's "look up the
-    /// index and register the chunk" step and its "seal pack + index entries"
-    /// step, and the read path's "look up + open pack" step.
-    pub(crate) gc_lock: RwLock<()>,
-    pub(crate) registry: Mutex<Registry>,
-    /// Set when space is waiting for gc: an ingest was abandoned after it
-    /// had sealed packs, or `open` found an interrupted write. Cleared when
-    /// a gc starts.
-    pub(crate) garbage: std::sync::atomic::AtomicBool,
-}
-
-impl Inner {
-    pub(crate) fn gc_read(&self) -> RwLockReadGuard<'_, ()> {
-        // A panic while holding the lock poisons it; the data it guards is (),
-        // so continuing is sound.
-        self.gc_lock.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn gc_write(&self) -> RwLockWriteGuard<'_, ()> {
-        self.gc_lock.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn registry(&self) -> MutexGuard<'_, Registry> {
-        self.registry.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn pack_path(&self, id: PackId) -> PathBuf {
-        self.packs_dir.join(id.sealed_name())
-    }
-
-    /// Registers a new ingest; fails if the dump is stored or being ingested.
-    pub(crate) fn register(&self, dump: Uuid) -> Result<u64, StoreError> {
-        let mut reg = self.registry();
-        if reg.ingests.values().any(|(d, _)| *d == dump)
-            || manifest::manifest_path(&self.manifests_dir, dump).exists()
-        {
-            return Err(StoreError::DumpExists(dump));
-        }
-        reg.next_id += 1;
-        let id = reg.next_id;
-        reg.ingests.insert(id, (dump, HashSet::new()));
-        Ok(id)
-    }
-
-    /// Under the gc read lock: otherwise a gc could list the manifests before
-    /// this ingest's manifest is renamed into place and read the registry
-    /// after this removal, and so mark none of the dump's chunks.
-    pub(crate) fn unregister(&self, ingest: u64) {
-        let _gc = self.gc_read();
-        self.registry().ingests.remove(&ingest);
-    }
-
-    pub(crate) fn list_manifest_paths(&self) -> Result<Vec<(Uuid, PathBuf)>, StoreError> {
-        let dir = &self.manifests_dir;
-        let mut out = Vec::new();
-        for entry in fs::read_dir(dir).map_err(StoreError::io(format!("list {}", dir.display())))? {
-            let entry = entry.map_err(StoreError::io(format!("list {}", dir.display())))?;
-            let name = entry.file_name();
-            if let Some(dump) = name.to_str().and_then(manifest::dump_of_file_name) {
-                out.push((dump, entry.path()));
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
-
-    pub(crate) fn list_packs(&self) -> Result<Vec<(PackId, u64)>, StoreError> {
-        let dir = &self.packs_dir;
-        let mut out = Vec::new();
-        for entry in fs::read_dir(dir).map_err(StoreError::io(format!("list {}", dir.display())))? {
-            let entry = entry.map_err(StoreError::io(format!("list {}", dir.display())))?;
-            if let Some(id) = entry
-                .file_name()
-                .to_str()
-                .and_then(PackId::from_sealed_name)
-            {
-                let len = entry
-                    .metadata()
-                    .map_err(StoreError::io(format!("stat {}", entry.path().display())))?
-                    .len();
-                out.push((id, len));
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
-}
+use crate::shared::{Inner, summary_of};
 
 /// Counts and sizes of a store.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -246,22 +81,13 @@ impl Store {
         }
         let crashed = remove_leftovers(&packs_dir, PackId::is_open_name)?;
         remove_leftovers(&manifests_dir, |n| n.ends_with(durable::TMP_SUFFIX))?;
+        let opts = StoreOptions {
+            chunking: kept.chunking,
+            features: kept.features,
+            ..opts
+        };
         let store = Store {
-            inner: Arc::new(Inner {
-                root: root.to_path_buf(),
-                packs_dir,
-                manifests_dir,
-                opts: StoreOptions {
-                    chunking: kept.chunking,
-                    features: kept.features,
-                    ..opts
-                },
-                index,
-                read_only: false,
-                gc_lock: RwLock::new(()),
-                registry: Mutex::new(Registry::default()),
-                garbage: std::sync::atomic::AtomicBool::new(crashed),
-            }),
+            inner: Arc::new(Inner::new(root, opts, index, false, crashed)),
         };
         store.repair_summaries()?;
         Ok(store)
@@ -273,22 +99,13 @@ impl Store {
     /// read). Nothing is cleaned up or repaired; writing calls fail.
     pub fn open_read_only(root: &Path) -> Result<Store, StoreError> {
         let (index, kept) = Index::open_read_only(&root.join("index"))?;
+        let opts = StoreOptions {
+            chunking: kept.chunking,
+            features: kept.features,
+            ..StoreOptions::default()
+        };
         Ok(Store {
-            inner: Arc::new(Inner {
-                root: root.to_path_buf(),
-                packs_dir: root.join("packs"),
-                manifests_dir: root.join("manifests"),
-                opts: StoreOptions {
-                    chunking: kept.chunking,
-                    features: kept.features,
-                    ..StoreOptions::default()
-                },
-                index,
-                read_only: true,
-                gc_lock: RwLock::new(()),
-                registry: Mutex::new(Registry::default()),
-                garbage: std::sync::atomic::AtomicBool::new(false),
-            }),
+            inner: Arc::new(Inner::new(root, opts, index, true, false)),
         })
     }
 
@@ -373,7 +190,21 @@ impl Store {
             .collect())
     }
 
-    /// Every stored dump's manifest, ordered by dump uuid. Fails on the first
+    /// Every stored dump's manifest, read one at a time as the iterator is
+    /// advanced (memory does not grow with the number of dumps), in
+    /// directory order. A manifest deleted meanwhile is skipped; an
+    /// unreadable one yields its error and the iteration goes on.
+    pub fn each_manifest(
+        &self,
+    ) -> Result<impl Iterator<Item = Result<Manifest, StoreError>>, StoreError> {
+        let mut files = manifest::ManifestFiles::list(&self.inner.manifests_dir)?;
+        Ok(std::iter::from_fn(move || {
+            files.next_read().map(|r| r.and_then(|(_, m)| m))
+        }))
+    }
+
+    /// Every stored dump's manifest, ordered by dump uuid, all in memory
+    /// (`each_manifest` reads one at a time). Fails on the first
     /// unreadable manifest (`verify` reports them all instead).
     pub fn manifests(&self) -> Result<Vec<Manifest>, StoreError> {
         self.inner
@@ -445,13 +276,12 @@ impl Store {
     /// until `gc`.
     pub fn delete_dump(&self, dump_uuid: Uuid) -> Result<(), StoreError> {
         self.writable()?;
-        // Not while gc runs: gc lists the manifests and then reads each, and
-        // a manifest unlinked in between failed the whole gc.
-        let _gc = self.inner.gc_read();
         let path = manifest::manifest_path(&self.inner.manifests_dir, dump_uuid);
         match fs::remove_file(&path) {
             Ok(()) => {
+                crash::at(CrashPoint::DeleteUnlinked);
                 durable::fsync_dir(&self.inner.manifests_dir)?;
+                crash::at(CrashPoint::DeleteDirFsync);
                 self.inner.index.delete_dump(&dump_uuid)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -512,6 +342,7 @@ fn remove_leftovers(dir: &Path, is_leftover: impl Fn(&str) -> bool) -> Result<bo
                 path.display()
             )))?;
             tracing::info!(path = %path.display(), "removed leftover of an interrupted write");
+            crash::at(CrashPoint::OpenLeftoversRemoved);
             removed = true;
         }
     }
@@ -540,13 +371,5 @@ pub(crate) fn copy_out(
         out.write_all(&buf[..n])
             .map_err(StoreError::io(format!("write {what}")))?;
         written += n as u64;
-    }
-}
-
-/// The index's summary of a manifest.
-pub(crate) fn summary_of(m: &Manifest) -> crate::index::DumpSummary {
-    crate::index::DumpSummary {
-        logical_bytes: m.logical_bytes,
-        new_stored_bytes: m.new_stored_bytes,
     }
 }

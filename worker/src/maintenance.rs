@@ -184,34 +184,35 @@ pub async fn delete(
 }
 
 /// REBUILD: a `DumpFinished` (no task) for every stored dump; the catalog
-/// keeps the rows it has and recreates the others.
+/// keeps the rows it has and recreates the others. The manifests are read
+/// one at a time and each turned into its row at once, so only the rows
+/// (not every manifest's chunk list) are held.
 pub async fn rebuild(store: &Store, task: &TaskRef) -> Vec<event::Body> {
     let s = store.clone();
+    let root = store.root().to_path_buf();
     let listed = blocking(
-        move || -> Result<(Vec<Manifest>, Vec<String>), StoreError> {
-            let mut good = Vec::new();
+        move || -> Result<(Vec<DumpFinished>, Vec<String>), StoreError> {
+            let mut rows = Vec::new();
             let mut bad = Vec::new();
-            for uuid in s.dump_ids()? {
-                match s.manifest(uuid) {
-                    Ok(m) => good.push(m),
-                    Err(e) => bad.push(format!("{uuid}: {e}")),
+            for m in s.each_manifest()? {
+                match m {
+                    Ok(m) => rows.push(dump_finished_of(&m, &root)),
+                    Err(e) => bad.push(e.to_string()),
                 }
             }
-            Ok((good, bad))
+            rows.sort_by(|a, b| a.dump_uuid.cmp(&b.dump_uuid));
+            bad.sort();
+            Ok((rows, bad))
         },
     )
     .await;
-    let (manifests, unreadable) = match listed {
+    let (rows, unreadable) = match listed {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => return vec![finished(task, Err(anyhow!("cannot list the store: {e}")))],
         Err(e) => return vec![finished(task, Err(e))],
     };
-    let root = store.root().to_path_buf();
-    let mut out: Vec<event::Body> = manifests
-        .iter()
-        .map(|m| event::Body::DumpFinished(dump_finished_of(m, &root)))
-        .collect();
-    let result = json!({ "dumps_reported": manifests.len(), "unreadable": unreadable });
+    let result = json!({ "dumps_reported": rows.len(), "unreadable": unreadable });
+    let mut out: Vec<event::Body> = rows.into_iter().map(event::Body::DumpFinished).collect();
     out.push(finished(task, Ok(result)));
     out
 }

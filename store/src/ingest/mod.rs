@@ -15,12 +15,13 @@ use fastcdc::v2020::StreamCDC;
 use uuid::Uuid;
 
 use crate::chunk::ChunkId;
+use crate::crash::{self, CrashPoint};
 use crate::delta::MAX_DELTA_DEPTH;
 use crate::error::StoreError;
 use crate::manifest::{self, ChunkRef, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestMeta};
 use crate::reader::FileReader;
 use crate::resemblance::{self, Sketch};
-use crate::store::Inner;
+use crate::shared::Inner;
 use sink::{Base, Job, PackSink};
 
 /// Chunks queued between the chunking thread and the encoder; why: one
@@ -207,6 +208,7 @@ impl Ingest {
             return Err(StoreError::IngestPoisoned(self.dump_uuid));
         }
         self.sink.seal_current()?;
+        crash::at(CrashPoint::IngestSealed);
         let m = Manifest {
             format_version: MANIFEST_FORMAT_VERSION,
             dump_uuid: self.dump_uuid,
@@ -224,10 +226,11 @@ impl Ingest {
         if let Err(e) = self
             .inner
             .index
-            .put_dump(&m.dump_uuid, crate::store::summary_of(&m))
+            .put_dump(&m.dump_uuid, crate::shared::summary_of(&m))
         {
             tracing::warn!(dump_id = %m.dump_uuid, "cannot record the dump summary: {e}");
         }
+        crash::at(CrashPoint::IngestSummary);
         tracing::info!(dump_id = %m.dump_uuid, logical_bytes = m.logical_bytes, new_stored_bytes = m.new_stored_bytes, full_chunks = self.sink.full_chunks, delta_chunks = self.sink.delta_chunks, "dump stored");
         Ok(m)
     }

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::chunk::ChunkId;
+use crate::crash::{self, CrashPoint};
 use crate::delta;
 use crate::error::StoreError;
 use crate::index::{IndexEntry, SealedEntries};
 use crate::pack::{ChunkKind, PackWriter, RECORD_HEADER_LEN, RecordHeader};
-use crate::reader::{ChunkReader, GcLock};
+use crate::reader::ChunkReader;
 use crate::resemblance::Sketch;
-use crate::store::Inner;
+use crate::shared::Inner;
 
 /// A delta at most 1/16 of the raw chunk is kept without compressing the
 /// chunk whole to compare; why: a good base gives ~1/100 on dump data, and
@@ -75,7 +76,7 @@ pub(super) struct PackSink {
 impl PackSink {
     pub(super) fn new(inner: Arc<Inner>, dump_uuid: Uuid) -> PackSink {
         PackSink {
-            bases: ChunkReader::new(Arc::clone(&inner), GcLock::Take),
+            bases: ChunkReader::new(Arc::clone(&inner)),
             inner,
             dump_uuid,
             writer: None,
@@ -214,6 +215,7 @@ impl PackSink {
             chunks: &self.pending,
             features: &self.pending_features,
         })?;
+        crash::at(CrashPoint::IndexSealedBatch);
         tracing::debug!(pack_id = %sealed.id, bytes = sealed.bytes, chunks = self.pending.len(), "sealed pack");
         self.pending.clear();
         self.pending_features.clear();

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod basics;
+mod crash;
 mod damage;
 mod delta;
 mod gc;

@@ -8,6 +8,7 @@
 mod common;
 
 mod client_major;
+mod crash;
 mod discovery;
 mod dump_now;
 mod dump_types;

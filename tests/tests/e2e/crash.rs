@@ -1,0 +1,198 @@
+//! The real worker aborted at named crash points of the pack store
+//! (`PGSNAPMAN_CRASH_AT`, docs/store.md) while it stores a real pg_dump and
+//! while it deletes a dump and collects garbage: after each crash the store
+//! verifies, every dump complete before is listed and extracts
+//! byte-identical, no half dump is listed or in the catalog, and the
+//! restarted worker cleans up and completes the retried task. The store's
+//! own test (`store/tests/store/crash.rs`) covers every point; this one
+//! proves the hook and the recovery in the real process.
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use pgsnapman_tests::{Worker, WorkerOptions, wait};
+use serde_json::Value;
+
+use crate::common::*;
+
+const NAME: &str = "w-crash";
+/// 1 MiB packs, so a few MB of new data seal several.
+const ENV: &[(&str, &str)] = &[("PGSNAPMAN_STORE__PACK_TARGET_BYTES", "1048576")];
+
+/// Every file of every stored dump, by dump uuid and file name.
+type Contents = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
+
+/// Extracts every stored dump (`pgsnapman-worker store extract`).
+fn extract_all(worker: &Worker, scratch: &Path) -> Contents {
+    let mut out = Contents::new();
+    for dump in worker.stored_dumps().unwrap() {
+        let dir = scratch.join(uuid::Uuid::new_v4().to_string());
+        worker
+            .extract(&dump, &dir)
+            .unwrap_or_else(|e| panic!("extract {dump}: {e:#}"));
+        let mut files = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            files.insert(name, std::fs::read(&path).unwrap());
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        out.insert(dump, files);
+    }
+    out
+}
+
+fn start_worker(stack: &Stack, crash_at: Option<&str>) -> Worker {
+    let mut env: Vec<(String, String)> = ENV
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if let Some(point) = crash_at {
+        env.push(("PGSNAPMAN_CRASH_AT".to_string(), point.to_string()));
+    }
+    Worker::start(WorkerOptions {
+        name: NAME.into(),
+        coordinator_url: stack.coordinator.url(),
+        data_dir: Some(stack.worker.data_dir.clone()),
+        env,
+    })
+    .unwrap()
+}
+
+/// Replaces the running worker by one armed with `point`, queues work with
+/// `queue` and waits until the worker aborts there. Returns the task.
+async fn crash_at(stack: &mut Stack, point: &str, queue: impl FnOnce(&Stack) -> i64) -> i64 {
+    stack.worker.process.stop_clean().await;
+    stack.worker = start_worker(stack, Some(point));
+    stack.coordinator.wait_worker_connected(NAME).await;
+    let task = queue(stack);
+    let what = format!("the worker to abort at {point}");
+    wait::until(&what, Duration::from_secs(120), || {
+        let running = stack.worker.process.is_running();
+        async move { (!running).then_some(()) }
+    })
+    .await;
+    let log = std::fs::read_to_string(stack.worker.process.log_path()).unwrap();
+    let name = point.split(':').next().unwrap();
+    assert!(
+        log.contains(&format!("PGSNAPMAN_CRASH_AT: aborting at {name}")),
+        "the worker died, but not at {point}:\n{}",
+        pgsnapman_tests::logs::tail(stack.worker.process.log_path(), 30)
+    );
+    task
+}
+
+/// The store after a crash, before the restart: verifies, and holds every
+/// dump of `before` unchanged (`may_add` more, each complete, if the crash
+/// came after a manifest's rename).
+fn check_crashed_store(stack: &Stack, before: &Contents, may_add: bool, point: &str) -> Contents {
+    let report = stack
+        .worker
+        .store_tool(&["verify"])
+        .unwrap_or_else(|e| panic!("{point}: the store does not verify: {e:#}"));
+    assert!(report.contains(" 0 problem(s)"), "{point}: {report}");
+    let now = extract_all(&stack.worker, stack.scratch.path());
+    for (dump, files) in before {
+        assert!(
+            now.get(dump) == Some(files),
+            "{point}: dump {dump} changed or vanished"
+        );
+    }
+    if !may_add {
+        assert_eq!(now.len(), before.len(), "{point}: a half dump is listed");
+    }
+    now
+}
+
+/// Restarts the worker without the hook; the retried task completes, and
+/// nothing an interrupted write left remains on disk.
+async fn recover(stack: &mut Stack, task: i64, point: &str) {
+    stack.worker = start_worker(stack, None);
+    let done = wait_task_done(&stack.cli, task).await;
+    assert_eq!(done["state"], "SUCCEEDED", "{point}: {done}");
+    let data = &stack.worker.data_dir;
+    for (dir, suffix) in [("packs", ".pack.open"), ("manifests", ".tmp")] {
+        let left = files_with_suffix(&data.join(dir), suffix);
+        assert!(left.is_empty(), "{point}: leftovers {left:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_aborted_at_store_crash_points_loses_nothing() {
+    // Owned here, not by the first worker: workers are replaced below.
+    let dir = pgsnapman_tests::shared_tempdir("pgsnapman-crash-");
+    let mut stack = Stack::start_with(NAME, ENV, Some(dir.path().join("data"))).await;
+    stack.source.create_database("crashdb").unwrap();
+    fill_mixed(&stack.source, "crashdb", "t", 1, 1_500, 512);
+    let inst = add_instance(&stack.cli, "src", stack.source.port, NAME, None);
+    let job = add_job(&stack.cli, inst, "crashdb");
+    let first: Value = dump_and_show(&stack.cli, job);
+    let mut stored = extract_all(&stack.worker, stack.scratch.path());
+    assert_eq!(stored.len(), 1);
+
+    // Points of a dump's ingest: each round adds new rows, so new chunks
+    // fill new packs; `manifest.renamed` leaves a complete manifest.
+    let points = [
+        ("pack.rename:2", false),
+        ("index.sealed_batch", false),
+        ("manifest.renamed", true),
+    ];
+    for (round, (point, may_add)) in points.into_iter().enumerate() {
+        fill_mixed(
+            &stack.source,
+            "crashdb",
+            &format!("r{round}_"),
+            1,
+            2_000,
+            512,
+        );
+        let rows_before = catalog_of_job(&stack.cli, job).len();
+        let task = crash_at(&mut stack, point, |s| dump_now(&s.cli, job)).await;
+        let t = stack
+            .cli
+            .json(&["task", "show", &task.to_string()])
+            .unwrap();
+        assert_ne!(t["state"], "SUCCEEDED", "{point}: {t}");
+        assert_eq!(
+            catalog_of_job(&stack.cli, job).len(),
+            rows_before,
+            "{point}"
+        );
+        stored = check_crashed_store(&stack, &stored, may_add, point);
+        recover(&mut stack, task, point).await;
+        assert_eq!(
+            catalog_of_job(&stack.cli, job).len(),
+            rows_before + 1,
+            "{point}"
+        );
+        stored = check_crashed_store(&stack, &stored, true, point);
+    }
+
+    // Points of a deletion and its gc: each round deletes a dump of a
+    // database of its own, so its packs hold nothing else (gc removes them).
+    for (round, point) in ["delete.unlinked", "gc.pack_removed"]
+        .into_iter()
+        .enumerate()
+    {
+        let db = format!("gone{round}");
+        stack.source.create_database(&db).unwrap();
+        fill_mixed(&stack.source, &db, "g", 1, 1_000, 512);
+        let gone_job = add_job(&stack.cli, inst, &db);
+        let victim = dump_and_show(&stack.cli, gone_job);
+        let victim_uuid = victim["dump_uuid"].as_str().unwrap().to_string();
+        stored = check_crashed_store(&stack, &stored, true, point);
+        let id = id_of(&victim).to_string();
+        let task = crash_at(&mut stack, point, |s| {
+            id_of(&s.cli.json(&["catalog", "delete", &id]).unwrap())
+        })
+        .await;
+        stored.remove(&victim_uuid);
+        stored = check_crashed_store(&stack, &stored, false, point);
+        recover(&mut stack, task, point).await;
+        assert!(catalog_of_job(&stack.cli, gone_job).is_empty(), "{point}");
+        stored = check_crashed_store(&stack, &stored, false, point);
+    }
+    let keep = first["dump_uuid"].as_str().unwrap().to_string();
+    assert!(stored.contains_key(&keep));
+    stack.stop_clean(&[]).await;
+}
