@@ -251,7 +251,8 @@ impl PgCluster {
             .server_cmd("pg_basebackup")
             .arg("-D")
             .arg(standby.data_dir())
-            .args(["-R", "-X", "stream", "-U", "postgres", "-h"])
+            // A fast checkpoint: a spread one waits for checkpoint_timeout.
+            .args(["-R", "-X", "stream", "-c", "fast", "-U", "postgres", "-h"])
             .arg(self.socket_dir())
             .arg("-p")
             .arg(self.port.to_string())
