@@ -74,6 +74,9 @@ pub struct CatalogConfig {
     /// Directory with initdb/pg_ctl for the embedded cluster; empty: the
     /// newest under /usr/lib/postgresql/*/bin, else PATH.
     pub pg_bin_dir: String,
+    /// Run as root with a data directory the OS user cannot enter (root's
+    /// 0700 home): the cluster goes under `<this>/catalog-<hash>`.
+    pub embedded_fallback_dir: PathBuf,
 }
 
 impl std::fmt::Debug for CatalogConfig {
@@ -83,6 +86,7 @@ impl std::fmt::Debug for CatalogConfig {
             .field("max_connections", &self.max_connections)
             .field("embedded_os_user", &self.embedded_os_user)
             .field("pg_bin_dir", &self.pg_bin_dir)
+            .field("embedded_fallback_dir", &self.embedded_fallback_dir)
             .finish()
     }
 }
@@ -94,6 +98,7 @@ impl Default for CatalogConfig {
             max_connections: 16,
             embedded_os_user: "postgres".into(),
             pg_bin_dir: String::new(),
+            embedded_fallback_dir: PathBuf::from("/var/lib/pgsnapman"),
         }
     }
 }
