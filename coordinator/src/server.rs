@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use pgsnapman_proto::MAX_MESSAGE_BYTES;
 use pgsnapman_proto::v1::admin_service_server::AdminServiceServer;
 use pgsnapman_proto::v1::worker_service_server::WorkerServiceServer;
+use pgsnapman_proto::{MAX_MESSAGE_BYTES, redact_url};
 use sqlx::postgres::PgConnectOptions;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -14,7 +14,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::admin::Admin;
 use crate::catalog::Catalog;
-use crate::config::{Config, redact_url};
+use crate::config::Config;
 use crate::embedded::EmbeddedCatalog;
 use crate::link::Link;
 
