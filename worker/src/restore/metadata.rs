@@ -148,11 +148,22 @@ pub fn plain_setting_value(value: &str) -> bool {
 }
 
 /// True when `sql` is exactly one statement starting with one of the
-/// keyword sequences `starts` (e.g. `["CREATE", "ROLE"]`).
+/// keyword sequences `starts` (e.g. `["CREATE", "ROLE"]`). Comments may not
+/// hide a second statement; a backslash outside quotes (a psql
+/// meta-command) or inside a plain string literal (whose meaning depends on
+/// `standard_conforming_strings`) is refused.
 pub fn single_statement(sql: &str, starts: &[&[&str]]) -> bool {
     let Some(t) = statement_tokens(sql.as_bytes()) else {
         return false;
     };
+    let ambiguous = |t: &Token| match t {
+        Token::Punct(b'\\') => true,
+        Token::Literal(l) => l.starts_with('\'') && l.contains('\\'),
+        _ => false,
+    };
+    if t.iter().any(ambiguous) {
+        return false;
+    }
     starts.iter().any(|kws| {
         kws.iter()
             .enumerate()
@@ -211,6 +222,29 @@ mod tests {
         ));
         assert!(!single_statement("CREATE ROLE a; DROP DATABASE x;", role));
         assert!(!single_statement("DROP ROLE a;", role));
+        // Whatever hides behind comments, quotes or psql syntax is refused.
+        for sql in [
+            "CREATE ROLE a; -- x\nDROP DATABASE x;",
+            "CREATE ROLE a; /* x */ DROP DATABASE x;",
+            "CREATE ROLE a /* x; DROP DATABASE x;",
+            "CREATE ROLE a $$; DROP DATABASE x;",
+            "CREATE ROLE a VALID UNTIL 'x\\'; DROP DATABASE x; --';",
+            "CREATE ROLE a\n\\! rm -rf /\n;",
+            "CREATE ROLE a \\gexec",
+            "CREATE ROLE \"a;",
+            "-- CREATE ROLE a;\nDROP DATABASE x;",
+            "/* CREATE ROLE a; */ DROP DATABASE x;",
+            "",
+            ";",
+        ] {
+            assert!(!single_statement(sql, role), "{sql:?}");
+        }
+        // Comments and quoted look-alikes are fine where they hide nothing.
+        assert!(single_statement("CREATE ROLE \"a--b\"; -- done", role));
+        assert!(single_statement("/* captured */ CREATE ROLE \"/*\";", role));
+        assert!(single_statement("ALTER ROLE a VALID UNTIL E'x\\'y';", role));
+        assert!(!plain_setting_value("x; --\nDROP DATABASE y"));
+        assert!(!plain_setting_value("x /* */; DROP DATABASE y"));
         assert_eq!(database_privilege("TEMPORARY"), Some("TEMPORARY"));
         assert_eq!(database_privilege("ALL; DROP"), None);
     }
