@@ -320,6 +320,44 @@ pub fn validate_identifier(what: &'static str, value: &str) -> Result<(), Invali
     Ok(())
 }
 
+/// libpq's `sslmode` values, weakest first (docs/configuration.md, "TLS to
+/// the database servers").
+pub const SSL_MODES: [&str; 6] = [
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
+
+/// Checks an instance's `sslmode`.
+pub fn validate_sslmode(mode: &str) -> Result<(), InvalidInput> {
+    if SSL_MODES.contains(&mode) {
+        Ok(())
+    } else {
+        Err(InvalidInput::Other(format!(
+            "sslmode {:?} is not one of {}",
+            mode,
+            SSL_MODES.join(", ")
+        )))
+    }
+}
+
+/// The `sslmode` an instance gets when none is given: `prefer` for a Unix
+/// socket or a loopback address (nobody sits between), `require` for any
+/// other host, so that a man in the middle cannot downgrade the connection
+/// to cleartext and read the password.
+pub fn default_sslmode(host: &str) -> &'static str {
+    let local = host.is_empty()
+        || host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback());
+    if local { "prefer" } else { "require" }
+}
+
 /// A worker name: 1-128 characters of letters, digits, `.`, `-` and `_`
 /// (host names fit), since it will also be the certificate's name.
 pub fn validate_worker_name(name: &str) -> Result<(), InvalidInput> {
@@ -606,6 +644,21 @@ mod tests {
         ])
         .unwrap();
         assert!(validate_restore_options(&["x".into()]).is_err());
+    }
+
+    #[test]
+    fn sslmodes_are_checked_and_default_by_host() {
+        for m in SSL_MODES {
+            assert!(validate_sslmode(m).is_ok());
+        }
+        assert!(validate_sslmode("verify_full").is_err());
+        assert!(validate_sslmode("").is_err());
+        assert_eq!(default_sslmode("/var/run/postgresql"), "prefer");
+        assert_eq!(default_sslmode("localhost"), "prefer");
+        assert_eq!(default_sslmode("127.0.0.1"), "prefer");
+        assert_eq!(default_sslmode("::1"), "prefer");
+        assert_eq!(default_sslmode("db.example.com"), "require");
+        assert_eq!(default_sslmode("10.0.0.5"), "require");
     }
 
     #[test]

@@ -21,6 +21,7 @@ impl fmt::Debug for InstanceConnection {
             .field("maintenance_db", &self.maintenance_db)
             .field("status", &self.status)
             .field("discover", &self.discover)
+            .field("sslmode", &self.sslmode)
             .finish()
     }
 }
@@ -41,6 +42,7 @@ impl fmt::Debug for AddInstanceRequest {
             .field("backup_window_end", &self.backup_window_end)
             .field("discovered_status", &self.discovered_status)
             .field("discovered_retention", &self.discovered_retention)
+            .field("sslmode", &self.sslmode)
             .finish()
     }
 }
@@ -63,6 +65,7 @@ impl fmt::Debug for UpdateInstanceRequest {
             .field("backup_window_end", &self.backup_window_end)
             .field("discovered_status", &self.discovered_status)
             .field("discovered_retention", &self.discovered_retention)
+            .field("sslmode", &self.sslmode)
             .finish()
     }
 }

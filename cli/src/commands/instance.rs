@@ -65,6 +65,7 @@ async fn add(ctx: &Ctx, a: InstanceAddArgs) -> Result<()> {
         backup_window_end: d.backup_window.map(|w| w.end()),
         discovered_status: d.discovered_status.map_or(0, |s| s.to_proto() as i32),
         discovered_retention: d.retention_over(&DEFAULT_RETENTION),
+        sslmode: a.sslmode.unwrap_or_default(),
     };
     let mut admin = ctx.admin().await?;
     let i = rpc(admin.add_instance(req).await)?;
@@ -89,6 +90,7 @@ async fn edit(ctx: &Ctx, a: InstanceEditArgs) -> Result<()> {
         && a.worker.is_none()
         && a.comment.is_none()
         && a.auto_discover.is_none()
+        && a.sslmode.is_none()
         && d.is_empty();
     if unchanged {
         bail!(
@@ -121,6 +123,7 @@ async fn edit(ctx: &Ctx, a: InstanceEditArgs) -> Result<()> {
         backup_window_end: d.backup_window.map(|w| w.end()),
         discovered_status: d.discovered_status.map_or(0, |s| s.to_proto() as i32),
         discovered_retention,
+        sslmode: a.sslmode,
     };
     let i = rpc(admin.update_instance(req).await)?;
     ctx.out.changed(

@@ -19,5 +19,6 @@ mod offline;
 mod reconnect;
 mod restore;
 mod shutdown;
+mod sslmode;
 mod standby;
 mod store;
