@@ -320,6 +320,24 @@ pub fn validate_identifier(what: &'static str, value: &str) -> Result<(), Invali
     Ok(())
 }
 
+/// Checks an instance password before it is stored: the worker writes it
+/// into a libpq password file, one entry per line, so a line break would
+/// cut it (and start a bogus entry); a NUL cannot reach libpq at all.
+pub fn validate_password(password: &str) -> Result<(), InvalidInput> {
+    if password.contains(['\n', '\r']) {
+        return Err(InvalidInput::Other(
+            "the password contains a line break, which a libpq password file cannot hold"
+                .to_string(),
+        ));
+    }
+    if password.contains('\0') {
+        return Err(InvalidInput::Other(
+            "the password contains a NUL byte".to_string(),
+        ));
+    }
+    Ok(())
+}
+
 /// libpq's `sslmode` values, weakest first (docs/configuration.md, "TLS to
 /// the database servers").
 pub const SSL_MODES: [&str; 6] = [
@@ -644,6 +662,20 @@ mod tests {
         ])
         .unwrap();
         assert!(validate_restore_options(&["x".into()]).is_err());
+    }
+
+    #[test]
+    fn passwords_with_line_breaks_are_refused() {
+        assert!(validate_password("s3cr:et \\ ok").is_ok());
+        for bad in ["a\nb", "a\rb", "a\r\n", "\nx", "a\0b"] {
+            assert!(validate_password(bad).is_err(), "{bad:?}");
+        }
+        assert!(
+            validate_password("a\nb")
+                .unwrap_err()
+                .to_string()
+                .contains("line break")
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Postgres instances, with their auto-discovery settings.
 use pgsnapman_proto::model::{
-    BackupWindow, default_sslmode, validate_identifier, validate_sslmode,
+    BackupWindow, default_sslmode, validate_identifier, validate_password, validate_sslmode,
 };
 use pgsnapman_proto::v1;
 
@@ -161,6 +161,9 @@ impl Catalog {
         validate_identifier("user", &user)?;
         let maintenance_db = or_default(&req.maintenance_db, "postgres");
         validate_identifier("maintenance database", &maintenance_db)?;
+        if let Some(p) = &req.password {
+            validate_password(p)?;
+        }
         let sslmode = or_default(&req.sslmode, default_sslmode(&req.host));
         validate_sslmode(&sslmode)?;
         let worker = self.worker_ref(req.default_worker.as_ref()).await?;
@@ -248,6 +251,9 @@ impl Catalog {
         }
         if let Some(m) = &req.maintenance_db {
             validate_identifier("maintenance database", m)?;
+        }
+        if let Some(p) = &req.password {
+            validate_password(p)?;
         }
         if let Some(m) = &req.sslmode {
             validate_sslmode(m)?;
