@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use pgsnapman_proto::model::quoted;
 use pgsnapman_proto::redact_url;
 use serde::{Deserialize, Serialize};
 
@@ -161,8 +162,8 @@ impl Config {
     fn validate(&self) -> Result<()> {
         let addr: SocketAddr = self.server.listen.parse().with_context(|| {
             format!(
-                "server.listen {:?} is not an address:port",
-                self.server.listen
+                "server.listen {} is not an address:port",
+                quoted(&self.server.listen)
             )
         })?;
         if self.server.cert_file.is_some() != self.server.key_file.is_some() {

@@ -7,22 +7,44 @@ use thiserror::Error;
 
 use crate::v1::{DumpFormat, DumpType};
 
-/// Why a value given by an operator or a peer was refused.
+/// Longest part of an operator's input that an error message repeats.
+pub const QUOTED_INPUT_CHARS: usize = 100;
+
+/// `text` cut to `QUOTED_INPUT_CHARS` characters, with an ellipsis and its
+/// full length when longer: what an error may repeat of an input.
+pub fn excerpt(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(QUOTED_INPUT_CHARS) {
+        None => text.into(),
+        Some((end, _)) => format!("{}… ({} bytes)", &text[..end], text.len()).into(),
+    }
+}
+
+/// An operator's input as an error message quotes it: `{:?}` (so on one
+/// line), cut like `excerpt`.
+pub fn quoted(value: &str) -> String {
+    match value.char_indices().nth(QUOTED_INPUT_CHARS) {
+        None => format!("{value:?}"),
+        Some((end, _)) => format!("{:?}… ({} bytes)", &value[..end], value.len()),
+    }
+}
+
+/// Why a value given by an operator or a peer was refused. Inputs are
+/// quoted through `quoted`, never whole.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum InvalidInput {
-    #[error("invalid cron expression {expr:?}: {reason}")]
+    #[error("invalid cron expression {}: {}", quoted(.expr), excerpt(.reason))]
     Cron { expr: String, reason: String },
-    #[error("pg_dump option {option:?} is not allowed: {reason}")]
+    #[error("pg_dump option {} is not allowed: {reason}", quoted(.option))]
     DumpOption {
         option: String,
         reason: &'static str,
     },
-    #[error("pg_restore option {option:?} is not allowed: {reason}")]
+    #[error("pg_restore option {} is not allowed: {reason}", quoted(.option))]
     RestoreOption {
         option: String,
         reason: &'static str,
     },
-    #[error("invalid {what} {value:?}: {reason}")]
+    #[error("invalid {what} {}: {reason}", quoted(.value))]
     Identifier {
         what: &'static str,
         value: String,
@@ -355,8 +377,8 @@ pub fn validate_sslmode(mode: &str) -> Result<(), InvalidInput> {
         Ok(())
     } else {
         Err(InvalidInput::Other(format!(
-            "sslmode {:?} is not one of {}",
-            mode,
+            "sslmode {} is not one of {}",
+            quoted(mode),
             SSL_MODES.join(", ")
         )))
     }
@@ -460,7 +482,8 @@ impl FromStr for BackupWindow {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || {
             InvalidInput::Other(format!(
-                "backup window {s:?}: write START-END in hours 0-23, e.g. 2-6 or 22-4"
+                "backup window {}: write START-END in hours 0-23, e.g. 2-6 or 22-4",
+                quoted(s)
             ))
         };
         let (a, b) = s.trim().split_once('-').ok_or_else(bad)?;
@@ -662,6 +685,28 @@ mod tests {
         ])
         .unwrap();
         assert!(validate_restore_options(&["x".into()]).is_err());
+    }
+
+    #[test]
+    fn errors_quote_at_most_a_hundred_characters_of_an_input() {
+        assert_eq!(quoted("a\"b"), "\"a\\\"b\"");
+        assert_eq!(excerpt("short"), "short");
+        let long = "é".repeat(10_000);
+        let q = quoted(&long);
+        assert!(q.starts_with(&format!("\"{}", "é".repeat(100))), "{q}");
+        assert!(q.ends_with("\"… (20000 bytes)"), "{q}");
+        for err in [
+            CronExpr::parse(&"1 ".repeat(5_000)).unwrap_err(),
+            CronExpr::parse(&"x".repeat(10_000)).unwrap_err(),
+            validate_identifier("database", &"d".repeat(10_000)).unwrap_err(),
+            validate_dump_options(&["x".repeat(10_000)]).unwrap_err(),
+            validate_restore_options(&["x".repeat(10_000)]).unwrap_err(),
+            validate_sslmode(&"x".repeat(10_000)).unwrap_err(),
+            "1-".repeat(5_000).parse::<BackupWindow>().unwrap_err(),
+        ] {
+            let text = err.to_string();
+            assert!(text.len() < 300 && !text.contains('\n'), "{text}");
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Postgres instances, with their auto-discovery settings.
 use pgsnapman_proto::model::{
-    BackupWindow, default_sslmode, validate_identifier, validate_password, validate_sslmode,
+    BackupWindow, default_sslmode, quoted, validate_identifier, validate_password, validate_sslmode,
 };
 use pgsnapman_proto::v1;
 
@@ -119,9 +119,10 @@ fn check_host(host: &str) -> ApiResult<()> {
     if host.trim().is_empty() {
         return Err(ApiError::Invalid("host must not be empty".into()));
     }
-    if host.contains(['\0', '\n', ' ']) && !host.starts_with('/') {
+    if host.len() > 255 || (host.contains(['\0', '\n', ' ']) && !host.starts_with('/')) {
         return Err(ApiError::Invalid(format!(
-            "host {host:?} is not a host name, address or socket directory"
+            "host {} is not a host name, address or socket directory (at most 255 bytes)",
+            quoted(host)
         )));
     }
     Ok(())
@@ -138,7 +139,8 @@ fn check_port(port: u32) -> ApiResult<i32> {
 fn check_name(name: &str) -> ApiResult<()> {
     if name.trim().is_empty() || name.len() > 200 || name.contains(['\0', '\n']) {
         return Err(ApiError::Invalid(format!(
-            "instance name {name:?} must be 1–200 characters without newlines"
+            "instance name {} must be 1–200 characters without newlines",
+            quoted(name)
         )));
     }
     Ok(())
@@ -197,8 +199,8 @@ impl Catalog {
                 self.instance(id).await
             }
             Err(e) if is_unique_violation(&e) => Err(ApiError::Exists(format!(
-                "an instance named {:?} already exists",
-                req.name
+                "an instance named {} already exists",
+                quoted(&req.name)
             ))),
             Err(e) => Err(e.into()),
         }
@@ -287,8 +289,8 @@ impl Catalog {
         if let Err(e) = res {
             if is_unique_violation(&e) {
                 return Err(ApiError::Exists(format!(
-                    "an instance named {:?} already exists",
-                    req.name.as_deref().unwrap_or_default()
+                    "an instance named {} already exists",
+                    quoted(req.name.as_deref().unwrap_or_default())
                 )));
             }
             return Err(e.into());

@@ -14,6 +14,7 @@ mod dump_types;
 mod embedded;
 mod exactly_once;
 mod failures;
+mod input_errors;
 mod metadata;
 mod offline;
 mod reconnect;
