@@ -44,13 +44,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs go to stdout, in colour only when stdout is a terminal and
+/// `NO_COLOR` is unset or empty (a log file never gets escape codes).
 fn init_tracing() {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi)
+        .with_ansi(!no_color && std::io::stdout().is_terminal())
+        .with_writer(std::io::stdout)
         .init();
 }

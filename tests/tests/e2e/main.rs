@@ -15,6 +15,7 @@ mod embedded;
 mod exactly_once;
 mod failures;
 mod input_errors;
+mod log_colour;
 mod metadata;
 mod offline;
 mod reconnect;
