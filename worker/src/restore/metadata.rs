@@ -79,6 +79,9 @@ pub struct Metadata {
     pub allow_connections: bool,
     #[serde(default = "yes")]
     pub acl_is_default: bool,
+    /// `COMMENT ON DATABASE`; absent in documents of older workers.
+    #[serde(default)]
+    pub comment: Option<String>,
     #[serde(default)]
     pub acl: Vec<AclItem>,
     #[serde(default)]
@@ -186,6 +189,7 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(m.connection_limit, -1);
+        assert_eq!(m.comment, None);
         assert!(m.allow_connections && m.acl_is_default);
         assert_eq!(m.acl[0].grantee, None);
         assert!(
