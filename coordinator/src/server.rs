@@ -1,6 +1,6 @@
 //! Start-up and shutdown: catalog (embedded or external), the gRPC endpoint
 //! (TLS when configured, plaintext on loopback only), the lease reaper, and a
-//! clean stop on SIGTERM/SIGINT.
+//! clean stop when the caller's token is cancelled (main: SIGTERM/SIGINT).
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -18,7 +18,9 @@ use crate::config::Config;
 use crate::embedded::EmbeddedCatalog;
 use crate::link::Link;
 
-pub async fn run(cfg: Config) -> Result<()> {
+/// Runs the coordinator until `shutdown` is cancelled (then stops cleanly
+/// and returns `Ok`) or something fails.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     std::fs::create_dir_all(&cfg.coordinator.data_dir).with_context(|| {
         format!(
             "create coordinator.data_dir {}",
@@ -36,14 +38,18 @@ pub async fn run(cfg: Config) -> Result<()> {
     } else {
         None
     };
-    let result = serve(&cfg, embedded.as_ref()).await;
+    let result = serve(&cfg, embedded.as_ref(), &shutdown).await;
     if let Some(e) = embedded {
         let _ = tokio::task::spawn_blocking(move || e.stop()).await;
     }
     result
 }
 
-async fn serve(cfg: &Config, embedded: Option<&EmbeddedCatalog>) -> Result<()> {
+async fn serve(
+    cfg: &Config,
+    embedded: Option<&EmbeddedCatalog>,
+    stop_requested: &CancellationToken,
+) -> Result<()> {
     let options: PgConnectOptions = match embedded {
         Some(e) => e.catalog_options().await?,
         None => cfg.catalog.url.parse().with_context(|| {
@@ -57,6 +63,8 @@ async fn serve(cfg: &Config, embedded: Option<&EmbeddedCatalog>) -> Result<()> {
         Catalog::open(options, cfg.catalog.max_connections, cfg.lease.max_attempts).await?;
     tracing::info!("catalog ready (migrations applied)");
 
+    // Cancelled only once the server future has been told to stop, so that
+    // it cannot finish before the tasks below are drained.
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
 
@@ -141,15 +149,12 @@ async fn serve(cfg: &Config, embedded: Option<&EmbeddedCatalog>) -> Result<()> {
     }
     tracing::info!(%addr, tls = cfg.server.cert_file.is_some(), "coordinator listening");
 
-    let signal = shutdown_signal();
     tokio::select! {
         r = &mut server => {
             r.context("gRPC server")?;
             return Ok(());
         }
-        s = signal => {
-            tracing::info!(signal = s, "shutting down");
-        }
+        () = stop_requested.cancelled() => tracing::info!("shutting down"),
     }
     shutdown.cancel();
     tracker.close();
@@ -164,19 +169,4 @@ async fn serve(cfg: &Config, embedded: Option<&EmbeddedCatalog>) -> Result<()> {
     catalog.pool.close().await;
     tracing::info!("coordinator stopped");
     Ok(())
-}
-
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    }
 }
