@@ -170,3 +170,48 @@ async fn serve(
     tracing::info!("coordinator stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Instant;
+
+    use super::*;
+
+    /// In process: `run` starts (embedded catalog included), serves, and
+    /// returns `Ok` once its token is cancelled, stopping the catalog.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_serves_until_its_token_is_cancelled() {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        // The embedded cluster's OS user (when run as root) must reach it.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("make the directory traversable");
+        let ready = dir.path().join("ready");
+        let mut cfg = Config::default();
+        cfg.server.listen = "127.0.0.1:0".into();
+        cfg.server.ready_file = Some(ready.clone());
+        cfg.coordinator.data_dir = dir.path().join("data");
+        cfg.catalog.embedded_fallback_dir = dir.path().join("fallback");
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(run(cfg, shutdown.clone()));
+        // initdb runs on first start: allow for it.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !ready.exists() {
+            if server.is_finished() {
+                panic!("run ended before it was ready: {:?}", server.await);
+            }
+            assert!(Instant::now() < deadline, "not ready after 120s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        shutdown.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(90), server)
+            .await
+            .expect("run returns after its token is cancelled")
+            .expect("run does not panic");
+        assert!(result.is_ok(), "{result:?}");
+        assert!(
+            !dir.path().join("data/catalog/data/postmaster.pid").exists(),
+            "the embedded catalog is still running"
+        );
+    }
+}
