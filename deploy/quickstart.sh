@@ -18,7 +18,13 @@ cargo build --workspace --bins --locked
 bin="$CARGO_TARGET_DIR/debug"
 export PATH="$bin:$PATH"
 
-qs="${PGSNAPMAN_QUICKSTART_DIR:-$PWD/pgsnapman-data/quickstart}"
+# Run as root, the Postgres servers run as the postgres user, which cannot
+# enter a clone in root's 0700 home: keep the state where it can.
+qs_default="$PWD/pgsnapman-data/quickstart"
+if [ "$(id -u)" -eq 0 ] && ! runuser -u postgres -- test -x "$PWD"; then
+  qs_default=/var/lib/pgsnapman/quickstart
+fi
+qs="${PGSNAPMAN_QUICKSTART_DIR:-$qs_default}"
 port="${PGSNAPMAN_QUICKSTART_PORT:-7431}"
 echo "== quickstart state in $qs (removed and recreated)"
 rm -rf "$qs"
@@ -36,7 +42,8 @@ export PGSNAPMAN_COORDINATOR="http://127.0.0.1:$port"
 pg_bin="${PG_BINDIR:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}"
 [ -n "$pg_bin" ] && [ -x "$pg_bin/psql" ] || pg_bin="$(dirname "$(command -v psql)")"
 as_pg=()
-if [ "$(id -u)" -eq 0 ]; then as_pg=(runuser -u postgres --); fi
+# `env -C /`: initdb and postgres go back to their working directory.
+if [ "$(id -u)" -eq 0 ]; then as_pg=(runuser -u postgres -- env -C /); fi
 
 pids=()
 cleanup() {

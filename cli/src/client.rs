@@ -17,7 +17,13 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// front, naming the URL.
 pub async fn connect(url: &str) -> Result<Admin> {
     let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|e| anyhow!("invalid coordinator URL {url:?}: {}", crate::one_line(&e)))?
+        .map_err(|e| {
+            anyhow!(
+                "invalid coordinator URL {}: {}",
+                pgsnapman_proto::model::quoted(url),
+                crate::one_line(&e)
+            )
+        })?
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(CALL_TIMEOUT);
     let channel = endpoint

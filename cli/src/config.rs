@@ -22,16 +22,17 @@ struct FileConfig {
 /// its env variable); `config` is `--config` / `PGSNAPMAN_CONFIG`, which must
 /// exist when given.
 pub fn coordinator_url(flag: Option<&str>, config: Option<&Path>) -> Result<String> {
+    // Checked even when the flag wins: a mistyped path is never ignored.
+    if let Some(p) = config
+        && !p.is_file()
+    {
+        bail!("config file {} does not exist", p.display());
+    }
     if let Some(url) = flag {
         return Ok(url.to_string());
     }
     let path = match config {
-        Some(p) => {
-            if !p.is_file() {
-                bail!("config file {} does not exist", p.display());
-            }
-            Some(p.to_path_buf())
-        }
+        Some(p) => Some(p.to_path_buf()),
         None => default_config_path().filter(|p| p.is_file()),
     };
     let Some(path) = path else {
@@ -83,6 +84,8 @@ mod tests {
         let missing = dir.join("missing.toml");
         let err = coordinator_url(None, Some(&missing)).unwrap_err();
         assert!(err.to_string().contains("missing.toml"), "{err}");
+        let err = coordinator_url(Some("http://x:1"), Some(&missing)).unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

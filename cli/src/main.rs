@@ -12,9 +12,27 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 
+/// Longer lines of a usage error are cut (they repeat an input).
+const MAX_USAGE_LINE: usize = 300;
+
 fn main() -> ExitCode {
-    // Usage errors keep clap's own message and exit status 2.
-    let cli = args::Cli::parse();
+    // Usage errors keep clap's own message and exit status 2, but clap
+    // repeats an invalid value whole: long lines are cut.
+    let cli = match args::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            let text = e.render().to_string();
+            for line in text.lines() {
+                if line.len() > MAX_USAGE_LINE {
+                    eprintln!("{}", pgsnapman_proto::model::excerpt(line));
+                } else {
+                    eprintln!("{line}");
+                }
+            }
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+        Err(e) => e.exit(),
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

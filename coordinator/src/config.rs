@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use pgsnapman_proto::model::quoted;
+use pgsnapman_proto::redact_url;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -74,6 +76,9 @@ pub struct CatalogConfig {
     /// Directory with initdb/pg_ctl for the embedded cluster; empty: the
     /// newest under /usr/lib/postgresql/*/bin, else PATH.
     pub pg_bin_dir: String,
+    /// Run as root with a data directory the OS user cannot enter (root's
+    /// 0700 home): the cluster goes under `<this>/catalog-<hash>`.
+    pub embedded_fallback_dir: PathBuf,
 }
 
 impl std::fmt::Debug for CatalogConfig {
@@ -83,6 +88,7 @@ impl std::fmt::Debug for CatalogConfig {
             .field("max_connections", &self.max_connections)
             .field("embedded_os_user", &self.embedded_os_user)
             .field("pg_bin_dir", &self.pg_bin_dir)
+            .field("embedded_fallback_dir", &self.embedded_fallback_dir)
             .finish()
     }
 }
@@ -94,6 +100,7 @@ impl Default for CatalogConfig {
             max_connections: 16,
             embedded_os_user: "postgres".into(),
             pg_bin_dir: String::new(),
+            embedded_fallback_dir: PathBuf::from("/var/lib/pgsnapman"),
         }
     }
 }
@@ -155,8 +162,8 @@ impl Config {
     fn validate(&self) -> Result<()> {
         let addr: SocketAddr = self.server.listen.parse().with_context(|| {
             format!(
-                "server.listen {:?} is not an address:port",
-                self.server.listen
+                "server.listen {} is not an address:port",
+                quoted(&self.server.listen)
             )
         })?;
         if self.server.cert_file.is_some() != self.server.key_file.is_some() {
@@ -180,33 +187,9 @@ impl Config {
     }
 }
 
-/// A catalog URL with its password replaced, for logs.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else {
-        return url.to_string();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_are_redacted() {
-        assert_eq!(
-            redact_url("postgres://u:secret@h:5/db"),
-            "postgres://u:***@h:5/db"
-        );
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact_url(""), "");
-    }
 
     #[test]
     #[allow(clippy::result_large_err)] // figment::Jail's closure type

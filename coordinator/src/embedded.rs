@@ -30,9 +30,8 @@ impl EmbeddedCatalog {
     /// Creates the cluster if needed and starts it if it is not running.
     pub fn start(data_dir: &Path, cfg: &CatalogConfig) -> Result<Self> {
         let bin_dir = find_bin_dir(&cfg.pg_bin_dir)?;
-        let root = data_dir.join("catalog");
-        let pgdata = root.join("data");
-        let socket_dir = root.join("run");
+        let data_dir = std::path::absolute(data_dir)
+            .with_context(|| format!("resolve coordinator.data_dir {}", data_dir.display()))?;
         let password_file = data_dir.join("catalog.password");
         let run_as = if nix::unistd::geteuid().is_root() {
             let user = nix::unistd::User::from_name(&cfg.embedded_os_user)
@@ -47,6 +46,14 @@ impl EmbeddedCatalog {
         } else {
             None
         };
+        let root = match run_as {
+            Some((uid, gid)) if !reachable(&data_dir, uid, gid) => {
+                fallback_root(&data_dir, &cfg.embedded_fallback_dir, cfg, uid, gid)?
+            }
+            _ => data_dir.join("catalog"),
+        };
+        let pgdata = root.join("data");
+        let socket_dir = root.join("run");
         std::fs::create_dir_all(&socket_dir)
             .with_context(|| format!("create {}", socket_dir.display()))?;
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))?;
@@ -134,7 +141,11 @@ impl EmbeddedCatalog {
         if let Some((uid, gid)) = self.run_as {
             cmd.uid(uid).gid(gid);
         }
-        cmd.env_remove("PGDATA").env("LC_ALL", "C.UTF-8");
+        // The cluster's OS user may not be able to enter our working
+        // directory (root's 0700 home), and initdb and postgres chdir back.
+        cmd.current_dir("/")
+            .env_remove("PGDATA")
+            .env("LC_ALL", "C.UTF-8");
         cmd
     }
 
@@ -210,6 +221,64 @@ impl EmbeddedCatalog {
     }
 }
 
+/// True when the OS user `uid`/`gid` (without supplementary groups, as the
+/// cluster's processes run) can enter `dir`.
+fn reachable(dir: &Path, uid: u32, gid: u32) -> bool {
+    Command::new("test")
+        .arg("-x")
+        .arg(dir)
+        .uid(uid)
+        .gid(gid)
+        .current_dir("/")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// `<fallback>/catalog-<hash of data_dir>`, created for the cluster's OS user
+/// (one per coordinator data directory, stable across restarts).
+fn fallback_root(
+    data_dir: &Path,
+    fallback: &Path,
+    cfg: &CatalogConfig,
+    uid: u32,
+    gid: u32,
+) -> Result<PathBuf> {
+    let fail = || {
+        format!(
+            "the embedded catalog's OS user {:?} can reach neither coordinator.data_dir {} nor catalog.embedded_fallback_dir {}; set coordinator.data_dir to a directory it can enter (e.g. under /var/lib)",
+            cfg.embedded_os_user,
+            data_dir.display(),
+            fallback.display()
+        )
+    };
+    if !fallback.exists() {
+        std::fs::create_dir_all(fallback).with_context(fail)?;
+        std::fs::set_permissions(fallback, std::fs::Permissions::from_mode(0o755))
+            .with_context(fail)?;
+    }
+    if !reachable(fallback, uid, gid) {
+        bail!("{}", fail());
+    }
+    let root = fallback.join(format!(
+        "catalog-{:016x}",
+        fnv1a(data_dir.as_os_str().as_encoded_bytes())
+    ));
+    tracing::info!(
+        data_dir = %data_dir.display(),
+        catalog = %root.display(),
+        os_user = %cfg.embedded_os_user,
+        "the data directory is not reachable by the catalog's OS user; the embedded cluster lives in the fallback directory"
+    );
+    Ok(root)
+}
+
+/// 64-bit FNV-1a: a stable name for a path (not a security boundary).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 fn write_private(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -260,4 +329,16 @@ fn find_bin_dir(configured: &str) -> Result<PathBuf> {
     bail!(
         "no PostgreSQL server binaries (initdb) found for the embedded catalog; install PostgreSQL or set catalog.url"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallback_names_are_stable_and_distinct() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_ne!(fnv1a(b"/root/a"), fnv1a(b"/root/b"));
+    }
 }

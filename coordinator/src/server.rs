@@ -1,12 +1,12 @@
 //! Start-up and shutdown: catalog (embedded or external), the gRPC endpoint
 //! (TLS when configured, plaintext on loopback only), the lease reaper, and a
-//! clean stop on SIGTERM/SIGINT.
+//! clean stop when the caller's token is cancelled (main: SIGTERM/SIGINT).
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use pgsnapman_proto::MAX_MESSAGE_BYTES;
 use pgsnapman_proto::v1::admin_service_server::AdminServiceServer;
 use pgsnapman_proto::v1::worker_service_server::WorkerServiceServer;
+use pgsnapman_proto::{MAX_MESSAGE_BYTES, redact_url};
 use sqlx::postgres::PgConnectOptions;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -14,11 +14,13 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::admin::Admin;
 use crate::catalog::Catalog;
-use crate::config::{Config, redact_url};
+use crate::config::Config;
 use crate::embedded::EmbeddedCatalog;
 use crate::link::Link;
 
-pub async fn run(cfg: Config) -> Result<()> {
+/// Runs the coordinator until `shutdown` is cancelled (then stops cleanly
+/// and returns `Ok`) or something fails.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     std::fs::create_dir_all(&cfg.coordinator.data_dir).with_context(|| {
         format!(
             "create coordinator.data_dir {}",
@@ -36,14 +38,18 @@ pub async fn run(cfg: Config) -> Result<()> {
     } else {
         None
     };
-    let result = serve(&cfg, embedded.as_ref()).await;
+    let result = serve(&cfg, embedded.as_ref(), &shutdown).await;
     if let Some(e) = embedded {
         let _ = tokio::task::spawn_blocking(move || e.stop()).await;
     }
     result
 }
 
-async fn serve(cfg: &Config, embedded: Option<&EmbeddedCatalog>) -> Result<()> {
+async fn serve(
+    cfg: &Config,
+    embedded: Option<&EmbeddedCatalog>,
+    stop_requested: &CancellationToken,
+) -> Result<()> {
     let options: PgConnectOptions = match embedded {
         Some(e) => e.catalog_options().await?,
         None => cfg.catalog.url.parse().with_context(|| {
@@ -57,6 +63,8 @@ async fn serve(cfg: &Config, embedded: Option<&EmbeddedCatalog>) -> Result<()> {
         Catalog::open(options, cfg.catalog.max_connections, cfg.lease.max_attempts).await?;
     tracing::info!("catalog ready (migrations applied)");
 
+    // Cancelled only once the server future has been told to stop, so that
+    // it cannot finish before the tasks below are drained.
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
 
@@ -141,15 +149,12 @@ async fn serve(cfg: &Config, embedded: Option<&EmbeddedCatalog>) -> Result<()> {
     }
     tracing::info!(%addr, tls = cfg.server.cert_file.is_some(), "coordinator listening");
 
-    let signal = shutdown_signal();
     tokio::select! {
         r = &mut server => {
             r.context("gRPC server")?;
             return Ok(());
         }
-        s = signal => {
-            tracing::info!(signal = s, "shutting down");
-        }
+        () = stop_requested.cancelled() => tracing::info!("shutting down"),
     }
     shutdown.cancel();
     tracker.close();
@@ -166,17 +171,47 @@ async fn serve(cfg: &Config, embedded: Option<&EmbeddedCatalog>) -> Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Instant;
+
+    use super::*;
+
+    /// In process: `run` starts (embedded catalog included), serves, and
+    /// returns `Ok` once its token is cancelled, stopping the catalog.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_serves_until_its_token_is_cancelled() {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        // The embedded cluster's OS user (when run as root) must reach it.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("make the directory traversable");
+        let ready = dir.path().join("ready");
+        let mut cfg = Config::default();
+        cfg.server.listen = "127.0.0.1:0".into();
+        cfg.server.ready_file = Some(ready.clone());
+        cfg.coordinator.data_dir = dir.path().join("data");
+        cfg.catalog.embedded_fallback_dir = dir.path().join("fallback");
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(run(cfg, shutdown.clone()));
+        // initdb runs on first start: allow for it.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !ready.exists() {
+            if server.is_finished() {
+                panic!("run ended before it was ready: {:?}", server.await);
+            }
+            assert!(Instant::now() < deadline, "not ready after 120s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        shutdown.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(90), server)
+            .await
+            .expect("run returns after its token is cancelled")
+            .expect("run does not panic");
+        assert!(result.is_ok(), "{result:?}");
+        assert!(
+            !dir.path().join("data/catalog/data/postmaster.pid").exists(),
+            "the embedded catalog is still running"
+        );
     }
 }

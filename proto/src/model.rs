@@ -7,22 +7,44 @@ use thiserror::Error;
 
 use crate::v1::{DumpFormat, DumpType};
 
-/// Why a value given by an operator or a peer was refused.
+/// Longest part of an operator's input that an error message repeats.
+pub const QUOTED_INPUT_CHARS: usize = 100;
+
+/// `text` cut to `QUOTED_INPUT_CHARS` characters, with an ellipsis and its
+/// full length when longer: what an error may repeat of an input.
+pub fn excerpt(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(QUOTED_INPUT_CHARS) {
+        None => text.into(),
+        Some((end, _)) => format!("{}… ({} bytes)", &text[..end], text.len()).into(),
+    }
+}
+
+/// An operator's input as an error message quotes it: `{:?}` (so on one
+/// line), cut like `excerpt`.
+pub fn quoted(value: &str) -> String {
+    match value.char_indices().nth(QUOTED_INPUT_CHARS) {
+        None => format!("{value:?}"),
+        Some((end, _)) => format!("{:?}… ({} bytes)", &value[..end], value.len()),
+    }
+}
+
+/// Why a value given by an operator or a peer was refused. Inputs are
+/// quoted through `quoted`, never whole.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum InvalidInput {
-    #[error("invalid cron expression {expr:?}: {reason}")]
+    #[error("invalid cron expression {}: {}", quoted(.expr), excerpt(.reason))]
     Cron { expr: String, reason: String },
-    #[error("pg_dump option {option:?} is not allowed: {reason}")]
+    #[error("pg_dump option {} is not allowed: {reason}", quoted(.option))]
     DumpOption {
         option: String,
         reason: &'static str,
     },
-    #[error("pg_restore option {option:?} is not allowed: {reason}")]
+    #[error("pg_restore option {} is not allowed: {reason}", quoted(.option))]
     RestoreOption {
         option: String,
         reason: &'static str,
     },
-    #[error("invalid {what} {value:?}: {reason}")]
+    #[error("invalid {what} {}: {reason}", quoted(.value))]
     Identifier {
         what: &'static str,
         value: String,
@@ -320,6 +342,62 @@ pub fn validate_identifier(what: &'static str, value: &str) -> Result<(), Invali
     Ok(())
 }
 
+/// Checks an instance password before it is stored: the worker writes it
+/// into a libpq password file, one entry per line, so a line break would
+/// cut it (and start a bogus entry); a NUL cannot reach libpq at all.
+pub fn validate_password(password: &str) -> Result<(), InvalidInput> {
+    if password.contains(['\n', '\r']) {
+        return Err(InvalidInput::Other(
+            "the password contains a line break, which a libpq password file cannot hold"
+                .to_string(),
+        ));
+    }
+    if password.contains('\0') {
+        return Err(InvalidInput::Other(
+            "the password contains a NUL byte".to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// libpq's `sslmode` values, weakest first (docs/configuration.md, "TLS to
+/// the database servers").
+pub const SSL_MODES: [&str; 6] = [
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
+
+/// Checks an instance's `sslmode`.
+pub fn validate_sslmode(mode: &str) -> Result<(), InvalidInput> {
+    if SSL_MODES.contains(&mode) {
+        Ok(())
+    } else {
+        Err(InvalidInput::Other(format!(
+            "sslmode {} is not one of {}",
+            quoted(mode),
+            SSL_MODES.join(", ")
+        )))
+    }
+}
+
+/// The `sslmode` an instance gets when none is given: `prefer` for a Unix
+/// socket or a loopback address (nobody sits between), `require` for any
+/// other host, so that a man in the middle cannot downgrade the connection
+/// to cleartext and read the password.
+pub fn default_sslmode(host: &str) -> &'static str {
+    let local = host.is_empty()
+        || host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback());
+    if local { "prefer" } else { "require" }
+}
+
 /// A worker name: 1-128 characters of letters, digits, `.`, `-` and `_`
 /// (host names fit), since it will also be the certificate's name.
 pub fn validate_worker_name(name: &str) -> Result<(), InvalidInput> {
@@ -404,7 +482,8 @@ impl FromStr for BackupWindow {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || {
             InvalidInput::Other(format!(
-                "backup window {s:?}: write START-END in hours 0-23, e.g. 2-6 or 22-4"
+                "backup window {}: write START-END in hours 0-23, e.g. 2-6 or 22-4",
+                quoted(s)
             ))
         };
         let (a, b) = s.trim().split_once('-').ok_or_else(bad)?;
@@ -606,6 +685,57 @@ mod tests {
         ])
         .unwrap();
         assert!(validate_restore_options(&["x".into()]).is_err());
+    }
+
+    #[test]
+    fn errors_quote_at_most_a_hundred_characters_of_an_input() {
+        assert_eq!(quoted("a\"b"), "\"a\\\"b\"");
+        assert_eq!(excerpt("short"), "short");
+        let long = "é".repeat(10_000);
+        let q = quoted(&long);
+        assert!(q.starts_with(&format!("\"{}", "é".repeat(100))), "{q}");
+        assert!(q.ends_with("\"… (20000 bytes)"), "{q}");
+        for err in [
+            CronExpr::parse(&"1 ".repeat(5_000)).unwrap_err(),
+            CronExpr::parse(&"x".repeat(10_000)).unwrap_err(),
+            validate_identifier("database", &"d".repeat(10_000)).unwrap_err(),
+            validate_dump_options(&["x".repeat(10_000)]).unwrap_err(),
+            validate_restore_options(&["x".repeat(10_000)]).unwrap_err(),
+            validate_sslmode(&"x".repeat(10_000)).unwrap_err(),
+            "1-".repeat(5_000).parse::<BackupWindow>().unwrap_err(),
+        ] {
+            let text = err.to_string();
+            assert!(text.len() < 300 && !text.contains('\n'), "{text}");
+        }
+    }
+
+    #[test]
+    fn passwords_with_line_breaks_are_refused() {
+        assert!(validate_password("s3cr:et \\ ok").is_ok());
+        for bad in ["a\nb", "a\rb", "a\r\n", "\nx", "a\0b"] {
+            assert!(validate_password(bad).is_err(), "{bad:?}");
+        }
+        assert!(
+            validate_password("a\nb")
+                .unwrap_err()
+                .to_string()
+                .contains("line break")
+        );
+    }
+
+    #[test]
+    fn sslmodes_are_checked_and_default_by_host() {
+        for m in SSL_MODES {
+            assert!(validate_sslmode(m).is_ok());
+        }
+        assert!(validate_sslmode("verify_full").is_err());
+        assert!(validate_sslmode("").is_err());
+        assert_eq!(default_sslmode("/var/run/postgresql"), "prefer");
+        assert_eq!(default_sslmode("localhost"), "prefer");
+        assert_eq!(default_sslmode("127.0.0.1"), "prefer");
+        assert_eq!(default_sslmode("::1"), "prefer");
+        assert_eq!(default_sslmode("db.example.com"), "require");
+        assert_eq!(default_sslmode("10.0.0.5"), "require");
     }
 
     #[test]

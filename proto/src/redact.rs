@@ -1,5 +1,6 @@
 //! Hand-written Debug for the messages that carry a password, so that a
-//! `{:?}` in a log line can never print a secret.
+//! `{:?}` in a log line can never print a secret, and `redact_url` for
+//! Postgres URLs that are logged.
 use std::fmt;
 
 use crate::v1::{AddInstanceRequest, InstanceConnection, UpdateInstanceRequest};
@@ -20,6 +21,7 @@ impl fmt::Debug for InstanceConnection {
             .field("maintenance_db", &self.maintenance_db)
             .field("status", &self.status)
             .field("discover", &self.discover)
+            .field("sslmode", &self.sslmode)
             .finish()
     }
 }
@@ -40,6 +42,7 @@ impl fmt::Debug for AddInstanceRequest {
             .field("backup_window_end", &self.backup_window_end)
             .field("discovered_status", &self.discovered_status)
             .field("discovered_retention", &self.discovered_retention)
+            .field("sslmode", &self.sslmode)
             .finish()
     }
 }
@@ -62,13 +65,87 @@ impl fmt::Debug for UpdateInstanceRequest {
             .field("backup_window_end", &self.backup_window_end)
             .field("discovered_status", &self.discovered_status)
             .field("discovered_retention", &self.discovered_retention)
+            .field("sslmode", &self.sslmode)
             .finish()
     }
+}
+
+/// A `postgres://` URL with every password replaced by `***`: the userinfo
+/// password (`user:***@host`) and `password`/`sslpassword` query parameters
+/// (any case). Anything else is kept as written.
+pub fn redact_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                None => base.to_string(),
+            },
+            None => base.to_string(),
+        },
+        None => base.to_string(),
+    };
+    if let Some(query) = query {
+        out.push('?');
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _))
+                    if key.eq_ignore_ascii_case("password")
+                        || key.eq_ignore_ascii_case("sslpassword") =>
+                {
+                    format!("{key}=***")
+                }
+                _ => pair.to_string(),
+            })
+            .collect();
+        out.push_str(&pairs.join("&"));
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_lose_every_password() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5/db"),
+            "postgres://u:***@h:5/db"
+        );
+        assert_eq!(
+            redact_url("postgres://u:p@ss@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact_url("postgres://u@h/db?password=secret"),
+            "postgres://u@h/db?password=***"
+        );
+        assert_eq!(
+            redact_url("postgresql://h/db?sslmode=require&PASSWORD=secret&application_name=x"),
+            "postgresql://h/db?sslmode=require&PASSWORD=***&application_name=x"
+        );
+        assert_eq!(
+            redact_url("postgres://u:a@h/db?user=u&password=b&sslpassword=c"),
+            "postgres://u:***@h/db?user=u&password=***&sslpassword=***"
+        );
+        assert_eq!(
+            redact_url("postgres://h/db?passwordless=1"),
+            "postgres://h/db?passwordless=1"
+        );
+        assert_eq!(redact_url(""), "");
+        for url in [
+            "postgres://u:secret@h/db?password=secret",
+            "postgres:///db?host=/run&password=secret",
+        ] {
+            assert!(!redact_url(url).contains("secret"), "{url}");
+        }
+    }
 
     #[test]
     fn debug_never_shows_the_password() {

@@ -140,6 +140,8 @@ pub struct CoordinatorOptions {
     pub data_dir: Option<PathBuf>,
     /// Extra `PGSNAPMAN_*` settings.
     pub env: Vec<(String, String)>,
+    /// Working directory of the process; default the test's.
+    pub cwd: Option<PathBuf>,
 }
 
 pub struct Coordinator {
@@ -186,6 +188,9 @@ impl Coordinator {
         }
         for (k, v) in &opts.env {
             cmd.env(k, v);
+        }
+        if let Some(cwd) = &opts.cwd {
+            cmd.current_dir(cwd);
         }
         let mut process = Process::spawn("coordinator", cmd, log)?;
         // The embedded catalog runs initdb on first start: allow for it.

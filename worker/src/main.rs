@@ -33,11 +33,15 @@ enum Command {
     },
 }
 
+/// Logs go to stdout, in colour only when stdout is a terminal and
+/// `NO_COLOR` is unset or empty (a log file never gets escape codes).
 fn init_tracing() {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .with_ansi(!no_color && std::io::stdout().is_terminal())
         .with_writer(std::io::stdout)
         .init();
 }

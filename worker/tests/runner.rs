@@ -37,6 +37,7 @@ fn spec(port: u16, password: &str, database: &str) -> DumpSpec {
             maintenance_db: "postgres".into(),
             status: 1,
             discover: false,
+            ..Default::default()
         }),
         database: database.into(),
         schema: String::new(),

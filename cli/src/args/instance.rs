@@ -1,7 +1,7 @@
 //! The command line of instances: connection details, where the password
 //! comes from, and the auto-discovery settings. No I/O.
 use clap::{Args, Subcommand};
-use pgsnapman_proto::model::BackupWindow;
+use pgsnapman_proto::model::{BackupWindow, SSL_MODES};
 use pgsnapman_proto::v1;
 
 use super::{RetentionArgs, StatusArg, WorkerArg};
@@ -61,6 +61,10 @@ pub struct InstanceAddArgs {
     pub comment: Option<String>,
     #[command(flatten)]
     pub password: PasswordArgs,
+    /// libpq sslmode the workers connect with [default: prefer for a Unix
+    /// socket or loopback host, require for any other]
+    #[arg(long, value_parser = SSL_MODES)]
+    pub sslmode: Option<String>,
     /// Add jobs for the instance's databases that have none (needs --worker)
     #[arg(long)]
     pub auto_discover: bool,
@@ -137,6 +141,9 @@ pub struct InstanceEditArgs {
     /// Forget the stored password (the worker's own password file applies)
     #[arg(long, conflicts_with_all = ["password_stdin", "password_env"])]
     pub clear_password: bool,
+    /// libpq sslmode (disable, allow, prefer, require, verify-ca, verify-full)
+    #[arg(long, value_parser = SSL_MODES)]
+    pub sslmode: Option<String>,
     /// Auto-discovery on or off (true/false)
     #[arg(long, value_name = "BOOL")]
     pub auto_discover: Option<bool>,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use pgsnapman_proto::model::quoted;
 use pgsnapman_proto::v1;
 
 mod instance;
@@ -131,7 +132,7 @@ impl FromStr for WorkerArg {
             return s
                 .parse::<i64>()
                 .map(WorkerArg::Id)
-                .map_err(|_| format!("worker id {s} is out of range"));
+                .map_err(|_| format!("worker id {} is out of range", quoted(s)));
         }
         Ok(WorkerArg::Name(s.to_string()))
     }
@@ -555,15 +556,19 @@ fn since_at(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         let midnight = d
             .and_hms_opt(0, 0, 0)
-            .ok_or_else(|| anyhow!("invalid date {s:?}"))?;
+            .ok_or_else(|| anyhow!("invalid date {}", quoted(s)))?;
         return Ok(midnight.and_utc());
     }
     let age = humantime::parse_duration(s).with_context(|| {
-        format!("{s:?} is neither an RFC 3339 time, a date (YYYY-MM-DD) nor an age like 2d")
+        format!(
+            "{} is neither an RFC 3339 time, a date (YYYY-MM-DD) nor an age like 2d",
+            quoted(s)
+        )
     })?;
-    let age = chrono::Duration::from_std(age).with_context(|| format!("age {s:?} is too large"))?;
+    let age = chrono::Duration::from_std(age)
+        .with_context(|| format!("age {} is too large", quoted(s)))?;
     now.checked_sub_signed(age)
-        .ok_or_else(|| anyhow!("age {s:?} is too large"))
+        .ok_or_else(|| anyhow!("age {} is too large", quoted(s)))
 }
 
 #[cfg(test)]

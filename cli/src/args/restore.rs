@@ -3,6 +3,7 @@
 use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand, ValueEnum};
+use pgsnapman_proto::model::quoted;
 use pgsnapman_proto::v1;
 
 use super::{FormatArg, StatusArg, WaitArgs};
@@ -69,10 +70,16 @@ impl TargetArgs {
         let mut map = std::collections::HashMap::new();
         for m in &self.map_tablespace {
             let Some((old, new)) = m.split_once('=') else {
-                bail!("--map-tablespace {m:?}: write OLD=NEW (or OLD= to drop the assignment)");
+                bail!(
+                    "--map-tablespace {}: write OLD=NEW (or OLD= to drop the assignment)",
+                    quoted(m)
+                );
             };
             if old.is_empty() {
-                bail!("--map-tablespace {m:?}: the old tablespace name is empty");
+                bail!(
+                    "--map-tablespace {}: the old tablespace name is empty",
+                    quoted(m)
+                );
             }
             map.insert(old.to_string(), new.to_string());
         }
@@ -321,7 +328,10 @@ impl CopyAddArgs {
                 None => (t.as_str(), ""),
             };
             let Ok(instance) = instance.parse::<i64>() else {
-                bail!("--to {t:?}: write INSTANCE_ID or INSTANCE_ID:DATABASE");
+                bail!(
+                    "--to {}: write INSTANCE_ID or INSTANCE_ID:DATABASE",
+                    quoted(t)
+                );
             };
             targets.push(self.target.to_proto(instance, database)?);
         }

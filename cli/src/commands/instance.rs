@@ -1,10 +1,10 @@
 //! `pgsnap instance …`: the Postgres servers that get dumped, and their
 //! auto-discovery settings. Passwords come from stdin or an environment
 //! variable, never from argv, and are never printed.
-use std::io::BufRead;
+use std::io::Read;
 
 use anyhow::{Context, Result, bail};
-use pgsnapman_proto::model::validate_identifier;
+use pgsnapman_proto::model::{validate_identifier, validate_password};
 use pgsnapman_proto::v1;
 
 use super::Ctx;
@@ -13,8 +13,8 @@ use crate::args::{InstanceAddArgs, InstanceCommand, InstanceEditArgs, PasswordAr
 use crate::client::rpc;
 use crate::output::{json, table};
 
-/// Longest password line read from stdin; anything longer is a mistake
-/// (a file piped by accident), not a password.
+/// Longest password read from stdin; anything longer is a mistake (a file
+/// piped by accident), not a password.
 const MAX_PASSWORD_BYTES: u64 = 4096;
 
 pub async fn run(ctx: &Ctx, cmd: InstanceCommand) -> Result<()> {
@@ -65,6 +65,7 @@ async fn add(ctx: &Ctx, a: InstanceAddArgs) -> Result<()> {
         backup_window_end: d.backup_window.map(|w| w.end()),
         discovered_status: d.discovered_status.map_or(0, |s| s.to_proto() as i32),
         discovered_retention: d.retention_over(&DEFAULT_RETENTION),
+        sslmode: a.sslmode.unwrap_or_default(),
     };
     let mut admin = ctx.admin().await?;
     let i = rpc(admin.add_instance(req).await)?;
@@ -89,6 +90,7 @@ async fn edit(ctx: &Ctx, a: InstanceEditArgs) -> Result<()> {
         && a.worker.is_none()
         && a.comment.is_none()
         && a.auto_discover.is_none()
+        && a.sslmode.is_none()
         && d.is_empty();
     if unchanged {
         bail!(
@@ -121,6 +123,7 @@ async fn edit(ctx: &Ctx, a: InstanceEditArgs) -> Result<()> {
         backup_window_end: d.backup_window.map(|w| w.end()),
         discovered_status: d.discovered_status.map_or(0, |s| s.to_proto() as i32),
         discovered_retention,
+        sslmode: a.sslmode,
     };
     let i = rpc(admin.update_instance(req).await)?;
     ctx.out.changed(
@@ -157,43 +160,48 @@ fn check_names(user: Option<&str>, maintenance_db: Option<&str>) -> Result<()> {
 
 /// The password chosen by `--password-stdin` or `--password-env`, if any.
 fn read_password(p: &PasswordArgs) -> Result<Option<String>> {
-    if p.password_stdin {
+    let password = if p.password_stdin {
         let stdin = std::io::stdin().lock();
-        return first_line(stdin).map(Some);
-    }
-    let Some(var) = &p.password_env else {
-        return Ok(None);
-    };
-    match std::env::var(var) {
-        Ok(v) if v.is_empty() => bail!("environment variable {var} is empty"),
-        Ok(v) => Ok(Some(v)),
-        Err(std::env::VarError::NotPresent) => bail!("environment variable {var} is not set"),
-        Err(std::env::VarError::NotUnicode(_)) => {
-            bail!("environment variable {var} is not valid UTF-8")
+        stdin_password(stdin)?
+    } else {
+        let Some(var) = &p.password_env else {
+            return Ok(None);
+        };
+        match std::env::var(var) {
+            Ok(v) if v.is_empty() => bail!("environment variable {var} is empty"),
+            Ok(v) => v,
+            Err(std::env::VarError::NotPresent) => bail!("environment variable {var} is not set"),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                bail!("environment variable {var} is not valid UTF-8")
+            }
         }
-    }
+    };
+    validate_password(&password)?;
+    Ok(Some(password))
 }
 
-/// The first line of `input` without its line ending: the password.
-fn first_line(input: impl BufRead) -> Result<String> {
-    let mut line = String::new();
+/// All of `input` without one trailing line ending: the password. A line
+/// break anywhere else is refused (by `validate_password`), not cut off.
+fn stdin_password(input: impl Read) -> Result<String> {
+    let mut text = String::new();
     let n = input
         .take(MAX_PASSWORD_BYTES + 1)
-        .read_line(&mut line)
-        .context("--password-stdin: read standard input")?;
+        .read_to_string(&mut text)
+        .context("--password-stdin: read standard input as UTF-8")?;
     if n == 0 {
         bail!("--password-stdin: standard input is empty");
     }
-    if !line.ends_with('\n') && u64::try_from(n).unwrap_or(u64::MAX) > MAX_PASSWORD_BYTES {
-        bail!("--password-stdin: the first line is longer than {MAX_PASSWORD_BYTES} bytes");
+    if u64::try_from(n).unwrap_or(u64::MAX) > MAX_PASSWORD_BYTES {
+        bail!("--password-stdin: standard input is longer than {MAX_PASSWORD_BYTES} bytes");
     }
-    let password = line
+    let password = text
         .strip_suffix('\n')
         .map(|l| l.strip_suffix('\r').unwrap_or(l))
-        .unwrap_or(&line);
+        .unwrap_or(&text);
     if password.is_empty() {
-        bail!("--password-stdin: the first line of standard input is empty");
+        bail!("--password-stdin: the password on standard input is empty");
     }
+    validate_password(password).context("--password-stdin")?;
     Ok(password.to_string())
 }
 
@@ -202,17 +210,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn password_is_the_first_line_without_its_ending() {
-        assert_eq!(first_line(&b"s3cret\n"[..]).unwrap(), "s3cret");
-        assert_eq!(first_line(&b"s3cret\r\nmore\n"[..]).unwrap(), "s3cret");
-        assert_eq!(first_line(&b"no newline"[..]).unwrap(), "no newline");
+    fn password_is_stdin_without_one_line_ending() {
+        assert_eq!(stdin_password(&b"s3cret\n"[..]).unwrap(), "s3cret");
+        assert_eq!(stdin_password(&b"s3cret\r\n"[..]).unwrap(), "s3cret");
+        assert_eq!(stdin_password(&b"no newline"[..]).unwrap(), "no newline");
         assert_eq!(
-            first_line(&b" spaces kept \n"[..]).unwrap(),
+            stdin_password(&b" spaces kept \n"[..]).unwrap(),
             " spaces kept "
         );
-        assert!(first_line(&b""[..]).is_err());
-        assert!(first_line(&b"\n"[..]).is_err());
+        assert!(stdin_password(&b""[..]).is_err());
+        assert!(stdin_password(&b"\n"[..]).is_err());
         let long = vec![b'x'; 5000];
-        assert!(first_line(&long[..]).is_err());
+        assert!(stdin_password(&long[..]).is_err());
+        // A line break inside is refused, not silently cut off.
+        for bad in [&b"s3cret\r\nmore\n"[..], b"a\nb", b"ab\n\n", b"a\rb\n"] {
+            let err = format!("{:#}", stdin_password(bad).unwrap_err());
+            assert!(err.contains("line break"), "{err}");
+        }
     }
 }

@@ -81,6 +81,7 @@ pub fn instance(i: &v1::Instance) -> Value {
         "port": i.port,
         "user": i.user,
         "has_password": i.has_password,
+        "sslmode": i.sslmode,
         "maintenance_db": i.maintenance_db,
         "status": status(i.status()),
         "default_worker_id": i.default_worker_id,

@@ -237,7 +237,7 @@ pub fn worker_rows(w: &v1::Worker) -> Vec<(&'static str, String)> {
 
 pub fn instances(is: &[v1::Instance]) -> Table {
     let mut t = with_header(&[
-        "ID", "NAME", "HOST", "PORT", "USER", "PASSWORD", "WORKER", "STATUS", "VERSION",
+        "ID", "NAME", "HOST", "PORT", "USER", "PASSWORD", "SSLMODE", "WORKER", "STATUS", "VERSION",
         "DISCOVER", "COMMENT",
     ]);
     for i in is {
@@ -248,6 +248,7 @@ pub fn instances(is: &[v1::Instance]) -> Table {
             i.port.to_string(),
             i.user.clone(),
             yes_no(i.has_password),
+            text(&i.sslmode),
             id(i.default_worker_id),
             cell(json::status(i.status())),
             text(&i.server_version),
@@ -278,6 +279,7 @@ pub fn instance_rows(i: &v1::Instance) -> Vec<(&'static str, String)> {
             }
             .to_string(),
         ),
+        ("sslmode", text(&i.sslmode)),
         ("maintenance db", i.maintenance_db.clone()),
         ("status", cell(json::status(i.status()))),
         ("default worker", id(i.default_worker_id)),

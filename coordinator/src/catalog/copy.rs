@@ -38,7 +38,9 @@ impl Catalog {
         }
         let mut targets = Vec::with_capacity(req.targets.len());
         for t in &req.targets {
-            targets.push(self.checked_target(Some(t)).await?);
+            let t = self.checked_target(Some(t)).await?;
+            check_not_own_source(dump_req, &t)?;
+            targets.push(t);
         }
         let status = match dump_req.status {
             0 => "ACTIVE",
@@ -194,5 +196,57 @@ impl Catalog {
             );
         }
         Ok((jobs, skipped))
+    }
+}
+
+/// Refuses a copy onto the database it copies (same instance, same
+/// database; for a cluster-wide dump, same instance): every dump would be
+/// restored over the database it was just taken from.
+fn check_not_own_source(dump: &v1::AddDumpJobRequest, t: &v1::RestoreTarget) -> ApiResult<()> {
+    if t.instance_id != dump.instance_id {
+        return Ok(());
+    }
+    let cluster_wide = v1::DumpType::try_from(dump.dump_type).is_ok_and(|d| d.is_cluster_wide());
+    let database = if t.database.is_empty() {
+        &dump.database
+    } else {
+        &t.database
+    };
+    if cluster_wide || *database == dump.database {
+        return Err(ApiError::Invalid(
+            "a copy target is the copy job's own source (same instance and database): every dump would be restored over the database it was taken from; name another database or instance"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_onto_its_own_source_is_refused() {
+        let dump = v1::AddDumpJobRequest {
+            instance_id: 1,
+            database: "app".into(),
+            ..Default::default()
+        };
+        let target = |instance_id, database: &str| v1::RestoreTarget {
+            instance_id,
+            database: database.into(),
+            ..Default::default()
+        };
+        assert!(check_not_own_source(&dump, &target(1, "app")).is_err());
+        assert!(check_not_own_source(&dump, &target(1, "")).is_err());
+        assert!(check_not_own_source(&dump, &target(1, "app_test")).is_ok());
+        assert!(check_not_own_source(&dump, &target(2, "app")).is_ok());
+        let globals = v1::AddDumpJobRequest {
+            dump_type: v1::DumpType::Globals as i32,
+            database: String::new(),
+            ..dump
+        };
+        assert!(check_not_own_source(&globals, &target(1, "")).is_err());
+        assert!(check_not_own_source(&globals, &target(2, "")).is_ok());
     }
 }

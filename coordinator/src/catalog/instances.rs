@@ -1,5 +1,7 @@
 //! Postgres instances, with their auto-discovery settings.
-use pgsnapman_proto::model::{BackupWindow, validate_identifier};
+use pgsnapman_proto::model::{
+    BackupWindow, default_sslmode, quoted, validate_identifier, validate_password, validate_sslmode,
+};
 use pgsnapman_proto::v1;
 
 use super::Catalog;
@@ -10,7 +12,7 @@ use crate::rows::{self, InstanceRow};
 pub(super) const COLUMNS: &str = "id, name, host, port, username, password, maintenance_db, \
     status, default_worker_id, server_version, comment, created_at, auto_discover, \
     backup_window_start, backup_window_end, discovered_status, discovered_keep_daily, \
-    discovered_keep_weekly, discovered_keep_monthly, discovered_keep_yearly";
+    discovered_keep_weekly, discovered_keep_monthly, discovered_keep_yearly, sslmode";
 
 /// An instance's auto-discovery settings, checked.
 struct Discovery {
@@ -117,9 +119,10 @@ fn check_host(host: &str) -> ApiResult<()> {
     if host.trim().is_empty() {
         return Err(ApiError::Invalid("host must not be empty".into()));
     }
-    if host.contains(['\0', '\n', ' ']) && !host.starts_with('/') {
+    if host.len() > 255 || (host.contains(['\0', '\n', ' ']) && !host.starts_with('/')) {
         return Err(ApiError::Invalid(format!(
-            "host {host:?} is not a host name, address or socket directory"
+            "host {} is not a host name, address or socket directory (at most 255 bytes)",
+            quoted(host)
         )));
     }
     Ok(())
@@ -136,7 +139,8 @@ fn check_port(port: u32) -> ApiResult<i32> {
 fn check_name(name: &str) -> ApiResult<()> {
     if name.trim().is_empty() || name.len() > 200 || name.contains(['\0', '\n']) {
         return Err(ApiError::Invalid(format!(
-            "instance name {name:?} must be 1–200 characters without newlines"
+            "instance name {} must be 1–200 characters without newlines",
+            quoted(name)
         )));
     }
     Ok(())
@@ -159,12 +163,18 @@ impl Catalog {
         validate_identifier("user", &user)?;
         let maintenance_db = or_default(&req.maintenance_db, "postgres");
         validate_identifier("maintenance database", &maintenance_db)?;
+        if let Some(p) = &req.password {
+            validate_password(p)?;
+        }
+        let sslmode = or_default(&req.sslmode, default_sslmode(&req.host));
+        validate_sslmode(&sslmode)?;
         let worker = self.worker_ref(req.default_worker.as_ref()).await?;
         let discovery = Discovery::of_add(req, worker.as_ref().map(|w| w.id))?;
         let mut tx = self.pool.begin().await?;
         let res = sqlx::query_scalar::<_, i64>(
             "INSERT INTO instances (name, host, port, username, password, maintenance_db, \
-             default_worker_id, comment) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+             default_worker_id, comment, sslmode) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             RETURNING id",
         )
         .bind(&req.name)
         .bind(&req.host)
@@ -174,6 +184,7 @@ impl Catalog {
         .bind(&maintenance_db)
         .bind(worker.as_ref().map(|w| w.id))
         .bind(&req.comment)
+        .bind(&sslmode)
         .fetch_one(&mut *tx)
         .await;
         match res {
@@ -188,8 +199,8 @@ impl Catalog {
                 self.instance(id).await
             }
             Err(e) if is_unique_violation(&e) => Err(ApiError::Exists(format!(
-                "an instance named {:?} already exists",
-                req.name
+                "an instance named {} already exists",
+                quoted(&req.name)
             ))),
             Err(e) => Err(e.into()),
         }
@@ -243,6 +254,12 @@ impl Catalog {
         if let Some(m) = &req.maintenance_db {
             validate_identifier("maintenance database", m)?;
         }
+        if let Some(p) = &req.password {
+            validate_password(p)?;
+        }
+        if let Some(m) = &req.sslmode {
+            validate_sslmode(m)?;
+        }
         let worker = self.worker_ref(req.default_worker.as_ref()).await?;
         let default_worker = worker.map(|w| w.id).or(cur.default_worker_id);
         let discovery = Discovery::of_update(req, &cur, default_worker)?;
@@ -254,7 +271,8 @@ impl Catalog {
         let mut tx = self.pool.begin().await?;
         let res = sqlx::query(
             "UPDATE instances SET name = $2, host = $3, port = $4, username = $5, password = $6, \
-             maintenance_db = $7, default_worker_id = $8, comment = $9 WHERE id = $1",
+             maintenance_db = $7, default_worker_id = $8, comment = $9, sslmode = $10 \
+             WHERE id = $1",
         )
         .bind(req.id)
         .bind(req.name.as_ref().unwrap_or(&cur.name))
@@ -265,13 +283,14 @@ impl Catalog {
         .bind(req.maintenance_db.as_ref().unwrap_or(&cur.maintenance_db))
         .bind(default_worker)
         .bind(req.comment.as_ref().unwrap_or(&cur.comment))
+        .bind(req.sslmode.as_ref().unwrap_or(&cur.sslmode))
         .execute(&mut *tx)
         .await;
         if let Err(e) = res {
             if is_unique_violation(&e) {
                 return Err(ApiError::Exists(format!(
-                    "an instance named {:?} already exists",
-                    req.name.as_deref().unwrap_or_default()
+                    "an instance named {} already exists",
+                    quoted(req.name.as_deref().unwrap_or_default())
                 )));
             }
             return Err(e.into());

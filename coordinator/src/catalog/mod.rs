@@ -100,7 +100,8 @@ impl Catalog {
         .await?
         .ok_or_else(|| {
             ApiError::NotFound(format!(
-                "worker {name:?} is not registered (pgsnap worker register {name})"
+                "worker {} is not registered (pgsnap worker register NAME)",
+                pgsnapman_proto::model::quoted(name)
             ))
         })
     }

@@ -199,6 +199,7 @@ pub struct InstanceRow {
     pub discovered_keep_weekly: i32,
     pub discovered_keep_monthly: i32,
     pub discovered_keep_yearly: i32,
+    pub sslmode: String,
 }
 
 impl InstanceRow {
@@ -222,6 +223,7 @@ impl InstanceRow {
             backup_window_end: u32_of(self.backup_window_end),
             discovered_status: status_value(&self.discovered_status),
             discovered_retention: Some(self.discovered_retention()),
+            sslmode: self.sslmode.clone(),
         }
     }
 
@@ -253,6 +255,7 @@ impl InstanceRow {
             maintenance_db: self.maintenance_db.clone(),
             status: status_value(&self.status),
             discover: false,
+            sslmode: self.sslmode.clone(),
         }
     }
 }

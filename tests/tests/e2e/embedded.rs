@@ -72,3 +72,58 @@ async fn embedded_catalog_is_created_used_and_stopped() {
     again.process.assert_no_unexpected_errors(&[]);
     worker.process.assert_no_unexpected_errors(&[]);
 }
+
+/// Run as root from a 0700 home (the README's first command on a fresh VM):
+/// the catalog's OS user cannot enter the data directory, so the cluster
+/// goes under the fallback directory, and initdb does not trip over the
+/// working directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_catalog_works_from_a_private_root_home() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this scenario needs root (the e2e suite runs as root)"
+    );
+    let home = tempfile::Builder::new()
+        .prefix("pgsnapman-home-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let fallback = pgsnapman_tests::shared_tempdir("pgsnapman-fallback-");
+    let opts = CoordinatorOptions {
+        catalog_url: None,
+        data_dir: Some(home.path().join("coordinator")),
+        cwd: Some(home.path().to_path_buf()),
+        env: vec![(
+            "PGSNAPMAN_CATALOG__EMBEDDED_FALLBACK_DIR".into(),
+            fallback.path().to_string_lossy().into_owned(),
+        )],
+        ..Default::default()
+    };
+    let mut coordinator = Coordinator::start(opts.clone()).await.unwrap();
+    let cli = Pgsnap::new(coordinator.url());
+    register_worker(&cli, "w-home");
+    let clusters: Vec<_> = std::fs::read_dir(fallback.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        clusters.len() == 1 && clusters[0].starts_with("catalog-"),
+        "{clusters:?}"
+    );
+    coordinator.process.stop_clean().await;
+    coordinator.process.assert_no_unexpected_errors(&[]);
+
+    // A restart finds the same cluster and its data.
+    let mut again = Coordinator::start(opts).await.unwrap();
+    let workers = Pgsnap::new(again.url()).json(&["worker", "list"]).unwrap();
+    assert!(
+        workers
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["name"] == "w-home"),
+        "{workers}"
+    );
+    again.process.stop_clean().await;
+    again.process.assert_no_unexpected_errors(&[]);
+}

@@ -93,11 +93,16 @@ fn cut(s: &str) -> String {
 }
 
 /// Length of the SQL string literal at the start of `s` (`''` inside it
-/// doubles a quote); all of `s` when it is not closed.
-fn quoted_len(s: &str) -> usize {
+/// doubles a quote; in an `E'…'` string, `backslash`, `\` escapes the next
+/// byte); all of `s` when it is not closed.
+fn quoted_len(s: &str, backslash: bool) -> usize {
     let b = s.as_bytes();
     let mut i = 1;
     while i < b.len() {
+        if backslash && b[i] == b'\\' {
+            i += 2;
+            continue;
+        }
         if b[i] == b'\'' {
             if b.get(i + 1) == Some(&b'\'') {
                 i += 2;
@@ -110,10 +115,45 @@ fn quoted_len(s: &str) -> usize {
     s.len()
 }
 
+/// Length of the dollar-quoted text (`$$…$$`, `$tag$…$tag$`) at the start
+/// of `s`, all of `s` when it is not closed; 0 when `s` does not start with
+/// a dollar quote.
+fn dollar_len(s: &str) -> usize {
+    let Some(tag_len) = s[1..].find('$').map(|n| n + 2) else {
+        return 0;
+    };
+    let tag = &s[..tag_len];
+    if !tag[1..tag_len - 1]
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80)
+    {
+        return 0;
+    }
+    s[tag_len..]
+        .find(tag)
+        .map_or(s.len(), |end| tag_len + end + tag_len)
+}
+
+/// Length of the password value at the start of `after`: a string literal
+/// (`'…'`, `E'…'`), a dollar quote, or (after `=`, `key_value`) a bare word.
+fn value_len(after: &str, key_value: bool) -> usize {
+    let b = after.as_bytes();
+    match b.first() {
+        Some(b'\'') => quoted_len(after, false),
+        Some(b'E' | b'e') if b.get(1) == Some(&b'\'') => 1 + quoted_len(&after[1..], true),
+        Some(b'$') if dollar_len(after) > 0 => dollar_len(after),
+        _ if key_value => after
+            .find([' ', '\t', '\n', '\'', ')', ','])
+            .unwrap_or(after.len()),
+        _ => 0,
+    }
+}
+
 /// Masks what follows `password` (any case) as a quoted value or a
-/// `key=value` pair: role passwords and hashes (`PASSWORD '…'`), user
-/// mapping options (`password '…'`), connection strings (`password=…`).
-/// Errors quote the failing statement, and none of these may reach a log.
+/// `key=value` pair: role passwords and hashes (`PASSWORD '…'`, `E'…'`,
+/// `$$…$$`, after `ENCRYPTED` too), user mapping options (`password '…'`),
+/// connection strings (`password=…`). Errors quote the failing statement,
+/// and none of these may reach a log.
 pub fn redact(s: &str) -> String {
     let lower = s.to_ascii_lowercase();
     let mut out = String::with_capacity(s.len());
@@ -122,15 +162,8 @@ pub fn redact(s: &str) -> String {
         let key_end = i + found + "password".len();
         out.push_str(&s[i..key_end]);
         let rest = &s[key_end..];
-        let gap = rest.len() - rest.trim_start_matches([' ', '=']).len();
-        let after = &rest[gap..];
-        let value_len = if after.starts_with('\'') {
-            quoted_len(after)
-        } else if rest[..gap].contains('=') {
-            after.find([' ', '\'', ')', ',']).unwrap_or(after.len())
-        } else {
-            0
-        };
+        let gap = rest.len() - rest.trim_start_matches([' ', '\t', '\n', '\r', '=']).len();
+        let value_len = value_len(&rest[gap..], rest[..gap].contains('='));
         out.push_str(&rest[..gap]);
         if value_len > 0 {
             out.push_str("***");
@@ -442,6 +475,31 @@ psql: error: connection to server at \"h\" failed: FATAL:  no",
         assert_eq!(
             redact("CONNECTION 'host=h password=pw dbname=d'"),
             "CONNECTION 'host=h password=*** dbname=d'"
+        );
+        assert_eq!(
+            redact("ALTER ROLE x PASSWORD E'se\\'cr''et' VALID UNTIL 'infinity';"),
+            "ALTER ROLE x PASSWORD *** VALID UNTIL 'infinity';"
+        );
+        assert_eq!(
+            redact("CREATE ROLE x ENCRYPTED PASSWORD 'secret' LOGIN;"),
+            "CREATE ROLE x ENCRYPTED PASSWORD *** LOGIN;"
+        );
+        assert_eq!(
+            redact("ALTER ROLE x PASSWORD $$sec'ret$$;"),
+            "ALTER ROLE x PASSWORD ***;"
+        );
+        assert_eq!(
+            redact("ALTER ROLE x PASSWORD $q$sec$$ret$q$ LOGIN;"),
+            "ALTER ROLE x PASSWORD *** LOGIN;"
+        );
+        assert_eq!(
+            redact("ALTER ROLE x PASSWORD\n  e'secret"),
+            "ALTER ROLE x PASSWORD\n  ***"
+        );
+        assert_eq!(redact("PASSWORD $1"), "PASSWORD $1");
+        assert_eq!(
+            redact("ALTER ROLE x PASSWORD NULL;"),
+            "ALTER ROLE x PASSWORD NULL;"
         );
         assert_eq!(
             redact("password authentication failed"),

@@ -79,6 +79,9 @@ pub struct Metadata {
     pub allow_connections: bool,
     #[serde(default = "yes")]
     pub acl_is_default: bool,
+    /// `COMMENT ON DATABASE`; absent in documents of older workers.
+    #[serde(default)]
+    pub comment: Option<String>,
     #[serde(default)]
     pub acl: Vec<AclItem>,
     #[serde(default)]
@@ -148,11 +151,22 @@ pub fn plain_setting_value(value: &str) -> bool {
 }
 
 /// True when `sql` is exactly one statement starting with one of the
-/// keyword sequences `starts` (e.g. `["CREATE", "ROLE"]`).
+/// keyword sequences `starts` (e.g. `["CREATE", "ROLE"]`). Comments may not
+/// hide a second statement; a backslash outside quotes (a psql
+/// meta-command) or inside a plain string literal (whose meaning depends on
+/// `standard_conforming_strings`) is refused.
 pub fn single_statement(sql: &str, starts: &[&[&str]]) -> bool {
     let Some(t) = statement_tokens(sql.as_bytes()) else {
         return false;
     };
+    let ambiguous = |t: &Token| match t {
+        Token::Punct(b'\\') => true,
+        Token::Literal(l) => l.starts_with('\'') && l.contains('\\'),
+        _ => false,
+    };
+    if t.iter().any(ambiguous) {
+        return false;
+    }
     starts.iter().any(|kws| {
         kws.iter()
             .enumerate()
@@ -175,6 +189,7 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(m.connection_limit, -1);
+        assert_eq!(m.comment, None);
         assert!(m.allow_connections && m.acl_is_default);
         assert_eq!(m.acl[0].grantee, None);
         assert!(
@@ -211,6 +226,29 @@ mod tests {
         ));
         assert!(!single_statement("CREATE ROLE a; DROP DATABASE x;", role));
         assert!(!single_statement("DROP ROLE a;", role));
+        // Whatever hides behind comments, quotes or psql syntax is refused.
+        for sql in [
+            "CREATE ROLE a; -- x\nDROP DATABASE x;",
+            "CREATE ROLE a; /* x */ DROP DATABASE x;",
+            "CREATE ROLE a /* x; DROP DATABASE x;",
+            "CREATE ROLE a $$; DROP DATABASE x;",
+            "CREATE ROLE a VALID UNTIL 'x\\'; DROP DATABASE x; --';",
+            "CREATE ROLE a\n\\! rm -rf /\n;",
+            "CREATE ROLE a \\gexec",
+            "CREATE ROLE \"a;",
+            "-- CREATE ROLE a;\nDROP DATABASE x;",
+            "/* CREATE ROLE a; */ DROP DATABASE x;",
+            "",
+            ";",
+        ] {
+            assert!(!single_statement(sql, role), "{sql:?}");
+        }
+        // Comments and quoted look-alikes are fine where they hide nothing.
+        assert!(single_statement("CREATE ROLE \"a--b\"; -- done", role));
+        assert!(single_statement("/* captured */ CREATE ROLE \"/*\";", role));
+        assert!(single_statement("ALTER ROLE a VALID UNTIL E'x\\'y';", role));
+        assert!(!plain_setting_value("x; --\nDROP DATABASE y"));
+        assert!(!plain_setting_value("x /* */; DROP DATABASE y"));
         assert_eq!(database_privilege("TEMPORARY"), Some("TEMPORARY"));
         assert_eq!(database_privilege("ALL; DROP"), None);
     }

@@ -511,6 +511,7 @@ mod tests {
             is_template: false,
             allow_connections: true,
             acl_is_default: false,
+            comment: None,
             acl: vec![
                 AclItem {
                     grantee: None,

@@ -46,7 +46,12 @@ pub fn conninfo(
     } else {
         &instance.user
     };
-    let pairs: [(&str, String); 6] = [
+    let sslmode = if instance.sslmode.is_empty() {
+        "prefer"
+    } else {
+        &instance.sslmode
+    };
+    let pairs: [(&str, String); 7] = [
         ("host", instance.host.clone()),
         ("port", port.to_string()),
         ("user", user.to_string()),
@@ -56,6 +61,7 @@ pub fn conninfo(
             connect_timeout.as_secs().max(1).to_string(),
         ),
         ("application_name", application_name.to_string()),
+        ("sslmode", sslmode.to_string()),
     ];
     pairs
         .iter()
@@ -353,6 +359,7 @@ mod tests {
             maintenance_db: "postgres".into(),
             status: 1,
             discover: false,
+            sslmode: String::new(),
         }
     }
 
@@ -379,9 +386,15 @@ mod tests {
         assert_eq!(
             c,
             "host='127.0.0.1' port='5433' user='postgres' dbname='My \"odd\" db.ünï \\'x\\'' \
-             connect_timeout='10' application_name='pgsnapman-dump-7'"
+             connect_timeout='10' application_name='pgsnapman-dump-7' sslmode='prefer'"
         );
         assert!(!c.contains("s3cret"));
+        let strict = InstanceConnection {
+            sslmode: "verify-full".into(),
+            ..i
+        };
+        let c = conninfo(&strict, "d", Duration::from_secs(10), "a");
+        assert!(c.ends_with(" sslmode='verify-full'"), "{c}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! What pg_dump leaves out of a database dump and a restore elsewhere needs:
 //! the database's own properties (owner, encoding, collation, ctype, locale
-//! provider, tablespace, connection limit), its ACL, its settings (`ALTER
+//! provider, tablespace, connection limit, comment), its ACL, its settings (`ALTER
 //! DATABASE … SET`, `ALTER ROLE … IN DATABASE … SET`), and the roles the
 //! dump references — owners, grantees, default privileges, policy roles, and
 //! the roles those are members of — with their attributes, settings and
@@ -86,6 +86,7 @@ SELECT jsonb_build_object(
     'connection_limit', d.datconnlimit,
     'allow_connections', d.datallowconn,
     'is_template', d.datistemplate,
+    'comment', shobj_description(d.oid, 'pg_database'),
     'acl_is_default', d.datacl IS NULL,
     'acl', COALESCE((
         SELECT jsonb_agg(jsonb_build_object(

@@ -1,15 +1,16 @@
 //! What a database restore sets beyond the dump: the roles it needs
-//! (created before), and the database's owner, ACL, connection limit and
-//! settings (applied to the new database before it takes the target's
+//! (created before), and the database's owner, ACL, connection limit,
+//! settings and comment (applied to the new database before it takes the target's
 //! name; settings are keyed by its OID, so they follow the rename).
 use std::collections::BTreeSet;
 
 use anyhow::Result;
+use pgsnapman_proto::model::excerpt;
 use pgsnapman_proto::v1::RestoreType;
 
 use super::Prepared;
 use crate::restore::Run;
-use crate::restore::names::quote_ident;
+use crate::restore::names::{quote_ident, quote_literal};
 use crate::restore::target::{role_plan, settings_sql, step_error};
 
 impl Run<'_> {
@@ -131,6 +132,27 @@ impl Run<'_> {
             self.log
                 .info(format!("{applied} database setting(s) restored"))
                 .await;
+        }
+        if let Some(comment) = &m.comment {
+            let sql = format!(
+                "COMMENT ON DATABASE {} IS {}",
+                quote_ident(db),
+                quote_literal(comment)
+            );
+            match self.target.sql_now(&self.admin, &[&sql]).await {
+                Ok(_) => self.log.info("database comment restored").await,
+                Err(e) => {
+                    // The error may quote the statement: never the whole comment.
+                    let e = format!("{e:#}");
+                    self.log
+                        .warn(format!(
+                            "the target refused the database comment: {}",
+                            excerpt(&e)
+                        ))
+                        .await;
+                    self.warnings += 1;
+                }
+            }
         }
         if m.is_template {
             self.log

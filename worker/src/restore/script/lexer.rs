@@ -265,7 +265,13 @@ pub fn statement_tokens(line: &[u8]) -> Option<Vec<Token>> {
         let b = bytes[i];
         match b {
             b' ' | b'\t' | b'\r' | b'\n' => i += 1,
-            b'-' if bytes.get(i + 1) == Some(&b'-') => break,
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                i = bytes[i..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(bytes.len(), |n| i + n + 1);
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => i = block_comment_end(bytes, i)?,
             b'"' => {
                 let mut name = String::new();
                 let mut j = i + 1;
@@ -345,6 +351,30 @@ pub fn statement_tokens(line: &[u8]) -> Option<Vec<Token>> {
     (semis == 1 && tokens.last() == Some(&Token::Punct(b';'))).then_some(tokens)
 }
 
+/// The index just past the `/* … */` comment (they nest) that starts at
+/// `start`; `None` when it is not closed.
+fn block_comment_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut depth = 0u32;
+    let mut i = start;
+    while i + 1 < bytes.len() {
+        match (bytes[i], bytes[i + 1]) {
+            (b'/', b'*') => {
+                depth += 1;
+                i += 2;
+            }
+            (b'*', b'/') => {
+                depth -= 1;
+                i += 2;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,6 +446,16 @@ mod tests {
         assert!(statement_tokens(b"SELECT $$open;").is_none());
         assert_eq!(
             statement_tokens(b"GRANT x TO y; -- note").map(|t| t.len()),
+            Some(5)
+        );
+        // Comments are dropped, and what follows them is still read.
+        assert!(statement_tokens(b"GRANT x TO y; -- note\nDROP DATABASE d;").is_none());
+        assert!(
+            statement_tokens(b"GRANT x TO y; /* a /* nested */ one */ DROP DATABASE d;").is_none()
+        );
+        assert!(statement_tokens(b"GRANT x TO y; /* open").is_none());
+        assert_eq!(
+            statement_tokens(b"GRANT /* ; */ x -- ;\n TO y;").map(|t| t.len()),
             Some(5)
         );
     }
