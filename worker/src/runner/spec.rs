@@ -162,6 +162,7 @@ mod tests {
                 maintenance_db: "postgres".into(),
                 status: 1,
                 discover: false,
+                ..Default::default()
             }),
             database: "db".into(),
             schema: String::new(),
