@@ -218,7 +218,33 @@ pub struct Session {
     instance: InstanceConnection,
     app_name: String,
     passfile: Option<PassFile>,
+    /// Where a script too long for psql's command line is written.
+    tmp_dir: PathBuf,
     settings: SessionSettings,
+}
+
+/// Statements longer than this in all go to psql through a private script
+/// file instead of `-c` arguments: Linux limits one argument to 128 KiB and
+/// all of them to about 2 MiB (a 1 MB database comment, a TRUNCATE of
+/// 10,000 tables).
+const MAX_ARGV_SQL_BYTES: usize = 64 * 1024;
+
+/// A script file for psql (mode 0600, removed when dropped): each statement
+/// is followed by a line holding only `;`, so a trailing `--` comment cannot
+/// swallow the terminator.
+fn script_file(dir: &Path, statements: &[&str]) -> Result<tempfile::NamedTempFile> {
+    let mut file = tempfile::Builder::new()
+        .prefix("psql-")
+        .suffix(".sql")
+        .tempfile_in(dir)
+        .with_context(|| format!("create a psql script in {}", dir.display()))?;
+    for sql in statements {
+        file.write_all(sql.as_bytes())
+            .and_then(|()| file.write_all(b"\n;\n"))
+            .context("write a psql script")?;
+    }
+    file.flush().context("write a psql script")?;
+    Ok(file)
 }
 
 impl Session {
@@ -243,6 +269,7 @@ impl Session {
             instance,
             app_name: app_name.to_string(),
             passfile,
+            tmp_dir: tmp_dir.to_path_buf(),
             settings,
         })
     }
@@ -293,8 +320,16 @@ impl Session {
             "-v",
             "ON_ERROR_STOP=1",
         ]);
-        for sql in statements {
-            cmd.arg("-c").arg(sql);
+        // Kept until psql has exited.
+        let mut _script = None;
+        if statements.iter().map(|s| s.len()).sum::<usize>() > MAX_ARGV_SQL_BYTES {
+            let file = script_file(&self.tmp_dir, statements)?;
+            cmd.arg("-f").arg(file.path());
+            _script = Some(file);
+        } else {
+            for sql in statements {
+                cmd.arg("-c").arg(sql);
+            }
         }
         cmd.env("PGOPTIONS", self.settings.pgoptions());
         cmd.arg(format!("--dbname={}", self.conninfo(database)));

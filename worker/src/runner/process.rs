@@ -67,9 +67,24 @@ fn is_important(line: &str) -> bool {
     PREFIXES.iter().any(|p| t.starts_with(p))
 }
 
+/// `line` without the `psql:<script>:<line>: ` position psql puts before
+/// messages about a script it reads (`-f`, stdin).
+fn without_script_position(line: &str) -> &str {
+    let Some(rest) = line.strip_prefix("psql:") else {
+        return line;
+    };
+    let Some(end) = rest.find(": ") else {
+        return line;
+    };
+    match rest[..end].rsplit_once(':') {
+        Some((_, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => &rest[end + 2..],
+        _ => line,
+    }
+}
+
 impl Stderr {
     pub fn push(&mut self, line: &str) {
-        let mut line = line.trim_end().to_string();
+        let mut line = without_script_position(line.trim_end()).to_string();
         if line.len() > MAX_LINE {
             let mut cut = MAX_LINE;
             while !line.is_char_boundary(cut) {
@@ -362,6 +377,16 @@ mod tests {
         assert!(t.contains("password authentication failed for user"), "{t}");
         assert!(t.contains("detail: more"));
         assert!(!t.contains("harmless"));
+    }
+
+    #[test]
+    fn script_positions_are_dropped() {
+        let mut s = Stderr::default();
+        s.push("psql:/tmp/w/psql-x1.sql:3: ERROR:  permission denied for database d\n");
+        s.push("psql:<stdin>:12: NOTICE:  hi\n");
+        assert_eq!(s.error_text(), "ERROR:  permission denied for database d");
+        assert_eq!(without_script_position("psql: error: x"), "psql: error: x");
+        assert_eq!(without_script_position("psql:a:b: c"), "psql:a:b: c");
     }
 
     #[test]
