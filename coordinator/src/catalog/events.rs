@@ -1,5 +1,6 @@
 //! Applying a batch of worker events: one transaction per batch, idempotent
-//! by event id (`applied_events`), in event id order.
+//! by event id (`applied_events`), strictly in event id order (consecutive
+//! DumpFinished events are inserted in one statement).
 use std::collections::HashSet;
 
 use chrono::Utc;
@@ -73,6 +74,8 @@ impl Catalog {
             times: Vec::new(),
         };
         let mut applied = 0u32;
+        // A run of consecutive DumpFinished events, inserted at once before
+        // the next event of another kind.
         let mut dumps = Vec::new();
         for (event, id) in events.iter().zip(&ids) {
             if !fresh.contains(id) {
@@ -84,8 +87,15 @@ impl Catalog {
                 .as_ref()
                 .and_then(pgsnapman_proto::from_timestamp)
                 .unwrap_or_else(Utc::now);
+            if let Some(Body::DumpFinished(d)) = &event.body {
+                dumps.push((*id, d, at));
+                continue;
+            }
+            self.apply_dumps_finished(&mut tx, worker_id, &dumps, &mut msgs)
+                .await?;
+            dumps.clear();
             match &event.body {
-                Some(Body::DumpFinished(d)) => dumps.push((*id, d, at)),
+                Some(Body::DumpFinished(_)) => {}
                 Some(Body::TaskFailed(f)) => {
                     let task_id = f.task.as_ref().map_or(0, |t| t.task_id);
                     let ok = self

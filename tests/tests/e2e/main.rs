@@ -7,6 +7,7 @@
 
 mod common;
 
+mod catalog_events;
 mod client_major;
 mod discovery;
 mod dump_now;
