@@ -174,6 +174,9 @@ pub async fn run(
         task_id,
         lease_id: lease_id.clone(),
     };
+    if report_again(&shared, &task, &cancel).await {
+        return;
+    }
     if let Some(Spec::Restore(r)) = &spec {
         match crate::restore::task(&shared, &task, r, &cancel, &progress).await {
             Some(body) => finish_with(&shared, task_id, vec![body], &cancel, String::new()).await,
@@ -253,6 +256,46 @@ pub async fn run(
     }
 }
 
+/// A task assigned again after it finished here (its lease expired while
+/// the result waited in the outbox, and the coordinator queued it again)
+/// is not run a second time — a second restore could drop the backup of
+/// the database the first one replaced: its result is reported again under
+/// the new lease. True if the task was handled so.
+async fn report_again(shared: &Arc<Shared>, task: &TaskRef, cancel: &CancellationToken) -> bool {
+    let outbox = shared.outbox.clone();
+    let task_id = task.task_id;
+    let bodies = match tokio::task::spawn_blocking(move || outbox.finished(task_id)).await {
+        Ok(Ok(None)) => return false,
+        Ok(Ok(Some(bodies))) => bodies,
+        Ok(Err(err)) => {
+            // Not knowing whether it ran, it must not run.
+            tracing::error!(
+                "cannot tell whether the task already ran here; not running it: {err:#}"
+            );
+            shared.registry.remove(task_id);
+            return true;
+        }
+        Err(err) => {
+            tracing::error!("cannot tell whether the task already ran here; not running it: {err}");
+            shared.registry.remove(task_id);
+            return true;
+        }
+    };
+    tracing::warn!(
+        "task already finished on this worker; reporting its result again instead of running it"
+    );
+    let bodies = if bodies.is_empty() {
+        vec![event::Body::TaskFailed(TaskFailed {
+            task: Some(task.clone()),
+            error: "the task already ran on this worker and its result is no longer known; it is not run twice".to_string(),
+        })]
+    } else {
+        crate::outbox::under_lease(bodies, task)
+    };
+    finish_with(shared, task_id, bodies, cancel, String::new()).await;
+    true
+}
+
 /// Queues a task's result events (in one synced batch) and keeps the task
 /// registered until the coordinator acknowledged them. If they cannot be
 /// queued, a stored dump (`stored_uuid`) is removed: nobody would record it.
@@ -264,7 +307,8 @@ async fn finish_with(
     stored_uuid: String,
 ) {
     let outbox = shared.outbox.clone();
-    let appended = tokio::task::spawn_blocking(move || outbox.append_all(bodies)).await;
+    // Remembered as finished in the same write: never run twice.
+    let appended = tokio::task::spawn_blocking(move || outbox.append_result(task_id, bodies)).await;
     let event_id = match appended {
         Ok(Ok(ids)) => ids.last().copied().unwrap_or_default(),
         Ok(Err(err)) => {

@@ -1,6 +1,7 @@
 //! Applying a batch of worker events: one transaction per batch, idempotent
 //! by event id (`applied_events`), strictly in event id order (consecutive
-//! DumpFinished events are inserted in one statement).
+//! DumpFinished events are inserted in one statement). A task's result
+//! counts only under the task's current lease.
 use std::collections::HashSet;
 
 use chrono::Utc;
@@ -100,7 +101,8 @@ impl Catalog {
                     let task_id = f.task.as_ref().map_or(0, |t| t.task_id);
                     let ok = self
                         .finish_task(&mut tx, f.task.as_ref(), false, None, &f.error, None)
-                        .await?;
+                        .await?
+                        .applied();
                     if ok {
                         self.fail_runs_of_tasks(&mut *tx, &[task_id], &f.error)
                             .await?;
@@ -141,7 +143,8 @@ impl Catalog {
                             &f.error,
                             result,
                         )
-                        .await?;
+                        .await?
+                        .applied();
                     let task_id = f.task.as_ref().map_or(0, |t| t.task_id);
                     if !f.succeeded {
                         msgs.push(
@@ -224,7 +227,7 @@ impl Catalog {
                     }
                 }
                 Some(Body::RestoreFinished(f)) => {
-                    let ok = self
+                    let lease = self
                         .finish_task(
                             &mut tx,
                             f.task.as_ref(),
@@ -234,6 +237,23 @@ impl Catalog {
                             None,
                         )
                         .await?;
+                    if lease == Lease::Superseded {
+                        // The task was leased again: this attempt's end must
+                        // not overwrite the run that the new lease owns.
+                        msgs.push(
+                            v1::MessageLevel::Warning,
+                            "TASK",
+                            None,
+                            format!(
+                                "end of restore run {} under a lease that is no longer current ignored ({}: {})",
+                                f.run_id,
+                                rows::restore_status_label(f.status).unwrap_or("?"),
+                                f.error
+                            ),
+                            at,
+                        );
+                        continue;
+                    }
                     match self
                         .apply_restore_finished(&mut tx, worker_id, f, at)
                         .await?
@@ -253,13 +273,13 @@ impl Catalog {
                             at,
                         ),
                     }
-                    if !ok && f.task.is_some() {
+                    if lease == Lease::Ended {
                         msgs.push(
                             v1::MessageLevel::Warning,
                             "TASK",
                             None,
                             format!(
-                                "restore run {} finished under a lease that is no longer current",
+                                "restore run {} finished after its task had ended; the task is left as it is",
                                 f.run_id
                             ),
                             at,
@@ -365,6 +385,28 @@ impl Catalog {
         .await?;
         let by_uuid: std::collections::HashMap<uuid::Uuid, i64> =
             ids.into_iter().map(|(id, u)| (u, id)).collect();
+        // Rows that existed already (a result reported again under a new
+        // lease): their tasks complete with the existing row.
+        let known: Vec<uuid::Uuid> = c
+            .uuid
+            .iter()
+            .filter(|u| !by_uuid.contains_key(u))
+            .copied()
+            .collect();
+        let existing: std::collections::HashMap<uuid::Uuid, i64> = if known.is_empty() {
+            Default::default()
+        } else {
+            sqlx::query_as::<_, (i64, uuid::Uuid)>(
+                "SELECT id, dump_uuid FROM dumps WHERE worker_id = $1 AND dump_uuid = ANY($2)",
+            )
+            .bind(worker_id)
+            .bind(&known)
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .map(|(id, u)| (u, id))
+            .collect()
+        };
         let mut versions: std::collections::BTreeMap<i64, &str> = Default::default();
         for (i, (_, d, at)) in dumps.iter().enumerate() {
             if !d.server_version.is_empty() {
@@ -382,10 +424,14 @@ impl Catalog {
                 );
             }
             if d.task.is_some() {
-                let dump_id = by_uuid.get(&c.uuid[i]).copied();
+                let dump_id = by_uuid
+                    .get(&c.uuid[i])
+                    .or_else(|| existing.get(&c.uuid[i]))
+                    .copied();
                 let ok = self
                     .finish_task(tx, d.task.as_ref(), d.succeeded, dump_id, &d.error, None)
-                    .await?;
+                    .await?
+                    .applied();
                 if !ok {
                     msgs.push(
                         v1::MessageLevel::Warning,
@@ -414,8 +460,11 @@ impl Catalog {
         Ok(())
     }
 
-    /// Completes a task if `task` names its current lease. Returns false for
-    /// a stale lease.
+    /// Completes a task if `task` names its current lease and the task has
+    /// not ended. A task queued again after its lease expired keeps that
+    /// lease until it is leased again, so a late result completes it
+    /// instead of a second run; once leased again, the old lease's result
+    /// is stale (`Superseded`) and changes nothing.
     async fn finish_task(
         &self,
         tx: &mut sqlx::PgTransaction<'_>,
@@ -424,26 +473,58 @@ impl Catalog {
         dump_id: Option<i64>,
         error: &str,
         result: Option<&str>,
-    ) -> ApiResult<bool> {
-        let Some(task) = task else { return Ok(false) };
-        let Ok(lease) = uuid::Uuid::parse_str(&task.lease_id) else {
-            return Ok(false);
+    ) -> ApiResult<Lease> {
+        let Some(task) = task else {
+            return Ok(Lease::NoTask);
         };
-        let n = sqlx::query(
-            "UPDATE tasks SET state = $3, finished_at = now(), leased_until = NULL, \
-             dump_id = COALESCE($4, dump_id), error = $5, result = $6::jsonb \
-             WHERE id = $1 AND lease_id = $2 AND state IN ('LEASED', 'QUEUED')",
+        let Ok(lease) = uuid::Uuid::parse_str(&task.lease_id) else {
+            return Ok(Lease::Superseded);
+        };
+        let current: Option<(Option<uuid::Uuid>, String)> =
+            sqlx::query_as("SELECT lease_id, state FROM tasks WHERE id = $1 FOR UPDATE")
+                .bind(task.task_id)
+                .fetch_optional(&mut **tx)
+                .await?;
+        let Some((current, state)) = current else {
+            return Ok(Lease::NoTask);
+        };
+        if current != Some(lease) {
+            return Ok(Lease::Superseded);
+        }
+        if !matches!(state.as_str(), "LEASED" | "QUEUED") {
+            return Ok(Lease::Ended);
+        }
+        sqlx::query(
+            "UPDATE tasks SET state = $2, finished_at = now(), leased_until = NULL, \
+             dump_id = COALESCE($3, dump_id), error = $4, result = $5::jsonb WHERE id = $1",
         )
         .bind(task.task_id)
-        .bind(lease)
         .bind(if succeeded { "SUCCEEDED" } else { "FAILED" })
         .bind(dump_id)
         .bind(error)
         .bind(result)
         .execute(&mut **tx)
-        .await?
-        .rows_affected();
-        Ok(n == 1)
+        .await?;
+        Ok(Lease::Current)
+    }
+}
+
+/// What a task result's lease is, as `finish_task` found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lease {
+    /// The task's current lease: the task is now complete.
+    Current,
+    /// The current lease, but the task had ended (cancelled): unchanged.
+    Ended,
+    /// The task was leased again since: the result is stale.
+    Superseded,
+    /// The event names no task (or an unknown one).
+    NoTask,
+}
+
+impl Lease {
+    fn applied(self) -> bool {
+        self == Lease::Current
     }
 }
 

@@ -1,11 +1,16 @@
 //! The coordinator's catalog code in process against a real catalog cluster:
-//! the events of a batch apply strictly in order.
+//! events of a batch apply strictly in order, and task results count only
+//! under the current lease.
+use std::time::Duration;
+
 use pgsnapman_coordinator::catalog::Catalog;
 use pgsnapman_proto::v1::{self, event::Body};
 use pgsnapman_tests::PgCluster;
 use uuid::Uuid;
 
 use crate::common::PG_MAJOR;
+
+const TTL: Duration = Duration::from_secs(60);
 
 struct Cat {
     _cluster: PgCluster,
@@ -91,6 +96,77 @@ impl Cat {
             .await
             .unwrap()
     }
+
+    async fn task_state(&self, task: i64) -> (String, i32) {
+        let t = self.catalog.task(task).await.unwrap();
+        (t.state, t.attempts)
+    }
+
+    /// Leases `task` (the only queued one) and returns its lease.
+    async fn lease(&self, task: i64) -> v1::TaskRef {
+        let claimed = self.catalog.claim(self.worker, 1, TTL).await.unwrap();
+        assert_eq!(claimed.len(), 1, "one task to lease");
+        assert_eq!(claimed[0].task.id, task);
+        v1::TaskRef {
+            task_id: task,
+            lease_id: claimed[0].task.lease_id.unwrap().to_string(),
+        }
+    }
+
+    /// The lease runs out and the reaper queues the task again.
+    async fn expire(&self, task: i64) {
+        sqlx::query("UPDATE tasks SET leased_until = now() - interval '1 second' WHERE id = $1")
+            .bind(task)
+            .execute(&self.catalog.pool)
+            .await
+            .unwrap();
+        assert!(self.catalog.reap().await.unwrap() >= 1);
+        assert_eq!(self.task_state(task).await.0, "QUEUED");
+    }
+
+    async fn restore_task(&self, dump_id: i64) -> (i64, i64) {
+        let t = self
+            .catalog
+            .restore_now(&v1::RestoreNowRequest {
+                what: Some(v1::restore_now_request::What::Dump(v1::AdHocRestore {
+                    dump_id,
+                    target: Some(v1::RestoreTarget {
+                        instance_id: self.instance,
+                        database: "copy".into(),
+                        ..Default::default()
+                    }),
+                })),
+            })
+            .await
+            .unwrap();
+        (t.id, t.restore_run_id.unwrap())
+    }
+
+    async fn dump_id(&self, uuid: Uuid) -> i64 {
+        sqlx::query_scalar("SELECT id FROM dumps WHERE dump_uuid = $1")
+            .bind(uuid)
+            .fetch_one(&self.catalog.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn run_status(&self, run: i64) -> String {
+        self.catalog.restore_run(run).await.unwrap().status
+    }
+}
+
+fn restore_finished(run: i64, task: &v1::TaskRef, ok: bool) -> Body {
+    Body::RestoreFinished(v1::RestoreFinished {
+        run_id: run,
+        task: Some(task.clone()),
+        status: if ok {
+            v1::RestoreStatus::Succeeded
+        } else {
+            v1::RestoreStatus::Failed
+        } as i32,
+        error: if ok { String::new() } else { "boom".into() },
+        ..Default::default()
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,4 +208,59 @@ async fn events_of_a_batch_apply_in_order() {
         ))
         .await;
     assert_eq!(left, Some(kept.to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_results_count_only_under_the_current_lease() {
+    let mut c = Cat::start().await;
+    let source = Uuid::now_v7();
+    c.apply(vec![Body::DumpFinished(c.dump(source, chrono::Utc::now()))])
+        .await;
+    let dump_id = c.dump_id(source).await;
+
+    // Leased again after expiry: the first lease's success changes nothing.
+    let (task, run) = c.restore_task(dump_id).await;
+    let first = c.lease(task).await;
+    c.expire(task).await;
+    let second = c.lease(task).await;
+    c.apply(vec![restore_finished(run, &first, true)]).await;
+    assert_eq!(c.task_state(task).await, ("LEASED".into(), 2));
+    assert_eq!(c.run_status(run).await, "RUNNING");
+    c.apply(vec![restore_finished(run, &second, false)]).await;
+    assert_eq!(c.task_state(task).await.0, "FAILED");
+    assert_eq!(c.run_status(run).await, "FAILED");
+
+    // Queued again but not leased yet: the late success completes it, and
+    // nothing is left to lease.
+    let (task, run) = c.restore_task(dump_id).await;
+    let first = c.lease(task).await;
+    c.expire(task).await;
+    c.apply(vec![restore_finished(run, &first, true)]).await;
+    assert_eq!(c.task_state(task).await, ("SUCCEEDED".into(), 1));
+    assert_eq!(c.run_status(run).await, "SUCCEEDED");
+    assert!(c.catalog.claim(c.worker, 1, TTL).await.unwrap().is_empty());
+
+    // A dump reported under an old lease is recorded (it is in the store)
+    // without completing the task; reported again under the current lease,
+    // the task completes with that one row.
+    let task = c.catalog.dump_now(c.job).await.unwrap().id;
+    let first = c.lease(task).await;
+    c.expire(task).await;
+    let second = c.lease(task).await;
+    let made = Uuid::now_v7();
+    let mut d = c.dump(made, chrono::Utc::now());
+    d.task = Some(first);
+    c.apply(vec![Body::DumpFinished(d.clone())]).await;
+    assert_eq!(c.task_state(task).await.0, "LEASED");
+    d.task = Some(second);
+    c.apply(vec![Body::DumpFinished(d)]).await;
+    let t = c.catalog.task(task).await.unwrap();
+    assert_eq!(t.state, "SUCCEEDED");
+    assert_eq!(t.dump_id, Some(c.dump_id(made).await));
+    let rows = c
+        .scalar(&format!(
+            "SELECT count(*)::text FROM dumps WHERE task_id = {task}"
+        ))
+        .await;
+    assert_eq!(rows.as_deref(), Some("1"));
 }

@@ -15,6 +15,7 @@ mod dump_types;
 mod embedded;
 mod exactly_once;
 mod failures;
+mod link_faults;
 mod metadata;
 mod offline;
 mod reconnect;
