@@ -131,6 +131,9 @@ impl Default for PostgresConfig {
 pub struct OutboxConfig {
     /// Most events sent in one `EventBatch`.
     pub max_batch: usize,
+    /// Most encoded bytes of events in one `EventBatch` (a batch always
+    /// holds at least one event; one event is at most 8 MiB).
+    pub max_batch_bytes: usize,
     /// Backlog above which the worker warns.
     pub warn_events: u64,
 }
@@ -139,6 +142,7 @@ impl Default for OutboxConfig {
     fn default() -> Self {
         Self {
             max_batch: 1000,
+            max_batch_bytes: 4 * 1024 * 1024,
             warn_events: 100_000,
         }
     }
@@ -286,6 +290,15 @@ impl Config {
             bail!(
                 "outbox.max_batch {} must be between 1 and 1000",
                 self.outbox.max_batch
+            );
+        }
+        if self.outbox.max_batch_bytes < 64 * 1024
+            || self.outbox.max_batch_bytes > pgsnapman_proto::MAX_MESSAGE_BYTES / 2
+        {
+            bail!(
+                "outbox.max_batch_bytes {} must be between 65536 and {} (half the gRPC message limit)",
+                self.outbox.max_batch_bytes,
+                pgsnapman_proto::MAX_MESSAGE_BYTES / 2
             );
         }
         if self.scheduler.timezone.parse::<chrono_tz::Tz>().is_err() {

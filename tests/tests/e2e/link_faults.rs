@@ -25,6 +25,7 @@ pub struct Rig {
     pub source: PgCluster,
     pub cli: Pgsnap,
     pub name: String,
+    pub worker_env: Vec<(String, String)>,
     /// Holds the worker's data directory (`worker`) and scratch space.
     pub scratch: tempfile::TempDir,
 }
@@ -55,7 +56,7 @@ impl Rig {
             name: name.into(),
             coordinator_url: link.url(),
             data_dir: Some(scratch.path().join("worker")),
-            env: worker_env,
+            env: worker_env.clone(),
         })
         .unwrap();
         coordinator.wait_worker_connected(name).await;
@@ -76,8 +77,28 @@ impl Rig {
             source,
             cli,
             name: name.into(),
+            worker_env,
             scratch,
         }
+    }
+
+    /// Stops the worker, appends `bodies` to its outbox (as the worker
+    /// would have, e.g. while its link was down) and starts it again.
+    pub async fn restart_worker_with(&mut self, bodies: Vec<pgsnapman_proto::v1::event::Body>) {
+        self.worker.process.stop_clean().await;
+        let state = self.worker.data_dir.join("state");
+        let outbox = pgsnapman_worker::outbox::Outbox::open(&state).unwrap();
+        for chunk in bodies.chunks(1000) {
+            outbox.append_all(chunk.to_vec()).unwrap();
+        }
+        drop(outbox);
+        self.worker = Worker::start(WorkerOptions {
+            name: self.name.clone(),
+            coordinator_url: self.link.url(),
+            data_dir: Some(self.worker.data_dir.clone()),
+            env: self.worker_env.clone(),
+        })
+        .unwrap();
     }
 
     /// One value from the catalog database.

@@ -18,6 +18,7 @@ mod failures;
 mod link_faults;
 mod metadata;
 mod offline;
+mod outbox_faults;
 mod reconnect;
 mod restore;
 mod shutdown;

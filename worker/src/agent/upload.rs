@@ -67,6 +67,7 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 pub async fn run(shared: Arc<Shared>, mut client: Client) -> Result<()> {
     let mut stream: Option<Stream> = None;
     let max_batch = shared.config.outbox.max_batch;
+    let max_bytes = shared.config.outbox.max_batch_bytes;
     let mut pruned = tokio::time::Instant::now();
     loop {
         if pruned.elapsed() >= PRUNE_INTERVAL {
@@ -79,7 +80,7 @@ pub async fn run(shared: Arc<Shared>, mut client: Client) -> Result<()> {
             }
         }
         let outbox = shared.outbox.clone();
-        let events = blocking(move || outbox.oldest(max_batch)).await?;
+        let events = blocking(move || outbox.oldest_bounded(max_batch, max_bytes)).await?;
         let Some(last) = events.last() else {
             tokio::select! {
                 () = shared.outbox.appended() => {}

@@ -16,9 +16,12 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 mod done;
+mod fit;
 
 pub use done::under_lease;
 use done::{decode_done, encode_done, now_secs, task_of};
+pub use fit::MAX_EVENT_BYTES;
+use fit::fit;
 
 const CF_OUTBOX: &str = "outbox";
 const CF_META: &str = "meta";
@@ -182,7 +185,7 @@ impl Outbox {
         let mut batch = WriteBatch::default();
         let mut events = Vec::with_capacity(bodies.len());
         let now = Some(pgsnapman_proto::timestamp(chrono::Utc::now()));
-        for body in bodies.into_iter() {
+        for body in bodies.into_iter().flat_map(fit) {
             // UUIDv7, strictly greater than every earlier one.
             let fresh = Uuid::now_v7().as_u128();
             next = if fresh > next { fresh } else { next + 1 };
@@ -259,12 +262,25 @@ impl Outbox {
         Ok(n)
     }
 
-    /// Up to `n` oldest events.
-    pub fn oldest(&self, n: usize) -> Result<Vec<Event>> {
+    /// Up to `max_events` oldest events of at most `max_bytes` encoded bytes
+    /// in all, but always the oldest one (an event is at most
+    /// [`MAX_EVENT_BYTES`]).
+    pub fn oldest_bounded(&self, max_events: usize, max_bytes: usize) -> Result<Vec<Event>> {
         let cf = self.cf()?;
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(cf, IteratorMode::Start).take(n) {
+        let mut bytes = 0usize;
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::Start)
+            .take(max_events)
+        {
             let (k, v) = item.context("read outbox")?;
+            // Framing of a repeated field: tag and length prefix.
+            let size = v.len() + prost::length_delimiter_len(v.len()) + 1;
+            if !out.is_empty() && bytes + size > max_bytes {
+                break;
+            }
+            bytes += size;
             let event = Event::decode(&*v).with_context(|| {
                 format!(
                     "decode outbox event {}",
@@ -274,6 +290,11 @@ impl Outbox {
             out.push(event);
         }
         Ok(out)
+    }
+
+    /// Up to `n` oldest events.
+    pub fn oldest(&self, n: usize) -> Result<Vec<Event>> {
+        self.oldest_bounded(n, usize::MAX)
     }
 
     /// Deletes every event with an id up to and including `id` (synced).
@@ -334,7 +355,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pgsnapman_proto::v1::{MessageLevel, TaskRef, WorkerMessage};
+    use pgsnapman_proto::v1::{EventBatch, MessageLevel, TaskRef, WorkerMessage};
 
     fn msg(text: &str) -> event::Body {
         event::Body::Message(WorkerMessage {
@@ -467,6 +488,65 @@ mod tests {
         let all = ob.oldest(10).unwrap();
         let texts: Vec<String> = all.iter().map(text_of).collect();
         assert_eq!(texts, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn batches_are_bounded_by_bytes_but_hold_at_least_one_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = Outbox::open(&dir.path().join("state")).unwrap();
+        let big = "x".repeat(100_000);
+        for i in 0..10 {
+            ob.append(msg(&format!("{i}{big}"))).unwrap();
+        }
+        // About 100 kB each: 3 fit in 350 kB, 1000 would not.
+        let batch = ob.oldest_bounded(1000, 350_000).unwrap();
+        assert_eq!(batch.len(), 3);
+        let bytes: usize = batch.iter().map(|e| e.encoded_len()).sum();
+        assert!(bytes <= 350_000, "{bytes}");
+        // One event larger than the bound still goes alone.
+        assert_eq!(ob.oldest_bounded(1000, 10).unwrap().len(), 1);
+        // The count bound still applies.
+        assert_eq!(ob.oldest_bounded(2, usize::MAX).unwrap().len(), 2);
+        // Ten of them exceed the bound, so the whole backlog takes several
+        // batches, each within it.
+        let all = ob.oldest_bounded(1000, 1_000_000).unwrap();
+        assert_eq!(all.len(), 9);
+        let framed = EventBatch {
+            events: all,
+            ..Default::default()
+        }
+        .encoded_len();
+        assert!(framed <= 1_000_000, "{framed}");
+    }
+
+    #[test]
+    fn an_event_over_the_limit_is_shrunk_or_replaced_at_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = Outbox::open(&dir.path().join("state")).unwrap();
+        let huge = "y".repeat(MAX_EVENT_BYTES + 10);
+        let dump = event::Body::DumpFinished(pgsnapman_proto::v1::DumpFinished {
+            dump_uuid: "d1".into(),
+            succeeded: true,
+            restore_metadata_json: huge.clone(),
+            ..Default::default()
+        });
+        ob.append_all(vec![dump, msg(&huge)]).unwrap();
+        let events = ob.oldest(10).unwrap();
+        assert!(events.iter().all(|e| e.encoded_len() <= MAX_EVENT_BYTES));
+        // The dump row is kept without its metadata, with a note; the
+        // message is cut, with a note.
+        assert_eq!(events.len(), 4, "{:?}", events.len());
+        match &events[0].body {
+            Some(event::Body::DumpFinished(d)) => {
+                assert_eq!(d.dump_uuid, "d1");
+                assert!(d.restore_metadata_json.is_empty());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(text_of(&events[1]).contains("restore metadata of dump d1"));
+        assert!(text_of(&events[2]).len() <= 64 * 1024);
+        assert!(text_of(&events[2]).ends_with("..."));
+        assert!(text_of(&events[3]).contains("exceeded the"));
     }
 
     #[test]
