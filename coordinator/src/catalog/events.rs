@@ -528,6 +528,70 @@ impl Lease {
     }
 }
 
+/// Rows deleted per statement when pruning, so that no statement holds its
+/// locks for long.
+const PRUNE_CHUNK: i64 = 10_000;
+/// Statements per table and pruning round (at most 10 million rows each;
+/// the rest waits for the next round).
+const PRUNE_ROUNDS: usize = 1_000;
+
+/// Rows removed by one pruning round.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    pub applied_events: u64,
+    pub messages: u64,
+    pub restore_log: u64,
+}
+
+impl Catalog {
+    /// Deletes history older than its retention: applied event ids (by the
+    /// time they were applied), messages and restore log lines (by the time
+    /// they were logged). Restore runs themselves stay.
+    pub async fn prune_history(
+        &self,
+        applied_events: std::time::Duration,
+        messages: std::time::Duration,
+        restore_log: std::time::Duration,
+    ) -> ApiResult<Pruned> {
+        Ok(Pruned {
+            applied_events: self
+                .prune_table("applied_events", "applied_at", applied_events)
+                .await?,
+            messages: self.prune_table("messages", "logged_at", messages).await?,
+            restore_log: self
+                .prune_table("restore_log", "logged_at", restore_log)
+                .await?,
+        })
+    }
+
+    /// `table` and `column` are fixed names from `prune_history`.
+    async fn prune_table(
+        &self,
+        table: &str,
+        column: &str,
+        keep: std::time::Duration,
+    ) -> ApiResult<u64> {
+        let sql = format!(
+            "DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} \
+             WHERE {column} < now() - $1::interval LIMIT $2))"
+        );
+        let mut total = 0;
+        for _ in 0..PRUNE_ROUNDS {
+            let n = sqlx::query(&sql)
+                .bind(keep)
+                .bind(PRUNE_CHUNK)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            total += n;
+            if n < u64::try_from(PRUNE_CHUNK).unwrap_or(0) {
+                break;
+            }
+        }
+        Ok(total)
+    }
+}
+
 /// Column arrays of a bulk insert into `dumps`.
 #[derive(Default)]
 struct DumpColumns {

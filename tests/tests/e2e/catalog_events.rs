@@ -1,6 +1,8 @@
 //! The coordinator's catalog code in process against a real catalog cluster:
-//! events of a batch apply strictly in order, and task results count only
-//! under the current lease.
+//! events of a batch apply strictly in order, task results count only under
+//! the current lease, a transient fault while handing out a task requeues
+//! it, a queued restore never goes back to an older dump, and old history is
+//! pruned.
 use std::time::Duration;
 
 use pgsnapman_coordinator::catalog::Catalog;
@@ -263,4 +265,158 @@ async fn task_results_count_only_under_the_current_lease() {
         ))
         .await;
     assert_eq!(rows.as_deref(), Some("1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_fault_while_handing_out_a_task_queues_it_again() {
+    let mut c = Cat::start().await;
+    let uuid = Uuid::now_v7();
+    c.apply(vec![Body::DumpFinished(c.dump(uuid, chrono::Utc::now()))])
+        .await;
+    let dump_id = c.dump_id(uuid).await;
+    let task: i64 = sqlx::query_scalar(
+        "INSERT INTO tasks (kind, worker_id, dump_id, max_attempts) VALUES ('DELETE', $1, $2, 3) RETURNING id",
+    )
+    .bind(c.worker)
+    .bind(dump_id)
+    .fetch_one(&c.catalog.pool)
+    .await
+    .unwrap();
+    // The dumps table is briefly unreadable (a catalog fault).
+    let away = |sql: &'static str| {
+        let pool = c.catalog.pool.clone();
+        async move { sqlx::query(sql).execute(&pool).await.unwrap() }
+    };
+    away("ALTER TABLE dumps RENAME TO dumps_away").await;
+    let claimed = c.catalog.claim(c.worker, 1, TTL).await.unwrap();
+    assert!(claimed.is_empty());
+    assert_eq!(c.task_state(task).await, ("QUEUED".into(), 1));
+    away("ALTER TABLE dumps_away RENAME TO dumps").await;
+    let claimed = c.catalog.claim(c.worker, 1, TTL).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(c.task_state(task).await, ("LEASED".into(), 2));
+    // A lasting fault fails it once its attempts are used up.
+    c.expire(task).await;
+    away("ALTER TABLE dumps RENAME TO dumps_away").await;
+    assert!(c.catalog.claim(c.worker, 1, TTL).await.unwrap().is_empty());
+    away("ALTER TABLE dumps_away RENAME TO dumps").await;
+    let t = c.catalog.task(task).await.unwrap();
+    assert_eq!((t.state.as_str(), t.attempts), ("FAILED", 3), "{}", t.error);
+    assert!(t.error.contains("handed out"), "{}", t.error);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_copy_never_goes_back_to_an_older_dump() {
+    let mut c = Cat::start().await;
+    c.catalog
+        .add_restore_job(&v1::AddRestoreJobRequest {
+            kind: v1::RestoreJobKind::Trigger as i32,
+            source_job_id: c.job,
+            target: Some(v1::RestoreTarget {
+                instance_id: c.instance,
+                database: "copy".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let now = chrono::Utc::now();
+    let newer = Uuid::now_v7();
+    let older = Uuid::now_v7();
+    // The newer dump arrives first, then an older one (reported late).
+    c.apply(vec![Body::DumpFinished(c.dump(newer, now))]).await;
+    c.apply(vec![Body::DumpFinished(
+        c.dump(older, now - chrono::Duration::hours(1)),
+    )])
+    .await;
+    let queued = c
+        .scalar("SELECT dump_id::text FROM tasks WHERE kind = 'RESTORE' AND state = 'QUEUED'")
+        .await;
+    assert_eq!(queued, Some(c.dump_id(newer).await.to_string()));
+    let runs = c
+        .scalar("SELECT string_agg(dump_id::text, ',') FROM restore_runs")
+        .await;
+    assert_eq!(runs, Some(c.dump_id(newer).await.to_string()));
+    // A newer one still takes its place.
+    let newest = Uuid::now_v7();
+    c.apply(vec![Body::DumpFinished(
+        c.dump(newest, now + chrono::Duration::hours(1)),
+    )])
+    .await;
+    let queued = c
+        .scalar("SELECT dump_id::text FROM tasks WHERE kind = 'RESTORE' AND state = 'QUEUED'")
+        .await;
+    assert_eq!(queued, Some(c.dump_id(newest).await.to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_history_is_pruned_by_its_retention() {
+    let mut c = Cat::start().await;
+    let uuid = Uuid::now_v7();
+    c.apply(vec![Body::DumpFinished(c.dump(uuid, chrono::Utc::now()))])
+        .await;
+    let (_, run) = c.restore_task(c.dump_id(uuid).await).await;
+    const DAY: u64 = 24 * 3600;
+    let pool = c.catalog.pool.clone();
+    // One old and one recent row in each table.
+    for age in ["40 days", "1 hour"] {
+        sqlx::query(&format!(
+            "INSERT INTO applied_events (worker_id, event_id, applied_at) \
+             VALUES ($1, gen_random_uuid(), now() - interval '{age}')"
+        ))
+        .bind(c.worker)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    for age in ["100 days", "1 hour"] {
+        sqlx::query(&format!(
+            "INSERT INTO messages (level, class, text, logged_at) VALUES (3, 'TEST', 'm', now() - interval '{age}')"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    for age in ["200 days", "1 hour"] {
+        sqlx::query(&format!(
+            "INSERT INTO restore_log (run_id, level, text, logged_at) VALUES ($1, 3, 'l', now() - interval '{age}')"
+        ))
+        .bind(run)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let count = |table: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {table}"))
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let counts = || async {
+        (
+            count("applied_events").await,
+            count("messages").await,
+            count("restore_log").await,
+        )
+    };
+    let before = counts().await;
+    let prune = || {
+        c.catalog.prune_history(
+            Duration::from_secs(30 * DAY),
+            Duration::from_secs(90 * DAY),
+            Duration::from_secs(180 * DAY),
+        )
+    };
+    let pruned = prune().await.unwrap();
+    assert_eq!(
+        (pruned.applied_events, pruned.messages, pruned.restore_log),
+        (1, 1, 1)
+    );
+    assert_eq!(counts().await, (before.0 - 1, before.1 - 1, before.2 - 1));
+    // Nothing more to prune.
+    assert_eq!(prune().await.unwrap(), Default::default());
 }
