@@ -57,6 +57,13 @@ impl Catalog {
             return Ok(BatchOutcome::default());
         };
         let mut tx = self.pool.begin().await?;
+        // The acknowledgement lets the worker delete these events: the commit
+        // must be durable when it returns, even on a catalog tuned with
+        // synchronous_commit = off (a crash would otherwise lose events that
+        // exist nowhere else).
+        sqlx::query("SET LOCAL synchronous_commit = on")
+            .execute(&mut *tx)
+            .await?;
         let fresh: HashSet<uuid::Uuid> = sqlx::query_scalar(
             "INSERT INTO applied_events (worker_id, event_id) SELECT $1, unnest($2::uuid[]) \
              ON CONFLICT DO NOTHING RETURNING event_id",

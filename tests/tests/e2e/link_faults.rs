@@ -1,6 +1,7 @@
 //! Faults on the worker↔coordinator link, injected with the harness' TCP
 //! proxy: the link cut for longer than the lease TTL right after a restore
-//! (every policy that can destroy data) or a SINGLE dump finished. Each ends with: nothing harmful ran twice, no catalog row
+//! (every policy that can destroy data) or a SINGLE dump finished, and
+//! during a dump. Each ends with: nothing harmful ran twice, no catalog row
 //! is missing or doubled, every complete dump restores.
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ const TTL: &str = "12s";
 pub struct Rig {
     pub catalog: PgCluster,
     pub coordinator: Coordinator,
+    pub coordinator_opts: CoordinatorOptions,
     /// Between the worker and the coordinator.
     pub link: Proxy,
     pub worker: Worker,
@@ -43,7 +45,7 @@ impl Rig {
             env: vec![("PGSNAPMAN_LEASE__TTL".into(), TTL.into())],
             ..Default::default()
         };
-        let coordinator = Coordinator::start(coordinator_opts).await.unwrap();
+        let coordinator = Coordinator::start(coordinator_opts.clone()).await.unwrap();
         let cli = Pgsnap::new(coordinator.url());
         register_worker(&cli, name);
         let link = Proxy::to(&coordinator.addr).await.unwrap();
@@ -72,6 +74,7 @@ impl Rig {
         Rig {
             catalog,
             coordinator,
+            coordinator_opts,
             link,
             worker,
             source,
@@ -366,6 +369,37 @@ async fn a_single_dump_runs_once_when_its_result_waits_out_the_lease() {
     assert_eq!(done["state"], "SUCCEEDED", "{done}");
     assert_eq!(done["attempts"], 1, "leased again: {done}");
     rig.wait_connected().await;
+    let rows = catalog_of_job(&rig.cli, job);
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rig.worker.stored_dumps().unwrap().len(), 1);
+    rig.assert_dumps_restore(job);
+    rig.stop(&[]).await;
+}
+
+/// The link is down longer than the lease TTL while a dump runs: the worker
+/// cancels it, the task runs again when the link is back, and exactly one
+/// dump is recorded and stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_cut_off_by_a_long_link_outage_is_recorded_once() {
+    let rig = Rig::start("w-dump-cut", &[]).await;
+    let inst = add_instance(&rig.cli, "src", rig.source.port, &rig.name, None);
+    let job = add_job(&rig.cli, inst, "app");
+    let lock = TableLock::hold(&rig.source, "app", "t").await;
+    let task = dump_now(&rig.cli, job);
+    TableLock::wait_dump_blocked(&rig.source).await;
+    rig.link.blackhole();
+    rig.wait_requeued(task).await;
+    rig.link.restore();
+    // Leased again once the worker is back; it waits for the lock again.
+    wait::until(
+        "the task to be leased again",
+        Duration::from_secs(60),
+        || async { (rig.task(task)["attempts"] == 2).then_some(()) },
+    )
+    .await;
+    drop(lock);
+    let done = wait_task_done(&rig.cli, task).await;
+    assert_eq!(done["state"], "SUCCEEDED", "{done}");
     let rows = catalog_of_job(&rig.cli, job);
     assert_eq!(rows.len(), 1, "{rows:#?}");
     assert_eq!(rig.worker.stored_dumps().unwrap().len(), 1);
