@@ -535,8 +535,11 @@ fn start_task(
     shared.tasks.spawn(
         crate::task::run(
             shared.clone(),
-            task_id,
-            a.lease_id,
+            crate::task::Assigned {
+                task_id,
+                lease_id: a.lease_id,
+                attempt: a.attempt,
+            },
             spec,
             cancel,
             progress,

@@ -18,6 +18,7 @@ use uuid::Uuid;
 mod done;
 mod fit;
 
+pub use done::Finished;
 pub use done::under_lease;
 use done::{decode_done, encode_done, now_secs, task_of};
 pub use fit::MAX_EVENT_BYTES;
@@ -145,10 +146,15 @@ impl Outbox {
         self.write_events(bodies, |_, _| Ok(()))
     }
 
-    /// Stores a finished task's result events and remembers the task as
-    /// finished (`finished` returns its result bodies) in the same synced
-    /// batch: a crash keeps both or neither.
-    pub fn append_result(&self, task_id: i64, bodies: Vec<event::Body>) -> Result<Vec<Uuid>> {
+    /// Stores a finished task's result events and remembers the task
+    /// (`what` it was; `finished` returns it with the result bodies) in the
+    /// same synced batch: a crash keeps both or neither.
+    pub fn append_result(
+        &self,
+        task_id: i64,
+        what: &str,
+        bodies: Vec<event::Body>,
+    ) -> Result<Vec<Uuid>> {
         let done = self.cf_named(CF_DONE)?;
         self.write_events(bodies, |batch, events| {
             let last = events.last().map_or(0, |e| e.0);
@@ -161,7 +167,7 @@ impl Outbox {
             batch.put_cf(
                 done,
                 task_id.to_be_bytes(),
-                encode_done(last, now_secs(), bodies),
+                encode_done(last, now_secs(), what, bodies),
             );
             Ok(())
         })
@@ -216,9 +222,9 @@ impl Outbox {
         (!self.is_empty()).then_some(last)
     }
 
-    /// The result bodies of a task this worker finished, if it is still
-    /// remembered.
-    pub fn finished(&self, task_id: i64) -> Result<Option<Vec<event::Body>>> {
+    /// What a task this worker finished was, and its result bodies, if it
+    /// is still remembered.
+    pub fn finished(&self, task_id: i64) -> Result<Option<Finished>> {
         let cf = self.cf_named(CF_DONE)?;
         let Some(v) = self
             .db
@@ -227,9 +233,12 @@ impl Outbox {
         else {
             return Ok(None);
         };
-        let (_, _, bodies) = decode_done(&v)
+        let done = decode_done(&v)
             .with_context(|| format!("decode the finished-task record of task {task_id}"))?;
-        Ok(Some(bodies))
+        Ok(Some(Finished {
+            what: done.what,
+            bodies: done.bodies,
+        }))
     }
 
     /// Forgets finished tasks whose results were acknowledged (no longer in
@@ -248,8 +257,8 @@ impl Outbox {
         for item in self.db.iterator_cf(cf, IteratorMode::Start) {
             let (k, v) = item.context("read finished tasks")?;
             // Unreadable: nothing can use it.
-            let (event, at, _) = decode_done(&v).unwrap_or_default();
-            if event < oldest && at < cutoff {
+            let done = decode_done(&v).unwrap_or_default();
+            if done.event < oldest && done.at < cutoff {
                 batch.delete_cf(cf, &k);
                 n += 1;
             }
@@ -565,13 +574,15 @@ mod tests {
             let ob = Outbox::open(&path).unwrap();
             assert!(ob.backlog_mark().is_none());
             assert!(ob.finished(7).unwrap().is_none());
-            ob.append_result(7, vec![msg("note"), result]).unwrap()
+            ob.append_result(7, "verify", vec![msg("note"), result])
+                .unwrap()
         };
         let ob = Outbox::open(&path).unwrap();
         assert_eq!(ob.backlog_mark(), Some(ids[1].as_u128()));
-        let bodies = ob.finished(7).unwrap().expect("remembered after reopen");
+        let done = ob.finished(7).unwrap().expect("remembered after reopen");
+        assert_eq!(done.what, "verify");
         // Only the body that completes the task, reported under a new lease.
-        let again = under_lease(bodies, &task("l2"));
+        let again = under_lease(done.bodies, &task("l2"));
         assert_eq!(again.len(), 1);
         match &again[0] {
             event::Body::TaskFailed(f) => {
