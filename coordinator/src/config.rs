@@ -271,6 +271,19 @@ mod tests {
     }
 
     #[test]
+    fn retention_defaults_and_the_replay_floor() {
+        let mut cfg = Config::default();
+        const DAY: u64 = 24 * 3600;
+        assert_eq!(cfg.retention.applied_events, Duration::from_secs(30 * DAY));
+        assert_eq!(cfg.retention.messages, Duration::from_secs(90 * DAY));
+        assert_eq!(cfg.retention.restore_log, Duration::from_secs(180 * DAY));
+        cfg.validate().unwrap();
+        cfg.retention.applied_events = Duration::from_secs(3600);
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("retention.applied_events"), "{err}");
+    }
+
+    #[test]
     fn plaintext_off_loopback_is_refused() {
         let mut cfg = Config::default();
         cfg.server.listen = "0.0.0.0:7431".into();

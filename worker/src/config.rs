@@ -409,6 +409,20 @@ mod tests {
     }
 
     #[test]
+    fn outbox_batch_bytes_stay_under_the_message_limit() {
+        let mut c = Config::default();
+        c.worker.name = "w-1".into();
+        assert_eq!(c.outbox.max_batch_bytes, 4 * 1024 * 1024);
+        for bad in [0, 1024, pgsnapman_proto::MAX_MESSAGE_BYTES] {
+            c.outbox.max_batch_bytes = bad;
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("outbox.max_batch_bytes"), "{err}");
+        }
+        c.outbox.max_batch_bytes = pgsnapman_proto::MAX_MESSAGE_BYTES / 2;
+        c.validate().unwrap();
+    }
+
+    #[test]
     fn toml_file_and_durations_parse() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.toml");
