@@ -19,6 +19,7 @@ pub struct Config {
     pub coordinator: CoordinatorConfig,
     pub catalog: CatalogConfig,
     pub lease: LeaseConfig,
+    pub retention: RetentionConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -136,6 +137,38 @@ impl Default for LeaseConfig {
     }
 }
 
+/// How long the catalog keeps its history tables (docs/configuration.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Ids of applied events (replay protection). Must outlast the longest
+    /// time an event can wait in a worker's outbox after being applied
+    /// (an acknowledgement lost, then the worker offline).
+    #[serde(with = "humantime_serde")]
+    pub applied_events: Duration,
+    /// Rows of `messages`.
+    #[serde(with = "humantime_serde")]
+    pub messages: Duration,
+    /// Lines of `restore_log` (the runs themselves stay).
+    #[serde(with = "humantime_serde")]
+    pub restore_log: Duration,
+    /// How often the coordinator prunes.
+    #[serde(with = "humantime_serde")]
+    pub prune_interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        const DAY: u64 = 24 * 3600;
+        Self {
+            applied_events: Duration::from_secs(30 * DAY),
+            messages: Duration::from_secs(90 * DAY),
+            restore_log: Duration::from_secs(180 * DAY),
+            prune_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
 impl Config {
     /// Defaults ← TOML file (if given) ← environment.
     pub fn load(file: Option<&Path>) -> Result<Self> {
@@ -183,6 +216,17 @@ impl Config {
         if self.lease.max_attempts == 0 {
             bail!("lease.max_attempts must be at least 1");
         }
+        let r = &self.retention;
+        if r.applied_events < Duration::from_secs(24 * 3600) {
+            bail!(
+                "retention.applied_events must be at least 1d: a replayed event older than it would be applied twice"
+            );
+        }
+        if r.messages.is_zero() || r.restore_log.is_zero() || r.prune_interval.is_zero() {
+            bail!(
+                "retention.messages, retention.restore_log and retention.prune_interval must be positive"
+            );
+        }
         Ok(())
     }
 }
@@ -207,6 +251,19 @@ mod tests {
             assert!(Config::load(None).is_err(), "unknown keys are errors");
             Ok(())
         });
+    }
+
+    #[test]
+    fn retention_defaults_and_the_replay_floor() {
+        let mut cfg = Config::default();
+        const DAY: u64 = 24 * 3600;
+        assert_eq!(cfg.retention.applied_events, Duration::from_secs(30 * DAY));
+        assert_eq!(cfg.retention.messages, Duration::from_secs(90 * DAY));
+        assert_eq!(cfg.retention.restore_log, Duration::from_secs(180 * DAY));
+        cfg.validate().unwrap();
+        cfg.retention.applied_events = Duration::from_secs(3600);
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("retention.applied_events"), "{err}");
     }
 
     #[test]

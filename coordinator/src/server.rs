@@ -1,6 +1,7 @@
 //! Start-up and shutdown: catalog (embedded or external), the gRPC endpoint
-//! (TLS when configured, plaintext on loopback only), the lease reaper, and a
-//! clean stop when the caller's token is cancelled (main: SIGTERM/SIGINT).
+//! (TLS when configured, plaintext on loopback only), the lease reaper, the
+//! history pruner, and a clean stop when the caller's token is cancelled
+//! (main: SIGTERM/SIGINT).
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -99,6 +100,28 @@ async fn serve(
         })
     };
 
+    let pruner = {
+        let catalog = catalog.clone();
+        let r = cfg.retention.clone();
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(r.prune_interval);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = tick.tick() => {
+                        match catalog.prune_history(r.applied_events, r.messages, r.restore_log).await {
+                            Ok(n) if n == Default::default() => {}
+                            Ok(n) => tracing::info!(applied_events = n.applied_events, messages = n.messages,
+                                restore_log = n.restore_log, "old catalog history pruned"),
+                            Err(e) => tracing::warn!("pruning the catalog history: {e}"),
+                        }
+                    }
+                }
+            }
+        })
+    };
+
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await
         .with_context(|| format!("listen on {}", cfg.server.listen))?;
@@ -166,6 +189,7 @@ async fn serve(
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
     let _ = reaper.await;
+    let _ = pruner.await;
     catalog.pool.close().await;
     tracing::info!("coordinator stopped");
     Ok(())

@@ -214,17 +214,30 @@ impl PgCluster {
     /// Stops the server (fast), keeping the files; `start_again` restarts it.
     pub fn stop(&mut self) -> Result<()> {
         if self.running {
-            let out = self
-                .server_cmd("pg_ctl")
-                .arg("-D")
-                .arg(self.data_dir())
-                .args(["-w", "-m", "fast", "stop"])
-                .stdin(Stdio::null())
-                .output()?;
-            check(out, "pg_ctl stop")?;
-            self.running = false;
+            self.pg_ctl_stop("fast")?;
         }
         Ok(())
+    }
+
+    /// `pg_ctl stop -m <mode>`.
+    fn pg_ctl_stop(&mut self, mode: &str) -> Result<()> {
+        let out = self
+            .server_cmd("pg_ctl")
+            .arg("-D")
+            .arg(self.data_dir())
+            .args(["-w", "-m", mode, "stop"])
+            .stdin(Stdio::null())
+            .output()?;
+        check(out, &format!("pg_ctl stop -m {mode}"))?;
+        self.running = false;
+        Ok(())
+    }
+
+    /// `pg_ctl restart -m immediate`: a crash and recovery, on the same port;
+    /// every session is cut off mid-transaction.
+    pub fn restart_immediate(&mut self) -> Result<()> {
+        self.pg_ctl_stop("immediate")?;
+        self.start_again()
     }
 
     /// A streaming standby of this cluster (pg_basebackup -R over the Unix

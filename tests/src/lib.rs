@@ -6,12 +6,14 @@
 pub mod cluster;
 pub mod logs;
 pub mod pgsnap;
+pub mod proxy;
 pub mod service;
 pub mod tmpfs;
 pub mod wait;
 
 pub use cluster::{PgCluster, PgOptions};
 pub use pgsnap::Pgsnap;
+pub use proxy::Proxy;
 pub use service::{Coordinator, CoordinatorOptions, Worker, WorkerOptions, store_tool};
 
 use std::path::PathBuf;

@@ -154,6 +154,9 @@ impl Default for PostgresConfig {
 pub struct OutboxConfig {
     /// Most events sent in one `EventBatch`.
     pub max_batch: usize,
+    /// Most encoded bytes of events in one `EventBatch` (a batch always
+    /// holds at least one event; one event is at most 8 MiB).
+    pub max_batch_bytes: usize,
     /// Backlog above which the worker warns.
     pub warn_events: u64,
 }
@@ -162,6 +165,7 @@ impl Default for OutboxConfig {
     fn default() -> Self {
         Self {
             max_batch: 1000,
+            max_batch_bytes: 4 * 1024 * 1024,
             warn_events: 100_000,
         }
     }
@@ -311,6 +315,15 @@ impl Config {
                 self.outbox.max_batch
             );
         }
+        if self.outbox.max_batch_bytes < 64 * 1024
+            || self.outbox.max_batch_bytes > pgsnapman_proto::MAX_MESSAGE_BYTES / 2
+        {
+            bail!(
+                "outbox.max_batch_bytes {} must be between 65536 and {} (half the gRPC message limit)",
+                self.outbox.max_batch_bytes,
+                pgsnapman_proto::MAX_MESSAGE_BYTES / 2
+            );
+        }
         if self.scheduler.timezone.parse::<chrono_tz::Tz>().is_err() {
             bail!(
                 "scheduler.timezone {:?} is not an IANA time zone (e.g. UTC, Europe/Amsterdam)",
@@ -430,6 +443,20 @@ mod tests {
         c.store.max_delta_depth = pgsnapman_store::MAX_DELTA_DEPTH + 1;
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("store.max_delta_depth"), "{err}");
+    }
+
+    #[test]
+    fn outbox_batch_bytes_stay_under_the_message_limit() {
+        let mut c = Config::default();
+        c.worker.name = "w-1".into();
+        assert_eq!(c.outbox.max_batch_bytes, 4 * 1024 * 1024);
+        for bad in [0, 1024, pgsnapman_proto::MAX_MESSAGE_BYTES] {
+            c.outbox.max_batch_bytes = bad;
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("outbox.max_batch_bytes"), "{err}");
+        }
+        c.outbox.max_batch_bytes = pgsnapman_proto::MAX_MESSAGE_BYTES / 2;
+        c.validate().unwrap();
     }
 
     #[test]

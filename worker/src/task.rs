@@ -158,25 +158,43 @@ impl Registry {
     }
 }
 
+/// A lease as assigned.
+#[derive(Debug, Clone)]
+pub struct Assigned {
+    pub task_id: i64,
+    pub lease_id: String,
+    /// 1 for the first lease of the task.
+    pub attempt: u32,
+}
+
 /// Runs one leased task to its end: do the work, write the result to the
 /// outbox, and stay registered (so the lease is renewed) until the
 /// coordinator acknowledged the result. A cancelled task reports nothing.
 pub async fn run(
     shared: Arc<Shared>,
-    task_id: i64,
-    lease_id: String,
+    lease: Assigned,
     spec: Option<Spec>,
     cancel: CancellationToken,
     progress: Arc<TaskProgress>,
     _permit: Option<OwnedSemaphorePermit>,
 ) {
+    let task_id = lease.task_id;
     let task = TaskRef {
         task_id,
-        lease_id: lease_id.clone(),
+        lease_id: lease.lease_id,
     };
+    let what = identity(spec.as_ref());
+    // A first attempt cannot have run before (an attempt is counted once
+    // the assignment was sent): a remembered task of the same id is another
+    // task (a catalog restored from a backup hands out ids again).
+    if lease.attempt > 1 && report_again(&shared, &task, &what, &cancel).await {
+        return;
+    }
     if let Some(Spec::Restore(r)) = &spec {
         match crate::restore::task(&shared, &task, r, &cancel, &progress).await {
-            Some(body) => finish_with(&shared, task_id, vec![body], &cancel, String::new()).await,
+            Some(body) => {
+                finish_with(&shared, task_id, &what, vec![body], &cancel, String::new()).await
+            }
             None => shared.registry.remove(task_id),
         }
         return;
@@ -198,7 +216,7 @@ pub async fn run(
     };
     if let Some(bodies) = bodies {
         let changed = matches!(spec, Some(Spec::Delete(_)));
-        finish_with(&shared, task_id, bodies, &cancel, String::new()).await;
+        finish_with(&shared, task_id, &what, bodies, &cancel, String::new()).await;
         if changed {
             shared.store_changed.notify_one();
         }
@@ -247,9 +265,73 @@ pub async fn run(
         _ => String::new(),
     };
     let stored = !stored_uuid.is_empty();
-    finish_with(&shared, task_id, vec![body], &cancel, stored_uuid).await;
+    finish_with(&shared, task_id, &what, vec![body], &cancel, stored_uuid).await;
     if stored {
         shared.store_changed.notify_one();
+    }
+}
+
+/// A task assigned again after it finished here (its lease expired while
+/// the result waited in the outbox, and the coordinator queued it again)
+/// is not run a second time — a second restore could drop the backup of
+/// the database the first one replaced: its result is reported again under
+/// the new lease. True if the task was handled so.
+async fn report_again(
+    shared: &Arc<Shared>,
+    task: &TaskRef,
+    what: &str,
+    cancel: &CancellationToken,
+) -> bool {
+    let outbox = shared.outbox.clone();
+    let task_id = task.task_id;
+    let bodies = match tokio::task::spawn_blocking(move || outbox.finished(task_id)).await {
+        Ok(Ok(None)) => return false,
+        Ok(Ok(Some(done))) if done.what != what => {
+            // The same id for another task: a catalog restored from a
+            // backup hands out ids again.
+            tracing::warn!(earlier = %done.what, now = %what, "a task of this id finished here was another task; running this one");
+            return false;
+        }
+        Ok(Ok(Some(done))) => done.bodies,
+        Ok(Err(err)) => {
+            // Not knowing whether it ran, it must not run.
+            tracing::error!(
+                "cannot tell whether the task already ran here; not running it: {err:#}"
+            );
+            shared.registry.remove(task_id);
+            return true;
+        }
+        Err(err) => {
+            tracing::error!("cannot tell whether the task already ran here; not running it: {err}");
+            shared.registry.remove(task_id);
+            return true;
+        }
+    };
+    tracing::warn!(
+        "task already finished on this worker; reporting its result again instead of running it"
+    );
+    let bodies = if bodies.is_empty() {
+        vec![event::Body::TaskFailed(TaskFailed {
+            task: Some(task.clone()),
+            error: "the task already ran on this worker and its result is no longer known; it is not run twice".to_string(),
+        })]
+    } else {
+        crate::outbox::under_lease(bodies, task)
+    };
+    finish_with(shared, task_id, what, bodies, cancel, String::new()).await;
+    true
+}
+
+/// What a task is, for telling a task assigned again from another task
+/// that has the same id.
+fn identity(spec: Option<&Spec>) -> String {
+    match spec {
+        Some(Spec::Dump(d)) => format!("dump of job {}", d.job_id),
+        Some(Spec::Restore(r)) => format!("restore run {} of dump {}", r.run_id, r.dump_uuid),
+        Some(Spec::Verify(_)) => "verify".to_string(),
+        Some(Spec::Delete(d)) => format!("delete of dump {}", d.dump_uuid),
+        Some(Spec::Rebuild(_)) => "rebuild".to_string(),
+        None => "unknown".to_string(),
     }
 }
 
@@ -259,12 +341,16 @@ pub async fn run(
 async fn finish_with(
     shared: &Arc<Shared>,
     task_id: i64,
+    what: &str,
     bodies: Vec<event::Body>,
     cancel: &CancellationToken,
     stored_uuid: String,
 ) {
     let outbox = shared.outbox.clone();
-    let appended = tokio::task::spawn_blocking(move || outbox.append_all(bodies)).await;
+    // Remembered as finished in the same write: never run twice.
+    let what = what.to_string();
+    let appended =
+        tokio::task::spawn_blocking(move || outbox.append_result(task_id, &what, bodies)).await;
     let event_id = match appended {
         Ok(Ok(ids)) => ids.last().copied().unwrap_or_default(),
         Ok(Err(err)) => {

@@ -1,5 +1,7 @@
 //! Applying a batch of worker events: one transaction per batch, idempotent
-//! by event id (`applied_events`), in event id order.
+//! by event id (`applied_events`), strictly in event id order (consecutive
+//! DumpFinished events are inserted in one statement). A task's result
+//! counts only under the task's current lease.
 use std::collections::HashSet;
 
 use chrono::Utc;
@@ -55,6 +57,13 @@ impl Catalog {
             return Ok(BatchOutcome::default());
         };
         let mut tx = self.pool.begin().await?;
+        // The acknowledgement lets the worker delete these events: the commit
+        // must be durable when it returns, even on a catalog tuned with
+        // synchronous_commit = off (a crash would otherwise lose events that
+        // exist nowhere else).
+        sqlx::query("SET LOCAL synchronous_commit = on")
+            .execute(&mut *tx)
+            .await?;
         let fresh: HashSet<uuid::Uuid> = sqlx::query_scalar(
             "INSERT INTO applied_events (worker_id, event_id) SELECT $1, unnest($2::uuid[]) \
              ON CONFLICT DO NOTHING RETURNING event_id",
@@ -73,6 +82,8 @@ impl Catalog {
             times: Vec::new(),
         };
         let mut applied = 0u32;
+        // A run of consecutive DumpFinished events, inserted at once before
+        // the next event of another kind.
         let mut dumps = Vec::new();
         for (event, id) in events.iter().zip(&ids) {
             if !fresh.contains(id) {
@@ -84,13 +95,21 @@ impl Catalog {
                 .as_ref()
                 .and_then(pgsnapman_proto::from_timestamp)
                 .unwrap_or_else(Utc::now);
+            if let Some(Body::DumpFinished(d)) = &event.body {
+                dumps.push((*id, d, at));
+                continue;
+            }
+            self.apply_dumps_finished(&mut tx, worker_id, &dumps, &mut msgs)
+                .await?;
+            dumps.clear();
             match &event.body {
-                Some(Body::DumpFinished(d)) => dumps.push((*id, d, at)),
+                Some(Body::DumpFinished(_)) => {}
                 Some(Body::TaskFailed(f)) => {
                     let task_id = f.task.as_ref().map_or(0, |t| t.task_id);
                     let ok = self
                         .finish_task(&mut tx, f.task.as_ref(), false, None, &f.error, None)
-                        .await?;
+                        .await?
+                        .applied();
                     if ok {
                         self.fail_runs_of_tasks(&mut *tx, &[task_id], &f.error)
                             .await?;
@@ -131,7 +150,8 @@ impl Catalog {
                             &f.error,
                             result,
                         )
-                        .await?;
+                        .await?
+                        .applied();
                     let task_id = f.task.as_ref().map_or(0, |t| t.task_id);
                     if !f.succeeded {
                         msgs.push(
@@ -214,7 +234,7 @@ impl Catalog {
                     }
                 }
                 Some(Body::RestoreFinished(f)) => {
-                    let ok = self
+                    let lease = self
                         .finish_task(
                             &mut tx,
                             f.task.as_ref(),
@@ -224,6 +244,23 @@ impl Catalog {
                             None,
                         )
                         .await?;
+                    if lease == Lease::Superseded {
+                        // The task was leased again: this attempt's end must
+                        // not overwrite the run that the new lease owns.
+                        msgs.push(
+                            v1::MessageLevel::Warning,
+                            "TASK",
+                            None,
+                            format!(
+                                "end of restore run {} under a lease that is no longer current ignored ({}: {})",
+                                f.run_id,
+                                rows::restore_status_label(f.status).unwrap_or("?"),
+                                f.error
+                            ),
+                            at,
+                        );
+                        continue;
+                    }
                     match self
                         .apply_restore_finished(&mut tx, worker_id, f, at)
                         .await?
@@ -243,13 +280,13 @@ impl Catalog {
                             at,
                         ),
                     }
-                    if !ok && f.task.is_some() {
+                    if lease == Lease::Ended {
                         msgs.push(
                             v1::MessageLevel::Warning,
                             "TASK",
                             None,
                             format!(
-                                "restore run {} finished under a lease that is no longer current",
+                                "restore run {} finished after its task had ended; the task is left as it is",
                                 f.run_id
                             ),
                             at,
@@ -355,6 +392,28 @@ impl Catalog {
         .await?;
         let by_uuid: std::collections::HashMap<uuid::Uuid, i64> =
             ids.into_iter().map(|(id, u)| (u, id)).collect();
+        // Rows that existed already (a result reported again under a new
+        // lease): their tasks complete with the existing row.
+        let known: Vec<uuid::Uuid> = c
+            .uuid
+            .iter()
+            .filter(|u| !by_uuid.contains_key(u))
+            .copied()
+            .collect();
+        let existing: std::collections::HashMap<uuid::Uuid, i64> = if known.is_empty() {
+            Default::default()
+        } else {
+            sqlx::query_as::<_, (i64, uuid::Uuid)>(
+                "SELECT id, dump_uuid FROM dumps WHERE worker_id = $1 AND dump_uuid = ANY($2)",
+            )
+            .bind(worker_id)
+            .bind(&known)
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .map(|(id, u)| (u, id))
+            .collect()
+        };
         let mut versions: std::collections::BTreeMap<i64, &str> = Default::default();
         for (i, (_, d, at)) in dumps.iter().enumerate() {
             if !d.server_version.is_empty() {
@@ -372,10 +431,14 @@ impl Catalog {
                 );
             }
             if d.task.is_some() {
-                let dump_id = by_uuid.get(&c.uuid[i]).copied();
+                let dump_id = by_uuid
+                    .get(&c.uuid[i])
+                    .or_else(|| existing.get(&c.uuid[i]))
+                    .copied();
                 let ok = self
                     .finish_task(tx, d.task.as_ref(), d.succeeded, dump_id, &d.error, None)
-                    .await?;
+                    .await?
+                    .applied();
                 if !ok {
                     msgs.push(
                         v1::MessageLevel::Warning,
@@ -404,8 +467,11 @@ impl Catalog {
         Ok(())
     }
 
-    /// Completes a task if `task` names its current lease. Returns false for
-    /// a stale lease.
+    /// Completes a task if `task` names its current lease and the task has
+    /// not ended. A task queued again after its lease expired keeps that
+    /// lease until it is leased again, so a late result completes it
+    /// instead of a second run; once leased again, the old lease's result
+    /// is stale (`Superseded`) and changes nothing.
     async fn finish_task(
         &self,
         tx: &mut sqlx::PgTransaction<'_>,
@@ -414,26 +480,122 @@ impl Catalog {
         dump_id: Option<i64>,
         error: &str,
         result: Option<&str>,
-    ) -> ApiResult<bool> {
-        let Some(task) = task else { return Ok(false) };
-        let Ok(lease) = uuid::Uuid::parse_str(&task.lease_id) else {
-            return Ok(false);
+    ) -> ApiResult<Lease> {
+        let Some(task) = task else {
+            return Ok(Lease::NoTask);
         };
-        let n = sqlx::query(
-            "UPDATE tasks SET state = $3, finished_at = now(), leased_until = NULL, \
-             dump_id = COALESCE($4, dump_id), error = $5, result = $6::jsonb \
-             WHERE id = $1 AND lease_id = $2 AND state IN ('LEASED', 'QUEUED')",
+        let Ok(lease) = uuid::Uuid::parse_str(&task.lease_id) else {
+            return Ok(Lease::Superseded);
+        };
+        let current: Option<(Option<uuid::Uuid>, String)> =
+            sqlx::query_as("SELECT lease_id, state FROM tasks WHERE id = $1 FOR UPDATE")
+                .bind(task.task_id)
+                .fetch_optional(&mut **tx)
+                .await?;
+        let Some((current, state)) = current else {
+            return Ok(Lease::NoTask);
+        };
+        if current != Some(lease) {
+            return Ok(Lease::Superseded);
+        }
+        if !matches!(state.as_str(), "LEASED" | "QUEUED") {
+            return Ok(Lease::Ended);
+        }
+        sqlx::query(
+            "UPDATE tasks SET state = $2, finished_at = now(), leased_until = NULL, \
+             dump_id = COALESCE($3, dump_id), error = $4, result = $5::jsonb WHERE id = $1",
         )
         .bind(task.task_id)
-        .bind(lease)
         .bind(if succeeded { "SUCCEEDED" } else { "FAILED" })
         .bind(dump_id)
         .bind(error)
         .bind(result)
         .execute(&mut **tx)
-        .await?
-        .rows_affected();
-        Ok(n == 1)
+        .await?;
+        Ok(Lease::Current)
+    }
+}
+
+/// What a task result's lease is, as `finish_task` found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lease {
+    /// The task's current lease: the task is now complete.
+    Current,
+    /// The current lease, but the task had ended (cancelled): unchanged.
+    Ended,
+    /// The task was leased again since: the result is stale.
+    Superseded,
+    /// The event names no task (or an unknown one).
+    NoTask,
+}
+
+impl Lease {
+    fn applied(self) -> bool {
+        self == Lease::Current
+    }
+}
+
+/// Rows deleted per statement when pruning, so that no statement holds its
+/// locks for long.
+const PRUNE_CHUNK: i64 = 10_000;
+/// Statements per table and pruning round (at most 10 million rows each;
+/// the rest waits for the next round).
+const PRUNE_ROUNDS: usize = 1_000;
+
+/// Rows removed by one pruning round.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    pub applied_events: u64,
+    pub messages: u64,
+    pub restore_log: u64,
+}
+
+impl Catalog {
+    /// Deletes history older than its retention: applied event ids (by the
+    /// time they were applied), messages and restore log lines (by the time
+    /// they were logged). Restore runs themselves stay.
+    pub async fn prune_history(
+        &self,
+        applied_events: std::time::Duration,
+        messages: std::time::Duration,
+        restore_log: std::time::Duration,
+    ) -> ApiResult<Pruned> {
+        Ok(Pruned {
+            applied_events: self
+                .prune_table("applied_events", "applied_at", applied_events)
+                .await?,
+            messages: self.prune_table("messages", "logged_at", messages).await?,
+            restore_log: self
+                .prune_table("restore_log", "logged_at", restore_log)
+                .await?,
+        })
+    }
+
+    /// `table` and `column` are fixed names from `prune_history`.
+    async fn prune_table(
+        &self,
+        table: &str,
+        column: &str,
+        keep: std::time::Duration,
+    ) -> ApiResult<u64> {
+        let sql = format!(
+            "DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} \
+             WHERE {column} < now() - $1::interval LIMIT $2))"
+        );
+        let mut total = 0;
+        for _ in 0..PRUNE_ROUNDS {
+            let n = sqlx::query(&sql)
+                .bind(keep)
+                .bind(PRUNE_CHUNK)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            total += n;
+            if n < u64::try_from(PRUNE_CHUNK).unwrap_or(0) {
+                break;
+            }
+        }
+        Ok(total)
     }
 }
 

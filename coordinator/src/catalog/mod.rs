@@ -20,7 +20,7 @@ mod store;
 mod tasks;
 
 pub use copy::CopyJobRows;
-pub use events::BatchOutcome;
+pub use events::{BatchOutcome, Pruned};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

@@ -308,7 +308,8 @@ impl Catalog {
 
     /// Queues a run of `dump` onto `target` (and its task). A restore job
     /// has at most one queued run: a newer dump takes the queued run's place
-    /// (copy jobs behind a backlog restore only the newest). Returns the
+    /// (copy jobs behind a backlog restore only the newest); an older one
+    /// (by finish time, then id) leaves it as it is. Returns the
     /// task id, `None` if a unique rule refused it (a SINGLE job's run
     /// exists already).
     pub(super) async fn queue_run(
@@ -335,14 +336,25 @@ impl Catalog {
                 .fetch_one(&mut **tx)
                 .await?;
         if let Some(job) = restore_job {
-            let queued: Option<(i64, Option<i64>)> = sqlx::query_as(
-                "SELECT id, restore_run_id FROM tasks WHERE restore_job_id = $1 \
-                 AND kind = 'RESTORE' AND state = 'QUEUED' FOR UPDATE",
+            // The queued task, its run, and its dump as (finished_at, id):
+            // NULL if gone.
+            type Queued = (i64, Option<i64>, Option<DateTime<Utc>>, Option<i64>);
+            let queued: Option<Queued> = sqlx::query_as(
+                "SELECT t.id, t.restore_run_id, d.finished_at, d.id FROM tasks t \
+                     LEFT JOIN dumps d ON d.id = t.dump_id WHERE t.restore_job_id = $1 \
+                     AND t.kind = 'RESTORE' AND t.state = 'QUEUED' FOR UPDATE OF t",
             )
             .bind(job)
             .fetch_optional(&mut **tx)
             .await?;
-            if let Some((task, run)) = queued {
+            if let Some((task, _, Some(at), Some(id))) = queued
+                && (at, id) >= (dump.finished_at, dump.id)
+            {
+                // Never backwards: the queued run already restores this
+                // dump or a newer one.
+                return Ok(Some(task));
+            }
+            if let Some((task, run, _, _)) = queued {
                 sqlx::query("UPDATE tasks SET dump_id = $2, worker_id = $3 WHERE id = $1")
                     .bind(task)
                     .bind(dump.id)
@@ -520,11 +532,12 @@ impl Catalog {
             .restore_run_id
             .ok_or_else(|| ApiError::Invalid(format!("restore task {} has no run", task.id)))?;
         let run = self.restore_run(run_id).await?;
-        let dump = self.dump(run.dump_id).await.map_err(|_| {
-            ApiError::Precondition(format!(
+        let dump = self.dump(run.dump_id).await.map_err(|e| match e {
+            ApiError::NotFound(_) => ApiError::Precondition(format!(
                 "dump {} of restore run {run_id} no longer exists",
                 run.dump_id
-            ))
+            )),
+            other => other,
         })?;
         let target = serde_json::from_str(&run.target)
             .map(|v: serde_json::Value| rows::target_from_json(&v))

@@ -150,6 +150,14 @@ impl Catalog {
         for task in tasks {
             match self.spec_of(&task).await {
                 Ok(spec) => out.push(Claimed { task, spec }),
+                Err(ApiError::Internal(e)) => {
+                    // A catalog fault, maybe passing: queue it again. Each
+                    // try uses an attempt, so a lasting fault ends in FAILED
+                    // after `lease.max_attempts`; if this update fails too,
+                    // the lease expires and the reaper does the same.
+                    tracing::warn!(task_id = task.id, "task cannot be specified now: {e:#}");
+                    self.requeue_unsent(task.id, &format!("{e:#}")).await?;
+                }
                 Err(e) => {
                     // Its job or dump vanished since it was queued: it can
                     // never run.
@@ -167,6 +175,38 @@ impl Catalog {
             }
         }
         Ok(out)
+    }
+
+    /// Returns a claimed task that could not be handed out to the queue
+    /// (the attempt counts), or fails it when its attempts are used up.
+    async fn requeue_unsent(&self, task_id: i64, error: &str) -> ApiResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let state: Option<String> = sqlx::query_scalar(
+            "UPDATE tasks SET \
+                 state = CASE WHEN attempts >= max_attempts THEN 'FAILED' ELSE 'QUEUED' END, \
+                 finished_at = CASE WHEN attempts >= max_attempts THEN now() END, \
+                 error = CASE WHEN attempts >= max_attempts \
+                     THEN format('could not be handed out %s times; last: %s', attempts, $2::text) \
+                     ELSE error END, \
+                 lease_id = NULL, leased_until = NULL \
+             WHERE id = $1 AND state = 'LEASED' RETURNING state",
+        )
+        .bind(task_id)
+        .bind(error)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if state.as_deref() == Some("FAILED") {
+            self.fail_runs_of_tasks(&mut *tx, &[task_id], "").await?;
+        } else if state.is_some() {
+            sqlx::query(
+                "UPDATE restore_runs SET status = 'QUEUED' WHERE task_id = $1 AND status = 'RUNNING'",
+            )
+            .bind(task_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// What the worker needs to run a leased task.

@@ -7,6 +7,7 @@
 
 mod common;
 
+mod catalog_events;
 mod client_major;
 mod crash;
 mod discovery;
@@ -17,8 +18,10 @@ mod exactly_once;
 mod failures;
 mod input_errors;
 mod log_colour;
+mod link_faults;
 mod metadata;
 mod offline;
+mod outbox_faults;
 mod reconnect;
 mod restore;
 mod shutdown;

@@ -392,22 +392,7 @@ async fn job_halted_while_worker_offline_stops_after_sync() {
 async fn single_job_runs_once_despite_reconnects() {
     let mut rig = Rig::start("w-single").await;
     let inst = add_instance(&rig.cli, "src", rig.source.port, "w-single", None);
-    let v = rig
-        .cli
-        .json(&[
-            "job",
-            "add",
-            "--instance",
-            &inst.to_string(),
-            "--database",
-            "app",
-            "--cron",
-            EVERY_MINUTE,
-            "--single",
-        ])
-        .unwrap();
-    let job = id_of(&v);
-    assert_eq!(v["kind"], "SINGLE");
+    let job = crate::link_faults::add_single_job(&rig.cli, inst, "app", EVERY_MINUTE);
     // The worker reconnects over and over (killed and restarted, and the
     // coordinator restarted) until well after the job's time has come.
     let deadline = std::time::Instant::now() + Duration::from_secs(75);

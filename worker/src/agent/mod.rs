@@ -15,7 +15,7 @@ use pgsnapman_proto::v1::{
     ReportProgress, Status, SyncScheduleRequest, TaskAssignment, lease_request, lease_response,
     task_assignment,
 };
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -195,7 +195,8 @@ async fn session(
     let stash: Arc<Mutex<Vec<OwnedSemaphorePermit>>> = Arc::default();
     let mut subtasks: JoinSet<Result<()>> = JoinSet::new();
     subtasks.spawn(credit_loop(
-        shared.semaphore.clone(),
+        shared.clone(),
+        shared.outbox.backlog_mark(),
         stash.clone(),
         tx.clone(),
     ));
@@ -336,12 +337,34 @@ async fn sync_loop(
     }
 }
 
-/// Takes a free slot, then grants it as credit; forever.
+/// Waits until the outbox backlog that existed when the session began
+/// (`backlog` = its highest event id) is acknowledged, then takes a free slot
+/// and grants it as credit; forever.
+///
+/// Why wait: 1. a task finishes and its result waits in the outbox; 2. the
+/// link stays down longer than the lease TTL; 3. the coordinator queues the
+/// task again; 4. on reconnect, credit granted before the backlog is
+/// uploaded could lease the task again and run it a second time. With the
+/// result applied first, the coordinator completes the task instead.
 async fn credit_loop(
-    semaphore: Arc<Semaphore>,
+    shared: Arc<Shared>,
+    backlog: Option<u128>,
     stash: Arc<Mutex<Vec<OwnedSemaphorePermit>>>,
     tx: mpsc::Sender<LeaseRequest>,
 ) -> Result<()> {
+    if let Some(mark) = backlog {
+        tracing::info!(
+            backlog = shared.outbox.len(),
+            "no credit until the outbox backlog is acknowledged"
+        );
+        let mut acked = shared.acked.subscribe();
+        acked
+            .wait_for(|v| *v >= mark)
+            .await
+            .map_err(|_| anyhow!("acknowledgements ended"))?;
+        tracing::info!("outbox backlog acknowledged; granting credit");
+    }
+    let semaphore = shared.semaphore.clone();
     loop {
         let Ok(permit) = semaphore.clone().acquire_owned().await else {
             // Closed: the worker is shutting down and takes no more work,
@@ -512,8 +535,11 @@ fn start_task(
     shared.tasks.spawn(
         crate::task::run(
             shared.clone(),
-            task_id,
-            a.lease_id,
+            crate::task::Assigned {
+                task_id,
+                lease_id: a.lease_id,
+                attempt: a.attempt,
+            },
             spec,
             cancel,
             progress,

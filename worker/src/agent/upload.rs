@@ -59,13 +59,28 @@ async fn check_backlog(shared: &Shared, len: u64) {
     }
 }
 
+/// How often finished tasks whose results were acknowledged long ago are
+/// forgotten.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Runs until an error; the session then reconnects.
 pub async fn run(shared: Arc<Shared>, mut client: Client) -> Result<()> {
     let mut stream: Option<Stream> = None;
     let max_batch = shared.config.outbox.max_batch;
+    let max_bytes = shared.config.outbox.max_batch_bytes;
+    let mut pruned = tokio::time::Instant::now();
     loop {
+        if pruned.elapsed() >= PRUNE_INTERVAL {
+            pruned = tokio::time::Instant::now();
+            let outbox = shared.outbox.clone();
+            match blocking(move || outbox.prune_finished(crate::outbox::DONE_KEEP)).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(forgotten = n, "finished tasks forgotten"),
+                Err(err) => tracing::warn!("cannot prune finished tasks: {err:#}"),
+            }
+        }
         let outbox = shared.outbox.clone();
-        let events = blocking(move || outbox.oldest(max_batch)).await?;
+        let events = blocking(move || outbox.oldest_bounded(max_batch, max_bytes)).await?;
         let Some(last) = events.last() else {
             tokio::select! {
                 () = shared.outbox.appended() => {}

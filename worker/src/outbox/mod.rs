@@ -1,10 +1,12 @@
 //! The durable outbox: events waiting to be uploaded to the coordinator, kept
 //! in RocksDB (`<data_dir>/state`, column family `outbox`) until the
-//! coordinator acknowledges them. Layout: docs/worker.md. Calls block on disk:
-//! async code runs them in `spawn_blocking`.
+//! coordinator acknowledges them, and the results of finished tasks
+//! (`done_tasks`) so that a task is never run twice. Layout: docs/worker.md.
+//! Calls block on disk: async code runs them in `spawn_blocking`.
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use pgsnapman_proto::v1::{Event, event};
@@ -13,8 +15,22 @@ use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, Wri
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+mod done;
+mod fit;
+
+pub use done::Finished;
+pub use done::under_lease;
+use done::{decode_done, encode_done, now_secs, task_of};
+pub use fit::MAX_EVENT_BYTES;
+use fit::fit;
+
 const CF_OUTBOX: &str = "outbox";
 const CF_META: &str = "meta";
+/// Finished tasks whose results may not be known to the coordinator yet.
+const CF_DONE: &str = "done_tasks";
+/// How long a finished task is remembered after its result was
+/// acknowledged: longer than any assignment can be in flight.
+pub const DONE_KEEP: Duration = Duration::from_secs(3600);
 const FORMAT_KEY: &[u8] = b"format_version";
 /// Version of the state database layout (docs/worker.md). Bump on any
 /// incompatible change and keep an upgrade for the old version.
@@ -59,6 +75,7 @@ impl Outbox {
         let cfs = [
             CF_OUTBOX,
             CF_META,
+            CF_DONE,
             crate::mirror::CF_MIRROR,
             crate::mirror::CF_FIRES,
         ]
@@ -125,12 +142,46 @@ impl Outbox {
 
     /// Stores events durably in one synced batch, in order, and wakes the
     /// uploader.
-    ///
+    pub fn append_all(&self, bodies: Vec<event::Body>) -> Result<Vec<Uuid>> {
+        self.write_events(bodies, |_, _| Ok(()))
+    }
+
+    /// Stores a finished task's result events and remembers the task
+    /// (`what` it was; `finished` returns it with the result bodies) in the
+    /// same synced batch: a crash keeps both or neither.
+    pub fn append_result(
+        &self,
+        task_id: i64,
+        what: &str,
+        bodies: Vec<event::Body>,
+    ) -> Result<Vec<Uuid>> {
+        let done = self.cf_named(CF_DONE)?;
+        self.write_events(bodies, |batch, events| {
+            let last = events.last().map_or(0, |e| e.0);
+            // Only what completes the task is reported again.
+            let bodies = events
+                .iter()
+                .filter(|e| e.1.body.as_ref().and_then(task_of) == Some(task_id))
+                .map(|e| e.1.clone())
+                .collect();
+            batch.put_cf(
+                done,
+                task_id.to_be_bytes(),
+                encode_done(last, now_secs(), what, bodies),
+            );
+            Ok(())
+        })
+    }
+
     /// Ids are assigned and written under one lock: otherwise a later id
     /// could be written (and uploaded, acknowledged and deleted with
     /// `delete_up_to`) before an earlier one is written, and the earlier one
-    /// would be deleted unsent.
-    pub fn append_all(&self, bodies: Vec<event::Body>) -> Result<Vec<Uuid>> {
+    /// would be deleted unsent. `extra` adds to the same write batch.
+    fn write_events(
+        &self,
+        bodies: Vec<event::Body>,
+        extra: impl FnOnce(&mut WriteBatch, &[(u128, Event)]) -> Result<()>,
+    ) -> Result<Vec<Uuid>> {
         if bodies.is_empty() {
             return Ok(Vec::new());
         }
@@ -138,9 +189,9 @@ impl Outbox {
         let mut last = self.last_id.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = *last;
         let mut batch = WriteBatch::default();
-        let mut ids = Vec::with_capacity(bodies.len());
+        let mut events = Vec::with_capacity(bodies.len());
         let now = Some(pgsnapman_proto::timestamp(chrono::Utc::now()));
-        for body in bodies {
+        for body in bodies.into_iter().flat_map(fit) {
             // UUIDv7, strictly greater than every earlier one.
             let fresh = Uuid::now_v7().as_u128();
             next = if fresh > next { fresh } else { next + 1 };
@@ -151,24 +202,94 @@ impl Outbox {
                 body: Some(body),
             };
             batch.put_cf(cf, id.as_bytes(), event.encode_to_vec());
-            ids.push(id);
+            events.push((next, event));
         }
+        extra(&mut batch, &events)?;
         self.db
             .write_opt(batch, &sync_writes())
-            .with_context(|| format!("append {} event(s) to the outbox", ids.len()))?;
+            .with_context(|| format!("append {} event(s) to the outbox", events.len()))?;
         *last = next;
         drop(last);
-        self.len.fetch_add(ids.len() as u64, Ordering::SeqCst);
+        self.len.fetch_add(events.len() as u64, Ordering::SeqCst);
         self.notify.notify_one();
-        Ok(ids)
+        Ok(events.into_iter().map(|e| Uuid::from_u128(e.0)).collect())
     }
 
-    /// Up to `n` oldest events.
-    pub fn oldest(&self, n: usize) -> Result<Vec<Event>> {
+    /// The highest event id stored when called (`None`: empty). Every event
+    /// appended earlier has an id at or below it.
+    pub fn backlog_mark(&self) -> Option<u128> {
+        let last = *self.last_id.lock().unwrap_or_else(|e| e.into_inner());
+        (!self.is_empty()).then_some(last)
+    }
+
+    /// What a task this worker finished was, and its result bodies, if it
+    /// is still remembered.
+    pub fn finished(&self, task_id: i64) -> Result<Option<Finished>> {
+        let cf = self.cf_named(CF_DONE)?;
+        let Some(v) = self
+            .db
+            .get_cf(cf, task_id.to_be_bytes())
+            .context("read finished tasks")?
+        else {
+            return Ok(None);
+        };
+        let done = decode_done(&v)
+            .with_context(|| format!("decode the finished-task record of task {task_id}"))?;
+        Ok(Some(Finished {
+            what: done.what,
+            bodies: done.bodies,
+        }))
+    }
+
+    /// Forgets finished tasks whose results were acknowledged (no longer in
+    /// the outbox) and that finished more than `keep` ago. Returns how many.
+    pub fn prune_finished(&self, keep: Duration) -> Result<usize> {
+        let cf = self.cf_named(CF_DONE)?;
+        // Events are deleted oldest first: below the oldest stored id means
+        // acknowledged.
+        let oldest = match self.db.iterator_cf(self.cf()?, IteratorMode::Start).next() {
+            Some(item) => key_of(&item.context("read outbox")?.0)?,
+            None => u128::MAX,
+        };
+        let cutoff = now_secs().saturating_sub(i64::try_from(keep.as_secs()).unwrap_or(i64::MAX));
+        let mut batch = WriteBatch::default();
+        let mut n = 0;
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, v) = item.context("read finished tasks")?;
+            // Unreadable: nothing can use it.
+            let done = decode_done(&v).unwrap_or_default();
+            if done.event < oldest && done.at < cutoff {
+                batch.delete_cf(cf, &k);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.db
+                .write_opt(batch, &sync_writes())
+                .context("prune finished tasks")?;
+        }
+        Ok(n)
+    }
+
+    /// Up to `max_events` oldest events of at most `max_bytes` encoded bytes
+    /// in all, but always the oldest one (an event is at most
+    /// [`MAX_EVENT_BYTES`]).
+    pub fn oldest_bounded(&self, max_events: usize, max_bytes: usize) -> Result<Vec<Event>> {
         let cf = self.cf()?;
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(cf, IteratorMode::Start).take(n) {
+        let mut bytes = 0usize;
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::Start)
+            .take(max_events)
+        {
             let (k, v) = item.context("read outbox")?;
+            // Framing of a repeated field: tag and length prefix.
+            let size = v.len() + prost::length_delimiter_len(v.len()) + 1;
+            if !out.is_empty() && bytes + size > max_bytes {
+                break;
+            }
+            bytes += size;
             let event = Event::decode(&*v).with_context(|| {
                 format!(
                     "decode outbox event {}",
@@ -178,6 +299,11 @@ impl Outbox {
             out.push(event);
         }
         Ok(out)
+    }
+
+    /// Up to `n` oldest events.
+    pub fn oldest(&self, n: usize) -> Result<Vec<Event>> {
+        self.oldest_bounded(n, usize::MAX)
     }
 
     /// Deletes every event with an id up to and including `id` (synced).
@@ -225,16 +351,20 @@ impl Outbox {
     }
 
     fn cf(&self) -> Result<&rocksdb::ColumnFamily> {
+        self.cf_named(CF_OUTBOX)
+    }
+
+    fn cf_named(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
         self.db
-            .cf_handle(CF_OUTBOX)
-            .context("column family outbox missing")
+            .cf_handle(name)
+            .with_context(|| format!("column family {name} missing"))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pgsnapman_proto::v1::{MessageLevel, WorkerMessage};
+    use pgsnapman_proto::v1::{EventBatch, MessageLevel, TaskRef, WorkerMessage};
 
     fn msg(text: &str) -> event::Body {
         event::Body::Message(WorkerMessage {
@@ -367,6 +497,110 @@ mod tests {
         let all = ob.oldest(10).unwrap();
         let texts: Vec<String> = all.iter().map(text_of).collect();
         assert_eq!(texts, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn batches_are_bounded_by_bytes_but_hold_at_least_one_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = Outbox::open(&dir.path().join("state")).unwrap();
+        let big = "x".repeat(100_000);
+        for i in 0..10 {
+            ob.append(msg(&format!("{i}{big}"))).unwrap();
+        }
+        // About 100 kB each: 3 fit in 350 kB, 1000 would not.
+        let batch = ob.oldest_bounded(1000, 350_000).unwrap();
+        assert_eq!(batch.len(), 3);
+        let bytes: usize = batch.iter().map(|e| e.encoded_len()).sum();
+        assert!(bytes <= 350_000, "{bytes}");
+        // One event larger than the bound still goes alone.
+        assert_eq!(ob.oldest_bounded(1000, 10).unwrap().len(), 1);
+        // The count bound still applies.
+        assert_eq!(ob.oldest_bounded(2, usize::MAX).unwrap().len(), 2);
+        // Ten of them exceed the bound, so the whole backlog takes several
+        // batches, each within it.
+        let all = ob.oldest_bounded(1000, 1_000_000).unwrap();
+        assert_eq!(all.len(), 9);
+        let framed = EventBatch {
+            events: all,
+            ..Default::default()
+        }
+        .encoded_len();
+        assert!(framed <= 1_000_000, "{framed}");
+    }
+
+    #[test]
+    fn an_event_over_the_limit_is_shrunk_or_replaced_at_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = Outbox::open(&dir.path().join("state")).unwrap();
+        let huge = "y".repeat(MAX_EVENT_BYTES + 10);
+        let dump = event::Body::DumpFinished(pgsnapman_proto::v1::DumpFinished {
+            dump_uuid: "d1".into(),
+            succeeded: true,
+            restore_metadata_json: huge.clone(),
+            ..Default::default()
+        });
+        ob.append_all(vec![dump, msg(&huge)]).unwrap();
+        let events = ob.oldest(10).unwrap();
+        assert!(events.iter().all(|e| e.encoded_len() <= MAX_EVENT_BYTES));
+        // The dump row is kept without its metadata, with a note; the
+        // message is cut, with a note.
+        assert_eq!(events.len(), 4, "{:?}", events.len());
+        match &events[0].body {
+            Some(event::Body::DumpFinished(d)) => {
+                assert_eq!(d.dump_uuid, "d1");
+                assert!(d.restore_metadata_json.is_empty());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(text_of(&events[1]).contains("restore metadata of dump d1"));
+        assert!(text_of(&events[2]).len() <= 64 * 1024);
+        assert!(text_of(&events[2]).ends_with("..."));
+        assert!(text_of(&events[3]).contains("exceeded the"));
+    }
+
+    #[test]
+    fn finished_tasks_are_remembered_durably_until_acknowledged_and_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        let task = |lease: &str| TaskRef {
+            task_id: 7,
+            lease_id: lease.into(),
+        };
+        let result = event::Body::TaskFailed(pgsnapman_proto::v1::TaskFailed {
+            task: Some(task("l1")),
+            error: "boom".into(),
+        });
+        let ids = {
+            let ob = Outbox::open(&path).unwrap();
+            assert!(ob.backlog_mark().is_none());
+            assert!(ob.finished(7).unwrap().is_none());
+            ob.append_result(7, "verify", vec![msg("note"), result])
+                .unwrap()
+        };
+        let ob = Outbox::open(&path).unwrap();
+        assert_eq!(ob.backlog_mark(), Some(ids[1].as_u128()));
+        let done = ob.finished(7).unwrap().expect("remembered after reopen");
+        assert_eq!(done.what, "verify");
+        // Only the body that completes the task, reported under a new lease.
+        let again = under_lease(done.bodies, &task("l2"));
+        assert_eq!(again.len(), 1);
+        match &again[0] {
+            event::Body::TaskFailed(f) => {
+                assert_eq!(f.task, Some(task("l2")));
+                assert_eq!(f.error, "boom");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // Not acknowledged yet: kept however old.
+        assert_eq!(ob.prune_finished(Duration::ZERO).unwrap(), 0);
+        ob.delete_up_to(ids[1]).unwrap();
+        assert!(ob.backlog_mark().is_none());
+        // Acknowledged but recent: kept.
+        assert_eq!(ob.prune_finished(Duration::from_secs(3600)).unwrap(), 0);
+        assert!(ob.finished(7).unwrap().is_some());
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(ob.prune_finished(Duration::ZERO).unwrap(), 1);
+        assert!(ob.finished(7).unwrap().is_none());
     }
 
     #[tokio::test]
