@@ -109,6 +109,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         .await
         .context("open the outbox")??;
     tracing::info!(backlog = outbox.len(), "outbox open");
+    report_unrecorded(&runner, &outbox).await;
     let mirror = mirror::Mirror::open(outbox.db()).context("open the schedule mirror")?;
     tracing::info!(
         schedule_version = mirror.version(),
@@ -219,6 +220,38 @@ async fn watchdog(shared: Arc<Shared>) {
                 task_id,
                 "lease expired before it could be renewed; cancelling the task"
             );
+        }
+    }
+}
+
+/// Queues the rows of dumps a crash left stored but unrecorded (killed
+/// between the manifest's rename and the outbox append), under the task
+/// that took them, so the catalog gets them and the task is not run again.
+async fn report_unrecorded(runner: &Runner, outbox: &Outbox) {
+    for (dump_uuid, row) in runner.unrecorded_dumps().await {
+        let Some(row) = row else {
+            // Never completely stored: the store's own cleanup removes it.
+            runner.recorded(&dump_uuid.to_string());
+            continue;
+        };
+        let queued = match row.task.clone() {
+            Some(task) => outbox.append_result(
+                task.task_id,
+                &task::dump_identity(row.job_id),
+                vec![pgsnapman_proto::v1::event::Body::DumpFinished(row)],
+            ),
+            None => outbox
+                .append(pgsnapman_proto::v1::event::Body::DumpFinished(row))
+                .map(|id| vec![id]),
+        };
+        match queued {
+            Ok(_) => {
+                tracing::warn!(dump_id = %dump_uuid, "a dump stored before a crash but never reported is reported now");
+                runner.recorded(&dump_uuid.to_string());
+            }
+            Err(e) => {
+                tracing::error!(dump_id = %dump_uuid, "cannot queue an unrecorded dump: {e:#}")
+            }
         }
     }
 }

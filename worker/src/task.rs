@@ -322,11 +322,16 @@ async fn report_again(
     true
 }
 
+/// What a dump task of `job_id` is (see `identity`).
+pub fn dump_identity(job_id: i64) -> String {
+    format!("dump of job {job_id}")
+}
+
 /// What a task is, for telling a task assigned again from another task
 /// that has the same id.
 fn identity(spec: Option<&Spec>) -> String {
     match spec {
-        Some(Spec::Dump(d)) => format!("dump of job {}", d.job_id),
+        Some(Spec::Dump(d)) => dump_identity(d.job_id),
         Some(Spec::Restore(r)) => format!("restore run {} of dump {}", r.run_id, r.dump_uuid),
         Some(Spec::Verify(_)) => "verify".to_string(),
         Some(Spec::Delete(d)) => format!("delete of dump {}", d.dump_uuid),
@@ -366,6 +371,7 @@ async fn finish_with(
             return;
         }
     };
+    shared.runner.recorded(&stored_uuid);
     tracing::debug!(event_id = %event_id, "result queued for upload");
     // Keep the lease alive until the catalog has the result: otherwise the
     // lease could expire between the dump's end and its catalog row, and the

@@ -166,6 +166,15 @@ async fn worker_aborted_at_store_crash_points_loses_nothing() {
             "{point}"
         );
         stored = check_crashed_store(&stack, &stored, true, point);
+        // A dump stored just before the crash is reported at the restart
+        // (under its task, which then needs no second run): the catalog
+        // and the store hold the same dumps.
+        let in_catalog: std::collections::BTreeSet<String> = catalog_of_job(&stack.cli, job)
+            .iter()
+            .map(|d| d["dump_uuid"].as_str().unwrap().to_string())
+            .collect();
+        let in_store: std::collections::BTreeSet<String> = stored.keys().cloned().collect();
+        assert_eq!(in_catalog, in_store, "{point}");
     }
 
     // Points of a deletion and its gc: each round deletes a dump of a

@@ -10,6 +10,7 @@ pub mod process;
 pub mod replay;
 pub mod source;
 pub mod spec;
+pub mod unrecorded;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,6 +63,8 @@ pub struct Runner {
     /// `dump.lock_wait_timeout` and `dump.max_run_time`.
     lock_wait_timeout: Duration,
     max_run_time: Duration,
+    /// Dumps between the start of their ingest and their outbox event.
+    unrecorded: unrecorded::Unrecorded,
 }
 
 /// A dump program's failure, saying that `dump.lock_wait_timeout` fired
@@ -143,6 +146,7 @@ impl Runner {
             lock_timeout: config.postgres.lock_timeout,
             lock_wait_timeout: config.dump.lock_wait_timeout,
             max_run_time: config.dump.max_run_time,
+            unrecorded: unrecorded::Unrecorded::new(&data_dir.join("state")),
         })
     }
 
@@ -255,8 +259,26 @@ impl Runner {
     }
 
     /// Runs the dump of `spec`. `progress` receives the bytes written so far.
+    /// A stored dump stays marked unrecorded until the caller has queued its
+    /// result and calls `recorded`.
     pub async fn dump(
         &self,
+        task: Option<TaskRef>,
+        spec: &DumpSpec,
+        cancel: &CancellationToken,
+        progress: Arc<AtomicU64>,
+    ) -> DumpResult {
+        let dump_uuid = Uuid::now_v7();
+        let result = self.dump_as(dump_uuid, task, spec, cancel, progress).await;
+        if !matches!(&result, DumpResult::Finished(f) if f.succeeded) {
+            self.unrecorded.end(dump_uuid);
+        }
+        result
+    }
+
+    async fn dump_as(
+        &self,
+        dump_uuid: Uuid,
         task: Option<TaskRef>,
         spec: &DumpSpec,
         cancel: &CancellationToken,
@@ -267,7 +289,6 @@ impl Runner {
             Err(err) => return DumpResult::Rejected(format!("{err:#}")),
         };
         let started_at = chrono::Utc::now();
-        let dump_uuid = Uuid::now_v7();
         let instance = checked.instance;
         let mut finished = DumpFinished {
             dump_uuid: dump_uuid.to_string(),
@@ -320,6 +341,13 @@ impl Runner {
                     return DumpResult::Finished(Box::new(finished));
                 }
             }
+        }
+        // Durable before any byte is stored: a crash after the manifest's
+        // rename leaves the marker, and the next start reports the dump.
+        if let Err(err) = self.unrecorded.begin(dump_uuid, task.as_ref()) {
+            finished.error = format!("{err:#}");
+            finished.finished_at = Some(pgsnapman_proto::timestamp(chrono::Utc::now()));
+            return DumpResult::Finished(Box::new(finished));
         }
         let mut paused = false;
         // dump.max_run_time cancels the attempt as a lost lease would, but
@@ -666,10 +694,56 @@ impl Runner {
 
     /// Deletes a stored dump that will never be recorded (cancelled, or its
     /// result could not be queued). Its chunks go at the next gc.
+    /// The result of the stored dump `dump_uuid` is in the outbox.
+    pub fn recorded(&self, dump_uuid: &str) {
+        if let Ok(uuid) = Uuid::parse_str(dump_uuid) {
+            self.unrecorded.end(uuid);
+        }
+    }
+
+    /// Dumps a crash left stored but unrecorded, each with its row from the
+    /// manifest (under the task that took it) or `None` if it was never
+    /// completely stored. Call `recorded` once each is dealt with.
+    pub async fn unrecorded_dumps(&self) -> Vec<(Uuid, Option<DumpFinished>)> {
+        let (marks, store) = (self.unrecorded.clone(), self.store.clone());
+        let found = tokio::task::spawn_blocking(move || -> Result<Vec<_>> {
+            let mut out = Vec::new();
+            for left in marks.leftovers()? {
+                match store.manifest(left.dump_uuid) {
+                    Ok(m) => {
+                        let mut row = crate::maintenance::dump_finished_of(&m, store.root());
+                        row.task = left.task;
+                        out.push((left.dump_uuid, Some(row)));
+                    }
+                    Err(pgsnapman_store::StoreError::ManifestNotFound(_)) => {
+                        out.push((left.dump_uuid, None));
+                    }
+                    Err(e) => {
+                        tracing::warn!(dump_id = %left.dump_uuid, "cannot read the manifest of an unrecorded dump: {e}");
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await;
+        match found {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                tracing::error!("cannot list unrecorded dumps: {e:#}");
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::error!("cannot list unrecorded dumps: {e}");
+                Vec::new()
+            }
+        }
+    }
+
     pub async fn discard(&self, dump_uuid: &str) {
         let Ok(uuid) = Uuid::parse_str(dump_uuid) else {
             return;
         };
+        self.unrecorded.end(uuid);
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.delete_dump(uuid)).await {
             Ok(Ok(())) => tracing::info!(dump_id = %uuid, "unrecorded dump removed from the store"),

@@ -307,6 +307,7 @@ async fn run_job(
                 tracing::error!("cannot record the scheduled dump in the outbox: {e:#}");
                 shared.runner.discard(&stored_uuid).await;
             } else if !stored_uuid.is_empty() {
+                shared.runner.recorded(&stored_uuid);
                 shared.store_changed.notify_one();
             }
         }
