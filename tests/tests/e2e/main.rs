@@ -18,6 +18,7 @@ mod metadata;
 mod offline;
 mod reconnect;
 mod restore;
+mod scale;
 mod shutdown;
 mod standby;
 mod store;
