@@ -73,6 +73,13 @@ pub struct DumpConfig {
     /// Time between SIGTERM and SIGKILL when a dump is cancelled.
     #[serde(with = "humantime_serde")]
     pub kill_grace_period: Duration,
+    /// pg_dump's and pg_dumpall's `--lock-wait-timeout`: the longest wait
+    /// for a table lock before the dump fails (0s: wait forever).
+    #[serde(with = "humantime_serde")]
+    pub lock_wait_timeout: Duration,
+    /// A dump still running after this long is cancelled and fails.
+    #[serde(with = "humantime_serde")]
+    pub max_run_time: Duration,
 }
 
 impl Default for DumpConfig {
@@ -80,6 +87,8 @@ impl Default for DumpConfig {
         Self {
             max_concurrent: 2,
             kill_grace_period: Duration::from_secs(10),
+            lock_wait_timeout: Duration::from_secs(600),
+            max_run_time: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -115,6 +124,17 @@ pub struct PostgresConfig {
     /// libpq `connect_timeout` for every connection to a source server.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Most bytes of output kept from one query the worker runs itself
+    /// (probe, restore metadata, discovery, a restore target's catalog) or
+    /// from `pg_restore --list`; more fails with an error naming this key.
+    pub max_query_output_bytes: u64,
+    /// `statement_timeout` of every query the worker runs itself through
+    /// psql (0s: none).
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+    /// `lock_timeout` of those queries (0s: none).
+    #[serde(with = "humantime_serde")]
+    pub lock_timeout: Duration,
 }
 
 impl Default for PostgresConfig {
@@ -122,6 +142,9 @@ impl Default for PostgresConfig {
         Self {
             bin_dirs: default_bin_dirs(),
             connect_timeout: Duration::from_secs(10),
+            max_query_output_bytes: crate::runner::process::DEFAULT_MAX_OUTPUT_BYTES,
+            statement_timeout: Duration::from_secs(300),
+            lock_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -306,6 +329,15 @@ impl Config {
         if self.scheduler.sync_interval < Duration::from_secs(1) {
             bail!("scheduler.sync_interval must be at least 1s");
         }
+        if self.postgres.max_query_output_bytes < 1024 * 1024 {
+            bail!(
+                "postgres.max_query_output_bytes {} must be at least 1048576 (1 MiB)",
+                self.postgres.max_query_output_bytes
+            );
+        }
+        if self.dump.max_run_time < Duration::from_secs(1) {
+            bail!("dump.max_run_time must be at least 1s");
+        }
         if self.discovery.interval < Duration::from_secs(1) {
             bail!("discovery.interval must be at least 1s");
         }
@@ -378,6 +410,11 @@ mod tests {
         assert_eq!(c.restore.max_concurrent, 1);
         assert_eq!(c.coordinator.backoff_max, Duration::from_secs(30));
         assert_eq!(c.discovery.interval, Duration::from_secs(3600));
+        assert_eq!(c.dump.lock_wait_timeout, Duration::from_secs(600));
+        assert_eq!(c.postgres.statement_timeout, Duration::from_secs(300));
+        c.dump.max_run_time = Duration::ZERO;
+        assert!(c.validate().is_err());
+        c.dump.max_run_time = Duration::from_secs(3600);
         c.worker.name = "bad name".into();
         assert!(c.validate().unwrap_err().to_string().contains("bad name"));
     }

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::Shared;
+use crate::runner::process::excerpt;
 
 /// The list as one JSON array, so that any name (quotes, spaces, newlines,
 /// unicode) survives psql's text output intact.
@@ -153,17 +154,8 @@ async fn list(
             cancel.cancel();
         })
     };
-    let out = shared
-        .runner
-        .query(
-            instance,
-            database,
-            "pgsnapman-discovery",
-            LIST_SQL,
-            "listing the databases",
-            &cancel,
-        )
-        .await;
+    let session = shared.runner.session(instance, "pgsnapman-discovery")?;
+    let out = session.run(database, &[LIST_SQL], &cancel).await;
     timer.abort();
     match out? {
         Some(json) => parse_list(&json).map(Some),
@@ -174,8 +166,8 @@ async fn list(
 
 /// Parses the JSON array `LIST_SQL` returns.
 fn parse_list(json: &str) -> Result<Vec<String>> {
-    let mut names: Vec<String> =
-        serde_json::from_str(json).with_context(|| format!("unexpected answer {json:?}"))?;
+    let mut names: Vec<String> = serde_json::from_str(json)
+        .with_context(|| format!("unexpected answer {:?}", excerpt(json)))?;
     names.sort();
     names.dedup();
     Ok(names)

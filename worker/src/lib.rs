@@ -101,14 +101,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             .context("open the pack store")?
             .map_err(|e| anyhow::anyhow!("cannot open the pack store: {e}"))?;
     tracing::info!(options = ?store.options(), "pack store open");
-    let runner = Runner::new(
-        clients,
-        &data_dir,
-        store,
-        config.postgres.connect_timeout,
-        config.dump.kill_grace_period,
-    )?
-    .with_shared_stores(&config.worker.name, config.restore.shared_stores.clone());
+    let runner = Runner::new(clients, &data_dir, store, &config)?
+        .with_shared_stores(&config.worker.name, config.restore.shared_stores.clone());
     runner.clean_leftovers();
     let state = data_dir.join("state");
     let outbox = tokio::task::spawn_blocking(move || Outbox::open(&state))

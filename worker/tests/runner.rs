@@ -15,10 +15,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use common::runner;
+use common::{runner, runner_with};
 use pgsnapman_proto::v1::{DumpFormat, DumpSpec, DumpType, InstanceConnection, TaskRef};
 use pgsnapman_tests::{PgCluster, PgOptions};
-use pgsnapman_worker::runner::DumpResult;
+use pgsnapman_worker::Config;
+use pgsnapman_worker::runner::{DumpResult, Runner};
 use tokio_util::sync::CancellationToken;
 
 const PASSWORD: &str = r"s3cr3t:with\odd'chars";
@@ -258,17 +259,7 @@ async fn cancellation_kills_pg_dump_and_stores_nothing() {
     let db = "locked_db";
     pg.create_database(db).unwrap();
     pg.query(db, "CREATE TABLE held AS SELECT 1 AS id").unwrap();
-    let mut locker = pg
-        .psql_cmd(db)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = locker.stdin.take().unwrap();
-    stdin
-        .write_all(b"BEGIN; LOCK TABLE held IN ACCESS EXCLUSIVE MODE; SELECT 1;\n")
-        .unwrap();
-    stdin.flush().unwrap();
+    let _locker = Locker::hold(&pg, db, "held");
 
     let dir = tempfile::tempdir().unwrap();
     let runner = Arc::new(runner(dir.path()).await);
@@ -319,7 +310,163 @@ async fn cancellation_kills_pg_dump_and_stores_nothing() {
             );
         }
     }
-    drop(stdin);
-    let _ = locker.kill();
-    let _ = locker.wait();
+}
+
+/// A session holding an ACCESS EXCLUSIVE lock on `table` until dropped.
+struct Locker {
+    child: std::process::Child,
+}
+
+impl Locker {
+    fn hold(pg: &PgCluster, db: &str, table: &str) -> Self {
+        let mut child = pg
+            .psql_cmd(db)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.as_mut().unwrap();
+        writeln!(
+            stdin,
+            "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; SELECT 1;"
+        )
+        .unwrap();
+        stdin.flush().unwrap();
+        let locked = format!(
+            "SELECT count(*) FROM pg_locks WHERE relation = to_regclass('{table}') AND mode = 'AccessExclusiveLock' AND granted"
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while pg.query(db, &locked).unwrap() != "1" {
+            assert!(Instant::now() < deadline, "{table} never locked");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child }
+    }
+}
+
+impl Drop for Locker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The error of a dump that must have failed.
+async fn failed_dump(runner: &Runner, task: Option<TaskRef>, spec: &DumpSpec) -> String {
+    let res = runner
+        .dump(task, spec, &CancellationToken::new(), Arc::default())
+        .await;
+    let DumpResult::Finished(f) = res else {
+        panic!("expected a finished dump: {res:?}");
+    };
+    assert!(!f.succeeded, "the dump succeeded");
+    f.error
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_fail_dumps_within_their_timeout_saying_which() {
+    let pg = PgCluster::start(15).unwrap();
+    let db = "busy";
+    pg.create_database(db).unwrap();
+    pg.script(
+        db,
+        "CREATE TABLE held AS SELECT 1 AS id;
+         CREATE SCHEMA pgsnapman;
+         CREATE TABLE pgsnapman.metainfo (key text PRIMARY KEY, val text);
+         INSERT INTO pgsnapman.metainfo VALUES ('TAKE_BACKUP', 'YES');",
+    )
+    .unwrap();
+    let dirs = [(); 3].map(|()| tempfile::tempdir().unwrap());
+
+    // pg_dump waits at most dump.lock_wait_timeout for a table lock.
+    let table = Locker::hold(&pg, db, "held");
+    let mut config = Config::default();
+    config.dump.lock_wait_timeout = Duration::from_secs(2);
+    let runner = runner_with(dirs[0].path(), &config).await;
+    let err = failed_dump(&runner, task(21), &spec(pg.port, "", db)).await;
+    assert!(
+        err.contains("canceling statement due to statement timeout")
+            && err.contains("dump.lock_wait_timeout = 2s"),
+        "{err}"
+    );
+
+    // Still locked, with a generous lock wait: dump.max_run_time ends it.
+    let mut config = Config::default();
+    config.dump.max_run_time = Duration::from_secs(3);
+    let runner = runner_with(dirs[1].path(), &config).await;
+    let err = failed_dump(&runner, task(22), &spec(pg.port, "", db)).await;
+    assert_eq!(err, "cancelled: the dump exceeded dump.max_run_time = 3s");
+    drop(table);
+
+    // The dump-on-demand marker is read with postgres.statement_timeout.
+    let _marker = Locker::hold(&pg, db, "pgsnapman.metainfo");
+    let mut config = Config::default();
+    config.postgres.statement_timeout = Duration::from_secs(1);
+    let runner = runner_with(dirs[2].path(), &config).await;
+    let mut scheduled = spec(pg.port, "", db);
+    scheduled.on_demand = true;
+    let err = failed_dump(&runner, None, &scheduled).await;
+    assert!(
+        err.starts_with("cannot read the dump-on-demand marker")
+            && err.contains("canceling statement due to statement timeout")
+            && err.contains("postgres.statement_timeout = 1s"),
+        "{err}"
+    );
+    assert!(runner.store().dump_ids().unwrap().is_empty());
+    for dir in &dirs {
+        let files = loose_files(dir.path());
+        assert!(files.is_empty(), "{files:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_granted_to_2000_roles_dumps_with_every_role() {
+    // The restore metadata lists every referenced role: about 1 MB of
+    // JSON, far beyond the 64 KiB that query output used to be cut at.
+    let pg = PgCluster::start(15).unwrap();
+    let db = "tenants";
+    pg.create_database(db).unwrap();
+    pg.script(
+        db,
+        "CREATE TABLE shared_data (id int);
+         DO $$ BEGIN
+           FOR i IN 1..2000 LOOP
+             EXECUTE format('CREATE ROLE %I', 'tenant_role_' || i);
+             EXECUTE format('GRANT SELECT ON shared_data TO %I', 'tenant_role_' || i);
+           END LOOP;
+         END $$;",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let runner = runner(dir.path()).await;
+    let res = runner
+        .dump(
+            task(11),
+            &spec(pg.port, "", db),
+            &CancellationToken::new(),
+            Arc::default(),
+        )
+        .await;
+    let DumpResult::Finished(ok) = res else {
+        panic!("expected a finished dump: {res:?}");
+    };
+    assert!(ok.succeeded, "{}", ok.error);
+    assert!(
+        ok.restore_metadata_json.len() > 64 * 1024,
+        "{}",
+        ok.restore_metadata_json.len()
+    );
+    let m = runner
+        .store()
+        .manifest(uuid::Uuid::parse_str(&ok.dump_uuid).unwrap())
+        .unwrap();
+    let roles: Vec<&str> = m.meta.restore_metadata["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .filter(|n| n.starts_with("tenant_role_"))
+        .collect();
+    assert_eq!(roles.len(), 2000);
+    assert!(roles.contains(&"tenant_role_1") && roles.contains(&"tenant_role_2000"));
 }

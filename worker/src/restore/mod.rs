@@ -34,7 +34,6 @@ use crate::Shared;
 use crate::outbox::Outbox;
 use crate::runner::Runner;
 use crate::runner::client::ClientTools;
-use crate::runner::connection::{PassFile, client_command, conninfo};
 use crate::task::TaskProgress;
 
 /// A refusal before anything changed: the run ends ABORTED.
@@ -154,15 +153,13 @@ pub(crate) struct Run<'a> {
     store: pgsnapman_store::Store,
     plan: Plan,
     log: &'a RunLog,
-    target: Target<'a>,
+    target: Target,
     cancel: &'a CancellationToken,
     /// Bytes fed or spooled (the task's progress).
     done: Arc<AtomicU64>,
     spool: SpoolDir,
     /// The database admin statements run in (never one being renamed).
     admin: String,
-    app: String,
-    passfile: Option<PassFile>,
     /// Harmless errors and skipped items.
     warnings: u32,
     /// A database this run created and has not yet given the target's name.
@@ -249,18 +246,8 @@ impl<'a> Run<'a> {
         progress: &TaskProgress,
     ) -> Result<Self> {
         let store = runner.store_of(&plan.dump_worker).map_err(Abort)?;
-        let passfile = if plan.instance.password.is_empty() {
-            None
-        } else {
-            Some(PassFile::create(runner.tmp_dir(), &plan.instance)?)
-        };
         let app = format!("pgsnapman-restore-{}", plan.run_id);
-        let target = Target::new(
-            runner,
-            plan.instance.clone(),
-            passfile.as_ref().map(|p| p.path().to_path_buf()),
-            app.clone(),
-        );
+        let target = Target::new(runner.session(&plan.instance, &app)?);
         let spool = SpoolDir::create(runner.spool_dir(), plan.run_id)?;
         Ok(Self {
             runner,
@@ -272,8 +259,6 @@ impl<'a> Run<'a> {
             cancel,
             done: Arc::clone(&progress.done),
             spool,
-            app,
-            passfile,
             warnings: 0,
             created_db: None,
             created_roles: Vec::new(),
@@ -366,21 +351,12 @@ impl<'a> Run<'a> {
     }
 
     fn conninfo(&self, db: &str) -> String {
-        conninfo(
-            &self.plan.instance,
-            db,
-            self.runner.connect_timeout(),
-            &self.app,
-        )
-    }
-
-    fn passfile(&self) -> Option<&std::path::Path> {
-        self.passfile.as_ref().map(PassFile::path)
+        self.target.session().conninfo(db)
     }
 
     /// pg_restore of `tools` with the password file and `--no-password`.
     fn pg_restore(&self, tools: &ClientTools) -> Command {
-        let mut cmd = client_command(tools.pg_restore(), self.passfile());
+        let mut cmd = self.target.session().command(tools.pg_restore());
         cmd.arg("--no-password");
         cmd
     }
@@ -388,7 +364,7 @@ impl<'a> Run<'a> {
     /// psql running a script from stdin into `db`, stopping at the first
     /// error.
     fn psql_script(&self, psql: &ClientTools, db: &str) -> Command {
-        let mut cmd = client_command(psql.psql(), self.passfile());
+        let mut cmd = self.target.session().command(psql.psql());
         cmd.args(["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1"])
             .arg(format!("--dbname={}", self.conninfo(db)));
         cmd

@@ -210,7 +210,7 @@ pub async fn run(
         Stdin::Null => (None, None),
     };
     let stdout = if capture {
-        StdoutTo::Capture
+        StdoutTo::Capture(process::DEFAULT_MAX_OUTPUT_BYTES)
     } else {
         StdoutTo::Null
     };

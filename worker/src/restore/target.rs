@@ -2,14 +2,12 @@
 //! exists there, creating and dropping databases, ending sessions, renaming,
 //! roles from the metadata, the database's owner, ACL and settings, schemas
 //! and the tables to truncate. Every name is quoted (`names`); statements
-//! go one by one through the worker's psql helper. The pure statement
+//! go one by one through the run's psql `Session`. The pure statement
 //! builders are separate from the calls so they can be tested.
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use pgsnapman_proto::v1::InstanceConnection;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -18,7 +16,8 @@ use super::metadata::{
 };
 use super::names::{quote_ident, quote_literal};
 use super::pipeline::Cancelled;
-use crate::runner::Runner;
+use crate::runner::connection::Session;
+use crate::runner::process::excerpt;
 
 /// Attempts to end other sessions and rename or drop a database.
 const SWAP_ATTEMPTS: u32 = 5;
@@ -30,9 +29,11 @@ const SWAP_PAUSE: Duration = Duration::from_secs(1);
 /// whatever its encoding (names in shared catalogs are not converted).
 const IN_UTF8: &str = "SET client_encoding = 'UTF8'";
 
-/// A rename or drop waits at most this long for a lock on the database
-/// (besides the server's own wait for its sessions to end).
-const SWAP_LOCK_TIMEOUT: &str = "SET lock_timeout = '60s'";
+/// A rename or drop has no statement timeout: a DROP DATABASE waits for a
+/// checkpoint and must not be stopped halfway (it would leave an invalid
+/// database). Its waits for locks are bounded by `postgres.lock_timeout`,
+/// its wait for other sessions by the server (5 s).
+const SWAP_STATEMENT_TIMEOUT: &str = "SET statement_timeout = 0";
 
 /// What the target says about itself.
 #[derive(Debug, Clone, Deserialize)]
@@ -277,27 +278,19 @@ pub fn role_plan(meta: &Metadata, existing: &BTreeSet<String>) -> RolePlan {
     plan
 }
 
-/// Runs SQL on the target instance as the instance user.
-pub struct Target<'a> {
-    runner: &'a Runner,
-    instance: InstanceConnection,
-    passfile: Option<PathBuf>,
-    app: String,
+/// Runs SQL on the target instance as the instance user, through the
+/// run's session (which also gives pg_restore and psql their password file).
+pub struct Target {
+    session: Session,
 }
 
-impl<'a> Target<'a> {
-    pub fn new(
-        runner: &'a Runner,
-        instance: InstanceConnection,
-        passfile: Option<PathBuf>,
-        app: String,
-    ) -> Self {
-        Self {
-            runner,
-            instance,
-            passfile,
-            app,
-        }
+impl Target {
+    pub fn new(session: Session) -> Self {
+        Self { session }
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
     }
 
     /// Runs `statements` on `db`, each on its own, stopping at the first
@@ -308,27 +301,15 @@ impl<'a> Target<'a> {
         statements: &[&str],
         cancel: &CancellationToken,
     ) -> Result<String> {
-        match self
-            .runner
-            .psql_at(
-                &self.instance,
-                db,
-                &self.app,
-                self.passfile.as_deref(),
-                statements,
-                "running SQL on the target",
-                cancel,
-            )
+        self.session
+            .run(db, statements, cancel)
             .await?
-        {
-            Some(out) => Ok(out),
-            None => Err(Cancelled.into()),
-        }
+            .ok_or_else(|| Cancelled.into())
     }
 
     /// `sql` that cannot be cancelled (cleanup, the swap).
     pub async fn sql_now(&self, db: &str, statements: &[&str]) -> Result<String> {
-        self.sql(db, statements, &CancellationToken::new()).await
+        self.session.run_uncancelled(db, statements).await
     }
 
     /// `statements` in one transaction.
@@ -338,10 +319,10 @@ impl<'a> Target<'a> {
         statements: &[String],
         cancel: &CancellationToken,
     ) -> Result<()> {
-        let mut all: Vec<&str> = vec!["BEGIN"];
-        all.extend(statements.iter().map(String::as_str));
-        all.push("COMMIT");
-        self.sql(db, &all, cancel).await.map(|_| ())
+        self.session
+            .transaction(db, statements, cancel)
+            .await?
+            .ok_or_else(|| Cancelled.into())
     }
 
     pub async fn inspect(
@@ -355,7 +336,7 @@ impl<'a> Target<'a> {
             .sql(admin_db, &[&inspect_sql(databases, roles)], cancel)
             .await?;
         serde_json::from_str(&out)
-            .with_context(|| format!("unexpected answer from the target: {out:?}"))
+            .with_context(|| format!("unexpected answer from the target: {:?}", excerpt(&out)))
     }
 
     pub async fn database_exists(&self, admin_db: &str, name: &str) -> Result<bool> {
@@ -398,7 +379,7 @@ impl<'a> Target<'a> {
         );
         let out = self.sql(db, &[IN_UTF8, &sql], cancel).await?;
         serde_json::from_str(&out)
-            .with_context(|| format!("unexpected answer from the target: {out:?}"))
+            .with_context(|| format!("unexpected answer from the target: {:?}", excerpt(&out)))
     }
 
     /// Ends the other sessions on `db` this role may end (a superuser:
@@ -428,7 +409,7 @@ impl<'a> Target<'a> {
         let sql = format!(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
              WHERE application_name = {} AND pid <> pg_backend_pid()",
-            quote_literal(&self.app)
+            quote_literal(self.session.app_name())
         );
         let out = self.sql_now(admin_db, &[&sql]).await?;
         Ok(out.parse().unwrap_or(0))
@@ -442,7 +423,7 @@ impl<'a> Target<'a> {
         for attempt in 1..=SWAP_ATTEMPTS {
             ended += self.terminate(admin_db, db).await?;
             match self
-                .sql_now(admin_db, &[SWAP_LOCK_TIMEOUT, statement])
+                .sql_now(admin_db, &[SWAP_STATEMENT_TIMEOUT, statement])
                 .await
             {
                 Ok(_) => return Ok(ended),

@@ -277,6 +277,7 @@ pub async fn check_stream_toc(
     ingest: Ingest,
     file_name: &'static str,
     pg_restore: PathBuf,
+    max_output: u64,
     cancel: &CancellationToken,
     grace: Duration,
 ) -> Result<(Ingest, bool)> {
@@ -303,7 +304,7 @@ pub async fn check_stream_toc(
         cmd,
         "pg_restore",
         Some(read_end),
-        StdoutTo::Capture,
+        StdoutTo::Capture(max_output),
         cancel,
         grace,
     )
@@ -320,6 +321,7 @@ pub async fn check_directory_toc(
     ingest: Ingest,
     dir: PathBuf,
     pg_restore: PathBuf,
+    max_output: u64,
     cancel: &CancellationToken,
     grace: Duration,
 ) -> Result<(Ingest, bool)> {
@@ -347,9 +349,15 @@ pub async fn check_directory_toc(
         Ok(()) => {
             let mut cmd = Command::new(pg_restore);
             cmd.arg("--list").arg(&dir);
-            process::run(cmd, "pg_restore", true, cancel, grace)
-                .await
-                .and_then(toc_listed)
+            process::run(
+                cmd,
+                "pg_restore",
+                StdoutTo::Capture(max_output),
+                cancel,
+                grace,
+            )
+            .await
+            .and_then(toc_listed)
         }
         Err(e) => Err(e),
     };

@@ -1,11 +1,13 @@
 //! Running one client program (pg_dump, pg_dumpall, psql) as a child in its
-//! own process group: stderr is collected (bounded), and cancellation reaches
-//! the whole group (SIGTERM, grace period, SIGKILL) and always reaps the child.
+//! own process group: stderr is collected (bounded), stdout captured up to a
+//! stated limit (more is an error, never a silent cut), and cancellation
+//! reaches the whole group (SIGTERM, grace period, SIGKILL) and always reaps
+//! the child.
 use std::collections::VecDeque;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
@@ -20,8 +22,24 @@ const TAIL_BYTES: usize = 8 * 1024;
 const IMPORTANT_LINES: usize = 20;
 /// Longest single stderr line kept (longer ones are cut).
 const MAX_LINE: usize = 1024;
-/// Most stdout bytes captured (only small query results are captured).
-const MAX_STDOUT: u64 = 64 * 1024;
+/// Default of `postgres.max_query_output_bytes`: the most stdout bytes
+/// captured from one run (query results, `pg_restore --list`).
+pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 1024 * 1024 * 1024;
+/// Bytes of a program's output (or any long text) an error message quotes.
+const EXCERPT_BYTES: usize = 200;
+
+/// The start of `text` for an error message: at most `EXCERPT_BYTES`
+/// bytes, cut at a character boundary and marked with an ellipsis.
+pub fn excerpt(text: &str) -> String {
+    if text.len() <= EXCERPT_BYTES {
+        return text.to_string();
+    }
+    let mut cut = EXCERPT_BYTES;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..cut], text.len())
+}
 
 /// What a child wrote on stderr: the last lines, and the lines that look
 /// like the reason of a failure.
@@ -100,7 +118,8 @@ impl Stderr {
 pub enum Outcome {
     Exited {
         status: ExitStatus,
-        /// Standard output, if it was captured (at most `MAX_STDOUT` bytes).
+        /// Standard output, if it was captured (all of it: more than the
+        /// capture limit is an error instead).
         stdout: Vec<u8>,
         stderr: Stderr,
     },
@@ -160,41 +179,44 @@ async fn skip_rest_of_line(reader: &mut (impl AsyncBufReadExt + Unpin)) {
     }
 }
 
-async fn collect_stdout(pipe: impl AsyncRead + Unpin) -> Vec<u8> {
+/// All of stdout, or `Err(bytes seen)` when it is longer than `limit`.
+async fn collect_stdout(pipe: impl AsyncRead + Unpin, limit: u64) -> Result<Vec<u8>, u64> {
     let mut out = Vec::new();
-    let mut limited = pipe.take(MAX_STDOUT);
+    let mut limited = pipe.take(limit.saturating_add(1));
     let _ = limited.read_to_end(&mut out).await;
+    if (out.len() as u64) <= limit {
+        return Ok(out);
+    }
+    drop(out);
     // Drain the rest so the child never blocks on a full pipe.
-    let _ = tokio::io::copy(&mut limited.into_inner(), &mut tokio::io::sink()).await;
-    out
+    let rest = tokio::io::copy(&mut limited.into_inner(), &mut tokio::io::sink())
+        .await
+        .unwrap_or(0);
+    Err(limit.saturating_add(1).saturating_add(rest))
 }
 
 /// Where a child's standard output goes.
 pub enum StdoutTo {
     /// /dev/null.
     Null,
-    /// Captured, at most `MAX_STDOUT` bytes (small query results).
-    Capture,
+    /// Captured whole, up to this many bytes; a longer output fails the
+    /// run with an error naming the limit (`postgres.max_query_output_bytes`).
+    Capture(u64),
     /// The write end of a pipe (or any file) someone else reads: dump data
     /// on its way into the store.
     File(std::os::fd::OwnedFd),
 }
 
 /// Runs `cmd` to its end, or until `cancel` fires. The command gets stdin
-/// from /dev/null, stderr piped (stdout too if `capture_stdout`, else
-/// /dev/null) and its own process group.
+/// from /dev/null, stderr piped, stdout as `stdout` says and its own
+/// process group.
 pub async fn run(
     cmd: Command,
     program: &str,
-    capture_stdout: bool,
+    stdout: StdoutTo,
     cancel: &CancellationToken,
     grace: Duration,
 ) -> Result<Outcome> {
-    let stdout = if capture_stdout {
-        StdoutTo::Capture
-    } else {
-        StdoutTo::Null
-    };
     run_with(cmd, program, None, stdout, cancel, grace).await
 }
 
@@ -222,10 +244,14 @@ pub async fn run_observed(
     cancel: &CancellationToken,
     grace: Duration,
 ) -> Result<Outcome> {
+    let mut capture_limit = 0;
     cmd.stdin(stdin.map_or_else(Stdio::null, Stdio::from))
         .stdout(match stdout {
             StdoutTo::Null => Stdio::null(),
-            StdoutTo::Capture => Stdio::piped(),
+            StdoutTo::Capture(limit) => {
+                capture_limit = limit;
+                Stdio::piped()
+            }
             StdoutTo::File(fd) => Stdio::from(fd),
         })
         .stderr(Stdio::piped())
@@ -244,7 +270,7 @@ pub async fn run_observed(
     let out_reader = child
         .stdout
         .take()
-        .map(|pipe| tokio::spawn(collect_stdout(pipe)));
+        .map(|pipe| tokio::spawn(collect_stdout(pipe, capture_limit)));
     let status = tokio::select! {
         status = child.wait() => Some(status.with_context(|| format!("wait for {program}"))?),
         () = cancel.cancelled() => None,
@@ -269,11 +295,14 @@ pub async fn run_observed(
         None => Stderr::default(),
     };
     let stdout = match out_reader {
-        Some(r) => tokio::time::timeout(Duration::from_secs(10), r)
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default(),
+        Some(r) => match tokio::time::timeout(Duration::from_secs(10), r).await {
+            Ok(Ok(Ok(out))) => out,
+            Ok(Ok(Err(seen))) => bail!(
+                "{program} wrote {seen} bytes of output, more than the {capture_limit} bytes \
+                 postgres.max_query_output_bytes allows (raise it in the worker's configuration)"
+            ),
+            _ => Vec::new(),
+        },
         None => Vec::new(),
     };
     Ok(Outcome::Exited {
@@ -359,7 +388,7 @@ mod tests {
         let out = run(
             cmd,
             "sh",
-            true,
+            StdoutTo::Capture(1024),
             &CancellationToken::new(),
             Duration::from_secs(1),
         )
@@ -377,6 +406,45 @@ mod tests {
             }
             Outcome::Cancelled => panic!("not cancelled"),
         }
+    }
+
+    #[tokio::test]
+    async fn output_over_the_limit_is_an_error_never_a_cut() {
+        async fn run_sh(bytes: u32, limit: u64) -> Result<Outcome> {
+            let mut cmd = Command::new("sh");
+            cmd.arg("-c").arg(format!("head -c {bytes} /dev/zero"));
+            let cancel = CancellationToken::new();
+            run(
+                cmd,
+                "sh",
+                StdoutTo::Capture(limit),
+                &cancel,
+                Duration::from_secs(1),
+            )
+            .await
+        }
+        // Far more than the old 64 KiB cut, within the limit: all of it.
+        match run_sh(300_000, 300_000).await.unwrap() {
+            Outcome::Exited { stdout, .. } => assert_eq!(stdout.len(), 300_000),
+            Outcome::Cancelled => panic!("not cancelled"),
+        }
+        // One byte more than the limit: one clear line, no output.
+        let err = run_sh(300_001, 300_000).await.unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "sh wrote 300001 bytes of output, more than the 300000 bytes \
+             postgres.max_query_output_bytes allows (raise it in the worker's configuration)"
+        );
+    }
+
+    #[test]
+    fn excerpts_are_short_and_marked() {
+        assert_eq!(excerpt("short"), "short");
+        let long = "é".repeat(5000);
+        let e = excerpt(&long);
+        assert!(e.len() < EXCERPT_BYTES + 40, "{e}");
+        assert!(e.ends_with("… (10000 bytes in all)"), "{e}");
+        assert!(e.starts_with("éé"));
     }
 
     #[tokio::test]
@@ -399,9 +467,15 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
             c2.cancel();
         });
-        let out = run(cmd, "sh", false, &cancel, Duration::from_millis(300))
-            .await
-            .unwrap();
+        let out = run(
+            cmd,
+            "sh",
+            StdoutTo::Null,
+            &cancel,
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap();
         assert!(matches!(out, Outcome::Cancelled));
         let pid: i32 = std::fs::read_to_string(&pidfile)
             .unwrap()

@@ -18,6 +18,7 @@ mod policies;
 mod roles_off;
 mod schema;
 mod slots;
+mod wide;
 
 use std::collections::BTreeMap;
 use std::path::Path;
