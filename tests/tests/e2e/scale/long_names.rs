@@ -48,6 +48,7 @@ fn derived_databases(cluster: &PgCluster) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_at_the_63_byte_limit_dump_list_and_restore() {
+    let started = std::time::Instant::now();
     let stack = Stack::start("w-names").await;
     let other = PgCluster::start(PG_MAJOR).unwrap();
     let db = at_limit("Db \"q\" .x ");
@@ -206,4 +207,5 @@ async fn names_at_the_63_byte_limit_dump_list_and_restore() {
         .unwrap();
     assert_eq!(owner, role);
     stack.stop_clean(&[]).await;
+    super::took("long names: the whole test", started);
 }

@@ -13,6 +13,8 @@ use std::time::Instant;
 use pgsnapman_tests::{PgCluster, Pgsnap};
 use serde_json::Value;
 
+use crate::common::restore_now;
+
 /// Runs `f`, prints how long it took (`scale: <what>: 12.3 s`) and returns
 /// its result.
 pub fn timed<T>(what: &str, f: impl FnOnce() -> T) -> T {
@@ -31,22 +33,11 @@ pub fn took(what: &str, started: Instant) {
 /// DATABASE EXTRA… --wait`, which must succeed; returns the run's row of the
 /// restore log.
 pub fn restore_ok(cli: &Pgsnap, dump: i64, instance: i64, database: &str, extra: &[&str]) -> Value {
-    let (d, i) = (dump.to_string(), instance.to_string());
-    let mut args = vec![
-        "restore",
-        "now",
-        "--dump",
-        &d,
-        "--to-instance",
-        &i,
-        "--to-database",
-        database,
-        "--wait",
-        "--timeout",
-        "10m",
-    ];
-    args.extend_from_slice(extra);
-    let run = timed(&format!("restore {extra:?}"), || cli.run(&args).unwrap());
+    let mut args = extra.to_vec();
+    args.extend_from_slice(&["--timeout", "10m"]);
+    let run = timed(&format!("restore {extra:?}"), || {
+        restore_now(cli, dump, instance, database, &args)
+    });
     assert!(run.success(), "restore {extra:?} failed: {run:?}");
     let runs = cli
         .json(&["restore-log", "list", "--limit", "1"])

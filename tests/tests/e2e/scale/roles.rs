@@ -35,6 +35,7 @@ fn grant_counts(cluster: &PgCluster, db: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_granted_to_2000_roles_dumps_and_restores_elsewhere() {
+    let started = std::time::Instant::now();
     let stack = Stack::start("w-roles").await;
     let target = PgCluster::start(PG_MAJOR).unwrap();
     let db = "tenants";
@@ -99,4 +100,5 @@ async fn a_database_granted_to_2000_roles_dumps_and_restores_elsewhere() {
     let rows = target.query(db, "SELECT count(*) FROM shard_7").unwrap();
     assert_eq!(rows, "25");
     stack.stop_clean(&[]).await;
+    super::took("roles: the whole test", started);
 }

@@ -61,6 +61,7 @@ fn fingerprint(cluster: &PgCluster, db: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_partitions_restore_full_and_data_with_truncate() {
+    let started = std::time::Instant::now();
     let mut stack = Stack::start("w-tables").await;
     // pg_dump locks every table in one transaction, and so does the DATA
     // restore's TRUNCATE: the default lock table (64 locks × 100
@@ -136,4 +137,5 @@ async fn ten_thousand_partitions_restore_full_and_data_with_truncate() {
     assert_eq!(fingerprint(&stack.source, copy), source_rows);
     assert_eq!(table_count(&stack.source, copy), TABLES);
     stack.stop_clean(&[]).await;
+    super::took("tables: the whole test", started);
 }
