@@ -390,3 +390,38 @@ pub fn pg_restore(cluster: &PgCluster, database: &str, archive: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Makes `dir` belong to the OS user the clusters run as (`postgres` when
+/// the tests run as root), e.g. for a tablespace directory.
+pub fn give_to_cluster_user(dir: &std::path::Path) {
+    if nix::unistd::geteuid().is_root() {
+        let pg = nix::unistd::User::from_name("postgres")
+            .unwrap()
+            .expect("OS user postgres");
+        std::os::unix::fs::chown(dir, Some(pg.uid.as_raw()), Some(pg.gid.as_raw())).unwrap();
+    }
+}
+
+/// Runs `pgsnap restore now … --wait` and returns (exit code, stdout, stderr).
+pub fn restore_now(
+    cli: &Pgsnap,
+    dump: i64,
+    instance: i64,
+    database: &str,
+    extra: &[&str],
+) -> pgsnapman_tests::pgsnap::Run {
+    let (d, i) = (dump.to_string(), instance.to_string());
+    let mut args = vec![
+        "restore",
+        "now",
+        "--dump",
+        &d,
+        "--to-instance",
+        &i,
+        "--to-database",
+        database,
+        "--wait",
+    ];
+    args.extend_from_slice(extra);
+    cli.run(&args).unwrap()
+}

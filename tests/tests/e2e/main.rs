@@ -24,6 +24,7 @@ mod offline;
 mod outbox_faults;
 mod reconnect;
 mod restore;
+mod scale;
 mod shutdown;
 mod sslmode;
 mod standby;

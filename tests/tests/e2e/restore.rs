@@ -9,30 +9,6 @@ use pgsnapman_tests::{PgCluster, Pgsnap, wait};
 
 use crate::common::*;
 
-/// Runs `pgsnap restore now … --wait` and returns (exit code, stdout, stderr).
-fn restore_now(
-    cli: &Pgsnap,
-    dump: i64,
-    instance: i64,
-    database: &str,
-    extra: &[&str],
-) -> pgsnapman_tests::pgsnap::Run {
-    let (d, i) = (dump.to_string(), instance.to_string());
-    let mut args = vec![
-        "restore",
-        "now",
-        "--dump",
-        &d,
-        "--to-instance",
-        &i,
-        "--to-database",
-        database,
-        "--wait",
-    ];
-    args.extend_from_slice(extra);
-    cli.run(&args).unwrap()
-}
-
 /// Waits until the restore log shows no running restore (before a stack
 /// stops: a restore cut off by the stop would leave work behind).
 async fn no_restore_running(cli: &Pgsnap) {

@@ -118,6 +118,28 @@ mod tests {
     }
 
     #[test]
+    fn names_at_the_limit_never_derive_themselves_or_a_sibling() {
+        // Postgres would cut `<63 bytes>_pgsnapman_bak` back to the target
+        // itself; 21 three-byte characters put every cut inside a character.
+        let euros = "€".repeat(21);
+        let sibling = format!("{}xyz", "€".repeat(20));
+        for target in [&euros, &sibling] {
+            assert_eq!(target.len(), MAX_IDENT_BYTES);
+            for d in [
+                temp_database(target, i64::MAX),
+                backup_database(target),
+                old_database(target, 1),
+                backup_schema(target),
+            ] {
+                assert!(d.len() <= MAX_IDENT_BYTES, "{d}");
+                assert!(!d.starts_with(target.as_str()), "{d}");
+            }
+        }
+        assert_ne!(backup_database(&euros), backup_database(&sibling));
+        assert_ne!(temp_database(&euros, 9), temp_database(&sibling, 9));
+    }
+
+    #[test]
     fn the_hash_is_fnv1a() {
         assert_eq!(short_hash(""), "811c9dc5");
         assert_eq!(short_hash("a"), "e40c292c");
