@@ -133,7 +133,7 @@ async fn worker_aborted_at_store_crash_points_loses_nothing() {
     // Points of a dump's ingest: each round adds new rows, so new chunks
     // fill new packs; `manifest.renamed` leaves a complete manifest.
     let points = [
-        ("pack.rename:2", false),
+        ("pack.rename:1", false),
         ("index.sealed_batch", false),
         ("manifest.renamed", true),
     ];

@@ -59,8 +59,12 @@ impl Run<'_> {
             )
             .await
             .map_err(|e| step_error("cannot list the target's roles", e))?;
-        let existing: BTreeSet<String> = serde_json::from_str(&out)
-            .with_context(|| format!("unexpected answer from the target: {out:?}"))?;
+        let existing: BTreeSet<String> = serde_json::from_str(&out).with_context(|| {
+            format!(
+                "unexpected answer from the target: {}",
+                crate::runner::process::excerpt(&out)
+            )
+        })?;
         self.log
             .info(format!(
                 "running the {} script through psql into \"{}\" (ON_ERROR_STOP; not atomic)",

@@ -122,7 +122,10 @@ impl Run<'_> {
                 Ok(_) => applied += 1,
                 Err(e) => {
                     self.log
-                        .warn(format!("the target refused a setting ({s}): {e:#}"))
+                        .warn(format!(
+                            "the target refused a setting ({}): {e:#}",
+                            crate::runner::process::excerpt(s)
+                        ))
                         .await;
                     self.warnings += 1;
                 }
