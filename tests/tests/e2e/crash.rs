@@ -1,6 +1,7 @@
-//! The real worker aborted at named crash points of the pack store
-//! (`PGSNAPMAN_CRASH_AT`, docs/store.md) while it stores a real pg_dump and
-//! while it deletes a dump and collects garbage: after each crash the store
+//! The real worker aborted at 22 named crash points of the pack store
+//! (`PGSNAPMAN_CRASH_AT`, docs/store.md) while it stores a real pg_dump,
+//! while it deletes a dump and collects garbage, and while gc repacks: after
+//! each crash the store
 //! verifies, every dump complete before is listed and extracts
 //! byte-identical, no half dump is listed or in the catalog, and the
 //! restarted worker cleans up and completes the retried task. The store's
@@ -16,8 +17,12 @@ use serde_json::Value;
 use crate::common::*;
 
 const NAME: &str = "w-crash";
-/// 1 MiB packs, so a few MB of new data seal several.
-const ENV: &[(&str, &str)] = &[("PGSNAPMAN_STORE__PACK_TARGET_BYTES", "1048576")];
+/// 1 MiB packs, so a few MB of new data seal several; a pack that lost
+/// any of its data is repacked, so a deletion reaches the repack points.
+const ENV: &[(&str, &str)] = &[
+    ("PGSNAPMAN_STORE__PACK_TARGET_BYTES", "1048576"),
+    ("PGSNAPMAN_STORE__REPACK_BELOW_LIVE_FRACTION", "0.95"),
+];
 
 /// Every file of every stored dump, by dump uuid and file name.
 type Contents = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
@@ -133,9 +138,16 @@ async fn worker_aborted_at_store_crash_points_loses_nothing() {
     // Points of a dump's ingest: each round adds new rows, so new chunks
     // fill new packs; `manifest.renamed` leaves a complete manifest.
     let points = [
+        ("pack.append:3", false),
+        ("pack.fsync", false),
         ("pack.rename:1", false),
+        ("pack.dir_fsync", false),
         ("index.sealed_batch", false),
+        ("ingest.sealed", false),
+        ("manifest.tmp_written", false),
         ("manifest.renamed", true),
+        ("manifest.durable", true),
+        ("ingest.summary", true),
     ];
     for (round, (point, may_add)) in points.into_iter().enumerate() {
         fill_mixed(
@@ -179,10 +191,16 @@ async fn worker_aborted_at_store_crash_points_loses_nothing() {
 
     // Points of a deletion and its gc: each round deletes a dump of a
     // database of its own, so its packs hold nothing else (gc removes them).
-    for (round, point) in ["delete.unlinked", "gc.pack_removed"]
-        .into_iter()
-        .enumerate()
-    {
+    let points = [
+        "delete.unlinked",
+        "delete.dir_fsync",
+        "gc.marked",
+        "gc.index_batch",
+        "gc.features_swept",
+        "gc.pack_removed",
+        "gc.packs_dir_fsync",
+    ];
+    for (round, point) in points.into_iter().enumerate() {
         let db = format!("gone{round}");
         stack.source.create_database(&db).unwrap();
         fill_mixed(&stack.source, &db, "g", 1, 1_000, 512);
@@ -199,6 +217,44 @@ async fn worker_aborted_at_store_crash_points_loses_nothing() {
         stored = check_crashed_store(&stack, &stored, false, point);
         recover(&mut stack, task, point).await;
         assert!(catalog_of_job(&stack.cli, gone_job).is_empty(), "{point}");
+        stored = check_crashed_store(&stack, &stored, false, point);
+    }
+    // Points of a repack: the deleted dump's first pack also holds chunks
+    // a later dump of the same database shares (table `a0`, dumped first),
+    // so gc copies those into a new pack before removing the old one.
+    for (round, point) in [
+        "repack.copied",
+        "repack.sealed",
+        "repack.indexed",
+        "repack.old_removed",
+        "repack.dir_fsync",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let db = format!("repack{round}");
+        stack.source.create_database(&db).unwrap();
+        fill_mixed(&stack.source, &db, "a", 1, 1_200, 512);
+        fill_mixed(&stack.source, &db, "z", 1, 2_000, 512);
+        let rp_job = add_job(&stack.cli, inst, &db);
+        let victim = dump_and_show(&stack.cli, rp_job);
+        let victim_uuid = victim["dump_uuid"].as_str().unwrap().to_string();
+        stack.source.script(&db, "DROP TABLE z0").unwrap();
+        let kept = dump_and_show(&stack.cli, rp_job);
+        stored = check_crashed_store(&stack, &stored, true, point);
+        let id = id_of(&victim).to_string();
+        let task = crash_at(&mut stack, point, |s| {
+            id_of(&s.cli.json(&["catalog", "delete", &id]).unwrap())
+        })
+        .await;
+        stored.remove(&victim_uuid);
+        stored = check_crashed_store(&stack, &stored, false, point);
+        recover(&mut stack, task, point).await;
+        let rows: Vec<i64> = catalog_of_job(&stack.cli, rp_job)
+            .iter()
+            .map(id_of)
+            .collect();
+        assert_eq!(rows, [id_of(&kept)], "{point}");
         stored = check_crashed_store(&stack, &stored, false, point);
     }
     let keep = first["dump_uuid"].as_str().unwrap().to_string();
