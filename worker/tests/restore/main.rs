@@ -48,7 +48,8 @@ pub struct Env {
 pub async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let runner = common::runner(dir.path()).await;
-    let outbox = Arc::new(Outbox::open(&dir.path().join("state")).unwrap());
+    let state = pgsnapman_worker::state::State::open(&dir.path().join("state")).unwrap();
+    let outbox = Arc::new(Outbox::open(&state).unwrap());
     Env {
         dir,
         runner,

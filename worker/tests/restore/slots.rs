@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use pgsnapman_proto::v1::{DumpFormat, DumpType, RestoreStatus, TaskRef, event};
 use pgsnapman_tests::PgCluster;
 use pgsnapman_worker::task::{Registry, TaskProgress};
-use pgsnapman_worker::{Config, Shared, mirror::Mirror, outbox::Outbox};
+use pgsnapman_worker::{Config, Shared, mirror::Mirror, outbox::Outbox, state::State};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -15,13 +15,14 @@ use tokio_util::task::TaskTracker;
 use super::*;
 
 async fn shared(dir: &std::path::Path) -> Arc<Shared> {
-    let outbox = Arc::new(Outbox::open(&dir.join("state")).unwrap());
+    let state = State::open(&dir.join("state")).unwrap();
+    let outbox = Arc::new(Outbox::open(&state).unwrap());
     let mut config = Config::default();
     config.worker.name = "w-slots".into();
     Arc::new(Shared {
         config,
         runner: crate::common::runner(dir).await,
-        mirror: Mirror::open(outbox.db()).unwrap(),
+        mirror: Mirror::open(&state).unwrap(),
         outbox,
         registry: Registry::default(),
         semaphore: Arc::new(Semaphore::new(2)),
