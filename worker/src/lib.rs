@@ -10,6 +10,7 @@ pub mod maintenance;
 pub mod mirror;
 pub mod offline;
 pub mod outbox;
+pub mod progress;
 pub mod restore;
 pub mod runner;
 pub mod scheduler;

@@ -6,7 +6,8 @@ use std::sync::atomic::AtomicBool;
 
 use pgsnapman_proto::v1::{DumpFormat, DumpType, RestoreStatus, TaskRef, event};
 use pgsnapman_tests::PgCluster;
-use pgsnapman_worker::task::{Registry, TaskProgress};
+use pgsnapman_worker::progress::TaskProgress;
+use pgsnapman_worker::task::Registry;
 use pgsnapman_worker::{Config, Shared, mirror::Mirror, outbox::Outbox, state::State};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
@@ -50,7 +51,16 @@ async fn start_waiting(
             lease_id: "l".into(),
         };
         tokio::spawn(async move {
-            pgsnapman_worker::restore::task(&shared, &task, &spec, &cancel, &progress).await
+            pgsnapman_worker::restore::task(
+                &shared.restore_slots,
+                &shared.runner,
+                Arc::clone(&shared.outbox),
+                &task,
+                &spec,
+                &cancel,
+                &progress,
+            )
+            .await
         })
     };
     pgsnapman_tests::wait::until(
