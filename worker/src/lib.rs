@@ -10,9 +10,11 @@ pub mod maintenance;
 pub mod mirror;
 pub mod offline;
 pub mod outbox;
+pub mod progress;
 pub mod restore;
 pub mod runner;
 pub mod scheduler;
+pub mod state;
 pub mod task;
 
 use std::path::{Path, PathBuf};
@@ -104,13 +106,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let runner = Runner::new(clients, &data_dir, store, &config)?
         .with_shared_stores(&config.worker.name, config.restore.shared_stores.clone());
     runner.clean_leftovers();
-    let state = data_dir.join("state");
-    let outbox = tokio::task::spawn_blocking(move || Outbox::open(&state))
-        .await
-        .context("open the outbox")??;
+    let state_dir = state::dir(&data_dir);
+    let (state, outbox) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let state = state::State::open(&state_dir)?;
+        let outbox = Outbox::open(&state)?;
+        Ok((state, outbox))
+    })
+    .await
+    .context("open the outbox")??;
     tracing::info!(backlog = outbox.len(), "outbox open");
     report_unrecorded(&runner, &outbox).await;
-    let mirror = mirror::Mirror::open(outbox.db()).context("open the schedule mirror")?;
+    let mirror = mirror::Mirror::open(&state).context("open the schedule mirror")?;
     tracing::info!(
         schedule_version = mirror.version(),
         jobs = mirror.snapshot().jobs.len(),

@@ -12,12 +12,12 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use pgsnapman_proto::v1::{DumpJob, InstanceConnection, Schedule, SyncScheduleResponse};
 use prost::Message;
-use rocksdb::{DB, IteratorMode, WriteOptions};
+use rocksdb::IteratorMode;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-pub const CF_MIRROR: &str = "mirror";
-pub const CF_FIRES: &str = "fires";
+use crate::state::{CF_FIRES, CF_MIRROR, State, synced};
+
 const SCHEDULE_KEY: &[u8] = b"schedule";
 const WORKER_STATUS_KEY: &[u8] = b"worker_halted";
 
@@ -40,23 +40,16 @@ pub struct FireState {
 }
 
 pub struct Mirror {
-    db: Arc<DB>,
+    state: State,
     current: RwLock<Arc<Snapshot>>,
     changed: watch::Sender<u64>,
 }
 
-fn synced() -> WriteOptions {
-    let mut wo = WriteOptions::default();
-    wo.set_sync(true);
-    wo
-}
-
 impl Mirror {
-    /// Loads the mirror from the state database.
-    pub fn open(db: Arc<DB>) -> Result<Self> {
-        let cf = db
-            .cf_handle(CF_MIRROR)
-            .context("column family mirror missing")?;
+    /// Loads the mirror from `state`.
+    pub fn open(state: &State) -> Result<Self> {
+        let cf = state.cf(CF_MIRROR)?;
+        let db = state.db();
         let mut snap = match db
             .get_cf(cf, SCHEDULE_KEY)
             .context("read the schedule mirror")?
@@ -74,7 +67,7 @@ impl Mirror {
             .is_some_and(|v| v.first() == Some(&1));
         let (changed, _) = watch::channel(snap.version);
         Ok(Self {
-            db,
+            state: state.clone(),
             current: RwLock::new(Arc::new(snap)),
             changed,
         })
@@ -95,16 +88,14 @@ impl Mirror {
 
     /// Stores a new schedule durably, then makes it current.
     pub fn replace(&self, version: u64, schedule: Schedule) -> Result<()> {
-        let cf = self
-            .db
-            .cf_handle(CF_MIRROR)
-            .context("column family mirror missing")?;
+        let cf = self.state.cf(CF_MIRROR)?;
         let record = SyncScheduleResponse {
             version,
             unchanged: false,
             schedule: Some(schedule.clone()),
         };
-        self.db
+        self.state
+            .db()
             .put_cf_opt(cf, SCHEDULE_KEY, record.encode_to_vec(), &synced())
             .context("write the schedule mirror")?;
         let mut snap = snapshot_of(version, schedule);
@@ -121,11 +112,9 @@ impl Mirror {
         if self.snapshot().worker_halted == halted {
             return Ok(());
         }
-        let cf = self
-            .db
-            .cf_handle(CF_MIRROR)
-            .context("column family mirror missing")?;
-        self.db
+        let cf = self.state.cf(CF_MIRROR)?;
+        self.state
+            .db()
             .put_cf_opt(cf, WORKER_STATUS_KEY, [u8::from(halted)], &synced())
             .context("write the mirrored worker status")?;
         let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
@@ -136,12 +125,10 @@ impl Mirror {
     }
 
     pub fn fire_state(&self, job_id: i64) -> Result<Option<FireState>> {
-        let cf = self
-            .db
-            .cf_handle(CF_FIRES)
-            .context("column family fires missing")?;
+        let cf = self.state.cf(CF_FIRES)?;
         match self
-            .db
+            .state
+            .db()
             .get_cf(cf, job_id.to_be_bytes())
             .context("read fire state")?
         {
@@ -153,11 +140,9 @@ impl Mirror {
     }
 
     pub fn put_fire_state(&self, job_id: i64, state: &FireState) -> Result<()> {
-        let cf = self
-            .db
-            .cf_handle(CF_FIRES)
-            .context("column family fires missing")?;
-        self.db
+        let cf = self.state.cf(CF_FIRES)?;
+        self.state
+            .db()
             .put_cf_opt(
                 cf,
                 job_id.to_be_bytes(),
@@ -170,12 +155,9 @@ impl Mirror {
     /// The latest fire time handled for any job (so that a fast test clock
     /// never runs behind what was already recorded).
     pub fn latest_handled(&self) -> Result<Option<DateTime<Utc>>> {
-        let cf = self
-            .db
-            .cf_handle(CF_FIRES)
-            .context("column family fires missing")?;
+        let cf = self.state.cf(CF_FIRES)?;
         let mut latest = None;
-        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+        for item in self.state.db().iterator_cf(cf, IteratorMode::Start) {
             let (_, v) = item.context("scan fire states")?;
             if let Ok(s) = serde_json::from_slice::<FireState>(&v) {
                 latest = latest.max(s.last_handled);
@@ -201,12 +183,11 @@ fn snapshot_of(version: u64, schedule: Schedule) -> Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::Outbox;
 
     #[test]
     fn schedule_and_fire_state_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state");
+        let path = crate::state::dir(dir.path());
         let job = DumpJob {
             id: 7,
             database: "app".into(),
@@ -218,8 +199,7 @@ mod tests {
             last_handled: Some(Utc::now()),
         };
         {
-            let outbox = Outbox::open(&path).unwrap();
-            let m = Mirror::open(outbox.db()).unwrap();
+            let m = Mirror::open(&State::open(&path).unwrap()).unwrap();
             assert_eq!(m.version(), 0);
             let rx = m.subscribe();
             m.replace(
@@ -237,8 +217,7 @@ mod tests {
             m.set_worker_halted(true).unwrap();
             m.put_fire_state(7, &fire).unwrap();
         }
-        let outbox = Outbox::open(&path).unwrap();
-        let m = Mirror::open(outbox.db()).unwrap();
+        let m = Mirror::open(&State::open(&path).unwrap()).unwrap();
         let snap = m.snapshot();
         assert_eq!(snap.version, 3);
         assert_eq!(snap.jobs, vec![job]);

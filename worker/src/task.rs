@@ -3,47 +3,16 @@
 //! coordinator has acknowledged its result. Tasks are not tied to a link
 //! session: they keep running across reconnects.
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use pgsnapman_proto::v1::{TaskFailed, TaskRef, event, task_assignment::Spec};
+use pgsnapman_proto::v1::{DumpSpec, TaskFailed, TaskRef, event, task_assignment::Spec};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
-use crate::runner::DumpResult;
-
-/// How far a running task is; reported to the coordinator about once a
-/// second while it changes (`pgsnap … --wait` shows it).
-#[derive(Debug, Default)]
-pub struct TaskProgress {
-    /// Bytes done so far (dumped into the store, or fed to pg_restore).
-    pub done: Arc<AtomicU64>,
-    /// Bytes in all; 0 when unknown (a dump's size is known at its end).
-    pub total: AtomicU64,
-    /// What the task is doing: "dump", "restore", "verify", …
-    phase: Mutex<&'static str>,
-}
-
-impl TaskProgress {
-    pub fn set_phase(&self, phase: &'static str) {
-        *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = phase;
-    }
-
-    pub fn phase(&self) -> &'static str {
-        *self.phase.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// (phase, done, total) now.
-    pub fn snapshot(&self) -> (&'static str, u64, u64) {
-        (
-            self.phase(),
-            self.done.load(Ordering::Relaxed),
-            self.total.load(Ordering::Relaxed),
-        )
-    }
-}
+use crate::progress::TaskProgress;
+use crate::runner::{DumpResult, Runner};
 
 /// One running task as the link sees it.
 #[derive(Debug)]
@@ -190,84 +159,129 @@ pub async fn run(
     if lease.attempt > 1 && report_again(&shared, &task, &what, &cancel).await {
         return;
     }
-    if let Some(Spec::Restore(r)) = &spec {
-        match crate::restore::task(&shared, &task, r, &cancel, &progress).await {
-            Some(body) => {
-                finish_with(&shared, task_id, &what, vec![body], &cancel, String::new()).await
-            }
-            None => shared.registry.remove(task_id),
-        }
-        return;
-    }
     let store = shared.runner.store();
-    let bodies = match &spec {
-        Some(Spec::Verify(_)) => Some(crate::maintenance::verify(store, &task).await),
-        Some(Spec::Delete(d)) => Some(
-            crate::maintenance::delete(
-                store,
+    let outcome = match &spec {
+        Some(Spec::Dump(d)) => dump(&shared.runner, &task, d, &cancel, &progress).await,
+        Some(Spec::Restore(r)) => {
+            let body = crate::restore::task(
+                &shared.restore_slots,
+                &shared.runner,
+                shared.outbox.clone(),
                 &task,
-                &d.dump_uuid,
-                shared.config.store.repack_below_live_fraction,
+                r,
+                &cancel,
+                &progress,
             )
-            .await,
+            .await;
+            body.map_or(Outcome::Cancelled, |b| Outcome::of(vec![b], false))
+        }
+        Some(Spec::Verify(_)) => Outcome::of(crate::maintenance::verify(store, &task).await, false),
+        Some(Spec::Delete(d)) => {
+            let fraction = shared.config.store.repack_below_live_fraction;
+            let bodies = crate::maintenance::delete(store, &task, &d.dump_uuid, fraction).await;
+            Outcome::of(bodies, true)
+        }
+        Some(Spec::Rebuild(_)) => {
+            Outcome::of(crate::maintenance::rebuild(store, &task).await, false)
+        }
+        None => rejected(
+            &task,
+            "the task carries no spec this worker knows".to_string(),
         ),
-        Some(Spec::Rebuild(_)) => Some(crate::maintenance::rebuild(store, &task).await),
-        Some(Spec::Dump(_) | Spec::Restore(_)) | None => None,
     };
-    if let Some(bodies) = bodies {
-        let changed = matches!(spec, Some(Spec::Delete(_)));
-        finish_with(&shared, task_id, &what, bodies, &cancel, String::new()).await;
-        if changed {
-            shared.store_changed.notify_one();
+    match outcome {
+        Outcome::Cancelled => shared.registry.remove(task_id),
+        Outcome::Report {
+            bodies,
+            stored_uuid,
+            store_changed,
+        } => {
+            finish_with(&shared, task_id, &what, bodies, &cancel, stored_uuid).await;
+            if store_changed {
+                shared.store_changed.notify_one();
+            }
         }
-        return;
     }
-    let result = match &spec {
-        Some(Spec::Dump(spec)) => {
-            progress.set_phase("dump");
-            shared
-                .runner
-                .dump(Some(task.clone()), spec, &cancel, progress.done.clone())
-                .await
+}
+
+/// How a task's work ended.
+enum Outcome {
+    /// Nothing is reported.
+    Cancelled,
+    /// `bodies` are its result. `stored_uuid`: a dump stored by it (removed
+    /// if the result cannot be queued), or empty. `store_changed`: the
+    /// store's contents changed (the figures are refreshed).
+    Report {
+        bodies: Vec<event::Body>,
+        stored_uuid: String,
+        store_changed: bool,
+    },
+}
+
+impl Outcome {
+    /// A result that stored no dump.
+    fn of(bodies: Vec<event::Body>, store_changed: bool) -> Self {
+        Self::Report {
+            bodies,
+            stored_uuid: String::new(),
+            store_changed,
         }
-        _ => DumpResult::Rejected("the task carries no spec this worker knows".to_string()),
-    };
-    let body = match result {
+    }
+}
+
+/// A task that cannot be run: it fails with `error`.
+fn rejected(task: &TaskRef, error: String) -> Outcome {
+    tracing::warn!(error = %error, "task cannot be run");
+    let failed = event::Body::TaskFailed(TaskFailed {
+        task: Some(task.clone()),
+        error,
+    });
+    Outcome::of(vec![failed], false)
+}
+
+/// Runs a DUMP task.
+async fn dump(
+    runner: &Runner,
+    task: &TaskRef,
+    spec: &DumpSpec,
+    cancel: &CancellationToken,
+    progress: &TaskProgress,
+) -> Outcome {
+    progress.set_phase("dump");
+    let result = runner
+        .dump(Some(task.clone()), spec, cancel, progress.done.clone())
+        .await;
+    let finished = match result {
         DumpResult::Cancelled => {
             tracing::info!("task cancelled; nothing is reported for it");
-            shared.registry.remove(task_id);
-            return;
+            return Outcome::Cancelled;
         }
         DumpResult::Rejected(error) | DumpResult::Skipped(error) => {
-            tracing::warn!(error = %error, "task cannot be run");
-            event::Body::TaskFailed(TaskFailed {
-                task: Some(task),
-                error,
-            })
+            return rejected(task, error);
         }
-        DumpResult::Finished(finished) => {
-            if finished.succeeded {
-                tracing::info!(
-                    dump_uuid = %finished.dump_uuid,
-                    dump_bytes = finished.dump_bytes,
-                    location = %finished.location,
-                    "dump succeeded"
-                );
-            } else {
-                tracing::warn!(dump_uuid = %finished.dump_uuid, error = %finished.error, "dump failed");
-            }
-            event::Body::DumpFinished(*finished)
-        }
+        DumpResult::Finished(finished) => finished,
     };
+    if finished.succeeded {
+        tracing::info!(
+            dump_uuid = %finished.dump_uuid,
+            dump_bytes = finished.dump_bytes,
+            location = %finished.location,
+            "dump succeeded"
+        );
+    } else {
+        tracing::warn!(dump_uuid = %finished.dump_uuid, error = %finished.error, "dump failed");
+    }
     // A stored dump whose result cannot be queued will never be recorded.
-    let stored_uuid = match &body {
-        event::Body::DumpFinished(f) if f.succeeded => f.dump_uuid.clone(),
-        _ => String::new(),
+    let stored_uuid = if finished.succeeded {
+        finished.dump_uuid.clone()
+    } else {
+        String::new()
     };
-    let stored = !stored_uuid.is_empty();
-    finish_with(&shared, task_id, &what, vec![body], &cancel, stored_uuid).await;
-    if stored {
-        shared.store_changed.notify_one();
+    let store_changed = !stored_uuid.is_empty();
+    Outcome::Report {
+        bodies: vec![event::Body::DumpFinished(*finished)],
+        stored_uuid,
+        store_changed,
     }
 }
 
@@ -394,6 +408,7 @@ async fn finish_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
     use std::time::Duration;
 
     #[tokio::test]

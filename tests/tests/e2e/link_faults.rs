@@ -89,12 +89,15 @@ impl Rig {
     /// would have, e.g. while its link was down) and starts it again.
     pub async fn restart_worker_with(&mut self, bodies: Vec<pgsnapman_proto::v1::event::Body>) {
         self.worker.process.stop_clean().await;
-        let state = self.worker.data_dir.join("state");
-        let outbox = pgsnapman_worker::outbox::Outbox::open(&state).unwrap();
-        for chunk in bodies.chunks(1000) {
-            outbox.append_all(chunk.to_vec()).unwrap();
+        {
+            // Closed (both handles dropped) before the worker opens it.
+            let state = self.worker.data_dir.join("state");
+            let state = pgsnapman_worker::state::State::open(&state).unwrap();
+            let outbox = pgsnapman_worker::outbox::Outbox::open(&state).unwrap();
+            for chunk in bodies.chunks(1000) {
+                outbox.append_all(chunk.to_vec()).unwrap();
+            }
         }
-        drop(outbox);
         self.worker = Worker::start(WorkerOptions {
             name: self.name.clone(),
             coordinator_url: self.link.url(),

@@ -507,7 +507,7 @@ fn start_task(
     }
     let spec = a.spec;
     let cancel = shared.tasks_token.child_token();
-    let progress: Arc<crate::task::TaskProgress> = Arc::default();
+    let progress: Arc<crate::progress::TaskProgress> = Arc::default();
     let leased_until = deadline_of(a.leased_until.as_ref(), lease_ttl);
     if !shared.registry.insert(
         task_id,

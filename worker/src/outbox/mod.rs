@@ -3,15 +3,14 @@
 //! coordinator acknowledges them, and the results of finished tasks
 //! (`done_tasks`) so that a task is never run twice. Layout: docs/worker.md.
 //! Calls block on disk: async code runs them in `spawn_blocking`.
-use std::path::Path;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use pgsnapman_proto::v1::{Event, event};
 use prost::Message;
-use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
+use rocksdb::{IteratorMode, WriteBatch};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -24,21 +23,15 @@ use done::{decode_done, encode_done, now_secs, task_of};
 pub use fit::MAX_EVENT_BYTES;
 use fit::fit;
 
-const CF_OUTBOX: &str = "outbox";
-const CF_META: &str = "meta";
-/// Finished tasks whose results may not be known to the coordinator yet.
-const CF_DONE: &str = "done_tasks";
+use crate::state::{CF_DONE, CF_OUTBOX, State, synced};
+
 /// How long a finished task is remembered after its result was
 /// acknowledged: longer than any assignment can be in flight.
 pub const DONE_KEEP: Duration = Duration::from_secs(3600);
-const FORMAT_KEY: &[u8] = b"format_version";
-/// Version of the state database layout (docs/worker.md). Bump on any
-/// incompatible change and keep an upgrade for the old version.
-pub const STATE_FORMAT_VERSION: u32 = 1;
 
 /// Events in id (= time) order, durable once `append` returns.
 pub struct Outbox {
-    db: Arc<DB>,
+    state: State,
     len: AtomicU64,
     /// Highest id handed out, so that ids only grow within the process and
     /// stay above every id already stored.
@@ -52,12 +45,6 @@ impl std::fmt::Debug for Outbox {
     }
 }
 
-fn sync_writes() -> WriteOptions {
-    let mut wo = WriteOptions::default();
-    wo.set_sync(true);
-    wo
-}
-
 fn key_of(bytes: &[u8]) -> Result<u128> {
     let arr: [u8; 16] = bytes
         .try_into()
@@ -66,58 +53,13 @@ fn key_of(bytes: &[u8]) -> Result<u128> {
 }
 
 impl Outbox {
-    /// Opens (or creates) the state database at `path`.
-    pub fn open(path: &Path) -> Result<Self> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        pgsnapman_store::bound_info_logs(&mut opts);
-        let cfs = [
-            CF_OUTBOX,
-            CF_META,
-            CF_DONE,
-            crate::mirror::CF_MIRROR,
-            crate::mirror::CF_FIRES,
-        ]
-        .into_iter()
-        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-        let db = DB::open_cf_descriptors(&opts, path, cfs)
-            .with_context(|| format!("open state database {}", path.display()))?;
-        let meta = db
-            .cf_handle(CF_META)
-            .context("column family meta missing")?;
-        match db
-            .get_cf(meta, FORMAT_KEY)
-            .context("read state format version")?
-        {
-            None => db
-                .put_cf_opt(
-                    meta,
-                    FORMAT_KEY,
-                    STATE_FORMAT_VERSION.to_be_bytes(),
-                    &sync_writes(),
-                )
-                .context("write state format version")?,
-            Some(v) => {
-                let arr: [u8; 4] = v.as_slice().try_into().map_err(|_| {
-                    anyhow::anyhow!("state format version has {} bytes, expected 4", v.len())
-                })?;
-                let found = u32::from_be_bytes(arr);
-                if found != STATE_FORMAT_VERSION {
-                    bail!(
-                        "state database {} has format version {found}, this worker reads version {STATE_FORMAT_VERSION}",
-                        path.display()
-                    );
-                }
-            }
-        }
+    /// The outbox and finished tasks kept in `state`.
+    pub fn open(state: &State) -> Result<Self> {
         let (len, last) = {
-            let cf = db
-                .cf_handle(CF_OUTBOX)
-                .context("column family outbox missing")?;
+            let cf = state.cf(CF_OUTBOX)?;
             let mut len = 0u64;
             let mut last = 0u128;
-            for item in db.iterator_cf(cf, IteratorMode::Start) {
+            for item in state.db().iterator_cf(cf, IteratorMode::Start) {
                 let (k, _) = item.context("scan outbox")?;
                 last = last.max(key_of(&k)?);
                 len += 1;
@@ -125,7 +67,7 @@ impl Outbox {
             (len, last)
         };
         Ok(Self {
-            db: Arc::new(db),
+            state: state.clone(),
             len: AtomicU64::new(len),
             last_id: Mutex::new(last),
             notify: Notify::new(),
@@ -155,7 +97,7 @@ impl Outbox {
         what: &str,
         bodies: Vec<event::Body>,
     ) -> Result<Vec<Uuid>> {
-        let done = self.cf_named(CF_DONE)?;
+        let done = self.state.cf(CF_DONE)?;
         self.write_events(bodies, |batch, events| {
             let last = events.last().map_or(0, |e| e.0);
             // Only what completes the task is reported again.
@@ -205,8 +147,9 @@ impl Outbox {
             events.push((next, event));
         }
         extra(&mut batch, &events)?;
-        self.db
-            .write_opt(batch, &sync_writes())
+        self.state
+            .db()
+            .write_opt(batch, &synced())
             .with_context(|| format!("append {} event(s) to the outbox", events.len()))?;
         *last = next;
         drop(last);
@@ -225,9 +168,10 @@ impl Outbox {
     /// What a task this worker finished was, and its result bodies, if it
     /// is still remembered.
     pub fn finished(&self, task_id: i64) -> Result<Option<Finished>> {
-        let cf = self.cf_named(CF_DONE)?;
+        let cf = self.state.cf(CF_DONE)?;
         let Some(v) = self
-            .db
+            .state
+            .db()
             .get_cf(cf, task_id.to_be_bytes())
             .context("read finished tasks")?
         else {
@@ -244,17 +188,22 @@ impl Outbox {
     /// Forgets finished tasks whose results were acknowledged (no longer in
     /// the outbox) and that finished more than `keep` ago. Returns how many.
     pub fn prune_finished(&self, keep: Duration) -> Result<usize> {
-        let cf = self.cf_named(CF_DONE)?;
+        let cf = self.state.cf(CF_DONE)?;
         // Events are deleted oldest first: below the oldest stored id means
         // acknowledged.
-        let oldest = match self.db.iterator_cf(self.cf()?, IteratorMode::Start).next() {
+        let oldest = match self
+            .state
+            .db()
+            .iterator_cf(self.cf()?, IteratorMode::Start)
+            .next()
+        {
             Some(item) => key_of(&item.context("read outbox")?.0)?,
             None => u128::MAX,
         };
         let cutoff = now_secs().saturating_sub(i64::try_from(keep.as_secs()).unwrap_or(i64::MAX));
         let mut batch = WriteBatch::default();
         let mut n = 0;
-        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+        for item in self.state.db().iterator_cf(cf, IteratorMode::Start) {
             let (k, v) = item.context("read finished tasks")?;
             // Unreadable: nothing can use it.
             let done = decode_done(&v).unwrap_or_default();
@@ -264,8 +213,9 @@ impl Outbox {
             }
         }
         if n > 0 {
-            self.db
-                .write_opt(batch, &sync_writes())
+            self.state
+                .db()
+                .write_opt(batch, &synced())
                 .context("prune finished tasks")?;
         }
         Ok(n)
@@ -279,7 +229,8 @@ impl Outbox {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         for item in self
-            .db
+            .state
+            .db()
             .iterator_cf(cf, IteratorMode::Start)
             .take(max_events)
         {
@@ -313,7 +264,7 @@ impl Outbox {
         let limit = id.as_u128();
         let mut batch = WriteBatch::default();
         let mut n = 0u64;
-        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+        for item in self.state.db().iterator_cf(cf, IteratorMode::Start) {
             let (k, _) = item.context("read outbox")?;
             if key_of(&k)? > limit {
                 break;
@@ -322,17 +273,13 @@ impl Outbox {
             n += 1;
         }
         if n > 0 {
-            self.db
-                .write_opt(batch, &sync_writes())
+            self.state
+                .db()
+                .write_opt(batch, &synced())
                 .with_context(|| format!("delete outbox events up to {id}"))?;
             self.len.fetch_sub(n, Ordering::SeqCst);
         }
         Ok(n)
-    }
-
-    /// The state database, shared with the schedule mirror.
-    pub fn db(&self) -> Arc<DB> {
-        Arc::clone(&self.db)
     }
 
     /// Events waiting.
@@ -351,20 +298,20 @@ impl Outbox {
     }
 
     fn cf(&self) -> Result<&rocksdb::ColumnFamily> {
-        self.cf_named(CF_OUTBOX)
-    }
-
-    fn cf_named(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
-        self.db
-            .cf_handle(name)
-            .with_context(|| format!("column family {name} missing"))
+        self.state.cf(CF_OUTBOX)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
     use pgsnapman_proto::v1::{EventBatch, MessageLevel, TaskRef, WorkerMessage};
+
+    fn open(data_dir: &std::path::Path) -> Outbox {
+        Outbox::open(&State::open(&crate::state::dir(data_dir)).unwrap()).unwrap()
+    }
 
     fn msg(text: &str) -> event::Body {
         event::Body::Message(WorkerMessage {
@@ -385,7 +332,7 @@ mod tests {
     #[test]
     fn appends_in_order_and_deletes_up_to_an_id() {
         let dir = tempfile::tempdir().unwrap();
-        let ob = Outbox::open(&dir.path().join("state")).unwrap();
+        let ob = open(dir.path());
         assert!(ob.is_empty());
         let ids: Vec<Uuid> = (0..50)
             .map(|i| ob.append(msg(&format!("m{i}"))).unwrap())
@@ -405,32 +352,12 @@ mod tests {
         assert!(ob.oldest(5).unwrap().is_empty());
     }
 
-    #[test]
-    fn reopening_keeps_few_rocksdb_text_logs() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state");
-        for _ in 0..(pgsnapman_store::INFO_LOGS_KEPT + 4) {
-            Outbox::open(&path).unwrap();
-        }
-        let logs = std::fs::read_dir(&path)
-            .unwrap()
-            .filter(|e| {
-                let name = e.as_ref().unwrap().file_name();
-                name.to_string_lossy().starts_with("LOG")
-            })
-            .count();
-        assert!(
-            (1..=pgsnapman_store::INFO_LOGS_KEPT).contains(&logs),
-            "{logs} text logs"
-        );
-    }
-
     /// Appenders racing an uploader that deletes up to the last id it sent:
     /// every event must be seen by the uploader exactly once.
     #[test]
     fn concurrent_appends_are_never_deleted_unsent() {
         let dir = tempfile::tempdir().unwrap();
-        let ob = Arc::new(Outbox::open(&dir.path().join("state")).unwrap());
+        let ob = Arc::new(open(dir.path()));
         const THREADS: usize = 4;
         const EACH: usize = 200;
         let appenders: Vec<_> = (0..THREADS)
@@ -484,13 +411,12 @@ mod tests {
     #[test]
     fn events_survive_reopen_and_new_ids_sort_after_old_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state");
         let last = {
-            let ob = Outbox::open(&path).unwrap();
+            let ob = open(dir.path());
             ob.append(msg("a")).unwrap();
             ob.append(msg("b")).unwrap()
         };
-        let ob = Outbox::open(&path).unwrap();
+        let ob = open(dir.path());
         assert_eq!(ob.len(), 2);
         let next = ob.append(msg("c")).unwrap();
         assert!(next > last);
@@ -502,7 +428,7 @@ mod tests {
     #[test]
     fn batches_are_bounded_by_bytes_but_hold_at_least_one_event() {
         let dir = tempfile::tempdir().unwrap();
-        let ob = Outbox::open(&dir.path().join("state")).unwrap();
+        let ob = open(dir.path());
         let big = "x".repeat(100_000);
         for i in 0..10 {
             ob.append(msg(&format!("{i}{big}"))).unwrap();
@@ -531,7 +457,7 @@ mod tests {
     #[test]
     fn an_event_over_the_limit_is_shrunk_or_replaced_at_append() {
         let dir = tempfile::tempdir().unwrap();
-        let ob = Outbox::open(&dir.path().join("state")).unwrap();
+        let ob = open(dir.path());
         let huge = "y".repeat(MAX_EVENT_BYTES + 10);
         let dump = event::Body::DumpFinished(pgsnapman_proto::v1::DumpFinished {
             dump_uuid: "d1".into(),
@@ -561,7 +487,6 @@ mod tests {
     #[test]
     fn finished_tasks_are_remembered_durably_until_acknowledged_and_old() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state");
         let task = |lease: &str| TaskRef {
             task_id: 7,
             lease_id: lease.into(),
@@ -571,13 +496,13 @@ mod tests {
             error: "boom".into(),
         });
         let ids = {
-            let ob = Outbox::open(&path).unwrap();
+            let ob = open(dir.path());
             assert!(ob.backlog_mark().is_none());
             assert!(ob.finished(7).unwrap().is_none());
             ob.append_result(7, "verify", vec![msg("note"), result])
                 .unwrap()
         };
-        let ob = Outbox::open(&path).unwrap();
+        let ob = open(dir.path());
         assert_eq!(ob.backlog_mark(), Some(ids[1].as_u128()));
         let done = ob.finished(7).unwrap().expect("remembered after reopen");
         assert_eq!(done.what, "verify");
@@ -606,7 +531,7 @@ mod tests {
     #[tokio::test]
     async fn append_wakes_a_waiter() {
         let dir = tempfile::tempdir().unwrap();
-        let ob = std::sync::Arc::new(Outbox::open(&dir.path().join("state")).unwrap());
+        let ob = Arc::new(open(dir.path()));
         let waiter = {
             let ob = ob.clone();
             tokio::spawn(async move { ob.appended().await })

@@ -12,7 +12,7 @@ use super::pipeline::{self, Script, ScriptSource, Stored};
 use super::script::Rules;
 use super::target::step_error;
 use super::{Abort, Run};
-use crate::task::TaskProgress;
+use crate::progress::TaskProgress;
 
 impl Run<'_> {
     pub(super) async fn cluster(&mut self, progress: &TaskProgress) -> Result<()> {

@@ -24,17 +24,17 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use pgsnapman_proto::v1::{RestoreFinished, RestoreSpec, RestoreStatus, TaskRef, event};
 use tokio::process::Command;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use self::log::RunLog;
 use self::pipeline::{Cancelled, SpoolDir};
 use self::plan::{Kind, Plan, knows_restrict, parse_version};
 use self::target::{Facts, Target};
-use crate::Shared;
 use crate::outbox::Outbox;
+use crate::progress::TaskProgress;
 use crate::runner::Runner;
 use crate::runner::client::ClientTools;
-use crate::task::TaskProgress;
 
 /// A refusal before anything changed: the run ends ABORTED.
 #[derive(Debug, thiserror::Error)]
@@ -51,11 +51,13 @@ enum Ending {
     Cancelled,
 }
 
-/// Runs a leased RESTORE task: waits for a restore slot
+/// Runs a leased RESTORE task: waits for one of the restore `slots`
 /// (`restore.max_concurrent`; the lease is renewed meanwhile), then
 /// restores. `None`: cancelled, nothing to report.
 pub async fn task(
-    shared: &Shared,
+    slots: &Semaphore,
+    runner: &Runner,
+    outbox: Arc<Outbox>,
     task: &TaskRef,
     spec: &RestoreSpec,
     cancel: &CancellationToken,
@@ -63,23 +65,16 @@ pub async fn task(
 ) -> Option<event::Body> {
     progress.set_phase("restore-wait");
     let permit = tokio::select! {
-        p = shared.restore_slots.clone().acquire_owned() => p.ok(),
+        p = slots.acquire() => p.ok(),
         () = cancel.cancelled() => None,
     };
     let Some(_permit) = permit else {
         tracing::info!("restore cancelled while waiting for a restore slot");
         return None;
     };
-    restore(
-        &shared.runner,
-        Arc::clone(&shared.outbox),
-        Some(task.clone()),
-        spec,
-        cancel,
-        progress,
-    )
-    .await
-    .map(event::Body::RestoreFinished)
+    restore(runner, outbox, Some(task.clone()), spec, cancel, progress)
+        .await
+        .map(event::Body::RestoreFinished)
 }
 
 /// Runs one restore. Progress: `progress.total` is the dump's size,

@@ -141,12 +141,12 @@ impl Runner {
             connect_timeout: config.postgres.connect_timeout,
             kill_grace: config.dump.kill_grace_period,
             max_output: config.postgres.max_query_output_bytes,
-            replay: ReplayPauses::new(&data_dir.join("state")),
+            replay: ReplayPauses::new(&crate::state::dir(data_dir)),
             statement_timeout: config.postgres.statement_timeout,
             lock_timeout: config.postgres.lock_timeout,
             lock_wait_timeout: config.dump.lock_wait_timeout,
             max_run_time: config.dump.max_run_time,
-            unrecorded: unrecorded::Unrecorded::new(&data_dir.join("state")),
+            unrecorded: unrecorded::Unrecorded::new(&crate::state::dir(data_dir)),
         })
     }
 

@@ -204,7 +204,10 @@ async fn a_spool_without_room_refuses_before_anything_changes() {
     let env = Env {
         runner: crate::common::runner(&dir).await,
         outbox: std::sync::Arc::new(
-            pgsnapman_worker::outbox::Outbox::open(&dir.join("state")).unwrap(),
+            pgsnapman_worker::outbox::Outbox::open(
+                &pgsnapman_worker::state::State::open(&dir.join("state")).unwrap(),
+            )
+            .unwrap(),
         ),
         dir: tempfile::tempdir().unwrap(),
     };

@@ -34,8 +34,8 @@ use pgsnapman_proto::v1::{
 use pgsnapman_tests::PgCluster;
 use pgsnapman_tests::cluster::conninfo_dbname;
 use pgsnapman_worker::outbox::Outbox;
+use pgsnapman_worker::progress::TaskProgress;
 use pgsnapman_worker::runner::{DumpResult, Runner};
-use pgsnapman_worker::task::TaskProgress;
 use tokio_util::sync::CancellationToken;
 
 /// A worker without a coordinator: runner, store, outbox.
@@ -48,7 +48,8 @@ pub struct Env {
 pub async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let runner = common::runner(dir.path()).await;
-    let outbox = Arc::new(Outbox::open(&dir.path().join("state")).unwrap());
+    let state = pgsnapman_worker::state::State::open(&dir.path().join("state")).unwrap();
+    let outbox = Arc::new(Outbox::open(&state).unwrap());
     Env {
         dir,
         runner,

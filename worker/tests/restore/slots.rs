@@ -6,8 +6,9 @@ use std::sync::atomic::AtomicBool;
 
 use pgsnapman_proto::v1::{DumpFormat, DumpType, RestoreStatus, TaskRef, event};
 use pgsnapman_tests::PgCluster;
-use pgsnapman_worker::task::{Registry, TaskProgress};
-use pgsnapman_worker::{Config, Shared, mirror::Mirror, outbox::Outbox};
+use pgsnapman_worker::progress::TaskProgress;
+use pgsnapman_worker::task::Registry;
+use pgsnapman_worker::{Config, Shared, mirror::Mirror, outbox::Outbox, state::State};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -15,13 +16,14 @@ use tokio_util::task::TaskTracker;
 use super::*;
 
 async fn shared(dir: &std::path::Path) -> Arc<Shared> {
-    let outbox = Arc::new(Outbox::open(&dir.join("state")).unwrap());
+    let state = State::open(&dir.join("state")).unwrap();
+    let outbox = Arc::new(Outbox::open(&state).unwrap());
     let mut config = Config::default();
     config.worker.name = "w-slots".into();
     Arc::new(Shared {
         config,
         runner: crate::common::runner(dir).await,
-        mirror: Mirror::open(outbox.db()).unwrap(),
+        mirror: Mirror::open(&state).unwrap(),
         outbox,
         registry: Registry::default(),
         semaphore: Arc::new(Semaphore::new(2)),
@@ -49,7 +51,16 @@ async fn start_waiting(
             lease_id: "l".into(),
         };
         tokio::spawn(async move {
-            pgsnapman_worker::restore::task(&shared, &task, &spec, &cancel, &progress).await
+            pgsnapman_worker::restore::task(
+                &shared.restore_slots,
+                &shared.runner,
+                Arc::clone(&shared.outbox),
+                &task,
+                &spec,
+                &cancel,
+                &progress,
+            )
+            .await
         })
     };
     pgsnapman_tests::wait::until(

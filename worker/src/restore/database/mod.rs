@@ -19,8 +19,8 @@ use super::pipeline::{self, Script, ScriptSource, Stored};
 use super::plan::{Decision, Swap, decide};
 use super::target::{Facts, admin_db, create_database_sql, database_acl_sql, step_error};
 use super::{Abort, Run};
+use crate::progress::TaskProgress;
 use crate::runner::client::ClientTools;
-use crate::task::TaskProgress;
 
 /// The names of one database restore.
 struct Names {
