@@ -4,7 +4,8 @@
 //! each crash the store
 //! verifies, every dump complete before is listed and extracts
 //! byte-identical, no half dump is listed or in the catalog, and the
-//! restarted worker cleans up and completes the retried task. The store's
+//! restarted worker cleans up and completes the retried task; at the end
+//! every stored dump restores with pg_restore. The store's
 //! own test (`store/tests/store/crash.rs`) covers every point; this one
 //! proves the hook and the recovery in the real process.
 use std::collections::BTreeMap;
@@ -259,5 +260,29 @@ async fn worker_aborted_at_store_crash_points_loses_nothing() {
     }
     let keep = first["dump_uuid"].as_str().unwrap().to_string();
     assert!(stored.contains_key(&keep));
+    every_dump_restores(&stack);
     stack.stop_clean(&[]).await;
+}
+
+/// Every dump the crashes left in the store restores with pg_restore into
+/// a new database.
+fn every_dump_restores(stack: &Stack) {
+    let dumps = stack.worker.stored_dumps().unwrap();
+    assert!(!dumps.is_empty());
+    for (n, dump) in dumps.iter().enumerate() {
+        let dir = stack.scratch.path().join(format!("restore-{n}"));
+        stack
+            .worker
+            .extract(dump, &dir)
+            .unwrap_or_else(|e| panic!("extract {dump}: {e:#}"));
+        let files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1, "{dump}: {files:?}");
+        let db = format!("restored_{n}");
+        stack.source.create_database(&db).unwrap();
+        pg_restore(&stack.source, &db, files[0].to_str().unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

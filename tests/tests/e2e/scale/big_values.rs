@@ -45,13 +45,14 @@ fn settings(cluster: &PgCluster) -> String {
         .query(
             "postgres",
             &format!(
-                "SELECT string_agg(coalesce(r.rolname, '-') || '@' || coalesce(d.datname, '-') || '='
-                                   || md5(array_to_string(s.setconfig, '|')) || '/'
-                                   || octet_length(array_to_string(s.setconfig, '|')), E'\\n' ORDER BY 1)
-                   FROM pg_db_role_setting s
-                   LEFT JOIN pg_roles r ON r.oid = s.setrole
-                   LEFT JOIN pg_database d ON d.oid = s.setdatabase
-                  WHERE r.rolname = '{ROLE}' OR d.datname = '{DB}'"
+                "SELECT string_agg(line, E'\\n' ORDER BY line COLLATE \"C\")
+                   FROM (SELECT coalesce(r.rolname, '-') || '@' || coalesce(d.datname, '-') || '='
+                                || md5(array_to_string(s.setconfig, '|')) || '/'
+                                || octet_length(array_to_string(s.setconfig, '|')) AS line
+                           FROM pg_db_role_setting s
+                           LEFT JOIN pg_roles r ON r.oid = s.setrole
+                           LEFT JOIN pg_database d ON d.oid = s.setdatabase
+                          WHERE r.rolname = '{ROLE}' OR d.datname = '{DB}') x"
             ),
         )
         .unwrap()
