@@ -6,6 +6,7 @@ pub mod agent;
 pub mod backoff;
 pub mod config;
 pub mod discovery;
+pub mod error;
 pub mod maintenance;
 pub mod mirror;
 pub mod offline;

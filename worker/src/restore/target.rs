@@ -16,6 +16,7 @@ use super::metadata::{
 };
 use super::names::{quote_ident, quote_literal};
 use super::pipeline::Cancelled;
+use crate::error::ClientError;
 use crate::runner::connection::Session;
 use crate::runner::process::excerpt;
 
@@ -309,7 +310,7 @@ impl Target {
 
     /// `sql` that cannot be cancelled (cleanup, the swap).
     pub async fn sql_now(&self, db: &str, statements: &[&str]) -> Result<String> {
-        self.session.run_uncancelled(db, statements).await
+        Ok(self.session.run_uncancelled(db, statements).await?)
     }
 
     /// `statements` in one transaction.
@@ -429,7 +430,7 @@ impl Target {
                 Ok(_) => return Ok(ended),
                 Err(e)
                     if attempt < SWAP_ATTEMPTS
-                        && format!("{e:#}").contains("being accessed by other users") =>
+                        && ClientError::said(&e, "being accessed by other users") =>
                 {
                     tokio::time::sleep(SWAP_PAUSE).await;
                 }

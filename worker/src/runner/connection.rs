@@ -13,6 +13,7 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use super::process::{self, Outcome, StdoutTo};
+use crate::error::{self, ClientError, ServerTimeout};
 
 /// Quotes a libpq conninfo value: single quotes, with `\` and `'` escaped by
 /// a backslash, so any value is taken literally.
@@ -191,20 +192,23 @@ impl SessionSettings {
         )
     }
 
-    /// psql's error `text`, with the setting behind a timeout named.
-    fn explain(&self, text: String) -> String {
-        let setting = if text.contains("canceling statement due to statement timeout") {
-            ("postgres.statement_timeout", self.statement_timeout)
-        } else if text.contains("canceling statement due to lock timeout") {
-            ("postgres.lock_timeout", self.lock_timeout)
-        } else {
-            return text;
+    /// psql's failure with error `text`: a `Timeout` naming the setting
+    /// when a timeout of these settings cancelled the statement.
+    fn failure(&self, status: std::process::ExitStatus, text: String) -> ClientError {
+        let (setting, value) = match ServerTimeout::in_text(&text) {
+            Some(ServerTimeout::Statement) => (error::STATEMENT_TIMEOUT, self.statement_timeout),
+            Some(ServerTimeout::Lock) => (error::LOCK_TIMEOUT, self.lock_timeout),
+            None if text.is_empty() => {
+                let text = format!("psql exited with {status} without an error message");
+                return ClientError::exited("psql", status, text);
+            }
+            None => return ClientError::exited("psql", status, text),
         };
-        format!(
-            "{text} (the worker's {} = {})",
-            setting.0,
-            humantime::format_duration(setting.1)
-        )
+        ClientError::Timeout {
+            setting,
+            value,
+            text,
+        }
     }
 }
 
@@ -309,7 +313,7 @@ impl Session {
         database: &str,
         statements: &[&str],
         cancel: &CancellationToken,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<String>, ClientError> {
         let mut cmd = self.command(&self.psql);
         cmd.args([
             "-X",
@@ -342,11 +346,7 @@ impl Session {
                 stderr,
             } => {
                 if !status.success() {
-                    let text = stderr.error_text();
-                    if text.is_empty() {
-                        bail!("psql exited with {status} without an error message");
-                    }
-                    bail!("{}", self.settings.explain(text));
+                    return Err(self.settings.failure(status, stderr.error_text()));
                 }
                 Ok(Some(String::from_utf8_lossy(&stdout).trim().to_string()))
             }
@@ -355,14 +355,16 @@ impl Session {
 
     /// `run` that nothing cancels: cleanup that must finish even during
     /// shutdown (resuming replay, dropping what a failed restore created).
-    pub async fn run_uncancelled(&self, database: &str, statements: &[&str]) -> Result<String> {
-        match self
-            .run(database, statements, &CancellationToken::new())
+    pub async fn run_uncancelled(
+        &self,
+        database: &str,
+        statements: &[&str],
+    ) -> Result<String, ClientError> {
+        self.run(database, statements, &CancellationToken::new())
             .await?
-        {
-            Some(out) => Ok(out),
-            None => bail!("psql was cancelled"),
-        }
+            .ok_or_else(|| ClientError::Cancelled {
+                program: "psql".into(),
+            })
     }
 
     /// `statements` in one transaction; `None` if cancelled.
@@ -461,15 +463,42 @@ mod tests {
             s.pgoptions(),
             "-c statement_timeout=300000 -c lock_timeout=1500"
         );
-        assert_eq!(
-            s.explain("ERROR:  canceling statement due to lock timeout".into()),
-            "ERROR:  canceling statement due to lock timeout (the worker's postgres.lock_timeout = 1s 500ms)"
+        use std::os::unix::process::ExitStatusExt;
+        let status = std::process::ExitStatus::from_raw(3 << 8);
+        let lock = s.failure(
+            status,
+            "ERROR:  canceling statement due to lock timeout".into(),
         );
         assert!(
-            s.explain("ERROR:  canceling statement due to statement timeout".into())
+            matches!(
+                lock,
+                ClientError::Timeout {
+                    setting: error::LOCK_TIMEOUT,
+                    ..
+                }
+            ),
+            "{lock:?}"
+        );
+        assert_eq!(
+            lock.to_string(),
+            "ERROR:  canceling statement due to lock timeout (the worker's postgres.lock_timeout = 1s 500ms)"
+        );
+        let statement = s.failure(
+            status,
+            "ERROR:  canceling statement due to statement timeout".into(),
+        );
+        assert!(
+            statement
+                .to_string()
                 .ends_with("(the worker's postgres.statement_timeout = 5m)")
         );
-        assert_eq!(s.explain("ERROR:  other".into()), "ERROR:  other");
+        let other = s.failure(status, "ERROR:  other".into());
+        assert!(matches!(other, ClientError::Exited { .. }), "{other:?}");
+        assert_eq!(other.to_string(), "ERROR:  other");
+        assert_eq!(
+            s.failure(status, String::new()).to_string(),
+            "psql exited with exit status: 3 without an error message"
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use super::process::{self, Outcome, StdoutTo};
+use crate::error::ClientError;
 
 /// Bytes kept from the end of a stream (plain dumps end with a marker).
 const TAIL_BYTES: usize = 4096;
@@ -73,13 +74,12 @@ impl<R: Read> Read for Counting<R> {
 
 /// Why a program failed, with the store's error first: when storing fails,
 /// the reader goes away and the program only sees a broken pipe.
-fn failure(program: &str, status: std::process::ExitStatus, stderr: &process::Stderr) -> String {
-    let text = stderr.error_text();
-    if text.is_empty() {
-        format!("{program} exited with {status}")
-    } else {
-        text
-    }
+fn failure(
+    program: &str,
+    status: std::process::ExitStatus,
+    stderr: &process::Stderr,
+) -> ClientError {
+    ClientError::exited(program, status, stderr.error_text())
 }
 
 /// Runs `cmd` with its stdout stored as `file_name` of the ingest.
@@ -118,7 +118,7 @@ pub async fn stream(
             }
             let tail = stored.map_err(|e| anyhow!("cannot store the dump: {e}"))?;
             if !status.success() {
-                bail!("{}", failure(program, status, &stderr));
+                return Err(failure(program, status, &stderr).into());
             }
             Ok(Ended::Stored {
                 ingest: Box::new(ingest),
@@ -188,7 +188,7 @@ async fn directory_in(
                 if let Err(e) = stored {
                     bail!("cannot store the dump: {e:#}");
                 }
-                bail!("{}", failure(program, status, &stderr));
+                return Err(failure(program, status, &stderr).into());
             }
             stored.map_err(|e| anyhow!("cannot store the dump: {e:#}"))?;
             Ok(Ended::Stored {
@@ -357,6 +357,7 @@ pub async fn check_directory_toc(
                 grace,
             )
             .await
+            .map_err(anyhow::Error::from)
             .and_then(toc_listed)
         }
         Err(e) => Err(e),

@@ -27,6 +27,7 @@ use self::connection::{Session, SessionSettings};
 use self::replay::{ReplayPauses, server_of};
 use self::source::{PROBE_SQL, demand, parse_probe, pause_replay, resume_replay, wait_for_pause};
 use self::spec::{Checked, check_spec, dump_args, stream_file_name};
+use crate::error::{self, ClientError};
 
 /// How a dump attempt ended.
 #[derive(Debug)]
@@ -71,17 +72,19 @@ pub struct Runner {
 /// when it did (pg_dump applies it as the statement timeout of its LOCK
 /// TABLE statements).
 fn name_lock_wait(err: anyhow::Error, lock_wait_timeout: Duration) -> anyhow::Error {
-    let text = format!("{err:#}");
-    let timed_out = text.contains("canceling statement due to statement timeout")
-        || text.contains("canceling statement due to lock timeout");
-    if lock_wait_timeout.is_zero() || !timed_out {
+    if lock_wait_timeout.is_zero() {
         return err;
     }
-    anyhow::anyhow!(
-        "{text} (a table lock was not granted within the worker's dump.lock_wait_timeout = {}, \
-         or the job's own --lock-wait-timeout)",
-        humantime::format_duration(lock_wait_timeout)
-    )
+    match err.downcast::<ClientError>() {
+        Ok(e) if e.server_timeout().is_some() => ClientError::Timeout {
+            setting: error::LOCK_WAIT_TIMEOUT,
+            value: lock_wait_timeout,
+            text: e.to_string(),
+        }
+        .into(),
+        Ok(e) => e.into(),
+        Err(err) => err,
+    }
 }
 
 /// What the manifest says about the dump (everything the catalog row and a
@@ -375,10 +378,12 @@ impl Runner {
             && !cancel.is_cancelled()
             && !result.as_ref().is_ok_and(|stored| *stored)
         {
-            result = Err(anyhow::anyhow!(
-                "cancelled: the dump exceeded dump.max_run_time = {}",
-                humantime::format_duration(self.max_run_time)
-            ));
+            result = Err(ClientError::Timeout {
+                setting: error::MAX_RUN_TIME,
+                value: self.max_run_time,
+                text: String::new(),
+            }
+            .into());
         }
         if paused {
             // Always resume, whatever happened to the dump, unless another
@@ -650,7 +655,7 @@ impl Runner {
                     );
                     true
                 }
-                Err(e) if format!("{e:#}").contains("recovery is not in progress") => {
+                Err(e) if ClientError::said(&e, "recovery is not in progress") => {
                     tracing::info!(
                         server = %p.server,
                         "a server this worker left paused is no longer a standby"

@@ -7,12 +7,13 @@ use std::collections::VecDeque;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
+
+use crate::error::ClientError;
 
 /// Lines of stderr kept from the end of the output.
 const TAIL_LINES: usize = 40;
@@ -231,7 +232,7 @@ pub async fn run(
     stdout: StdoutTo,
     cancel: &CancellationToken,
     grace: Duration,
-) -> Result<Outcome> {
+) -> Result<Outcome, ClientError> {
     run_with(cmd, program, None, stdout, cancel, grace).await
 }
 
@@ -245,7 +246,7 @@ pub async fn run_with(
     stdout: StdoutTo,
     cancel: &CancellationToken,
     grace: Duration,
-) -> Result<Outcome> {
+) -> Result<Outcome, ClientError> {
     run_observed(cmd, program, stdin, stdout, None, cancel, grace).await
 }
 
@@ -258,7 +259,7 @@ pub async fn run_observed(
     observer: Option<LineObserver>,
     cancel: &CancellationToken,
     grace: Duration,
-) -> Result<Outcome> {
+) -> Result<Outcome, ClientError> {
     let mut capture_limit = 0;
     cmd.stdin(stdin.map_or_else(Stdio::null, Stdio::from))
         .stdout(match stdout {
@@ -276,7 +277,10 @@ pub async fn run_observed(
     // The command holds our copies of the child's stdin/stdout descriptors:
     // close them now, not when this function returns.
     drop(cmd);
-    let mut child = spawned.with_context(|| format!("start {program}"))?;
+    let mut child = spawned.map_err(|source| ClientError::Spawn {
+        program: program.to_string(),
+        source,
+    })?;
     let pid = child.id();
     let reader = child
         .stderr
@@ -287,7 +291,10 @@ pub async fn run_observed(
         .take()
         .map(|pipe| tokio::spawn(collect_stdout(pipe, capture_limit)));
     let status = tokio::select! {
-        status = child.wait() => Some(status.with_context(|| format!("wait for {program}"))?),
+        status = child.wait() => Some(status.map_err(|source| ClientError::Wait {
+            program: program.to_string(),
+            source,
+        })?),
         () = cancel.cancelled() => None,
     };
     let Some(status) = status else {
@@ -312,10 +319,13 @@ pub async fn run_observed(
     let stdout = match out_reader {
         Some(r) => match tokio::time::timeout(Duration::from_secs(10), r).await {
             Ok(Ok(Ok(out))) => out,
-            Ok(Ok(Err(seen))) => bail!(
-                "{program} wrote {seen} bytes of output, more than the {capture_limit} bytes \
-                 postgres.max_query_output_bytes allows (raise it in the worker's configuration)"
-            ),
+            Ok(Ok(Err(seen))) => {
+                return Err(ClientError::OutputTooLarge {
+                    program: program.to_string(),
+                    seen,
+                    limit: capture_limit,
+                });
+            }
             _ => Vec::new(),
         },
         None => Vec::new(),
@@ -435,7 +445,7 @@ mod tests {
 
     #[tokio::test]
     async fn output_over_the_limit_is_an_error_never_a_cut() {
-        async fn run_sh(bytes: u32, limit: u64) -> Result<Outcome> {
+        async fn run_sh(bytes: u32, limit: u64) -> Result<Outcome, ClientError> {
             let mut cmd = Command::new("sh");
             cmd.arg("-c").arg(format!("head -c {bytes} /dev/zero"));
             let cancel = CancellationToken::new();
@@ -454,9 +464,20 @@ mod tests {
             Outcome::Cancelled => panic!("not cancelled"),
         }
         // One byte more than the limit: one clear line, no output.
-        let err = run_sh(300_001, 300_000).await.unwrap_err().to_string();
+        let err = run_sh(300_001, 300_000).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ClientError::OutputTooLarge {
+                    limit: 300_000,
+                    seen: 300_001,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         assert_eq!(
-            err,
+            err.to_string(),
             "sh wrote 300001 bytes of output, more than the 300000 bytes \
              postgres.max_query_output_bytes allows (raise it in the worker's configuration)"
         );

@@ -99,16 +99,16 @@ pub(crate) async fn demand(session: &Session, database: &str) -> Result<Option<S
 pub(crate) async fn pause_replay(session: &Session, database: &str) -> Result<()> {
     session
         .run_uncancelled(database, &["SELECT pg_wal_replay_pause()"])
-        .await
-        .map(drop)
+        .await?;
+    Ok(())
 }
 
 /// Resumes WAL replay.
 pub(crate) async fn resume_replay(session: &Session, database: &str) -> Result<()> {
     session
         .run_uncancelled(database, &["SELECT pg_wal_replay_resume()"])
-        .await
-        .map(drop)
+        .await?;
+    Ok(())
 }
 
 /// Waits (up to 30 s) until a requested pause of WAL replay took effect.
