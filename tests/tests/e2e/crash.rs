@@ -207,16 +207,7 @@ async fn worker_aborted_at_store_crash_points_loses_nothing() {
         fill_mixed(&stack.source, &db, "g", 1, 1_000, 512);
         let gone_job = add_job(&stack.cli, inst, &db);
         let victim = dump_and_show(&stack.cli, gone_job);
-        let victim_uuid = victim["dump_uuid"].as_str().unwrap().to_string();
-        stored = check_crashed_store(&stack, &stored, true, point);
-        let id = id_of(&victim).to_string();
-        let task = crash_at(&mut stack, point, |s| {
-            id_of(&s.cli.json(&["catalog", "delete", &id]).unwrap())
-        })
-        .await;
-        stored.remove(&victim_uuid);
-        stored = check_crashed_store(&stack, &stored, false, point);
-        recover(&mut stack, task, point).await;
+        stored = delete_and_crash(&mut stack, stored, &victim, point).await;
         assert!(catalog_of_job(&stack.cli, gone_job).is_empty(), "{point}");
         stored = check_crashed_store(&stack, &stored, false, point);
     }
@@ -239,18 +230,9 @@ async fn worker_aborted_at_store_crash_points_loses_nothing() {
         fill_mixed(&stack.source, &db, "z", 1, 2_000, 512);
         let rp_job = add_job(&stack.cli, inst, &db);
         let victim = dump_and_show(&stack.cli, rp_job);
-        let victim_uuid = victim["dump_uuid"].as_str().unwrap().to_string();
         stack.source.script(&db, "DROP TABLE z0").unwrap();
         let kept = dump_and_show(&stack.cli, rp_job);
-        stored = check_crashed_store(&stack, &stored, true, point);
-        let id = id_of(&victim).to_string();
-        let task = crash_at(&mut stack, point, |s| {
-            id_of(&s.cli.json(&["catalog", "delete", &id]).unwrap())
-        })
-        .await;
-        stored.remove(&victim_uuid);
-        stored = check_crashed_store(&stack, &stored, false, point);
-        recover(&mut stack, task, point).await;
+        stored = delete_and_crash(&mut stack, stored, &victim, point).await;
         let rows: Vec<i64> = catalog_of_job(&stack.cli, rp_job)
             .iter()
             .map(id_of)
@@ -262,6 +244,28 @@ async fn worker_aborted_at_store_crash_points_loses_nothing() {
     assert!(stored.contains_key(&keep));
     every_dump_restores(&stack);
     stack.stop_clean(&[]).await;
+}
+
+/// Deletes `victim` (`pgsnap catalog delete`) with the worker armed to abort
+/// at `point`, checks the crashed store without it, restarts the worker and
+/// waits for the delete to complete. Returns the store's dumps.
+async fn delete_and_crash(
+    stack: &mut Stack,
+    stored: Contents,
+    victim: &Value,
+    point: &str,
+) -> Contents {
+    let stored = check_crashed_store(stack, &stored, true, point);
+    let id = id_of(victim).to_string();
+    let task = crash_at(stack, point, |s| {
+        id_of(&s.cli.json(&["catalog", "delete", &id]).unwrap())
+    })
+    .await;
+    let mut stored = stored;
+    stored.remove(victim["dump_uuid"].as_str().unwrap());
+    let stored = check_crashed_store(stack, &stored, false, point);
+    recover(stack, task, point).await;
+    stored
 }
 
 /// Every dump the crashes left in the store restores with pg_restore into
