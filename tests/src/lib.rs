@@ -3,6 +3,7 @@
 //! binaries run as processes. Nothing here is a mock; everything is removed
 //! when it is dropped, also when a test panics.
 
+pub mod access;
 pub mod cluster;
 pub mod logs;
 pub mod pgsnap;
@@ -11,6 +12,7 @@ pub mod service;
 pub mod tmpfs;
 pub mod wait;
 
+pub use access::Access;
 pub use cluster::{PgCluster, PgOptions};
 pub use pgsnap::Pgsnap;
 pub use proxy::Proxy;

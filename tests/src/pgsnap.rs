@@ -4,6 +4,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
+use crate::Access;
+
 /// What one `pgsnap` run produced.
 #[derive(Debug)]
 pub struct Run {
@@ -19,24 +21,31 @@ impl Run {
 }
 
 pub struct Pgsnap {
-    pub coordinator_url: String,
+    pub access: Access,
 }
 
 impl Pgsnap {
-    pub fn new(coordinator_url: impl Into<String>) -> Self {
-        Self {
-            coordinator_url: coordinator_url.into(),
-        }
+    pub fn new(access: Access) -> Self {
+        Self { access }
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    /// The `pgsnap <args>` command with this coordinator's access, not started.
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(crate::binary("pgsnap"));
         cmd.arg("--coordinator")
-            .arg(&self.coordinator_url)
+            .arg(&self.access.url)
             .args(args)
             .env_remove("PGSNAPMAN_CONFIG")
+            .env_remove("PGSNAPMAN_CA_FILE")
+            .env_remove("PGSNAPMAN_TOKEN")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
+        if let Some(ca) = &self.access.ca_file {
+            cmd.env("PGSNAPMAN_CA_FILE", ca);
+        }
+        if let Some(token) = &self.access.token {
+            cmd.env("PGSNAPMAN_TOKEN", token);
+        }
         cmd
     }
 

@@ -13,7 +13,7 @@ use pgsnapman_proto::v1::admin_service_client::AdminServiceClient;
 use pgsnapman_proto::v1::{ListWorkersRequest, Worker as WorkerInfo};
 use tonic::transport::Channel;
 
-use crate::logs;
+use crate::{Access, logs};
 
 /// A child process with its log file.
 pub struct Process {
@@ -227,6 +227,16 @@ impl Coordinator {
         format!("http://{}", self.addr)
     }
 
+    /// URL, CA and admin token for `pgsnap` and workers.
+    pub fn access(&self) -> Access {
+        Access::plain(self.url())
+    }
+
+    /// `pgsnap` with this coordinator's access.
+    pub fn cli(&self) -> crate::Pgsnap {
+        crate::Pgsnap::new(self.access())
+    }
+
     pub async fn admin(&self) -> Result<AdminServiceClient<Channel>> {
         let channel = Channel::from_shared(self.url())?
             .connect_timeout(Duration::from_secs(5))
@@ -263,7 +273,7 @@ impl Coordinator {
 #[derive(Debug, Clone, Default)]
 pub struct WorkerOptions {
     pub name: String,
-    pub coordinator_url: String,
+    pub coordinator: Access,
     /// Data directory; default a fresh temporary one.
     pub data_dir: Option<PathBuf>,
     pub env: Vec<(String, String)>,
@@ -294,7 +304,7 @@ impl Worker {
         cmd.env("RUST_LOG", "info,pgsnapman_worker=debug")
             .env("PGSNAPMAN_WORKER__NAME", &opts.name)
             .env("PGSNAPMAN_WORKER__DATA_DIR", &data_dir)
-            .env("PGSNAPMAN_COORDINATOR__URL", &opts.coordinator_url)
+            .env("PGSNAPMAN_COORDINATOR__URL", &opts.coordinator.url)
             .env("PGSNAPMAN_COORDINATOR__BACKOFF_MAX", "1s")
             .env("PGSNAPMAN_DUMP__KILL_GRACE_PERIOD", "3s");
         for (k, v) in &opts.env {

@@ -40,11 +40,11 @@ impl Stack {
         })
         .await
         .expect("start coordinator");
-        let cli = Pgsnap::new(coordinator.url());
+        let cli = coordinator.cli();
         register_worker(&cli, worker_name);
         let worker = Worker::start(WorkerOptions {
             name: worker_name.to_string(),
-            coordinator_url: coordinator.url(),
+            coordinator: coordinator.access(),
             data_dir: worker_data_dir,
             env: worker_env
                 .iter()

@@ -58,7 +58,7 @@ fn start_worker(stack: &Stack, crash_at: Option<&str>) -> Worker {
     }
     Worker::start(WorkerOptions {
         name: NAME.into(),
-        coordinator_url: stack.coordinator.url(),
+        coordinator: stack.coordinator.access(),
         data_dir: Some(stack.worker.data_dir.clone()),
         env,
     })

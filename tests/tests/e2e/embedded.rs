@@ -2,7 +2,7 @@
 //! catalog cluster under its data directory; data survives a restart.
 use std::os::unix::fs::PermissionsExt;
 
-use pgsnapman_tests::{Coordinator, CoordinatorOptions, PgCluster, Pgsnap, Worker, WorkerOptions};
+use pgsnapman_tests::{Coordinator, CoordinatorOptions, PgCluster, Worker, WorkerOptions};
 
 use crate::common::*;
 
@@ -16,7 +16,7 @@ async fn embedded_catalog_is_created_used_and_stopped() {
         ..Default::default()
     };
     let mut coordinator = Coordinator::start(opts.clone()).await.unwrap();
-    let cli = Pgsnap::new(coordinator.url());
+    let cli = coordinator.cli();
     register_worker(&cli, "w-emb");
     let password_file = data_dir.join("catalog.password");
     let mode = std::fs::metadata(&password_file)
@@ -32,7 +32,7 @@ async fn embedded_catalog_is_created_used_and_stopped() {
     // The whole flow works on the embedded catalog.
     let mut worker = Worker::start(WorkerOptions {
         name: "w-emb".into(),
-        coordinator_url: coordinator.url(),
+        coordinator: coordinator.access(),
         ..Default::default()
     })
     .unwrap();
@@ -57,7 +57,7 @@ async fn embedded_catalog_is_created_used_and_stopped() {
 
     // Second start reuses the same catalog: the worker and the dump are there.
     let mut again = Coordinator::start(opts).await.unwrap();
-    let cli = Pgsnap::new(again.url());
+    let cli = again.cli();
     let workers = cli.json(&["worker", "list"]).unwrap();
     assert!(
         workers
@@ -100,7 +100,7 @@ async fn embedded_catalog_works_from_a_private_root_home() {
         ..Default::default()
     };
     let mut coordinator = Coordinator::start(opts.clone()).await.unwrap();
-    let cli = Pgsnap::new(coordinator.url());
+    let cli = coordinator.cli();
     register_worker(&cli, "w-home");
     let clusters: Vec<_> = std::fs::read_dir(fallback.path())
         .unwrap()
@@ -115,7 +115,7 @@ async fn embedded_catalog_works_from_a_private_root_home() {
 
     // A restart finds the same cluster and its data.
     let mut again = Coordinator::start(opts).await.unwrap();
-    let workers = Pgsnap::new(again.url()).json(&["worker", "list"]).unwrap();
+    let workers = again.cli().json(&["worker", "list"]).unwrap();
     assert!(
         workers
             .as_array()

@@ -27,32 +27,32 @@ async fn tasks_queued_in_parallel_run_exactly_once() {
     };
     let mut a = Coordinator::start(opts()).await.unwrap();
     let mut b = Coordinator::start(opts()).await.unwrap();
-    let cli_a = Pgsnap::new(a.url());
-    let cli_b = Pgsnap::new(b.url());
+    let cli_a = a.cli();
+    let cli_b = b.cli();
     register_worker(&cli_a, "w-once");
     let inst = add_instance(&cli_b, "src", source.port, "w-once", None);
     let job = add_job(&cli_a, inst, "small");
 
     let mut w1 = Worker::start(WorkerOptions {
         name: "w-once".into(),
-        coordinator_url: a.url(),
+        coordinator: a.access(),
         ..Default::default()
     })
     .unwrap();
     let mut w2 = Worker::start(WorkerOptions {
         name: "w-once".into(),
-        coordinator_url: b.url(),
+        coordinator: b.access(),
         ..Default::default()
     })
     .unwrap();
     a.wait_worker_connected("w-once").await;
 
     // Queue TASKS dumps from several threads, alternating coordinators.
-    let urls = [a.url(), b.url()];
+    let accesses = [a.access(), b.access()];
     let handles: Vec<_> = (0..TASKS)
         .map(|i| {
-            let url = urls[i % 2].clone();
-            std::thread::spawn(move || dump_now(&Pgsnap::new(url), job))
+            let access = accesses[i % 2].clone();
+            std::thread::spawn(move || dump_now(&Pgsnap::new(access), job))
         })
         .collect();
     let tasks: BTreeSet<i64> = handles.into_iter().map(|h| h.join().unwrap()).collect();

@@ -206,7 +206,8 @@ async fn invalid_input_and_unknown_ids_are_clear_errors() {
     assert!(run.stderr.contains(&job.to_string()), "{run:?}");
 
     // Unreachable coordinator.
-    let nowhere = pgsnapman_tests::Pgsnap::new("http://127.0.0.1:1");
+    let nowhere =
+        pgsnapman_tests::Pgsnap::new(pgsnapman_tests::Access::plain("http://127.0.0.1:1"));
     let run = nowhere.run(&["worker", "list"]).unwrap();
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("cannot reach coordinator"), "{run:?}");

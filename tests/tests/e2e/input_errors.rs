@@ -15,7 +15,7 @@ async fn coordinator() -> (PgCluster, Coordinator, Pgsnap) {
     })
     .await
     .unwrap();
-    let cli = Pgsnap::new(coordinator.url());
+    let cli = coordinator.cli();
     register_worker(&cli, "w-input");
     (catalog, coordinator, cli)
 }

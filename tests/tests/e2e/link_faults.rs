@@ -46,7 +46,7 @@ impl Rig {
             ..Default::default()
         };
         let coordinator = Coordinator::start(coordinator_opts.clone()).await.unwrap();
-        let cli = Pgsnap::new(coordinator.url());
+        let cli = coordinator.cli();
         register_worker(&cli, name);
         let link = Proxy::to(&coordinator.addr).await.unwrap();
         let scratch = pgsnapman_tests::shared_tempdir("pgsnapman-faults-");
@@ -56,7 +56,7 @@ impl Rig {
             .collect();
         let worker = Worker::start(WorkerOptions {
             name: name.into(),
-            coordinator_url: link.url(),
+            coordinator: coordinator.access().with_url(link.url()),
             data_dir: Some(scratch.path().join("worker")),
             env: worker_env.clone(),
         })
@@ -100,7 +100,7 @@ impl Rig {
         }
         self.worker = Worker::start(WorkerOptions {
             name: self.name.clone(),
-            coordinator_url: self.link.url(),
+            coordinator: self.coordinator.access().with_url(self.link.url()),
             data_dir: Some(self.worker.data_dir.clone()),
             env: self.worker_env.clone(),
         })

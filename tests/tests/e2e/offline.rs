@@ -44,7 +44,7 @@ impl Rig {
             ..Default::default()
         };
         let coordinator = Coordinator::start(coordinator_opts.clone()).await.unwrap();
-        let cli = Pgsnap::new(coordinator.url());
+        let cli = coordinator.cli();
         register_worker(&cli, name);
         let dir = pgsnapman_tests::shared_tempdir("pgsnapman-offline-");
         let source = PgCluster::start(PG_MAJOR).unwrap();
@@ -84,7 +84,7 @@ impl Rig {
         self.worker = Some(
             Worker::start(WorkerOptions {
                 name: self.name.clone(),
-                coordinator_url: self.cli.coordinator_url.clone(),
+                coordinator: self.cli.access.clone(),
                 data_dir: Some(self.worker_dir.clone()),
                 env,
             })

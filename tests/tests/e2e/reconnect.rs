@@ -18,11 +18,11 @@ async fn worker_reconnects_after_coordinator_restart() {
         ..Default::default()
     };
     let mut coordinator = Coordinator::start(opts.clone()).await.unwrap();
-    let cli = pgsnapman_tests::Pgsnap::new(coordinator.url());
+    let cli = coordinator.cli();
     register_worker(&cli, "w-re");
     let mut worker = pgsnapman_tests::Worker::start(pgsnapman_tests::WorkerOptions {
         name: "w-re".into(),
-        coordinator_url: coordinator.url(),
+        coordinator: coordinator.access(),
         ..Default::default()
     })
     .unwrap();
@@ -58,7 +58,7 @@ async fn worker_reconnects_after_coordinator_restart() {
 /// reports the task's real end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dump_now_wait_survives_a_coordinator_restart() {
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
 
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -71,11 +71,11 @@ async fn dump_now_wait_survives_a_coordinator_restart() {
         ..Default::default()
     };
     let mut coordinator = Coordinator::start(opts.clone()).await.unwrap();
-    let cli = pgsnapman_tests::Pgsnap::new(coordinator.url());
+    let cli = coordinator.cli();
     register_worker(&cli, "w-wait");
     let mut worker = pgsnapman_tests::Worker::start(pgsnapman_tests::WorkerOptions {
         name: "w-wait".into(),
-        coordinator_url: coordinator.url(),
+        coordinator: coordinator.access(),
         ..Default::default()
     })
     .unwrap();
@@ -89,15 +89,8 @@ async fn dump_now_wait_survives_a_coordinator_restart() {
     let lock = TableLock::hold(&source, "held", "h").await;
     let inst = add_instance(&cli, "src", source.port, "w-wait", None);
     let job = add_job(&cli, inst, "held");
-    let waiting = Command::new(pgsnapman_tests::binary("pgsnap"))
-        .args([
-            "--coordinator",
-            &coordinator.url(),
-            "dump",
-            "now",
-            &job.to_string(),
-            "--wait",
-        ])
+    let waiting = cli
+        .command(&["dump", "now", &job.to_string(), "--wait"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

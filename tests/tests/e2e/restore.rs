@@ -591,7 +591,7 @@ async fn a_restore_worker_reads_the_dump_workers_store() {
         workers.push(
             pgsnapman_tests::Worker::start(pgsnapman_tests::WorkerOptions {
                 name: name.into(),
-                coordinator_url: stack.coordinator.url(),
+                coordinator: stack.coordinator.access(),
                 env,
                 ..Default::default()
             })

@@ -147,7 +147,7 @@ async fn replay_left_paused_by_a_killed_worker_is_resumed_at_start() {
     let data_dir = stack.worker.data_dir.clone();
     let worker = Worker::start(WorkerOptions {
         name: NAME.into(),
-        coordinator_url: stack.coordinator.url(),
+        coordinator: stack.coordinator.access(),
         data_dir: Some(data_dir),
         env: vec![],
     })

@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pgsnapman_tests::tmpfs::Tmpfs;
-use pgsnapman_tests::{
-    Coordinator, CoordinatorOptions, PgCluster, Pgsnap, Worker, WorkerOptions, wait,
-};
+use pgsnapman_tests::{Coordinator, CoordinatorOptions, PgCluster, Worker, WorkerOptions, wait};
 use serde_json::Value;
 
 use crate::common::*;
@@ -233,7 +231,7 @@ async fn kill_9_mid_ingest_leaves_no_partial_dump() {
         // Restart: the lease expires, the task runs again and completes.
         let worker = Worker::start(WorkerOptions {
             name: "w-kill9".into(),
-            coordinator_url: stack.coordinator.url(),
+            coordinator: stack.coordinator.access(),
             data_dir: Some(data_dir.clone()),
             env: ENV
                 .iter()
@@ -308,12 +306,12 @@ async fn catalog_is_rebuilt_from_the_workers_manifests() {
     })
     .await
     .unwrap();
-    let cli2 = Pgsnap::new(coord2.url());
+    let cli2 = coord2.cli();
     register_worker(&cli2, "w-rebuild");
     stack.worker.process.stop_clean().await;
     let mut worker2 = Worker::start(WorkerOptions {
         name: "w-rebuild".into(),
-        coordinator_url: coord2.url(),
+        coordinator: coord2.access(),
         data_dir: Some(stack.worker.data_dir.clone()),
         ..Default::default()
     })
