@@ -515,3 +515,87 @@ async fn a_password_stored_in_clear_before_sealing_is_sealed_then_forgotten() {
     worker.process.assert_no_unexpected_errors(&[]);
     coordinator.process.assert_no_unexpected_errors(&[]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_seal_key_makes_old_copies_stale_with_a_clear_error() {
+    let secret = format!("R0tate-{}", uuid::Uuid::new_v4().simple());
+    let mut stack = Stack::start("w-rot").await;
+    let mut opts = PgOptions::new(PG_MAJOR);
+    opts.superuser_password = Some(secret.clone());
+    let guarded = PgCluster::start_with(opts).unwrap();
+    guarded.create_database("app").unwrap();
+    let inst = add_instance(&stack.cli, "rot", guarded.port, "w-rot", Some(&secret));
+    let job = add_job(&stack.cli, inst, "app");
+    let old_key = fingerprint_on_host(&stack.worker);
+
+    // The worker's key file is lost; it makes a new key at its next start.
+    stack.worker.process.stop_clean().await;
+    let data_dir = stack.worker.data_dir.clone();
+    std::fs::remove_file(data_dir.join("identity/seal.key")).unwrap();
+    let new_worker = Worker::start(WorkerOptions {
+        name: "w-rot".into(),
+        coordinator: stack.coordinator.access(),
+        data_dir: Some(data_dir),
+        env: vec![],
+    })
+    .unwrap();
+    // Keeps the first worker's temporary data directory until the end.
+    let old_worker = std::mem::replace(&mut stack.worker, new_worker);
+    let key_file = stack.worker.data_dir.join("identity/seal.key");
+    pgsnapman_tests::wait::until(
+        "the worker to make its new key",
+        std::time::Duration::from_secs(60),
+        || async { key_file.exists().then_some(()) },
+    )
+    .await;
+    let new_key = fingerprint_on_host(&stack.worker);
+    assert_ne!(old_key, new_key);
+    pgsnapman_tests::wait::until(
+        "the coordinator to know the new key",
+        std::time::Duration::from_secs(60),
+        || async {
+            let w = stack.cli.json(&["worker", "show", "w-rot"]).ok()?;
+            (w["seal_key_fingerprint"] == new_key.as_str()).then_some(())
+        },
+    )
+    .await;
+    let shown = stack
+        .cli
+        .json(&["instance", "show", &inst.to_string()])
+        .unwrap();
+    assert_eq!(shown["passwords"][0]["state"], "stale", "{shown}");
+    assert_eq!(shown["passwords"][0]["key_fingerprint"], old_key.as_str());
+    let log = std::fs::read_to_string(stack.coordinator.process.log_path()).unwrap();
+    assert!(
+        log.contains("presented a new seal key") && log.contains("set-password rot --worker w-rot"),
+        "{log}"
+    );
+
+    let run = stack
+        .cli
+        .run(&["dump", "now", &job.to_string(), "--wait"])
+        .unwrap();
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains(&format!("sealed to key {old_key}"))
+            && run.stderr.contains("was re-created")
+            && run
+                .stderr
+                .contains("pgsnap instance set-password rot --worker w-rot"),
+        "{run:?}"
+    );
+    let run = stack
+        .cli
+        .run_with_stdin(
+            &["instance", "set-password", "rot", "--password-stdin"],
+            &format!("{secret}\n"),
+        )
+        .unwrap();
+    assert!(run.success(), "{run:?}");
+    assert!(run.stdout.contains(&new_key), "{run:?}");
+    let task = dump_now(&stack.cli, job);
+    let t = wait_task_done(&stack.cli, task).await;
+    assert_eq!(t["state"], "SUCCEEDED", "{t}");
+    drop(old_worker);
+    stack.stop_clean(&[]).await;
+}
