@@ -221,6 +221,26 @@ impl SealKey {
     }
 }
 
+/// The password of `instance` for `worker`: opened with `key`; without a
+/// key (a runner made by a test or a tool), only an older coordinator's
+/// clear password, and a sealed one is an error.
+pub fn password_for(
+    key: Option<&SealKey>,
+    instance: &InstanceConnection,
+    worker: &str,
+) -> Result<Option<Zeroizing<String>>> {
+    match (key, &instance.sealed_password) {
+        (Some(key), _) => key.password_of(instance, worker),
+        (None, Some(s)) if !s.ciphertext.is_empty() || !s.sealed_for.is_empty() => bail!(
+            "instance {} has a sealed password, but this runner has no seal key",
+            instance.name
+        ),
+        (None, _) => {
+            Ok((!instance.password.is_empty()).then(|| Zeroizing::new(instance.password.clone())))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

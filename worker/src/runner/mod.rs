@@ -242,17 +242,8 @@ impl Runner {
     /// file under the tmp directory).
     pub fn session(&self, instance: &InstanceConnection, app_name: &str) -> Result<Session> {
         let psql = self.clients.newest_psql()?.psql();
-        let password = match (&self.seal, &instance.sealed_password) {
-            (Some(key), _) => key.password_of(instance, &self.worker_name)?,
-            (None, Some(s)) if !s.ciphertext.is_empty() || !s.sealed_for.is_empty() => {
-                bail!(
-                    "instance {} has a sealed password, but this runner has no seal key",
-                    instance.name
-                )
-            }
-            (None, _) => (!instance.password.is_empty())
-                .then(|| zeroize::Zeroizing::new(instance.password.clone())),
-        };
+        let password =
+            crate::seal::password_for(self.seal.as_deref(), instance, &self.worker_name)?;
         Session::open(
             psql,
             instance,
