@@ -374,6 +374,68 @@ async fn passwords_are_sealed_to_their_worker_and_never_seen_in_clear() {
     assert!(err.message().contains("in clear is refused"), "{err:?}");
     assert!(!format!("{err:?}").contains(&secret));
 
+    // Sealed copies the coordinator cannot accept: each a clear reason,
+    // and the instance keeps its password.
+    let w1_key = cli.json(&["worker", "show", "w1"])["seal_key_fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let copy = |worker: &str, ciphertext: Vec<u8>, fingerprint: &str| v1::SealedPassword {
+        worker: Some(v1::WorkerRef {
+            r#ref: Some(v1::worker_ref::Ref::Name(worker.into())),
+        }),
+        ciphertext,
+        key_fingerprint: fingerprint.into(),
+    };
+    let valid = || copy("w1", vec![7; 60], &w1_key);
+    cli.json(&["worker", "register", "w-never"]);
+    let cases: Vec<(Vec<v1::SealedPassword>, tonic::Code, &str)> = vec![
+        (
+            vec![copy("w1", vec![7; 60], "1111-2222")],
+            tonic::Code::FailedPrecondition,
+            "run the command again",
+        ),
+        (
+            vec![copy("w1", vec![7; 48], &w1_key)],
+            tonic::Code::InvalidArgument,
+            "has 48 bytes",
+        ),
+        (
+            vec![copy("w1", vec![7; 5000], &w1_key)],
+            tonic::Code::InvalidArgument,
+            "has 5000 bytes",
+        ),
+        (
+            vec![copy("w-never", vec![7; 60], "x")],
+            tonic::Code::FailedPrecondition,
+            "worker w-never has not connected yet",
+        ),
+        (
+            vec![copy("w-nobody", vec![7; 60], "x")],
+            tonic::Code::NotFound,
+            "not registered",
+        ),
+        (
+            vec![valid(), valid()],
+            tonic::Code::InvalidArgument,
+            "two passwords are sealed to worker w1",
+        ),
+    ];
+    for (sealed_passwords, code, text) in cases {
+        let err = admin
+            .update_instance(v1::UpdateInstanceRequest {
+                id: src_id,
+                sealed_passwords,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{err:?}");
+        assert!(err.message().contains(text), "{text}: {err:?}");
+    }
+    let src = cli.json(&["instance", "show", &src_id.to_string()]);
+    assert_eq!(src["passwords"].as_array().unwrap().len(), 2, "{src}");
+
     // Nowhere in clear: the catalog, the logs, pgsnap's output, the
     // workers' state.
     let dumped = dump_catalog(&catalog);
