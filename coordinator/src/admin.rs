@@ -8,6 +8,7 @@ use crate::rows;
 
 pub struct Admin {
     pub catalog: Catalog,
+    pub pki: std::sync::Arc<crate::pki::Pki>,
 }
 
 type R<T> = Result<Response<T>, Status>;

@@ -24,6 +24,7 @@ pub struct Link {
     pub lease: LeaseConfig,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
+    pub pki: std::sync::Arc<crate::pki::Pki>,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;

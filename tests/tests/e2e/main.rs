@@ -30,3 +30,4 @@ mod shutdown;
 mod sslmode;
 mod standby;
 mod store;
+mod tls;

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use pgsnapman_proto::MAX_MESSAGE_BYTES;
+use pgsnapman_proto::channel::{self, ClientTls};
+use pgsnapman_proto::secret_file;
 use pgsnapman_proto::v1::worker_service_client::WorkerServiceClient;
 use pgsnapman_proto::v1::{
     ConfirmSchedule, Credit, HelloRequest, Keepalive, LeaseRequest, Open, Progress, Renew,
@@ -20,7 +22,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::Instrument;
 
 use crate::Shared;
@@ -72,37 +74,51 @@ pub async fn run_link(shared: Arc<Shared>, stop: CancellationToken) {
 
 async fn connect(shared: &Shared) -> Result<Client> {
     let cfg = &shared.config.coordinator;
-    let endpoint = Endpoint::from_shared(cfg.url.clone())
-        .with_context(|| format!("invalid coordinator url {:?}", cfg.url))?
+    let tls = client_tls(&shared.config)?;
+    let endpoint = channel::endpoint(&cfg.url, &tls)?
         .connect_timeout(cfg.connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(HTTP2_KEEPALIVE)
         .keep_alive_timeout(HTTP2_KEEPALIVE)
         .keep_alive_while_idle(true);
-    let channel = endpoint.connect().await.map_err(|e| {
-        anyhow!(
-            "cannot connect to coordinator {}: {}",
-            cfg.url,
-            error_chain(&e)
-        )
-    })?;
+    let channel = channel::connect(&cfg.url, endpoint).await?;
     Ok(WorkerServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
 }
 
-/// An error and its sources on one line.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
+/// The CA to verify the coordinator with, and the worker's certificate
+/// (`<data_dir>/identity/worker.crt|worker.key`, written by enrollment)
+/// when it has one. The key file is refused when group or others can
+/// read it.
+pub fn client_tls(config: &crate::config::Config) -> Result<ClientTls> {
+    let dir = config.worker.data_dir.join("identity");
+    let (cert, key) = (dir.join("worker.crt"), dir.join("worker.key"));
+    let mut tls = ClientTls {
+        ca_file: config.coordinator.ca_file.clone(),
+        ..ClientTls::default()
+    };
+    if cert.exists() && key.exists() {
+        let key_pem = secret_file::read_private(&key)?;
+        tls.key_pem = Some(
+            String::from_utf8(key_pem)
+                .ok()
+                .with_context(|| format!("{} is not a PEM key", key.display()))?,
+        );
+        tls.cert_pem = Some(
+            std::fs::read_to_string(&cert).with_context(|| format!("read {}", cert.display()))?,
+        );
     }
-    parts.join(": ")
+    Ok(tls)
+}
+
+/// A refused call's status on one line; a connection-level cause (TLS
+/// against a plaintext client) is named as such.
+fn status_line(what: &str, url: &str, status: &tonic::Status) -> anyhow::Error {
+    match channel::status_reason(status) {
+        Some(reason) => anyhow!("coordinator at {url}: {reason}"),
+        None => anyhow!("{what}: {:?}: {}", status.code(), status.message()),
+    }
 }
 
 fn duration_of(d: Option<prost_types::Duration>, default: Duration) -> Duration {
@@ -151,10 +167,10 @@ async fn session(
             ));
         }
         Err(status) => {
-            return Err(anyhow!(
-                "Hello refused: {:?}: {}",
-                status.code(),
-                status.message()
+            return Err(status_line(
+                "Hello refused",
+                &shared.config.coordinator.url,
+                &status,
             ));
         }
     };
