@@ -17,6 +17,7 @@ pub mod v1 {
 
 mod redact;
 pub use redact::redact_url;
+pub mod seal;
 
 /// Largest gRPC message either side accepts. Only control messages travel on
 /// the link (never dump bytes); a schedule of a few thousand jobs fits easily.

@@ -3,7 +3,7 @@
 //! Postgres URLs that are logged.
 use std::fmt;
 
-use crate::v1::{AddInstanceRequest, InstanceConnection, UpdateInstanceRequest};
+use crate::v1::{AddInstanceRequest, InstanceConnection, SealedPassword, UpdateInstanceRequest};
 
 fn secret(present: bool) -> &'static str {
     if present { "<redacted>" } else { "<none>" }
@@ -22,8 +22,29 @@ impl fmt::Debug for InstanceConnection {
             .field("status", &self.status)
             .field("discover", &self.discover)
             .field("sslmode", &self.sslmode)
+            .field(
+                "sealed_password",
+                &self
+                    .sealed_password
+                    .as_ref()
+                    .map(|s| (crate::seal::Sealed(&s.ciphertext), &s.key_fingerprint)),
+            )
             .finish()
     }
+}
+
+/// Each sealed copy as (worker, size, key fingerprint).
+fn sealed_list(list: &[SealedPassword]) -> Vec<String> {
+    list.iter()
+        .map(|s| {
+            format!(
+                "{:?} {:?} {}",
+                s.worker,
+                crate::seal::Sealed(&s.ciphertext),
+                s.key_fingerprint
+            )
+        })
+        .collect()
 }
 
 impl fmt::Debug for AddInstanceRequest {
@@ -43,6 +64,7 @@ impl fmt::Debug for AddInstanceRequest {
             .field("discovered_status", &self.discovered_status)
             .field("discovered_retention", &self.discovered_retention)
             .field("sslmode", &self.sslmode)
+            .field("sealed_passwords", &sealed_list(&self.sealed_passwords))
             .finish()
     }
 }
@@ -66,6 +88,7 @@ impl fmt::Debug for UpdateInstanceRequest {
             .field("discovered_status", &self.discovered_status)
             .field("discovered_retention", &self.discovered_retention)
             .field("sslmode", &self.sslmode)
+            .field("sealed_passwords", &sealed_list(&self.sealed_passwords))
             .finish()
     }
 }

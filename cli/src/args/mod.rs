@@ -12,7 +12,9 @@ use pgsnapman_proto::v1;
 
 mod instance;
 mod restore;
-pub use instance::{InstanceAddArgs, InstanceCommand, InstanceEditArgs, PasswordArgs};
+pub use instance::{
+    InstanceAddArgs, InstanceCommand, InstanceEditArgs, PasswordArgs, SetPasswordArgs,
+};
 pub use restore::{
     CopyCommand, RestoreCommand, RestoreJobCommand, RestoreLogCommand, RestoreStatusArg,
 };
