@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::admin::Admin;
+use crate::auth::{AdminAuth, AuthState};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::embedded::EmbeddedCatalog;
@@ -63,6 +64,7 @@ async fn serve(
     let catalog =
         Catalog::open(options, cfg.catalog.max_connections, cfg.lease.max_attempts).await?;
     tracing::info!("catalog ready (migrations applied)");
+    crate::auth::token::bootstrap(&catalog, &cfg.coordinator.data_dir).await?;
 
     // Cancelled only once the server future has been told to stop, so that
     // it cannot finish before the tasks below are drained.
@@ -148,6 +150,10 @@ async fn serve(
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let admin = AdminAuth::new(
+        admin,
+        AuthState::new(catalog.clone(), cfg.admin.rate_limits()),
+    );
     let link = WorkerServiceServer::new(Link {
         catalog: catalog.clone(),
         lease: cfg.lease.clone(),
