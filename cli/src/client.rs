@@ -4,9 +4,39 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use pgsnapman_proto::v1::admin_service_client::AdminServiceClient;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
-pub type Admin = AdminServiceClient<Channel>;
+pub type Admin = AdminServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer <token>` to every call (nothing without a
+/// token: the coordinator then says how to give one).
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    pub fn new(token: Option<&str>) -> Result<Self> {
+        let Some(t) = token else {
+            return Ok(Self(None));
+        };
+        let mut v = MetadataValue::try_from(format!("Bearer {t}"))
+            .map_err(|_| anyhow!("the token is not printable ASCII"))?;
+        // Never stored in HPACK tables.
+        v.set_sensitive(true);
+        Ok(Self(Some(v)))
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
 
 /// How long to wait for the TCP (and TLS) connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -15,7 +45,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connects now, so that an unreachable coordinator is reported once, up
 /// front, naming the URL.
-pub async fn connect(url: &str) -> Result<Admin> {
+pub async fn connect(url: &str, bearer: Bearer) -> Result<Admin> {
     let endpoint = Endpoint::from_shared(url.to_string())
         .map_err(|e| {
             anyhow!(
@@ -30,7 +60,7 @@ pub async fn connect(url: &str) -> Result<Admin> {
         .connect()
         .await
         .map_err(|e| anyhow!("cannot reach coordinator at {url}: {}", crate::one_line(&e)))?;
-    Ok(AdminServiceClient::new(channel)
+    Ok(AdminServiceClient::with_interceptor(channel, bearer)
         .max_decoding_message_size(pgsnapman_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(pgsnapman_proto::MAX_MESSAGE_BYTES))
 }
@@ -53,6 +83,7 @@ fn status_reason(s: &tonic::Status) -> String {
         | Code::AlreadyExists
         | Code::FailedPrecondition
         | Code::OutOfRange
+        | Code::ResourceExhausted
             if !msg.is_empty() =>
         {
             return msg.to_string();

@@ -248,6 +248,8 @@ class Pgsnapman:
             return ready.exists() and ready.read_text().strip()
         addr = wait_for("the coordinator", up, timeout=300, log=svc.log)
         self.env["PGSNAPMAN_COORDINATOR"] = f"http://{addr}"
+        # The admin token the coordinator wrote on its first start (0600).
+        self.env["PGSNAPMAN_TOKEN_FILE"] = str(data / "admin.token")
 
     def _stop_coordinator(self, svc: Service, data: Path):
         code = svc.stop(grace=60)

@@ -16,7 +16,10 @@ pub use access::Access;
 pub use cluster::{PgCluster, PgOptions};
 pub use pgsnap::Pgsnap;
 pub use proxy::Proxy;
-pub use service::{Coordinator, CoordinatorOptions, Worker, WorkerOptions, store_tool};
+pub use service::{
+    AdminClient, Coordinator, CoordinatorOptions, Worker, WorkerOptions, read_admin_token,
+    store_tool,
+};
 
 use std::path::PathBuf;
 

@@ -1,6 +1,7 @@
 //! One module per subcommand group; each mirrors a part of the AdminService.
 //! Input is checked here before anything is sent, with the shared model's
 //! rules, so that a typo fails without a round trip.
+mod audit;
 mod catalog;
 mod dump;
 mod follow;
@@ -10,6 +11,7 @@ mod messages;
 mod restore;
 mod store;
 mod task;
+mod token;
 mod worker;
 
 use anyhow::Result;
@@ -22,20 +24,23 @@ use crate::output::Output;
 /// What every command needs: where the coordinator is and where output goes.
 pub struct Ctx {
     url: String,
+    bearer: client::Bearer,
     pub out: Output,
 }
 
 impl Ctx {
     /// Connects to the coordinator (only once the input has been checked).
     pub async fn admin(&self) -> Result<Admin> {
-        client::connect(&self.url).await
+        client::connect(&self.url, self.bearer.clone()).await
     }
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
     let url = config::coordinator_url(cli.coordinator.as_deref(), cli.config.as_deref())?;
+    let token = config::token(cli.token_file.as_deref(), cli.config.as_deref())?;
     let ctx = Ctx {
         url,
+        bearer: client::Bearer::new(token.as_deref())?,
         out: Output::new(cli.output),
     };
     match cli.command {
@@ -51,5 +56,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::RestoreLog(c) => restore::log(&ctx, c).await,
         Command::Copy(c) => restore::copy(&ctx, c).await,
         Command::Messages(a) => messages::run(&ctx, a).await,
+        Command::Token(c) => token::run(&ctx, c).await,
+        Command::Audit(c) => audit::run(&ctx, c).await,
     }
 }
