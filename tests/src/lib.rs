@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod logs;
 pub mod pgsnap;
 pub mod proxy;
+pub mod raw;
 pub mod service;
 pub mod tmpfs;
 pub mod wait;

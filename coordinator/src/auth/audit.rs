@@ -1,29 +1,32 @@
 //! The arguments of an AdminService call as its audit row shows them: the
 //! request's one gRPC frame decoded through the descriptor set, every
-//! secret redacted (`pgsnapman_proto::redact_json`). Never fails: an
-//! undecodable body is recorded as such.
+//! secret redacted (`pgsnapman_proto::redact_json`). A body that is not
+//! exactly one well-formed request is refused with the reason.
 use pgsnapman_proto::{redact_json, reflect};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-/// The redacted JSON of the unary request `body` (one gRPC frame: a
-/// compression flag byte, a 4-byte big-endian length, the message).
-pub fn args(path: &str, body: &[u8]) -> Value {
+/// The redacted JSON of the unary request `body`: exactly one gRPC frame
+/// (a compression flag byte, a 4-byte big-endian length, the message).
+/// `Err` says why the body is not one well-formed, uncompressed request of
+/// the method (the call is then refused).
+pub fn args(path: &str, body: &[u8]) -> Result<Value, String> {
     let mut v = match body {
         [0, l0, l1, l2, l3, msg @ ..] => {
             let len = u32::from_be_bytes([*l0, *l1, *l2, *l3]);
-            if usize::try_from(len).ok() == Some(msg.len()) {
-                reflect::request_json(path, msg).unwrap_or_else(|e| json!({ "undecoded": e }))
-            } else {
-                json!({ "undecoded": format!(
-                    "a frame of {len} bytes announced, {} sent", msg.len()) })
+            if usize::try_from(len).ok() != Some(msg.len()) {
+                return Err(format!(
+                    "the request must be one gRPC message: a frame of {len} bytes announced, {} bytes sent",
+                    msg.len()
+                ));
             }
+            reflect::request_json(path, msg)?
         }
-        [1, ..] => json!({ "undecoded": "compressed message" }),
-        [] => json!({ "undecoded": "empty body" }),
-        _ => json!({ "undecoded": "not a gRPC frame" }),
+        [1, ..] => return Err("compressed requests are not accepted".into()),
+        [] => return Err("the request holds no message".into()),
+        _ => return Err("the request is not a gRPC frame".into()),
     };
     redact_json(&mut v);
-    v
+    Ok(v)
 }
 
 #[cfg(test)]
@@ -50,7 +53,8 @@ mod tests {
         let v = args(
             "/pgsnapman.v1.AdminService/AddInstance",
             &frame(&req.encode_to_vec()),
-        );
+        )
+        .unwrap();
         assert_eq!(v["name"], "prod", "{v}");
         assert!(!v.to_string().contains("hunter2"), "{v}");
         let req = v1::CreateTokenRequest {
@@ -61,23 +65,25 @@ mod tests {
         let v = args(
             "/pgsnapman.v1.AdminService/CreateToken",
             &frame(&req.encode_to_vec()),
-        );
+        )
+        .unwrap();
         assert_eq!(v["role"], "ROLE_OPERATOR", "{v}");
     }
 
     #[test]
-    fn bad_bodies_are_recorded_as_undecoded() {
+    fn bad_bodies_are_refused_with_a_reason() {
         let p = "/pgsnapman.v1.AdminService/AddInstance";
+        let two = [frame(b""), frame(b"")].concat();
         for body in [
             &b""[..],
             b"\x00\x00\x00\x00\x09ab",
             b"\x01\x00",
             b"\x07garbage",
+            &two,
+            &frame(b"\xff\xff\xff"),
         ] {
-            let v = args(p, body);
-            assert!(v["undecoded"].is_string(), "{body:?}: {v}");
+            let err = args(p, body).unwrap_err();
+            assert!(err.len() < 200, "{body:?}: {err}");
         }
-        let v = args(p, &frame(b"\xff\xff\xff"));
-        assert!(v["undecoded"].is_string(), "{v}");
     }
 }

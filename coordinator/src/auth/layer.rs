@@ -3,6 +3,7 @@
 //! catalog lookup, and a peer that keeps failing before it costs one), take
 //! from the token's rate bucket, check the role (`super::rule`), hand the
 //! caller to the handler, and audit mutating and refused calls.
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -11,7 +12,8 @@ use std::time::Instant;
 
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full, Limited};
-use pgsnapman_proto::MAX_MESSAGE_BYTES;
+use pgsnapman_proto::model::quoted;
+use pgsnapman_proto::{MAX_MESSAGE_BYTES, reflect};
 use serde_json::json;
 use tonic::body::Body;
 use tonic::server::NamedService;
@@ -28,6 +30,8 @@ use crate::error::ApiError;
 pub struct AuthState {
     catalog: Catalog,
     limiter: Limiter,
+    /// gRPC paths of the AdminService methods this build serves.
+    known: HashSet<String>,
 }
 
 impl AuthState {
@@ -35,6 +39,10 @@ impl AuthState {
         Arc::new(Self {
             catalog,
             limiter: Limiter::new(limits),
+            known: reflect::admin_methods()
+                .into_iter()
+                .map(|m| m.path)
+                .collect(),
         })
     }
 }
@@ -109,9 +117,11 @@ impl AuthState {
             Err(Refusal::Limited(m)) => return Status::resource_exhausted(m).into_http(),
             Err(Refusal::Internal(e)) => return Status::from(e).into_http(),
             Err(Refusal::Unauthenticated(m)) => {
-                let entry = entry("", &method, json!({}), peer, Some(&m));
+                let status = Status::unauthenticated(m);
+                let detail = status_line(&status);
+                let entry = entry("", &method, json!({}), peer, Some(&detail));
                 self.catalog.audit(entry).await;
-                return Status::unauthenticated(m).into_http();
+                return status.into_http();
             }
         };
         if let Err(m) = self.limiter.take_token(&caller.name, now) {
@@ -119,6 +129,18 @@ impl AuthState {
         }
         let rule = rule(&path);
         let allowed = caller.role >= rule.role;
+        if allowed && !self.known.contains(&path) {
+            // tonic answers an unknown method with an empty message.
+            let status = Status::unimplemented(format!(
+                "the coordinator has no AdminService method {}",
+                quoted(&method)
+            ));
+            let detail = status_line(&status);
+            self.catalog
+                .audit(entry(&caller.name, &method, json!({}), peer, Some(&detail)))
+                .await;
+            return status.into_http();
+        }
         if !rule.mutating && allowed {
             req.extensions_mut().insert(caller);
             return call(&mut inner, req).await;
@@ -142,7 +164,19 @@ impl AuthState {
                 return status.into_http();
             }
         };
-        let args = audit::args(&path, &bytes);
+        let args = match audit::args(&path, &bytes) {
+            Ok(a) => a,
+            Err(reason) if allowed => {
+                let status = Status::invalid_argument(reason);
+                let detail = status_line(&status);
+                let args = json!({ "undecoded": status.message() });
+                self.catalog
+                    .audit(entry(&caller.name, &method, args, peer, Some(&detail)))
+                    .await;
+                return status.into_http();
+            }
+            Err(reason) => json!({ "undecoded": reason }),
+        };
         if !allowed {
             let m = format!(
                 "token {} has the {} role; {method} needs {}",

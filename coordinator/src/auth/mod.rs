@@ -128,6 +128,29 @@ pub fn rule(path: &str) -> Rule {
     }
 }
 
+/// The roles table of docs/security-auth.md (`| \`Method\` | role |
+/// yes/no | note |` rows) as (method name, rule); rows it cannot read are
+/// left out. For the tests that hold the page and the code together.
+pub fn documented_rules(doc: &str) -> Vec<(String, Rule)> {
+    doc.lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let name = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            // RPC names only (not the config keys of other tables).
+            if !name.starts_with(|c: char| c.is_ascii_uppercase()) {
+                return None;
+            }
+            let role = Role::from_label(cells.get(2)?)?;
+            let mutating = match *cells.get(3)? {
+                "yes" => true,
+                "no" => false,
+                _ => return None,
+            };
+            Some((name.to_string(), Rule { role, mutating }))
+        })
+        .collect()
+}
+
 /// `RestoreNow` from a gRPC path, or the whole path when it is not an
 /// AdminService method (the audit's `method`).
 pub fn method_name(path: &str) -> &str {
@@ -165,6 +188,24 @@ mod tests {
             assert!(
                 table.contains(&format!("\"{}\"", m.name)),
                 "AdminService/{} is not in the role table of auth::rule",
+                m.name
+            );
+        }
+    }
+
+    /// docs/security-auth.md lists every RPC with the role and auditing
+    /// that `rule` gives it.
+    #[test]
+    fn the_documented_table_is_the_code() {
+        let rows = documented_rules(include_str!("../../../docs/security-auth.md"));
+        for (name, documented) in &rows {
+            let r = rule(&format!("{ADMIN_SERVICE_PREFIX}{name}"));
+            assert_eq!(documented, &r, "{name}: documented role and auditing");
+        }
+        for m in admin_methods() {
+            assert!(
+                rows.iter().any(|(n, _)| *n == m.name),
+                "{} is missing from the roles table of docs/security-auth.md",
                 m.name
             );
         }
