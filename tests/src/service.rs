@@ -150,7 +150,8 @@ pub struct Coordinator {
     pub process: Process,
     pub addr: String,
     pub data_dir: PathBuf,
-    /// The bootstrap admin token (`<data_dir>/admin.token`).
+    /// The bootstrap admin token (`<data_dir>/admin.token`, or for a
+    /// coordinator on a catalog another one bootstrapped, that one's).
     pub token: Option<String>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -246,7 +247,16 @@ impl Coordinator {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        let token = read_admin_token(&data_dir)?;
+        let token = match (read_admin_token(&data_dir)?, &opts.catalog_url) {
+            (Some(t), Some(url)) => {
+                known_tokens().insert(url.clone(), t.clone());
+                Some(t)
+            }
+            // A second coordinator on a catalog that has an admin token
+            // writes no file: it takes the token the first one wrote.
+            (None, Some(url)) => known_tokens().get(url).cloned(),
+            (t, None) => t,
+        };
         Ok(Self {
             process,
             addr,
@@ -311,6 +321,18 @@ impl Coordinator {
         )
         .await
     }
+}
+
+/// The bootstrap admin token of each external catalog (by URL) that a
+/// coordinator of this test process wrote.
+fn known_tokens() -> std::sync::MutexGuard<'static, std::collections::HashMap<String, String>> {
+    static TOKENS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, String>>,
+    > = std::sync::OnceLock::new();
+    TOKENS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The bootstrap admin token the coordinator wrote into its data directory
