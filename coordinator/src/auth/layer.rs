@@ -285,8 +285,11 @@ fn bearer(headers: &http::HeaderMap) -> Result<&str, &'static str> {
     let value = value
         .to_str()
         .map_err(|_| "the authorization header is not printable ASCII")?;
+    // The scheme is case-insensitive (RFC 6750 and RFC 9110).
     let t = value
-        .strip_prefix("Bearer ")
+        .get(..7)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+        .and_then(|_| value.get(7..))
         .ok_or("the authorization header is not `Bearer <token>`")?
         .trim();
     if token::well_formed(t) {
