@@ -118,10 +118,7 @@ impl AuthState {
             Err(Refusal::Internal(e)) => return Status::from(e).into_http(),
             Err(Refusal::Unauthenticated(m)) => {
                 let status = Status::unauthenticated(m);
-                let detail = status_line(&status);
-                let entry = entry("", &method, json!({}), peer, Some(&detail));
-                self.catalog.audit(entry).await;
-                return status.into_http();
+                return self.refuse("", &method, json!({}), peer, status).await;
             }
         };
         if let Err(m) = self.limiter.take_token(&caller.name, now) {
@@ -135,11 +132,9 @@ impl AuthState {
                 "the coordinator has no AdminService method {}",
                 quoted(&method)
             ));
-            let detail = status_line(&status);
-            self.catalog
-                .audit(entry(&caller.name, &method, json!({}), peer, Some(&detail)))
+            return self
+                .refuse(&caller.name, &method, json!({}), peer, status)
                 .await;
-            return status.into_http();
         }
         if !rule.mutating && allowed {
             req.extensions_mut().insert(caller);
@@ -157,23 +152,16 @@ impl AuthState {
                 } else {
                     Status::cancelled(format!("request body not received: {e}"))
                 };
-                let detail = status_line(&status);
                 let args = json!({ "undecoded": "body not received" });
-                let entry = entry(&caller.name, &method, args, peer, Some(&detail));
-                self.catalog.audit(entry).await;
-                return status.into_http();
+                return self.refuse(&caller.name, &method, args, peer, status).await;
             }
         };
         let args = match audit::args(&path, &bytes) {
             Ok(a) => a,
             Err(reason) if allowed => {
+                let args = json!({ "undecoded": reason });
                 let status = Status::invalid_argument(reason);
-                let detail = status_line(&status);
-                let args = json!({ "undecoded": status.message() });
-                self.catalog
-                    .audit(entry(&caller.name, &method, args, peer, Some(&detail)))
-                    .await;
-                return status.into_http();
+                return self.refuse(&caller.name, &method, args, peer, status).await;
             }
             Err(reason) => json!({ "undecoded": reason }),
         };
@@ -185,11 +173,7 @@ impl AuthState {
                 rule.role.label()
             );
             let status = Status::permission_denied(m);
-            let detail = status_line(&status);
-            self.catalog
-                .audit(entry(&caller.name, &method, args, peer, Some(&detail)))
-                .await;
-            return status.into_http();
+            return self.refuse(&caller.name, &method, args, peer, status).await;
         }
         let actor = caller.name.clone();
         parts.extensions.insert(caller);
@@ -205,6 +189,22 @@ impl AuthState {
             .audit(entry(&actor, &method, args, peer, error.as_deref()))
             .await;
         resp
+    }
+
+    /// Audits a call turned away with `status` and answers it.
+    async fn refuse(
+        &self,
+        actor: &str,
+        method: &str,
+        args: serde_json::Value,
+        peer: Option<SocketAddr>,
+        status: Status,
+    ) -> HttpResponse {
+        let detail = status_line(&status);
+        self.catalog
+            .audit(entry(actor, method, args, peer, Some(&detail)))
+            .await;
+        status.into_http()
     }
 
     async fn authenticate(

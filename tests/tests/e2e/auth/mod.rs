@@ -302,6 +302,50 @@ async fn destructive_restores_need_admin() {
          ('EXISTING_DATABASE_DROP', 'EXISTING_DATABASE_DROP_BEFORE', 'EXISTING_DATABASE_TRUNCATE')",
     );
     assert_eq!(rows, 3);
+
+    // A restore job's own policy counts when it is run now.
+    let cli = s.coordinator.cli();
+    register_worker(&cli, "w-restore");
+    let inst = add_instance(&cli, "src", 5432, "w-restore", None);
+    let job = add_job(&cli, inst, "app");
+    let restore_job = |existing: &str| {
+        let v = cli
+            .json(&[
+                "restore-job",
+                "add",
+                "--from-job",
+                &job.to_string(),
+                "--to-instance",
+                &inst.to_string(),
+                "--to-database",
+                existing,
+                "--kind",
+                "repeat",
+                "--cron",
+                "0 3 1 1 *",
+                "--existing",
+                existing,
+            ])
+            .unwrap();
+        id_of(&v).to_string()
+    };
+    let (drop_job, leave_job) = (restore_job("drop"), restore_job("leave"));
+    let ops = pgsnapman_tests::Pgsnap::new(
+        s.coordinator
+            .access()
+            .with_token(Some(operator["Bearer ".len()..].to_string())),
+    );
+    let run = ops.run(&["restore", "run", &drop_job]).unwrap();
+    assert!(
+        run.stderr.contains("EXISTING_DATABASE_DROP needs admin"),
+        "operator running a DROP restore job: {run:?}"
+    );
+    // LEAVE passes the role check (and fails on the missing dump).
+    let run = ops.run(&["restore", "run", &leave_job]).unwrap();
+    assert!(
+        !run.stderr.contains("needs admin") && !run.stderr.contains("refused"),
+        "{run:?}"
+    );
     let mut coordinator = s.coordinator;
     coordinator.process.stop_clean().await;
 }
