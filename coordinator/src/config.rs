@@ -153,6 +153,9 @@ pub struct RetentionConfig {
     /// Lines of `restore_log` (the runs themselves stay).
     #[serde(with = "humantime_serde")]
     pub restore_log: Duration,
+    /// Rows of `audit_log`.
+    #[serde(with = "humantime_serde")]
+    pub audit: Duration,
     /// How often the coordinator prunes.
     #[serde(with = "humantime_serde")]
     pub prune_interval: Duration,
@@ -165,6 +168,7 @@ impl Default for RetentionConfig {
             applied_events: Duration::from_secs(30 * DAY),
             messages: Duration::from_secs(90 * DAY),
             restore_log: Duration::from_secs(180 * DAY),
+            audit: Duration::from_secs(365 * DAY),
             prune_interval: Duration::from_secs(3600),
         }
     }
@@ -277,9 +281,13 @@ impl Config {
                 "retention.applied_events must be at least 1d: a replayed event older than it would be applied twice"
             );
         }
-        if r.messages.is_zero() || r.restore_log.is_zero() || r.prune_interval.is_zero() {
+        if r.messages.is_zero()
+            || r.restore_log.is_zero()
+            || r.audit.is_zero()
+            || r.prune_interval.is_zero()
+        {
             bail!(
-                "retention.messages, retention.restore_log and retention.prune_interval must be positive"
+                "retention.messages, retention.restore_log, retention.audit and retention.prune_interval must be positive"
             );
         }
         Ok(())

@@ -118,6 +118,11 @@ async fn serve(
                                 restore_log = n.restore_log, "old catalog history pruned"),
                             Err(e) => tracing::warn!("pruning the catalog history: {e}"),
                         }
+                        match catalog.prune_audit(r.audit).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(audit_log = n, "old audit rows pruned"),
+                            Err(e) => tracing::warn!("pruning the audit log: {e}"),
+                        }
                     }
                 }
             }

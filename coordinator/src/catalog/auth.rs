@@ -159,6 +159,11 @@ impl Catalog {
         }
     }
 
+    /// Deletes audit rows older than `keep` (`retention.audit`).
+    pub async fn prune_audit(&self, keep: std::time::Duration) -> ApiResult<u64> {
+        self.prune_table("audit_log", "at", keep).await
+    }
+
     /// Audit rows matching `f`, newest first.
     pub async fn list_audit(&self, f: &AuditFilter) -> ApiResult<Vec<AuditRow>> {
         Ok(sqlx::query_as::<_, AuditRow>(&format!(

@@ -15,7 +15,7 @@ use crate::common::*;
 
 mod cli;
 mod inputs;
-mod rate;
+mod limits;
 
 /// A coordinator on its own catalog, with `env` added.
 pub struct Setup {

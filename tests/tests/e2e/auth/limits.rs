@@ -1,9 +1,11 @@
 //! Rate limits on the AdminService: per token, and per peer address for
-//! failed authentications. No timing assertions: a burst well over the
-//! limit must meet some refusals, then the bucket must refill.
+//! failed authentications (no timing assertions: a burst well over the
+//! limit must meet some refusals, then the bucket must refill); and the
+//! bounds of the audit log.
 use std::time::Duration;
 
 use pgsnapman_tests::wait;
+use sqlx::Executor;
 use tonic::Code;
 
 use super::{Setup, bearer};
@@ -89,4 +91,69 @@ async fn tokens_and_failing_peers_are_rate_limited() {
     .await;
     let mut coordinator = s.coordinator;
     coordinator.process.stop_clean().await;
+}
+
+/// The audit keeps `retention.audit`; `Catalog::audit` stores what it is
+/// given, NUL and overlong details included (in process, on a real catalog).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_rows_are_stored_and_pruned_by_age() {
+    use pgsnapman_coordinator::catalog::{AuditEntry, AuditFilter, Catalog};
+    let cluster = pgsnapman_tests::PgCluster::start(crate::common::PG_MAJOR).unwrap();
+    let catalog = Catalog::open(cluster.url("postgres").parse().unwrap(), 4, 3)
+        .await
+        .unwrap();
+    catalog
+        .audit(AuditEntry {
+            actor: "worker:w\0x".into(),
+            method: "Enroll".into(),
+            args_json: serde_json::json!({ "name": "w" }),
+            peer: Some("192.0.2.7:5555".into()),
+            ok: false,
+            detail: format!("PermissionDenied: {}", "d".repeat(5000)),
+        })
+        .await;
+    let rows = catalog
+        .list_audit(&AuditFilter {
+            failed: true,
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].actor, "worker:w\u{FFFD}x");
+    assert!(
+        rows[0].detail.len() < 1100,
+        "{} bytes",
+        rows[0].detail.len()
+    );
+    catalog
+        .pool
+        .execute("UPDATE audit_log SET at = now() - interval '400 days'")
+        .await
+        .unwrap();
+    catalog
+        .audit(AuditEntry {
+            actor: "ops".into(),
+            method: "DumpNow".into(),
+            args_json: serde_json::json!({}),
+            peer: None,
+            ok: true,
+            detail: String::new(),
+        })
+        .await;
+    let pruned = catalog
+        .prune_audit(Duration::from_secs(365 * 24 * 3600))
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1);
+    let left = catalog
+        .list_audit(&AuditFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].actor, "ops");
 }
