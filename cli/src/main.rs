@@ -42,7 +42,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// `PGSNAP_LOG` (a tracing filter such as `debug`) turns on logs of the
+/// gRPC client on stderr, for debugging a connection; off by default so
+/// that an error stays one line. Passwords are sealed before they are sent
+/// and never logged.
+fn init_logs() {
+    if let Some(filter) = std::env::var_os("PGSNAP_LOG").filter(|f| !f.is_empty()) {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter.to_string_lossy()))
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+}
+
 fn run(cli: args::Cli) -> Result<()> {
+    init_logs();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -73,7 +73,7 @@ impl AdminService for Admin {
     async fn add_instance(&self, req: Request<v1::AddInstanceRequest>) -> R<v1::Instance> {
         let i = self.catalog.add_instance(&req.into_inner()).await?;
         tracing::info!(instance = %i.name, id = i.id, "instance added");
-        ok(i.to_proto())
+        ok(self.catalog.instance_view(&i).await?)
     }
 
     async fn list_instances(
@@ -81,19 +81,22 @@ impl AdminService for Admin {
         _: Request<v1::ListInstancesRequest>,
     ) -> R<v1::ListInstancesResponse> {
         let list = self.catalog.list_instances().await?;
-        ok(v1::ListInstancesResponse {
-            instances: list.iter().map(rows::InstanceRow::to_proto).collect(),
-        })
+        let mut instances = Vec::with_capacity(list.len());
+        for i in &list {
+            instances.push(self.catalog.instance_view(i).await?);
+        }
+        ok(v1::ListInstancesResponse { instances })
     }
 
     async fn get_instance(&self, req: Request<v1::IdRequest>) -> R<v1::Instance> {
-        ok(self.catalog.instance(req.into_inner().id).await?.to_proto())
+        let i = self.catalog.instance(req.into_inner().id).await?;
+        ok(self.catalog.instance_view(&i).await?)
     }
 
     async fn update_instance(&self, req: Request<v1::UpdateInstanceRequest>) -> R<v1::Instance> {
         let i = self.catalog.update_instance(&req.into_inner()).await?;
         tracing::info!(instance = %i.name, id = i.id, "instance updated");
-        ok(i.to_proto())
+        ok(self.catalog.instance_view(&i).await?)
     }
 
     async fn set_instance_status(&self, req: Request<v1::SetStatusRequest>) -> R<v1::Instance> {
@@ -101,7 +104,7 @@ impl AdminService for Admin {
         let status = rows::status_label(req.status)?;
         let i = self.catalog.set_instance_status(req.id, status).await?;
         tracing::info!(instance = %i.name, status, "instance status changed");
-        ok(i.to_proto())
+        ok(self.catalog.instance_view(&i).await?)
     }
 
     async fn remove_instance(&self, req: Request<v1::IdRequest>) -> R<v1::Empty> {

@@ -43,6 +43,7 @@ impl WorkerService for Link {
     ) -> Result<Response<v1::HelloResponse>, Status> {
         let req = req.into_inner();
         let w = self.catalog.worker_by_name(&req.worker_name).await?;
+        self.catalog.note_seal_key(&w, &req.seal_public_key).await?;
         self.catalog
             .hello(
                 w.id,
@@ -92,7 +93,7 @@ impl WorkerService for Link {
                 let row = self.catalog.instance(id).await?;
                 instances.push(v1::InstanceConnection {
                     discover: row.discovered_by(w.id),
-                    ..row.connection()
+                    ..self.catalog.connection_for(&row, w.id).await?
                 });
             }
             let (after, _) = self.catalog.schedule_version(w.id).await?;

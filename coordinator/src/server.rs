@@ -64,6 +64,10 @@ async fn serve(
     let catalog =
         Catalog::open(options, cfg.catalog.max_connections, cfg.lease.max_attempts).await?;
     tracing::info!("catalog ready (migrations applied)");
+    catalog
+        .review_legacy_passwords()
+        .await
+        .map_err(|e| anyhow::anyhow!("review passwords stored before sealing: {e}"))?;
     crate::auth::token::bootstrap(&catalog, &cfg.coordinator.data_dir).await?;
 
     // Cancelled only once the server future has been told to stop, so that

@@ -15,6 +15,7 @@ pub mod v1 {
 mod redact;
 pub mod reflect;
 pub use redact::{is_secret_field, redact_json, redact_url};
+pub mod seal;
 
 /// Largest gRPC message either side accepts. Only control messages travel on
 /// the link (never dump bytes); a schedule of a few thousand jobs fits easily.

@@ -5,7 +5,8 @@
 use std::fmt;
 
 use crate::v1::{
-    AddInstanceRequest, CreateTokenResponse, InstanceConnection, UpdateInstanceRequest,
+    AddInstanceRequest, CreateTokenResponse, InstanceConnection, SealedPassword,
+    UpdateInstanceRequest,
 };
 
 fn secret(present: bool) -> &'static str {
@@ -25,8 +26,29 @@ impl fmt::Debug for InstanceConnection {
             .field("status", &self.status)
             .field("discover", &self.discover)
             .field("sslmode", &self.sslmode)
+            .field(
+                "sealed_password",
+                &self
+                    .sealed_password
+                    .as_ref()
+                    .map(|s| (crate::seal::Sealed(&s.ciphertext), &s.key_fingerprint)),
+            )
             .finish()
     }
+}
+
+/// Each sealed copy as (worker, size, key fingerprint).
+fn sealed_list(list: &[SealedPassword]) -> Vec<String> {
+    list.iter()
+        .map(|s| {
+            format!(
+                "{:?} {:?} {}",
+                s.worker,
+                crate::seal::Sealed(&s.ciphertext),
+                s.key_fingerprint
+            )
+        })
+        .collect()
 }
 
 impl fmt::Debug for AddInstanceRequest {
@@ -46,6 +68,7 @@ impl fmt::Debug for AddInstanceRequest {
             .field("discovered_status", &self.discovered_status)
             .field("discovered_retention", &self.discovered_retention)
             .field("sslmode", &self.sslmode)
+            .field("sealed_passwords", &sealed_list(&self.sealed_passwords))
             .finish()
     }
 }
@@ -69,6 +92,7 @@ impl fmt::Debug for UpdateInstanceRequest {
             .field("discovered_status", &self.discovered_status)
             .field("discovered_retention", &self.discovered_retention)
             .field("sslmode", &self.sslmode)
+            .field("sealed_passwords", &sealed_list(&self.sealed_passwords))
             .finish()
     }
 }

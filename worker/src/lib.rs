@@ -15,6 +15,7 @@ pub mod progress;
 pub mod restore;
 pub mod runner;
 pub mod scheduler;
+pub mod seal;
 pub mod state;
 pub mod task;
 
@@ -104,8 +105,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             .context("open the pack store")?
             .map_err(|e| anyhow::anyhow!("cannot open the pack store: {e}"))?;
     tracing::info!(options = ?store.options(), "pack store open");
+    let seal_key = Arc::new(seal::SealKey::load_or_create(&data_dir)?);
+    tracing::info!(fingerprint = %seal_key.fingerprint(), "seal key loaded");
     let runner = Runner::new(clients, &data_dir, store, &config)?
-        .with_shared_stores(&config.worker.name, config.restore.shared_stores.clone());
+        .with_shared_stores(&config.worker.name, config.restore.shared_stores.clone())
+        .with_seal_key(seal_key.clone());
     runner.clean_leftovers();
     let state_dir = state::dir(&data_dir);
     let (state, outbox) = tokio::task::spawn_blocking(move || -> Result<_> {
@@ -117,7 +121,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     .context("open the outbox")??;
     tracing::info!(backlog = outbox.len(), "outbox open");
     report_unrecorded(&runner, &outbox).await;
-    let mirror = mirror::Mirror::open(&state).context("open the schedule mirror")?;
+    let mirror = mirror::Mirror::open(&state)
+        .and_then(|m| m.seal_with(seal_key))
+        .context("open the schedule mirror")?;
     tracing::info!(
         schedule_version = mirror.version(),
         jobs = mirror.snapshot().jobs.len(),

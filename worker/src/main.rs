@@ -31,6 +31,37 @@ enum Command {
         #[command(subcommand)]
         command: pgsnapman_worker::offline::StoreCommand,
     },
+    /// Print this worker's seal key fingerprint (compare it with
+    /// `pgsnap worker show` before sending the worker a password)
+    Identity {
+        /// The worker's data directory [default: worker.data_dir of the config]
+        #[arg(long, value_name = "DIR", env = "PGSNAPMAN_WORKER__DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+/// The data directory: the flag, else the config file's, else the default.
+fn data_dir_of(flag: Option<PathBuf>, config: Option<&std::path::Path>) -> Result<PathBuf> {
+    match (flag, config) {
+        (Some(d), _) => Ok(d),
+        (None, Some(file)) => pgsnapman_worker::Config::load(Some(file)).map(|c| c.worker.data_dir),
+        (None, None) => Ok(pgsnapman_worker::Config::default().worker.data_dir),
+    }
+}
+
+/// `seal key <fingerprint>` and the key file, or why there is none.
+fn identity(data_dir: &std::path::Path) -> Result<()> {
+    let path = pgsnapman_worker::seal::key_path(data_dir);
+    if !path.exists() {
+        anyhow::bail!(
+            "{} does not exist: the worker creates its seal key when it first starts",
+            path.display()
+        );
+    }
+    let key = pgsnapman_worker::seal::SealKey::load(data_dir)?;
+    println!("seal key {}", key.fingerprint());
+    println!("file     {}", key.path().display());
+    Ok(())
 }
 
 /// Logs go to stdout, in colour only when stdout is a terminal and
@@ -65,15 +96,18 @@ async fn serve(cli: Cli) -> Result<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let mut cli = Cli::parse();
-    if let Some(Command::Store { data_dir, command }) = cli.command.take() {
-        let data_dir = match (data_dir, cli.config.as_deref()) {
-            (Some(d), _) => Ok(d),
-            (None, Some(file)) => {
-                pgsnapman_worker::Config::load(Some(file)).map(|c| c.worker.data_dir)
-            }
-            (None, None) => Ok(pgsnapman_worker::Config::default().worker.data_dir),
-        };
-        return match data_dir.and_then(|d| pgsnapman_worker::offline::run(&d, command)) {
+    let offline = match cli.command.take() {
+        Some(Command::Identity { data_dir }) => {
+            Some(data_dir_of(data_dir, cli.config.as_deref()).and_then(|d| identity(&d)))
+        }
+        Some(Command::Store { data_dir, command }) => Some(
+            data_dir_of(data_dir, cli.config.as_deref())
+                .and_then(|d| pgsnapman_worker::offline::run(&d, command)),
+        ),
+        None => None,
+    };
+    if let Some(result) = offline {
+        return match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("pgsnapman-worker: {err:#}");

@@ -4,7 +4,7 @@
 //! coordinator. A new schedule replaces the old one in a single synced write
 //! (atomic swap). Column family `fires` keeps, per job, when the worker first
 //! saw it and the last fire time it handled (ran or skipped). Layout:
-//! docs/worker.md.
+//! docs/worker.md. Instance passwords are kept sealed only (`seal_with`).
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -43,6 +43,23 @@ pub struct Mirror {
     state: State,
     current: RwLock<Arc<Snapshot>>,
     changed: watch::Sender<u64>,
+    /// Seals a password that arrives in clear before it is stored.
+    seal: Option<Arc<crate::seal::SealKey>>,
+}
+
+/// Replaces every clear password of `schedule` by a copy sealed to `key`;
+/// true if there was one.
+fn seal_clear_passwords(schedule: &mut Schedule, key: &crate::seal::SealKey) -> Result<bool> {
+    let mut found = false;
+    for i in &mut schedule.instances {
+        if i.password.is_empty() {
+            continue;
+        }
+        i.sealed_password = Some(key.seal_own(&i.password)?);
+        zeroize::Zeroize::zeroize(&mut i.password);
+        found = true;
+    }
+    Ok(found)
 }
 
 impl Mirror {
@@ -70,7 +87,51 @@ impl Mirror {
             state: state.clone(),
             current: RwLock::new(Arc::new(snap)),
             changed,
+            seal: None,
         })
+    }
+
+    /// From now on, passwords are stored sealed to `key`; a mirror written
+    /// before sealing existed (clear passwords) is rewritten sealed at once,
+    /// and the column family compacted so the old bytes leave the files.
+    pub fn seal_with(mut self, key: Arc<crate::seal::SealKey>) -> Result<Self> {
+        let snap = self.snapshot();
+        let mut schedule = Schedule {
+            dump_jobs: snap.jobs.clone(),
+            instances: snap.instances.values().cloned().collect(),
+        };
+        schedule.instances.sort_by_key(|i| i.instance_id);
+        if seal_clear_passwords(&mut schedule, &key)? {
+            tracing::warn!(
+                "the schedule mirror held instance passwords in clear (written before \
+                 sealing): sealed them to this worker's key"
+            );
+            self.store(snap.version, &schedule)?;
+            let cf = self.state.cf(CF_MIRROR)?;
+            let db = self.state.db();
+            db.flush_cf(cf).context("flush the schedule mirror")?;
+            let mut opts = rocksdb::CompactOptions::default();
+            opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+            db.compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &opts);
+            let mut fresh = snapshot_of(snap.version, schedule);
+            fresh.worker_halted = snap.worker_halted;
+            *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        }
+        self.seal = Some(key);
+        Ok(self)
+    }
+
+    fn store(&self, version: u64, schedule: &Schedule) -> Result<()> {
+        let cf = self.state.cf(CF_MIRROR)?;
+        let record = SyncScheduleResponse {
+            version,
+            unchanged: false,
+            schedule: Some(schedule.clone()),
+        };
+        self.state
+            .db()
+            .put_cf_opt(cf, SCHEDULE_KEY, record.encode_to_vec(), &synced())
+            .context("write the schedule mirror")
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -87,17 +148,11 @@ impl Mirror {
     }
 
     /// Stores a new schedule durably, then makes it current.
-    pub fn replace(&self, version: u64, schedule: Schedule) -> Result<()> {
-        let cf = self.state.cf(CF_MIRROR)?;
-        let record = SyncScheduleResponse {
-            version,
-            unchanged: false,
-            schedule: Some(schedule.clone()),
-        };
-        self.state
-            .db()
-            .put_cf_opt(cf, SCHEDULE_KEY, record.encode_to_vec(), &synced())
-            .context("write the schedule mirror")?;
+    pub fn replace(&self, version: u64, mut schedule: Schedule) -> Result<()> {
+        if let Some(key) = &self.seal {
+            seal_clear_passwords(&mut schedule, key)?;
+        }
+        self.store(version, &schedule)?;
         let mut snap = snapshot_of(version, schedule);
         let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
         snap.worker_halted = cur.worker_halted;
@@ -226,5 +281,55 @@ mod tests {
         assert_eq!(m.fire_state(7).unwrap(), Some(fire));
         assert_eq!(m.fire_state(8).unwrap(), None);
         assert_eq!(m.latest_handled().unwrap(), fire.last_handled);
+    }
+
+    #[test]
+    fn clear_passwords_are_stored_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = crate::state::dir(dir.path());
+        let key = Arc::new(crate::seal::SealKey::load_or_create(dir.path()).unwrap());
+        let with_password = |id: i64| InstanceConnection {
+            instance_id: id,
+            name: format!("i{id}"),
+            password: "Cl3ar-Passw0rd".into(),
+            ..Default::default()
+        };
+        {
+            // Written by a worker before sealing existed.
+            let m = Mirror::open(&State::open(&path).unwrap()).unwrap();
+            let schedule = Schedule {
+                dump_jobs: vec![],
+                instances: vec![with_password(1)],
+            };
+            m.replace(5, schedule).unwrap();
+        }
+        let m = Mirror::open(&State::open(&path).unwrap())
+            .unwrap()
+            .seal_with(key.clone())
+            .unwrap();
+        let schedule = Schedule {
+            dump_jobs: vec![],
+            instances: vec![with_password(1), with_password(2)],
+        };
+        assert_eq!(m.snapshot().version, 5);
+        m.replace(6, schedule).unwrap();
+        drop(m);
+        let m = Mirror::open(&State::open(&path).unwrap()).unwrap();
+        for i in m.snapshot().instances.values() {
+            assert!(i.password.is_empty(), "{i:?}");
+            let open = key.password_of(i, "w").unwrap().unwrap();
+            assert_eq!(open.as_str(), "Cl3ar-Passw0rd");
+        }
+        drop(m);
+        // Nothing in the state database's files holds the clear password.
+        for entry in std::fs::read_dir(&path).unwrap() {
+            let p = entry.unwrap().path();
+            let bytes = std::fs::read(&p).unwrap();
+            assert!(
+                !bytes.windows(14).any(|w| w == b"Cl3ar-Passw0rd"),
+                "{}",
+                p.display()
+            );
+        }
     }
 }

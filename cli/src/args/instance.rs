@@ -22,6 +22,20 @@ pub enum InstanceCommand {
     Resume { id: i64 },
     /// Remove an instance (refused while dump jobs use it)
     Remove { id: i64 },
+    /// Set the instance's password, sealed on this machine to every worker
+    /// that uses it and to --worker (only ciphertext leaves this machine)
+    SetPassword(SetPasswordArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SetPasswordArgs {
+    /// The instance (id or name)
+    pub instance: String,
+    /// Also seal it to this worker (id or name), e.g. a new restore worker
+    #[arg(long, value_name = "WORKER")]
+    pub worker: Option<WorkerArg>,
+    #[command(flatten)]
+    pub password: PasswordArgs,
 }
 
 /// Where a password comes from. A password is never taken as an argument:
@@ -34,6 +48,10 @@ pub struct PasswordArgs {
     /// Read the password from this environment variable
     #[arg(long, value_name = "VAR")]
     pub password_env: Option<String>,
+    /// Seal only if the worker's key has this fingerprint (as
+    /// `pgsnapman-worker identity` prints it on the worker host)
+    #[arg(long, value_name = "FINGERPRINT")]
+    pub worker_fingerprint: Option<String>,
 }
 
 #[derive(Debug, Args)]

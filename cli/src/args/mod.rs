@@ -14,7 +14,9 @@ mod auth;
 mod instance;
 mod restore;
 pub use auth::{AuditCommand, TokenCommand};
-pub use instance::{InstanceAddArgs, InstanceCommand, InstanceEditArgs, PasswordArgs};
+pub use instance::{
+    InstanceAddArgs, InstanceCommand, InstanceEditArgs, PasswordArgs, SetPasswordArgs,
+};
 pub use restore::{
     CopyCommand, RestoreCommand, RestoreJobCommand, RestoreLogCommand, RestoreStatusArg,
 };

@@ -1,21 +1,27 @@
 //! `pgsnap instance …`: the Postgres servers that get dumped, and their
 //! auto-discovery settings. Passwords come from stdin or an environment
-//! variable, never from argv, and are never printed.
+//! variable, never from argv, are never printed, and leave this machine
+//! only sealed to the workers that use them (commands/password.rs).
 use std::io::Read;
 
 use anyhow::{Context, Result, bail};
 use pgsnapman_proto::model::{validate_identifier, validate_password};
 use pgsnapman_proto::v1;
+use zeroize::Zeroizing;
 
 use super::Ctx;
 use super::job::DEFAULT_RETENTION;
-use crate::args::{InstanceAddArgs, InstanceCommand, InstanceEditArgs, PasswordArgs, worker_ref};
-use crate::client::rpc;
+use super::password::{SealedTo, missing_notes, notice, seal_for, sealed_note};
+use crate::args::{
+    InstanceAddArgs, InstanceCommand, InstanceEditArgs, PasswordArgs, SetPasswordArgs, WorkerArg,
+    worker_ref,
+};
+use crate::client::{Admin, rpc};
 use crate::output::{json, table};
 
 /// Longest password read from stdin; anything longer is a mistake (a file
 /// piped by accident), not a password.
-const MAX_PASSWORD_BYTES: u64 = 4096;
+const MAX_PASSWORD_BYTES: u64 = pgsnapman_proto::seal::MAX_PASSWORD_BYTES as u64;
 
 pub async fn run(ctx: &Ctx, cmd: InstanceCommand) -> Result<()> {
     match cmd {
@@ -41,7 +47,88 @@ pub async fn run(ctx: &Ctx, cmd: InstanceCommand) -> Result<()> {
             rpc(admin.remove_instance(v1::IdRequest { id }).await)?;
             ctx.out.removed("instance", id)
         }
+        InstanceCommand::SetPassword(args) => set_password(ctx, args).await,
     }
+}
+
+/// Seals the password to every worker that uses the instance and to
+/// `--worker`, replacing every copy of the old one.
+async fn set_password(ctx: &Ctx, a: SetPasswordArgs) -> Result<()> {
+    let Some(password) = read_password(&a.password)? else {
+        bail!("give the password with --password-stdin or --password-env VAR");
+    };
+    let mut admin = ctx.admin().await?;
+    let cur = find_instance(&mut admin, &a.instance).await?;
+    let (sealed, to) = seal_for_users(&mut admin, &cur, &a.worker, &a.password, &password).await?;
+    let i = rpc(admin
+        .update_instance(v1::UpdateInstanceRequest {
+            id: cur.id,
+            sealed_passwords: sealed,
+            ..Default::default()
+        })
+        .await)?;
+    ctx.out.changed(
+        &format!(
+            "updated instance {} ({}): {}",
+            i.id,
+            i.name,
+            sealed_note(&to)
+        ),
+        json::instance(&i),
+        table::instances(std::slice::from_ref(&i)),
+    )
+}
+
+/// Seals `password` to every worker that uses or holds the password of
+/// `cur` and to `worker`.
+async fn seal_for_users(
+    admin: &mut Admin,
+    cur: &v1::Instance,
+    worker: &Option<WorkerArg>,
+    args: &PasswordArgs,
+    password: &Zeroizing<String>,
+) -> Result<(Vec<v1::SealedPassword>, Vec<SealedTo>)> {
+    let mut workers = users(cur);
+    workers.extend(worker_ref(worker.as_ref()));
+    if workers.is_empty() {
+        bail!(
+            "no worker uses instance {} yet: name the one that will with --worker",
+            cur.name
+        );
+    }
+    let expect = args.worker_fingerprint.as_deref();
+    seal_for(admin, &workers, password, expect).await
+}
+
+/// An instance named by id (all digits) or by name.
+async fn find_instance(admin: &mut Admin, arg: &str) -> Result<v1::Instance> {
+    if let Ok(id) = arg.parse::<i64>() {
+        return rpc(admin.get_instance(v1::IdRequest { id }).await);
+    }
+    let list = rpc(admin.list_instances(v1::ListInstancesRequest {}).await)?;
+    list.instances
+        .into_iter()
+        .find(|i| i.name == arg)
+        .with_context(|| {
+            format!(
+                "no instance is named {}",
+                pgsnapman_proto::model::quoted(arg)
+            )
+        })
+}
+
+/// The workers that use or hold the password of `i` (its default worker
+/// when the coordinator lists none).
+fn users(i: &v1::Instance) -> Vec<v1::WorkerRef> {
+    let mut ids: Vec<i64> = i.passwords.iter().map(|p| p.worker_id).collect();
+    if ids.is_empty() && i.default_worker_id != 0 {
+        ids.push(i.default_worker_id);
+    }
+    ids.into_iter()
+        .map(|id| v1::WorkerRef {
+            r#ref: Some(v1::worker_ref::Ref::Id(id)),
+        })
+        .collect()
 }
 
 async fn add(ctx: &Ctx, a: InstanceAddArgs) -> Result<()> {
@@ -50,13 +137,18 @@ async fn add(ctx: &Ctx, a: InstanceAddArgs) -> Result<()> {
     if a.auto_discover && a.worker.is_none() {
         bail!("--auto-discover needs --worker: the default worker lists the databases");
     }
+    if password.is_some() && a.worker.is_none() {
+        bail!(
+            "a password is sealed to the worker that uses it: name the default worker with --worker"
+        );
+    }
     let d = &a.discovery;
     let req = v1::AddInstanceRequest {
         name: a.name,
         host: a.host,
         port: a.port.map_or(0, u32::from),
         user: a.user.unwrap_or_default(),
-        password,
+        password: None,
         maintenance_db: a.maintenance_db.unwrap_or_default(),
         default_worker: worker_ref(a.worker.as_ref()),
         comment: a.comment.unwrap_or_default(),
@@ -66,11 +158,21 @@ async fn add(ctx: &Ctx, a: InstanceAddArgs) -> Result<()> {
         discovered_status: d.discovered_status.map_or(0, |s| s.to_proto() as i32),
         discovered_retention: d.retention_over(&DEFAULT_RETENTION),
         sslmode: a.sslmode.unwrap_or_default(),
+        sealed_passwords: Vec::new(),
     };
     let mut admin = ctx.admin().await?;
+    let mut req = req;
+    let mut note = String::new();
+    if let Some(password) = &password {
+        let workers: Vec<v1::WorkerRef> = worker_ref(a.worker.as_ref()).into_iter().collect();
+        let expect = a.password.worker_fingerprint.as_deref();
+        let (sealed, to) = seal_for(&mut admin, &workers, password, expect).await?;
+        req.sealed_passwords = sealed;
+        note = format!(": {}", sealed_note(&to));
+    }
     let i = rpc(admin.add_instance(req).await)?;
     ctx.out.changed(
-        &format!("created instance {} ({})", i.id, i.name),
+        &format!("created instance {} ({}){note}", i.id, i.name),
         json::instance(&i),
         table::instances(std::slice::from_ref(&i)),
     )
@@ -107,13 +209,22 @@ async fn edit(ctx: &Ctx, a: InstanceEditArgs) -> Result<()> {
             d.retention_over(&cur.discovered_retention.unwrap_or(DEFAULT_RETENTION))
         }
     };
+    let mut note = String::new();
+    let mut sealed_passwords = Vec::new();
+    if let Some(password) = &password {
+        let cur = rpc(admin.get_instance(v1::IdRequest { id: a.id }).await)?;
+        let (sealed, to) =
+            seal_for_users(&mut admin, &cur, &a.worker, &a.password, password).await?;
+        sealed_passwords = sealed;
+        note = format!(": {}", sealed_note(&to));
+    }
     let req = v1::UpdateInstanceRequest {
         id: a.id,
         name: a.name,
         host: a.host,
         port: a.port.map(u32::from),
         user: a.user,
-        password,
+        password: None,
         clear_password: a.clear_password,
         maintenance_db: a.maintenance_db,
         default_worker: worker_ref(a.worker.as_ref()),
@@ -124,10 +235,15 @@ async fn edit(ctx: &Ctx, a: InstanceEditArgs) -> Result<()> {
         discovered_status: d.discovered_status.map_or(0, |s| s.to_proto() as i32),
         discovered_retention,
         sslmode: a.sslmode,
+        sealed_passwords,
     };
     let i = rpc(admin.update_instance(req).await)?;
+    // A new default worker has no copy of the password yet.
+    for line in missing_notes(&i) {
+        notice(&line);
+    }
     ctx.out.changed(
-        &format!("updated instance {} ({})", i.id, i.name),
+        &format!("updated instance {} ({}){note}", i.id, i.name),
         json::instance(&i),
         table::instances(std::slice::from_ref(&i)),
     )
@@ -158,8 +274,9 @@ fn check_names(user: Option<&str>, maintenance_db: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// The password chosen by `--password-stdin` or `--password-env`, if any.
-fn read_password(p: &PasswordArgs) -> Result<Option<String>> {
+/// The password chosen by `--password-stdin` or `--password-env`, if any
+/// (wiped from memory when dropped).
+fn read_password(p: &PasswordArgs) -> Result<Option<Zeroizing<String>>> {
     let password = if p.password_stdin {
         let stdin = std::io::stdin().lock();
         stdin_password(stdin)?
@@ -169,7 +286,7 @@ fn read_password(p: &PasswordArgs) -> Result<Option<String>> {
         };
         match std::env::var(var) {
             Ok(v) if v.is_empty() => bail!("environment variable {var} is empty"),
-            Ok(v) => v,
+            Ok(v) => Zeroizing::new(v),
             Err(std::env::VarError::NotPresent) => bail!("environment variable {var} is not set"),
             Err(std::env::VarError::NotUnicode(_)) => {
                 bail!("environment variable {var} is not valid UTF-8")
@@ -182,8 +299,8 @@ fn read_password(p: &PasswordArgs) -> Result<Option<String>> {
 
 /// All of `input` without one trailing line ending: the password. A line
 /// break anywhere else is refused (by `validate_password`), not cut off.
-fn stdin_password(input: impl Read) -> Result<String> {
-    let mut text = String::new();
+fn stdin_password(input: impl Read) -> Result<Zeroizing<String>> {
+    let mut text = Zeroizing::new(String::new());
     let n = input
         .take(MAX_PASSWORD_BYTES + 1)
         .read_to_string(&mut text)
@@ -202,7 +319,7 @@ fn stdin_password(input: impl Read) -> Result<String> {
         bail!("--password-stdin: the password on standard input is empty");
     }
     validate_password(password).context("--password-stdin")?;
-    Ok(password.to_string())
+    Ok(Zeroizing::new(password.to_string()))
 }
 
 #[cfg(test)]
@@ -211,11 +328,17 @@ mod tests {
 
     #[test]
     fn password_is_stdin_without_one_line_ending() {
-        assert_eq!(stdin_password(&b"s3cret\n"[..]).unwrap(), "s3cret");
-        assert_eq!(stdin_password(&b"s3cret\r\n"[..]).unwrap(), "s3cret");
-        assert_eq!(stdin_password(&b"no newline"[..]).unwrap(), "no newline");
+        assert_eq!(stdin_password(&b"s3cret\n"[..]).unwrap().as_str(), "s3cret");
         assert_eq!(
-            stdin_password(&b" spaces kept \n"[..]).unwrap(),
+            stdin_password(&b"s3cret\r\n"[..]).unwrap().as_str(),
+            "s3cret"
+        );
+        assert_eq!(
+            stdin_password(&b"no newline"[..]).unwrap().as_str(),
+            "no newline"
+        );
+        assert_eq!(
+            stdin_password(&b" spaces kept \n"[..]).unwrap().as_str(),
             " spaces kept "
         );
         assert!(stdin_password(&b""[..]).is_err());

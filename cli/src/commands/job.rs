@@ -93,6 +93,8 @@ async fn add(ctx: &Ctx, a: JobAddArgs) -> Result<()> {
     };
     let mut admin = ctx.admin().await?;
     let j = rpc(admin.add_dump_job(req).await)?;
+    // A job on another worker than the password's: say so.
+    super::password::warn_missing(&mut admin, j.instance_id).await?;
     ctx.out.changed(
         &format!("created dump job {}", j.id),
         json::dump_job(&j),

@@ -8,6 +8,7 @@ mod follow;
 mod instance;
 mod job;
 mod messages;
+pub mod password;
 mod restore;
 mod store;
 mod task;

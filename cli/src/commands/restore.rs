@@ -5,7 +5,7 @@ use anyhow::Result;
 use pgsnapman_proto::model::{CronExpr, validate_identifier, validate_restore_target};
 use pgsnapman_proto::v1;
 
-use super::{Ctx, follow};
+use super::{Ctx, follow, password};
 use crate::args::{
     CopyCommand, RestoreCommand, RestoreJobCommand, RestoreLogCommand, RestoreStatusArg,
 };
@@ -36,6 +36,7 @@ pub async fn run(ctx: &Ctx, cmd: RestoreCommand) -> Result<()> {
                 })),
             };
             let task = rpc(admin.restore_now(req).await)?;
+            password::warn_missing_for(&mut admin, to_instance, task.worker_id).await?;
             follow::queued(
                 ctx,
                 &mut admin,
@@ -54,6 +55,11 @@ pub async fn run(ctx: &Ctx, cmd: RestoreCommand) -> Result<()> {
                 what: Some(v1::restore_now_request::What::RestoreJobId(restore_job_id)),
             };
             let task = rpc(admin.restore_now(req).await)?;
+            let job = rpc(admin
+                .get_restore_job(v1::IdRequest { id: restore_job_id })
+                .await)?;
+            let to = job.target.as_ref().map_or(0, |t| t.instance_id);
+            password::warn_missing_for(&mut admin, to, task.worker_id).await?;
             let what = format!("restore job {restore_job_id}");
             follow::queued(ctx, &mut admin, task, wait, &what).await
         }
@@ -66,6 +72,7 @@ pub async fn run(ctx: &Ctx, cmd: RestoreCommand) -> Result<()> {
                 target: Some(target),
             };
             let r = rpc(admin.restore_server(req).await)?;
+            password::warn_missing(&mut admin, to).await?;
             if ctx.out.is_json() {
                 return ctx.out.list(
                     vec![serde_json::json!({
@@ -99,6 +106,8 @@ pub async fn job(ctx: &Ctx, cmd: RestoreJobCommand) -> Result<()> {
     match cmd {
         RestoreJobCommand::Add(a) => {
             let j = rpc(admin.add_restore_job(a.to_proto()?).await)?;
+            let to = j.target.as_ref().map_or(0, |t| t.instance_id);
+            password::warn_missing(&mut admin, to).await?;
             ctx.out.changed(
                 &format!("added restore job {}", j.id),
                 restore::job(&j),
@@ -195,6 +204,17 @@ pub async fn copy(ctx: &Ctx, cmd: CopyCommand) -> Result<()> {
             }
             let mut admin = ctx.admin().await?;
             let c = rpc(admin.add_copy_job(req).await)?;
+            let mut instances: Vec<i64> = c
+                .restore_jobs
+                .iter()
+                .map(|j| j.target.as_ref().map_or(0, |t| t.instance_id))
+                .chain(c.dump_job.as_ref().map(|j| j.instance_id))
+                .collect();
+            instances.sort_unstable();
+            instances.dedup();
+            for id in instances {
+                password::warn_missing(&mut admin, id).await?;
+            }
             let job = c.dump_job.as_ref().map_or(0, |j| j.id);
             ctx.out.changed(
                 &format!(

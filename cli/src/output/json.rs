@@ -70,7 +70,17 @@ pub fn worker(w: &v1::Worker) -> Value {
         "client_majors": w.client_majors,
         "restore_worker_id": w.restore_worker_id,
         "restore_worker_name": w.restore_worker_name,
+        // Computed here from the key, not taken from the coordinator.
+        "seal_key_fingerprint": w.seal_key.as_ref().map(|k| pgsnapman_proto::seal::fingerprint(&k.public_key)),
     })
+}
+
+/// The state of an instance's password on one worker: `sealed`, `stale`,
+/// `missing` or `legacy`.
+pub fn password_state(s: v1::PasswordState) -> String {
+    s.as_str_name()
+        .trim_start_matches("PASSWORD_STATE_")
+        .to_lowercase()
 }
 
 pub fn instance(i: &v1::Instance) -> Value {
@@ -93,6 +103,13 @@ pub fn instance(i: &v1::Instance) -> Value {
         "backup_window_end": i.backup_window_end,
         "discovered_status": status(i.discovered_status()),
         "discovered_retention": retention(i.discovered_retention.as_ref()),
+        "passwords": i.passwords.iter().map(|p| json!({
+            "worker_id": p.worker_id,
+            "worker_name": p.worker_name,
+            "state": password_state(p.state()),
+            "key_fingerprint": p.key_fingerprint,
+            "set_at": timestamp(p.set_at.as_ref()),
+        })).collect::<Vec<_>>(),
     })
 }
 

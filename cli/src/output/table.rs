@@ -230,6 +230,13 @@ pub fn worker_rows(w: &v1::Worker) -> Vec<(&'static str, String)> {
                 w.restore_worker_name.clone()
             },
         ),
+        (
+            "seal key",
+            w.seal_key.as_ref().map_or_else(
+                || "none yet (the worker has not connected)".to_string(),
+                |k| pgsnapman_proto::seal::fingerprint(&k.public_key),
+            ),
+        ),
     ]
 }
 
@@ -263,6 +270,30 @@ pub fn instances(is: &[v1::Instance]) -> Table {
     t
 }
 
+/// `sealed for w1 (key …); missing for w2`, or that there is none.
+fn passwords(i: &v1::Instance) -> String {
+    if !i.has_password {
+        return "none (worker's password file)".to_string();
+    }
+    let list: Vec<String> = i
+        .passwords
+        .iter()
+        .map(|p| match p.key_fingerprint.as_str() {
+            "" => format!("{} for {}", json::password_state(p.state()), p.worker_name),
+            fp => format!(
+                "{} for {} (key {fp})",
+                json::password_state(p.state()),
+                p.worker_name
+            ),
+        })
+        .collect();
+    if list.is_empty() {
+        "stored".to_string()
+    } else {
+        list.join("; ")
+    }
+}
+
 pub fn instance_rows(i: &v1::Instance) -> Vec<(&'static str, String)> {
     vec![
         ("id", i.id.to_string()),
@@ -270,15 +301,7 @@ pub fn instance_rows(i: &v1::Instance) -> Vec<(&'static str, String)> {
         ("host", i.host.clone()),
         ("port", i.port.to_string()),
         ("user", i.user.clone()),
-        (
-            "password",
-            if i.has_password {
-                "stored"
-            } else {
-                "none (worker's password file)"
-            }
-            .to_string(),
-        ),
+        ("password", passwords(i)),
         ("sslmode", text(&i.sslmode)),
         ("maintenance db", i.maintenance_db.clone()),
         ("status", cell(json::status(i.status()))),

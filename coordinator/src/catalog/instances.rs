@@ -1,6 +1,6 @@
 //! Postgres instances, with their auto-discovery settings.
 use pgsnapman_proto::model::{
-    BackupWindow, default_sslmode, quoted, validate_identifier, validate_password, validate_sslmode,
+    BackupWindow, default_sslmode, quoted, validate_identifier, validate_sslmode,
 };
 use pgsnapman_proto::v1;
 
@@ -9,7 +9,7 @@ use super::jobs::{DEFAULT_RETENTION, retention_cols};
 use crate::error::{ApiError, ApiResult, is_unique_violation};
 use crate::rows::{self, InstanceRow};
 
-pub(super) const COLUMNS: &str = "id, name, host, port, username, password, maintenance_db, \
+pub(super) const COLUMNS: &str = "id, name, host, port, username, legacy_password, maintenance_db, \
     status, default_worker_id, server_version, comment, created_at, auto_discover, \
     backup_window_start, backup_window_end, discovered_status, discovered_keep_daily, \
     discovered_keep_weekly, discovered_keep_monthly, discovered_keep_yearly, sslmode";
@@ -163,24 +163,22 @@ impl Catalog {
         validate_identifier("user", &user)?;
         let maintenance_db = or_default(&req.maintenance_db, "postgres");
         validate_identifier("maintenance database", &maintenance_db)?;
-        if let Some(p) = &req.password {
-            validate_password(p)?;
-        }
+        super::passwords::refuse_plaintext(req.password.as_ref())?;
+        let copies = self.checked_copies(&req.sealed_passwords).await?;
         let sslmode = or_default(&req.sslmode, default_sslmode(&req.host));
         validate_sslmode(&sslmode)?;
         let worker = self.worker_ref(req.default_worker.as_ref()).await?;
         let discovery = Discovery::of_add(req, worker.as_ref().map(|w| w.id))?;
         let mut tx = self.pool.begin().await?;
         let res = sqlx::query_scalar::<_, i64>(
-            "INSERT INTO instances (name, host, port, username, password, maintenance_db, \
-             default_worker_id, comment, sslmode) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+            "INSERT INTO instances (name, host, port, username, maintenance_db, \
+             default_worker_id, comment, sslmode) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              RETURNING id",
         )
         .bind(&req.name)
         .bind(&req.host)
         .bind(port)
         .bind(&user)
-        .bind(req.password.as_deref())
         .bind(&maintenance_db)
         .bind(worker.as_ref().map(|w| w.id))
         .bind(&req.comment)
@@ -190,6 +188,7 @@ impl Catalog {
         match res {
             Ok(id) => {
                 set_discovery(&mut tx, id, &discovery).await?;
+                self.replace_passwords(&mut tx, id, &copies).await?;
                 if discovery.on {
                     // The default worker must mirror the instance to list it.
                     let workers: Vec<i64> = worker.iter().map(|w| w.id).collect();
@@ -254,24 +253,23 @@ impl Catalog {
         if let Some(m) = &req.maintenance_db {
             validate_identifier("maintenance database", m)?;
         }
-        if let Some(p) = &req.password {
-            validate_password(p)?;
+        super::passwords::refuse_plaintext(req.password.as_ref())?;
+        if req.clear_password && !req.sealed_passwords.is_empty() {
+            return Err(ApiError::Invalid(
+                "clear_password and a new sealed password exclude each other".into(),
+            ));
         }
+        let copies = self.checked_copies(&req.sealed_passwords).await?;
         if let Some(m) = &req.sslmode {
             validate_sslmode(m)?;
         }
         let worker = self.worker_ref(req.default_worker.as_ref()).await?;
         let default_worker = worker.map(|w| w.id).or(cur.default_worker_id);
         let discovery = Discovery::of_update(req, &cur, default_worker)?;
-        let password = if req.clear_password {
-            None
-        } else {
-            req.password.clone().or(cur.password.clone())
-        };
         let mut tx = self.pool.begin().await?;
         let res = sqlx::query(
-            "UPDATE instances SET name = $2, host = $3, port = $4, username = $5, password = $6, \
-             maintenance_db = $7, default_worker_id = $8, comment = $9, sslmode = $10 \
+            "UPDATE instances SET name = $2, host = $3, port = $4, username = $5, \
+             maintenance_db = $6, default_worker_id = $7, comment = $8, sslmode = $9 \
              WHERE id = $1",
         )
         .bind(req.id)
@@ -279,7 +277,6 @@ impl Catalog {
         .bind(req.host.as_ref().unwrap_or(&cur.host))
         .bind(port.unwrap_or(cur.port))
         .bind(req.user.as_ref().unwrap_or(&cur.username))
-        .bind(password)
         .bind(req.maintenance_db.as_ref().unwrap_or(&cur.maintenance_db))
         .bind(default_worker)
         .bind(req.comment.as_ref().unwrap_or(&cur.comment))
@@ -296,6 +293,9 @@ impl Catalog {
             return Err(e.into());
         }
         set_discovery(&mut tx, req.id, &discovery).await?;
+        if req.clear_password || !copies.is_empty() {
+            self.replace_passwords(&mut tx, req.id, &copies).await?;
+        }
         if default_worker != cur.default_worker_id {
             // Lists are ordered by the time the worker took them, by its
             // clock: the former default worker's must not hold back the new

@@ -16,6 +16,7 @@ mod discovery;
 mod events;
 mod instances;
 mod jobs;
+mod passwords;
 mod restore;
 mod store;
 mod tasks;

@@ -563,7 +563,9 @@ impl Catalog {
             dump_client_version: dump.client_version.clone(),
             restore_metadata_json: dump.restore_metadata.clone().unwrap_or_default(),
             target: Some(target),
-            target_instance: Some(instance.connection()),
+            // Sealed to the worker that runs the restore (it may read the
+            // dump from another worker's store).
+            target_instance: Some(self.connection_for(&instance, task.worker_id).await?),
             dump_worker_name: dump.worker_name.clone(),
         })
     }

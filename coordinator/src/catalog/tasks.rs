@@ -219,7 +219,8 @@ impl Catalog {
                 })?;
                 let job = self.job(job_id).await?;
                 let instance = self.instance(job.instance_id).await?;
-                Ok(Spec::Dump(job.spec(&instance)))
+                let connection = self.connection_for(&instance, task.worker_id).await?;
+                Ok(Spec::Dump(job.spec(connection)))
             }
             "RESTORE" => Ok(Spec::Restore(self.restore_spec(task).await?)),
             "VERIFY" => Ok(Spec::Verify(v1::VerifySpec {})),

@@ -146,6 +146,10 @@ pub struct WorkerRow {
     pub connected: bool,
     pub restore_worker_id: Option<i64>,
     pub restore_worker_name: Option<String>,
+    /// seal: the key the worker presented in Hello.
+    pub seal_public_key: Option<Vec<u8>>,
+    pub seal_key_fingerprint: Option<String>,
+    pub seal_key_presented_at: Option<DateTime<Utc>>,
 }
 
 /// Columns of `WorkerRow` (`w` is `workers`).
@@ -153,7 +157,8 @@ pub const WORKER_COLUMNS: &str = "w.id, w.name, w.status, w.registered_at, w.las
     w.schedule_version, w.confirmed_schedule_version, w.outbox_backlog, w.agent_version, \
     w.client_majors, EXISTS (SELECT 1 FROM worker_sessions s WHERE s.worker_id = w.id \
     AND s.stale_after > now()) AS connected, w.restore_worker_id, \
-    (SELECT r.name FROM workers r WHERE r.id = w.restore_worker_id) AS restore_worker_name";
+    (SELECT r.name FROM workers r WHERE r.id = w.restore_worker_id) AS restore_worker_name, \
+    w.seal_public_key, w.seal_key_fingerprint, w.seal_key_presented_at";
 
 impl WorkerRow {
     pub fn to_proto(&self) -> v1::Worker {
@@ -175,6 +180,11 @@ impl WorkerRow {
                 .collect(),
             restore_worker_id: self.restore_worker_id.unwrap_or(0),
             restore_worker_name: self.restore_worker_name.clone().unwrap_or_default(),
+            seal_key: self.seal_public_key.as_ref().map(|k| v1::SealKey {
+                public_key: k.clone(),
+                fingerprint: self.seal_key_fingerprint.clone().unwrap_or_default(),
+                presented_at: ts(self.seal_key_presented_at),
+            }),
         }
     }
 }
@@ -186,7 +196,9 @@ pub struct InstanceRow {
     pub host: String,
     pub port: i32,
     pub username: String,
-    pub password: Option<String>,
+    /// A password stored in clear before catalog migration 0014, until it
+    /// is sealed to every worker that uses it (catalog/passwords.rs).
+    pub legacy_password: Option<String>,
     pub maintenance_db: String,
     pub status: String,
     pub default_worker_id: Option<i64>,
@@ -205,7 +217,8 @@ pub struct InstanceRow {
 }
 
 impl InstanceRow {
-    /// The Admin view: never the password.
+    /// The Admin view without its passwords (`Catalog::instance_view`
+    /// adds them): never a password.
     pub fn to_proto(&self) -> v1::Instance {
         v1::Instance {
             id: self.id,
@@ -213,7 +226,7 @@ impl InstanceRow {
             host: self.host.clone(),
             port: u32::try_from(self.port).unwrap_or(0),
             user: self.username.clone(),
-            has_password: self.password.is_some(),
+            has_password: self.legacy_password.is_some(),
             maintenance_db: self.maintenance_db.clone(),
             status: status_value(&self.status),
             default_worker_id: self.default_worker_id.unwrap_or(0),
@@ -226,6 +239,7 @@ impl InstanceRow {
             discovered_status: status_value(&self.discovered_status),
             discovered_retention: Some(self.discovered_retention()),
             sslmode: self.sslmode.clone(),
+            passwords: Vec::new(),
         }
     }
 
@@ -245,7 +259,8 @@ impl InstanceRow {
         self.auto_discover && self.default_worker_id == Some(worker_id)
     }
 
-    /// What the worker that connects needs, password included.
+    /// What a worker needs to connect, without the password
+    /// (`Catalog::connection_for` adds the copy sealed to that worker).
     pub fn connection(&self) -> v1::InstanceConnection {
         v1::InstanceConnection {
             instance_id: self.id,
@@ -253,11 +268,12 @@ impl InstanceRow {
             host: self.host.clone(),
             port: u32::try_from(self.port).unwrap_or(0),
             user: self.username.clone(),
-            password: self.password.clone().unwrap_or_default(),
+            password: String::new(),
             maintenance_db: self.maintenance_db.clone(),
             status: status_value(&self.status),
             discover: false,
             sslmode: self.sslmode.clone(),
+            sealed_password: None,
         }
     }
 }
@@ -320,10 +336,11 @@ impl JobRow {
         }
     }
 
-    pub fn spec(&self, instance: &InstanceRow) -> v1::DumpSpec {
+    /// The dump spec, with `instance` as its worker receives it.
+    pub fn spec(&self, instance: v1::InstanceConnection) -> v1::DumpSpec {
         v1::DumpSpec {
             job_id: self.id,
-            instance: Some(instance.connection()),
+            instance: Some(instance),
             database: self.database.clone(),
             schema: self.schema_name.clone(),
             dump_type: dump_type_value(&self.dump_type),

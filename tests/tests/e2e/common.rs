@@ -116,17 +116,11 @@ pub fn register_worker(cli: &Pgsnap, name: &str) -> i64 {
     id_of(&w)
 }
 
-/// Adds an instance for `cluster` on 127.0.0.1 (password from `password`, fed
-/// on stdin) with `worker` as its default worker.
-pub fn add_instance(
-    cli: &Pgsnap,
-    name: &str,
-    port: u16,
-    worker: &str,
-    password: Option<&str>,
-) -> i64 {
+/// `pgsnap instance add` of an instance on 127.0.0.1:`port` as `postgres`
+/// with `worker` as its default worker (no password option).
+pub fn instance_add_args(name: &str, port: u16, worker: &str) -> Vec<String> {
     let port = port.to_string();
-    let mut args = vec![
+    [
         "instance",
         "add",
         "--name",
@@ -139,7 +133,23 @@ pub fn add_instance(
         "postgres",
         "--worker",
         worker,
-    ];
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Adds an instance for `cluster` on 127.0.0.1 (password from `password`, fed
+/// on stdin) with `worker` as its default worker.
+pub fn add_instance(
+    cli: &Pgsnap,
+    name: &str,
+    port: u16,
+    worker: &str,
+    password: Option<&str>,
+) -> i64 {
+    let owned = instance_add_args(name, port, worker);
+    let mut args: Vec<&str> = owned.iter().map(String::as_str).collect();
     let v = match password {
         Some(pw) => {
             args.push("--password-stdin");

@@ -149,8 +149,11 @@ async fn bad_input_gets_one_short_line() {
             })
             .await
             .unwrap_err();
+        // A password in clear is refused whatever it holds (issue 13: pgsnap
+        // seals it); the line break never gets that far.
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
-        assert!(err.message().contains("line break"), "{err:?}");
+        assert!(err.message().contains("in clear is refused"), "{err:?}");
+        assert!(!err.message().contains(password), "{err:?}");
         let err = admin
             .update_instance(v1::UpdateInstanceRequest {
                 id: inst.parse().unwrap(),
@@ -159,7 +162,7 @@ async fn bad_input_gets_one_short_line() {
             })
             .await
             .unwrap_err();
-        assert!(err.message().contains("line break"), "{err:?}");
+        assert!(err.message().contains("in clear is refused"), "{err:?}");
     }
     let shown = cli.json(&["instance", "show", &inst]).unwrap();
     assert_eq!(shown["has_password"], false, "{shown}");

@@ -26,6 +26,7 @@ mod outbox_faults;
 mod reconnect;
 mod restore;
 mod scale;
+mod secrets;
 mod shutdown;
 mod sslmode;
 mod standby;

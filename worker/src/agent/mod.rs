@@ -138,6 +138,7 @@ async fn session(
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
         client_majors: shared.runner.client_majors(),
         outbox_backlog: shared.outbox.len(),
+        seal_public_key: shared.runner.seal_public_key(),
     };
     let answer = tokio::time::timeout(HELLO_TIMEOUT, client.hello(hello))
         .await
@@ -284,6 +285,7 @@ async fn sync_loop(
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             client_majors: shared.runner.client_majors(),
             outbox_backlog: shared.outbox.len(),
+            seal_public_key: shared.runner.seal_public_key(),
         };
         let status = client
             .hello(hello)

@@ -1,7 +1,7 @@
 //! How the worker talks to one Postgres instance: a conninfo string without
-//! any secret, a private password file for the password (`PassFile`, the
-//! only place one is written), and `Session`, which runs SQL there with psql
-//! (cancellable or not) and builds the other client programs' commands.
+//! any secret, a private password file for the (opened) password
+//! (`PassFile`, the only place one is written), and `Session`, which runs
+//! SQL there with psql and builds the other client programs' commands.
 use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use pgsnapman_proto::v1::InstanceConnection;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
+use zeroize::Zeroizing;
 
 use super::process::{self, Outcome, StdoutTo};
 use crate::error::{self, ClientError, ServerTimeout};
@@ -86,7 +87,7 @@ pub fn escape_passfile_field(value: &str) -> String {
 /// The one line of a password file for this instance:
 /// `host:port:*:user:password`. A Unix socket directory as host is written as
 /// `*`, since libpq may match such a connection as `localhost`.
-pub fn passfile_line(instance: &InstanceConnection) -> String {
+pub fn passfile_line(instance: &InstanceConnection, password: &str) -> Zeroizing<String> {
     let host = if instance.host.starts_with('/') || instance.host.is_empty() {
         "*".to_string()
     } else {
@@ -102,11 +103,12 @@ pub fn passfile_line(instance: &InstanceConnection) -> String {
     } else {
         &instance.user
     };
-    format!(
+    let password = Zeroizing::new(escape_passfile_field(password));
+    Zeroizing::new(format!(
         "{host}:{port}:*:{}:{}\n",
         escape_passfile_field(user),
-        escape_passfile_field(&instance.password)
-    )
+        *password
+    ))
 }
 
 /// A `--schema` pattern that matches exactly `schema`: double-quoted with
@@ -136,9 +138,9 @@ impl PassFile {
     /// Writes the instance's password line into a new file under `dir`.
     /// Fails (without quoting the password) when a field holds a line
     /// break: a password file has one entry per line and no escape for it.
-    pub fn create(dir: &Path, instance: &InstanceConnection) -> Result<Self> {
+    pub fn create(dir: &Path, instance: &InstanceConnection, password: &str) -> Result<Self> {
         let breaks = |s: &str| s.contains(['\n', '\r']);
-        if breaks(&instance.password) {
+        if breaks(password) {
             bail!(
                 "the password of instance {} contains a line break, which a password file \
                  cannot hold: set a password without one",
@@ -157,7 +159,7 @@ impl PassFile {
             .prefix("pgpass-")
             .tempfile_in(dir)
             .with_context(|| format!("create password file in {}", dir.display()))?;
-        file.write_all(passfile_line(instance).as_bytes())
+        file.write_all(passfile_line(instance, password).as_bytes())
             .context("write password file")?;
         file.flush().context("write password file")?;
         Ok(Self { file })
@@ -252,22 +254,23 @@ fn script_file(dir: &Path, statements: &[&str]) -> Result<tempfile::NamedTempFil
 }
 
 impl Session {
-    /// A session on `instance` through `psql`; the password (if any) goes
+    /// A session on `instance` through `psql`; `password` (if any) goes
     /// into a new password file under `tmp_dir`.
     pub fn open(
         psql: PathBuf,
         instance: &InstanceConnection,
+        password: Option<&str>,
         app_name: &str,
         tmp_dir: &Path,
         settings: SessionSettings,
     ) -> Result<Self> {
-        let passfile = if instance.password.is_empty() {
-            None
-        } else {
-            Some(PassFile::create(tmp_dir, instance)?)
+        let passfile = match password {
+            Some(p) => Some(PassFile::create(tmp_dir, instance, p)?),
+            None => None,
         };
         let mut instance = instance.clone();
         instance.password.clear();
+        instance.sealed_password = None;
         Ok(Self {
             psql,
             instance,
@@ -385,18 +388,16 @@ impl Session {
 mod tests {
     use super::*;
 
-    fn inst(host: &str, user: &str, password: &str) -> InstanceConnection {
+    fn inst(host: &str, user: &str) -> InstanceConnection {
         InstanceConnection {
             instance_id: 1,
             name: "i".into(),
             host: host.into(),
             port: 5433,
             user: user.into(),
-            password: password.into(),
             maintenance_db: "postgres".into(),
             status: 1,
-            discover: false,
-            sslmode: String::new(),
+            ..Default::default()
         }
     }
 
@@ -413,7 +414,7 @@ mod tests {
 
     #[test]
     fn conninfo_has_every_key_and_no_password() {
-        let i = inst("127.0.0.1", "postgres", "s3cret");
+        let i = inst("127.0.0.1", "postgres");
         let c = conninfo(
             &i,
             "My \"odd\" db.ünï 'x'",
@@ -437,10 +438,10 @@ mod tests {
     #[test]
     fn passfile_fields_are_escaped() {
         assert_eq!(escape_passfile_field(r"a:b\c"), r"a\:b\\c");
-        let line = passfile_line(&inst("db.example", "us:er", r"p:w\d'"));
-        assert_eq!(line, "db.example:5433:*:us\\:er:p\\:w\\\\d'\n");
-        let socket = passfile_line(&inst("/var/run/postgresql", "postgres", "x"));
-        assert_eq!(socket, "*:5433:*:postgres:x\n");
+        let line = passfile_line(&inst("db.example", "us:er"), r"p:w\d'");
+        assert_eq!(*line, "db.example:5433:*:us\\:er:p\\:w\\\\d'\n");
+        let socket = passfile_line(&inst("/var/run/postgresql", "postgres"), "x");
+        assert_eq!(*socket, "*:5433:*:postgres:x\n");
     }
 
     #[test]
@@ -506,7 +507,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = {
-            let pf = PassFile::create(dir.path(), &inst("h", "u", "pw")).unwrap();
+            let pf = PassFile::create(dir.path(), &inst("h", "u"), "pw").unwrap();
             let mode = std::fs::metadata(pf.path()).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
             assert_eq!(
@@ -522,14 +523,14 @@ mod tests {
     fn line_breaks_cannot_go_into_a_password_file() {
         let dir = tempfile::tempdir().unwrap();
         for pw in ["line\nbreak-secret", "cr\rbreak-secret", "\n"] {
-            let err = PassFile::create(dir.path(), &inst("h", "u", pw))
+            let err = PassFile::create(dir.path(), &inst("h", "u"), pw)
                 .err()
                 .unwrap()
                 .to_string();
             assert!(err.contains("contains a line break"), "{err}");
             assert!(!err.contains("secret") && !err.contains('\n'), "{err}");
         }
-        assert!(PassFile::create(dir.path(), &inst("h", "u\nx", "pw")).is_err());
+        assert!(PassFile::create(dir.path(), &inst("h", "u\nx"), "pw").is_err());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

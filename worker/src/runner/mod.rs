@@ -66,6 +66,8 @@ pub struct Runner {
     max_run_time: Duration,
     /// Dumps between the start of their ingest and their outbox event.
     unrecorded: unrecorded::Unrecorded,
+    /// Opens the instance passwords sealed to this worker.
+    seal: Option<Arc<crate::seal::SealKey>>,
 }
 
 /// A dump program's failure, saying that `dump.lock_wait_timeout` fired
@@ -150,7 +152,23 @@ impl Runner {
             lock_wait_timeout: config.dump.lock_wait_timeout,
             max_run_time: config.dump.max_run_time,
             unrecorded: unrecorded::Unrecorded::new(&crate::state::dir(data_dir)),
+            seal: None,
         })
+    }
+
+    /// Opens sealed instance passwords with `key` (without one, a sealed
+    /// password is an error).
+    pub fn with_seal_key(mut self, key: Arc<crate::seal::SealKey>) -> Self {
+        self.seal = Some(key);
+        self
+    }
+
+    /// The public key passwords are sealed to (empty without a seal key).
+    pub fn seal_public_key(&self) -> Vec<u8> {
+        self.seal
+            .as_ref()
+            .map(|k| k.public_key().to_vec())
+            .unwrap_or_default()
     }
 
     /// The pack store dumps go into.
@@ -220,12 +238,16 @@ impl Runner {
     }
 
     /// A psql session on `instance` as `app_name` with the newest psql
-    /// (its password file under the tmp directory).
+    /// (its password, opened from the sealed copy only now, in a password
+    /// file under the tmp directory).
     pub fn session(&self, instance: &InstanceConnection, app_name: &str) -> Result<Session> {
         let psql = self.clients.newest_psql()?.psql();
+        let password =
+            crate::seal::password_for(self.seal.as_deref(), instance, &self.worker_name)?;
         Session::open(
             psql,
             instance,
+            password.as_deref().map(String::as_str),
             app_name,
             &self.tmp_dir,
             SessionSettings {

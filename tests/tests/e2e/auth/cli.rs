@@ -2,7 +2,9 @@
 //! through the real binary.
 use std::os::unix::fs::PermissionsExt;
 
+use pgsnapman_proto::v1;
 use pgsnapman_tests::Pgsnap;
+use prost::Message;
 
 use super::{Setup, generous_limits};
 use crate::common::*;
@@ -102,26 +104,51 @@ async fn tokens_and_the_audit_through_pgsnap() {
     let run = viewer.run(&["audit", "list"]).unwrap();
     assert!(run.stderr.contains("ListAudit needs admin"), "{run:?}");
 
-    // An instance password never reaches the audit.
+    // No password reaches the audit: neither one sent in clear (which the
+    // coordinator refuses) nor a sealed copy.
     register_worker(&admin, "w-audit");
-    add_instance(
-        &admin,
-        "audited",
-        5432,
-        "w-audit",
-        Some("hunter2-audit-secret"),
-    );
+    let add = v1::AddInstanceRequest {
+        name: "audited".into(),
+        host: "127.0.0.1".into(),
+        port: 5432,
+        user: "postgres".into(),
+        password: Some("hunter2-audit-secret".into()),
+        sealed_passwords: vec![v1::SealedPassword {
+            worker: Some(v1::WorkerRef {
+                r#ref: Some(v1::worker_ref::Ref::Name("w-audit".into())),
+            }),
+            ciphertext: b"hunter2-sealed-copy".repeat(4),
+            key_fingerprint: "hunter2-fingerprint".into(),
+        }],
+        ..Default::default()
+    };
+    let err = s
+        .raw
+        .unary(
+            "/pgsnapman.v1.AdminService/AddInstance",
+            add.encode_to_vec(),
+            Some(&s.admin_bearer()),
+        )
+        .await
+        .unwrap_err();
+    assert!(!err.message().contains("hunter2"), "{err:?}");
     let rows = admin
         .json(&["audit", "list", "--method", "AddInstance"])
         .unwrap();
     let row = &rows[0];
     assert_eq!(row["actor"], "bootstrap-admin");
-    assert_eq!(row["ok"], true);
+    assert_eq!(row["ok"], false);
     assert_eq!(row["args"]["password"], "<redacted>", "{row}");
+    assert_eq!(row["args"]["sealed_passwords"], "<redacted>", "{row}");
     assert_eq!(row["args"]["name"], "audited");
     assert_eq!(
         s.count("SELECT count(*) FROM audit_log WHERE args::text LIKE '%hunter2%' OR detail LIKE '%hunter2%'"),
         0
+    );
+    assert_eq!(
+        s.count("SELECT count(*) FROM audit_log WHERE args::text LIKE '%aHVudGVyM%'"),
+        0,
+        "the base64 of a ciphertext is in the audit"
     );
 
     // Filters.
