@@ -69,6 +69,8 @@ for _ in $(seq 1 600); do
   sleep 0.2
 done
 [ -s "$qs/coordinator.ready" ] || { tail -n 30 "$qs/coordinator.log"; echo "coordinator did not start" >&2; exit 1; }
+# On first start the coordinator writes an admin token (0600) for pgsnap.
+export PGSNAPMAN_TOKEN_FILE="$qs/coordinator/admin.token"
 
 echo "== registering and starting a worker"
 pgsnap worker register quickstart-worker
@@ -134,6 +136,7 @@ pgsnapman is running:  coordinator $PGSNAPMAN_COORDINATOR, worker quickstart-wor
                        source server 127.0.0.1:$src_port (database "shop").
 In another shell:      export PATH="$bin:\$PATH" PGSNAPMAN_COORDINATOR=$PGSNAPMAN_COORDINATOR
                        export PGSNAPMAN_CA_FILE=$PGSNAPMAN_CA_FILE
+                       export PGSNAPMAN_TOKEN_FILE=$PGSNAPMAN_TOKEN_FILE
                        pgsnap worker list; pgsnap dump now $job --wait; pgsnap catalog list
 Logs:                  $qs/coordinator.log, $qs/worker.log
 Press Ctrl-C to stop everything.

@@ -5,9 +5,39 @@ use std::time::Duration;
 use anyhow::{Result, anyhow};
 use pgsnapman_proto::channel::{self, ClientTls};
 use pgsnapman_proto::v1::admin_service_client::AdminServiceClient;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-pub type Admin = AdminServiceClient<Channel>;
+pub type Admin = AdminServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer <token>` to every call (nothing without a
+/// token: the coordinator then says how to give one).
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    pub fn new(token: Option<&str>) -> Result<Self> {
+        let Some(t) = token else {
+            return Ok(Self(None));
+        };
+        let mut v = MetadataValue::try_from(format!("Bearer {t}"))
+            .map_err(|_| anyhow!("the token is not printable ASCII"))?;
+        // Never stored in HPACK tables.
+        v.set_sensitive(true);
+        Ok(Self(Some(v)))
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
 
 /// How long to wait for the TCP (and TLS) connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -23,7 +53,7 @@ static CLIENT_CERTIFICATE: std::sync::OnceLock<bool> = std::sync::OnceLock::new(
 /// Connects now, so that an unreachable coordinator (or a TLS mismatch) is
 /// reported once, up front, naming the URL. Refuses `http://` to a host
 /// that is not loopback before connecting.
-pub async fn connect(url: &str, tls: &ClientTls) -> Result<Admin> {
+pub async fn connect(url: &str, tls: &ClientTls, bearer: Bearer) -> Result<Admin> {
     let _ = COORDINATOR_URL.set(url.to_string());
     let _ = CLIENT_CERTIFICATE.set(tls.cert_pem.is_some());
     let endpoint = channel::endpoint(url, tls)?
@@ -32,7 +62,7 @@ pub async fn connect(url: &str, tls: &ClientTls) -> Result<Admin> {
     let channel = channel::connect(url, endpoint)
         .await
         .map_err(|e| anyhow!("cannot reach {e}"))?;
-    Ok(AdminServiceClient::new(channel)
+    Ok(AdminServiceClient::with_interceptor(channel, bearer)
         .max_decoding_message_size(pgsnapman_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(pgsnapman_proto::MAX_MESSAGE_BYTES))
 }
@@ -66,6 +96,7 @@ fn status_reason(s: &tonic::Status) -> String {
         | Code::AlreadyExists
         | Code::FailedPrecondition
         | Code::OutOfRange
+        | Code::ResourceExhausted
             if !msg.is_empty() =>
         {
             return msg.to_string();

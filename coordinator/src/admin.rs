@@ -1,9 +1,11 @@
 //! The Admin service (used by `pgsnap`): thin handlers over the catalog.
+use pgsnapman_proto::model::validate_token_name;
 use pgsnapman_proto::v1;
 use pgsnapman_proto::v1::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
 
-use crate::catalog::Catalog;
+use crate::auth::{Caller, Role, is_destructive_policy, token};
+use crate::catalog::{AuditFilter, Catalog};
 use crate::rows;
 
 pub struct Admin {
@@ -273,7 +275,10 @@ impl AdminService for Admin {
     }
 
     async fn restore_now(&self, req: Request<v1::RestoreNowRequest>) -> R<v1::Task> {
-        let t = self.catalog.restore_now(&req.into_inner()).await?;
+        let caller = req.extensions().get::<Caller>().cloned();
+        let req = req.into_inner();
+        self.check_restore_policy(caller.as_ref(), &req).await?;
+        let t = self.catalog.restore_now(&req).await?;
         tracing::info!(task = t.id, run = ?t.restore_run_id, "restore queued");
         ok(t.to_proto())
     }
@@ -346,9 +351,142 @@ impl AdminService for Admin {
             stats: rows.iter().map(rows::StoreStatsRow::to_proto).collect(),
         })
     }
+
+    async fn create_token(
+        &self,
+        req: Request<v1::CreateTokenRequest>,
+    ) -> R<v1::CreateTokenResponse> {
+        let by = req
+            .extensions()
+            .get::<Caller>()
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        let req = req.into_inner();
+        validate_token_name(&req.name).map_err(crate::error::ApiError::from)?;
+        let role = Role::from_proto(req.role).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "role {} is not valid: use viewer, operator or admin",
+                req.role
+            ))
+        })?;
+        let expires_at = match req.expires_in_seconds {
+            0 => None,
+            s => Some(expiry(s)?),
+        };
+        let secret = token::generate();
+        let row = self
+            .catalog
+            .create_token(
+                &req.name,
+                role.label(),
+                &token::sha256(&secret),
+                expires_at,
+                &by,
+            )
+            .await?;
+        tracing::info!(token = %row.name, role = %row.role, created_by = %by, "token created");
+        ok(v1::CreateTokenResponse {
+            token: Some(row.to_proto()),
+            secret,
+        })
+    }
+
+    async fn list_tokens(&self, _: Request<v1::ListTokensRequest>) -> R<v1::ListTokensResponse> {
+        let list = self.catalog.list_tokens().await?;
+        ok(v1::ListTokensResponse {
+            tokens: list.iter().map(rows::TokenRow::to_proto).collect(),
+        })
+    }
+
+    async fn revoke_token(&self, req: Request<v1::RevokeTokenRequest>) -> R<v1::ApiToken> {
+        let name = req.into_inner().name;
+        validate_token_name(&name).map_err(crate::error::ApiError::from)?;
+        let row = self.catalog.revoke_token(&name).await?;
+        tracing::info!(token = %row.name, "token revoked");
+        ok(row.to_proto())
+    }
+
+    async fn list_audit(&self, req: Request<v1::ListAuditRequest>) -> R<v1::ListAuditResponse> {
+        let req = req.into_inner();
+        let time = |t: Option<&prost_types::Timestamp>, what: &str| {
+            t.map(|t| {
+                pgsnapman_proto::from_timestamp(t)
+                    .ok_or_else(|| Status::invalid_argument(format!("{what} is out of range")))
+            })
+            .transpose()
+        };
+        let limit = match req.limit {
+            0 => 100,
+            n @ 1..=10_000 => i64::from(n),
+            n => {
+                return Err(Status::invalid_argument(format!("limit {n} is over 10000")));
+            }
+        };
+        let filter = AuditFilter {
+            actor: Some(req.actor).filter(|a| !a.is_empty()),
+            method: Some(req.method).filter(|m| !m.is_empty()),
+            since: time(req.since.as_ref(), "since")?,
+            until: time(req.until.as_ref(), "until")?,
+            failed: req.failed,
+            limit,
+        };
+        let rows = self.catalog.list_audit(&filter).await?;
+        ok(v1::ListAuditResponse {
+            entries: rows.iter().map(rows::AuditRow::to_proto).collect(),
+        })
+    }
+}
+
+/// Longest token validity accepted (CreateToken `expires_in_seconds`).
+const MAX_TOKEN_VALIDITY_DAYS: u64 = 10 * 366;
+
+/// Now plus `seconds`, at most ten years.
+fn expiry(seconds: u64) -> Result<chrono::DateTime<chrono::Utc>, Status> {
+    let too_long = || {
+        Status::invalid_argument(format!(
+            "expiry of {seconds}s is over the {MAX_TOKEN_VALIDITY_DAYS} days allowed"
+        ))
+    };
+    if seconds > MAX_TOKEN_VALIDITY_DAYS * 24 * 3600 {
+        return Err(too_long());
+    }
+    let secs = i64::try_from(seconds).map_err(|_| too_long())?;
+    Ok(chrono::Utc::now() + chrono::Duration::seconds(secs))
 }
 
 impl Admin {
+    /// RestoreNow by an operator: only the policies that keep the existing
+    /// database (RENAME, LEAVE); DROP, DROP_BEFORE and TRUNCATE need admin.
+    /// For a restore job, its own policy counts.
+    async fn check_restore_policy(
+        &self,
+        caller: Option<&Caller>,
+        req: &v1::RestoreNowRequest,
+    ) -> Result<(), Status> {
+        let Some(caller) = caller.filter(|c| c.role < Role::Admin) else {
+            return Ok(());
+        };
+        use v1::restore_now_request::What;
+        let existing = match &req.what {
+            Some(What::Dump(d)) => d.target.as_ref().map_or(0, |t| t.existing_database),
+            Some(What::RestoreJobId(id)) => {
+                let job = self.catalog.restore_job(*id).await?;
+                rows::existing_database_value(&job.existing_database)
+            }
+            None => return Ok(()),
+        };
+        if is_destructive_policy(existing) {
+            let policy = v1::ExistingDatabase::try_from(existing)
+                .map_or_else(|_| existing.to_string(), |e| e.as_str_name().to_string());
+            return Err(Status::permission_denied(format!(
+                "token {} has the {} role; RestoreNow with existing-database policy {policy} needs admin",
+                caller.name,
+                caller.role.label()
+            )));
+        }
+        Ok(())
+    }
+
     async fn copy_job_proto(&self, c: &crate::catalog::CopyJobRows) -> Result<v1::CopyJob, Status> {
         let mut restore_jobs = Vec::with_capacity(c.restore_jobs.len());
         for r in &c.restore_jobs {

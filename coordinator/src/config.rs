@@ -21,6 +21,7 @@ pub struct Config {
     pub lease: LeaseConfig,
     pub retention: RetentionConfig,
     pub pki: PkiConfig,
+    pub admin: AdminConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -176,6 +177,9 @@ pub struct RetentionConfig {
     /// Lines of `restore_log` (the runs themselves stay).
     #[serde(with = "humantime_serde")]
     pub restore_log: Duration,
+    /// Rows of `audit_log`.
+    #[serde(with = "humantime_serde")]
+    pub audit: Duration,
     /// How often the coordinator prunes.
     #[serde(with = "humantime_serde")]
     pub prune_interval: Duration,
@@ -188,7 +192,49 @@ impl Default for RetentionConfig {
             applied_events: Duration::from_secs(30 * DAY),
             messages: Duration::from_secs(90 * DAY),
             restore_log: Duration::from_secs(180 * DAY),
+            audit: Duration::from_secs(365 * DAY),
             prune_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Limits of the AdminService (docs/security-auth.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Sustained calls per second allowed to one operator token.
+    pub requests_per_second: u32,
+    /// Calls one token may make at once after a pause.
+    pub burst: u32,
+    /// Sustained failed authentications per second from one IP address
+    /// (no, garbage, unknown, revoked or expired token).
+    pub unauthenticated_requests_per_second: u32,
+    pub unauthenticated_burst: u32,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            requests_per_second: 50,
+            burst: 100,
+            unauthenticated_requests_per_second: 5,
+            unauthenticated_burst: 20,
+        }
+    }
+}
+
+impl AdminConfig {
+    pub fn rate_limits(&self) -> crate::auth::RateLimits {
+        use crate::auth::Rate;
+        crate::auth::RateLimits {
+            token: Rate {
+                per_second: self.requests_per_second,
+                burst: self.burst,
+            },
+            unauthenticated: Rate {
+                per_second: self.unauthenticated_requests_per_second,
+                burst: self.unauthenticated_burst,
+            },
         }
     }
 }
@@ -256,15 +302,32 @@ impl Config {
         if self.lease.max_attempts == 0 {
             bail!("lease.max_attempts must be at least 1");
         }
+        let a = &self.admin;
+        if [
+            a.requests_per_second,
+            a.burst,
+            a.unauthenticated_requests_per_second,
+            a.unauthenticated_burst,
+        ]
+        .contains(&0)
+        {
+            bail!(
+                "admin.requests_per_second, admin.burst, admin.unauthenticated_requests_per_second and admin.unauthenticated_burst must be at least 1"
+            );
+        }
         let r = &self.retention;
         if r.applied_events < Duration::from_secs(24 * 3600) {
             bail!(
                 "retention.applied_events must be at least 1d: a replayed event older than it would be applied twice"
             );
         }
-        if r.messages.is_zero() || r.restore_log.is_zero() || r.prune_interval.is_zero() {
+        if r.messages.is_zero()
+            || r.restore_log.is_zero()
+            || r.audit.is_zero()
+            || r.prune_interval.is_zero()
+        {
             bail!(
-                "retention.messages, retention.restore_log and retention.prune_interval must be positive"
+                "retention.messages, retention.restore_log, retention.audit and retention.prune_interval must be positive"
             );
         }
         Ok(())
@@ -304,6 +367,15 @@ mod tests {
         cfg.retention.applied_events = Duration::from_secs(3600);
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("retention.applied_events"), "{err}");
+    }
+
+    #[test]
+    fn admin_rate_limits_default_and_must_be_positive() {
+        let mut cfg = Config::default();
+        assert_eq!((cfg.admin.requests_per_second, cfg.admin.burst), (50, 100));
+        cfg.admin.burst = 0;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("admin.burst"), "{err}");
     }
 
     #[test]

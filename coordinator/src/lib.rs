@@ -3,6 +3,7 @@
 //! ad-hoc tasks and applies the events workers upload.
 
 pub mod admin;
+pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod embedded;

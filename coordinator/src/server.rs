@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::admin::Admin;
+use crate::auth::{AdminAuth, AuthState};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::embedded::EmbeddedCatalog;
@@ -89,6 +90,7 @@ async fn serve(
         .review_legacy_passwords()
         .await
         .map_err(|e| anyhow::anyhow!("review passwords stored before sealing: {e}"))?;
+    crate::auth::token::bootstrap(&catalog, &cfg.coordinator.data_dir).await?;
 
     // Cancelled only once the server future has been told to stop, so that
     // it cannot finish before the tasks below are drained.
@@ -142,6 +144,11 @@ async fn serve(
                                 restore_log = n.restore_log, "old catalog history pruned"),
                             Err(e) => tracing::warn!("pruning the catalog history: {e}"),
                         }
+                        match catalog.prune_audit(r.audit).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(audit_log = n, "old audit rows pruned"),
+                            Err(e) => tracing::warn!("pruning the audit log: {e}"),
+                        }
                     }
                 }
             }
@@ -177,6 +184,10 @@ async fn serve(
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let admin = AdminAuth::new(
+        admin,
+        AuthState::new(catalog.clone(), cfg.admin.rate_limits()),
+    );
     let link = WorkerServiceServer::new(Link {
         catalog: catalog.clone(),
         lease: cfg.lease.clone(),

@@ -16,7 +16,8 @@ pub mod v1 {
 }
 
 mod redact;
-pub use redact::redact_url;
+pub mod reflect;
+pub use redact::{is_secret_field, redact_json, redact_url};
 pub mod seal;
 
 /// Largest gRPC message either side accepts. Only control messages travel on

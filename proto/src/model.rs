@@ -401,6 +401,11 @@ pub fn default_sslmode(host: &str) -> &'static str {
 /// A worker name: 1-128 characters of letters, digits, `.`, `-` and `_`
 /// (host names fit), since it will also be the certificate's name.
 pub fn validate_worker_name(name: &str) -> Result<(), InvalidInput> {
+    simple_name("worker name", name)
+}
+
+/// 1-128 ASCII letters, digits, `.`, `-` and `_`.
+fn simple_name(what: &'static str, name: &str) -> Result<(), InvalidInput> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && name
@@ -410,11 +415,17 @@ pub fn validate_worker_name(name: &str) -> Result<(), InvalidInput> {
         Ok(())
     } else {
         Err(InvalidInput::Identifier {
-            what: "worker name",
+            what,
             value: name.to_string(),
             reason: "use 1-128 letters, digits, '.', '-' or '_'",
         })
     }
+}
+
+/// An operator token's name: 1-128 letters, digits, `.`, `-` and `_` (it
+/// is the actor of every audit row the token leaves).
+pub fn validate_token_name(name: &str) -> Result<(), InvalidInput> {
+    simple_name("token name", name)
 }
 
 /// An instance's backup window in whole hours of the worker's time zone:

@@ -250,6 +250,8 @@ class Pgsnapman:
         self.env["PGSNAPMAN_COORDINATOR"] = f"https://{addr}"
         # TLS with the coordinator's own CA (docs/security-tls.md).
         self.env["PGSNAPMAN_CA_FILE"] = str(data / "pki" / "ca.crt")
+        # The admin token the coordinator wrote on its first start (0600).
+        self.env["PGSNAPMAN_TOKEN_FILE"] = str(data / "admin.token")
 
     def _stop_coordinator(self, svc: Service, data: Path):
         code = svc.stop(grace=60)

@@ -9,6 +9,7 @@ pub mod logs;
 pub mod pgsnap;
 pub mod pki;
 pub mod proxy;
+pub mod raw;
 pub mod service;
 pub mod tmpfs;
 pub mod wait;
@@ -18,7 +19,10 @@ pub use cluster::{PgCluster, PgOptions};
 pub use pgsnap::Pgsnap;
 pub use pki::PkiSource;
 pub use proxy::Proxy;
-pub use service::{Coordinator, CoordinatorOptions, Worker, WorkerOptions, store_tool};
+pub use service::{
+    AdminClient, Coordinator, CoordinatorOptions, Worker, WorkerOptions, read_admin_token,
+    store_tool,
+};
 
 use std::path::PathBuf;
 

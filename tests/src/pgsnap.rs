@@ -38,6 +38,7 @@ impl Pgsnap {
             .env_remove("PGSNAPMAN_CONFIG")
             .env_remove("PGSNAPMAN_CA_FILE")
             .env_remove("PGSNAPMAN_TOKEN")
+            .env_remove("PGSNAPMAN_TOKEN_FILE")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
         if let Some(ca) = &self.access.ca_file {

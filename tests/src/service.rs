@@ -11,6 +11,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use pgsnapman_proto::v1::admin_service_client::AdminServiceClient;
 use pgsnapman_proto::v1::{ListWorkersRequest, Worker as WorkerInfo};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::{Access, PkiSource, logs};
@@ -154,7 +156,37 @@ pub struct Coordinator {
     pub data_dir: PathBuf,
     /// The CA file clients trust it with; `None` when it serves plaintext.
     pub ca_file: Option<PathBuf>,
+    /// The bootstrap admin token (`<data_dir>/admin.token`, or for a
+    /// coordinator on a catalog another one bootstrapped, that one's).
+    pub token: Option<String>,
     _dir: Option<tempfile::TempDir>,
+}
+
+/// An AdminService client that sends a bearer token (or none).
+pub type AdminClient = AdminServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    /// Any text as the token, for tests that send garbage; `None`: no header.
+    pub fn new(token: Option<&str>) -> Result<Self> {
+        token
+            .map(|t| MetadataValue::try_from(format!("Bearer {t}")))
+            .transpose()
+            .context("the token is not a valid header value")
+            .map(Self)
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
 }
 
 /// Short timings so that lease expiry and polling show up within a test.
@@ -236,11 +268,22 @@ impl Coordinator {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
+        let token = match (read_admin_token(&data_dir)?, &opts.catalog_url) {
+            (Some(t), Some(url)) => {
+                known_tokens().insert(url.clone(), t.clone());
+                Some(t)
+            }
+            // A second coordinator on a catalog that has an admin token
+            // writes no file: it takes the token the first one wrote.
+            (None, Some(url)) => known_tokens().get(url).cloned(),
+            (t, None) => t,
+        };
         Ok(Self {
             process,
             addr,
             data_dir,
             ca_file: (!opts.plaintext).then_some(ca_file),
+            token,
             _dir: dir,
         })
     }
@@ -259,6 +302,7 @@ impl Coordinator {
             ca_file: self.ca_file.clone(),
             ..Access::plain(self.url())
         }
+        .with_token(self.token.clone())
     }
 
     /// `pgsnap` with this coordinator's access.
@@ -266,9 +310,19 @@ impl Coordinator {
         crate::Pgsnap::new(self.access())
     }
 
-    pub async fn admin(&self) -> Result<AdminServiceClient<Channel>> {
+    /// An AdminService client with the bootstrap admin token.
+    pub async fn admin(&self) -> Result<AdminClient> {
+        self.admin_with(self.token.as_deref()).await
+    }
+
+    /// An AdminService client sending `token` (any text; `None`: none).
+    pub async fn admin_with(&self, token: Option<&str>) -> Result<AdminClient> {
         let channel = self.access().channel().await?;
-        Ok(AdminServiceClient::new(channel))
+        Ok(
+            AdminServiceClient::with_interceptor(channel, Bearer::new(token)?)
+                .max_decoding_message_size(pgsnapman_proto::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(pgsnapman_proto::MAX_MESSAGE_BYTES),
+        )
     }
 
     /// Polls until the named worker is registered and connected.
@@ -292,6 +346,29 @@ impl Coordinator {
             },
         )
         .await
+    }
+}
+
+/// The bootstrap admin token of each external catalog (by URL) that a
+/// coordinator of this test process wrote.
+fn known_tokens() -> std::sync::MutexGuard<'static, std::collections::HashMap<String, String>> {
+    static TOKENS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, String>>,
+    > = std::sync::OnceLock::new();
+    TOKENS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The bootstrap admin token the coordinator wrote into its data directory
+/// (`None` for a coordinator that does not write one).
+pub fn read_admin_token(data_dir: &Path) -> Result<Option<String>> {
+    let path = data_dir.join("admin.token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Ok(Some(t.trim().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
     }
 }
 

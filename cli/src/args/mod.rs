@@ -10,8 +10,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use pgsnapman_proto::model::quoted;
 use pgsnapman_proto::v1;
 
+mod auth;
 mod instance;
 mod restore;
+pub use auth::{AuditCommand, TokenCommand};
 pub use instance::{
     InstanceAddArgs, InstanceCommand, InstanceEditArgs, PasswordArgs, SetPasswordArgs,
 };
@@ -49,6 +51,10 @@ pub struct Cli {
     /// Config file [default: $XDG_CONFIG_HOME/pgsnapman/pgsnap.toml or ~/.config/pgsnapman/pgsnap.toml]
     #[arg(long, global = true, env = "PGSNAPMAN_CONFIG", value_name = "PATH", help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
+
+    /// File holding the operator token (mode 0600) [default: `token_file` in the config file]; env PGSNAPMAN_TOKEN holds the token itself
+    #[arg(long, global = true, env = "PGSNAPMAN_TOKEN_FILE", value_name = "PATH", help_heading = GLOBAL)]
+    pub token_file: Option<PathBuf>,
 
     /// Output format
     #[arg(long, global = true, value_enum, ignore_case = true, default_value_t = OutputFormat::Table, help_heading = GLOBAL)]
@@ -101,6 +107,12 @@ pub enum Command {
     Copy(CopyCommand),
     /// List messages from workers and the coordinator
     Messages(MessagesArgs),
+    /// Operator tokens: create (printed once), list, revoke (admin)
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The audit log of changes and refused calls (admin)
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 // ───────────────────────────── workers ─────────────────────────────

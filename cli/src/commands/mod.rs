@@ -1,6 +1,7 @@
 //! One module per subcommand group; each mirrors a part of the AdminService.
 //! Input is checked here before anything is sent, with the shared model's
 //! rules, so that a typo fails without a round trip.
+mod audit;
 mod catalog;
 mod dump;
 mod follow;
@@ -11,6 +12,7 @@ pub mod password;
 mod restore;
 mod store;
 mod task;
+mod token;
 mod worker;
 
 use std::path::PathBuf;
@@ -29,6 +31,7 @@ pub struct Ctx {
     url: String,
     ca_file: Option<PathBuf>,
     identity: Option<(PathBuf, PathBuf)>,
+    bearer: client::Bearer,
     pub out: Output,
 }
 
@@ -51,17 +54,19 @@ impl Ctx {
                     .with_context(|| format!("--key-file {} is not PEM", key.display()))?,
             );
         }
-        client::connect(&self.url, &tls).await
+        client::connect(&self.url, &tls, self.bearer.clone()).await
     }
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
     let url = config::coordinator_url(cli.coordinator.as_deref(), cli.config.as_deref())?;
     let ca_file = config::ca_file(cli.ca_file.as_deref(), cli.config.as_deref())?;
+    let token = config::token(cli.token_file.as_deref(), cli.config.as_deref())?;
     let ctx = Ctx {
         url,
         ca_file,
         identity: cli.cert_file.zip(cli.key_file),
+        bearer: client::Bearer::new(token.as_deref())?,
         out: Output::new(cli.output),
     };
     match cli.command {
@@ -77,5 +82,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::RestoreLog(c) => restore::log(&ctx, c).await,
         Command::Copy(c) => restore::copy(&ctx, c).await,
         Command::Messages(a) => messages::run(&ctx, a).await,
+        Command::Token(c) => token::run(&ctx, c).await,
+        Command::Audit(c) => audit::run(&ctx, c).await,
     }
 }

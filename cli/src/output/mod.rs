@@ -1,6 +1,7 @@
 //! Everything `pgsnap` writes to standard output: one JSON document per run
 //! (`--output json`), or tables and short notes for people. Errors go to
 //! stderr from `main`, never from here.
+pub mod auth;
 pub mod json;
 pub mod restore;
 pub mod table;

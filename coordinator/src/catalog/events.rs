@@ -571,8 +571,9 @@ impl Catalog {
         })
     }
 
-    /// `table` and `column` are fixed names from `prune_history`.
-    async fn prune_table(
+    /// `table` and `column` are fixed names from `prune_history` (and
+    /// `prune_audit`).
+    pub(super) async fn prune_table(
         &self,
         table: &str,
         column: &str,

@@ -10,6 +10,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::error::{ApiError, ApiResult};
 use crate::rows::{WORKER_COLUMNS, WorkerRow};
 
+mod auth;
 mod copy;
 mod discovery;
 mod events;
@@ -20,6 +21,7 @@ mod restore;
 mod store;
 mod tasks;
 
+pub use auth::{AuditEntry, AuditFilter};
 pub use copy::CopyJobRows;
 pub use events::{BatchOutcome, Pruned};
 

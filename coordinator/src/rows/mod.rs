@@ -6,7 +6,9 @@ use pgsnapman_proto::v1;
 
 use crate::error::{ApiError, ApiResult};
 
+mod auth;
 mod restore;
+pub use auth::{AUDIT_COLUMNS, AuditRow, TOKEN_COLUMNS, TokenRow};
 pub use restore::{
     RESTORE_JOB_COLUMNS, RESTORE_RUN_COLUMNS, RestoreJobRow, RestoreLogRow, RestoreRunRow,
     target_from_json, target_json,

@@ -1,0 +1,363 @@
+//! `AdminAuth`: the tower service in front of the AdminService. Per call, in
+//! this order: authenticate the bearer token (refusing garbage before any
+//! catalog lookup, and a peer that keeps failing before it costs one), take
+//! from the token's rate bucket, check the role (`super::rule`), hand the
+//! caller to the handler, and audit mutating and refused calls.
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use http_body_util::{BodyExt, Full, Limited};
+use pgsnapman_proto::model::quoted;
+use pgsnapman_proto::{MAX_MESSAGE_BYTES, reflect};
+use serde_json::json;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::{Code, Status};
+use tower::Service;
+
+use super::rate::Limiter;
+use super::{Caller, RateLimits, Role, audit, method_name, rule, token};
+use crate::catalog::{AuditEntry, Catalog};
+use crate::error::ApiError;
+
+/// What every call shares: the catalog (tokens, audit) and the limiter.
+pub struct AuthState {
+    catalog: Catalog,
+    limiter: Limiter,
+    /// gRPC paths of the AdminService methods this build serves.
+    known: HashSet<String>,
+}
+
+impl AuthState {
+    pub fn new(catalog: Catalog, limits: RateLimits) -> Arc<Self> {
+        Arc::new(Self {
+            catalog,
+            limiter: Limiter::new(limits),
+            known: reflect::admin_methods()
+                .into_iter()
+                .map(|m| m.path)
+                .collect(),
+        })
+    }
+}
+
+/// The AdminService (`S`) behind authentication, roles, rate limits and
+/// the audit.
+#[derive(Clone)]
+pub struct AdminAuth<S> {
+    inner: S,
+    state: Arc<AuthState>,
+}
+
+impl<S> AdminAuth<S> {
+    pub fn new(inner: S, state: Arc<AuthState>) -> Self {
+        Self { inner, state }
+    }
+}
+
+impl<S: NamedService> NamedService for AdminAuth<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+type HttpRequest = http::Request<Body>;
+type HttpResponse = http::Response<Body>;
+
+impl<S> Service<HttpRequest> for AdminAuth<S>
+where
+    S: Service<HttpRequest, Response = HttpResponse, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = HttpResponse;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<HttpResponse, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: HttpRequest) -> Self::Future {
+        // The clone is not necessarily ready; the instance polled ready is
+        // the one that serves this call (tower's usual swap).
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let state = self.state.clone();
+        Box::pin(async move { Ok(state.serve(req, inner).await) })
+    }
+}
+
+/// Why a call was turned away before its handler ran.
+enum Refusal {
+    /// Audited.
+    Unauthenticated(String),
+    /// Over a rate limit: not audited (a flood must not fill the audit).
+    Limited(String),
+    Internal(ApiError),
+}
+
+impl AuthState {
+    async fn serve<S>(&self, mut req: HttpRequest, mut inner: S) -> HttpResponse
+    where
+        S: Service<HttpRequest, Response = HttpResponse, Error = Infallible>,
+    {
+        let path = req.uri().path().to_string();
+        let method = method_name(&path).to_string();
+        let peer = peer_addr(req.extensions());
+        let now = Instant::now();
+        let caller = match self
+            .authenticate(req.headers(), peer.map(|p| p.ip()), now)
+            .await
+        {
+            Ok(c) => c,
+            Err(Refusal::Limited(m)) => return Status::resource_exhausted(m).into_http(),
+            Err(Refusal::Internal(e)) => return Status::from(e).into_http(),
+            Err(Refusal::Unauthenticated(m)) => {
+                let status = Status::unauthenticated(m);
+                return self.refuse("", &method, json!({}), peer, status).await;
+            }
+        };
+        if let Err(m) = self.limiter.take_token(&caller.name, now) {
+            return Status::resource_exhausted(m).into_http();
+        }
+        let rule = rule(&path);
+        let allowed = caller.role >= rule.role;
+        if allowed && !self.known.contains(&path) {
+            // tonic answers an unknown method with an empty message.
+            let status = Status::unimplemented(format!(
+                "the coordinator has no AdminService method {}",
+                quoted(&method)
+            ));
+            return self
+                .refuse(&caller.name, &method, json!({}), peer, status)
+                .await;
+        }
+        if !rule.mutating && allowed {
+            req.extensions_mut().insert(caller);
+            return call(&mut inner, req).await;
+        }
+        // Mutating or refused: the arguments go into the audit row.
+        let (mut parts, body) = req.into_parts();
+        let bytes = match Limited::new(body, MAX_MESSAGE_BYTES + 5).collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) => {
+                let status = if e.is::<http_body_util::LengthLimitError>() {
+                    Status::out_of_range(format!(
+                        "request of more than {MAX_MESSAGE_BYTES} bytes refused"
+                    ))
+                } else {
+                    Status::cancelled(format!("request body not received: {e}"))
+                };
+                let args = json!({ "undecoded": "body not received" });
+                return self.refuse(&caller.name, &method, args, peer, status).await;
+            }
+        };
+        let args = match audit::args(&path, &bytes) {
+            Ok(a) => a,
+            Err(reason) if allowed => {
+                let args = json!({ "undecoded": reason });
+                let status = Status::invalid_argument(reason);
+                return self.refuse(&caller.name, &method, args, peer, status).await;
+            }
+            Err(reason) => json!({ "undecoded": reason }),
+        };
+        if !allowed {
+            let m = format!(
+                "token {} has the {} role; {method} needs {}",
+                caller.name,
+                caller.role.label(),
+                rule.role.label()
+            );
+            let status = Status::permission_denied(m);
+            return self.refuse(&caller.name, &method, args, peer, status).await;
+        }
+        let actor = caller.name.clone();
+        parts.extensions.insert(caller);
+        let req = http::Request::from_parts(parts, Body::new(Full::new(bytes)));
+        let resp = call(&mut inner, req).await;
+        // A unary handler's error is in the headers (trailers-only reply);
+        // success leaves grpc-status to the trailers.
+        let error = match Status::from_header_map(resp.headers()) {
+            Some(s) if s.code() != Code::Ok => Some(status_line(&s)),
+            _ => None,
+        };
+        self.catalog
+            .audit(entry(&actor, &method, args, peer, error.as_deref()))
+            .await;
+        resp
+    }
+
+    /// Audits a call turned away with `status` and answers it.
+    async fn refuse(
+        &self,
+        actor: &str,
+        method: &str,
+        args: serde_json::Value,
+        peer: Option<SocketAddr>,
+        status: Status,
+    ) -> HttpResponse {
+        let detail = status_line(&status);
+        self.catalog
+            .audit(entry(actor, method, args, peer, Some(&detail)))
+            .await;
+        status.into_http()
+    }
+
+    async fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        ip: Option<IpAddr>,
+        now: Instant,
+    ) -> Result<Caller, Refusal> {
+        let secret = match bearer(headers) {
+            Ok(t) => t,
+            Err(m) => return Err(self.failed(ip, now, m.to_string())),
+        };
+        // A peer that has spent its allowance of failures costs no lookup.
+        self.limiter.check_peer(ip, now).map_err(Refusal::Limited)?;
+        let row = self
+            .catalog
+            .token_by_sha256(&token::sha256(secret))
+            .await
+            .map_err(Refusal::Internal)?;
+        let Some(row) = row else {
+            return Err(self.failed(ip, now, "unknown token".into()));
+        };
+        if let Some(at) = row.revoked_at {
+            let m = format!("token {} was revoked at {}", row.name, at.to_rfc3339());
+            return Err(self.failed(ip, now, m));
+        }
+        if let Some(at) = row.expires_at
+            && at <= chrono::Utc::now()
+        {
+            let m = format!("token {} expired at {}", row.name, at.to_rfc3339());
+            return Err(self.failed(ip, now, m));
+        }
+        let role = Role::from_label(&row.role).ok_or_else(|| {
+            Refusal::Internal(ApiError::Internal(anyhow::anyhow!(
+                "token {} has the unknown role {:?}",
+                row.name,
+                row.role
+            )))
+        })?;
+        let stale = row
+            .last_used_at
+            .is_none_or(|t| chrono::Utc::now() - t > chrono::Duration::minutes(1));
+        if stale && let Err(e) = self.catalog.touch_token(row.id).await {
+            tracing::warn!(token = %row.name, "noting the token's use: {e}");
+        }
+        Ok(Caller {
+            name: row.name,
+            role,
+        })
+    }
+
+    /// A failed authentication: refused, and over the peer's limit limited.
+    fn failed(&self, ip: Option<IpAddr>, now: Instant, reason: String) -> Refusal {
+        match self.limiter.take_peer(ip, now) {
+            Ok(()) => Refusal::Unauthenticated(reason),
+            Err(m) => Refusal::Limited(m),
+        }
+    }
+}
+
+async fn call<S>(inner: &mut S, req: HttpRequest) -> HttpResponse
+where
+    S: Service<HttpRequest, Response = HttpResponse, Error = Infallible>,
+{
+    match inner.call(req).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    }
+}
+
+/// The token of `authorization: Bearer <token>`, or why there is none. The
+/// reasons never repeat what was sent.
+fn bearer(headers: &http::HeaderMap) -> Result<&str, &'static str> {
+    let value = headers.get(http::header::AUTHORIZATION).ok_or(
+        "no credential: send `authorization: Bearer <token>` \
+         (pgsnap: PGSNAPMAN_TOKEN or a token file)",
+    )?;
+    let value = value
+        .to_str()
+        .map_err(|_| "the authorization header is not printable ASCII")?;
+    // The scheme is case-insensitive (RFC 6750 and RFC 9110).
+    let t = value
+        .get(..7)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+        .and_then(|_| value.get(7..))
+        .ok_or("the authorization header is not `Bearer <token>`")?
+        .trim();
+    if token::well_formed(t) {
+        Ok(t)
+    } else {
+        Err("the bearer token is not a pgsnapman token (psm_ and 43 base64url characters)")
+    }
+}
+
+fn peer_addr(ext: &http::Extensions) -> Option<SocketAddr> {
+    ext.get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| {
+            ext.get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|i| i.get_ref().remote_addr())
+        })
+}
+
+/// `PermissionDenied: token … needs admin`: what the audit keeps of an error.
+fn status_line(s: &Status) -> String {
+    format!("{:?}: {}", s.code(), s.message())
+}
+
+fn entry(
+    actor: &str,
+    method: &str,
+    args: serde_json::Value,
+    peer: Option<SocketAddr>,
+    error: Option<&str>,
+) -> AuditEntry {
+    AuditEntry {
+        actor: actor.to_string(),
+        method: method.to_string(),
+        args_json: args,
+        peer: peer.map(|p| p.to_string()),
+        ok: error.is_none(),
+        detail: error.unwrap_or_default().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(value: Option<&str>) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        if let Some(v) = value {
+            h.insert(http::header::AUTHORIZATION, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn bearer_headers_are_checked_without_echoing_them() {
+        let t = token::generate();
+        assert_eq!(
+            bearer(&headers(Some(&format!("Bearer {t}")))),
+            Ok(t.as_str())
+        );
+        for bad in [
+            None,
+            Some("Basic dXNlcjpwYXNz"),
+            Some("Bearer"),
+            Some("Bearer psm_short"),
+            Some(&*format!("Bearer {}", "x".repeat(10_000))),
+        ] {
+            let err = bearer(&headers(bad)).unwrap_err();
+            assert!(err.len() < 120 && !err.contains("xxxx"), "{bad:?}: {err}");
+        }
+    }
+}
