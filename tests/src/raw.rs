@@ -75,16 +75,16 @@ pub struct RawGrpc {
 }
 
 impl RawGrpc {
-    pub async fn connect(url: &str) -> Result<Self> {
-        let channel = Channel::from_shared(url.to_string())?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(60))
-            .connect()
+    /// Connects the way `pgsnap` does (TLS with the access's CA), without
+    /// a token: each call says what it sends.
+    pub async fn connect(access: &crate::Access) -> Result<Self> {
+        let channel = access
+            .channel()
             .await
-            .with_context(|| format!("connect to {url}"))?;
+            .with_context(|| format!("connect to {}", access.url))?;
         Ok(Self {
             channel,
-            url: url.to_string(),
+            url: access.url.clone(),
         })
     }
 

@@ -50,7 +50,7 @@ impl Setup {
         })
         .await
         .unwrap();
-        let raw = RawGrpc::connect(&coordinator.url()).await.unwrap();
+        let raw = RawGrpc::connect(&coordinator.access()).await.unwrap();
         Setup {
             catalog,
             coordinator,
