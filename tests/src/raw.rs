@@ -3,7 +3,6 @@
 //! content types, broken frames). For tests of what the coordinator does
 //! with input no well-behaved client sends.
 use std::str::FromStr;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::{Buf, BufMut, Bytes};
