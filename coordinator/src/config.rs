@@ -20,6 +20,7 @@ pub struct Config {
     pub catalog: CatalogConfig,
     pub lease: LeaseConfig,
     pub retention: RetentionConfig,
+    pub pki: PkiConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,11 +31,19 @@ pub struct ServerConfig {
     /// Written with the bound address and a newline once the endpoint accepts
     /// connections (for supervisors and tests).
     pub ready_file: Option<PathBuf>,
-    /// PEM certificate chain and key: TLS on. Required off loopback.
+    /// PEM certificate chain and key of the server (brought by the
+    /// operator). Unset: the coordinator issues `<data_dir>/pki/server.crt`
+    /// from its CA for `names`.
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
-    /// PEM CA bundle: client certificates required (mutual TLS).
+    /// PEM CA bundle that client certificates are verified against. Unset:
+    /// the coordinator's CA (`pki.ca_cert_file` or `<data_dir>/pki/ca.crt`).
     pub client_ca_file: Option<PathBuf>,
+    /// Names (DNS or IP) the issued server certificate is valid for. Empty:
+    /// localhost, 127.0.0.1, ::1, the host name and the listen IP.
+    pub names: Vec<String>,
+    /// Serve without TLS. Accepted only on a loopback `listen` address.
+    pub plaintext: bool,
 }
 
 impl Default for ServerConfig {
@@ -45,8 +54,23 @@ impl Default for ServerConfig {
             cert_file: None,
             key_file: None,
             client_ca_file: None,
+            names: Vec::new(),
+            plaintext: false,
         }
     }
+}
+
+/// The CA that signs worker certificates (and the server certificate when
+/// the coordinator issues it). Both unset: the built-in CA under
+/// `<data_dir>/pki/`, created on first start.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PkiConfig {
+    /// PEM certificate of the operator's CA.
+    pub ca_cert_file: Option<PathBuf>,
+    /// PEM private key of that CA (0600). Without it worker enrollment is
+    /// off and `server.cert_file` must be set.
+    pub ca_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -202,10 +226,32 @@ impl Config {
         if self.server.cert_file.is_some() != self.server.key_file.is_some() {
             bail!("server.cert_file and server.key_file must be set together");
         }
+        // TODO(#13): dropped once server.rs serves TLS with the built-in PKI.
         if self.server.cert_file.is_none() && !addr.ip().is_loopback() {
             bail!(
                 "server.listen {addr} is not a loopback address: plaintext is accepted on loopback only; set server.cert_file and server.key_file"
             );
+        }
+        if self.server.plaintext && !addr.ip().is_loopback() {
+            bail!(
+                "server.plaintext is accepted on a loopback server.listen only, not on {addr}: remove it (the coordinator serves TLS with its own CA by default)"
+            );
+        }
+        if self.pki.ca_key_file.is_some() && self.pki.ca_cert_file.is_none() {
+            bail!("pki.ca_key_file is set without pki.ca_cert_file");
+        }
+        if self.pki.ca_cert_file.is_some()
+            && self.pki.ca_key_file.is_none()
+            && self.server.cert_file.is_none()
+            && !self.server.plaintext
+        {
+            bail!(
+                "pki.ca_cert_file without pki.ca_key_file: the coordinator cannot issue its server certificate; set server.cert_file and server.key_file (or pki.ca_key_file)"
+            );
+        }
+        for name in &self.server.names {
+            crate::pki::check_server_name(name)
+                .with_context(|| format!("server.names: {}", quoted(name)))?;
         }
         if self.lease.ttl < Duration::from_secs(3) {
             bail!("lease.ttl must be at least 3s");
@@ -270,9 +316,24 @@ mod tests {
     fn plaintext_off_loopback_is_refused() {
         let mut cfg = Config::default();
         cfg.server.listen = "0.0.0.0:7431".into();
+        cfg.server.plaintext = true;
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("loopback"), "{err}");
         cfg.server.listen = "[::1]:7431".into();
         assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
+    fn a_brought_ca_without_its_key_needs_a_server_certificate() {
+        let mut cfg = Config::default();
+        cfg.pki.ca_cert_file = Some("/etc/ca.crt".into());
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("server.cert_file"), "{err}");
+        cfg.server.cert_file = Some("/etc/s.crt".into());
+        cfg.server.key_file = Some("/etc/s.key".into());
+        assert!(cfg.validate().is_ok());
+        cfg.server.names = vec!["bad name!".into()];
+        let err = format!("{:#}", cfg.validate().unwrap_err());
+        assert!(err.contains("server.names"), "{err}");
     }
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod embedded;
 pub mod error;
 pub mod link;
+pub mod pki;
 pub mod rows;
 pub mod server;
 pub mod window;
