@@ -3,11 +3,18 @@ use pgsnapman_proto::v1;
 use pgsnapman_proto::v1::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
 
+use std::sync::Arc;
+
 use crate::catalog::Catalog;
+use crate::config::EnrollmentConfig;
 use crate::rows;
+use crate::streams::StreamRegistry;
 
 pub struct Admin {
     pub catalog: Catalog,
+    pub enrollment: EnrollmentConfig,
+    /// To cut a revoked worker's streams at once.
+    pub streams: Arc<StreamRegistry>,
 }
 
 type R<T> = Result<Response<T>, Status>;
@@ -21,6 +28,56 @@ impl AdminService for Admin {
     async fn register_worker(&self, req: Request<v1::RegisterWorkerRequest>) -> R<v1::Worker> {
         let w = self.catalog.register_worker(&req.into_inner().name).await?;
         tracing::info!(worker = %w.name, id = w.id, "worker registered");
+        ok(w.to_proto())
+    }
+
+    async fn issue_enrollment_token(&self, req: Request<v1::WorkerRef>) -> R<v1::EnrollmentToken> {
+        let peer = req.remote_addr().map(|a| a.to_string());
+        let w = self
+            .catalog
+            .worker_ref(Some(req.get_ref()))
+            .await?
+            .ok_or_else(|| Status::invalid_argument("name the worker by id or name"))?;
+        let (token, hash) = crate::enrollment::new_token();
+        let ttl = self.enrollment.token_ttl;
+        // audit: actor is the operator token's name once auth is merged.
+        let expires_at = self
+            .catalog
+            .add_enrollment_token(w.id, &hash, ttl, "")
+            .await?;
+        crate::enrollment::audit(
+            "",
+            "IssueEnrollmentToken",
+            &serde_json::json!({ "worker": w.name }),
+            peer.as_deref(),
+            true,
+            &format!("token valid until {expires_at}"),
+        );
+        ok(v1::EnrollmentToken {
+            worker: Some(w.to_proto()),
+            token,
+            expires_at: Some(pgsnapman_proto::timestamp(expires_at)),
+        })
+    }
+
+    async fn revoke_worker(&self, req: Request<v1::WorkerRef>) -> R<v1::Worker> {
+        let peer = req.remote_addr().map(|a| a.to_string());
+        let w = self
+            .catalog
+            .worker_ref(Some(req.get_ref()))
+            .await?
+            .ok_or_else(|| Status::invalid_argument("name the worker by id or name"))?;
+        let (w, requeued) = self.catalog.revoke_worker(w.id).await?;
+        let cut = self.streams.cut(w.id);
+        tracing::warn!(worker = %w.name, streams_cut = cut, requeued, "worker revoked");
+        crate::enrollment::audit(
+            "",
+            "RevokeWorker",
+            &serde_json::json!({ "worker": w.name }),
+            peer.as_deref(),
+            true,
+            &format!("{cut} stream(s) cut here, {requeued} task(s) queued again"),
+        );
         ok(w.to_proto())
     }
 

@@ -2,6 +2,7 @@
 //! (TLS when configured, plaintext on loopback only), the lease reaper, the
 //! history pruner, and a clean stop when the caller's token is cancelled
 //! (main: SIGTERM/SIGINT).
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -17,7 +18,9 @@ use crate::admin::Admin;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::embedded::EmbeddedCatalog;
-use crate::link::Link;
+use crate::link::{IdentityMode, Link};
+use crate::pki::Pki;
+use crate::streams::StreamRegistry;
 
 /// Runs the coordinator until `shutdown` is cancelled (then stops cleanly
 /// and returns `Ok`) or something fails.
@@ -139,12 +142,36 @@ async fn serve(
         let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
         if let Some(ca) = &cfg.server.client_ca_file {
             let ca = std::fs::read(ca).with_context(|| format!("read {}", ca.display()))?;
-            tls = tls.client_ca_root(Certificate::from_pem(ca));
+            // Asked for but optional at the TLS layer: Enroll comes without
+            // one; the WorkerService requires a verified one itself.
+            tls = tls
+                .client_ca_root(Certificate::from_pem(ca))
+                .client_auth_optional(true);
         }
         builder = builder.tls_config(tls).context("TLS configuration")?;
     }
+    let pki = {
+        let cfg = cfg.clone();
+        Arc::new(
+            tokio::task::spawn_blocking(move || Pki::load(&cfg))
+                .await
+                .context("loading the PKI panicked")??,
+        )
+    };
+    let streams = StreamRegistry::new(cfg.lease.max_lease_streams, cfg.lease.max_upload_streams);
+    // Without TLS (loopback only) there is no client certificate to believe.
+    let identity = if cfg.server.cert_file.is_some() {
+        IdentityMode::Certificate
+    } else {
+        tracing::warn!(
+            "plaintext: workers are identified by the name they present (loopback only); enable TLS for certificate identity"
+        );
+        IdentityMode::PresentedName
+    };
     let admin = AdminServiceServer::new(Admin {
         catalog: catalog.clone(),
+        enrollment: cfg.enrollment.clone(),
+        streams: streams.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -153,6 +180,10 @@ async fn serve(
         lease: cfg.lease.clone(),
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
+        streams,
+        identity,
+        pki,
+        enrollment: cfg.enrollment.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -3,7 +3,9 @@
 //! Postgres URLs that are logged.
 use std::fmt;
 
-use crate::v1::{AddInstanceRequest, InstanceConnection, UpdateInstanceRequest};
+use crate::v1::{
+    AddInstanceRequest, EnrollRequest, EnrollmentToken, InstanceConnection, UpdateInstanceRequest,
+};
 
 fn secret(present: bool) -> &'static str {
     if present { "<redacted>" } else { "<none>" }
@@ -107,6 +109,26 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
+// Enrollment tokens are bearer secrets: never in a log line.
+impl fmt::Debug for EnrollmentToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnrollmentToken")
+            .field("worker", &self.worker)
+            .field("token", &secret(!self.token.is_empty()))
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+impl fmt::Debug for EnrollRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnrollRequest")
+            .field("token", &secret(!self.token.is_empty()))
+            .field("csr_pem_bytes", &self.csr_pem.len())
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +188,19 @@ mod tests {
             ..Default::default()
         };
         assert!(!format!("{u:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn debug_never_shows_an_enrollment_token() {
+        let t = EnrollmentToken {
+            token: "pse_secret-token".into(),
+            ..Default::default()
+        };
+        assert!(!format!("{t:?}").contains("secret-token"));
+        let r = EnrollRequest {
+            token: "pse_secret-token".into(),
+            csr_pem: "-----BEGIN".into(),
+        };
+        assert!(!format!("{r:?}").contains("secret-token"));
     }
 }

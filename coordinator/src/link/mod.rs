@@ -1,13 +1,14 @@
-//! The Worker service: every call is opened by a worker. Hello identifies
-//! it; the lease stream hands it tasks under renewable leases; the upload
-//! stream applies its outbox events. See docs/protocol.md.
+//! The Worker service: every call is opened by a worker and answered about
+//! the worker its client certificate names (`caller.rs`), never about a name
+//! it presents. Hello, schedule sync, the lease stream (`session.rs`), the
+//! upload stream, enrollment and renewal (`enroll.rs`). See docs/protocol.md.
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::Stream;
 use pgsnapman_proto::v1;
 use pgsnapman_proto::v1::lease_request::Msg as In;
-use pgsnapman_proto::v1::lease_response::Msg as Out;
 use pgsnapman_proto::v1::worker_service_server::WorkerService;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -16,14 +17,51 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::catalog::Catalog;
-use crate::config::LeaseConfig;
-use crate::rows::{self, WorkerRow};
+use crate::config::{EnrollmentConfig, LeaseConfig};
+use crate::pki::Pki;
+use crate::rows;
+use crate::streams::{StreamKind, StreamRegistry};
+
+pub mod caller;
+mod enroll;
+mod session;
+
+pub use caller::{Caller, IdentityMode};
+use session::Session;
 
 pub struct Link {
     pub catalog: Catalog,
     pub lease: LeaseConfig,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
+    /// Open streams per worker: bounded, and cut on revocation.
+    pub streams: Arc<StreamRegistry>,
+    pub identity: IdentityMode,
+    /// Signs worker CSRs (Enroll, RenewCertificate).
+    pub pki: Arc<Pki>,
+    pub enrollment: EnrollmentConfig,
+}
+
+impl Link {
+    async fn caller<T>(&self, req: &Request<T>, claimed: &str) -> Result<Caller, Status> {
+        Caller::of(&self.catalog, self.identity, req, claimed).await
+    }
+
+    /// Runs a unary call under `lease.call_timeout`.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        f: impl std::future::Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        tokio::time::timeout(self.lease.call_timeout, f)
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "{what} took longer than {:?} (lease.call_timeout)",
+                    self.lease.call_timeout
+                ))
+            })?
+    }
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -41,8 +79,132 @@ impl WorkerService for Link {
         &self,
         req: Request<v1::HelloRequest>,
     ) -> Result<Response<v1::HelloResponse>, Status> {
+        self.bounded("Hello", self.hello_inner(req)).await
+    }
+
+    async fn sync_schedule(
+        &self,
+        req: Request<v1::SyncScheduleRequest>,
+    ) -> Result<Response<v1::SyncScheduleResponse>, Status> {
+        self.bounded("SyncSchedule", self.sync_schedule_inner(req))
+            .await
+    }
+
+    type LeaseStream = BoxStream<v1::LeaseResponse>;
+
+    async fn lease(
+        &self,
+        req: Request<Streaming<v1::LeaseRequest>>,
+    ) -> Result<Response<Self::LeaseStream>, Status> {
+        // Authenticated before anything is read: a stranger costs no more
+        // than a handshake.
+        let caller = match self.identity {
+            IdentityMode::Certificate => Some(self.caller(&req, "").await?),
+            IdentityMode::PresentedName => None,
+        };
+        let mut inbound = req.into_inner();
+        let first = tokio::time::timeout(OPEN_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded(format!("no Open message within {OPEN_TIMEOUT:?}"))
+            })??;
+        let Some(v1::LeaseRequest {
+            msg: Some(In::Open(open)),
+        }) = first
+        else {
+            return Err(Status::invalid_argument(
+                "the first message on a lease stream must be Open",
+            ));
+        };
+        let caller = match caller {
+            Some(c) => {
+                c.check_name(&open.worker_name)?;
+                c
+            }
+            None => {
+                Caller::of(
+                    &self.catalog,
+                    self.identity,
+                    &Request::new(()),
+                    &open.worker_name,
+                )
+                .await?
+            }
+        };
+        let slot = self
+            .streams
+            .open(caller.worker.id, &caller.worker.name, StreamKind::Lease)
+            .map_err(Status::resource_exhausted)?;
+        let (tx, rx) = mpsc::channel(64);
+        let session = Session {
+            id: uuid::Uuid::new_v4(),
+            worker: caller.worker.clone(),
+            caller,
+            catalog: self.catalog.clone(),
+            lease: self.lease.clone(),
+            tx,
+            credits: 0,
+            slot,
+        };
+        let shutdown = self.shutdown.clone();
+        self.tracker.spawn(session.run(inbound, shutdown));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type UploadEventsStream = BoxStream<v1::EventAck>;
+
+    async fn upload_events(
+        &self,
+        req: Request<Streaming<v1::EventBatch>>,
+    ) -> Result<Response<Self::UploadEventsStream>, Status> {
+        let caller = match self.identity {
+            IdentityMode::Certificate => Some(self.caller(&req, "").await?),
+            IdentityMode::PresentedName => None,
+        };
+        let inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let upload = Upload {
+            catalog: self.catalog.clone(),
+            identity: self.identity,
+            streams: self.streams.clone(),
+            recheck_every: self.lease.keepalive_interval,
+        };
+        let shutdown = self.shutdown.clone();
+        self.tracker
+            .spawn(upload.run(caller, inbound, tx.clone(), shutdown));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn enroll(
+        &self,
+        req: Request<v1::EnrollRequest>,
+    ) -> Result<Response<v1::EnrollResponse>, Status> {
+        self.bounded("Enroll", self.enroll_inner(req))
+            .await
+            .map(Response::new)
+    }
+
+    async fn renew_certificate(
+        &self,
+        req: Request<v1::RenewCertificateRequest>,
+    ) -> Result<Response<v1::EnrollResponse>, Status> {
+        self.bounded("RenewCertificate", self.renew_inner(req))
+            .await
+            .map(Response::new)
+    }
+}
+
+/// Longest wait for the Open message of a lease stream.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Link {
+    async fn hello_inner(
+        &self,
+        req: Request<v1::HelloRequest>,
+    ) -> Result<Response<v1::HelloResponse>, Status> {
+        let caller = self.caller(&req, &req.get_ref().worker_name).await?;
         let req = req.into_inner();
-        let w = self.catalog.worker_by_name(&req.worker_name).await?;
+        let w = caller.worker;
         self.catalog
             .hello(
                 w.id,
@@ -63,12 +225,13 @@ impl WorkerService for Link {
         }))
     }
 
-    async fn sync_schedule(
+    async fn sync_schedule_inner(
         &self,
         req: Request<v1::SyncScheduleRequest>,
     ) -> Result<Response<v1::SyncScheduleResponse>, Status> {
+        let caller = self.caller(&req, &req.get_ref().worker_name).await?;
         let req = req.into_inner();
-        let w = self.catalog.worker_by_name(&req.worker_name).await?;
+        let w = caller.worker;
         let version = u64::try_from(w.schedule_version).unwrap_or(0);
         if req.known_version == version {
             return Ok(Response::new(v1::SyncScheduleResponse {
@@ -110,286 +273,125 @@ impl WorkerService for Link {
         }
         Err(Status::unavailable("the schedule is changing; pull again"))
     }
-
-    type LeaseStream = BoxStream<v1::LeaseResponse>;
-
-    async fn lease(
-        &self,
-        req: Request<Streaming<v1::LeaseRequest>>,
-    ) -> Result<Response<Self::LeaseStream>, Status> {
-        let mut inbound = req.into_inner();
-        let first = tokio::time::timeout(Duration::from_secs(30), inbound.message())
-            .await
-            .map_err(|_| Status::deadline_exceeded("no Open message within 30s"))??;
-        let Some(v1::LeaseRequest {
-            msg: Some(In::Open(open)),
-        }) = first
-        else {
-            return Err(Status::invalid_argument(
-                "the first message on a lease stream must be Open",
-            ));
-        };
-        let worker = self.catalog.worker_by_name(&open.worker_name).await?;
-        let (tx, rx) = mpsc::channel(64);
-        let session = Session {
-            id: uuid::Uuid::new_v4(),
-            worker,
-            catalog: self.catalog.clone(),
-            lease: self.lease.clone(),
-            tx,
-            credits: 0,
-        };
-        let shutdown = self.shutdown.clone();
-        self.tracker.spawn(session.run(inbound, shutdown));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-
-    type UploadEventsStream = BoxStream<v1::EventAck>;
-
-    async fn upload_events(
-        &self,
-        req: Request<Streaming<v1::EventBatch>>,
-    ) -> Result<Response<Self::UploadEventsStream>, Status> {
-        let mut inbound = req.into_inner();
-        let (tx, rx) = mpsc::channel(4);
-        let catalog = self.catalog.clone();
-        let shutdown = self.shutdown.clone();
-        self.tracker.spawn(async move {
-            let mut worker: Option<WorkerRow> = None;
-            loop {
-                let batch = tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    m = inbound.message() => match m {
-                        Ok(Some(b)) => b,
-                        Ok(None) => break,
-                        Err(e) => {
-                            tracing::debug!("upload stream ended: {e}");
-                            break;
-                        }
-                    },
-                };
-                let w = match &worker {
-                    Some(w) if w.name == batch.worker_name => w.clone(),
-                    Some(w) => {
-                        let _ = tx
-                            .send(Err(Status::invalid_argument(format!(
-                                "batch from {:?} on the upload stream of {:?}",
-                                batch.worker_name, w.name
-                            ))))
-                            .await;
-                        break;
-                    }
-                    None => match catalog.worker_by_name(&batch.worker_name).await {
-                        Ok(w) => {
-                            worker = Some(w.clone());
-                            w
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(e.into())).await;
-                            break;
-                        }
-                    },
-                };
-                let started = Instant::now();
-                match catalog
-                    .apply_events(w.id, &batch.events, batch.outbox_backlog)
-                    .await
-                {
-                    Ok(out) => {
-                        tracing::debug!(worker = %w.name, applied = out.applied,
-                            duplicates = out.duplicates, backlog = batch.outbox_backlog,
-                            elapsed = ?started.elapsed(), "event batch applied");
-                        let ack = v1::EventAck {
-                            up_to_event_id: out.up_to,
-                            applied: out.applied,
-                            duplicates: out.duplicates,
-                        };
-                        if tx.send(Ok(ack)).await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
-                        break;
-                    }
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
 }
 
-/// One open lease stream.
-struct Session {
-    id: uuid::Uuid,
-    worker: WorkerRow,
+/// One open upload stream.
+struct Upload {
     catalog: Catalog,
-    lease: LeaseConfig,
-    tx: mpsc::Sender<Result<v1::LeaseResponse, Status>>,
-    credits: u32,
+    identity: IdentityMode,
+    streams: Arc<StreamRegistry>,
+    recheck_every: Duration,
 }
 
-/// Credit a worker may hold at once; more is a protocol error we clamp.
-const MAX_CREDITS: u32 = 256;
-
-impl Session {
-    fn stale_after(&self) -> Duration {
-        self.lease.keepalive_interval * 3
-    }
-
-    async fn send(&self, msg: Out) -> bool {
-        self.tx
-            .send(Ok(v1::LeaseResponse { msg: Some(msg) }))
-            .await
-            .is_ok()
-    }
-
-    async fn run(mut self, mut inbound: Streaming<v1::LeaseRequest>, shutdown: CancellationToken) {
-        let name = self.worker.name.clone();
-        if let Err(e) = self
-            .catalog
-            .open_session(self.id, self.worker.id, self.stale_after())
-            .await
-        {
-            let _ = self.tx.send(Err(e.into())).await;
-            return;
-        }
-        tracing::info!(worker = %name, session = %self.id, "lease stream open");
-        let mut poll = tokio::time::interval(self.lease.poll_interval);
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut keepalive = tokio::time::interval(self.lease.keepalive_interval);
-        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_heard = Instant::now();
-        let mut known_version = self.worker.schedule_version;
-        let reason = loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break "coordinator shutting down",
+impl Upload {
+    /// Applies batches until the worker closes the stream, a batch fails,
+    /// the coordinator stops or the worker is revoked. `caller` is known up
+    /// front with certificates; on plaintext the first batch names it.
+    async fn run(
+        self,
+        mut caller: Option<Caller>,
+        mut inbound: Streaming<v1::EventBatch>,
+        tx: mpsc::Sender<Result<v1::EventAck, Status>>,
+        shutdown: CancellationToken,
+    ) {
+        let mut slot = None;
+        let mut recheck = tokio::time::interval(self.recheck_every);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let never = CancellationToken::new();
+        loop {
+            let cut = slot
+                .as_ref()
+                .map_or(never.clone(), |s: &crate::streams::StreamSlot| {
+                    s.cut.clone()
+                });
+            let batch = tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = cut.cancelled() => {
+                    let _ = tx.send(Err(Status::permission_denied(
+                        "this worker was revoked: re-enroll with a new token (pgsnap worker enroll-token NAME)",
+                    ))).await;
+                    break;
+                }
+                _ = recheck.tick() => {
+                    if let Some(c) = &caller
+                        && let Err(status) = c.check_not_revoked(&self.catalog).await
+                        && matches!(status.code(), tonic::Code::PermissionDenied | tonic::Code::Unauthenticated)
+                    {
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                    continue;
+                }
                 m = inbound.message() => match m {
-                    Ok(Some(m)) => {
-                        last_heard = Instant::now();
-                        if let Err(e) = self.handle(m).await {
-                            tracing::warn!(worker = %name, "lease stream: {e:#}");
-                        }
+                    Ok(Some(b)) => b,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!("upload stream ended: {e}");
+                        break;
                     }
-                    Ok(None) => break "closed by the worker",
-                    Err(_) => break "broken",
                 },
-                _ = poll.tick() => {
-                    if last_heard.elapsed() > self.stale_after() {
-                        break "worker silent for three keepalive intervals";
-                    }
-                    match self.catalog.schedule_version(self.worker.id).await {
-                        Ok((v, _)) if v != known_version => {
-                            known_version = v;
-                            let version = u64::try_from(v).unwrap_or(0);
-                            if !self.send(Out::ScheduleChanged(v1::ScheduleChanged { version })).await {
-                                break "closed by the worker";
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(worker = %name, "schedule version: {e}"),
-                    }
-                    if self.credits > 0 && !self.dispatch().await {
-                        break "closed by the worker";
-                    }
-                }
-                _ = keepalive.tick() => {
-                    let ka = v1::Keepalive { sent_at: Some(pgsnapman_proto::timestamp(chrono::Utc::now())) };
-                    if !self.send(Out::Keepalive(ka)).await {
-                        break "closed by the worker";
-                    }
-                }
-            }
-        };
-        if let Err(e) = self.catalog.close_session(self.id).await {
-            tracing::warn!(worker = %name, "could not close session: {e}");
-        }
-        tracing::info!(worker = %name, session = %self.id, reason, "lease stream ended");
-    }
-
-    async fn handle(&mut self, m: v1::LeaseRequest) -> anyhow::Result<()> {
-        let Some(m) = m.msg else { return Ok(()) };
-        match m {
-            In::Open(_) => anyhow::bail!("a second Open on the same stream is ignored"),
-            In::Credit(c) => {
-                self.credits = self.credits.saturating_add(c.slots).min(MAX_CREDITS);
-                // Hand out work at once rather than at the next poll.
-                self.dispatch().await;
-            }
-            In::Renew(r) => {
-                let lease = uuid::Uuid::parse_str(&r.lease_id).unwrap_or_default();
-                let out = match self.catalog.renew(r.task_id, lease, self.lease.ttl).await? {
-                    Some(until) => Out::Renewed(v1::Renewed {
-                        task_id: r.task_id,
-                        leased_until: Some(pgsnapman_proto::timestamp(until)),
-                    }),
-                    None => {
-                        tracing::info!(worker = %self.worker.name, task = r.task_id, "renewal refused: lease lost");
-                        Out::LeaseLost(v1::LeaseLost {
-                            task_id: r.task_id,
-                            reason: "the lease expired or the task was cancelled".into(),
-                        })
-                    }
-                };
-                self.send(out).await;
-            }
-            In::Progress(p) => {
-                if let Some(progress) = &p.progress {
-                    let lease = uuid::Uuid::parse_str(&p.lease_id).unwrap_or_default();
-                    self.catalog.progress(p.task_id, lease, progress).await?;
-                }
-            }
-            In::Keepalive(_) => {
-                self.catalog
-                    .touch_session(self.id, self.worker.id, self.stale_after())
-                    .await?;
-            }
-            In::ConfirmSchedule(c) => {
-                self.catalog
-                    .confirm_schedule(self.worker.id, c.version)
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Leases queued tasks up to the worker's credit. False if the stream is
-    /// gone.
-    async fn dispatch(&mut self) -> bool {
-        let claimed = match self
-            .catalog
-            .claim(self.worker.id, self.credits, self.lease.ttl)
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(worker = %self.worker.name, "claiming tasks failed: {e}");
-                return true;
-            }
-        };
-        for c in claimed {
-            let lease_id = c.task.lease_id.unwrap_or_default();
-            let assignment = v1::TaskAssignment {
-                task_id: c.task.id,
-                lease_id: lease_id.to_string(),
-                leased_until: c.task.leased_until.map(pgsnapman_proto::timestamp),
-                attempt: u32::try_from(c.task.attempts).unwrap_or(0),
-                spec: Some(c.spec),
             };
-            if self.send(Out::Assignment(assignment)).await {
-                self.credits = self.credits.saturating_sub(1);
-                tracing::info!(worker = %self.worker.name, task = c.task.id,
-                    attempt = c.task.attempts, "task leased");
-            } else {
-                if let Err(e) = self.catalog.release(c.task.id, lease_id).await {
-                    tracing::warn!(
-                        task = c.task.id,
-                        "could not release an undelivered lease: {e}"
-                    );
+            let c = match &caller {
+                Some(c) => c.clone(),
+                None => match Caller::of(
+                    &self.catalog,
+                    self.identity,
+                    &Request::new(()),
+                    &batch.worker_name,
+                )
+                .await
+                {
+                    Ok(c) => {
+                        caller = Some(c.clone());
+                        c
+                    }
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                },
+            };
+            if let Err(status) = c.check_name(&batch.worker_name) {
+                let _ = tx.send(Err(status)).await;
+                break;
+            }
+            if slot.is_none() {
+                match self
+                    .streams
+                    .open(c.worker.id, &c.worker.name, StreamKind::Upload)
+                {
+                    Ok(s) => slot = Some(s),
+                    Err(line) => {
+                        let _ = tx.send(Err(Status::resource_exhausted(line))).await;
+                        break;
+                    }
                 }
-                return false;
+            }
+            let w = &c.worker;
+            let started = Instant::now();
+            match self
+                .catalog
+                .apply_events(w.id, &batch.events, batch.outbox_backlog)
+                .await
+            {
+                Ok(out) => {
+                    tracing::debug!(worker = %w.name, applied = out.applied,
+                        duplicates = out.duplicates, backlog = batch.outbox_backlog,
+                        elapsed = ?started.elapsed(), "event batch applied");
+                    let ack = v1::EventAck {
+                        up_to_event_id: out.up_to,
+                        applied: out.applied,
+                        duplicates: out.duplicates,
+                    };
+                    if tx.send(Ok(ack)).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    break;
+                }
             }
         }
-        true
     }
 }
