@@ -70,6 +70,9 @@ pub fn worker(w: &v1::Worker) -> Value {
         "client_majors": w.client_majors,
         "restore_worker_id": w.restore_worker_id,
         "restore_worker_name": w.restore_worker_name,
+        "revoked_at": timestamp(w.revoked_at.as_ref()),
+        "certificate_serial": w.certificate_serial,
+        "certificate_not_after": timestamp(w.certificate_not_after.as_ref()),
     })
 }
 

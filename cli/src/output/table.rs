@@ -230,6 +230,12 @@ pub fn worker_rows(w: &v1::Worker) -> Vec<(&'static str, String)> {
                 w.restore_worker_name.clone()
             },
         ),
+        ("certificate", text(&w.certificate_serial)),
+        (
+            "certificate valid until",
+            time(w.certificate_not_after.as_ref()),
+        ),
+        ("revoked at", time(w.revoked_at.as_ref())),
     ]
 }
 
