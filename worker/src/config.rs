@@ -52,6 +52,13 @@ pub struct CoordinatorConfig {
     pub backoff_initial: Duration,
     #[serde(with = "humantime_serde")]
     pub backoff_max: Duration,
+    /// PEM CA that signed the coordinator's certificate (https URLs);
+    /// unset: the CA received at enrollment, else the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// One-time enrollment token (`pgsnap worker enroll-token NAME`): used at
+    /// start when `<data_dir>/identity/` holds no certificate yet. Prefer
+    /// the env variable PGSNAPMAN_COORDINATOR__ENROLL_TOKEN; never printed.
+    pub enroll_token: crate::identity::EnrollToken,
 }
 
 impl Default for CoordinatorConfig {
@@ -61,6 +68,8 @@ impl Default for CoordinatorConfig {
             connect_timeout: Duration::from_secs(5),
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
+            ca_file: None,
+            enroll_token: Default::default(),
         }
     }
 }
