@@ -36,7 +36,10 @@ if port_busy "$port"; then
   echo "pgsnapman: port $port is in use; set PGSNAPMAN_QUICKSTART_PORT to a free one" >&2
   exit 1
 fi
-export PGSNAPMAN_COORDINATOR="http://127.0.0.1:$port"
+export PGSNAPMAN_COORDINATOR="https://127.0.0.1:$port"
+# The coordinator creates its own CA on first start; pgsnap and the worker
+# verify its certificate against it.
+export PGSNAPMAN_CA_FILE="$qs/coordinator/pki/ca.crt"
 
 # Server and client binaries of one version: the newest packaged one, else PATH.
 pg_bin="${PG_BINDIR:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}"
@@ -72,6 +75,7 @@ pgsnap worker register quickstart-worker
 PGSNAPMAN_WORKER__NAME=quickstart-worker \
 PGSNAPMAN_WORKER__DATA_DIR="$qs/worker" \
 PGSNAPMAN_COORDINATOR__URL="$PGSNAPMAN_COORDINATOR" \
+PGSNAPMAN_COORDINATOR__CA_FILE="$PGSNAPMAN_CA_FILE" \
   pgsnapman-worker >"$qs/worker.log" 2>&1 &
 pids+=($!)
 
@@ -129,6 +133,7 @@ cat <<TXT
 pgsnapman is running:  coordinator $PGSNAPMAN_COORDINATOR, worker quickstart-worker,
                        source server 127.0.0.1:$src_port (database "shop").
 In another shell:      export PATH="$bin:\$PATH" PGSNAPMAN_COORDINATOR=$PGSNAPMAN_COORDINATOR
+                       export PGSNAPMAN_CA_FILE=$PGSNAPMAN_CA_FILE
                        pgsnap worker list; pgsnap dump now $job --wait; pgsnap catalog list
 Logs:                  $qs/coordinator.log, $qs/worker.log
 Press Ctrl-C to stop everything.

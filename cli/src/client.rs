@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
+use pgsnapman_proto::channel::{self, ClientTls};
 use pgsnapman_proto::v1::admin_service_client::AdminServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 pub type Admin = AdminServiceClient<Channel>;
 
@@ -13,23 +14,24 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one call may take; every AdminService call is short.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Connects now, so that an unreachable coordinator is reported once, up
-/// front, naming the URL.
-pub async fn connect(url: &str) -> Result<Admin> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|e| {
-            anyhow!(
-                "invalid coordinator URL {}: {}",
-                pgsnapman_proto::model::quoted(url),
-                crate::one_line(&e)
-            )
-        })?
+/// The URL `connect` dialled, for errors that only show at a call (a TLS
+/// alert after the handshake): `pgsnap` talks to one coordinator per run.
+static COORDINATOR_URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// Whether `connect` presented a client certificate.
+static CLIENT_CERTIFICATE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// Connects now, so that an unreachable coordinator (or a TLS mismatch) is
+/// reported once, up front, naming the URL. Refuses `http://` to a host
+/// that is not loopback before connecting.
+pub async fn connect(url: &str, tls: &ClientTls) -> Result<Admin> {
+    let _ = COORDINATOR_URL.set(url.to_string());
+    let _ = CLIENT_CERTIFICATE.set(tls.cert_pem.is_some());
+    let endpoint = channel::endpoint(url, tls)?
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(CALL_TIMEOUT);
-    let channel = endpoint
-        .connect()
+    let channel = channel::connect(url, endpoint)
         .await
-        .map_err(|e| anyhow!("cannot reach coordinator at {url}: {}", crate::one_line(&e)))?;
+        .map_err(|e| anyhow!("cannot reach {e}"))?;
     Ok(AdminServiceClient::new(channel)
         .max_decoding_message_size(pgsnapman_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(pgsnapman_proto::MAX_MESSAGE_BYTES))
@@ -46,6 +48,17 @@ pub fn rpc<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Result<T> {
 
 fn status_reason(s: &tonic::Status) -> String {
     use tonic::Code;
+    let url = COORDINATOR_URL.get().map(String::as_str).unwrap_or("?");
+    if let Some(reason) = channel::status_reason(s) {
+        return format!("coordinator at {url}: {reason}");
+    }
+    // Under TLS 1.3 the server judges a client certificate after the
+    // handshake; a refusal only shows as the first call's broken stream.
+    if CLIENT_CERTIFICATE.get() == Some(&true) && channel::is_transport_failure(s) {
+        return format!(
+            "coordinator at {url}: the connection closed at the first call; the coordinator probably refused the client certificate (--cert-file): is it issued by the coordinator's CA and unexpired?"
+        );
+    }
     let msg = s.message().trim();
     let prefix = match s.code() {
         Code::InvalidArgument

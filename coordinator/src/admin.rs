@@ -15,6 +15,7 @@ pub struct Admin {
     pub enrollment: EnrollmentConfig,
     /// To cut a revoked worker's streams at once.
     pub streams: Arc<StreamRegistry>,
+    pub pki: std::sync::Arc<crate::pki::Pki>,
 }
 
 type R<T> = Result<Response<T>, Status>;

@@ -259,12 +259,6 @@ impl Config {
         if self.server.cert_file.is_some() != self.server.key_file.is_some() {
             bail!("server.cert_file and server.key_file must be set together");
         }
-        // TODO(#13): dropped once server.rs serves TLS with the built-in PKI.
-        if self.server.cert_file.is_none() && !addr.ip().is_loopback() {
-            bail!(
-                "server.listen {addr} is not a loopback address: plaintext is accepted on loopback only; set server.cert_file and server.key_file"
-            );
-        }
         if self.server.plaintext && !addr.ip().is_loopback() {
             bail!(
                 "server.plaintext is accepted on a loopback server.listen only, not on {addr}: remove it (the coordinator serves TLS with its own CA by default)"
@@ -366,6 +360,7 @@ mod tests {
     fn plaintext_off_loopback_is_refused() {
         let mut cfg = Config::default();
         cfg.server.listen = "0.0.0.0:7431".into();
+        assert!(cfg.validate().is_ok(), "TLS (the default) anywhere");
         cfg.server.plaintext = true;
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("loopback"), "{err}");

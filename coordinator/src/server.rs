@@ -1,5 +1,5 @@
-//! Start-up and shutdown: catalog (embedded or external), the gRPC endpoint
-//! (TLS when configured, plaintext on loopback only), the lease reaper, the
+//! Start-up and shutdown: catalog (embedded or external), the PKI, the gRPC
+//! endpoint (TLS; plaintext on loopback only, when asked), the lease reaper, the
 //! history pruner, and a clean stop when the caller's token is cancelled
 //! (main: SIGTERM/SIGINT).
 use std::sync::Arc;
@@ -22,6 +22,10 @@ use crate::link::{IdentityMode, Link};
 use crate::pki::Pki;
 use crate::streams::StreamRegistry;
 
+/// Longest a client may take to finish the TLS handshake (handshakes run
+/// concurrently; a stalled one only holds its own connection).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Runs the coordinator until `shutdown` is cancelled (then stops cleanly
 /// and returns `Ok`) or something fails.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
@@ -31,6 +35,21 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
             cfg.coordinator.data_dir.display()
         )
     })?;
+    let pki = {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || Pki::load(&cfg))
+            .await
+            .context("PKI start-up panicked")??
+    };
+    tracing::info!(
+        ca_fingerprint = pki.ca_fingerprint(),
+        worker_enrollment = pki.can_sign(),
+        "PKI ready"
+    );
+    if !pki.can_sign() {
+        tracing::warn!("worker enrollment is off: pki.ca_cert_file is set without pki.ca_key_file");
+    }
+    let pki = Arc::new(pki);
     let embedded = if cfg.catalog.url.is_empty() {
         let data_dir = cfg.coordinator.data_dir.clone();
         let catalog_cfg = cfg.catalog.clone();
@@ -42,7 +61,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     } else {
         None
     };
-    let result = serve(&cfg, embedded.as_ref(), &shutdown).await;
+    let result = serve(&cfg, pki, embedded.as_ref(), &shutdown).await;
     if let Some(e) = embedded {
         let _ = tokio::task::spawn_blocking(move || e.stop()).await;
     }
@@ -51,6 +70,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
 
 async fn serve(
     cfg: &Config,
+    pki: Arc<Pki>,
     embedded: Option<&EmbeddedCatalog>,
     stop_requested: &CancellationToken,
 ) -> Result<()> {
@@ -136,31 +156,21 @@ async fn serve(
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)));
-    if let (Some(cert), Some(key)) = (&cfg.server.cert_file, &cfg.server.key_file) {
-        let cert = std::fs::read(cert).with_context(|| format!("read {}", cert.display()))?;
-        let key = std::fs::read(key).with_context(|| format!("read {}", key.display()))?;
-        let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
-        if let Some(ca) = &cfg.server.client_ca_file {
-            let ca = std::fs::read(ca).with_context(|| format!("read {}", ca.display()))?;
-            // Asked for but optional at the TLS layer: Enroll comes without
-            // one; the WorkerService requires a verified one itself.
-            tls = tls
-                .client_ca_root(Certificate::from_pem(ca))
-                .client_auth_optional(true);
-        }
+    if !cfg.server.plaintext {
+        let (cert, key) = pki.server_identity();
+        // Client certificates are asked for but optional at the TLS layer:
+        // operators may come with a token only; the WorkerService requires
+        // a verified one itself.
+        let tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(cert, key))
+            .client_ca_root(Certificate::from_pem(pki.client_ca_pem()))
+            .client_auth_optional(true)
+            .timeout(TLS_HANDSHAKE_TIMEOUT);
         builder = builder.tls_config(tls).context("TLS configuration")?;
     }
-    let pki = {
-        let cfg = cfg.clone();
-        Arc::new(
-            tokio::task::spawn_blocking(move || Pki::load(&cfg))
-                .await
-                .context("loading the PKI panicked")??,
-        )
-    };
     let streams = StreamRegistry::new(cfg.lease.max_lease_streams, cfg.lease.max_upload_streams);
     // Without TLS (loopback only) there is no client certificate to believe.
-    let identity = if cfg.server.cert_file.is_some() {
+    let identity = if !cfg.server.plaintext {
         IdentityMode::Certificate
     } else {
         tracing::warn!(
@@ -172,6 +182,7 @@ async fn serve(
         catalog: catalog.clone(),
         enrollment: cfg.enrollment.clone(),
         streams: streams.clone(),
+        pki: pki.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -182,7 +193,7 @@ async fn serve(
         tracker: tracker.clone(),
         streams,
         identity,
-        pki,
+        pki: pki.clone(),
         enrollment: cfg.enrollment.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -201,7 +212,7 @@ async fn serve(
             .and_then(|()| std::fs::rename(&tmp, ready))
             .with_context(|| format!("write ready file {}", ready.display()))?;
     }
-    tracing::info!(%addr, tls = cfg.server.cert_file.is_some(), "coordinator listening");
+    tracing::info!(%addr, tls = !cfg.server.plaintext, "coordinator listening");
 
     tokio::select! {
         r = &mut server => {

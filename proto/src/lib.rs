@@ -2,6 +2,7 @@
 //! validated model types both sides share, the client channel (TLS) and
 //! the secret-file helpers; nothing else here does I/O.
 
+pub mod channel;
 pub mod model;
 pub mod secret_file;
 

@@ -247,7 +247,9 @@ class Pgsnapman:
             svc.check_alive()
             return ready.exists() and ready.read_text().strip()
         addr = wait_for("the coordinator", up, timeout=300, log=svc.log)
-        self.env["PGSNAPMAN_COORDINATOR"] = f"http://{addr}"
+        self.env["PGSNAPMAN_COORDINATOR"] = f"https://{addr}"
+        # TLS with the coordinator's own CA (docs/security-tls.md).
+        self.env["PGSNAPMAN_CA_FILE"] = str(data / "pki" / "ca.crt")
 
     def _stop_coordinator(self, svc: Service, data: Path):
         code = svc.stop(grace=60)
@@ -261,7 +263,8 @@ class Pgsnapman:
         data = self.tmp / name
         self.pgsnap("worker", "register", name)
         env = dict(self.env, PGSNAPMAN_WORKER__NAME=name, PGSNAPMAN_WORKER__DATA_DIR=str(data),
-                   PGSNAPMAN_COORDINATOR__URL=self.env["PGSNAPMAN_COORDINATOR"], **extra_env)
+                   PGSNAPMAN_COORDINATOR__URL=self.env["PGSNAPMAN_COORDINATOR"],
+                   PGSNAPMAN_COORDINATOR__CA_FILE=self.env["PGSNAPMAN_CA_FILE"], **extra_env)
         svc = Service(name, [self.bins / "pgsnapman-worker"], env=env,
                       log=self.tmp / f"{name}.log")
         self.stack.callback(self._stop_worker, svc)

@@ -40,3 +40,18 @@ impl Access {
         }
     }
 }
+
+impl Access {
+    /// A connected channel to the coordinator (TLS with `ca_file` for
+    /// `https://`), for tests that call the gRPC services directly.
+    pub async fn channel(&self) -> anyhow::Result<tonic::transport::Channel> {
+        use pgsnapman_proto::channel::{self, ClientTls};
+        let tls = ClientTls {
+            ca_file: self.ca_file.clone(),
+            ..ClientTls::default()
+        };
+        let endpoint =
+            channel::endpoint(&self.url, &tls)?.connect_timeout(std::time::Duration::from_secs(5));
+        Ok(channel::connect(&self.url, endpoint).await?)
+    }
+}

@@ -7,6 +7,7 @@ pub mod access;
 pub mod cluster;
 pub mod logs;
 pub mod pgsnap;
+pub mod pki;
 pub mod proxy;
 pub mod service;
 pub mod tmpfs;
@@ -15,6 +16,7 @@ pub mod wait;
 pub use access::Access;
 pub use cluster::{PgCluster, PgOptions};
 pub use pgsnap::Pgsnap;
+pub use pki::PkiSource;
 pub use proxy::Proxy;
 pub use service::{Coordinator, CoordinatorOptions, Worker, WorkerOptions, store_tool};
 

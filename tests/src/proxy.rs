@@ -85,9 +85,10 @@ impl Proxy {
         self.addr.port()
     }
 
-    /// `http://<addr>`, for a worker's coordinator URL.
+    /// `https://<addr>`, for a worker's coordinator URL (the coordinator
+    /// behind serves TLS; its certificate names 127.0.0.1).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("https://{}", self.addr)
     }
 
     /// Connections accepted so far.

@@ -13,7 +13,7 @@ use pgsnapman_proto::v1::admin_service_client::AdminServiceClient;
 use pgsnapman_proto::v1::{ListWorkersRequest, Worker as WorkerInfo};
 use tonic::transport::Channel;
 
-use crate::{Access, logs};
+use crate::{Access, PkiSource, logs};
 
 /// A child process with its log file.
 pub struct Process {
@@ -142,12 +142,18 @@ pub struct CoordinatorOptions {
     pub env: Vec<(String, String)>,
     /// Working directory of the process; default the test's.
     pub cwd: Option<PathBuf>,
+    /// Serve plaintext (`server.plaintext`) instead of TLS.
+    pub plaintext: bool,
+    /// Where its CA comes from; default the test run's shared CA.
+    pub pki: PkiSource,
 }
 
 pub struct Coordinator {
     pub process: Process,
     pub addr: String,
     pub data_dir: PathBuf,
+    /// The CA file clients trust it with; `None` when it serves plaintext.
+    pub ca_file: Option<PathBuf>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -170,6 +176,18 @@ impl Coordinator {
             }
         };
         std::fs::create_dir_all(&data_dir)?;
+        let ca_file = match &opts.pki {
+            PkiSource::Shared => {
+                let shared = crate::pki::shared_ca_dir()?;
+                crate::pki::install_ca(&shared, &data_dir)?;
+                shared.join("ca.crt")
+            }
+            PkiSource::Own => data_dir.join("pki/ca.crt"),
+            PkiSource::From(other) => {
+                crate::pki::install_ca(&other.join("pki"), &data_dir)?;
+                data_dir.join("pki/ca.crt")
+            }
+        };
         let ready = data_dir.join(format!("ready-{}", uuid::Uuid::new_v4()));
         let log = data_dir.join(format!("coordinator-{}.log", uuid::Uuid::new_v4()));
         let mut cmd = Command::new(crate::binary("pgsnapman-coordinator"));
@@ -182,6 +200,9 @@ impl Coordinator {
             .env("PGSNAPMAN_COORDINATOR__DATA_DIR", &data_dir);
         if let Some(url) = &opts.catalog_url {
             cmd.env("PGSNAPMAN_CATALOG__URL", url);
+        }
+        if opts.plaintext {
+            cmd.env("PGSNAPMAN_SERVER__PLAINTEXT", "true");
         }
         for (k, v) in TEST_LEASE_ENV {
             cmd.env(k, v);
@@ -219,17 +240,25 @@ impl Coordinator {
             process,
             addr,
             data_dir,
+            ca_file: (!opts.plaintext).then_some(ca_file),
             _dir: dir,
         })
     }
 
+    /// `https://ADDR`, or `http://ADDR` when it serves plaintext.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.ca_file {
+            Some(_) => format!("https://{}", self.addr),
+            None => format!("http://{}", self.addr),
+        }
     }
 
     /// URL, CA and admin token for `pgsnap` and workers.
     pub fn access(&self) -> Access {
-        Access::plain(self.url())
+        Access {
+            ca_file: self.ca_file.clone(),
+            ..Access::plain(self.url())
+        }
     }
 
     /// `pgsnap` with this coordinator's access.
@@ -238,11 +267,7 @@ impl Coordinator {
     }
 
     pub async fn admin(&self) -> Result<AdminServiceClient<Channel>> {
-        let channel = Channel::from_shared(self.url())?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .with_context(|| format!("connect to {}", self.url()))?;
+        let channel = self.access().channel().await?;
         Ok(AdminServiceClient::new(channel))
     }
 
@@ -305,6 +330,7 @@ impl Worker {
             .env("PGSNAPMAN_WORKER__NAME", &opts.name)
             .env("PGSNAPMAN_WORKER__DATA_DIR", &data_dir)
             .env("PGSNAPMAN_COORDINATOR__URL", &opts.coordinator.url)
+            .env_remove("PGSNAPMAN_COORDINATOR__CA_FILE")
             .env("PGSNAPMAN_COORDINATOR__BACKOFF_MAX", "1s")
             .env("PGSNAPMAN_DUMP__KILL_GRACE_PERIOD", "3s");
         if let Some(ca) = &opts.coordinator.ca_file {

@@ -45,16 +45,19 @@ impl Default for WorkerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CoordinatorConfig {
+    /// `https://host:port` of the coordinator (`http://` on loopback only,
+    /// for a coordinator started with `server.plaintext`).
     pub url: String,
+    /// PEM CA the coordinator's certificate must chain to (its
+    /// `<data_dir>/pki/ca.crt`); unset: the CA received at enrollment
+    /// (`<data_dir>/identity/ca.crt`), else the system roots.
+    pub ca_file: Option<PathBuf>,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub backoff_initial: Duration,
     #[serde(with = "humantime_serde")]
     pub backoff_max: Duration,
-    /// PEM CA that signed the coordinator's certificate (https URLs);
-    /// unset: the CA received at enrollment, else the system roots.
-    pub ca_file: Option<PathBuf>,
     /// One-time enrollment token (`pgsnap worker enroll-token NAME`): used at
     /// start when `<data_dir>/identity/` holds no certificate yet. Prefer
     /// the env variable PGSNAPMAN_COORDINATOR__ENROLL_TOKEN; never printed.
@@ -64,11 +67,11 @@ pub struct CoordinatorConfig {
 impl Default for CoordinatorConfig {
     fn default() -> Self {
         Self {
-            url: "http://127.0.0.1:7431".to_string(),
+            url: "https://127.0.0.1:7431".to_string(),
+            ca_file: None,
             connect_timeout: Duration::from_secs(5),
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
-            ca_file: None,
             enroll_token: Default::default(),
         }
     }
@@ -298,14 +301,7 @@ impl Config {
             bail!("worker.name is required (set PGSNAPMAN_WORKER__NAME or [worker] name)");
         }
         pgsnapman_proto::model::validate_worker_name(&self.worker.name)?;
-        if !(self.coordinator.url.starts_with("http://")
-            || self.coordinator.url.starts_with("https://"))
-        {
-            bail!(
-                "coordinator.url {:?} must start with http:// or https://",
-                self.coordinator.url
-            );
-        }
+        pgsnapman_proto::channel::check_url(&self.coordinator.url).context("coordinator.url")?;
         if self.dump.max_concurrent == 0 || self.dump.max_concurrent > 1024 {
             bail!(
                 "dump.max_concurrent {} must be between 1 and 1024",

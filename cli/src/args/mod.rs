@@ -28,9 +28,21 @@ const GLOBAL: &str = "Global options";
     propagate_version = true
 )]
 pub struct Cli {
-    /// Coordinator URL [default: `coordinator` in the config file, else http://127.0.0.1:7431]
+    /// Coordinator URL [default: `coordinator` in the config file, else https://127.0.0.1:7431]
     #[arg(long, global = true, env = "PGSNAPMAN_COORDINATOR", value_name = "URL", help_heading = GLOBAL)]
     pub coordinator: Option<String>,
+
+    /// PEM CA the coordinator's certificate must chain to (its <data_dir>/pki/ca.crt) [default: `ca_file` in the config file, else the system roots]
+    #[arg(long, global = true, env = "PGSNAPMAN_CA_FILE", value_name = "PATH", help_heading = GLOBAL)]
+    pub ca_file: Option<PathBuf>,
+
+    /// Client certificate (PEM) to present to the coordinator; needs --key-file
+    #[arg(long, global = true, env = "PGSNAPMAN_CERT_FILE", value_name = "PATH", requires = "key_file", help_heading = GLOBAL)]
+    pub cert_file: Option<PathBuf>,
+
+    /// Private key (PEM, mode 0600) of --cert-file
+    #[arg(long, global = true, env = "PGSNAPMAN_KEY_FILE", value_name = "PATH", requires = "cert_file", help_heading = GLOBAL)]
+    pub key_file: Option<PathBuf>,
 
     /// Config file [default: $XDG_CONFIG_HOME/pgsnapman/pgsnap.toml or ~/.config/pgsnapman/pgsnap.toml]
     #[arg(long, global = true, env = "PGSNAPMAN_CONFIG", value_name = "PATH", help_heading = GLOBAL)]

@@ -12,30 +12,55 @@ mod store;
 mod task;
 mod worker;
 
-use anyhow::Result;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use pgsnapman_proto::channel::ClientTls;
 
 use crate::args::{Cli, Command};
 use crate::client::{self, Admin};
 use crate::config;
 use crate::output::Output;
 
-/// What every command needs: where the coordinator is and where output goes.
+/// What every command needs: where the coordinator is, how to reach it
+/// over TLS, and where output goes.
 pub struct Ctx {
     url: String,
+    ca_file: Option<PathBuf>,
+    identity: Option<(PathBuf, PathBuf)>,
     pub out: Output,
 }
 
 impl Ctx {
     /// Connects to the coordinator (only once the input has been checked).
     pub async fn admin(&self) -> Result<Admin> {
-        client::connect(&self.url).await
+        let mut tls = ClientTls {
+            ca_file: self.ca_file.clone(),
+            ..ClientTls::default()
+        };
+        if let Some((cert, key)) = &self.identity {
+            tls.cert_pem = Some(
+                std::fs::read_to_string(cert)
+                    .with_context(|| format!("read --cert-file {}", cert.display()))?,
+            );
+            let key_pem = pgsnapman_proto::secret_file::read_private(key)?;
+            tls.key_pem = Some(
+                String::from_utf8(key_pem)
+                    .ok()
+                    .with_context(|| format!("--key-file {} is not PEM", key.display()))?,
+            );
+        }
+        client::connect(&self.url, &tls).await
     }
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
     let url = config::coordinator_url(cli.coordinator.as_deref(), cli.config.as_deref())?;
+    let ca_file = config::ca_file(cli.ca_file.as_deref(), cli.config.as_deref())?;
     let ctx = Ctx {
         url,
+        ca_file,
+        identity: cli.cert_file.zip(cli.key_file),
         out: Output::new(cli.output),
     };
     match cli.command {

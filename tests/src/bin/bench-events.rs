@@ -112,8 +112,7 @@ async fn main() -> Result<()> {
             name: "bench".into(),
         })
         .await?;
-    let mut client = WorkerServiceClient::connect(coordinator.url())
-        .await?
+    let mut client = WorkerServiceClient::new(coordinator.access().channel().await?)
         .max_decoding_message_size(pgsnapman_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(pgsnapman_proto::MAX_MESSAGE_BYTES);
     let events: Vec<v1::Event> = (0..n).map(event).collect();

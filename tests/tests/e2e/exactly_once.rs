@@ -4,7 +4,9 @@
 //! (FOR UPDATE SKIP LOCKED), so every task runs to completion exactly once.
 use std::collections::BTreeSet;
 
-use pgsnapman_tests::{Coordinator, CoordinatorOptions, PgCluster, Pgsnap, Worker, WorkerOptions};
+use pgsnapman_tests::{
+    Coordinator, CoordinatorOptions, PgCluster, Pgsnap, PkiSource, Worker, WorkerOptions,
+};
 
 use crate::common::*;
 
@@ -23,12 +25,22 @@ async fn tasks_queued_in_parallel_run_exactly_once() {
         .unwrap();
     let opts = || CoordinatorOptions {
         catalog_url: Some(catalog.url("postgres")),
+        // A CA of their own, shared the way docs/security-tls.md says:
+        // b starts with a copy of a's pki/.
+        pki: PkiSource::Own,
         ..Default::default()
     };
     let mut a = Coordinator::start(opts()).await.unwrap();
-    let mut b = Coordinator::start(opts()).await.unwrap();
+    let mut b = Coordinator::start(CoordinatorOptions {
+        pki: PkiSource::From(a.data_dir.clone()),
+        ..opts()
+    })
+    .await
+    .unwrap();
+    // One CA file reaches both coordinators.
+    let b_with_a_ca = a.access().with_url(b.url());
     let cli_a = a.cli();
-    let cli_b = b.cli();
+    let cli_b = Pgsnap::new(b_with_a_ca.clone());
     register_worker(&cli_a, "w-once");
     let inst = add_instance(&cli_b, "src", source.port, "w-once", None);
     let job = add_job(&cli_a, inst, "small");
@@ -41,14 +53,14 @@ async fn tasks_queued_in_parallel_run_exactly_once() {
     .unwrap();
     let mut w2 = Worker::start(WorkerOptions {
         name: "w-once".into(),
-        coordinator: b.access(),
+        coordinator: b_with_a_ca.clone(),
         ..Default::default()
     })
     .unwrap();
     a.wait_worker_connected("w-once").await;
 
     // Queue TASKS dumps from several threads, alternating coordinators.
-    let accesses = [a.access(), b.access()];
+    let accesses = [a.access(), b_with_a_ca];
     let handles: Vec<_> = (0..TASKS)
         .map(|i| {
             let access = accesses[i % 2].clone();

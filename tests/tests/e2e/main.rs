@@ -29,3 +29,4 @@ mod shutdown;
 mod sslmode;
 mod standby;
 mod store;
+mod tls;

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow};
 use pgsnapman_proto::MAX_MESSAGE_BYTES;
+use pgsnapman_proto::channel::{self, ClientTls};
 use pgsnapman_proto::v1::worker_service_client::WorkerServiceClient;
 use pgsnapman_proto::v1::{EnrollRequest, EnrollResponse, RenewCertificateRequest};
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
-use super::{Client, HTTP2_KEEPALIVE, error_chain};
+use super::{Client, HTTP2_KEEPALIVE};
 use crate::Shared;
 use crate::config::CoordinatorConfig;
 use crate::identity::{self, Identity};
@@ -21,48 +21,28 @@ use crate::identity::{self, Identity};
 #[error("certificate renewed (serial {0}); reconnecting with it")]
 pub struct Renewed(pub String);
 
-/// The CA the worker trusts for the coordinator: `coordinator.ca_file`, else
-/// the CA it received at enrollment, else the system roots.
-fn ca_pem(cfg: &CoordinatorConfig, id: Option<&Identity>) -> Result<Option<String>> {
-    match &cfg.ca_file {
-        Some(path) => std::fs::read_to_string(path)
-            .map(Some)
-            .with_context(|| format!("read coordinator.ca_file {}", path.display())),
-        None => Ok(id.map(|i| i.ca_pem.clone())),
-    }
-}
-
-/// A client for the coordinator, presenting `id` when given (TLS URLs only).
-pub async fn dial(cfg: &CoordinatorConfig, id: Option<&Identity>) -> Result<Client> {
-    let mut endpoint = Endpoint::from_shared(cfg.url.clone())
-        .with_context(|| format!("invalid coordinator url {:?}", cfg.url))?
+/// A client for the coordinator (`pgsnapman_proto::channel`), presenting
+/// `id` when given. The coordinator is verified against
+/// `coordinator.ca_file`, else the CA received at enrollment
+/// (`identity/ca.crt`), else the system roots.
+pub async fn dial(
+    cfg: &CoordinatorConfig,
+    data_dir: &Path,
+    id: Option<&Identity>,
+) -> Result<Client> {
+    let enrolled_ca = identity::dir(data_dir).join(identity::CA_FILE);
+    let tls = ClientTls {
+        ca_file: cfg.ca_file.clone().or_else(|| id.map(|_| enrolled_ca)),
+        cert_pem: id.map(|i| i.cert_pem.clone()),
+        key_pem: id.map(|i| i.key_pem.clone()),
+    };
+    let endpoint = channel::endpoint(&cfg.url, &tls)?
         .connect_timeout(cfg.connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(HTTP2_KEEPALIVE)
         .keep_alive_timeout(HTTP2_KEEPALIVE)
         .keep_alive_while_idle(true);
-    if cfg.url.starts_with("https://") {
-        let mut tls = ClientTlsConfig::new().with_enabled_roots();
-        if let Some(ca) = ca_pem(cfg, id)? {
-            tls = tls.ca_certificate(Certificate::from_pem(ca));
-        }
-        if let Some(id) = id {
-            tls = tls.identity(tonic::transport::Identity::from_pem(
-                &id.cert_pem,
-                &id.key_pem,
-            ));
-        }
-        endpoint = endpoint
-            .tls_config(tls)
-            .map_err(|e| anyhow!("TLS set-up for {}: {}", cfg.url, error_chain(&e)))?;
-    }
-    let channel = endpoint.connect().await.map_err(|e| {
-        anyhow!(
-            "cannot connect to coordinator {}: {}",
-            cfg.url,
-            error_chain(&e)
-        )
-    })?;
+    let channel = channel::connect(&cfg.url, endpoint).await?;
     Ok(WorkerServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
@@ -77,7 +57,7 @@ pub async fn enroll(
     token: &str,
 ) -> Result<Identity> {
     let (key_pem, csr_pem) = identity::new_key_and_csr(worker_name)?;
-    let mut client = dial(cfg, None).await?;
+    let mut client = dial(cfg, data_dir, None).await?;
     let answer = tokio::time::timeout(
         cfg.connect_timeout * 6,
         client.enroll(EnrollRequest {

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
+use pgsnapman_proto::channel;
 use pgsnapman_proto::v1::worker_service_client::WorkerServiceClient;
 use pgsnapman_proto::v1::{
     ConfirmSchedule, Credit, HelloRequest, Keepalive, LeaseRequest, Open, Progress, Renew,
@@ -105,7 +106,12 @@ async fn connect(shared: &Shared) -> Result<Client> {
     let id = tokio::task::spawn_blocking(move || crate::identity::load(&data_dir))
         .await
         .context("loading the worker identity panicked")??;
-    enroll::dial(&shared.config.coordinator, id.as_ref()).await
+    enroll::dial(
+        &shared.config.coordinator,
+        &shared.config.worker.data_dir,
+        id.as_ref(),
+    )
+    .await
 }
 
 /// First start with `coordinator.enroll_token` and no identity yet: enroll.
@@ -139,18 +145,13 @@ fn is_refusal(err: &anyhow::Error) -> bool {
     text.contains("PermissionDenied") || text.contains("Unauthenticated")
 }
 
-/// An error and its sources on one line.
-pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
+/// A refused call's status on one line; a connection-level cause (TLS
+/// against a plaintext client) is named as such.
+fn status_line(what: &str, url: &str, status: &tonic::Status) -> anyhow::Error {
+    match channel::status_reason(status) {
+        Some(reason) => anyhow!("coordinator at {url}: {reason}"),
+        None => anyhow!("{what}: {:?}: {}", status.code(), status.message()),
     }
-    parts.join(": ")
 }
 
 fn duration_of(d: Option<prost_types::Duration>, default: Duration) -> Duration {
@@ -198,10 +199,10 @@ async fn session(
             ));
         }
         Err(status) => {
-            return Err(anyhow!(
-                "Hello refused: {:?}: {}",
-                status.code(),
-                status.message()
+            return Err(status_line(
+                "Hello refused",
+                &shared.config.coordinator.url,
+                &status,
             ));
         }
     };
