@@ -39,6 +39,9 @@ pub struct Identity {
     pub not_before: chrono::DateTime<chrono::Utc>,
     pub not_after: chrono::DateTime<chrono::Utc>,
     pub serial: String,
+    /// When this worker stored it (the certificate file's mtime): the CA
+    /// backdates not_before, so the validity counts from here.
+    pub received_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -202,6 +205,10 @@ pub fn load(data_dir: &Path) -> Result<Option<Identity>> {
     let ca_pem = read(CA_FILE)?;
     let (not_before, not_after, serial) =
         describe(&cert_pem).with_context(|| format!("{}", dir.join(CERT_FILE).display()))?;
+    let received_at = std::fs::metadata(dir.join(CERT_FILE))
+        .and_then(|m| m.modified())
+        .map(chrono::DateTime::<chrono::Utc>::from)
+        .unwrap_or(not_before);
     Ok(Some(Identity {
         key_pem,
         cert_pem,
@@ -209,6 +216,7 @@ pub fn load(data_dir: &Path) -> Result<Option<Identity>> {
         not_before,
         not_after,
         serial,
+        received_at,
     }))
 }
 
@@ -242,6 +250,7 @@ pub fn save(data_dir: &Path, key_pem: &str, cert_pem: &str, ca_pem: &str) -> Res
         not_before,
         not_after,
         serial,
+        received_at: chrono::Utc::now(),
     })
 }
 
@@ -251,21 +260,22 @@ impl Identity {
         (self.not_after - now).to_std().unwrap_or_default()
     }
 
+    /// The validity this worker got: from when it received the certificate
+    /// (or its not_before, if later) to its not_after.
+    fn validity(&self) -> Duration {
+        let from = self.not_before.max(self.received_at);
+        (self.not_after - from).to_std().unwrap_or_default()
+    }
+
     /// Renew when less than a third of the validity remains.
     pub fn needs_renewal(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
-        let total = (self.not_after - self.not_before)
-            .to_std()
-            .unwrap_or_default();
-        self.remaining(now) < total / 3
+        self.remaining(now) < self.validity() / 3
     }
 
     /// How often to look at `needs_renewal`: a twentieth of the validity,
     /// between 1 s and 1 h.
     pub fn check_interval(&self) -> Duration {
-        let total = (self.not_after - self.not_before)
-            .to_std()
-            .unwrap_or_default();
-        (total / 20).clamp(Duration::from_secs(1), Duration::from_secs(3600))
+        (self.validity() / 20).clamp(Duration::from_secs(1), Duration::from_secs(3600))
     }
 }
 
@@ -371,5 +381,17 @@ mod tests {
         assert!(id.needs_renewal(now + chrono::Duration::days(20)));
         assert_eq!(id.check_interval(), Duration::from_secs(3600));
         assert!(check_name("a", "b").is_err());
+        // A short certificate backdated by an hour (as the CA does) counts
+        // from when it was received, not from its not_before.
+        let short = Identity {
+            not_before: now - chrono::Duration::hours(1),
+            not_after: now + chrono::Duration::seconds(90),
+            received_at: now,
+            ..id
+        };
+        assert!(!short.needs_renewal(now));
+        assert!(!short.needs_renewal(now + chrono::Duration::seconds(59)));
+        assert!(short.needs_renewal(now + chrono::Duration::seconds(61)));
+        assert_eq!(short.check_interval(), Duration::from_millis(4500));
     }
 }
