@@ -166,8 +166,8 @@ impl Default for LeaseConfig {
             reap_interval: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(10),
             max_attempts: 3,
-            max_lease_streams: 2,
-            max_upload_streams: 2,
+            max_lease_streams: 4,
+            max_upload_streams: 4,
             call_timeout: Duration::from_secs(30),
         }
     }
