@@ -15,6 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "pgsnapman.v1.AddInstanceRequest",
             "pgsnapman.v1.UpdateInstanceRequest",
             "pgsnapman.v1.CreateTokenResponse",
+            "pgsnapman.v1.EnrollmentToken",
+            "pgsnapman.v1.EnrollRequest",
         ])
         .compile_with_config(config, &["pgsnapman/v1/pgsnapman.proto"], &["."])?;
     println!("cargo:rerun-if-changed=pgsnapman/v1/pgsnapman.proto");

@@ -4,12 +4,19 @@ use pgsnapman_proto::v1;
 use pgsnapman_proto::v1::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
 
+use std::sync::Arc;
+
 use crate::auth::{Caller, Role, is_destructive_policy, token};
 use crate::catalog::{AuditFilter, Catalog};
+use crate::config::EnrollmentConfig;
 use crate::rows;
+use crate::streams::StreamRegistry;
 
 pub struct Admin {
     pub catalog: Catalog,
+    pub enrollment: EnrollmentConfig,
+    /// To cut a revoked worker's streams at once.
+    pub streams: Arc<StreamRegistry>,
     pub pki: std::sync::Arc<crate::pki::Pki>,
 }
 
@@ -24,6 +31,45 @@ impl AdminService for Admin {
     async fn register_worker(&self, req: Request<v1::RegisterWorkerRequest>) -> R<v1::Worker> {
         let w = self.catalog.register_worker(&req.into_inner().name).await?;
         tracing::info!(worker = %w.name, id = w.id, "worker registered");
+        ok(w.to_proto())
+    }
+
+    async fn issue_enrollment_token(&self, req: Request<v1::WorkerRef>) -> R<v1::EnrollmentToken> {
+        // Audited by the auth layer (actor: the operator token).
+        let by = req
+            .extensions()
+            .get::<Caller>()
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        let w = self
+            .catalog
+            .worker_ref(Some(req.get_ref()))
+            .await?
+            .ok_or_else(|| Status::invalid_argument("name the worker by id or name"))?;
+        let (token, hash) = crate::enrollment::new_token();
+        let ttl = self.enrollment.token_ttl;
+        let expires_at = self
+            .catalog
+            .add_enrollment_token(w.id, &hash, ttl, &by)
+            .await?;
+        tracing::info!(worker = %w.name, by = %by, %expires_at, "enrollment token issued");
+        ok(v1::EnrollmentToken {
+            worker: Some(w.to_proto()),
+            token,
+            expires_at: Some(pgsnapman_proto::timestamp(expires_at)),
+        })
+    }
+
+    async fn revoke_worker(&self, req: Request<v1::WorkerRef>) -> R<v1::Worker> {
+        // Audited by the auth layer (actor: the operator token).
+        let w = self
+            .catalog
+            .worker_ref(Some(req.get_ref()))
+            .await?
+            .ok_or_else(|| Status::invalid_argument("name the worker by id or name"))?;
+        let (w, requeued) = self.catalog.revoke_worker(w.id).await?;
+        let cut = self.streams.cut(w.id);
+        tracing::warn!(worker = %w.name, streams_cut = cut, requeued, "worker revoked");
         ok(w.to_proto())
     }
 

@@ -20,6 +20,7 @@ pub struct Config {
     pub catalog: CatalogConfig,
     pub lease: LeaseConfig,
     pub retention: RetentionConfig,
+    pub enrollment: EnrollmentConfig,
     pub pki: PkiConfig,
     pub admin: AdminConfig,
 }
@@ -148,6 +149,14 @@ pub struct LeaseConfig {
     pub keepalive_interval: Duration,
     /// Leases a task may use before it fails for good.
     pub max_attempts: u32,
+    /// Lease streams one worker may hold open at once (more: RESOURCE_EXHAUSTED).
+    pub max_lease_streams: usize,
+    /// Upload streams one worker may hold open at once (more: RESOURCE_EXHAUSTED).
+    pub max_upload_streams: usize,
+    /// Longest a unary WorkerService call (Hello, SyncSchedule, Enroll,
+    /// RenewCertificate) may take before it is answered DEADLINE_EXCEEDED.
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
 }
 
 impl Default for LeaseConfig {
@@ -158,6 +167,9 @@ impl Default for LeaseConfig {
             reap_interval: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(10),
             max_attempts: 3,
+            max_lease_streams: 4,
+            max_upload_streams: 4,
+            call_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -239,6 +251,27 @@ impl AdminConfig {
     }
 }
 
+/// Worker enrollment and certificates (docs/security-enroll.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrollmentConfig {
+    /// How long an enrollment token stays usable (it works once).
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+    /// Validity of a worker certificate; workers renew with a third left.
+    #[serde(with = "humantime_serde")]
+    pub cert_validity: Duration,
+}
+
+impl Default for EnrollmentConfig {
+    fn default() -> Self {
+        Self {
+            token_ttl: Duration::from_secs(3600),
+            cert_validity: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
 impl Config {
     /// Defaults ← TOML file (if given) ← environment.
     pub fn load(file: Option<&Path>) -> Result<Self> {
@@ -314,6 +347,23 @@ impl Config {
             bail!(
                 "admin.requests_per_second, admin.burst, admin.unauthenticated_requests_per_second and admin.unauthenticated_burst must be at least 1"
             );
+        }
+        let e = &self.enrollment;
+        if e.token_ttl < Duration::from_secs(1) || e.token_ttl > Duration::from_secs(7 * 24 * 3600)
+        {
+            bail!("enrollment.token_ttl must be between 1s and 7d");
+        }
+        if e.cert_validity < Duration::from_secs(60)
+            || e.cert_validity > Duration::from_secs(825 * 24 * 3600)
+        {
+            bail!("enrollment.cert_validity must be between 1m and 825d");
+        }
+        let l = &self.lease;
+        if l.max_lease_streams == 0 || l.max_upload_streams == 0 {
+            bail!("lease.max_lease_streams and lease.max_upload_streams must be at least 1");
+        }
+        if l.call_timeout < Duration::from_secs(1) {
+            bail!("lease.call_timeout must be at least 1s");
         }
         let r = &self.retention;
         if r.applied_events < Duration::from_secs(24 * 3600) {

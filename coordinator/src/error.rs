@@ -14,6 +14,13 @@ pub enum ApiError {
     Exists(String),
     #[error("{0}")]
     Precondition(String),
+    /// The caller did not prove who it is (no or unknown certificate).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller is known but may not do this (another worker's data,
+    /// a revoked certificate).
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -39,6 +46,8 @@ impl From<ApiError> for Status {
             ApiError::NotFound(m) => Status::not_found(m),
             ApiError::Exists(m) => Status::already_exists(m),
             ApiError::Precondition(m) => Status::failed_precondition(m),
+            ApiError::Unauthenticated(m) => Status::unauthenticated(m),
+            ApiError::Forbidden(m) => Status::permission_denied(m),
             ApiError::Internal(e) => {
                 let id = uuid::Uuid::new_v4();
                 tracing::error!(request_id = %id, "internal error: {e:#}");

@@ -19,8 +19,9 @@ use crate::auth::{AdminAuth, AuthState};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::embedded::EmbeddedCatalog;
-use crate::link::Link;
+use crate::link::{IdentityMode, Link};
 use crate::pki::Pki;
+use crate::streams::StreamRegistry;
 
 /// Longest a client may take to finish the TLS handshake (handshakes run
 /// concurrently; a stalled one only holds its own connection).
@@ -178,8 +179,20 @@ async fn serve(
             .timeout(TLS_HANDSHAKE_TIMEOUT);
         builder = builder.tls_config(tls).context("TLS configuration")?;
     }
+    let streams = StreamRegistry::new(cfg.lease.max_lease_streams, cfg.lease.max_upload_streams);
+    // Without TLS (loopback only) there is no client certificate to believe.
+    let identity = if !cfg.server.plaintext {
+        IdentityMode::Certificate
+    } else {
+        tracing::warn!(
+            "plaintext: workers are identified by the name they present (loopback only); enable TLS for certificate identity"
+        );
+        IdentityMode::PresentedName
+    };
     let admin = AdminServiceServer::new(Admin {
         catalog: catalog.clone(),
+        enrollment: cfg.enrollment.clone(),
+        streams: streams.clone(),
         pki: pki.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -193,7 +206,10 @@ async fn serve(
         lease: cfg.lease.clone(),
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
+        streams,
+        identity,
         pki: pki.clone(),
+        enrollment: cfg.enrollment.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);

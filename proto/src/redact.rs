@@ -5,8 +5,8 @@
 use std::fmt;
 
 use crate::v1::{
-    AddInstanceRequest, CreateTokenResponse, InstanceConnection, SealedPassword,
-    UpdateInstanceRequest,
+    AddInstanceRequest, CreateTokenResponse, EnrollRequest, EnrollmentToken, InstanceConnection,
+    SealedPassword, UpdateInstanceRequest,
 };
 
 fn secret(present: bool) -> &'static str {
@@ -209,6 +209,26 @@ pub fn redact_json(v: &mut serde_json::Value) {
     }
 }
 
+// Enrollment tokens are bearer secrets: never in a log line.
+impl fmt::Debug for EnrollmentToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnrollmentToken")
+            .field("worker", &self.worker)
+            .field("token", &secret(!self.token.is_empty()))
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+impl fmt::Debug for EnrollRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnrollRequest")
+            .field("token", &secret(!self.token.is_empty()))
+            .field("csr_pem_bytes", &self.csr_pem.len())
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,5 +338,19 @@ mod tests {
         );
         assert_eq!(v["options"].as_array().unwrap().len(), MAX_JSON_ARRAY + 1);
         assert_eq!(v["name"], "a\u{FFFD}b");
+    }
+
+    #[test]
+    fn debug_never_shows_an_enrollment_token() {
+        let t = EnrollmentToken {
+            token: "pse_secret-token".into(),
+            ..Default::default()
+        };
+        assert!(!format!("{t:?}").contains("secret-token"));
+        let r = EnrollRequest {
+            token: "pse_secret-token".into(),
+            csr_pem: "-----BEGIN".into(),
+        };
+        assert!(!format!("{r:?}").contains("secret-token"));
     }
 }

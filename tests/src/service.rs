@@ -413,6 +413,9 @@ impl Worker {
         if let Some(ca) = &opts.coordinator.ca_file {
             cmd.env("PGSNAPMAN_COORDINATOR__CA_FILE", ca);
         }
+        if let Some(token) = enroll_token(&opts, &data_dir)? {
+            cmd.env("PGSNAPMAN_COORDINATOR__ENROLL_TOKEN", token);
+        }
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
@@ -446,6 +449,24 @@ impl Worker {
         let to = to.to_string_lossy().into_owned();
         self.store_tool(&["extract", dump_uuid, "--to", &to])?;
         Ok(())
+    }
+}
+
+/// A fresh enrollment token for a worker that has no identity yet on a TLS
+/// coordinator (plaintext coordinators identify workers by name). A worker
+/// that is not registered, or a coordinator that cannot be reached, gets no
+/// token: the worker then says why in its log.
+fn enroll_token(opts: &WorkerOptions, data_dir: &Path) -> Result<Option<String>> {
+    if opts.coordinator.ca_file.is_none() || data_dir.join("identity/worker.key").exists() {
+        return Ok(None);
+    }
+    let pgsnap = crate::Pgsnap::new(opts.coordinator.clone());
+    match pgsnap.json(&["worker", "enroll-token", &opts.name]) {
+        Ok(v) => Ok(v["enrollment_token"].as_str().map(str::to_string)),
+        Err(e) => {
+            eprintln!("worker {}: no enrollment token: {e:#}", opts.name);
+            Ok(None)
+        }
     }
 }
 

@@ -49,7 +49,8 @@ pub struct CoordinatorConfig {
     /// for a coordinator started with `server.plaintext`).
     pub url: String,
     /// PEM CA the coordinator's certificate must chain to (its
-    /// `<data_dir>/pki/ca.crt`); unset: the system roots.
+    /// `<data_dir>/pki/ca.crt`); unset: the CA received at enrollment
+    /// (`<data_dir>/identity/ca.crt`), else the system roots.
     pub ca_file: Option<PathBuf>,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -57,6 +58,10 @@ pub struct CoordinatorConfig {
     pub backoff_initial: Duration,
     #[serde(with = "humantime_serde")]
     pub backoff_max: Duration,
+    /// One-time enrollment token (`pgsnap worker enroll-token NAME`): used at
+    /// start when `<data_dir>/identity/` holds no certificate yet. Prefer
+    /// the env variable PGSNAPMAN_COORDINATOR__ENROLL_TOKEN; never printed.
+    pub enroll_token: crate::identity::EnrollToken,
 }
 
 impl Default for CoordinatorConfig {
@@ -67,6 +72,7 @@ impl Default for CoordinatorConfig {
             connect_timeout: Duration::from_secs(5),
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
+            enroll_token: Default::default(),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod config;
 pub mod discovery;
 pub mod error;
+pub mod identity;
 pub mod maintenance;
 pub mod mirror;
 pub mod offline;

@@ -31,6 +31,18 @@ enum Command {
         #[command(subcommand)]
         command: pgsnapman_worker::offline::StoreCommand,
     },
+    /// Enroll this worker: make its key pair here, send a certificate request
+    /// with a one-time token (`pgsnap worker register` / `enroll-token`), and
+    /// store the certificate under <data_dir>/identity/. The token comes from
+    /// --token-file or PGSNAPMAN_COORDINATOR__ENROLL_TOKEN, never from argv.
+    Enroll {
+        /// File holding the token (must not be group/world-readable)
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// Replace an identity the worker already has
+        #[arg(long)]
+        force: bool,
+    },
     /// Print this worker's seal key fingerprint (compare it with
     /// `pgsnap worker show` before sending the worker a password)
     Identity {
@@ -93,6 +105,49 @@ async fn serve(cli: Cli) -> Result<()> {
     pgsnapman_worker::run(config, shutdown).await
 }
 
+async fn enroll(
+    config: Option<&std::path::Path>,
+    token_file: Option<PathBuf>,
+    force: bool,
+) -> Result<()> {
+    let cfg = pgsnapman_worker::Config::load(config)?;
+    let token = match token_file {
+        Some(path) => {
+            let bytes = pgsnapman_proto::secret_file::read_private(&path)?;
+            String::from_utf8(bytes).map_err(|_| {
+                anyhow::anyhow!("{} does not hold a token (not UTF-8)", path.display())
+            })?
+        }
+        None => cfg.coordinator.enroll_token.0.clone(),
+    };
+    if token.trim().is_empty() {
+        anyhow::bail!(
+            "no enrollment token: give --token-file FILE or set PGSNAPMAN_COORDINATOR__ENROLL_TOKEN (pgsnap worker enroll-token {})",
+            cfg.worker.name
+        );
+    }
+    let key = pgsnapman_worker::identity::dir(&cfg.worker.data_dir)
+        .join(pgsnapman_worker::identity::KEY_FILE);
+    if key.exists() && !force {
+        anyhow::bail!(
+            "this worker is enrolled already ({} exists); add --force to enroll again",
+            key.display()
+        );
+    }
+    let id = pgsnapman_worker::agent::enroll::enroll(
+        &cfg.coordinator,
+        &cfg.worker.name,
+        &cfg.worker.data_dir,
+        &token,
+    )
+    .await?;
+    println!(
+        "worker {} enrolled: certificate {} valid until {}",
+        cfg.worker.name, id.serial, id.not_after
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let mut cli = Cli::parse();
@@ -104,6 +159,10 @@ async fn main() -> ExitCode {
             data_dir_of(data_dir, cli.config.as_deref())
                 .and_then(|d| pgsnapman_worker::offline::run(&d, command)),
         ),
+        Some(Command::Enroll { token_file, force }) => {
+            init_tracing();
+            Some(enroll(cli.config.as_deref(), token_file, force).await)
+        }
         None => None,
     };
     if let Some(result) = offline {

@@ -119,11 +119,18 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum WorkerCommand {
-    /// Register a worker name; the worker then connects with it
+    /// Register a worker name and print its one-time enrollment token
+    /// (shown once; the worker exchanges it for its certificate)
     Register {
         /// 1-128 letters, digits, '.', '-' or '_'
         name: String,
     },
+    /// Issue a new one-time enrollment token for a worker (first enrollment
+    /// after a lost token, or re-enrollment after a revocation)
+    EnrollToken { worker: WorkerArg },
+    /// Revoke every certificate of a worker: its streams are cut, its leased
+    /// tasks return to the queue; it needs a new token to enroll again
+    Revoke { worker: WorkerArg },
     /// List workers
     List,
     /// Show one worker

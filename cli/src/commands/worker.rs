@@ -1,4 +1,5 @@
-//! `pgsnap worker …`: register, list, show, halt and resume workers.
+//! `pgsnap worker …`: register (with an enrollment token), list, show, halt
+//! and resume workers; issue enrollment tokens; revoke workers.
 use anyhow::Result;
 use pgsnapman_proto::model::validate_worker_name;
 use pgsnapman_proto::v1;
@@ -16,8 +17,31 @@ pub async fn run(ctx: &Ctx, cmd: WorkerCommand) -> Result<()> {
             let w = rpc(admin
                 .register_worker(v1::RegisterWorkerRequest { name })
                 .await)?;
+            let t = rpc(admin
+                .issue_enrollment_token(v1::WorkerRef {
+                    r#ref: Some(v1::worker_ref::Ref::Id(w.id)),
+                })
+                .await)?;
+            print_token(ctx, &format!("registered worker {} ({})", w.id, w.name), &t)
+        }
+        WorkerCommand::EnrollToken { worker } => {
+            let mut admin = ctx.admin().await?;
+            let t = rpc(admin.issue_enrollment_token(worker.to_proto()).await)?;
+            let name = t
+                .worker
+                .as_ref()
+                .map(|w| w.name.clone())
+                .unwrap_or_default();
+            print_token(ctx, &format!("new enrollment token for worker {name}"), &t)
+        }
+        WorkerCommand::Revoke { worker } => {
+            let mut admin = ctx.admin().await?;
+            let w = rpc(admin.revoke_worker(worker.to_proto()).await)?;
             ctx.out.changed(
-                &format!("registered worker {} ({})", w.id, w.name),
+                &format!(
+                    "revoked worker {} ({}): its certificates are refused and its leased tasks queued again; to enroll it again: pgsnap worker enroll-token {}",
+                    w.id, w.name, w.name
+                ),
                 json::worker(&w),
                 table::workers(std::slice::from_ref(&w)),
             )
@@ -67,6 +91,30 @@ pub async fn run(ctx: &Ctx, cmd: WorkerCommand) -> Result<()> {
             )
         }
     }
+}
+
+/// The token is printed once: in JSON with the worker, for people with the
+/// way to hand it to the worker (env or file, never a command-line argument).
+fn print_token(ctx: &Ctx, note: &str, t: &v1::EnrollmentToken) -> Result<()> {
+    let expires = t
+        .expires_at
+        .as_ref()
+        .and_then(pgsnapman_proto::from_timestamp)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_default();
+    let worker = t.worker.clone().unwrap_or_default();
+    if ctx.out.is_json() {
+        let mut v = json::worker(&worker);
+        v["enrollment_token"] = serde_json::Value::String(t.token.clone());
+        v["enrollment_token_expires_at"] = serde_json::Value::String(expires);
+        return ctx.out.object(v, Vec::new());
+    }
+    ctx.out.note(&format!(
+        "{note}\nenrollment token (works once, until {expires}; shown only now):\n\n  {}\n\n\
+         on the worker's host: PGSNAPMAN_COORDINATOR__ENROLL_TOKEN=<token> pgsnapman-worker\n\
+         or: pgsnapman-worker enroll --token-file FILE",
+        t.token
+    ))
 }
 
 async fn set_status(

@@ -72,6 +72,9 @@ pub fn worker(w: &v1::Worker) -> Value {
         "restore_worker_name": w.restore_worker_name,
         // Computed here from the key, not taken from the coordinator.
         "seal_key_fingerprint": w.seal_key.as_ref().map(|k| pgsnapman_proto::seal::fingerprint(&k.public_key)),
+        "revoked_at": timestamp(w.revoked_at.as_ref()),
+        "certificate_serial": w.certificate_serial,
+        "certificate_not_after": timestamp(w.certificate_not_after.as_ref()),
     })
 }
 

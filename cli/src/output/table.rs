@@ -237,6 +237,12 @@ pub fn worker_rows(w: &v1::Worker) -> Vec<(&'static str, String)> {
                 |k| pgsnapman_proto::seal::fingerprint(&k.public_key),
             ),
         ),
+        ("certificate", text(&w.certificate_serial)),
+        (
+            "certificate valid until",
+            time(w.certificate_not_after.as_ref()),
+        ),
+        ("revoked at", time(w.revoked_at.as_ref())),
     ]
 }
 

@@ -74,6 +74,8 @@ impl Catalog {
         .await?
         .into_iter()
         .collect();
+        self.check_ownership(&mut tx, worker_id, events, &ids, &fresh)
+            .await?;
         let mut msgs = Messages {
             levels: Vec::new(),
             classes: Vec::new(),

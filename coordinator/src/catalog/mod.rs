@@ -8,15 +8,17 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::error::{ApiError, ApiResult};
-use crate::rows::{WORKER_COLUMNS, WorkerRow};
+use crate::rows::{WORKER_COLUMNS, WORKER_JOIN, WorkerRow};
 
 mod auth;
 mod copy;
 mod discovery;
 mod events;
+mod identity;
 mod instances;
 mod jobs;
 mod passwords;
+mod ownership;
 mod restore;
 mod store;
 mod tasks;
@@ -24,6 +26,7 @@ mod tasks;
 pub use auth::{AuditEntry, AuditFilter};
 pub use copy::CopyJobRows;
 pub use events::{BatchOutcome, Pruned};
+pub use identity::{CertificateOwner, Enrollment, TokenRefused, normalize_serial};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -78,7 +81,7 @@ impl Catalog {
 
     pub async fn list_workers(&self) -> ApiResult<Vec<WorkerRow>> {
         Ok(sqlx::query_as::<_, WorkerRow>(&format!(
-            "SELECT {WORKER_COLUMNS} FROM workers w ORDER BY w.id"
+            "SELECT {WORKER_COLUMNS} FROM workers w {WORKER_JOIN} ORDER BY w.id"
         ))
         .fetch_all(&self.pool)
         .await?)
@@ -86,7 +89,7 @@ impl Catalog {
 
     pub async fn worker_by_id(&self, id: i64) -> ApiResult<WorkerRow> {
         sqlx::query_as::<_, WorkerRow>(&format!(
-            "SELECT {WORKER_COLUMNS} FROM workers w WHERE w.id = $1"
+            "SELECT {WORKER_COLUMNS} FROM workers w {WORKER_JOIN} WHERE w.id = $1"
         ))
         .bind(id)
         .fetch_optional(&self.pool)
@@ -96,7 +99,7 @@ impl Catalog {
 
     pub async fn worker_by_name(&self, name: &str) -> ApiResult<WorkerRow> {
         sqlx::query_as::<_, WorkerRow>(&format!(
-            "SELECT {WORKER_COLUMNS} FROM workers w WHERE w.name = $1"
+            "SELECT {WORKER_COLUMNS} FROM workers w {WORKER_JOIN} WHERE w.name = $1"
         ))
         .bind(name)
         .fetch_optional(&self.pool)

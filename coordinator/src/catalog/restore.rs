@@ -539,6 +539,24 @@ impl Catalog {
             )),
             other => other,
         })?;
+        // Another worker's store is read only where the catalog says so:
+        // the dump's worker names this one as its restore worker now (the
+        // mapping may have changed since the task was queued).
+        if dump.worker_id != task.worker_id {
+            let allowed: Option<bool> = sqlx::query_scalar(
+                "SELECT restore_worker_id IS NOT DISTINCT FROM $2 FROM workers WHERE id = $1",
+            )
+            .bind(dump.worker_id)
+            .bind(task.worker_id)
+            .fetch_optional(&self.pool)
+            .await?;
+            if allowed != Some(true) {
+                return Err(ApiError::Forbidden(format!(
+                    "restore run {run_id}: dump {} is in worker {}'s store, whose restore worker is no longer the worker of task {}; restore it again",
+                    dump.id, dump.worker_name, task.id
+                )));
+            }
+        }
         let target = serde_json::from_str(&run.target)
             .map(|v: serde_json::Value| rows::target_from_json(&v))
             .map_err(|e| ApiError::Internal(anyhow::anyhow!("restore run {run_id} target: {e}")))?;

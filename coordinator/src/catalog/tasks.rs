@@ -230,6 +230,12 @@ impl Catalog {
                     ApiError::Invalid(format!("delete task {} names no dump", task.id))
                 })?;
                 let dump = self.dump(dump_id).await?;
+                if dump.worker_id != task.worker_id {
+                    return Err(ApiError::Forbidden(format!(
+                        "delete task {}: dump {dump_id} is in worker {}'s store, not this worker's",
+                        task.id, dump.worker_name
+                    )));
+                }
                 Ok(Spec::Delete(v1::DeleteSpec {
                     dump_uuid: dump.dump_uuid.to_string(),
                 }))
@@ -255,39 +261,45 @@ impl Catalog {
         Ok(())
     }
 
-    /// Extends a lease; `None` if it is no longer the task's current lease.
+    /// Extends a lease of `worker_id`'s task; `None` if it is no longer the
+    /// task's current lease (or not that worker's task).
     pub async fn renew(
         &self,
+        worker_id: i64,
         task_id: i64,
         lease_id: uuid::Uuid,
         ttl: Duration,
     ) -> ApiResult<Option<DateTime<Utc>>> {
         Ok(sqlx::query_scalar(
             "UPDATE tasks SET leased_until = now() + $3 \
-             WHERE id = $1 AND lease_id = $2 AND state = 'LEASED' RETURNING leased_until",
+             WHERE id = $1 AND lease_id = $2 AND state = 'LEASED' AND worker_id = $4 RETURNING leased_until",
         )
         .bind(task_id)
         .bind(lease_id)
         .bind(ttl)
+        .bind(worker_id)
         .fetch_optional(&self.pool)
         .await?)
     }
 
+    /// Records progress of `worker_id`'s leased task (nothing for another's).
     pub async fn progress(
         &self,
+        worker_id: i64,
         task_id: i64,
         lease_id: uuid::Uuid,
         p: &v1::Progress,
     ) -> ApiResult<()> {
         sqlx::query(
             "UPDATE tasks SET progress_phase = $3, progress_done = $4, progress_total = $5 \
-             WHERE id = $1 AND lease_id = $2 AND state = 'LEASED'",
+             WHERE id = $1 AND lease_id = $2 AND state = 'LEASED' AND worker_id = $6",
         )
         .bind(task_id)
         .bind(lease_id)
         .bind(&p.phase)
         .bind(i64::try_from(p.bytes_done).unwrap_or(i64::MAX))
         .bind(i64::try_from(p.bytes_total).unwrap_or(i64::MAX))
+        .bind(worker_id)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -150,6 +150,9 @@ pub struct WorkerRow {
     pub seal_public_key: Option<Vec<u8>>,
     pub seal_key_fingerprint: Option<String>,
     pub seal_key_presented_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub certificate_serial: Option<String>,
+    pub certificate_not_after: Option<DateTime<Utc>>,
 }
 
 /// Columns of `WorkerRow` (`w` is `workers`).
@@ -158,7 +161,14 @@ pub const WORKER_COLUMNS: &str = "w.id, w.name, w.status, w.registered_at, w.las
     w.client_majors, EXISTS (SELECT 1 FROM worker_sessions s WHERE s.worker_id = w.id \
     AND s.stale_after > now()) AS connected, w.restore_worker_id, \
     (SELECT r.name FROM workers r WHERE r.id = w.restore_worker_id) AS restore_worker_name, \
-    w.seal_public_key, w.seal_key_fingerprint, w.seal_key_presented_at";
+    w.seal_public_key, w.seal_key_fingerprint, w.seal_key_presented_at, \
+    w.revoked_at, c.serial AS certificate_serial, c.not_after AS certificate_not_after";
+
+
+/// Joined after `workers w` wherever `WORKER_COLUMNS` is selected: the
+/// worker's newest unrevoked certificate.
+pub const WORKER_JOIN: &str = "LEFT JOIN LATERAL (SELECT serial, not_after FROM worker_certificates \
+    WHERE worker_id = w.id AND revoked_at IS NULL ORDER BY not_after DESC LIMIT 1) c ON true";
 
 impl WorkerRow {
     pub fn to_proto(&self) -> v1::Worker {
@@ -185,6 +195,9 @@ impl WorkerRow {
                 fingerprint: self.seal_key_fingerprint.clone().unwrap_or_default(),
                 presented_at: ts(self.seal_key_presented_at),
             }),
+            revoked_at: ts(self.revoked_at),
+            certificate_serial: self.certificate_serial.clone().unwrap_or_default(),
+            certificate_not_after: ts(self.certificate_not_after),
         }
     }
 }

@@ -309,6 +309,9 @@ async fn catalog_is_rebuilt_from_the_workers_manifests() {
     let cli2 = coord2.cli();
     register_worker(&cli2, "w-rebuild");
     stack.worker.process.stop_clean().await;
+    // The new catalog never issued the worker's certificate: it enrolls
+    // again (docs/security-enroll.md, "a lost catalog"); its store stays.
+    std::fs::remove_dir_all(stack.worker.data_dir.join("identity")).unwrap();
     let mut worker2 = Worker::start(WorkerOptions {
         name: "w-rebuild".into(),
         coordinator: coord2.access(),

@@ -296,21 +296,21 @@ async fn a_worker_logs_the_tls_reason_and_keeps_retrying() {
         worker.process.assert_no_unexpected_errors(&[]);
     }
 
-    // Its enrolled identity (identity/worker.crt|key) is its client
-    // certificate: a key others can read is refused, then it connects.
+    // Its enrolled identity (identity/worker.crt|key, from a real
+    // enrollment: the coordinator believes only certificates it recorded)
+    // is its client certificate: a key others can read is refused, then it
+    // connects.
     let data_dir = scratch.path().join("worker");
-    let identity = data_dir.join("identity");
-    std::fs::create_dir_all(&identity).unwrap();
-    let (crt, key) = issue(
-        &identity,
-        "w-tls",
-        true,
-        false,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    );
-    std::fs::rename(crt, identity.join("worker.crt")).unwrap();
-    std::fs::rename(key, identity.join("worker.key")).unwrap();
-    let key = identity.join("worker.key");
+    let mut worker = Worker::start(WorkerOptions {
+        name: "w-tls".into(),
+        coordinator: coordinator.access(),
+        data_dir: Some(data_dir.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+    coordinator.wait_worker_connected("w-tls").await;
+    worker.process.stop_clean().await;
+    let key = data_dir.join("identity/worker.key");
     std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let mut worker = Worker::start(WorkerOptions {
         name: "w-tls".into(),

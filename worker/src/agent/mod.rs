@@ -2,15 +2,14 @@
 //! stream (credit, assignments, renewals, keepalives) and an UploadEvents
 //! stream open, and reconnects with backoff when anything breaks. Running
 //! tasks are not owned here and survive a broken link.
+pub mod enroll;
 mod upload;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use pgsnapman_proto::MAX_MESSAGE_BYTES;
-use pgsnapman_proto::channel::{self, ClientTls};
-use pgsnapman_proto::secret_file;
+use pgsnapman_proto::channel;
 use pgsnapman_proto::v1::worker_service_client::WorkerServiceClient;
 use pgsnapman_proto::v1::{
     ConfirmSchedule, Credit, HelloRequest, Keepalive, LeaseRequest, Open, Progress, Renew,
@@ -37,7 +36,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
 const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(10);
 /// HTTP/2 pings detect a dead TCP connection under an idle stream.
-const HTTP2_KEEPALIVE: Duration = Duration::from_secs(10);
+pub(crate) const HTTP2_KEEPALIVE: Duration = Duration::from_secs(10);
 
 pub type Client = WorkerServiceClient<Channel>;
 
@@ -50,14 +49,42 @@ pub async fn run_link(shared: Arc<Shared>, stop: CancellationToken) {
             break;
         }
         let mut established = false;
+        match enroll_if_needed(&shared).await {
+            Ok(()) => {}
+            Err(err) if err.to_string().contains("enrollment refused") => {
+                tracing::error!(
+                    "{err:#}; the link stays down until this worker is enrolled (a new token: pgsnap worker enroll-token NAME); scheduled dumps go on"
+                );
+                stop.cancelled().await;
+                break;
+            }
+            Err(err) => {
+                // Not enrolled yet and the coordinator unreachable: no
+                // session without a certificate, just try again.
+                tracing::warn!("enrollment: {err:#}; trying again");
+                let delay = backoff.next_delay();
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                continue;
+            }
+        }
         let result = session(&shared, &stop, &mut established)
             .instrument(tracing::info_span!("agent.session"))
             .await;
         if stop.is_cancelled() {
             break;
         }
-        if let Err(err) = result {
-            tracing::warn!("coordinator link: {err:#}");
+        match result {
+            Err(err) if err.downcast_ref::<enroll::Renewed>().is_some() => {
+                tracing::info!("{err}");
+                backoff.reset();
+                continue;
+            }
+            Err(err) if is_refusal(&err) => tracing::error!("coordinator link: {err:#}"),
+            Err(err) => tracing::warn!("coordinator link: {err:#}"),
+            Ok(()) => {}
         }
         if established {
             backoff.reset();
@@ -72,44 +99,50 @@ pub async fn run_link(shared: Arc<Shared>, stop: CancellationToken) {
     tracing::info!("coordinator link closed");
 }
 
+/// Dials the coordinator with the identity on disk (none before enrolling,
+/// or on a plaintext loopback link).
 async fn connect(shared: &Shared) -> Result<Client> {
-    let cfg = &shared.config.coordinator;
-    let tls = client_tls(&shared.config)?;
-    let endpoint = channel::endpoint(&cfg.url, &tls)?
-        .connect_timeout(cfg.connect_timeout)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(HTTP2_KEEPALIVE)
-        .keep_alive_timeout(HTTP2_KEEPALIVE)
-        .keep_alive_while_idle(true);
-    let channel = channel::connect(&cfg.url, endpoint).await?;
-    Ok(WorkerServiceClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    let data_dir = shared.config.worker.data_dir.clone();
+    let id = tokio::task::spawn_blocking(move || crate::identity::load(&data_dir))
+        .await
+        .context("loading the worker identity panicked")??;
+    enroll::dial(
+        &shared.config.coordinator,
+        &shared.config.worker.data_dir,
+        id.as_ref(),
+    )
+    .await
 }
 
-/// The CA to verify the coordinator with, and the worker's certificate
-/// (`<data_dir>/identity/worker.crt|worker.key`, written by enrollment)
-/// when it has one. The key file is refused when group or others can
-/// read it.
-pub fn client_tls(config: &crate::config::Config) -> Result<ClientTls> {
-    let dir = config.worker.data_dir.join("identity");
-    let (cert, key) = (dir.join("worker.crt"), dir.join("worker.key"));
-    let mut tls = ClientTls {
-        ca_file: config.coordinator.ca_file.clone(),
-        ..ClientTls::default()
-    };
-    if cert.exists() && key.exists() {
-        let key_pem = secret_file::read_private(&key)?;
-        tls.key_pem = Some(
-            String::from_utf8(key_pem)
-                .ok()
-                .with_context(|| format!("{} is not a PEM key", key.display()))?,
-        );
-        tls.cert_pem = Some(
-            std::fs::read_to_string(&cert).with_context(|| format!("read {}", cert.display()))?,
-        );
+/// First start with `coordinator.enroll_token` and no identity yet: enroll.
+/// An error saying "enrollment refused" is final (the operator must issue a
+/// new token); others are worth retrying.
+async fn enroll_if_needed(shared: &Shared) -> Result<()> {
+    let cfg = &shared.config;
+    let token = &cfg.coordinator.enroll_token.0;
+    if token.is_empty()
+        || crate::identity::dir(&cfg.worker.data_dir)
+            .join(crate::identity::KEY_FILE)
+            .exists()
+    {
+        return Ok(());
     }
-    Ok(tls)
+    let id = enroll::enroll(
+        &cfg.coordinator,
+        &cfg.worker.name,
+        &cfg.worker.data_dir,
+        token,
+    )
+    .await?;
+    tracing::info!(serial = %id.serial, not_after = %id.not_after, "worker enrolled: certificate stored under identity/");
+    Ok(())
+}
+
+/// The coordinator refused this worker's identity: a human must act
+/// (enroll, re-enroll after a revocation).
+fn is_refusal(err: &anyhow::Error) -> bool {
+    let text = err.to_string();
+    text.contains("PermissionDenied") || text.contains("Unauthenticated")
 }
 
 /// A refused call's status on one line; a connection-level cause (TLS
@@ -220,6 +253,7 @@ async fn session(
     subtasks.spawn(keepalive_loop(tx.clone(), keepalive));
     subtasks.spawn(renew_loop(shared.clone(), tx.clone(), lease_ttl / 3));
     subtasks.spawn(progress_loop(shared.clone(), tx.clone()));
+    subtasks.spawn(enroll::renewal_loop(shared.clone(), client.clone()).in_current_span());
     subtasks.spawn(upload::run(shared.clone(), client.clone()).in_current_span());
     let sync_wake = Arc::new(Notify::new());
     subtasks.spawn(

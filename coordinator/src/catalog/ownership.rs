@@ -1,0 +1,258 @@
+//! Every event a worker uploads must be about that worker: its tasks, its
+//! dumps, its restore runs, its jobs, the instances it dumps or discovers.
+//! Checked inside the batch's transaction before anything is applied; one
+//! foreign event refuses the whole batch (PERMISSION_DENIED, nothing changes).
+use std::collections::HashSet;
+
+use pgsnapman_proto::v1;
+use pgsnapman_proto::v1::event::Body;
+
+use super::Catalog;
+use crate::error::{ApiError, ApiResult};
+
+/// The ids a batch's fresh events refer to.
+#[derive(Default)]
+struct Refs {
+    tasks: Vec<i64>,
+    dumps: Vec<uuid::Uuid>,
+    runs: Vec<i64>,
+    jobs: Vec<i64>,
+    instances: Vec<i64>,
+}
+
+impl Refs {
+    fn task(&mut self, t: Option<&v1::TaskRef>) {
+        if let Some(t) = t
+            && t.task_id != 0
+        {
+            self.tasks.push(t.task_id);
+        }
+    }
+
+    fn dumps(&mut self, uuids: &[String]) {
+        self.dumps
+            .extend(uuids.iter().filter_map(|u| uuid::Uuid::parse_str(u).ok()));
+    }
+}
+
+/// Refuses enum values this coordinator does not know (0, unspecified, keeps
+/// its documented default): a catalog row must not say FULL for a type it
+/// could not read.
+fn check_enums(event_id: &str, body: &Body) -> ApiResult<()> {
+    let bad = |what: &str, v: i32| {
+        ApiError::Invalid(format!(
+            "event {event_id}: {what} {v} is not a value this coordinator knows (newer worker?)"
+        ))
+    };
+    match body {
+        Body::DumpFinished(d) => {
+            if v1::DumpType::try_from(d.dump_type).is_err() {
+                return Err(bad("dump type", d.dump_type));
+            }
+            if v1::DumpFormat::try_from(d.format).is_err() {
+                return Err(bad("dump format", d.format));
+            }
+        }
+        Body::RestoreFinished(f) if v1::RestoreStatus::try_from(f.status).is_err() => {
+            return Err(bad("restore status", f.status));
+        }
+        Body::RestoreLog(l) if v1::MessageLevel::try_from(l.level).is_err() => {
+            return Err(bad("message level", l.level));
+        }
+        Body::Message(m) if v1::MessageLevel::try_from(m.level).is_err() => {
+            return Err(bad("message level", m.level));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+impl Catalog {
+    /// Checks that the fresh events of a batch are all about `worker_id`.
+    pub(super) async fn check_ownership(
+        &self,
+        tx: &mut sqlx::PgTransaction<'_>,
+        worker_id: i64,
+        events: &[v1::Event],
+        ids: &[uuid::Uuid],
+        fresh: &HashSet<uuid::Uuid>,
+    ) -> ApiResult<()> {
+        let mut r = Refs::default();
+        for (event, id) in events.iter().zip(ids) {
+            if !fresh.contains(id) {
+                continue;
+            }
+            let Some(body) = &event.body else { continue };
+            check_enums(&event.event_id, body)?;
+            match body {
+                Body::DumpFinished(d) => {
+                    r.task(d.task.as_ref());
+                    r.dumps(std::slice::from_ref(&d.dump_uuid));
+                    if d.job_id != 0 {
+                        r.jobs.push(d.job_id);
+                    }
+                }
+                Body::Message(m) if m.job_id != 0 => r.jobs.push(m.job_id),
+                Body::Message(_) | Body::StoreStats(_) => {}
+                Body::TaskFailed(f) => r.task(f.task.as_ref()),
+                Body::TaskFinished(f) => r.task(f.task.as_ref()),
+                Body::DumpsDeleted(d) => r.dumps(&d.dump_uuids),
+                Body::StoreVerified(v) => {
+                    r.task(v.task.as_ref());
+                    r.dumps(&v.good_dump_uuids);
+                    r.dumps(&v.bad_dump_uuids);
+                }
+                Body::DatabasesDiscovered(d) => r.instances.push(d.instance_id),
+                Body::RestoreLog(l) => r.runs.push(l.run_id),
+                Body::RestoreFinished(f) => {
+                    r.task(f.task.as_ref());
+                    r.runs.push(f.run_id);
+                }
+            }
+        }
+        // Ids a worker was given are positive and exist (tasks and restore
+        // runs are never deleted); anything else was made up.
+        let ids = r
+            .tasks
+            .iter()
+            .map(|t| ("task", *t))
+            .chain(r.runs.iter().map(|id| ("restore run", *id)))
+            .chain(r.jobs.iter().map(|id| ("dump job", *id)))
+            .chain(r.instances.iter().map(|id| ("instance", *id)));
+        for (what, id) in ids {
+            if id <= 0 {
+                return Err(ApiError::Invalid(format!(
+                    "{what} id {id} is not valid; the batch was not applied"
+                )));
+            }
+        }
+        let known_tasks: Vec<i64> = sqlx::query_scalar("SELECT id FROM tasks WHERE id = ANY($1)")
+            .bind(&r.tasks)
+            .fetch_all(&mut **tx)
+            .await?;
+        if let Some(t) = r.tasks.iter().find(|t| !known_tasks.contains(t)) {
+            return Err(ApiError::Invalid(format!(
+                "task {t} does not exist; the batch was not applied"
+            )));
+        }
+        let known_runs: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM restore_runs WHERE id = ANY($1)")
+                .bind(&r.runs)
+                .fetch_all(&mut **tx)
+                .await?;
+        if let Some(run) = r.runs.iter().find(|run| !known_runs.contains(run)) {
+            return Err(ApiError::Invalid(format!(
+                "restore run {run} does not exist; the batch was not applied"
+            )));
+        }
+        let forbidden = |what: String| {
+            ApiError::Forbidden(format!(
+                "{what}: a worker reports only about its own work; the batch was not applied"
+            ))
+        };
+        if !r.tasks.is_empty()
+            && let Some((task, owner)) = sqlx::query_as::<_, (i64, String)>(
+                "SELECT t.id, w.name FROM tasks t JOIN workers w ON w.id = t.worker_id \
+                 WHERE t.id = ANY($1) AND t.worker_id <> $2 LIMIT 1",
+            )
+            .bind(&r.tasks)
+            .bind(worker_id)
+            .fetch_optional(&mut **tx)
+            .await?
+        {
+            return Err(forbidden(format!("task {task} belongs to worker {owner}")));
+        }
+        if !r.dumps.is_empty()
+            && let Some((dump, owner)) = sqlx::query_as::<_, (uuid::Uuid, String)>(
+                "SELECT d.dump_uuid, w.name FROM dumps d JOIN workers w ON w.id = d.worker_id \
+                 WHERE d.dump_uuid = ANY($1) AND d.worker_id <> $2 LIMIT 1",
+            )
+            .bind(&r.dumps)
+            .bind(worker_id)
+            .fetch_optional(&mut **tx)
+            .await?
+        {
+            return Err(forbidden(format!(
+                "dump {dump} is stored by worker {owner}"
+            )));
+        }
+        if !r.runs.is_empty()
+            && let Some(run) = sqlx::query_scalar::<_, i64>(
+                "SELECT id FROM restore_runs WHERE id = ANY($1) \
+                 AND worker_id IS DISTINCT FROM $2 LIMIT 1",
+            )
+            .bind(&r.runs)
+            .bind(worker_id)
+            .fetch_optional(&mut **tx)
+            .await?
+        {
+            return Err(forbidden(format!(
+                "restore run {run} is not run by this worker"
+            )));
+        }
+        // A job moved to another worker stays this worker's for the events
+        // it made before the move (`dump_job_workers`, kept by a trigger):
+        // a late upload is not foreign and must not wedge its outbox.
+        if !r.jobs.is_empty()
+            && let Some(job) = sqlx::query_scalar::<_, i64>(
+                "SELECT j.id FROM dump_jobs j WHERE j.id = ANY($1) AND j.worker_id <> $2 \
+                 AND NOT EXISTS (SELECT 1 FROM dump_job_workers h WHERE h.job_id = j.id AND h.worker_id = $2) \
+                 LIMIT 1",
+            )
+            .bind(&r.jobs)
+            .bind(worker_id)
+            .fetch_optional(&mut **tx)
+            .await?
+        {
+            return Err(forbidden(format!(
+                "dump job {job} belongs to another worker"
+            )));
+        }
+        // Discovery reports from a worker that was ever the default worker
+        // (`instance_workers`, kept by a trigger) may arrive late (ignored
+        // as stale in `discovery.rs`); a worker with no tie to the instance
+        // at all is refused.
+        if !r.instances.is_empty()
+            && let Some(instance) = sqlx::query_scalar::<_, i64>(
+                "SELECT i.id FROM instances i WHERE i.id = ANY($1) \
+                 AND i.default_worker_id IS DISTINCT FROM $2 \
+                 AND NOT EXISTS (SELECT 1 FROM instance_workers h WHERE h.instance_id = i.id AND h.worker_id = $2) \
+                 AND NOT EXISTS (SELECT 1 FROM dump_jobs j WHERE j.instance_id = i.id AND j.worker_id = $2) \
+                 LIMIT 1",
+            )
+            .bind(&r.instances)
+            .bind(worker_id)
+            .fetch_optional(&mut **tx)
+            .await?
+        {
+            return Err(forbidden(format!(
+                "instance {instance} is not discovered or dumped by this worker"
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_enum_values_are_refused_and_unspecified_ones_kept() {
+        let d = |t: i32| {
+            Body::DumpFinished(v1::DumpFinished {
+                dump_type: t,
+                ..Default::default()
+            })
+        };
+        assert!(check_enums("e", &d(0)).is_ok());
+        assert!(check_enums("e", &d(v1::DumpType::Full as i32)).is_ok());
+        let e = check_enums("e1", &d(999)).unwrap_err().to_string();
+        assert!(e.contains("e1") && e.contains("999"), "{e}");
+        let m = Body::Message(v1::WorkerMessage {
+            level: -3,
+            ..Default::default()
+        });
+        assert!(check_enums("e", &m).is_err());
+    }
+}
