@@ -44,7 +44,13 @@ fn response(worker_name: &str, ca_pem: &str, c: SignedCert) -> v1::EnrollRespons
 
 impl Link {
     /// Audits a refused enrollment (the token's worker, if it named one).
-    async fn refuse_enroll(&self, worker: &str, csr_bytes: usize, peer: Option<&str>, detail: &str) {
+    async fn refuse_enroll(
+        &self,
+        worker: &str,
+        csr_bytes: usize,
+        peer: Option<&str>,
+        detail: &str,
+    ) {
         audit(
             &self.catalog,
             worker,
@@ -70,11 +76,13 @@ impl Link {
                 "this is not an enrollment token (they start with {TOKEN_PREFIX} and are {} characters); issue one with `pgsnap worker enroll-token NAME`",
                 TOKEN_PREFIX.len() + 43
             );
-            self.refuse_enroll("", csr_bytes, peer.as_deref(), "malformed token").await;
+            self.refuse_enroll("", csr_bytes, peer.as_deref(), "malformed token")
+                .await;
             return Err(Status::unauthenticated(msg));
         }
         if let Err(s) = check_csr_size(&req.csr_pem) {
-            self.refuse_enroll("", csr_bytes, peer.as_deref(), "oversize CSR").await;
+            self.refuse_enroll("", csr_bytes, peer.as_deref(), "oversize CSR")
+                .await;
             return Err(s);
         }
         let mut enrollment = match self.catalog.begin_enrollment(&token_hash(token)).await? {
@@ -85,7 +93,8 @@ impl Link {
                     crate::catalog::TokenRefused::Reused { worker, .. }
                     | crate::catalog::TokenRefused::Expired { worker, .. } => worker.clone(),
                 };
-                self.refuse_enroll(&worker, csr_bytes, peer.as_deref(), &refused.to_string()).await;
+                self.refuse_enroll(&worker, csr_bytes, peer.as_deref(), &refused.to_string())
+                    .await;
                 tracing::warn!(worker = %worker, peer = peer.as_deref().unwrap_or("-"), "enrollment refused: {refused}");
                 return Err(Status::unauthenticated(refused.to_string()));
             }
@@ -100,7 +109,8 @@ impl Link {
             {
                 Ok(c) => c,
                 Err(e) => {
-                    self.refuse_enroll(&name, csr_bytes, peer.as_deref(), &e.to_string()).await;
+                    self.refuse_enroll(&name, csr_bytes, peer.as_deref(), &e.to_string())
+                        .await;
                     return Err(pki_status(e));
                 }
             };

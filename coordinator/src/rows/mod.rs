@@ -164,7 +164,6 @@ pub const WORKER_COLUMNS: &str = "w.id, w.name, w.status, w.registered_at, w.las
     w.seal_public_key, w.seal_key_fingerprint, w.seal_key_presented_at, \
     w.revoked_at, c.serial AS certificate_serial, c.not_after AS certificate_not_after";
 
-
 /// Joined after `workers w` wherever `WORKER_COLUMNS` is selected: the
 /// worker's newest unrevoked certificate.
 pub const WORKER_JOIN: &str = "LEFT JOIN LATERAL (SELECT serial, not_after FROM worker_certificates \

@@ -363,14 +363,24 @@ async fn enrollment_tokens_work_once_and_refusals_are_audited() {
     }
     let enrolled = t
         .cli
-        .json(&["audit", "list", "--method", "Enroll", "--actor", "worker:once"])
+        .json(&[
+            "audit",
+            "list",
+            "--method",
+            "Enroll",
+            "--actor",
+            "worker:once",
+        ])
         .unwrap();
     assert!(
         enrolled.as_array().unwrap().iter().any(|r| r["ok"] == true),
         "no audit row for the enrollment: {enrolled}"
     );
     let all = t.cli.run(&["--output", "json", "audit", "list"]).unwrap();
-    assert!(!all.stdout.contains(&token), "a token reached the audit log");
+    assert!(
+        !all.stdout.contains(&token),
+        "a token reached the audit log"
+    );
     assert!(!log.contains(&token), "a token reached the log");
 }
 
