@@ -16,10 +16,23 @@ use pgsnapman_proto::v1;
 use pgsnapman_proto::v1::admin_service_client::AdminServiceClient;
 use pgsnapman_proto::v1::worker_service_client::WorkerServiceClient;
 use tokio_util::sync::CancellationToken;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
 type Client = WorkerServiceClient<Channel>;
+
+/// Sends the admin token with every AdminService call.
+#[derive(Clone)]
+struct Bearer(MetadataValue<Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
 
 struct Running {
     addr: String,
@@ -91,8 +104,12 @@ impl Running {
         Ok(WorkerServiceClient::new(self.channel(identity).await?))
     }
 
-    async fn admin(&self) -> AdminServiceClient<Channel> {
-        AdminServiceClient::new(self.channel(None).await.unwrap())
+    /// The AdminService with the bootstrap admin token the coordinator
+    /// wrote into its data directory.
+    async fn admin(&self) -> AdminServiceClient<InterceptedService<Channel, Bearer>> {
+        let token = std::fs::read_to_string(self.data.join("admin.token")).unwrap();
+        let value: MetadataValue<Ascii> = format!("Bearer {}", token.trim()).parse().unwrap();
+        AdminServiceClient::with_interceptor(self.channel(None).await.unwrap(), Bearer(value))
     }
 
     async fn register(&self, name: &str) -> String {
