@@ -45,10 +45,20 @@ impl Access {
     /// A connected channel to the coordinator (TLS with `ca_file` for
     /// `https://`), for tests that call the gRPC services directly.
     pub async fn channel(&self) -> anyhow::Result<tonic::transport::Channel> {
+        self.channel_as(None).await
+    }
+
+    /// `channel`, presenting a client certificate and key (PEM) when given:
+    /// a worker's identity.
+    pub async fn channel_as(
+        &self,
+        identity: Option<(&str, &str)>,
+    ) -> anyhow::Result<tonic::transport::Channel> {
         use pgsnapman_proto::channel::{self, ClientTls};
         let tls = ClientTls {
             ca_file: self.ca_file.clone(),
-            ..ClientTls::default()
+            cert_pem: identity.map(|(c, _)| c.to_string()),
+            key_pem: identity.map(|(_, k)| k.to_string()),
         };
         let endpoint =
             channel::endpoint(&self.url, &tls)?.connect_timeout(std::time::Duration::from_secs(5));

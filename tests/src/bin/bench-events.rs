@@ -8,16 +8,26 @@
 //! after a crash before the acks were stored) and checks that nothing was
 //! applied twice.
 //!
+//! It runs twice on one machine: against a coordinator serving plaintext on
+//! loopback (names taken from the requests), and against one serving TLS
+//! with a worker certificate from a real enrollment and an admin token
+//! (the default), and also measures the lease round trip (Renew → Renewed
+//! on the lease stream) in both.
+//!
 //! Run: `cargo run --release -p pgsnapman-tests --bin bench-events [-- EVENTS]`
 //! (build the coordinator with `--release` first for release figures).
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use pgsnapman_proto::v1;
+use pgsnapman_proto::v1::lease_request::Msg as In;
+use pgsnapman_proto::v1::lease_response::Msg as Out;
 use pgsnapman_proto::v1::worker_service_client::WorkerServiceClient;
 use pgsnapman_tests::{Coordinator, CoordinatorOptions, PgCluster};
 
 const BATCH: usize = 1000;
+/// Lease renewals timed per run.
+const RENEWALS: usize = 500;
 
 fn event(i: usize) -> v1::Event {
     let now = pgsnapman_proto::timestamp(chrono::Utc::now());
@@ -91,17 +101,95 @@ async fn upload(
     Ok((applied, duplicates))
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let n: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()
-        .context("EVENTS must be a number")?
-        .unwrap_or(100_000);
+/// What one run measured.
+struct Figures {
+    first: Duration,
+    replay: Duration,
+    renew: Vec<Duration>,
+}
+
+/// A key pair made here and a certificate for worker `name` from a real
+/// enrollment (token from the AdminService).
+async fn enroll(coordinator: &Coordinator, name: &str) -> Result<(String, String)> {
+    let mut admin = coordinator.admin().await?;
+    let token = admin
+        .issue_enrollment_token(v1::WorkerRef {
+            r#ref: Some(v1::worker_ref::Ref::Name(name.into())),
+        })
+        .await?
+        .into_inner()
+        .token;
+    let key = rcgen::KeyPair::generate()?;
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)?
+        .pem()?;
+    let r = WorkerServiceClient::new(coordinator.access().channel().await?)
+        .enroll(v1::EnrollRequest {
+            token,
+            csr_pem: csr,
+        })
+        .await?
+        .into_inner();
+    Ok((r.certificate_pem, key.serialize_pem()))
+}
+
+/// Leases one VERIFY task of `name` and times `RENEWALS` renewals.
+async fn renewals(
+    coordinator: &Coordinator,
+    client: &mut WorkerServiceClient<tonic::transport::Channel>,
+    name: &str,
+) -> Result<Vec<Duration>> {
+    coordinator
+        .admin()
+        .await?
+        .verify_store(v1::WorkerRef {
+            r#ref: Some(v1::worker_ref::Ref::Name(name.into())),
+        })
+        .await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let send = |m: In| v1::LeaseRequest { msg: Some(m) };
+    tx.send(send(In::Open(v1::Open {
+        worker_name: name.into(),
+    })))
+    .await?;
+    tx.send(send(In::Credit(v1::Credit { slots: 1 }))).await?;
+    let mut inbound = client
+        .lease(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let next = async |inbound: &mut tonic::Streaming<v1::LeaseResponse>| -> Result<Out> {
+        loop {
+            match inbound.message().await?.and_then(|m| m.msg) {
+                Some(Out::Keepalive(_)) | Some(Out::ScheduleChanged(_)) => continue,
+                Some(m) => return Ok(m),
+                None => anyhow::bail!("the lease stream ended"),
+            }
+        }
+    };
+    let Out::Assignment(a) = next(&mut inbound).await? else {
+        anyhow::bail!("expected an assignment first");
+    };
+    let mut times = Vec::with_capacity(RENEWALS);
+    for _ in 0..RENEWALS {
+        let t = Instant::now();
+        tx.send(send(In::Renew(v1::Renew {
+            task_id: a.task_id,
+            lease_id: a.lease_id.clone(),
+        })))
+        .await?;
+        match next(&mut inbound).await? {
+            Out::Renewed(r) if r.task_id == a.task_id => times.push(t.elapsed()),
+            other => anyhow::bail!("expected Renewed, got {other:?}"),
+        }
+    }
+    Ok(times)
+}
+
+async fn run(n: usize, tls: bool) -> Result<Figures> {
     let catalog = PgCluster::start(15)?;
     let coordinator = Coordinator::start(CoordinatorOptions {
         catalog_url: Some(catalog.url("postgres")),
+        plaintext: !tls,
         env: vec![("RUST_LOG".into(), "warn".into())],
         ..Default::default()
     })
@@ -112,7 +200,16 @@ async fn main() -> Result<()> {
             name: "bench".into(),
         })
         .await?;
-    let mut client = WorkerServiceClient::new(coordinator.access().channel().await?)
+    let identity = if tls {
+        Some(enroll(&coordinator, "bench").await?)
+    } else {
+        None
+    };
+    let channel = coordinator
+        .access()
+        .channel_as(identity.as_ref().map(|(c, k)| (c.as_str(), k.as_str())))
+        .await?;
+    let mut client = WorkerServiceClient::new(channel)
         .max_decoding_message_size(pgsnapman_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(pgsnapman_proto::MAX_MESSAGE_BYTES);
     let events: Vec<v1::Event> = (0..n).map(event).collect();
@@ -146,14 +243,48 @@ async fn main() -> Result<()> {
         (messages + dumps) as usize == n,
         "catalog holds {messages} messages + {dumps} dumps for {n} events"
     );
+    let renew = renewals(&coordinator, &mut client, "bench").await?;
+    Ok(Figures {
+        first,
+        replay,
+        renew,
+    })
+}
+
+fn report(mode: &str, n: usize, f: &mut Figures) {
+    f.renew.sort();
+    let pct = |p: usize| f.renew[(f.renew.len() * p / 100).min(f.renew.len() - 1)];
     println!(
-        "events: {n} ({messages} messages, {dumps} dumps) in batches of {BATCH}\n\
-         first upload: {:.2}s = {:.0} events/s\n\
-         replay (all duplicates): {:.2}s = {:.0} events/s",
-        first.as_secs_f64(),
-        n as f64 / first.as_secs_f64(),
-        replay.as_secs_f64(),
-        n as f64 / replay.as_secs_f64()
+        "{mode}: first upload {:.2}s = {:.0} events/s; replay {:.2}s = {:.0} events/s; \
+         lease renew round trip median {:.2} ms, p99 {:.2} ms ({} renewals)",
+        f.first.as_secs_f64(),
+        n as f64 / f.first.as_secs_f64(),
+        f.replay.as_secs_f64(),
+        n as f64 / f.replay.as_secs_f64(),
+        pct(50).as_secs_f64() * 1e3,
+        pct(99).as_secs_f64() * 1e3,
+        f.renew.len()
+    );
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let n: usize = std::env::args()
+        .nth(1)
+        .map(|a| a.parse())
+        .transpose()
+        .context("EVENTS must be a number")?
+        .unwrap_or(100_000);
+    let mut plain = run(n, false).await.context("plaintext run")?;
+    let mut tls = run(n, true).await.context("TLS + authentication run")?;
+    println!("events: {n} per run (90% messages, 10% dumps) in batches of {BATCH}");
+    report("plaintext, names", n, &mut plain);
+    report("TLS, certificate + token", n, &mut tls);
+    println!(
+        "TLS/plaintext: upload {:.2}x the time, renew median {:.2}x",
+        tls.first.as_secs_f64() / plain.first.as_secs_f64(),
+        tls.renew[tls.renew.len() / 2].as_secs_f64()
+            / plain.renew[plain.renew.len() / 2].as_secs_f64()
     );
     Ok(())
 }
