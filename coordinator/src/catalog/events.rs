@@ -101,9 +101,15 @@ impl Catalog {
                 dumps.push((*id, d, at));
                 continue;
             }
-            self.apply_dumps_finished(&mut tx, worker_id, &dumps, &mut msgs)
-                .await?;
-            dumps.clear();
+            // Messages and store statistics never refer to a dump, so they
+            // do not end the run: dumps interleaved with messages (the usual
+            // backlog) are still inserted in one statement. Every other
+            // event may refer to a dump of the run and is applied after it.
+            if !matches!(&event.body, Some(Body::Message(_) | Body::StoreStats(_))) {
+                self.apply_dumps_finished(&mut tx, worker_id, &dumps, &mut msgs)
+                    .await?;
+                dumps.clear();
+            }
             match &event.body {
                 Some(Body::DumpFinished(_)) => {}
                 Some(Body::TaskFailed(f)) => {
