@@ -72,8 +72,12 @@ done
 # On first start the coordinator writes an admin token (0600) for pgsnap.
 export PGSNAPMAN_TOKEN_FILE="$qs/coordinator/admin.token"
 
-echo "== registering and starting a worker"
-pgsnap worker register quickstart-worker
+echo "== registering and starting a worker (it enrolls with a one-time token: docs/security-enroll.md)"
+# The token goes to the worker through its environment, never argv.
+enroll_token=$(pgsnap --output json worker register quickstart-worker \
+  | sed -n 's/.*"enrollment_token": *"\([^"]*\)".*/\1/p')
+[ -n "$enroll_token" ] || { echo "no enrollment token from pgsnap worker register" >&2; exit 1; }
+PGSNAPMAN_COORDINATOR__ENROLL_TOKEN="$enroll_token" \
 PGSNAPMAN_WORKER__NAME=quickstart-worker \
 PGSNAPMAN_WORKER__DATA_DIR="$qs/worker" \
 PGSNAPMAN_COORDINATOR__URL="$PGSNAPMAN_COORDINATOR" \
