@@ -183,37 +183,28 @@ impl Link {
             "worker": name,
             "old_serial": caller.serial,
         });
-        match result {
-            Ok(signed) => {
-                audit(
-                    &self.catalog,
-                    &name,
-                    "RenewCertificate",
-                    &args,
-                    peer.as_deref(),
-                    true,
-                    &format!(
-                        "new certificate {} valid until {}",
-                        signed.serial, signed.not_after
-                    ),
-                )
-                .await;
-                tracing::info!(worker = %name, serial = %signed.serial, "worker certificate renewed");
-                Ok(response(&name, self.pki.ca_pem(), signed))
-            }
-            Err(status) => {
-                audit(
-                    &self.catalog,
-                    &name,
-                    "RenewCertificate",
-                    &args,
-                    peer.as_deref(),
-                    false,
-                    status.message(),
-                )
-                .await;
-                Err(status)
-            }
-        }
+        let (ok, detail) = match &result {
+            Ok(signed) => (
+                true,
+                format!(
+                    "new certificate {} valid until {}",
+                    signed.serial, signed.not_after
+                ),
+            ),
+            Err(status) => (false, status.message().to_string()),
+        };
+        audit(
+            &self.catalog,
+            &name,
+            "RenewCertificate",
+            &args,
+            peer.as_deref(),
+            ok,
+            &detail,
+        )
+        .await;
+        let signed = result?;
+        tracing::info!(worker = %name, serial = %signed.serial, "worker certificate renewed");
+        Ok(response(&name, self.pki.ca_pem(), signed))
     }
 }
