@@ -21,9 +21,20 @@ pub enum ApiError {
     /// a revoked certificate).
     #[error("{0}")]
     Forbidden(String),
+    /// One event of an uploaded batch was refused (foreign or invalid);
+    /// the status carries its id in `REFUSED_EVENT_KEY` so that the worker
+    /// can set that event aside and send the rest.
+    #[error("event {event_id}: {error}")]
+    EventRefused {
+        event_id: String,
+        error: Box<ApiError>,
+    },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
+
+/// Status metadata naming the event a batch was refused for.
+pub use pgsnapman_proto::REFUSED_EVENT_KEY;
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
@@ -48,6 +59,15 @@ impl From<ApiError> for Status {
             ApiError::Precondition(m) => Status::failed_precondition(m),
             ApiError::Unauthenticated(m) => Status::unauthenticated(m),
             ApiError::Forbidden(m) => Status::permission_denied(m),
+            ApiError::EventRefused { event_id, error } => {
+                let text = format!("event {event_id}: {error}");
+                let code = Status::from(*error).code();
+                let mut md = tonic::metadata::MetadataMap::new();
+                if let Ok(v) = event_id.parse() {
+                    md.insert(REFUSED_EVENT_KEY, v);
+                }
+                Status::with_metadata(code, text, md)
+            }
             ApiError::Internal(e) => {
                 let id = uuid::Uuid::new_v4();
                 tracing::error!(request_id = %id, "internal error: {e:#}");

@@ -279,18 +279,32 @@ async fn events_about_another_workers_work_are_refused_and_change_nothing() {
             ..Default::default()
         }));
         let bad = t.event(body);
-        for batch in [vec![bad.clone()], vec![own, bad]] {
+        for batch in [vec![bad.clone()], vec![own, bad.clone()]] {
             let err = t
                 .catalog
                 .apply_events(t.a, &batch, 0)
                 .await
                 .expect_err(what);
+            // The refusal names the foreign event, so that the worker can
+            // set it aside and send the rest.
+            let ApiError::EventRefused { event_id, error } = &err else {
+                panic!("{what}: {err:?} does not name the refused event");
+            };
+            assert_eq!(event_id, &bad.event_id, "{what}");
             assert!(
-                matches!(err, ApiError::Forbidden(_)),
+                matches!(**error, ApiError::Forbidden(_)),
                 "{what}: {err:?} is not PERMISSION_DENIED"
             );
             let status: tonic::Status = err.into();
             assert_eq!(status.code(), tonic::Code::PermissionDenied, "{what}");
+            assert_eq!(
+                status
+                    .metadata()
+                    .get(pgsnapman_proto::REFUSED_EVENT_KEY)
+                    .and_then(|v| v.to_str().ok()),
+                Some(bad.event_id.as_str()),
+                "{what}"
+            );
             assert!(
                 status.message().contains("not applied"),
                 "{what}: {}",
@@ -352,7 +366,10 @@ async fn unknown_enum_values_in_events_are_refused() {
             .await
             .unwrap_err();
         let text = err.to_string();
-        assert!(matches!(err, ApiError::Invalid(_)), "{text}");
+        assert!(
+            matches!(&err, ApiError::EventRefused { error, .. } if matches!(**error, ApiError::Invalid(_))),
+            "{text}"
+        );
         assert!(
             text.contains(&e.event_id) && text.contains("newer worker"),
             "{text}"

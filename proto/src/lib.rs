@@ -20,6 +20,10 @@ pub mod reflect;
 pub use redact::{is_secret_field, redact_json, redact_url};
 pub mod seal;
 
+/// Status metadata of a refused event batch: the id of the event it was
+/// refused for (docs/protocol.md, "Refused events").
+pub const REFUSED_EVENT_KEY: &str = "pgsnapman-refused-event";
+
 /// Largest gRPC message either side accepts. Only control messages travel on
 /// the link (never dump bytes); a schedule of a few thousand jobs fits easily.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;

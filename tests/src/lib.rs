@@ -21,7 +21,7 @@ pub use pki::PkiSource;
 pub use proxy::Proxy;
 pub use service::{
     AdminClient, Coordinator, CoordinatorOptions, Worker, WorkerOptions, read_admin_token,
-    store_tool,
+    store_tool, worker_tool,
 };
 
 use std::path::PathBuf;

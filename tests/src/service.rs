@@ -470,18 +470,24 @@ fn enroll_token(opts: &WorkerOptions, data_dir: &Path) -> Result<Option<String>>
     }
 }
 
-/// `pgsnapman-worker store ARGS --data-dir DIR`; fails with its stderr.
+/// `pgsnapman-worker store --data-dir DIR ARGS`; fails with its stderr.
 pub fn store_tool(data_dir: &Path, args: &[&str]) -> Result<String> {
+    worker_tool(data_dir, "store", args)
+}
+
+/// `pgsnapman-worker COMMAND --data-dir DIR ARGS` (the offline commands:
+/// `store`, `outbox`); fails with its stderr.
+pub fn worker_tool(data_dir: &Path, command: &str, args: &[&str]) -> Result<String> {
     let out = Command::new(crate::binary("pgsnapman-worker"))
-        .arg("store")
+        .arg(command)
         .arg("--data-dir")
         .arg(data_dir)
         .args(args)
         .output()
-        .context("run pgsnapman-worker store")?;
+        .with_context(|| format!("run pgsnapman-worker {command}"))?;
     if !out.status.success() {
         bail!(
-            "pgsnapman-worker store {args:?} exited with {}: {}",
+            "pgsnapman-worker {command} {args:?} exited with {}: {}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );

@@ -31,6 +31,15 @@ enum Command {
         #[command(subcommand)]
         command: pgsnapman_worker::offline::StoreCommand,
     },
+    /// The events this worker has not delivered yet: list the ones the
+    /// coordinator refused, queue them again
+    Outbox {
+        /// The worker's data directory [default: worker.data_dir of the config]
+        #[arg(long, value_name = "DIR", env = "PGSNAPMAN_WORKER__DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        command: pgsnapman_worker::outbox::tool::OutboxCommand,
+    },
     /// Enroll this worker: make its key pair here, send a certificate request
     /// with a one-time token (`pgsnap worker register` / `enroll-token`), and
     /// store the certificate under <data_dir>/identity/. The token comes from
@@ -158,6 +167,10 @@ async fn main() -> ExitCode {
         Some(Command::Store { data_dir, command }) => Some(
             data_dir_of(data_dir, cli.config.as_deref())
                 .and_then(|d| pgsnapman_worker::offline::run(&d, command)),
+        ),
+        Some(Command::Outbox { data_dir, command }) => Some(
+            data_dir_of(data_dir, cli.config.as_deref())
+                .and_then(|d| pgsnapman_worker::outbox::tool::run(&d, command)),
         ),
         Some(Command::Enroll { token_file, force }) => {
             init_tracing();

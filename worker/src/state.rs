@@ -21,8 +21,11 @@ pub const CF_MIRROR: &str = "mirror";
 /// Per job, when it was first seen and the last fire time handled
 /// (`mirror` module).
 pub const CF_FIRES: &str = "fires";
+/// Events the coordinator refused, set aside with the reason (`outbox`
+/// module, `refused.rs`).
+pub const CF_REFUSED: &str = "refused_events";
 /// Every column family, created on open if missing.
-const COLUMN_FAMILIES: [&str; 5] = [CF_OUTBOX, CF_META, CF_DONE, CF_MIRROR, CF_FIRES];
+const COLUMN_FAMILIES: [&str; 6] = [CF_OUTBOX, CF_META, CF_DONE, CF_MIRROR, CF_FIRES, CF_REFUSED];
 
 const FORMAT_KEY: &[u8] = b"format_version";
 /// Version of the state database layout (docs/worker.md). Bump on any
@@ -74,6 +77,17 @@ impl State {
         let state = Self { db: Arc::new(db) };
         state.check_format(path)?;
         Ok(state)
+    }
+
+    /// Opens an existing state database read-only (beside a running worker),
+    /// with whichever of the column families it has.
+    pub fn open_read_only(path: &Path) -> Result<Self> {
+        let opts = Options::default();
+        let names = DB::list_cf(&opts, path)
+            .with_context(|| format!("open state database {}", path.display()))?;
+        let db = DB::open_cf_for_read_only(&opts, path, names, false)
+            .with_context(|| format!("open state database {} read-only", path.display()))?;
+        Ok(Self { db: Arc::new(db) })
     }
 
     fn check_format(&self, path: &Path) -> Result<()> {

@@ -1,7 +1,9 @@
 //! Every event a worker uploads must be about that worker: its tasks, its
 //! dumps, its restore runs, its jobs, the instances it dumps or discovers.
 //! Checked inside the batch's transaction before anything is applied; one
-//! foreign event refuses the whole batch (PERMISSION_DENIED, nothing changes).
+//! foreign or invalid event refuses the whole batch (nothing changes) and the
+//! refusal names that event (`ApiError::EventRefused`), so that the worker
+//! can set it aside and send the rest (docs/protocol.md, "Refused events").
 use std::collections::HashSet;
 
 use pgsnapman_proto::v1;
@@ -10,38 +12,53 @@ use pgsnapman_proto::v1::event::Body;
 use super::Catalog;
 use crate::error::{ApiError, ApiResult};
 
-/// The ids a batch's fresh events refer to.
+/// The ids a batch's fresh events refer to, each with the index of the event
+/// that named it.
 #[derive(Default)]
 struct Refs {
-    tasks: Vec<i64>,
-    dumps: Vec<uuid::Uuid>,
-    runs: Vec<i64>,
-    jobs: Vec<i64>,
-    instances: Vec<i64>,
+    tasks: Vec<(i64, usize)>,
+    dumps: Vec<(uuid::Uuid, usize)>,
+    runs: Vec<(i64, usize)>,
+    jobs: Vec<(i64, usize)>,
+    instances: Vec<(i64, usize)>,
 }
 
 impl Refs {
-    fn task(&mut self, t: Option<&v1::TaskRef>) {
+    fn task(&mut self, t: Option<&v1::TaskRef>, at: usize) {
         if let Some(t) = t
             && t.task_id != 0
         {
-            self.tasks.push(t.task_id);
+            self.tasks.push((t.task_id, at));
         }
     }
 
-    fn dumps(&mut self, uuids: &[String]) {
-        self.dumps
-            .extend(uuids.iter().filter_map(|u| uuid::Uuid::parse_str(u).ok()));
+    fn dumps(&mut self, uuids: &[String], at: usize) {
+        self.dumps.extend(
+            uuids
+                .iter()
+                .filter_map(|u| uuid::Uuid::parse_str(u).ok())
+                .map(|u| (u, at)),
+        );
     }
+}
+
+/// The ids of `refs`, for `= ANY($1)`.
+fn ids_of<T: Copy>(refs: &[(T, usize)]) -> Vec<T> {
+    refs.iter().map(|(id, _)| *id).collect()
+}
+
+/// The first event of the batch that named `id`.
+fn first_naming<T: PartialEq>(refs: &[(T, usize)], id: &T) -> usize {
+    refs.iter().find(|(r, _)| r == id).map_or(0, |(_, at)| *at)
 }
 
 /// Refuses enum values this coordinator does not know (0, unspecified, keeps
 /// its documented default): a catalog row must not say FULL for a type it
 /// could not read.
-fn check_enums(event_id: &str, body: &Body) -> ApiResult<()> {
+fn check_enums(body: &Body) -> ApiResult<()> {
     let bad = |what: &str, v: i32| {
         ApiError::Invalid(format!(
-            "event {event_id}: {what} {v} is not a value this coordinator knows (newer worker?)"
+            "{what} {v} is not a value this coordinator knows (newer worker?)"
         ))
     };
     match body {
@@ -68,7 +85,8 @@ fn check_enums(event_id: &str, body: &Body) -> ApiResult<()> {
 }
 
 impl Catalog {
-    /// Checks that the fresh events of a batch are all about `worker_id`.
+    /// Checks that the fresh events of a batch are all about `worker_id`;
+    /// the first one that is not is named in the error.
     pub(super) async fn check_ownership(
         &self,
         tx: &mut sqlx::PgTransaction<'_>,
@@ -77,118 +95,161 @@ impl Catalog {
         ids: &[uuid::Uuid],
         fresh: &HashSet<uuid::Uuid>,
     ) -> ApiResult<()> {
+        self.find_foreign(tx, worker_id, events, ids, fresh)
+            .await
+            .map_err(|(at, error)| match events.get(at) {
+                Some(e) => ApiError::EventRefused {
+                    event_id: e.event_id.clone(),
+                    error: Box::new(error),
+                },
+                None => error,
+            })
+    }
+
+    /// The index of the first event that is not about `worker_id`, and why.
+    async fn find_foreign(
+        &self,
+        tx: &mut sqlx::PgTransaction<'_>,
+        worker_id: i64,
+        events: &[v1::Event],
+        ids: &[uuid::Uuid],
+        fresh: &HashSet<uuid::Uuid>,
+    ) -> Result<(), (usize, ApiError)> {
+        let db = |e: sqlx::Error| (usize::MAX, ApiError::from(e));
         let mut r = Refs::default();
-        for (event, id) in events.iter().zip(ids) {
+        for (at, (event, id)) in events.iter().zip(ids).enumerate() {
             if !fresh.contains(id) {
                 continue;
             }
             let Some(body) = &event.body else { continue };
-            check_enums(&event.event_id, body)?;
+            check_enums(body).map_err(|e| (at, e))?;
             match body {
                 Body::DumpFinished(d) => {
-                    r.task(d.task.as_ref());
-                    r.dumps(std::slice::from_ref(&d.dump_uuid));
+                    r.task(d.task.as_ref(), at);
+                    r.dumps(std::slice::from_ref(&d.dump_uuid), at);
                     if d.job_id != 0 {
-                        r.jobs.push(d.job_id);
+                        r.jobs.push((d.job_id, at));
                     }
                 }
-                Body::Message(m) if m.job_id != 0 => r.jobs.push(m.job_id),
+                Body::Message(m) if m.job_id != 0 => r.jobs.push((m.job_id, at)),
                 Body::Message(_) | Body::StoreStats(_) => {}
-                Body::TaskFailed(f) => r.task(f.task.as_ref()),
-                Body::TaskFinished(f) => r.task(f.task.as_ref()),
-                Body::DumpsDeleted(d) => r.dumps(&d.dump_uuids),
+                Body::TaskFailed(f) => r.task(f.task.as_ref(), at),
+                Body::TaskFinished(f) => r.task(f.task.as_ref(), at),
+                Body::DumpsDeleted(d) => r.dumps(&d.dump_uuids, at),
                 Body::StoreVerified(v) => {
-                    r.task(v.task.as_ref());
-                    r.dumps(&v.good_dump_uuids);
-                    r.dumps(&v.bad_dump_uuids);
+                    r.task(v.task.as_ref(), at);
+                    r.dumps(&v.good_dump_uuids, at);
+                    r.dumps(&v.bad_dump_uuids, at);
                 }
-                Body::DatabasesDiscovered(d) => r.instances.push(d.instance_id),
-                Body::RestoreLog(l) => r.runs.push(l.run_id),
+                Body::DatabasesDiscovered(d) => r.instances.push((d.instance_id, at)),
+                Body::RestoreLog(l) => r.runs.push((l.run_id, at)),
                 Body::RestoreFinished(f) => {
-                    r.task(f.task.as_ref());
-                    r.runs.push(f.run_id);
+                    r.task(f.task.as_ref(), at);
+                    r.runs.push((f.run_id, at));
                 }
             }
         }
         // Ids a worker was given are positive and exist (tasks and restore
         // runs are never deleted); anything else was made up.
-        let ids = r
+        let named = r
             .tasks
             .iter()
             .map(|t| ("task", *t))
             .chain(r.runs.iter().map(|id| ("restore run", *id)))
             .chain(r.jobs.iter().map(|id| ("dump job", *id)))
             .chain(r.instances.iter().map(|id| ("instance", *id)));
-        for (what, id) in ids {
+        for (what, (id, at)) in named {
             if id <= 0 {
-                return Err(ApiError::Invalid(format!(
-                    "{what} id {id} is not valid; the batch was not applied"
-                )));
+                return Err((
+                    at,
+                    ApiError::Invalid(format!(
+                        "{what} id {id} is not valid; the batch was not applied"
+                    )),
+                ));
             }
         }
         let known_tasks: Vec<i64> = sqlx::query_scalar("SELECT id FROM tasks WHERE id = ANY($1)")
-            .bind(&r.tasks)
+            .bind(ids_of(&r.tasks))
             .fetch_all(&mut **tx)
-            .await?;
-        if let Some(t) = r.tasks.iter().find(|t| !known_tasks.contains(t)) {
-            return Err(ApiError::Invalid(format!(
-                "task {t} does not exist; the batch was not applied"
-            )));
+            .await
+            .map_err(db)?;
+        if let Some((t, at)) = r.tasks.iter().find(|(t, _)| !known_tasks.contains(t)) {
+            return Err((
+                *at,
+                ApiError::Invalid(format!(
+                    "task {t} does not exist; the batch was not applied"
+                )),
+            ));
         }
         let known_runs: Vec<i64> =
             sqlx::query_scalar("SELECT id FROM restore_runs WHERE id = ANY($1)")
-                .bind(&r.runs)
+                .bind(ids_of(&r.runs))
                 .fetch_all(&mut **tx)
-                .await?;
-        if let Some(run) = r.runs.iter().find(|run| !known_runs.contains(run)) {
-            return Err(ApiError::Invalid(format!(
-                "restore run {run} does not exist; the batch was not applied"
-            )));
+                .await
+                .map_err(db)?;
+        if let Some((run, at)) = r.runs.iter().find(|(run, _)| !known_runs.contains(run)) {
+            return Err((
+                *at,
+                ApiError::Invalid(format!(
+                    "restore run {run} does not exist; the batch was not applied"
+                )),
+            ));
         }
-        let forbidden = |what: String| {
-            ApiError::Forbidden(format!(
-                "{what}: a worker reports only about its own work; the batch was not applied"
-            ))
+        let forbidden = |at: usize, what: String| {
+            (
+                at,
+                ApiError::Forbidden(format!(
+                    "{what}: a worker reports only about its own work; the batch was not applied"
+                )),
+            )
         };
         if !r.tasks.is_empty()
             && let Some((task, owner)) = sqlx::query_as::<_, (i64, String)>(
                 "SELECT t.id, w.name FROM tasks t JOIN workers w ON w.id = t.worker_id \
                  WHERE t.id = ANY($1) AND t.worker_id <> $2 LIMIT 1",
             )
-            .bind(&r.tasks)
+            .bind(ids_of(&r.tasks))
             .bind(worker_id)
             .fetch_optional(&mut **tx)
-            .await?
+            .await
+            .map_err(db)?
         {
-            return Err(forbidden(format!("task {task} belongs to worker {owner}")));
+            return Err(forbidden(
+                first_naming(&r.tasks, &task),
+                format!("task {task} belongs to worker {owner}"),
+            ));
         }
         if !r.dumps.is_empty()
             && let Some((dump, owner)) = sqlx::query_as::<_, (uuid::Uuid, String)>(
                 "SELECT d.dump_uuid, w.name FROM dumps d JOIN workers w ON w.id = d.worker_id \
                  WHERE d.dump_uuid = ANY($1) AND d.worker_id <> $2 LIMIT 1",
             )
-            .bind(&r.dumps)
+            .bind(ids_of(&r.dumps))
             .bind(worker_id)
             .fetch_optional(&mut **tx)
-            .await?
+            .await
+            .map_err(db)?
         {
-            return Err(forbidden(format!(
-                "dump {dump} is stored by worker {owner}"
-            )));
+            return Err(forbidden(
+                first_naming(&r.dumps, &dump),
+                format!("dump {dump} is stored by worker {owner}"),
+            ));
         }
         if !r.runs.is_empty()
             && let Some(run) = sqlx::query_scalar::<_, i64>(
                 "SELECT id FROM restore_runs WHERE id = ANY($1) \
                  AND worker_id IS DISTINCT FROM $2 LIMIT 1",
             )
-            .bind(&r.runs)
+            .bind(ids_of(&r.runs))
             .bind(worker_id)
             .fetch_optional(&mut **tx)
-            .await?
+            .await
+            .map_err(db)?
         {
-            return Err(forbidden(format!(
-                "restore run {run} is not run by this worker"
-            )));
+            return Err(forbidden(
+                first_naming(&r.runs, &run),
+                format!("restore run {run} is not run by this worker"),
+            ));
         }
         // A job moved to another worker stays this worker's for the events
         // it made before the move (`dump_job_workers`, kept by a trigger):
@@ -199,14 +260,16 @@ impl Catalog {
                  AND NOT EXISTS (SELECT 1 FROM dump_job_workers h WHERE h.job_id = j.id AND h.worker_id = $2) \
                  LIMIT 1",
             )
-            .bind(&r.jobs)
+            .bind(ids_of(&r.jobs))
             .bind(worker_id)
             .fetch_optional(&mut **tx)
-            .await?
+            .await
+            .map_err(db)?
         {
-            return Err(forbidden(format!(
-                "dump job {job} belongs to another worker"
-            )));
+            return Err(forbidden(
+                first_naming(&r.jobs, &job),
+                format!("dump job {job} belongs to another worker"),
+            ));
         }
         // Discovery reports from a worker that was ever the default worker
         // (`instance_workers`, kept by a trigger) may arrive late (ignored
@@ -220,14 +283,16 @@ impl Catalog {
                  AND NOT EXISTS (SELECT 1 FROM dump_jobs j WHERE j.instance_id = i.id AND j.worker_id = $2) \
                  LIMIT 1",
             )
-            .bind(&r.instances)
+            .bind(ids_of(&r.instances))
             .bind(worker_id)
             .fetch_optional(&mut **tx)
-            .await?
+            .await
+            .map_err(db)?
         {
-            return Err(forbidden(format!(
-                "instance {instance} is not discovered or dumped by this worker"
-            )));
+            return Err(forbidden(
+                first_naming(&r.instances, &instance),
+                format!("instance {instance} is not discovered or dumped by this worker"),
+            ));
         }
         Ok(())
     }
@@ -245,14 +310,14 @@ mod tests {
                 ..Default::default()
             })
         };
-        assert!(check_enums("e", &d(0)).is_ok());
-        assert!(check_enums("e", &d(v1::DumpType::Full as i32)).is_ok());
-        let e = check_enums("e1", &d(999)).unwrap_err().to_string();
-        assert!(e.contains("e1") && e.contains("999"), "{e}");
+        assert!(check_enums(&d(0)).is_ok());
+        assert!(check_enums(&d(v1::DumpType::Full as i32)).is_ok());
+        let e = check_enums(&d(999)).unwrap_err().to_string();
+        assert!(e.contains("dump type 999"), "{e}");
         let m = Body::Message(v1::WorkerMessage {
             level: -3,
             ..Default::default()
         });
-        assert!(check_enums("e", &m).is_err());
+        assert!(check_enums(&m).is_err());
     }
 }

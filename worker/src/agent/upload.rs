@@ -1,6 +1,7 @@
 //! Uploads the outbox on one session's `UploadEvents` stream: oldest events
 //! first, in batches; events are deleted only after the coordinator's
-//! acknowledgement. Never drops an event: any error ends the session.
+//! acknowledgement. Never drops an event: one the coordinator refuses is set
+//! aside (`outbox/refused.rs`); any other error ends the session.
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -47,16 +48,65 @@ async fn check_backlog(shared: &Shared, len: u64) {
         "outbox backlog of {len} events exceeds outbox.warn_events = {limit}; the coordinator is not keeping up"
     );
     tracing::warn!(backlog = len, "{text}");
+    if let Err(err) = queue_message(shared, MessageLevel::Warning, "LINK", text).await {
+        tracing::warn!("cannot queue the backlog warning: {err:#}");
+    }
+}
+
+/// The event the coordinator refused the batch for, when it names one
+/// (a foreign or invalid event; docs/protocol.md, "Refused events"). A
+/// revocation or any other error names none and ends the session.
+fn refused_event(s: &tonic::Status) -> Option<Uuid> {
+    if !matches!(
+        s.code(),
+        tonic::Code::PermissionDenied | tonic::Code::InvalidArgument
+    ) {
+        return None;
+    }
+    s.metadata()
+        .get(pgsnapman_proto::REFUSED_EVENT_KEY)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Moves the refused event out of the outbox (kept in `refused_events`, not
+/// lost) so that the events after it go on, and says so in the log and in
+/// an ERROR message to the catalog.
+async fn set_aside(shared: &Shared, id: Uuid, s: &tonic::Status) -> Result<()> {
+    let reason = s.message().to_string();
+    let outbox = shared.outbox.clone();
+    let kept = reason.clone();
+    if !blocking(move || outbox.set_aside(id, &kept)).await? {
+        return Err(anyhow!(
+            "the coordinator refused event {id}, which the outbox no longer holds: {reason}"
+        ));
+    }
+    let text = format!(
+        "the coordinator refused an event of worker {}; it is set aside on the worker \
+         (`pgsnapman-worker outbox refused` lists it, `outbox requeue` sends it again): {reason}",
+        shared.config.worker.name
+    );
+    tracing::error!(event = %id, "{text}");
+    queue_message(shared, MessageLevel::Error, "OUTBOX", text).await
+}
+
+/// Queues a message of this worker (no job) for the catalog.
+async fn queue_message(
+    shared: &Shared,
+    level: MessageLevel,
+    class: &str,
+    text: String,
+) -> Result<()> {
     let body = event::Body::Message(WorkerMessage {
-        level: MessageLevel::Warning as i32,
-        class: "LINK".to_string(),
+        level: level as i32,
+        class: class.to_string(),
         job_id: 0,
         text,
     });
     let outbox = shared.outbox.clone();
-    if let Err(err) = blocking(move || outbox.append(body)).await {
-        tracing::warn!("cannot queue the backlog warning: {err:#}");
-    }
+    blocking(move || outbox.append(body)).await.map(|_| ())
 }
 
 /// How often finished tasks whose results were acknowledged long ago are
@@ -109,20 +159,26 @@ pub async fn run(shared: Arc<Shared>, mut client: Client) -> Result<()> {
                 tx.send(batch)
                     .await
                     .map_err(|_| anyhow!("upload stream closed"))?;
-                let acks = tokio::time::timeout(
+                let opened = tokio::time::timeout(
                     OPEN_TIMEOUT,
                     client.upload_events(ReceiverStream::new(rx)),
                 )
                 .await
-                .map_err(|_| anyhow!("upload stream did not open within {OPEN_TIMEOUT:?}"))?
-                .map_err(|s| {
-                    anyhow!(
-                        "cannot open the upload stream: {:?}: {}",
-                        s.code(),
-                        s.message()
-                    )
-                })?
-                .into_inner();
+                .map_err(|_| anyhow!("upload stream did not open within {OPEN_TIMEOUT:?}"))?;
+                let acks = match opened {
+                    Ok(r) => r.into_inner(),
+                    Err(s) => {
+                        if let Some(id) = refused_event(&s) {
+                            set_aside(&shared, id, &s).await?;
+                            continue;
+                        }
+                        return Err(anyhow!(
+                            "cannot open the upload stream: {:?}: {}",
+                            s.code(),
+                            s.message()
+                        ));
+                    }
+                };
                 stream = Some((tx, acks));
             }
         }
@@ -132,6 +188,12 @@ pub async fn run(shared: Arc<Shared>, mut client: Client) -> Result<()> {
         let ack = match tokio::time::timeout(ACK_TIMEOUT, acks.message()).await {
             Err(_) => return Err(anyhow!("no EventAck within {ACK_TIMEOUT:?}")),
             Ok(Err(s)) => {
+                if let Some(id) = refused_event(&s) {
+                    // The coordinator ended the stream; open a new one.
+                    stream = None;
+                    set_aside(&shared, id, &s).await?;
+                    continue;
+                }
                 return Err(anyhow!(
                     "event upload failed: {:?}: {}",
                     s.code(),

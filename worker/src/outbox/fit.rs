@@ -100,7 +100,7 @@ pub(super) fn fit(body: event::Body) -> Vec<event::Body> {
     kept.into_iter().chain(std::iter::once(note)).collect()
 }
 
-fn kind_of(body: &event::Body) -> &'static str {
+pub(super) fn kind_of(body: &event::Body) -> &'static str {
     match body {
         event::Body::DumpFinished(_) => "DumpFinished",
         event::Body::Message(_) => "WorkerMessage",

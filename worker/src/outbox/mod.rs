@@ -16,12 +16,15 @@ use uuid::Uuid;
 
 mod done;
 mod fit;
+mod refused;
+pub mod tool;
 
 pub use done::Finished;
 pub use done::under_lease;
 use done::{decode_done, encode_done, now_secs, task_of};
 pub use fit::MAX_EVENT_BYTES;
 use fit::fit;
+pub use refused::{Refused, list as refused, list_at as refused_at};
 
 use crate::state::{CF_DONE, CF_OUTBOX, State, synced};
 
