@@ -2,7 +2,8 @@
 //! clients holding real certificates from the coordinator's CA. A worker's
 //! certificate cannot act for another worker; enrollment tokens work once
 //! and refusals are audited; revocation cuts a real worker off and requeues
-//! its task; workers renew their certificates. The bad-input matrix runs in
+//! its task; workers renew their certificates; stream limits and call
+//! timeouts hold. The bad-input matrix runs in
 //! process: coordinator/tests/identity_grpc.rs.
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use pgsnapman_proto::v1::{self, event::Body, lease_request};
 use pgsnapman_tests::{
     Coordinator, CoordinatorOptions, PgCluster, Pgsnap, Worker, WorkerOptions, wait,
 };
+use sqlx::Connection;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
@@ -20,6 +22,7 @@ type Client = WorkerServiceClient<Channel>;
 
 struct Tls {
     _catalog: PgCluster,
+    catalog_url: String,
     coordinator: Coordinator,
     cli: Pgsnap,
 }
@@ -43,6 +46,7 @@ impl Tls {
         );
         let cli = coordinator.cli();
         Tls {
+            catalog_url: catalog.url("postgres"),
             _catalog: catalog,
             coordinator,
             cli,
@@ -487,4 +491,86 @@ async fn a_worker_renews_its_certificate_over_the_link() {
     let mut worker = worker;
     worker.process.stop_clean().await;
     worker.process.assert_no_unexpected_errors(&[]);
+}
+
+/// A lease stream held open: dropping it ends the stream.
+type HeldLease = (
+    tokio::sync::mpsc::Sender<v1::LeaseRequest>,
+    tonic::Streaming<v1::LeaseResponse>,
+);
+
+/// Opens a lease stream for the certificate's worker and keeps it.
+async fn hold_lease(c: &mut Client) -> Result<HeldLease, Status> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(v1::LeaseRequest {
+        msg: Some(lease_request::Msg::Open(v1::Open {
+            worker_name: String::new(),
+        })),
+    })
+    .await
+    .map_err(|_| Status::unknown("closed"))?;
+    let mut s = c
+        .lease(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    s.message()
+        .await?
+        .ok_or_else(|| Status::unknown("closed"))?;
+    Ok((tx, s))
+}
+
+/// The hardening limits on real processes: one worker certificate holds at
+/// most `lease.max_lease_streams` lease streams (the next is refused with a
+/// line naming the setting, and a slot frees when a stream ends), and a
+/// unary call that the catalog holds up (a table lock) ends after
+/// `lease.call_timeout` with DEADLINE_EXCEEDED instead of hanging; the
+/// coordinator serves on afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_limits_and_call_timeouts_hold_on_real_processes() {
+    let t = Tls::start(&[
+        ("PGSNAPMAN_LEASE__MAX_LEASE_STREAMS", "2"),
+        ("PGSNAPMAN_LEASE__CALL_TIMEOUT", "2s"),
+    ])
+    .await;
+    let token = t.register("limited");
+    let (cert, key, _) = t.enroll(&token).await.unwrap();
+    let mut c = t.client(Some((&cert, &key))).await.unwrap();
+    c.hello(hello("")).await.unwrap();
+
+    let first = hold_lease(&mut c).await.unwrap();
+    let _second = hold_lease(&mut c).await.unwrap();
+    expect(
+        "a third lease stream",
+        hold_lease(&mut c).await.map(|_| ()),
+        Code::ResourceExhausted,
+        "lease.max_lease_streams",
+    );
+    drop(first);
+    let third = wait::until(
+        "a lease slot to free after a stream ended",
+        Duration::from_secs(30),
+        || {
+            let mut c = c.clone();
+            async move { hold_lease(&mut c).await.ok() }
+        },
+    )
+    .await;
+
+    // The catalog holds every query on `workers` until the lock goes.
+    let mut locker = sqlx::PgConnection::connect(&t.catalog_url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("LOCK TABLE workers IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    expect(
+        "Hello while the catalog is locked",
+        c.hello(hello("")).await,
+        Code::DeadlineExceeded,
+        "lease.call_timeout",
+    );
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    drop(third);
+    let me = c.hello(hello("")).await.unwrap().into_inner();
+    assert!(me.worker_id > 0, "the coordinator serves on");
 }
