@@ -18,6 +18,8 @@ pub struct Admin {
     /// To cut a revoked worker's streams at once.
     pub streams: Arc<StreamRegistry>,
     pub pki: std::sync::Arc<crate::pki::Pki>,
+    /// `WatchTask` streams.
+    pub watches: crate::watch::Watches,
 }
 
 type R<T> = Result<Response<T>, Status>;
@@ -232,6 +234,13 @@ impl AdminService for Admin {
 
     async fn get_task(&self, req: Request<v1::IdRequest>) -> R<v1::Task> {
         ok(self.catalog.task(req.into_inner().id).await?.to_proto())
+    }
+
+    type WatchTaskStream = crate::watch::TaskStream;
+
+    async fn watch_task(&self, req: Request<v1::IdRequest>) -> R<Self::WatchTaskStream> {
+        let id = req.into_inner().id;
+        ok(self.watches.open(self.catalog.clone(), id).await?)
     }
 
     async fn list_tasks(&self, req: Request<v1::ListTasksRequest>) -> R<v1::ListTasksResponse> {

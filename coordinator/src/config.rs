@@ -157,6 +157,10 @@ pub struct LeaseConfig {
     /// RenewCertificate) may take before it is answered DEADLINE_EXCEEDED.
     #[serde(with = "humantime_serde")]
     pub call_timeout: Duration,
+    /// LISTEN for catalog notifications (migration 0020) and hand out
+    /// queued tasks and schedule changes at once; false: poll only (a
+    /// catalog behind a transaction pooler, where LISTEN does not work).
+    pub notify: bool,
 }
 
 impl Default for LeaseConfig {
@@ -164,6 +168,7 @@ impl Default for LeaseConfig {
         Self {
             ttl: Duration::from_secs(60),
             poll_interval: Duration::from_secs(1),
+            notify: true,
             reap_interval: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(10),
             max_attempts: 3,
@@ -222,6 +227,8 @@ pub struct AdminConfig {
     /// (no, garbage, unknown, revoked or expired token).
     pub unauthenticated_requests_per_second: u32,
     pub unauthenticated_burst: u32,
+    /// `WatchTask` streams open at once on this coordinator (all callers).
+    pub max_watch_streams: usize,
 }
 
 impl Default for AdminConfig {
@@ -231,6 +238,7 @@ impl Default for AdminConfig {
             burst: 100,
             unauthenticated_requests_per_second: 5,
             unauthenticated_burst: 20,
+            max_watch_streams: 256,
         }
     }
 }
@@ -347,6 +355,9 @@ impl Config {
             bail!(
                 "admin.requests_per_second, admin.burst, admin.unauthenticated_requests_per_second and admin.unauthenticated_burst must be at least 1"
             );
+        }
+        if a.max_watch_streams == 0 {
+            bail!("admin.max_watch_streams must be at least 1");
         }
         let e = &self.enrollment;
         if e.token_ttl < Duration::from_secs(1) || e.token_ttl > Duration::from_secs(7 * 24 * 3600)

@@ -15,4 +15,6 @@ pub mod pki;
 pub mod rows;
 pub mod server;
 pub mod streams;
+pub mod wake;
+pub mod watch;
 pub mod window;

@@ -180,6 +180,14 @@ async fn serve(
         builder = builder.tls_config(tls).context("TLS configuration")?;
     }
     let streams = StreamRegistry::new(cfg.lease.max_lease_streams, cfg.lease.max_upload_streams);
+    let wakeups = Arc::new(crate::wake::Wakeups::default());
+    if cfg.lease.notify {
+        tracker.spawn(crate::wake::listen(
+            catalog.pool.clone(),
+            wakeups.clone(),
+            shutdown.clone(),
+        ));
+    }
     // Without TLS (loopback only) there is no client certificate to believe.
     let identity = if !cfg.server.plaintext {
         IdentityMode::Certificate
@@ -194,6 +202,11 @@ async fn serve(
         enrollment: cfg.enrollment.clone(),
         streams: streams.clone(),
         pki: pki.clone(),
+        watches: crate::watch::Watches::new(
+            wakeups.clone(),
+            cfg.admin.max_watch_streams,
+            shutdown.clone(),
+        ),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -210,6 +223,7 @@ async fn serve(
         identity,
         pki: pki.clone(),
         enrollment: cfg.enrollment.clone(),
+        wakeups,
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);

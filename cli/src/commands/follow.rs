@@ -1,5 +1,6 @@
-//! Following a queued task: print it, or with `--wait` poll it until it
-//! ends (through a coordinator restart), then print it and what it produced.
+//! Following a queued task: print it, or with `--wait` follow it until it
+//! ends (on a WatchTask stream, or by polling an older coordinator; through
+//! a coordinator restart), then print it and what it produced.
 //! Progress goes to stderr, and only to a terminal.
 use std::time::Duration;
 
@@ -12,7 +13,8 @@ use crate::args::WaitArgs;
 use crate::client::{Admin, rpc};
 use crate::output::{json, restore, table};
 
-/// How often `--wait` asks for the task's state.
+/// How often `--wait` asks for the task's state when it polls, and the
+/// pause before following again after the coordinator was unreachable.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// After a task was queued for `what`: print it, or wait for it and fail
@@ -83,11 +85,60 @@ fn transient(s: &tonic::Status) -> bool {
     )
 }
 
-/// Polls the task until it is finished or `timeout` has passed.
+/// What one attempt to follow the task ended with.
+enum Watched {
+    /// The stream ended (the task finished, or the coordinator stopped).
+    Ended,
+    /// The coordinator does not offer WatchTask (older): poll instead.
+    Unsupported,
+    /// Unreachable for a moment: try again.
+    Transient(tonic::Status),
+}
+
+/// Follows the task on a `WatchTask` stream (each change as it happens)
+/// until it is finished, `deadline` passes or the stream breaks.
+async fn watch(
+    admin: &mut Admin,
+    task: &mut v1::Task,
+    deadline: Instant,
+    progress: &mut Progress,
+) -> Result<Watched> {
+    let mut stream = match admin.watch_task(v1::IdRequest { id: task.id }).await {
+        Ok(r) => r.into_inner(),
+        Err(s) if s.code() == tonic::Code::Unimplemented => return Ok(Watched::Unsupported),
+        // Too many watchers on the coordinator: polling still works.
+        Err(s) if s.code() == tonic::Code::ResourceExhausted => return Ok(Watched::Unsupported),
+        Err(s) if transient(&s) => return Ok(Watched::Transient(s)),
+        Err(s) => return rpc(Err(s)),
+    };
+    loop {
+        let next = tokio::select! {
+            m = stream.message() => m,
+            () = tokio::time::sleep_until(deadline) => return Ok(Watched::Ended),
+        };
+        match next {
+            Ok(Some(t)) => {
+                *task = t;
+                progress.show(task);
+                if is_finished(task.state()) {
+                    return Ok(Watched::Ended);
+                }
+            }
+            Ok(None) => return Ok(Watched::Ended),
+            Err(s) if transient(&s) => return Ok(Watched::Transient(s)),
+            Err(s) => return rpc(Err(s)),
+        }
+    }
+}
+
+/// Follows the task until it is finished or `timeout` has passed: on a
+/// `WatchTask` stream, or by polling a coordinator without one. Rides out a
+/// coordinator restart for up to `UNREACHABLE_GRACE`.
 async fn follow(admin: &mut Admin, mut task: v1::Task, timeout: Duration) -> Result<v1::Task> {
     let deadline = Instant::now() + timeout;
     let mut progress = Progress::new();
     let mut unreachable_since: Option<Instant> = None;
+    let mut polling = false;
     while !is_finished(task.state()) {
         progress.show(&task);
         if Instant::now() >= deadline {
@@ -99,24 +150,46 @@ async fn follow(admin: &mut Admin, mut task: v1::Task, timeout: Duration) -> Res
                 task.id
             );
         }
-        tokio::time::sleep(POLL_INTERVAL).await;
-        match admin.get_task(v1::IdRequest { id: task.id }).await {
-            Ok(r) => {
-                task = r.into_inner();
-                unreachable_since = None;
+        let failed = if polling {
+            tokio::time::sleep(POLL_INTERVAL).await;
+            match admin.get_task(v1::IdRequest { id: task.id }).await {
+                Ok(r) => {
+                    task = r.into_inner();
+                    None
+                }
+                Err(s) if transient(&s) => Some(s),
+                Err(s) => {
+                    progress.clear();
+                    return rpc(Err(s));
+                }
             }
-            // The coordinator may restart while we wait: keep polling for a
-            // while (the channel reconnects by itself), the task goes on.
-            Err(s) if transient(&s) => {
+        } else {
+            match watch(admin, &mut task, deadline, &mut progress).await {
+                Ok(Watched::Ended) => None,
+                Ok(Watched::Unsupported) => {
+                    polling = true;
+                    None
+                }
+                Ok(Watched::Transient(s)) => {
+                    tokio::time::sleep(POLL_INTERVAL).await;
+                    Some(s)
+                }
+                Err(e) => {
+                    progress.clear();
+                    return Err(e);
+                }
+            }
+        };
+        // The coordinator may restart while we wait: keep trying for a
+        // while (the channel reconnects by itself), the task goes on.
+        match failed {
+            None => unreachable_since = None,
+            Some(s) => {
                 let since = *unreachable_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > UNREACHABLE_GRACE {
                     progress.clear();
                     return rpc(Err(s));
                 }
-            }
-            Err(s) => {
-                progress.clear();
-                return rpc(Err(s));
             }
         }
     }

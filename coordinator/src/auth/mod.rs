@@ -93,9 +93,9 @@ pub fn rule(path: &str) -> Rule {
     };
     match method {
         "ListWorkers" | "GetWorker" | "ListInstances" | "GetInstance" | "ListDumpJobs"
-        | "GetDumpJob" | "ListDumps" | "GetDump" | "ListMessages" | "GetTask" | "ListTasks"
-        | "ListStoreStats" | "ListRestoreJobs" | "GetRestoreJob" | "ListRestoreRuns"
-        | "GetRestoreLog" | "ListCopyJobs" => read(Viewer),
+        | "GetDumpJob" | "ListDumps" | "GetDump" | "ListMessages" | "GetTask" | "WatchTask"
+        | "ListTasks" | "ListStoreStats" | "ListRestoreJobs" | "GetRestoreJob"
+        | "ListRestoreRuns" | "GetRestoreLog" | "ListCopyJobs" => read(Viewer),
         "ListTokens" | "ListAudit" => read(Admin),
         // RestoreNow with a destructive `existing` policy needs admin: the
         // handler checks that (the policy is in the request or the job).

@@ -40,6 +40,8 @@ pub struct Link {
     /// Signs worker CSRs (Enroll, RenewCertificate).
     pub pki: Arc<Pki>,
     pub enrollment: EnrollmentConfig,
+    /// Catalog notifications: wake a worker's lease streams at once.
+    pub wakeups: Arc<crate::wake::Wakeups>,
 }
 
 impl Link {
@@ -136,6 +138,7 @@ impl WorkerService for Link {
             .open(caller.worker.id, &caller.worker.name, StreamKind::Lease)
             .map_err(Status::resource_exhausted)?;
         let (tx, rx) = mpsc::channel(64);
+        let wake = self.wakeups.worker(caller.worker.id);
         let session = Session {
             id: uuid::Uuid::new_v4(),
             worker: caller.worker.clone(),
@@ -144,6 +147,7 @@ impl WorkerService for Link {
             lease: self.lease.clone(),
             tx,
             credits: 0,
+            wake,
             slot,
         };
         let shutdown = self.shutdown.clone();

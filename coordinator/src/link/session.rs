@@ -1,11 +1,12 @@
 //! One open lease stream: credit, assignments, renewals, keepalives; ends
 //! when the worker goes, the coordinator stops, or the worker is revoked.
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgsnapman_proto::v1;
 use pgsnapman_proto::v1::lease_request::Msg as In;
 use pgsnapman_proto::v1::lease_response::Msg as Out;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
@@ -27,6 +28,9 @@ pub(super) struct Session {
     /// This stream's place in the per-worker limit; its token fires when
     /// the worker is revoked.
     pub slot: StreamSlot,
+    /// Fired when the catalog says a task of this worker was queued or its
+    /// schedule changed (`wake.rs`); the poll is the fallback.
+    pub wake: Arc<Notify>,
 }
 
 /// Credit a worker may hold at once; more is a protocol error we clamp.
@@ -66,6 +70,7 @@ impl Session {
         let mut last_heard = Instant::now();
         let mut known_version = self.worker.schedule_version;
         let cut = self.slot.cut.clone();
+        let wake = self.wake.clone();
         let reason = loop {
             tokio::select! {
                 () = shutdown.cancelled() => break "coordinator shutting down",
@@ -85,22 +90,16 @@ impl Session {
                     Ok(None) => break "closed by the worker",
                     Err(_) => break "broken",
                 },
+                () = wake.notified() => {
+                    if !self.look(&mut known_version).await {
+                        break "closed by the worker";
+                    }
+                }
                 _ = poll.tick() => {
                     if last_heard.elapsed() > self.stale_after() {
                         break "worker silent for three keepalive intervals";
                     }
-                    match self.catalog.schedule_version(self.worker.id).await {
-                        Ok((v, _)) if v != known_version => {
-                            known_version = v;
-                            let version = u64::try_from(v).unwrap_or(0);
-                            if !self.send(Out::ScheduleChanged(v1::ScheduleChanged { version })).await {
-                                break "closed by the worker";
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(worker = %name, "schedule version: {e}"),
-                    }
-                    if self.credits > 0 && !self.dispatch().await {
+                    if !self.look(&mut known_version).await {
                         break "closed by the worker";
                     }
                 }
@@ -126,6 +125,26 @@ impl Session {
             tracing::warn!(worker = %name, "could not close session: {e}");
         }
         tracing::info!(worker = %name, session = %self.id, reason, "lease stream ended");
+    }
+
+    /// Tells the worker about a new schedule version and hands out queued
+    /// tasks up to its credit. False if the stream is gone.
+    async fn look(&mut self, known_version: &mut i64) -> bool {
+        match self.catalog.schedule_version(self.worker.id).await {
+            Ok((v, _)) if v != *known_version => {
+                *known_version = v;
+                let version = u64::try_from(v).unwrap_or(0);
+                if !self
+                    .send(Out::ScheduleChanged(v1::ScheduleChanged { version }))
+                    .await
+                {
+                    return false;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(worker = %self.worker.name, "schedule version: {e}"),
+        }
+        self.credits == 0 || self.dispatch().await
     }
 
     async fn handle(&mut self, m: v1::LeaseRequest) -> anyhow::Result<()> {

@@ -14,6 +14,11 @@
 //! (the default), and also measures the lease round trip (Renew → Renewed
 //! on the lease stream) in both.
 //!
+//! Then it times dispatch: from `VerifyStore` (an operator queueing a task)
+//! to the assignment arriving on the worker's open lease stream, with
+//! catalog notifications (`lease.notify`, the default) and with polling
+//! only (`lease.poll_interval` 1 s).
+//!
 //! Run: `cargo run --release -p pgsnapman-tests --bin bench-events [-- EVENTS]`
 //! (build the coordinator with `--release` first for release figures).
 use std::time::{Duration, Instant};
@@ -185,12 +190,90 @@ async fn renewals(
     Ok(times)
 }
 
-async fn run(n: usize, tls: bool) -> Result<Figures> {
+/// Tasks queued one after another per dispatch run.
+const DISPATCHES: usize = 100;
+
+/// Times `DISPATCHES` tasks from queueing (the admin call) to their
+/// assignment on an open lease stream with plenty of credit.
+async fn dispatch(notify: bool) -> Result<Vec<Duration>> {
+    let (_catalog, coordinator, mut admin) = start(
+        true,
+        &[
+            ("PGSNAPMAN_LEASE__NOTIFY", &notify.to_string()),
+            // The tasks are never renewed: no lease may expire meanwhile.
+            ("PGSNAPMAN_LEASE__TTL", "1h"),
+            // The production default (the test harness polls faster).
+            ("PGSNAPMAN_LEASE__POLL_INTERVAL", "1s"),
+        ],
+    )
+    .await?;
+    let (cert, key) = enroll(&coordinator, "bench").await?;
+    let channel = coordinator.access().channel_as(Some((&cert, &key))).await?;
+    let mut client = WorkerServiceClient::new(channel);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let send = |m: In| v1::LeaseRequest { msg: Some(m) };
+    tx.send(send(In::Open(v1::Open::default()))).await?;
+    let slots = u32::try_from(DISPATCHES)?;
+    tx.send(send(In::Credit(v1::Credit { slots }))).await?;
+    let mut inbound = client
+        .lease(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    // A silent worker's stream is ended after three keepalive intervals.
+    let beat = tx.clone();
+    let heart = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let ka = In::Keepalive(v1::Keepalive { sent_at: None });
+            if beat.send(v1::LeaseRequest { msg: Some(ka) }).await.is_err() {
+                break;
+            }
+        }
+    });
+    let worker = v1::WorkerRef {
+        r#ref: Some(v1::worker_ref::Ref::Name("bench".into())),
+    };
+    let mut times = Vec::with_capacity(DISPATCHES);
+    for _ in 0..DISPATCHES {
+        let t = Instant::now();
+        let task = admin.verify_store(worker.clone()).await?.into_inner().id;
+        loop {
+            match inbound.message().await?.and_then(|m| m.msg) {
+                Some(Out::Assignment(a)) if a.task_id == task => break,
+                Some(Out::Assignment(a)) => {
+                    anyhow::bail!("assigned task {} before {task}", a.task_id)
+                }
+                Some(_) => continue,
+                None => anyhow::bail!("the lease stream ended"),
+            }
+        }
+        times.push(t.elapsed());
+    }
+    heart.abort();
+    drop(tx);
+    times.sort();
+    Ok(times)
+}
+
+fn percentile(sorted: &[Duration], p: usize) -> f64 {
+    sorted
+        .get((sorted.len() * p / 100).min(sorted.len().saturating_sub(1)))
+        .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+}
+
+/// A catalog, a coordinator (TLS unless `plaintext`, quiet, with `env`)
+/// and an admin client; worker `bench` is registered.
+async fn start(
+    tls: bool,
+    env: &[(&str, &str)],
+) -> Result<(PgCluster, Coordinator, pgsnapman_tests::AdminClient)> {
     let catalog = PgCluster::start(15)?;
+    let mut vars = vec![("RUST_LOG".to_string(), "warn".to_string())];
+    vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let coordinator = Coordinator::start(CoordinatorOptions {
         catalog_url: Some(catalog.url("postgres")),
         plaintext: !tls,
-        env: vec![("RUST_LOG".into(), "warn".into())],
+        env: vars,
         ..Default::default()
     })
     .await?;
@@ -200,6 +283,11 @@ async fn run(n: usize, tls: bool) -> Result<Figures> {
             name: "bench".into(),
         })
         .await?;
+    Ok((catalog, coordinator, admin))
+}
+
+async fn run(n: usize, tls: bool) -> Result<Figures> {
+    let (catalog, coordinator, _admin) = start(tls, &[]).await?;
     let identity = if tls {
         Some(enroll(&coordinator, "bench").await?)
     } else {
@@ -277,6 +365,10 @@ async fn main() -> Result<()> {
         .unwrap_or(100_000);
     let mut plain = run(n, false).await.context("plaintext run")?;
     let mut tls = run(n, true).await.context("TLS + authentication run")?;
+    let notified = dispatch(true)
+        .await
+        .context("dispatch with notifications")?;
+    let polled = dispatch(false).await.context("dispatch by polling")?;
     println!("events: {n} per run (90% messages, 10% dumps) in batches of {BATCH}");
     report("plaintext, names", n, &mut plain);
     report("TLS, certificate + token", n, &mut tls);
@@ -286,5 +378,17 @@ async fn main() -> Result<()> {
         tls.renew[tls.renew.len() / 2].as_secs_f64()
             / plain.renew[plain.renew.len() / 2].as_secs_f64()
     );
+    for (mode, t) in [
+        ("notifications (lease.notify)", &notified),
+        ("polling only (lease.poll_interval 1s)", &polled),
+    ] {
+        println!(
+            "queued -> assigned, {mode}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} tasks)",
+            percentile(t, 50),
+            percentile(t, 99),
+            percentile(t, 100),
+            t.len()
+        );
+    }
     Ok(())
 }
