@@ -22,6 +22,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub restore: RestoreConfig,
     pub discovery: DiscoveryConfig,
+    pub scripts: crate::script::ScriptsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

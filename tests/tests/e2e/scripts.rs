@@ -1,0 +1,356 @@
+//! Script jobs (issue 14 item 5): a registered script that pipes pg_dump
+//! through a filter is stored, deduplicated, listed and restorable; a
+//! failing script leaves a FAILED row with its stderr as messages; a
+//! timeout kills the script's whole process group; a worker that did not
+//! enable scripts refuses; bad names, sizes and references are refused.
+use std::path::Path;
+use std::time::Duration;
+
+use pgsnapman_tests::{Pgsnap, wait};
+use serde_json::Value;
+
+use crate::common::*;
+
+const ENABLED: (&str, &str) = ("PGSNAPMAN_SCRIPTS__ENABLED", "true");
+
+/// Writes `body` as a script file in `dir` and registers it as `name`.
+fn register(cli: &Pgsnap, dir: &Path, name: &str, body: &str) -> Value {
+    let file = dir.join(format!("{name}.src"));
+    std::fs::write(&file, body).unwrap();
+    cli.json(&["script", "add", name, file.to_str().unwrap()])
+        .unwrap()
+}
+
+fn add_script_job(cli: &Pgsnap, instance: i64, db: &str, script: &str, extra: &[&str]) -> i64 {
+    let instance = instance.to_string();
+    let mut args = vec![
+        "job",
+        "add",
+        "--instance",
+        &instance,
+        "--cron",
+        "0 3 1 1 *",
+        "--type",
+        "script",
+        "--script",
+        script,
+        "--database",
+        db,
+    ];
+    args.extend_from_slice(extra);
+    id_of(&cli.json(&args).expect("add script job"))
+}
+
+/// Texts of the SCRIPT messages of `job`.
+fn script_messages(cli: &Pgsnap, job: i64) -> Vec<String> {
+    let v = cli
+        .json(&["messages", "--class", "SCRIPT", "--job", &job.to_string()])
+        .unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// A filter script: checks its environment (libpq variables, a private
+/// password file in its scratch directory, no password in the
+/// environment, cwd), then pipes pg_dump through `cat`.
+const FILTER: &str = r#"#!/bin/sh
+set -eu
+echo "dumping $PGSNAPMAN_DATABASE of $PGHOST:$PGPORT as $PGUSER, format $PGSNAPMAN_FORMAT" >&2
+[ "$(pwd)" = "$PGSNAPMAN_SCRATCH_DIR" ] || { echo "cwd is not the scratch dir" >&2; exit 9; }
+case "$PGPASSFILE" in "$PGSNAPMAN_SCRATCH_DIR"/*) ;; *) echo "PGPASSFILE outside scratch" >&2; exit 9;; esac
+[ -z "${PGPASSWORD:-}" ] || { echo "PGPASSWORD is set" >&2; exit 9; }
+[ -z "${PGSNAPMAN_COORDINATOR__ENROLL_TOKEN:-}" ] || { echo "worker env leaked" >&2; exit 9; }
+[ "$(dirname "$(command -v pg_dump)")" = "$PGSNAPMAN_PG_BINDIR" ] || { echo "pg_dump not from PGSNAPMAN_PG_BINDIR" >&2; exit 9; }
+pg_dump -Fc -Z0 | cat
+echo "filter done for dump $PGSNAPMAN_DUMP_UUID" >&2
+"#;
+
+const DIRECTORY: &str = r#"#!/bin/sh
+set -eu
+pg_dump -Fd -Z0 -f "$PGSNAPMAN_OUTPUT_DIR"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_dump_is_stored_deduplicated_listed_and_restorable() {
+    let stack = Stack::start_with("w-script", &[ENABLED], None).await;
+    let cli = &stack.cli;
+    let db = "scripted";
+    stack.source.create_database(db).unwrap();
+    fill_mixed(&stack.source, db, "t", 2, 20_000, 64);
+    let src = add_instance(cli, "src", stack.source.port, "w-script", None);
+    let dir = stack.scratch.path();
+
+    let added = register(cli, dir, "filter.sh", FILTER);
+    let hash = added["hash"].as_str().unwrap().to_string();
+    assert!(hash.starts_with("sha256:") && hash.len() == 71, "{added}");
+    let listed = cli.json(&["script", "list"]).unwrap();
+    assert_eq!(listed[0]["name"], "filter.sh", "{listed}");
+    assert_eq!(listed[0]["hash"], hash.as_str());
+    let shown = cli.run(&["script", "show", "filter.sh"]).unwrap();
+    assert!(shown.success(), "{shown:?}");
+    assert!(
+        shown.stdout.contains(&hash) && shown.stdout.contains("pg_dump -Fc -Z0 | cat"),
+        "{shown:?}"
+    );
+
+    let job = add_script_job(cli, src, db, "filter.sh", &[]);
+    let j = cli.json(&["job", "show", &job.to_string()]).unwrap();
+    assert_eq!(j["script_name"], "filter.sh", "{j}");
+    assert_eq!(j["dump_type"], "SCRIPT", "{j}");
+
+    // Twice: both stored; the second adds few new bytes (deduplicated).
+    let first = dump_and_show(cli, job);
+    let second = dump_and_show(cli, job);
+    for d in [&first, &second] {
+        assert_eq!(d["status"], "SUCCEEDED", "{d}");
+        assert_eq!(d["dump_type"], "SCRIPT", "{d}");
+        assert_eq!(d["format"], "CUSTOM", "{d}");
+    }
+    let size = second["dump_bytes"].as_u64().unwrap();
+    let stored = second["stored_bytes"].as_u64().unwrap();
+    assert!(size > 1_000_000, "{second}");
+    assert!(
+        stored * 10 < size,
+        "second run stored {stored} of {size} bytes"
+    );
+    assert_eq!(catalog_of_job(cli, job).len(), 2);
+    let msgs = script_messages(cli, job);
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("dumping scripted of 127.0.0.1") && m.contains("format custom")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter().any(|m| m.contains("filter done for dump")),
+        "{msgs:?}"
+    );
+
+    // Restorable with pgsnap restore, like a pg_dump archive.
+    let run = restore_now(cli, id_of(&second), src, "scripted copy", &[]);
+    assert!(run.success(), "{run:?}");
+    for t in ["t0", "t1"] {
+        let n = stack
+            .source
+            .query("scripted copy", &format!("SELECT count(*) FROM {t}"))
+            .unwrap();
+        assert_eq!(n, "20000");
+    }
+
+    // A directory-format script writes into its output directory.
+    register(cli, dir, "dir.sh", DIRECTORY);
+    let djob = add_script_job(cli, src, db, "dir.sh", &["--format", "directory"]);
+    let d = dump_and_show(cli, djob);
+    assert_eq!(d["status"], "SUCCEEDED", "{d}");
+    assert_eq!(d["format"], "DIRECTORY", "{d}");
+    let extracted = stack.extract(&d);
+    assert!(extracted.join("toc.dat").exists());
+
+    // A script in use is not removed; the scratch directories are gone.
+    let rm = cli.run(&["script", "remove", "filter.sh"]).unwrap();
+    assert!(!rm.success());
+    assert!(
+        rm.stderr.contains("\"filter.sh\" is used by dump job(s)")
+            && rm.stderr.contains(&job.to_string()),
+        "{rm:?}"
+    );
+    let tmp = stack.worker.data_dir.join("tmp");
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    stack.stop_clean(&[]).await;
+}
+
+/// Bad input: odd names, oversize and interpreter-less scripts, unknown
+/// scripts, a script for a non-SCRIPT job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_scripts_timeouts_and_bad_input() {
+    let stack = Stack::start_with(
+        "w-script-fail",
+        &[ENABLED, ("PGSNAPMAN_SCRIPTS__TIMEOUT", "4s")],
+        None,
+    )
+    .await;
+    let cli = &stack.cli;
+    stack.source.create_database("d").unwrap();
+    let src = add_instance(cli, "src", stack.source.port, "w-script-fail", None);
+    let dir = stack.scratch.path();
+
+    // A failing script: FAILED row with the stderr tail, lines as messages.
+    register(
+        cli,
+        dir,
+        "fail.sh",
+        "#!/bin/sh\necho 'first complaint' >&2\necho 'pg_dump: error: made up' >&2\nexit 3\n",
+    );
+    let job = add_script_job(cli, src, "d", "fail.sh", &[]);
+    let task = wait_task_done(cli, dump_now(cli, job)).await;
+    assert_eq!(task["state"], "FAILED", "{task}");
+    let rows = catalog_of_job(cli, job);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["status"], "FAILED");
+    let row = cli
+        .json(&["catalog", "show", &id_of(&rows[0]).to_string()])
+        .unwrap();
+    let error = row["message"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("script fail.sh failed (exit status: 3)") && error.contains("made up"),
+        "{row}"
+    );
+    let msgs = script_messages(cli, job);
+    assert!(
+        msgs.iter().any(|m| m.contains("first complaint")),
+        "{msgs:?}"
+    );
+
+    // A timeout kills the whole process group: the forked child goes too.
+    let pid_file = dir.join("child.pid");
+    register(
+        cli,
+        dir,
+        "hang.sh",
+        "#!/bin/sh\nsleep 3600 &\necho $! > \"$1\"\nsleep 3600\n",
+    );
+    let pid_arg = format!("--option={}", pid_file.display());
+    let hang = add_script_job(cli, src, "d", "hang.sh", &[&pid_arg]);
+    let task = wait_task_done(cli, dump_now(cli, hang)).await;
+    assert_eq!(task["state"], "FAILED", "{task}");
+    let rows = catalog_of_job(cli, hang);
+    let row = cli
+        .json(&["catalog", "show", &id_of(&rows[0]).to_string()])
+        .unwrap();
+    assert!(
+        row["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("scripts.timeout = 4s"),
+        "{row}"
+    );
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(!pid.is_empty());
+    wait::until(
+        "the script's child to be gone",
+        Duration::from_secs(30),
+        || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+            // Gone, or a zombie waiting for its reaper.
+            let gone = stat.is_none_or(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            });
+            async move { gone.then_some(()) }
+        },
+    )
+    .await;
+
+    // Input errors, each a one-line reason.
+    let bad = cli
+        .run(&[
+            "script",
+            "add",
+            "x;rm -rf",
+            dir.join("fail.sh.src").to_str().unwrap(),
+        ])
+        .unwrap();
+    assert!(!bad.success());
+    assert!(bad.stderr.contains("invalid script name"), "{bad:?}");
+    let big = dir.join("big.sh");
+    let mut content = b"#!/bin/sh\n".to_vec();
+    content.resize(1024 * 1024 + 1, b'#');
+    std::fs::write(&big, &content).unwrap();
+    let bad = cli
+        .run(&["script", "add", "big.sh", big.to_str().unwrap()])
+        .unwrap();
+    assert!(!bad.success());
+    assert!(
+        bad.stderr
+            .contains("more than the limit of 1048576 bytes (1 MiB)"),
+        "{bad:?}"
+    );
+    let plain = dir.join("plain.txt");
+    std::fs::write(&plain, "echo no interpreter\n").unwrap();
+    let bad = cli
+        .run(&["script", "add", "plain", plain.to_str().unwrap()])
+        .unwrap();
+    assert!(
+        bad.stderr
+            .contains("does not start with an interpreter line"),
+        "{bad:?}"
+    );
+    let src_s = src.to_string();
+    let base = [
+        "job",
+        "add",
+        "--instance",
+        &src_s,
+        "--cron",
+        "0 3 1 1 *",
+        "--database",
+        "d",
+    ];
+    let with = |extra: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend_from_slice(extra);
+        cli.run(&a).unwrap()
+    };
+    let bad = with(&["--type", "script", "--script", "nosuch"]);
+    assert!(
+        bad.stderr.contains("script \"nosuch\" is not registered"),
+        "{bad:?}"
+    );
+    let bad = with(&["--type", "script"]);
+    assert!(bad.stderr.contains("needs --script NAME"), "{bad:?}");
+    let bad = with(&["--script", "fail.sh"]);
+    assert!(
+        bad.stderr.contains("--script is only for --type script"),
+        "{bad:?}"
+    );
+    let bad = cli.run(&["script", "show", "nosuch"]).unwrap();
+    assert!(bad.stderr.contains("not registered"), "{bad:?}");
+
+    // Removable once no job runs it.
+    cli.run(&["job", "remove", &job.to_string()]).unwrap();
+    let rm = cli.run(&["script", "remove", "fail.sh"]).unwrap();
+    assert!(rm.success(), "{rm:?}");
+
+    stack
+        .stop_clean(&["failed", "scripts.timeout", "made up"])
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_without_scripts_enabled_refuses() {
+    let stack = Stack::start("w-noscript").await;
+    let cli = &stack.cli;
+    stack.source.create_database("d").unwrap();
+    let src = add_instance(cli, "src", stack.source.port, "w-noscript", None);
+    let marker = stack.scratch.path().join("ran");
+    register(
+        cli,
+        stack.scratch.path(),
+        "touch.sh",
+        &format!("#!/bin/sh\ntouch '{}'\n", marker.display()),
+    );
+    let job = add_script_job(cli, src, "d", "touch.sh", &[]);
+    let task = wait_task_done(cli, dump_now(cli, job)).await;
+    assert_eq!(task["state"], "FAILED", "{task}");
+    let error = task["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(
+            "scripts are disabled on worker w-noscript: set scripts.enabled = true in its config"
+        ),
+        "{task}"
+    );
+    assert!(!marker.exists(), "the script ran");
+    stack.stop_clean(&["scripts are disabled"]).await;
+}
