@@ -11,6 +11,17 @@ use serde_json::Value;
 
 use crate::common::*;
 
+/// True when process `pid` no longer runs (gone, or a zombie waiting for
+/// its reaper).
+fn process_gone(pid: &str) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+    stat.is_none_or(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+    })
+}
+
 const ENABLED: (&str, &str) = ("PGSNAPMAN_SCRIPTS__ENABLED", "true");
 
 /// Writes `body` as a script file in `dir` and registers it as `name`.
@@ -241,13 +252,31 @@ async fn failing_scripts_timeouts_and_bad_input() {
         "the script's child to be gone",
         Duration::from_secs(30),
         || {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
-            // Gone, or a zombie waiting for its reaper.
-            let gone = stat.is_none_or(|s| {
-                s.rsplit(')')
-                    .next()
-                    .is_some_and(|r| r.trim_start().starts_with('Z'))
-            });
+            let gone = process_gone(&pid);
+            async move { gone.then_some(()) }
+        },
+    )
+    .await;
+
+    // A script that exits leaving a background child (holding stdout
+    // open): the run ends, the child is killed with the group.
+    let bg_pid = dir.join("bg.pid");
+    register(
+        cli,
+        dir,
+        "background.sh",
+        "#!/bin/sh\nsleep 3600 &\necho $! > \"$1\"\nexec pg_dump -Fc -Z0\n",
+    );
+    let bg_arg = format!("--option={}", bg_pid.display());
+    let bg = add_script_job(cli, src, "d", "background.sh", &[&bg_arg]);
+    let task = wait_task_done(cli, dump_now(cli, bg)).await;
+    assert_eq!(task["state"], "SUCCEEDED", "{task}");
+    let pid = std::fs::read_to_string(&bg_pid).unwrap().trim().to_string();
+    wait::until(
+        "the background child to be gone",
+        Duration::from_secs(30),
+        || {
+            let gone = process_gone(&pid);
             async move { gone.then_some(()) }
         },
     )
