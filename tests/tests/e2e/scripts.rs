@@ -306,6 +306,25 @@ async fn failing_scripts_timeouts_and_bad_input() {
             .contains("more than the limit of 1048576 bytes (1 MiB)"),
         "{bad:?}"
     );
+    // The coordinator enforces the same rules for a client that skips
+    // pgsnap's checks.
+    let mut admin = stack.coordinator.admin().await.unwrap();
+    for (name, content, reason) in [
+        ("big.sh", content.clone(), "1 MiB"),
+        ("../etc", b"#!/bin/sh\n".to_vec(), "invalid script name"),
+        ("noshebang", b"echo\n".to_vec(), "interpreter line"),
+    ] {
+        let err = admin
+            .add_script(pgsnapman_proto::v1::AddScriptRequest {
+                name: name.into(),
+                content,
+                comment: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(reason), "{err:?}");
+    }
     let plain = dir.join("plain.txt");
     std::fs::write(&plain, "echo no interpreter\n").unwrap();
     let bad = cli
@@ -382,4 +401,71 @@ async fn a_worker_without_scripts_enabled_refuses() {
     );
     assert!(!marker.exists(), "the script ran");
     stack.stop_clean(&["scripts are disabled"]).await;
+}
+
+/// Scheduled SCRIPT runs take their script from the worker's mirrored
+/// schedule: they keep running while the coordinator is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_script_dumps_run_with_the_coordinator_down() {
+    // The scheduler clock runs 30x fast: "* * * * *" fires every 2 s.
+    let mut stack = Stack::start_with(
+        "w-script-sched",
+        &[ENABLED, ("PGSNAPMAN_SCHEDULER__CLOCK_SPEED", "30")],
+        None,
+    )
+    .await;
+    let cli = &stack.cli;
+    stack.source.create_database("d").unwrap();
+    let src = add_instance(cli, "src", stack.source.port, "w-script-sched", None);
+    register(
+        cli,
+        stack.scratch.path(),
+        "sched.sh",
+        "#!/bin/sh\necho scheduled >&2\nexec pg_dump -Fc -Z0\n",
+    );
+    let instance = src.to_string();
+    let job = id_of(
+        &cli.json(&[
+            "job",
+            "add",
+            "--instance",
+            &instance,
+            "--cron",
+            "* * * * *",
+            "--type",
+            "script",
+            "--script",
+            "sched.sh",
+            "--database",
+            "d",
+        ])
+        .unwrap(),
+    );
+    let row = wait::until(
+        "a scheduled script dump",
+        Duration::from_secs(120),
+        || async {
+            let rows = catalog_of_job(cli, job);
+            rows.into_iter().find(|r| r["status"] == "SUCCEEDED")
+        },
+    )
+    .await;
+    assert_eq!(row["dump_type"], "SCRIPT", "{row}");
+
+    // Coordinator down: the worker keeps dumping from its mirror.
+    stack.coordinator.process.stop_clean().await;
+    let manifests = stack.worker.data_dir.join("manifests");
+    let before = files_with_suffix(&manifests, ".json").len();
+    wait::until(
+        "two more dumps with the coordinator down",
+        Duration::from_secs(120),
+        || {
+            let now = files_with_suffix(&manifests, ".json").len();
+            async move { (now >= before + 2).then_some(()) }
+        },
+    )
+    .await;
+    stack.worker.process.stop_clean().await;
+    stack.worker.process.assert_no_unexpected_errors(&[]);
+    stack.coordinator.process.assert_no_unexpected_errors(&[]);
 }
