@@ -469,3 +469,71 @@ async fn scheduled_script_dumps_run_with_the_coordinator_down() {
     stack.worker.process.assert_no_unexpected_errors(&[]);
     stack.coordinator.process.assert_no_unexpected_errors(&[]);
 }
+
+/// The instance password reaches the script only through its private
+/// PGPASSFILE: not in its environment, not in any argv, not in the catalog
+/// or the logs; the scratch directory is private and removed afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_password_reaches_a_script_only_through_its_password_file() {
+    let stack = Stack::start_with("w-script-pw", &[ENABLED], None).await;
+    let cli = &stack.cli;
+    let secret = format!("S3cr3t-{}", uuid::Uuid::new_v4().simple());
+    let mut opts = pgsnapman_tests::PgOptions::new(PG_MAJOR);
+    opts.superuser_password = Some(secret.clone());
+    let source = pgsnapman_tests::PgCluster::start_with(opts).unwrap();
+    source.create_database("app").unwrap();
+    let inst = add_instance(cli, "pw", source.port, "w-script-pw", Some(&secret));
+    let out = stack.scratch.path().join("seen");
+    std::fs::create_dir_all(&out).unwrap();
+    register(
+        cli,
+        stack.scratch.path(),
+        "pw.sh",
+        "#!/bin/sh\nset -eu\nenv > \"$1/env\"\nstat -c %a \"$PGPASSFILE\" > \"$1/passfile-mode\"\n\
+         stat -c %a \"$PGSNAPMAN_SCRATCH_DIR\" > \"$1/scratch-mode\"\n\
+         echo \"$PGSNAPMAN_SCRATCH_DIR\" > \"$1/scratch\"\nexec pg_dump -Fc -Z0\n",
+    );
+    let arg = format!("--option={}", out.display());
+    let job = add_script_job(cli, inst, "app", "pw.sh", &[&arg]);
+    // Succeeds only if libpq found the password (the server wants one).
+    let dump = dump_and_show(cli, job);
+    assert_eq!(dump["status"], "SUCCEEDED", "{dump}");
+
+    let env = std::fs::read_to_string(out.join("env")).unwrap();
+    assert!(env.contains("PGPASSFILE="), "{env}");
+    assert!(
+        !env.contains(&secret),
+        "the password is in the script's environment"
+    );
+    assert!(!env.contains("PGPASSWORD"), "{env}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("passfile-mode"))
+            .unwrap()
+            .trim(),
+        "600"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("scratch-mode"))
+            .unwrap()
+            .trim(),
+        "700"
+    );
+    let scratch = std::fs::read_to_string(out.join("scratch")).unwrap();
+    assert!(
+        !Path::new(scratch.trim()).exists(),
+        "scratch {scratch} left behind"
+    );
+    for (pid, line) in process_command_lines() {
+        assert!(!line.contains(&secret), "password in argv of {pid}: {line}");
+    }
+    let msgs = cli.run(&["messages", "--limit", "10000"]).unwrap();
+    assert!(!msgs.stdout.contains(&secret));
+    let logs = [&stack.worker.data_dir, &stack.coordinator.data_dir];
+    for dir in logs {
+        for log in files_with_suffix(dir, ".log") {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(!text.contains(&secret), "password in {}", log.display());
+        }
+    }
+    stack.stop_clean(&[]).await;
+}
