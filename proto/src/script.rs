@@ -39,15 +39,20 @@ pub fn validate_name(name: &str) -> Result<(), InvalidInput> {
     Ok(())
 }
 
-/// Checks a script's content: it starts with `#!` (the worker executes it
-/// directly) and has at most [`MAX_SCRIPT_BYTES`].
+/// Checks a script's content: it starts with `#!` and an absolute
+/// interpreter path (the worker runs that interpreter on it) and has at
+/// most [`MAX_SCRIPT_BYTES`].
 pub fn validate_content(name: &str, content: &[u8]) -> Result<(), InvalidInput> {
     if content.is_empty() {
         return Err(InvalidInput::Other(format!("script {name:?} is empty")));
     }
-    if !content.starts_with(b"#!") {
+    let absolute = content
+        .strip_prefix(b"#!")
+        .map(|rest| rest.trim_ascii_start())
+        .is_some_and(|rest| rest.starts_with(b"/"));
+    if !absolute {
         return Err(InvalidInput::Other(format!(
-            "script {name:?} does not start with an interpreter line (#!/bin/sh, #!/usr/bin/env python3, …)"
+            "script {name:?} does not start with an interpreter line naming an absolute path (#!/bin/sh, #!/usr/bin/env python3, …)"
         )));
     }
     if content.len() > MAX_SCRIPT_BYTES {
@@ -128,6 +133,8 @@ mod tests {
     fn content_is_limited_and_hashed() {
         assert!(validate_content("s", b"").is_err());
         assert!(validate_content("s", b"echo hi").is_err());
+        assert!(validate_content("s", b"#!sh\n").is_err());
+        assert!(validate_content("s", b"#! /bin/sh\n").is_ok());
         let mut big = b"#!/bin/sh\n".to_vec();
         big.resize(MAX_SCRIPT_BYTES, b'#');
         assert!(validate_content("s", &big).is_ok());

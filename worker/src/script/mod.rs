@@ -162,13 +162,43 @@ pub struct RunInfo<'a> {
 /// environment is only what docs/scripts.md lists (the worker's own is
 /// cleared: it may hold an enrollment token); cwd is the scratch
 /// directory.
-pub fn command(scratch: &Scratch, script: &ScriptSource, run: &RunInfo<'_>) -> Command {
-    let mut cmd = Command::new(&scratch.script);
-    cmd.args(&run.spec.extra_options)
+pub fn command(scratch: &Scratch, script: &ScriptSource, run: &RunInfo<'_>) -> Result<Command> {
+    let (interpreter, arg) = interpreter_line(&script.content)?;
+    // What the kernel would run for `#!`, run directly: executing the file
+    // itself could fail with ETXTBSY while another thread's freshly forked
+    // child still holds the descriptor it was written through.
+    let mut cmd = Command::new(interpreter);
+    cmd.args(arg)
+        .arg(&scratch.script)
+        .args(&run.spec.extra_options)
         .current_dir(scratch.path())
         .env_clear()
         .envs(environment(scratch, script, run));
-    cmd
+    Ok(cmd)
+}
+
+/// The interpreter and its optional single argument of a script's `#!`
+/// line, split as Linux does (at the first blank; the rest is one
+/// argument).
+fn interpreter_line(content: &[u8]) -> Result<(&str, Option<&str>)> {
+    let line = content
+        .strip_prefix(b"#!")
+        .and_then(|rest| rest.split(|b| *b == b'\n').next())
+        .and_then(|l| std::str::from_utf8(l).ok())
+        .map(str::trim)
+        .unwrap_or_default();
+    let (interpreter, arg) = match line.split_once([' ', '\t']) {
+        Some((i, a)) => (i, Some(a.trim()).filter(|a| !a.is_empty())),
+        None => (line, None),
+    };
+    if !interpreter.starts_with('/') {
+        bail!(
+            "the script's #! line must name an absolute interpreter path (#!/bin/sh, \
+             #!/usr/bin/env python3), not {:?}",
+            pgsnapman_proto::model::excerpt(line)
+        );
+    }
+    Ok((interpreter, arg))
 }
 
 fn environment(
@@ -261,7 +291,7 @@ pub(crate) fn prepare(
         output_dir,
         connect_timeout: runner.connect_timeout(),
     };
-    let cmd = command(&scratch, script, &run);
+    let cmd = command(&scratch, script, &run)?;
     tracing::info!(
         script = %script.name,
         hash = %script.hash,
@@ -416,6 +446,20 @@ mod tests {
         let err = check(&on, "w1", &spec(Some(bad))).unwrap_err().to_string();
         assert!(err.contains("does not match its hash"), "{err}");
         assert!(check(&on, "w1", &spec(None)).is_err());
+    }
+
+    #[test]
+    fn the_interpreter_line_is_split_like_the_kernel_does() {
+        assert_eq!(
+            interpreter_line(b"#!/bin/sh\necho").unwrap(),
+            ("/bin/sh", None)
+        );
+        assert_eq!(
+            interpreter_line(b"#! /usr/bin/env  python3 -u \nx").unwrap(),
+            ("/usr/bin/env", Some("python3 -u"))
+        );
+        assert!(interpreter_line(b"#!sh\n").is_err());
+        assert!(interpreter_line(b"#!\n").is_err());
     }
 
     #[test]
