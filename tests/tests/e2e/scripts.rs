@@ -159,6 +159,64 @@ async fn script_dump_is_stored_deduplicated_listed_and_restorable() {
     let extracted = stack.extract(&d);
     assert!(extracted.join("toc.dat").exists());
 
+    // The manifest names the script version; a new version (same name,
+    // new content) gets a new hash, and the next dump runs it.
+    let manifest = |d: &Value| {
+        let uuid = d["dump_uuid"].as_str().unwrap();
+        let path = stack
+            .worker
+            .data_dir
+            .join("manifests")
+            .join(format!("{uuid}.json"));
+        std::fs::read_to_string(path).unwrap()
+    };
+    assert!(manifest(&second).contains(&hash), "{}", manifest(&second));
+    let v2 = register(
+        cli,
+        dir,
+        "filter.sh",
+        &FILTER.replace("filter done", "filter v2 done"),
+    );
+    let hash2 = v2["hash"].as_str().unwrap().to_string();
+    assert_ne!(hash, hash2);
+    let third = dump_and_show(cli, job);
+    assert!(manifest(&third).contains(&hash2), "{}", manifest(&third));
+    let msgs = script_messages(cli, job);
+    assert!(
+        msgs.iter().any(|m| m.contains("filter v2 done")),
+        "{msgs:?}"
+    );
+
+    // job edit --script: only for SCRIPT jobs, only registered scripts.
+    let full = add_job(cli, src, db);
+    let bad = cli
+        .run(&["job", "edit", &full.to_string(), "--script", "dir.sh"])
+        .unwrap();
+    assert!(
+        bad.stderr
+            .contains("only a SCRIPT job runs a script, not a FULL job"),
+        "{bad:?}"
+    );
+    let bad = cli
+        .run(&["job", "edit", &djob.to_string(), "--script", "nosuch"])
+        .unwrap();
+    assert!(
+        bad.stderr.contains("script \"nosuch\" is not registered"),
+        "{bad:?}"
+    );
+    let edited = cli
+        .json(&[
+            "job",
+            "edit",
+            &djob.to_string(),
+            "--script",
+            "filter.sh",
+            "--format",
+            "custom",
+        ])
+        .unwrap();
+    assert_eq!(edited["script_name"], "filter.sh", "{edited}");
+
     // A script in use is not removed; the scratch directories are gone.
     let rm = cli.run(&["script", "remove", "filter.sh"]).unwrap();
     assert!(!rm.success());
