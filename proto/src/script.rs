@@ -10,6 +10,10 @@ use crate::model::InvalidInput;
 /// it is not a place for data. Enforced by the coordinator at `AddScript`
 /// and again by the worker before it runs one.
 pub const MAX_SCRIPT_BYTES: usize = 1024 * 1024;
+/// Most bytes of scripts one worker's SCRIPT jobs may use in all: they
+/// travel in its schedule, which must fit a gRPC message
+/// ([`crate::MAX_MESSAGE_BYTES`], 16 MiB) with the jobs and instances.
+pub const MAX_SCRIPT_BYTES_PER_WORKER: usize = 8 * 1024 * 1024;
 /// Longest script name.
 pub const MAX_NAME_BYTES: usize = 63;
 

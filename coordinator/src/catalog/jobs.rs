@@ -159,6 +159,7 @@ impl Catalog {
         .bind(script)
         .fetch_one(&mut *tx)
         .await?;
+        self.check_script_budget(&mut tx, &[worker]).await?;
         self.bump_schedule(&mut *tx, &[worker]).await?;
         tx.commit().await?;
         self.job(id).await
@@ -274,6 +275,7 @@ impl Catalog {
         .bind(&script)
         .execute(&mut *tx)
         .await?;
+        self.check_script_budget(&mut tx, &[worker]).await?;
         self.bump_schedule(&mut *tx, &[worker, cur.worker_id])
             .await?;
         tx.commit().await?;

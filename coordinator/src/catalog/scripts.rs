@@ -2,7 +2,9 @@
 //! (refused while a job runs it), and what a worker's schedule and dump
 //! tasks carry of them. Contents are checked here, never run.
 use chrono::{DateTime, Utc};
-use pgsnapman_proto::script::{content_hash, validate_content, validate_name};
+use pgsnapman_proto::script::{
+    MAX_SCRIPT_BYTES_PER_WORKER, content_hash, validate_content, validate_name,
+};
 use pgsnapman_proto::{timestamp, v1};
 
 use super::Catalog;
@@ -63,6 +65,7 @@ impl Catalog {
                 .bind(&req.name)
                 .fetch_all(&mut *tx)
                 .await?;
+        self.check_script_budget(&mut tx, &workers).await?;
         self.bump_schedule(&mut *tx, &workers).await?;
         tx.commit().await?;
         self.script(&req.name).await
@@ -147,6 +150,34 @@ impl Catalog {
                 hash,
             })
             .collect())
+    }
+
+    /// Refuses (in `tx`, before its commit) a change that makes the scripts
+    /// of one of `workers`' jobs larger than
+    /// [`MAX_SCRIPT_BYTES_PER_WORKER`] in all: they travel in its schedule.
+    pub(super) async fn check_script_budget(
+        &self,
+        tx: &mut sqlx::PgTransaction<'_>,
+        workers: &[i64],
+    ) -> ApiResult<()> {
+        let over: Option<(String, i64)> = sqlx::query_as(
+            "SELECT w.name, sum(octet_length(s.content))::bigint FROM workers w \
+             JOIN (SELECT DISTINCT worker_id, script_name FROM dump_jobs WHERE script_name IS NOT NULL) j \
+               ON j.worker_id = w.id \
+             JOIN scripts s ON s.name = j.script_name \
+             WHERE w.id = ANY($1) GROUP BY w.name HAVING sum(octet_length(s.content)) > $2 LIMIT 1",
+        )
+        .bind(workers)
+        .bind(i64::try_from(MAX_SCRIPT_BYTES_PER_WORKER).unwrap_or(i64::MAX))
+        .fetch_optional(&mut **tx)
+        .await?;
+        match over {
+            Some((worker, bytes)) => Err(ApiError::Invalid(format!(
+                "the scripts of worker {worker}'s jobs would hold {bytes} bytes, more than the \
+                 {MAX_SCRIPT_BYTES_PER_WORKER} bytes (8 MiB) a worker's schedule carries"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Checks that `name` is registered (for a SCRIPT job).

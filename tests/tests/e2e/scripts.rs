@@ -458,6 +458,43 @@ async fn a_worker_without_scripts_enabled_refuses() {
         "{task}"
     );
     assert!(!marker.exists(), "the script ran");
+
+    // A worker's jobs may use at most 8 MiB of scripts (its schedule
+    // carries them): with touch.sh, seven 1 MiB scripts fit, an eighth
+    // is refused.
+    let mut big = b"#!/bin/sh\n".to_vec();
+    big.resize(1024 * 1024, b'#');
+    let file = stack.scratch.path().join("big");
+    std::fs::write(&file, &big).unwrap();
+    for i in 0..8 {
+        let name = format!("big{i}.sh");
+        cli.json(&["script", "add", &name, file.to_str().unwrap()])
+            .unwrap();
+        let instance = src.to_string();
+        let args = [
+            "job",
+            "add",
+            "--instance",
+            &instance,
+            "--cron",
+            "0 3 1 1 *",
+            "--type",
+            "script",
+            "--script",
+            &name,
+            "--database",
+            "d",
+        ];
+        if i < 7 {
+            cli.json(&args).unwrap();
+        } else {
+            let bad = cli.run(&args).unwrap();
+            assert!(
+                bad.stderr.contains("the scripts of worker w-noscript's jobs would hold 8388660 bytes, more than the 8388608 bytes (8 MiB)"),
+                "{bad:?}"
+            );
+        }
+    }
     stack.stop_clean(&["scripts are disabled"]).await;
 }
 
