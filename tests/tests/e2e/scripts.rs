@@ -32,9 +32,10 @@ fn register(cli: &Pgsnap, dir: &Path, name: &str, body: &str) -> Value {
         .unwrap()
 }
 
-fn add_script_job(cli: &Pgsnap, instance: i64, db: &str, script: &str, extra: &[&str]) -> i64 {
+/// `pgsnap job add` of a yearly SCRIPT job running `script` on `db`.
+fn script_job_args(instance: i64, db: &str, script: &str, extra: &[&str]) -> Vec<String> {
     let instance = instance.to_string();
-    let mut args = vec![
+    let mut args: Vec<String> = [
         "job",
         "add",
         "--instance",
@@ -47,8 +48,17 @@ fn add_script_job(cli: &Pgsnap, instance: i64, db: &str, script: &str, extra: &[
         script,
         "--database",
         db,
-    ];
-    args.extend_from_slice(extra);
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn add_script_job(cli: &Pgsnap, instance: i64, db: &str, script: &str, extra: &[&str]) -> i64 {
+    let args = script_job_args(instance, db, script, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     id_of(&cli.json(&args).expect("add script job"))
 }
 
@@ -470,21 +480,8 @@ async fn a_worker_without_scripts_enabled_refuses() {
         let name = format!("big{i}.sh");
         cli.json(&["script", "add", &name, file.to_str().unwrap()])
             .unwrap();
-        let instance = src.to_string();
-        let args = [
-            "job",
-            "add",
-            "--instance",
-            &instance,
-            "--cron",
-            "0 3 1 1 *",
-            "--type",
-            "script",
-            "--script",
-            &name,
-            "--database",
-            "d",
-        ];
+        let owned = script_job_args(src, "d", &name, &[]);
+        let args: Vec<&str> = owned.iter().map(String::as_str).collect();
         if i < 7 {
             cli.json(&args).unwrap();
         } else {
