@@ -560,10 +560,9 @@ impl Runner {
         //    runs instead of pg_dump, the same way (docs/scripts.md).
         let directory = !c.dump_type.is_cluster_wide() && c.format == DumpFormat::Directory;
         let spool = self.spool_dir.join(dump_uuid.to_string());
-        let script_lines = Arc::new(std::sync::Mutex::new(crate::script::StderrLines::default()));
         let mut script_run = None;
         let (cmd, name) = if c.dump_type == DumpType::Script {
-            let (cmd, scratch, deadline) = crate::script::prepare(
+            let (cmd, run) = crate::script::prepare(
                 self,
                 c,
                 tools,
@@ -572,8 +571,8 @@ impl Runner {
                 directory.then_some(spool.as_path()),
                 cancel,
             )?;
-            let name = format!("script {}", c.spec.script.as_ref().map_or("", |s| &s.name));
-            script_run = Some((scratch, deadline));
+            let name = run.name.clone();
+            script_run = Some(run);
             (cmd, name)
         } else {
             let (program, name) = if c.dump_type.is_cluster_wide() {
@@ -592,10 +591,10 @@ impl Runner {
             (cmd, name.to_string())
         };
         let name = name.as_str();
-        let observer = script_run
-            .is_some()
-            .then(|| crate::script::observer(Arc::clone(&script_lines)));
-        let run_cancel = script_run.as_ref().map_or(cancel, |(_, d)| d.token());
+        let observer = script_run.as_ref().map(crate::script::ScriptRun::observer);
+        let run_cancel = script_run
+            .as_ref()
+            .map_or(cancel, crate::script::ScriptRun::cancel);
         tracing::info!(
             program = name,
             major = tools.major,
@@ -632,20 +631,9 @@ impl Runner {
             )
             .await
         };
-        let ended = if let Some((scratch, deadline)) = script_run {
-            finished.script_stderr =
-                std::mem::take(&mut *script_lines.lock().unwrap_or_else(|e| e.into_inner()))
-                    .into_lines();
-            drop(scratch);
-            if deadline.fired() && !cancel.is_cancelled() {
-                bail!(
-                    "{name} ran longer than scripts.timeout = {} and was killed (its whole process group)",
-                    humantime::format_duration(self.scripts.timeout)
-                );
-            }
-            ended.map_err(crate::script::name_failure)
-        } else {
-            ended
+        let ended = match script_run {
+            Some(run) => run.end(ended, finished, cancel),
+            None => ended,
         };
         let ended = ended.map_err(|e| name_lock_wait(e, self.lock_wait_timeout))?;
         let (ingest, tail) = match ended {

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
 use crate::runner::connection::PassFile;
+use crate::runner::ingest::Ended;
 use crate::runner::process::LineObserver;
 
 /// Stderr lines of one run kept as messages; later lines are counted only.
@@ -257,10 +258,56 @@ fn environment(
     env
 }
 
+/// One SCRIPT dump while it runs: its scratch directory, its
+/// `scripts.timeout` deadline and its stderr lines.
+pub(crate) struct ScriptRun {
+    /// `script NAME`, for messages.
+    pub name: String,
+    scratch: Scratch,
+    deadline: Deadline,
+    timeout: Duration,
+    lines: Arc<Mutex<StderrLines>>,
+}
+
+impl ScriptRun {
+    /// Feeds the script's stderr lines into the run.
+    pub fn observer(&self) -> LineObserver {
+        observer(Arc::clone(&self.lines))
+    }
+
+    /// What the script runs under: the dump's cancellation and the timeout.
+    pub fn cancel(&self) -> &tokio_util::sync::CancellationToken {
+        self.deadline.token()
+    }
+
+    /// After the run: keeps the stderr lines in `finished`, removes the
+    /// scratch directory, and says which script failed and how (a run the
+    /// timeout cut off fails naming `scripts.timeout`; one cancelled from
+    /// outside, by `cancel`, stays cancelled).
+    pub fn end(
+        self,
+        ended: Result<Ended>,
+        finished: &mut DumpFinished,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<Ended> {
+        let lines = std::mem::take(&mut *self.lines.lock().unwrap_or_else(|e| e.into_inner()));
+        finished.script_stderr = lines.into_lines();
+        drop(self.scratch);
+        if matches!(ended, Ok(Ended::Cancelled)) && self.deadline.fired() && !cancel.is_cancelled()
+        {
+            bail!(
+                "{} ran longer than scripts.timeout = {} and was killed (its whole process group)",
+                self.name,
+                humantime::format_duration(self.timeout)
+            );
+        }
+        ended.map_err(name_failure)
+    }
+}
+
 /// Everything a SCRIPT dump needs before it runs: the scratch directory
-/// (script, password file), the command, and the `scripts.timeout` deadline
-/// (a child of `cancel`). The scratch directory goes when the caller drops
-/// it, after the run.
+/// (script, password file), the command, and the run with its
+/// `scripts.timeout` deadline (a child of `cancel`).
 pub(crate) fn prepare(
     runner: &crate::runner::Runner,
     c: &crate::runner::spec::Checked<'_>,
@@ -269,7 +316,7 @@ pub(crate) fn prepare(
     finished: &DumpFinished,
     output_dir: Option<&Path>,
     cancel: &tokio_util::sync::CancellationToken,
-) -> Result<(Command, Scratch, Deadline)> {
+) -> Result<(Command, ScriptRun)> {
     let script = check(runner.scripts_config(), runner.worker_name(), c.spec)?;
     let password = runner.instance_password(c.instance)?;
     let scratch = Scratch::create(
@@ -298,8 +345,17 @@ pub(crate) fn prepare(
         scratch = %scratch.path().display(),
         "running a script dump"
     );
-    let deadline = Deadline::start(cancel, runner.scripts_config().timeout);
-    Ok((cmd, scratch, deadline))
+    let timeout = runner.scripts_config().timeout;
+    Ok((
+        cmd,
+        ScriptRun {
+            name: format!("script {}", script.name),
+            scratch,
+            deadline: Deadline::start(cancel, timeout),
+            timeout,
+            lines: Arc::default(),
+        },
+    ))
 }
 
 /// A script's failure as the catalog row says it: which script, its exit
