@@ -22,6 +22,25 @@ fn process_gone(pid: &str) -> bool {
     })
 }
 
+/// Waits (at most 30 s) until process `pid` is gone.
+async fn wait_process_gone(pid: &str, what: &str) {
+    wait::until(what, Duration::from_secs(30), || {
+        let gone = process_gone(pid);
+        async move { gone.then_some(()) }
+    })
+    .await;
+}
+
+/// What is left in the worker's tmp directory (script scratch dirs).
+fn scratch_left(stack: &Stack) -> Vec<std::path::PathBuf> {
+    let tmp = stack.worker.data_dir.join("tmp");
+    std::fs::read_dir(&tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect()
+}
+
 const ENABLED: (&str, &str) = ("PGSNAPMAN_SCRIPTS__ENABLED", "true");
 
 /// Writes `body` as a script file in `dir` and registers it as `name`.
@@ -235,12 +254,7 @@ async fn script_dump_is_stored_deduplicated_listed_and_restorable() {
             && rm.stderr.contains(&job.to_string()),
         "{rm:?}"
     );
-    let tmp = stack.worker.data_dir.join("tmp");
-    let left: Vec<_> = std::fs::read_dir(&tmp)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
+    let left = scratch_left(&stack);
     assert!(left.is_empty(), "{left:?}");
 
     stack.stop_clean(&[]).await;
@@ -316,15 +330,7 @@ async fn failing_scripts_timeouts_and_bad_input() {
         .trim()
         .to_string();
     assert!(!pid.is_empty());
-    wait::until(
-        "the script's child to be gone",
-        Duration::from_secs(30),
-        || {
-            let gone = process_gone(&pid);
-            async move { gone.then_some(()) }
-        },
-    )
-    .await;
+    wait_process_gone(&pid, "the script's child to be gone").await;
 
     // A script that exits leaving a background child (holding stdout
     // open): the run ends, the child is killed with the group.
@@ -340,15 +346,7 @@ async fn failing_scripts_timeouts_and_bad_input() {
     let task = wait_task_done(cli, dump_now(cli, bg)).await;
     assert_eq!(task["state"], "SUCCEEDED", "{task}");
     let pid = std::fs::read_to_string(&bg_pid).unwrap().trim().to_string();
-    wait::until(
-        "the background child to be gone",
-        Duration::from_secs(30),
-        || {
-            let gone = process_gone(&pid);
-            async move { gone.then_some(()) }
-        },
-    )
-    .await;
+    wait_process_gone(&pid, "the background child to be gone").await;
 
     // Input errors, each a one-line reason.
     let bad = cli
@@ -628,4 +626,49 @@ async fn the_password_reaches_a_script_only_through_its_password_file() {
         }
     }
     stack.stop_clean(&[]).await;
+}
+
+/// Cancellation (here: SIGTERM to the worker) kills the script's whole
+/// process group, the child it forked too, and records no success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_script_kills_its_process_group() {
+    let mut stack = Stack::start_with("w-script-term", &[ENABLED], None).await;
+    let cli = &stack.cli;
+    stack.source.create_database("d").unwrap();
+    let src = add_instance(cli, "src", stack.source.port, "w-script-term", None);
+    let pid_file = stack.scratch.path().join("child.pid");
+    register(
+        cli,
+        stack.scratch.path(),
+        "hang.sh",
+        "#!/bin/sh\nsleep 3600 &\necho $! > \"$1.tmp\"\nmv \"$1.tmp\" \"$1\"\nsleep 3600\n",
+    );
+    let arg = format!("--option={}", pid_file.display());
+    let job = add_script_job(cli, src, "d", "hang.sh", &[&arg]);
+    let task = dump_now(cli, job);
+    let pid = wait::until(
+        "the script to start its child",
+        Duration::from_secs(60),
+        || {
+            let pid = std::fs::read_to_string(&pid_file).ok();
+            async move { pid.map(|p| p.trim().to_string()) }
+        },
+    )
+    .await;
+    assert!(!process_gone(&pid), "the child should be running");
+
+    stack.worker.process.stop_clean().await;
+    wait_process_gone(&pid, "the script's child to be gone").await;
+    let t = cli.json(&["task", "show", &task.to_string()]).unwrap();
+    assert_ne!(t["state"], "SUCCEEDED", "{t}");
+    assert!(
+        catalog_of_job(cli, job)
+            .iter()
+            .all(|r| r["status"] != "SUCCEEDED")
+    );
+    let left = scratch_left(&stack);
+    assert!(left.is_empty(), "{left:?}");
+    stack.worker.process.assert_no_unexpected_errors(&[]);
+    stack.coordinator.process.stop_clean().await;
+    stack.coordinator.process.assert_no_unexpected_errors(&[]);
 }
