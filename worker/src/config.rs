@@ -357,6 +357,9 @@ impl Config {
         if self.dump.max_run_time < Duration::from_secs(1) {
             bail!("dump.max_run_time must be at least 1s");
         }
+        if self.scripts.timeout < Duration::from_secs(1) {
+            bail!("scripts.timeout must be at least 1s");
+        }
         if self.discovery.interval < Duration::from_secs(1) {
             bail!("discovery.interval must be at least 1s");
         }

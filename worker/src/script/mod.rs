@@ -505,6 +505,31 @@ mod tests {
     }
 
     #[test]
+    fn scripts_are_off_unless_the_local_config_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.toml");
+        std::fs::write(&path, "[worker]\nname = \"w\"\n").unwrap();
+        let c = crate::Config::load(Some(&path)).unwrap();
+        assert!(!c.scripts.enabled);
+        assert_eq!(c.scripts.timeout, Duration::from_secs(6 * 3600));
+        std::fs::write(
+            &path,
+            "[worker]\nname = \"w\"\n[scripts]\nenabled = true\ntimeout = \"30m\"\n",
+        )
+        .unwrap();
+        let c = crate::Config::load(Some(&path)).unwrap();
+        assert!(c.scripts.enabled);
+        assert_eq!(c.scripts.timeout, Duration::from_secs(1800));
+        std::fs::write(
+            &path,
+            "[worker]\nname = \"w\"\n[scripts]\ntimeout = \"0s\"\n",
+        )
+        .unwrap();
+        let err = crate::Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("scripts.timeout must be at least 1s"), "{err}");
+    }
+
+    #[test]
     fn the_interpreter_line_is_split_like_the_kernel_does() {
         assert_eq!(
             interpreter_line(b"#!/bin/sh\necho").unwrap(),
