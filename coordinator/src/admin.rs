@@ -75,6 +75,36 @@ impl AdminService for Admin {
         ok(w.to_proto())
     }
 
+    async fn add_script(&self, req: Request<v1::AddScriptRequest>) -> R<v1::Script> {
+        let s = self.catalog.add_script(req.get_ref()).await?;
+        tracing::info!(script = %s.name, hash = %s.hash, "script registered");
+        ok(s.to_proto(Vec::new()))
+    }
+
+    async fn list_scripts(
+        &self,
+        _req: Request<v1::ListScriptsRequest>,
+    ) -> R<v1::ListScriptsResponse> {
+        let scripts = self.catalog.list_scripts().await?;
+        ok(v1::ListScriptsResponse {
+            scripts: scripts.iter().map(|s| s.to_proto(Vec::new())).collect(),
+        })
+    }
+
+    async fn get_script(&self, req: Request<v1::ScriptRef>) -> R<v1::Script> {
+        let name = &req.get_ref().name;
+        let s = self.catalog.script(name).await?;
+        let source = self.catalog.script_source(name).await?;
+        ok(s.to_proto(source.content))
+    }
+
+    async fn remove_script(&self, req: Request<v1::ScriptRef>) -> R<v1::Empty> {
+        let name = &req.get_ref().name;
+        self.catalog.remove_script(name).await?;
+        tracing::info!(script = %name, "script removed");
+        ok(v1::Empty {})
+    }
+
     async fn list_workers(&self, _: Request<v1::ListWorkersRequest>) -> R<v1::ListWorkersResponse> {
         let workers = self.catalog.list_workers().await?;
         ok(v1::ListWorkersResponse {

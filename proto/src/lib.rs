@@ -18,6 +18,7 @@ pub mod v1 {
 mod redact;
 pub mod reflect;
 pub use redact::{is_secret_field, redact_json, redact_url};
+pub mod script;
 pub mod seal;
 
 /// Status metadata of a refused event batch: the id of the event it was

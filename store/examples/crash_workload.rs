@@ -94,6 +94,7 @@ fn ingest(store: &Store, dump: Uuid, dir: &std::path::Path) -> Result<(), String
         finished_at: at,
         database_bytes: -1,
         notes: String::new(),
+        script_hash: String::new(),
         restore_metadata: serde_json::Value::Null,
     };
     ingest.finish(meta).map_err(|e| e.to_string())?;

@@ -64,6 +64,10 @@ pub struct ManifestMeta {
     /// within format version 1; missing reads as empty.
     #[serde(default)]
     pub notes: String,
+    /// SCRIPT dumps: `sha256:<hex>` of the script that made it (empty for
+    /// other dumps). Added within format version 1; missing reads as empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub script_hash: String,
     /// Filled by the dump-type runners (roles, ACLs, …); opaque to the store.
     pub restore_metadata: serde_json::Value,
 }

@@ -22,6 +22,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub restore: RestoreConfig,
     pub discovery: DiscoveryConfig,
+    pub scripts: crate::script::ScriptsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -355,6 +356,9 @@ impl Config {
         }
         if self.dump.max_run_time < Duration::from_secs(1) {
             bail!("dump.max_run_time must be at least 1s");
+        }
+        if self.scripts.timeout < Duration::from_secs(1) {
+            bail!("scripts.timeout must be at least 1s");
         }
         if self.discovery.interval < Duration::from_secs(1) {
             bail!("discovery.interval must be at least 1s");

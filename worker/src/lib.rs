@@ -16,6 +16,7 @@ pub mod progress;
 pub mod restore;
 pub mod runner;
 pub mod scheduler;
+pub mod script;
 pub mod seal;
 pub mod state;
 pub mod task;

@@ -250,6 +250,8 @@ pub fn dump_finished_of(m: &Manifest, root: &std::path::Path) -> DumpFinished {
         } else {
             meta.restore_metadata.to_string()
         },
+        script_stderr: Vec::new(),
+        script_hash: meta.script_hash.clone(),
     }
 }
 

@@ -28,6 +28,8 @@ pub struct Snapshot {
     pub version: u64,
     pub jobs: Vec<DumpJob>,
     pub instances: HashMap<i64, InstanceConnection>,
+    /// The scripts SCRIPT jobs run, by name (content and hash).
+    pub scripts: HashMap<String, pgsnapman_proto::v1::ScriptSource>,
     /// The coordinator last said this worker is HALTED.
     pub worker_halted: bool,
 }
@@ -99,6 +101,7 @@ impl Mirror {
         let mut schedule = Schedule {
             dump_jobs: snap.jobs.clone(),
             instances: snap.instances.values().cloned().collect(),
+            scripts: snap.scripts.values().cloned().collect(),
         };
         schedule.instances.sort_by_key(|i| i.instance_id);
         if seal_clear_passwords(&mut schedule, &key)? {
@@ -231,6 +234,11 @@ fn snapshot_of(version: u64, schedule: Schedule) -> Snapshot {
             .into_iter()
             .map(|i| (i.instance_id, i))
             .collect(),
+        scripts: schedule
+            .scripts
+            .into_iter()
+            .map(|s| (s.name.clone(), s))
+            .collect(),
         worker_halted: false,
     }
 }
@@ -265,6 +273,11 @@ mod tests {
                         instance_id: 1,
                         ..Default::default()
                     }],
+                    scripts: vec![pgsnapman_proto::v1::ScriptSource {
+                        name: "s.sh".into(),
+                        content: b"#!/bin/sh\n".to_vec(),
+                        hash: "sha256:x".into(),
+                    }],
                 },
             )
             .unwrap();
@@ -277,6 +290,7 @@ mod tests {
         assert_eq!(snap.version, 3);
         assert_eq!(snap.jobs, vec![job]);
         assert!(snap.instances.contains_key(&1));
+        assert_eq!(snap.scripts["s.sh"].content, b"#!/bin/sh\n");
         assert!(snap.worker_halted);
         assert_eq!(m.fire_state(7).unwrap(), Some(fire));
         assert_eq!(m.fire_state(8).unwrap(), None);
@@ -300,6 +314,7 @@ mod tests {
             let schedule = Schedule {
                 dump_jobs: vec![],
                 instances: vec![with_password(1)],
+                scripts: vec![],
             };
             m.replace(5, schedule).unwrap();
         }
@@ -310,6 +325,7 @@ mod tests {
         let schedule = Schedule {
             dump_jobs: vec![],
             instances: vec![with_password(1), with_password(2)],
+            scripts: vec![],
         };
         assert_eq!(m.snapshot().version, 5);
         m.replace(6, schedule).unwrap();

@@ -47,6 +47,7 @@ fn spec(port: u16, password: &str, database: &str) -> DumpSpec {
         parallel_jobs: 0,
         pause_replay: false,
         on_demand: false,
+        script: None,
     }
 }
 

@@ -13,6 +13,7 @@ use pgsnapman_proto::v1;
 mod auth;
 mod instance;
 mod restore;
+mod script;
 pub use auth::{AuditCommand, TokenCommand};
 pub use instance::{
     InstanceAddArgs, InstanceCommand, InstanceEditArgs, PasswordArgs, SetPasswordArgs,
@@ -20,6 +21,7 @@ pub use instance::{
 pub use restore::{
     CopyCommand, RestoreCommand, RestoreJobCommand, RestoreLogCommand, RestoreStatusArg,
 };
+pub use script::ScriptCommand;
 
 /// Help heading of the options every subcommand takes.
 const GLOBAL: &str = "Global options";
@@ -113,6 +115,9 @@ pub enum Command {
     /// The audit log of changes and refused calls (admin)
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Scripts that SCRIPT dump jobs run (docs/scripts.md)
+    #[command(subcommand)]
+    Script(ScriptCommand),
 }
 
 // ───────────────────────────── workers ─────────────────────────────
@@ -214,6 +219,8 @@ pub enum DumpTypeArg {
     #[value(alias = "cluster_schema")]
     ClusterSchema,
     Globals,
+    /// Run a registered script (--script NAME) on a worker that enabled scripts
+    Script,
 }
 
 impl DumpTypeArg {
@@ -224,6 +231,7 @@ impl DumpTypeArg {
             DumpTypeArg::Cluster => v1::DumpType::Cluster,
             DumpTypeArg::ClusterSchema => v1::DumpType::ClusterSchema,
             DumpTypeArg::Globals => v1::DumpType::Globals,
+            DumpTypeArg::Script => v1::DumpType::Script,
         }
     }
 }
@@ -317,9 +325,13 @@ pub struct JobAddArgs {
     /// Archive format [default: custom for database types, plain for cluster types]
     #[arg(long, value_enum, ignore_case = true)]
     pub format: Option<FormatArg>,
-    /// Extra pg_dump option, repeatable; write values starting with '-' as --option=-x
+    /// Extra pg_dump option (a SCRIPT job: an argument of its script), repeatable;
+    /// write values starting with '-' as --option=-x
     #[arg(long = "option", value_name = "ARG", allow_hyphen_values = true)]
     pub options: Vec<String>,
+    /// The registered script a SCRIPT job runs (pgsnap script add)
+    #[arg(long, value_name = "NAME")]
+    pub script: Option<String>,
     /// Five-field crontab expression, in the worker's time zone
     #[arg(long, value_name = "EXPR")]
     pub cron: String,
@@ -386,6 +398,9 @@ pub struct JobEditArgs {
     /// Dump on demand (true/false)
     #[arg(long, value_name = "BOOL")]
     pub on_demand: Option<bool>,
+    /// A SCRIPT job: run this registered script instead
+    #[arg(long, value_name = "NAME")]
+    pub script: Option<String>,
 }
 
 // ───────────────────────────── dumps and tasks ─────────────────────────────

@@ -44,14 +44,24 @@ async fn get(admin: &mut Admin, id: i64) -> Result<v1::DumpJob> {
 
 async fn add(ctx: &Ctx, a: JobAddArgs) -> Result<()> {
     CronExpr::parse(&a.cron)?;
-    validate_dump_options(&a.options)?;
+    let dump_type = a.dump_type.to_proto();
+    match (&a.script, dump_type == v1::DumpType::Script) {
+        (Some(name), true) => {
+            pgsnapman_proto::script::validate_name(name)?;
+            pgsnapman_proto::script::validate_arguments(&a.options)?;
+        }
+        (None, true) => {
+            bail!("--type script needs --script NAME (a script registered with pgsnap script add)")
+        }
+        (Some(_), false) => bail!("--script is only for --type script"),
+        (None, false) => validate_dump_options(&a.options)?,
+    }
     if let Some(db) = &a.database {
         validate_identifier("database", db)?;
     }
     if let Some(schema) = &a.schema {
         validate_identifier("schema", schema)?;
     }
-    let dump_type = a.dump_type.to_proto();
     if dump_type.is_cluster_wide() && a.database.is_some() {
         bail!(
             "--database is not used by the cluster-wide type {}: leave it out",
@@ -90,6 +100,7 @@ async fn add(ctx: &Ctx, a: JobAddArgs) -> Result<()> {
         parallel_jobs: a.jobs.unwrap_or(0),
         pause_replay: a.pause_replay,
         on_demand: a.on_demand,
+        script_name: a.script.unwrap_or_default(),
     };
     let mut admin = ctx.admin().await?;
     let j = rpc(admin.add_dump_job(req).await)?;
@@ -125,9 +136,16 @@ async fn edit(ctx: &Ctx, a: JobEditArgs) -> Result<()> {
     } else if a.options.is_empty() {
         None
     } else {
-        validate_dump_options(&a.options)?;
+        // A SCRIPT job's options are its script's arguments: the
+        // coordinator checks them for the job's type.
+        if a.script.is_none() {
+            validate_dump_options(&a.options)?;
+        }
         Some(v1::ExtraOptions { options: a.options })
     };
+    if let Some(name) = &a.script {
+        pgsnapman_proto::script::validate_name(name)?;
+    }
     let mut req = v1::UpdateDumpJobRequest {
         id: a.id,
         cron: a.cron,
@@ -141,6 +159,7 @@ async fn edit(ctx: &Ctx, a: JobEditArgs) -> Result<()> {
         parallel_jobs: a.jobs,
         pause_replay: a.pause_replay,
         on_demand: a.on_demand,
+        script_name: a.script,
     };
     let retention_changes = a.retention.over(&DEFAULT_RETENTION).is_some();
     let unchanged = req.cron.is_none()
@@ -151,7 +170,8 @@ async fn edit(ctx: &Ctx, a: JobEditArgs) -> Result<()> {
         && a.format.is_none()
         && req.parallel_jobs.is_none()
         && req.pause_replay.is_none()
-        && req.on_demand.is_none();
+        && req.on_demand.is_none()
+        && req.script_name.is_none();
     if unchanged {
         bail!(
             "nothing to change for dump job {}: give at least one option",

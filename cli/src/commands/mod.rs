@@ -10,6 +10,7 @@ mod job;
 mod messages;
 pub mod password;
 mod restore;
+mod script;
 mod store;
 mod task;
 mod token;
@@ -84,5 +85,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Messages(a) => messages::run(&ctx, a).await,
         Command::Token(c) => token::run(&ctx, c).await,
         Command::Audit(c) => audit::run(&ctx, c).await,
+        Command::Script(c) => script::run(&ctx, c).await,
     }
 }

@@ -148,6 +148,7 @@ pub fn dump_job(j: &v1::DumpJob) -> Value {
         "parallel_jobs": j.parallel_jobs,
         "pause_replay": j.pause_replay,
         "on_demand": j.on_demand,
+        "script_name": j.script_name,
     })
 }
 

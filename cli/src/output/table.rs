@@ -39,7 +39,7 @@ pub(super) fn cell(v: Value) -> String {
 }
 
 /// A string cell; `-` when empty.
-pub(super) fn text(s: &str) -> String {
+pub(crate) fn text(s: &str) -> String {
     if s.is_empty() {
         "-".to_string()
     } else {
@@ -375,6 +375,7 @@ pub fn dump_job_rows(j: &v1::DumpJob) -> Vec<(&'static str, String)> {
         ("type", cell(json::dump_type(j.dump_type()))),
         ("format", cell(json::dump_format(j.format()))),
         ("extra options", text(&j.extra_options.join(" "))),
+        ("script", text(&j.script_name)),
         ("parallel jobs", j.parallel_jobs.to_string()),
         ("cron", j.cron.clone()),
         ("kind", cell(json::job_kind(j.kind()))),

@@ -95,7 +95,9 @@ pub fn rule(path: &str) -> Rule {
         "ListWorkers" | "GetWorker" | "ListInstances" | "GetInstance" | "ListDumpJobs"
         | "GetDumpJob" | "ListDumps" | "GetDump" | "ListMessages" | "GetTask" | "WatchTask"
         | "ListTasks" | "ListStoreStats" | "ListRestoreJobs" | "GetRestoreJob"
-        | "ListRestoreRuns" | "GetRestoreLog" | "ListCopyJobs" => read(Viewer),
+        | "ListRestoreRuns" | "GetRestoreLog" | "ListCopyJobs" | "ListScripts" | "GetScript" => {
+            read(Viewer)
+        }
         "ListTokens" | "ListAudit" => read(Admin),
         // RestoreNow with a destructive `existing` policy needs admin: the
         // handler checks that (the policy is in the request or the job).
@@ -123,7 +125,9 @@ pub fn rule(path: &str) -> Rule {
         | "AddCopyJob"
         | "RestoreServer"
         | "CreateToken"
-        | "RevokeToken" => write(Admin),
+        | "RevokeToken"
+        | "AddScript"
+        | "RemoveScript" => write(Admin),
         _ => write(Admin),
     }
 }

@@ -429,6 +429,21 @@ impl Catalog {
             }
             let job = (d.job_id != 0).then_some(d.job_id);
             let what = describe(d, c.dump_type[i]);
+            // A script's stderr (bounded by the worker), before the verdict.
+            let level = if d.succeeded {
+                v1::MessageLevel::Info
+            } else {
+                v1::MessageLevel::Warning
+            };
+            for line in &d.script_stderr {
+                msgs.push(
+                    level,
+                    "SCRIPT",
+                    job,
+                    format!("job {}: {line}", d.job_id),
+                    *at,
+                );
+            }
             if !d.succeeded {
                 msgs.push(
                     v1::MessageLevel::Error,

@@ -8,7 +8,7 @@ use crate::rows::{self, JobRow};
 
 const COLUMNS: &str = "id, worker_id, instance_id, database, schema_name, dump_type, format, \
     extra_options, cron, kind, status, keep_daily, keep_weekly, keep_monthly, keep_yearly, \
-    parallel_jobs, comment, created_at, updated_at, pause_replay, on_demand";
+    parallel_jobs, comment, created_at, updated_at, pause_replay, on_demand, script_name";
 
 /// Unset retention: 14 daily, 2 weekly, 5 monthly, 2 yearly.
 pub(super) const DEFAULT_RETENTION: v1::Retention = v1::Retention {
@@ -33,6 +33,33 @@ pub(super) fn retention_cols(r: &v1::Retention) -> ApiResult<[i32; 4]> {
     ])
 }
 
+/// The script a job of `dump_type` runs: required for SCRIPT jobs, refused
+/// for the others.
+fn script_of(dump_type: v1::DumpType, name: &str) -> ApiResult<Option<&str>> {
+    match (dump_type == v1::DumpType::Script, name.is_empty()) {
+        (true, true) => Err(ApiError::Invalid(
+            "a SCRIPT job needs a script: name a registered one (--script NAME)".into(),
+        )),
+        (true, false) => Ok(Some(name)),
+        (false, true) => Ok(None),
+        (false, false) => Err(ApiError::Invalid(format!(
+            "only a SCRIPT job runs a script, not a {} job",
+            dump_type.label()
+        ))),
+    }
+}
+
+/// A SCRIPT job's extra options are its script's arguments; other jobs'
+/// are pg_dump options.
+fn check_options(dump_type: v1::DumpType, options: &[String]) -> ApiResult<()> {
+    if dump_type == v1::DumpType::Script {
+        pgsnapman_proto::script::validate_arguments(options)?;
+    } else {
+        validate_dump_options(options)?;
+    }
+    Ok(())
+}
+
 fn parallel(n: u32) -> ApiResult<i32> {
     if n > 64 {
         return Err(ApiError::Invalid(format!(
@@ -50,10 +77,14 @@ impl Catalog {
             t => v1::DumpType::try_from(t)
                 .map_err(|_| ApiError::Invalid(format!("dump type {t} is not valid")))?,
         };
-        if dump_type == v1::DumpType::Script {
-            return Err(ApiError::Invalid(
-                "SCRIPT dumps are not supported yet".into(),
-            ));
+        let script = script_of(dump_type, &req.script_name)?;
+        if let Some(name) = script {
+            self.require_script(name).await?;
+            if req.parallel_jobs > 1 {
+                return Err(ApiError::Invalid(
+                    "a SCRIPT job has no parallel_jobs: its script decides how it dumps".into(),
+                ));
+            }
         }
         let format = match req.format {
             0 => dump_type.default_format(),
@@ -80,7 +111,7 @@ impl Catalog {
             }
         }
         let cron = CronExpr::parse(&req.cron)?;
-        validate_dump_options(&req.extra_options)?;
+        check_options(dump_type, &req.extra_options)?;
         let kind = match req.kind {
             0 => "REPEAT",
             k => rows::job_kind_label(k)?,
@@ -104,8 +135,8 @@ impl Catalog {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO dump_jobs (worker_id, instance_id, database, schema_name, dump_type, format, \
              extra_options, cron, kind, status, keep_daily, keep_weekly, keep_monthly, keep_yearly, \
-             parallel_jobs, comment, pause_replay, on_demand) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18) RETURNING id",
+             parallel_jobs, comment, pause_replay, on_demand, script_name) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19) RETURNING id",
         )
         .bind(worker)
         .bind(instance.id)
@@ -125,8 +156,10 @@ impl Catalog {
         .bind(&req.comment)
         .bind(req.pause_replay)
         .bind(req.on_demand)
+        .bind(script)
         .fetch_one(&mut *tx)
         .await?;
+        self.check_script_budget(&mut tx, &[worker]).await?;
         self.bump_schedule(&mut *tx, &[worker]).await?;
         tx.commit().await?;
         self.job(id).await
@@ -173,9 +206,10 @@ impl Catalog {
             Some(c) => CronExpr::parse(c)?.as_str().to_string(),
             None => cur.cron.clone(),
         };
+        let dump_type = v1::DumpType::from_label(&cur.dump_type).unwrap_or(v1::DumpType::Full);
         let options = match &req.extra_options {
             Some(o) => {
-                validate_dump_options(&o.options)?;
+                check_options(dump_type, &o.options)?;
                 o.options.clone()
             }
             None => cur.extra_options.clone(),
@@ -208,11 +242,22 @@ impl Catalog {
             Some(n) => parallel(n)?,
             None => cur.parallel_jobs,
         };
+        let script = match &req.script_name {
+            Some(name) => {
+                let s = script_of(dump_type, name)?;
+                if let Some(n) = s {
+                    self.require_script(n).await?;
+                }
+                s.map(str::to_string)
+            }
+            None => cur.script_name.clone(),
+        };
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE dump_jobs SET cron = $2, extra_options = $3, keep_daily = $4, keep_weekly = $5, \
              keep_monthly = $6, keep_yearly = $7, comment = $8, worker_id = $9, format = $10, \
-             parallel_jobs = $11, pause_replay = $12, on_demand = $13, updated_at = now() WHERE id = $1",
+             parallel_jobs = $11, pause_replay = $12, on_demand = $13, script_name = $14, \
+             updated_at = now() WHERE id = $1",
         )
         .bind(req.id)
         .bind(&cron)
@@ -227,8 +272,10 @@ impl Catalog {
         .bind(parallel_jobs)
         .bind(req.pause_replay.unwrap_or(cur.pause_replay))
         .bind(req.on_demand.unwrap_or(cur.on_demand))
+        .bind(&script)
         .execute(&mut *tx)
         .await?;
+        self.check_script_budget(&mut tx, &[worker]).await?;
         self.bump_schedule(&mut *tx, &[worker, cur.worker_id])
             .await?;
         tx.commit().await?;

@@ -220,7 +220,11 @@ impl Catalog {
                 let job = self.job(job_id).await?;
                 let instance = self.instance(job.instance_id).await?;
                 let connection = self.connection_for(&instance, task.worker_id).await?;
-                Ok(Spec::Dump(job.spec(connection)))
+                let mut spec = job.spec(connection);
+                if let Some(name) = &job.script_name {
+                    spec.script = Some(self.script_source(name).await?);
+                }
+                Ok(Spec::Dump(spec))
             }
             "RESTORE" => Ok(Spec::Restore(self.restore_spec(task).await?)),
             "VERIFY" => Ok(Spec::Verify(v1::VerifySpec {})),

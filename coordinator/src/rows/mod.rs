@@ -313,6 +313,7 @@ pub struct JobRow {
     pub updated_at: DateTime<Utc>,
     pub pause_replay: bool,
     pub on_demand: bool,
+    pub script_name: Option<String>,
 }
 
 pub(crate) fn u32_of(v: i32) -> u32 {
@@ -345,6 +346,7 @@ impl JobRow {
             parallel_jobs: u32_of(self.parallel_jobs),
             pause_replay: self.pause_replay,
             on_demand: self.on_demand,
+            script_name: self.script_name.clone().unwrap_or_default(),
         }
     }
 
@@ -361,6 +363,7 @@ impl JobRow {
             parallel_jobs: u32_of(self.parallel_jobs),
             pause_replay: self.pause_replay,
             on_demand: self.on_demand,
+            script: None,
         }
     }
 }

@@ -80,6 +80,7 @@ fn meta() -> ManifestMeta {
         finished_at: Utc::now(),
         database_bytes: -1,
         notes: String::new(),
+        script_hash: String::new(),
         restore_metadata: serde_json::Value::Null,
     }
 }

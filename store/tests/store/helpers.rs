@@ -43,6 +43,7 @@ pub fn meta(database: &str) -> ManifestMeta {
         finished_at: Utc.with_ymd_and_hms(2026, 11, 24, 1, 5, 0).unwrap(),
         database_bytes: 123_456,
         notes: String::new(),
+        script_hash: String::new(),
         restore_metadata: serde_json::json!({"roles": ["app"]}),
     }
 }

@@ -27,6 +27,7 @@ mod outbox_faults;
 mod reconnect;
 mod restore;
 mod scale;
+mod scripts;
 mod secrets;
 mod shutdown;
 mod sslmode;

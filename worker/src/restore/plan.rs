@@ -151,7 +151,8 @@ pub fn check(spec: &RestoreSpec) -> Result<Plan, String> {
     let dump_type = DumpType::try_from(spec.dump_type)
         .map_err(|_| format!("unknown dump type {}", spec.dump_type))?;
     let kind = match dump_type {
-        DumpType::Full | DumpType::Schema => Kind::Database,
+        // A SCRIPT dump is a database archive like pg_dump's (docs/scripts.md).
+        DumpType::Full | DumpType::Schema | DumpType::Script => Kind::Database,
         DumpType::Cluster | DumpType::ClusterSchema | DumpType::Globals => Kind::Cluster,
         other => {
             return Err(format!(
@@ -484,7 +485,8 @@ mod tests {
         assert!(e.contains("--clean"), "{e}");
         assert!(with(|s| s.target.as_mut().unwrap().database.clear()).is_err());
         assert!(with(|s| s.target_instance = None).is_err());
-        assert!(with(|s| s.dump_type = DumpType::Script as i32).is_err());
+        assert!(with(|s| s.dump_type = DumpType::Unspecified as i32).is_err());
+        assert!(with(|s| s.dump_type = DumpType::Script as i32).is_ok());
         assert!(with(|s| s.dump_uuid = "x".into()).is_err());
         let ok = with(|s| {
             let t = s.target.as_mut().unwrap();

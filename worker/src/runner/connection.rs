@@ -31,13 +31,9 @@ pub fn quote_conninfo_value(value: &str) -> String {
     out
 }
 
-/// A conninfo string for `--dbname`. Never contains the password.
-pub fn conninfo(
-    instance: &InstanceConnection,
-    database: &str,
-    connect_timeout: Duration,
-    application_name: &str,
-) -> String {
+/// The port, user and sslmode an instance connects with (5432, postgres
+/// and prefer when unset).
+pub fn port_user_sslmode(instance: &InstanceConnection) -> (u32, &str, &str) {
     let port = if instance.port == 0 {
         5432
     } else {
@@ -53,6 +49,17 @@ pub fn conninfo(
     } else {
         &instance.sslmode
     };
+    (port, user, sslmode)
+}
+
+/// A conninfo string for `--dbname`. Never contains the password.
+pub fn conninfo(
+    instance: &InstanceConnection,
+    database: &str,
+    connect_timeout: Duration,
+    application_name: &str,
+) -> String {
+    let (port, user, sslmode) = port_user_sslmode(instance);
     let pairs: [(&str, String); 7] = [
         ("host", instance.host.clone()),
         ("port", port.to_string()),

@@ -28,6 +28,13 @@ const TAIL_BYTES: usize = 4096;
 /// How long the spool watcher sleeps when no file was closed.
 const WATCH_POLL: Duration = Duration::from_millis(20);
 
+/// A dump program's command, and what sees its stderr lines as they come
+/// (a script's lines become messages).
+pub struct Program {
+    pub cmd: Command,
+    pub observer: Option<process::LineObserver>,
+}
+
 /// How a dump into the store ended.
 pub enum Ended {
     /// The program exited 0 and every byte it wrote is stored (not yet
@@ -87,7 +94,7 @@ fn failure(
 pub async fn stream(
     mut ingest: Ingest,
     file_name: &'static str,
-    cmd: Command,
+    cmd: Program,
     program: &str,
     cancel: &CancellationToken,
     grace: Duration,
@@ -107,8 +114,16 @@ pub async fn stream(
         drop(counting);
         (ingest, res.map(|_| tail))
     });
-    let outcome =
-        process::run_with(cmd, program, None, StdoutTo::File(write_end), cancel, grace).await;
+    let outcome = process::run_observed(
+        cmd.cmd,
+        program,
+        None,
+        StdoutTo::File(write_end),
+        cmd.observer,
+        cancel,
+        grace,
+    )
+    .await;
     let (ingest, stored) = storing.await.context("the storing thread failed")?;
     match outcome? {
         Outcome::Cancelled => Ok(Ended::Cancelled),
@@ -138,7 +153,7 @@ const ABORT: u8 = 2;
 pub async fn directory(
     ingest: Ingest,
     spool: PathBuf,
-    cmd: Command,
+    cmd: Program,
     program: &str,
     cancel: &CancellationToken,
     grace: Duration,
@@ -153,7 +168,7 @@ pub async fn directory(
 async fn directory_in(
     ingest: Ingest,
     spool: &Path,
-    cmd: Command,
+    cmd: Program,
     program: &str,
     cancel: &CancellationToken,
     grace: Duration,
@@ -172,7 +187,16 @@ async fn directory_in(
             store_spool(ingest, &spool, &inotify, &state, &progress)
         })
     };
-    let outcome = process::run_with(cmd, program, None, StdoutTo::Null, cancel, grace).await;
+    let outcome = process::run_observed(
+        cmd.cmd,
+        program,
+        None,
+        StdoutTo::Null,
+        cmd.observer,
+        cancel,
+        grace,
+    )
+    .await;
     let ok = matches!(&outcome, Ok(Outcome::Exited { status, .. }) if status.success())
         && !cancel.is_cancelled();
     state.store(if ok { FINISH } else { ABORT }, Ordering::SeqCst);

@@ -18,7 +18,9 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use pgsnapman_proto::v1::{DumpFinished, DumpFormat, DumpSpec, InstanceConnection, TaskRef};
+use pgsnapman_proto::v1::{
+    DumpFinished, DumpFormat, DumpSpec, DumpType, InstanceConnection, TaskRef,
+};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -68,6 +70,8 @@ pub struct Runner {
     unrecorded: unrecorded::Unrecorded,
     /// Opens the instance passwords sealed to this worker.
     seal: Option<Arc<crate::seal::SealKey>>,
+    /// `[scripts]`: whether and how long SCRIPT dumps run.
+    scripts: crate::script::ScriptsConfig,
 }
 
 /// A dump program's failure, saying that `dump.lock_wait_timeout` fired
@@ -118,6 +122,7 @@ fn manifest_meta(f: &DumpFinished, c: &Checked<'_>) -> Result<pgsnapman_store::M
         finished_at: chrono::Utc::now(),
         database_bytes: f.database_bytes,
         notes: f.error.clone(),
+        script_hash: f.script_hash.clone(),
         restore_metadata,
     })
 }
@@ -153,6 +158,7 @@ impl Runner {
             max_run_time: config.dump.max_run_time,
             unrecorded: unrecorded::Unrecorded::new(&crate::state::dir(data_dir)),
             seal: None,
+            scripts: config.scripts.clone(),
         })
     }
 
@@ -206,6 +212,24 @@ impl Runner {
                 dir.display()
             )
         })
+    }
+
+    /// This worker's name (empty in tests that do not set it).
+    pub fn worker_name(&self) -> &str {
+        &self.worker_name
+    }
+
+    /// `[scripts]` of this worker's configuration.
+    pub fn scripts_config(&self) -> &crate::script::ScriptsConfig {
+        &self.scripts
+    }
+
+    /// The password of `instance`, opened from its sealed copy only now.
+    pub fn instance_password(
+        &self,
+        instance: &InstanceConnection,
+    ) -> Result<Option<zeroize::Zeroizing<String>>> {
+        crate::seal::password_for(self.seal.as_deref(), instance, &self.worker_name)
     }
 
     /// The client tools found on this machine.
@@ -313,6 +337,14 @@ impl Runner {
             Ok(c) => c,
             Err(err) => return DumpResult::Rejected(format!("{err:#}")),
         };
+        let script_hash = if checked.dump_type == DumpType::Script {
+            match crate::script::check(&self.scripts, &self.worker_name, spec) {
+                Ok(s) => s.hash.clone(),
+                Err(err) => return DumpResult::Rejected(format!("{err:#}")),
+            }
+        } else {
+            String::new()
+        };
         let started_at = chrono::Utc::now();
         let instance = checked.instance;
         let mut finished = DumpFinished {
@@ -341,6 +373,8 @@ impl Runner {
             client_version: String::new(),
             location: String::new(),
             restore_metadata_json: String::new(),
+            script_stderr: Vec::new(),
+            script_hash,
         };
         let app_name = match &task {
             Some(t) => format!("pgsnapman-dump-{}", t.task_id),
@@ -522,22 +556,45 @@ impl Runner {
         finished.client_version = tools.version.clone();
 
         // 4. Run it, streaming into the store (no copy on disk; a directory
-        //    dump passes through the spool one file at a time).
-        let (program, name) = if c.dump_type.is_cluster_wide() {
-            (tools.pg_dumpall(), "pg_dumpall")
-        } else {
-            (tools.pg_dump(), "pg_dump")
-        };
+        //    dump passes through the spool one file at a time). A script
+        //    runs instead of pg_dump, the same way (docs/scripts.md).
         let directory = !c.dump_type.is_cluster_wide() && c.format == DumpFormat::Directory;
         let spool = self.spool_dir.join(dump_uuid.to_string());
-        let dump_conninfo = session.conninfo(&c.connect_db);
-        let mut cmd = session.command(program);
-        cmd.args(dump_args(
-            c,
-            directory.then_some(spool.as_path()),
-            &dump_conninfo,
-            self.lock_wait_timeout,
-        ));
+        let mut script_run = None;
+        let (cmd, name) = if c.dump_type == DumpType::Script {
+            let (cmd, run) = crate::script::prepare(
+                self,
+                c,
+                tools,
+                &info.version,
+                finished,
+                directory.then_some(spool.as_path()),
+                cancel,
+            )?;
+            let name = run.name.clone();
+            script_run = Some(run);
+            (cmd, name)
+        } else {
+            let (program, name) = if c.dump_type.is_cluster_wide() {
+                (tools.pg_dumpall(), "pg_dumpall")
+            } else {
+                (tools.pg_dump(), "pg_dump")
+            };
+            let dump_conninfo = session.conninfo(&c.connect_db);
+            let mut cmd = session.command(program);
+            cmd.args(dump_args(
+                c,
+                directory.then_some(spool.as_path()),
+                &dump_conninfo,
+                self.lock_wait_timeout,
+            ));
+            (cmd, name.to_string())
+        };
+        let name = name.as_str();
+        let observer = script_run.as_ref().map(crate::script::ScriptRun::observer);
+        let run_cancel = script_run
+            .as_ref()
+            .map_or(cancel, crate::script::ScriptRun::cancel);
         tracing::info!(
             program = name,
             major = tools.major,
@@ -555,9 +612,9 @@ impl Runner {
             ingest::directory(
                 ingest,
                 spool.clone(),
-                cmd,
+                ingest::Program { cmd, observer },
                 name,
-                cancel,
+                run_cancel,
                 self.kill_grace,
                 progress,
             )
@@ -566,13 +623,17 @@ impl Runner {
             ingest::stream(
                 ingest,
                 file_name,
-                cmd,
+                ingest::Program { cmd, observer },
                 name,
-                cancel,
+                run_cancel,
                 self.kill_grace,
                 progress,
             )
             .await
+        };
+        let ended = match script_run {
+            Some(run) => run.end(ended, finished, cancel),
+            None => ended,
         };
         let ended = ended.map_err(|e| name_lock_wait(e, self.lock_wait_timeout))?;
         let (ingest, tail) = match ended {

@@ -308,6 +308,7 @@ pub async fn run_observed(
         }
         return Ok(Outcome::Cancelled);
     };
+    reap_group(pid, program);
     let stderr = match reader {
         Some(r) => tokio::time::timeout(Duration::from_secs(10), r)
             .await
@@ -335,6 +336,24 @@ pub async fn run_observed(
         stdout,
         stderr,
     })
+}
+
+/// After the child exited on its own: SIGKILL to anything of its process
+/// group that is still running (a script's background job), which would
+/// otherwise hold the output pipes open and the run with them.
+fn reap_group(pid: Option<u32>, program: &str) {
+    let Some(g) = pid.and_then(|p| i32::try_from(p).ok()).map(Pid::from_raw) else {
+        return;
+    };
+    // Signal 0 only asks whether the group still has a member.
+    if killpg(g, None).is_ok() {
+        tracing::warn!(
+            pid = g.as_raw(),
+            program,
+            "exited but left processes running in its group: SIGKILL to the group"
+        );
+        let _ = killpg(g, Signal::SIGKILL);
+    }
 }
 
 /// SIGTERM to the group, up to `grace` for the child to exit, then SIGKILL to

@@ -31,14 +31,11 @@ pub(crate) fn check_spec(spec: &DumpSpec) -> Result<Checked<'_>> {
     }
     let dump_type = DumpType::try_from(spec.dump_type)
         .map_err(|_| anyhow::anyhow!("unknown dump type {}", spec.dump_type))?;
-    match dump_type {
-        DumpType::Unspecified | DumpType::Script => {
-            bail!(
-                "dump type {} is not supported by this worker",
-                dump_type.label()
-            )
-        }
-        _ => {}
+    if dump_type == DumpType::Unspecified {
+        bail!(
+            "dump type {} is not supported by this worker",
+            dump_type.label()
+        )
     }
     let format = DumpFormat::try_from(spec.format)
         .map_err(|_| anyhow::anyhow!("unknown dump format {}", spec.format))?;
@@ -54,7 +51,10 @@ pub(crate) fn check_spec(spec: &DumpSpec) -> Result<Checked<'_>> {
             format.label()
         );
     }
-    validate_dump_options(&spec.extra_options)?;
+    // A script's arguments are checked with its script (crate::script).
+    if dump_type != DumpType::Script {
+        validate_dump_options(&spec.extra_options)?;
+    }
     let maintenance_db = if instance.maintenance_db.is_empty() {
         "postgres".to_string()
     } else {
@@ -172,6 +172,7 @@ mod tests {
             on_demand: false,
             extra_options: vec![],
             parallel_jobs: 0,
+            script: None,
         }
     }
 
@@ -253,7 +254,7 @@ mod tests {
         let mut s = spec(DumpType::Full, DumpFormat::Custom);
         s.database = String::new();
         assert!(check_spec(&s).is_err());
-        assert!(check_spec(&spec(DumpType::Script, DumpFormat::Plain)).is_err());
+        assert!(check_spec(&spec(DumpType::Unspecified, DumpFormat::Plain)).is_err());
         let mut s = spec(DumpType::Full, DumpFormat::Custom);
         s.instance = None;
         assert!(check_spec(&s).is_err());

@@ -180,7 +180,11 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                         run_job(
                             Arc::clone(&shared),
                             job.clone(),
-                            instance.clone(),
+                            spec_of(
+                                job,
+                                instance.clone(),
+                                snap.scripts.get(&job.script_name).cloned(),
+                            ),
                             Arc::clone(&slots),
                             Arc::clone(&running),
                         )
@@ -236,7 +240,13 @@ fn report(shared: &Shared, level: MessageLevel, job_id: i64, text: String) {
     }
 }
 
-fn spec_of(job: &DumpJob, instance: InstanceConnection) -> DumpSpec {
+/// The spec of a scheduled run; a SCRIPT job gets its script from the
+/// mirrored schedule.
+fn spec_of(
+    job: &DumpJob,
+    instance: InstanceConnection,
+    script: Option<pgsnapman_proto::v1::ScriptSource>,
+) -> DumpSpec {
     DumpSpec {
         job_id: job.id,
         instance: Some(instance),
@@ -248,6 +258,7 @@ fn spec_of(job: &DumpJob, instance: InstanceConnection) -> DumpSpec {
         parallel_jobs: job.parallel_jobs,
         pause_replay: job.pause_replay,
         on_demand: job.on_demand,
+        script,
     }
 }
 
@@ -256,7 +267,7 @@ fn spec_of(job: &DumpJob, instance: InstanceConnection) -> DumpSpec {
 async fn run_job(
     shared: Arc<Shared>,
     job: DumpJob,
-    instance: InstanceConnection,
+    spec: DumpSpec,
     slots: Arc<Semaphore>,
     running: Arc<Mutex<HashSet<i64>>>,
 ) {
@@ -267,7 +278,6 @@ async fn run_job(
     };
     if permit.is_some() {
         tracing::info!("scheduled dump starting");
-        let spec = spec_of(&job, instance);
         let result = shared
             .runner
             .dump(None, &spec, &cancel, Arc::default())

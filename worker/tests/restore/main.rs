@@ -103,6 +103,7 @@ pub async fn dump_with(
         parallel_jobs,
         pause_replay: false,
         on_demand: false,
+        script: None,
     };
     match runner
         .dump(None, &spec, &CancellationToken::new(), Arc::default())

@@ -1,0 +1,160 @@
+//! Registered scripts, as both sides see them: the name rule, the size
+//! limit and the content hash (docs/scripts.md). Pure; no I/O.
+use std::fmt::Write as _;
+
+use sha2::{Digest, Sha256};
+
+use crate::model::InvalidInput;
+
+/// Largest script content accepted (1 MiB): a script drives client programs,
+/// it is not a place for data. Enforced by the coordinator at `AddScript`
+/// and again by the worker before it runs one.
+pub const MAX_SCRIPT_BYTES: usize = 1024 * 1024;
+/// Most bytes of scripts one worker's SCRIPT jobs may use in all: they
+/// travel in its schedule, which must fit a gRPC message
+/// ([`crate::MAX_MESSAGE_BYTES`], 16 MiB) with the jobs and instances.
+pub const MAX_SCRIPT_BYTES_PER_WORKER: usize = 8 * 1024 * 1024;
+/// Longest script name.
+pub const MAX_NAME_BYTES: usize = 63;
+
+/// Checks a script name: 1 to 63 characters from `A-Z a-z 0-9 . _ -`,
+/// starting with a letter or digit (it names a file on the worker).
+pub fn validate_name(name: &str) -> Result<(), InvalidInput> {
+    let invalid = |reason| InvalidInput::Identifier {
+        what: "script name",
+        value: name.to_string(),
+        reason,
+    };
+    if name.is_empty() {
+        return Err(invalid("must not be empty"));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(invalid("longer than 63 bytes"));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(invalid("must start with a letter or a digit"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(invalid("may hold only letters, digits, '.', '_' and '-'"));
+    }
+    Ok(())
+}
+
+/// Checks a script's content: it starts with `#!` and an absolute
+/// interpreter path (the worker runs that interpreter on it) and has at
+/// most [`MAX_SCRIPT_BYTES`].
+pub fn validate_content(name: &str, content: &[u8]) -> Result<(), InvalidInput> {
+    if content.is_empty() {
+        return Err(InvalidInput::Other(format!("script {name:?} is empty")));
+    }
+    let absolute = content
+        .strip_prefix(b"#!")
+        .map(|rest| rest.trim_ascii_start())
+        .is_some_and(|rest| rest.starts_with(b"/"));
+    if !absolute {
+        return Err(InvalidInput::Other(format!(
+            "script {name:?} does not start with an interpreter line naming an absolute path (#!/bin/sh, #!/usr/bin/env python3, …)"
+        )));
+    }
+    if content.len() > MAX_SCRIPT_BYTES {
+        return Err(InvalidInput::Other(format!(
+            "script {name:?} has {} bytes, more than the limit of {MAX_SCRIPT_BYTES} bytes (1 MiB)",
+            content.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Most arguments a SCRIPT job passes to its script.
+pub const MAX_ARGUMENTS: usize = 64;
+/// Longest single argument.
+pub const MAX_ARGUMENT_BYTES: usize = 1024;
+
+/// Checks a SCRIPT job's arguments (its extra options, passed to the script
+/// as they are): at most 64, each at most 1 KiB and without a NUL byte.
+pub fn validate_arguments(args: &[String]) -> Result<(), InvalidInput> {
+    if args.len() > MAX_ARGUMENTS {
+        return Err(InvalidInput::Other(format!(
+            "a script job takes at most {MAX_ARGUMENTS} arguments, not {}",
+            args.len()
+        )));
+    }
+    for a in args {
+        if a.len() > MAX_ARGUMENT_BYTES || a.contains('\0') {
+            let mut cut = a.len().min(40);
+            while !a.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            return Err(InvalidInput::Other(format!(
+                "script argument {:?}… is longer than {MAX_ARGUMENT_BYTES} bytes or holds a NUL byte",
+                &a[..cut]
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The content address of a script: `sha256:` and the hex SHA-256 of the
+/// content (the same as `sha256sum` prints).
+pub fn content_hash(content: &[u8]) -> String {
+    let digest = Sha256::digest(content);
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for b in digest {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        for ok in ["a", "dump-filter.sh", "X_1.2", &"a".repeat(63)] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-x",
+            ".hidden",
+            "a/b",
+            "a b",
+            "ä",
+            "x;rm",
+            &"a".repeat(64),
+        ] {
+            let err = validate_name(bad).unwrap_err().to_string();
+            assert!(err.contains("script name"), "{err}");
+        }
+    }
+
+    #[test]
+    fn content_is_limited_and_hashed() {
+        assert!(validate_content("s", b"").is_err());
+        assert!(validate_content("s", b"echo hi").is_err());
+        assert!(validate_content("s", b"#!sh\n").is_err());
+        assert!(validate_content("s", b"#! /bin/sh\n").is_ok());
+        let mut big = b"#!/bin/sh\n".to_vec();
+        big.resize(MAX_SCRIPT_BYTES, b'#');
+        assert!(validate_content("s", &big).is_ok());
+        big.push(b'#');
+        let err = validate_content("s", &big).unwrap_err().to_string();
+        assert!(
+            err.contains("1048577 bytes") && err.contains("1 MiB"),
+            "{err}"
+        );
+        assert!(validate_arguments(&vec!["--x".to_string(); 64]).is_ok());
+        assert!(validate_arguments(&vec!["--x".to_string(); 65]).is_err());
+        assert!(validate_arguments(&["a\0b".into()]).is_err());
+        assert!(validate_arguments(&["a".repeat(1025)]).is_err());
+        assert_eq!(
+            content_hash(b"abc"),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}
