@@ -38,11 +38,7 @@ impl AdminService for Admin {
 
     async fn issue_enrollment_token(&self, req: Request<v1::WorkerRef>) -> R<v1::EnrollmentToken> {
         // Audited by the auth layer (actor: the operator token).
-        let by = req
-            .extensions()
-            .get::<Caller>()
-            .map(|c| c.name.clone())
-            .unwrap_or_default();
+        let by = caller_name(&req);
         let w = self
             .catalog
             .worker_ref(Some(req.get_ref()))
@@ -441,11 +437,7 @@ impl AdminService for Admin {
         &self,
         req: Request<v1::CreateTokenRequest>,
     ) -> R<v1::CreateTokenResponse> {
-        let by = req
-            .extensions()
-            .get::<Caller>()
-            .map(|c| c.name.clone())
-            .unwrap_or_default();
+        let by = caller_name(&req);
         let req = req.into_inner();
         validate_token_name(&req.name).map_err(crate::error::ApiError::from)?;
         let role = Role::from_proto(req.role).ok_or_else(|| {
@@ -491,6 +483,22 @@ impl AdminService for Admin {
         ok(row.to_proto())
     }
 
+    async fn issue_operator_certificate(
+        &self,
+        req: Request<v1::IssueOperatorCertificateRequest>,
+    ) -> R<v1::OperatorCertificate> {
+        let by = caller_name(&req);
+        ok(crate::auth::cert::issue(&self.catalog, &self.pki, &by, req.into_inner()).await?)
+    }
+
+    async fn register_operator_certificate(
+        &self,
+        req: Request<v1::RegisterOperatorCertificateRequest>,
+    ) -> R<v1::ApiToken> {
+        let by = caller_name(&req);
+        ok(crate::auth::cert::register(&self.catalog, &self.pki, &by, req.into_inner()).await?)
+    }
+
     async fn list_audit(&self, req: Request<v1::ListAuditRequest>) -> R<v1::ListAuditResponse> {
         let req = req.into_inner();
         let time = |t: Option<&prost_types::Timestamp>, what: &str| {
@@ -520,6 +528,14 @@ impl AdminService for Admin {
             entries: rows.iter().map(rows::AuditRow::to_proto).collect(),
         })
     }
+}
+
+/// The authenticated caller's name ('' when there is none: plaintext tests).
+fn caller_name<T>(req: &Request<T>) -> String {
+    req.extensions()
+        .get::<Caller>()
+        .map(|c| c.name.clone())
+        .unwrap_or_default()
 }
 
 /// Longest token validity accepted (CreateToken `expires_in_seconds`).
@@ -564,8 +580,8 @@ impl Admin {
             let policy = v1::ExistingDatabase::try_from(existing)
                 .map_or_else(|_| existing.to_string(), |e| e.as_str_name().to_string());
             return Err(Status::permission_denied(format!(
-                "token {} has the {} role; RestoreNow with existing-database policy {policy} needs admin",
-                caller.name,
+                "{} has the {} role; RestoreNow with existing-database policy {policy} needs admin",
+                caller.describe(),
                 caller.role.label()
             )));
         }

@@ -1,7 +1,8 @@
 //! Who a WorkerService caller is, read from the client certificate that TLS
 //! verified against our CA: the worker name (CN and the SAN URI
-//! `pgsnapman://worker/<name>`, which must agree) and the serial. Pure
-//! parsing; the catalog look-up (known? revoked?) is in `link.rs`.
+//! `pgsnapman://worker/<name>`, which must agree) and the serial; and which
+//! certificates are workers' (never operator credentials) or operators'
+//! (never workers'). Pure parsing; catalog look-ups are in `link/`, `auth/`.
 use std::sync::Arc;
 
 use tonic::transport::CertificateDer;
@@ -9,6 +10,8 @@ use x509_parser::prelude::*;
 
 /// URI SAN prefix the CA writes into worker certificates.
 pub const WORKER_URI_PREFIX: &str = "pgsnapman://worker/";
+/// URI SAN prefix the CA writes into operator certificates.
+pub const OPERATOR_URI_PREFIX: &str = "pgsnapman://operator/";
 
 /// The identity a verified client certificate states.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,16 +44,18 @@ pub fn identity_of_der(der: &[u8]) -> Result<PeerIdentity, String> {
         .next()
         .and_then(|cn| cn.as_str().ok())
         .map(str::to_string);
-    let mut uri_names = Vec::new();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for name in &san.value.general_names {
-            if let GeneralName::URI(uri) = name
-                && let Some(n) = uri.strip_prefix(WORKER_URI_PREFIX)
-            {
-                uri_names.push(n.to_string());
-            }
-        }
+    let uris = san_uris(&cert);
+    if let Some(op) = uris.iter().find(|u| u.starts_with(OPERATOR_URI_PREFIX)) {
+        return Err(format!(
+            "the client certificate is an operator's ({}), not a worker's: workers enroll for their own",
+            pgsnapman_proto::model::quoted(op)
+        ));
     }
+    let uri_names: Vec<String> = uris
+        .iter()
+        .filter_map(|u| u.strip_prefix(WORKER_URI_PREFIX))
+        .map(str::to_string)
+        .collect();
     let name = match (cn, uri_names.as_slice()) {
         (Some(cn), [uri]) if *uri == cn => cn,
         (Some(cn), []) => {
@@ -72,6 +77,29 @@ pub fn identity_of_der(der: &[u8]) -> Result<PeerIdentity, String> {
         worker_name: name,
         serial,
     })
+}
+
+/// The SAN URIs of a certificate.
+fn san_uris(cert: &X509Certificate<'_>) -> Vec<String> {
+    let mut uris = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let GeneralName::URI(uri) = name {
+                uris.push((*uri).to_string());
+            }
+        }
+    }
+    uris
+}
+
+/// The SAN URI `pgsnapman://worker/…` of a certificate that has one: such
+/// a certificate is a worker's and never an operator credential. `None`
+/// for certificates that do not parse (the caller refuses those anyway).
+pub fn worker_uri_of_der(der: &[u8]) -> Option<String> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    san_uris(&cert)
+        .into_iter()
+        .find(|u| u.starts_with(WORKER_URI_PREFIX))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -120,6 +148,16 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.contains("ambiguously"), "{e}");
+        let e = identity_of_der(&cert("alice", &["pgsnapman://operator/alice"])).unwrap_err();
+        assert!(e.contains("operator's"), "{e}");
+        assert_eq!(
+            worker_uri_of_der(&cert("w1", &["pgsnapman://worker/w1"])).as_deref(),
+            Some("pgsnapman://worker/w1")
+        );
+        assert_eq!(
+            worker_uri_of_der(&cert("alice", &["pgsnapman://operator/alice"])),
+            None
+        );
         let e = identity_of_der(b"garbage").unwrap_err();
         assert!(e.contains("cannot be parsed"), "{e}");
         assert_eq!(peer_identity(None), Ok(None));

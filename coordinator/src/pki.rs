@@ -29,7 +29,7 @@ pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 pub const SERVER_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 /// A server certificate with less than this left is reissued at start.
 pub const SERVER_CERT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
-/// Longest validity `sign_worker_csr` grants.
+/// Longest validity `sign_worker_csr` and `sign_operator_csr` grant.
 pub const MAX_WORKER_CERT_VALIDITY: Duration = Duration::from_secs(2 * 365 * 24 * 3600);
 /// Largest CSR accepted (a P-256 or RSA-4096 CSR is 0.5-2 KiB in PEM).
 pub const MAX_CSR_BYTES: usize = 16 * 1024;
@@ -60,6 +60,7 @@ impl std::fmt::Debug for Pki {
 /// A worker certificate issued by `sign_worker_csr`.
 #[derive(Debug, Clone)]
 pub struct SignedCert {
+    pub der: Vec<u8>,
     pub pem: String,
     /// Serial number, lowercase hex.
     pub serial: String,
@@ -77,7 +78,7 @@ pub enum PkiError {
     BadCsr(String),
     #[error("{0}")]
     BadName(String),
-    #[error("worker certificate validity {0:?} is outside 1 minute to 2 years")]
+    #[error("certificate validity {0:?} is outside 1 minute to 2 years")]
     BadValidity(Duration),
     #[error("signing the worker certificate: {0}")]
     Sign(String),
@@ -200,8 +201,42 @@ impl Pki {
         worker_name: &str,
         valid_for: Duration,
     ) -> Result<SignedCert, PkiError> {
-        let issuer = self.issuer.as_ref().ok_or(PkiError::NoCaKey)?;
         validate_worker_name(worker_name).map_err(|e| PkiError::BadName(e.to_string()))?;
+        self.sign_client_csr(
+            csr_pem,
+            worker_name,
+            crate::identity::WORKER_URI_PREFIX,
+            valid_for,
+        )
+    }
+
+    /// `sign_worker_csr` for an operator: CN and SAN URI
+    /// `pgsnapman://operator/<name>` (never taken for a worker's, nor a
+    /// worker's for it). `name` is a checked token name.
+    pub fn sign_operator_csr(
+        &self,
+        csr_pem: &str,
+        name: &str,
+        valid_for: Duration,
+    ) -> Result<SignedCert, PkiError> {
+        pgsnapman_proto::model::validate_token_name(name)
+            .map_err(|e| PkiError::BadName(e.to_string()))?;
+        self.sign_client_csr(
+            csr_pem,
+            name,
+            crate::identity::OPERATOR_URI_PREFIX,
+            valid_for,
+        )
+    }
+
+    fn sign_client_csr(
+        &self,
+        csr_pem: &str,
+        name: &str,
+        uri_prefix: &str,
+        valid_for: Duration,
+    ) -> Result<SignedCert, PkiError> {
+        let issuer = self.issuer.as_ref().ok_or(PkiError::NoCaKey)?;
         if valid_for < Duration::from_secs(60) || valid_for > MAX_WORKER_CERT_VALIDITY {
             return Err(PkiError::BadValidity(valid_for));
         }
@@ -225,10 +260,8 @@ impl Pki {
         let now = OffsetDateTime::now_utc();
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, worker_name);
-        let uri = format!("pgsnapman://worker/{worker_name}");
+        params.distinguished_name.push(DnType::CommonName, name);
+        let uri = format!("{uri_prefix}{name}");
         params.subject_alt_names = vec![SanType::URI(
             uri.try_into()
                 .map_err(|e: rcgen::Error| PkiError::Sign(e.to_string()))?,
@@ -244,6 +277,7 @@ impl Pki {
             .signed_by(&csr.public_key, issuer)
             .map_err(|e| PkiError::Sign(e.to_string()))?;
         Ok(SignedCert {
+            der: cert.der().to_vec(),
             pem: cert.pem(),
             serial: hex(serial.as_ref()),
             not_after: to_chrono(params.not_after),
@@ -478,15 +512,22 @@ fn first_cert_der(pem: &str) -> Result<Vec<u8>> {
     Ok(pem.contents)
 }
 
-fn fingerprint(der: &[u8]) -> String {
-    Sha256::digest(der)
+/// SHA-256 of a DER certificate as `openssl x509 -fingerprint -sha256`
+/// prints it (upper-case hex pairs joined by colons).
+pub fn fingerprint(der: &[u8]) -> String {
+    fingerprint_of_digest(&Sha256::digest(der))
+}
+
+/// `fingerprint` of an already computed SHA-256.
+pub fn fingerprint_of_digest(digest: &[u8]) -> String {
+    digest
         .iter()
         .map(|b| format!("{b:02X}"))
         .collect::<Vec<_>>()
         .join(":")
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -17,6 +17,7 @@ pub mod manifest;
 mod options;
 pub mod pack;
 mod reader;
+mod rebuild;
 pub mod resemblance;
 mod shared;
 mod store;
@@ -33,6 +34,7 @@ pub use manifest::{ChunkRef, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, Manif
 pub use options::StoreOptions;
 pub use pack::{PACK_FORMAT_VERSION, PackId};
 pub use reader::FileReader;
+pub use rebuild::{REBUILD_DIR, RebuildReport, locked_by_another_process, rebuild_index};
 pub use resemblance::FeatureParams;
 pub use store::{Store, StoreStats};
 pub use verify::{ProblemKind, VerifyProblem, VerifyReport};

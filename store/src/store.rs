@@ -22,6 +22,27 @@ use crate::pack::{ChunkKind, PackId};
 use crate::reader::FileReader;
 use crate::shared::{Inner, summary_of};
 
+/// True when `packs` holds a sealed pack or `manifests` a manifest.
+fn holds_data(packs: &Path, manifests: &Path) -> Result<bool, StoreError> {
+    for (dir, is_data) in [
+        (
+            packs,
+            &(|n: &str| PackId::from_sealed_name(n).is_some()) as &dyn Fn(&str) -> bool,
+        ),
+        (manifests, &|n: &str| {
+            manifest::dump_of_file_name(n).is_some()
+        }),
+    ] {
+        for entry in fs::read_dir(dir).map_err(StoreError::io(format!("list {}", dir.display())))? {
+            let entry = entry.map_err(StoreError::io(format!("list {}", dir.display())))?;
+            if entry.file_name().to_str().is_some_and(is_data) {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
 /// Counts and sizes of a store.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct StoreStats {
@@ -71,7 +92,19 @@ impl Store {
             chunking: opts.chunking,
             features: opts.features,
         };
-        let (index, kept) = Index::open(&root.join("index"), requested)?;
+        let index_dir = root.join("index");
+        // A lost index must not be replaced by an empty one: every stored
+        // dump would read as missing, and gc would see no live chunk.
+        if !index_dir.join("CURRENT").is_file() && holds_data(&packs_dir, &manifests_dir)? {
+            return Err(StoreError::Invalid {
+                what: "store",
+                detail: format!(
+                    "{} holds packs or manifests but no chunk index: run `pgsnapman-worker store rebuild-index`",
+                    root.display()
+                ),
+            });
+        }
+        let (index, kept) = Index::open(&index_dir, requested)?;
         if kept != requested {
             tracing::info!(
                 ?kept,

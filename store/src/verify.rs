@@ -35,6 +35,30 @@ pub enum ProblemKind {
     CorruptPack,
 }
 
+impl ProblemKind {
+    /// The repair that applies, for the operator (one line; the affected
+    /// dumps are listed beside it).
+    pub fn repair(self) -> &'static str {
+        match self {
+            ProblemKind::UnreadableManifest => {
+                "the dump cannot be restored: delete it (pgsnap catalog delete, or remove its manifest file)"
+            }
+            ProblemKind::MissingChunk => {
+                "the index lacks a chunk: run `pgsnapman-worker store rebuild-index` (worker stopped); \
+                 if verify still reports it, the data is lost: delete the affected dumps"
+            }
+            ProblemKind::MissingPack => {
+                "a pack file is gone: run `pgsnapman-worker store rebuild-index` (worker stopped) in \
+                 case another pack holds the chunk; if verify still reports it, delete the affected dumps"
+            }
+            ProblemKind::CorruptChunk | ProblemKind::CorruptPack => {
+                "the data is damaged on disk: delete the affected dumps (their other chunks stay shared), \
+                 then let gc reclaim the pack"
+            }
+        }
+    }
+}
+
 /// One problem found by `verify`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifyProblem {
@@ -425,7 +449,7 @@ fn with_deltas(detail: String, deltas: Option<&u64>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::io::Cursor;
     use std::sync::atomic::AtomicBool;
     use std::sync::{Arc, Mutex, mpsc};
@@ -442,7 +466,7 @@ mod tests {
     /// hanging it; passing steps take well under a second.
     const STUCK: Duration = Duration::from_secs(60);
 
-    fn opts() -> StoreOptions {
+    pub(crate) fn opts() -> StoreOptions {
         StoreOptions {
             pack_target_bytes: 1 << 20,
             chunking: ChunkParams {
@@ -455,13 +479,13 @@ mod tests {
         }
     }
 
-    fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    pub(crate) fn bytes(seed: u64, len: usize) -> Vec<u8> {
         let mut v = vec![0u8; len];
         StdRng::seed_from_u64(seed).fill_bytes(&mut v);
         v
     }
 
-    fn store_dump(store: &Store, data: &[u8]) -> Uuid {
+    pub(crate) fn store_dump(store: &Store, data: &[u8]) -> Uuid {
         let dump = Uuid::now_v7();
         let mut ingest = store.begin(dump).unwrap();
         ingest.add_file("data", Cursor::new(data)).unwrap();

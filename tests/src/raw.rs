@@ -77,8 +77,16 @@ impl RawGrpc {
     /// Connects the way `pgsnap` does (TLS with the access's CA), without
     /// a token: each call says what it sends.
     pub async fn connect(access: &crate::Access) -> Result<Self> {
+        Self::connect_as(access, None).await
+    }
+
+    /// `connect`, presenting a client certificate and key (PEM) when given.
+    pub async fn connect_as(
+        access: &crate::Access,
+        identity: Option<(&str, &str)>,
+    ) -> Result<Self> {
         let channel = access
-            .channel()
+            .channel_as(identity)
             .await
             .with_context(|| format!("connect to {}", access.url))?;
         Ok(Self {

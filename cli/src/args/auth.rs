@@ -1,4 +1,6 @@
-//! `pgsnap token …` and `pgsnap audit …`: operator tokens and the audit log.
+//! `pgsnap token …`, `pgsnap cert …` and `pgsnap audit …`: operator tokens,
+//! operator client certificates and the audit log.
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -20,10 +22,44 @@ pub enum TokenCommand {
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         expires: Option<Duration>,
     },
-    /// List tokens (never the tokens themselves)
+    /// List tokens and operator certificates (never a secret)
     List,
-    /// Revoke a token; the next call with it is refused
+    /// Revoke a token or an operator certificate; the next call with it is refused
     Revoke { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Make a key pair here (the key stays here, 0600) and have the
+    /// coordinator's CA sign a certificate for it; writes OUT/NAME.key,
+    /// OUT/NAME.crt and OUT/ca.crt
+    Issue {
+        /// 1-128 letters, digits, '.', '-' or '_' (shared with token names)
+        name: String,
+        /// What the certificate may do
+        #[arg(long, value_enum, ignore_case = true)]
+        role: RoleArg,
+        /// Directory to write the key and certificates into (made 0700 if missing)
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Valid for this long, 1m to 2 years [default: 365d]
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        expires: Option<Duration>,
+    },
+    /// Accept a certificate signed by a CA the coordinator trusts for
+    /// client certificates, pinned by its SHA-256 fingerprint
+    Register {
+        /// 1-128 letters, digits, '.', '-' or '_' (shared with token names)
+        name: String,
+        #[arg(long, value_enum, ignore_case = true)]
+        role: RoleArg,
+        /// The certificate (PEM, one certificate)
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// End the credential earlier than the certificate's notAfter
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        expires: Option<Duration>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

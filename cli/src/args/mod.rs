@@ -14,7 +14,7 @@ mod auth;
 mod instance;
 mod restore;
 mod script;
-pub use auth::{AuditCommand, TokenCommand};
+pub use auth::{AuditCommand, CertCommand, TokenCommand};
 pub use instance::{
     InstanceAddArgs, InstanceCommand, InstanceEditArgs, PasswordArgs, SetPasswordArgs,
 };
@@ -112,6 +112,10 @@ pub enum Command {
     /// Operator tokens: create (printed once), list, revoke (admin)
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Operator client certificates: issue (key made here) or register (admin);
+    /// list and revoke them with `token list` / `token revoke`
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// The audit log of changes and refused calls (admin)
     #[command(subcommand)]
     Audit(AuditCommand),

@@ -3,6 +3,7 @@
 //! rules, so that a typo fails without a round trip.
 mod audit;
 mod catalog;
+mod cert;
 mod dump;
 mod follow;
 mod instance;
@@ -84,6 +85,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Copy(c) => restore::copy(&ctx, c).await,
         Command::Messages(a) => messages::run(&ctx, a).await,
         Command::Token(c) => token::run(&ctx, c).await,
+        Command::Cert(c) => cert::run(&ctx, c).await,
         Command::Audit(c) => audit::run(&ctx, c).await,
         Command::Script(c) => script::run(&ctx, c).await,
     }

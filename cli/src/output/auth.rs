@@ -30,28 +30,45 @@ pub fn token_json(t: &v1::ApiToken) -> Value {
         "expires_at": timestamp(t.expires_at.as_ref()),
         "revoked_at": timestamp(t.revoked_at.as_ref()),
         "last_used_at": timestamp(t.last_used_at.as_ref()),
+        "kind": kind(t.kind),
+        "certificate_fingerprint": t.certificate_fingerprint,
+        "certificate_serial": t.certificate_serial,
     })
+}
+
+/// `token`, `issued certificate`, `registered certificate`.
+pub fn kind(k: i32) -> Value {
+    match v1::CredentialKind::try_from(k) {
+        Ok(v1::CredentialKind::IssuedCertificate) => "issued certificate",
+        Ok(v1::CredentialKind::RegisteredCertificate) => "registered certificate",
+        _ => "token",
+    }
+    .into()
 }
 
 pub fn tokens(ts: &[v1::ApiToken]) -> Table {
     let mut t = with_header(&[
         "NAME",
+        "KIND",
         "ROLE",
         "CREATED",
         "BY",
         "EXPIRES",
         "REVOKED",
         "LAST USED",
+        "FINGERPRINT (SHA-256)",
     ]);
     for k in ts {
         t.add_row(vec![
             k.name.clone(),
+            cell(kind(k.kind)),
             role_text(k.role),
             time(k.created_at.as_ref()),
             text(&k.created_by),
             time(k.expires_at.as_ref()),
             time(k.revoked_at.as_ref()),
             time(k.last_used_at.as_ref()),
+            text(&k.certificate_fingerprint),
         ]);
     }
     t

@@ -1,8 +1,9 @@
 //! `AdminAuth`: the tower service in front of the AdminService. Per call, in
-//! this order: authenticate the bearer token (refusing garbage before any
-//! catalog lookup, and a peer that keeps failing before it costs one), take
-//! from the token's rate bucket, check the role (`super::rule`), hand the
-//! caller to the handler, and audit mutating and refused calls.
+//! this order: authenticate the bearer token, or without one the client
+//! certificate (refusing garbage and worker certificates before any catalog
+//! lookup, and a peer that keeps failing before it costs one), take from the
+//! caller's rate bucket, check the role (`super::rule`), hand the caller to
+//! the handler, and audit mutating and refused calls.
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -22,9 +23,11 @@ use tonic::{Code, Status};
 use tower::Service;
 
 use super::rate::Limiter;
-use super::{Caller, RateLimits, Role, audit, method_name, rule, token};
+use super::{Caller, RateLimits, Role, audit, cert, method_name, rule, token};
 use crate::catalog::{AuditEntry, Catalog};
 use crate::error::ApiError;
+use crate::rows::TokenRow;
+use sha2::{Digest, Sha256};
 
 /// What every call shares: the catalog (tokens, audit) and the limiter.
 pub struct AuthState {
@@ -110,7 +113,7 @@ impl AuthState {
         let peer = peer_addr(req.extensions());
         let now = Instant::now();
         let caller = match self
-            .authenticate(req.headers(), peer.map(|p| p.ip()), now)
+            .authenticate(req.headers(), req.extensions(), peer.map(|p| p.ip()), now)
             .await
         {
             Ok(c) => c,
@@ -167,8 +170,8 @@ impl AuthState {
         };
         if !allowed {
             let m = format!(
-                "token {} has the {} role; {method} needs {}",
-                caller.name,
+                "{} has the {} role; {method} needs {}",
+                caller.describe(),
                 caller.role.label(),
                 rule.role.label()
             );
@@ -207,12 +210,61 @@ impl AuthState {
         status.into_http()
     }
 
+    /// The caller: the bearer token when one is sent (it wins over a
+    /// client certificate), else the client certificate TLS verified.
     async fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        ext: &http::Extensions,
+        ip: Option<IpAddr>,
+        now: Instant,
+    ) -> Result<Caller, Refusal> {
+        let row = if headers.contains_key(http::header::AUTHORIZATION) {
+            self.token_row(headers, ip, now).await?
+        } else if let Some(der) = leaf_certificate(ext) {
+            self.certificate_row(&der, ip, now).await?
+        } else {
+            return Err(self.failed(ip, now, NO_CREDENTIAL.to_string()));
+        };
+        let what = row.describe();
+        if let Some(at) = row.revoked_at {
+            let m = format!("{what} was revoked at {}", at.to_rfc3339());
+            return Err(self.failed(ip, now, m));
+        }
+        if let Some(at) = row.expires_at
+            && at <= chrono::Utc::now()
+        {
+            let m = format!("{what} expired at {}", at.to_rfc3339());
+            return Err(self.failed(ip, now, m));
+        }
+        let role = Role::from_label(&row.role).ok_or_else(|| {
+            Refusal::Internal(ApiError::Internal(anyhow::anyhow!(
+                "{what} has the unknown role {:?}",
+                row.role
+            )))
+        })?;
+        let stale = row
+            .last_used_at
+            .is_none_or(|t| chrono::Utc::now() - t > chrono::Duration::minutes(1));
+        if stale && let Err(e) = self.catalog.touch_token(row.id).await {
+            tracing::warn!(token = %row.name, "noting the token's use: {e}");
+        }
+        Ok(Caller {
+            name: match row.cert_source {
+                None => row.name,
+                Some(_) => cert::caller_name(&row),
+            },
+            role,
+        })
+    }
+
+    /// The row of the bearer token in `headers`.
+    async fn token_row(
         &self,
         headers: &http::HeaderMap,
         ip: Option<IpAddr>,
         now: Instant,
-    ) -> Result<Caller, Refusal> {
+    ) -> Result<TokenRow, Refusal> {
         let secret = match bearer(headers) {
             Ok(t) => t,
             Err(m) => return Err(self.failed(ip, now, m.to_string())),
@@ -224,36 +276,25 @@ impl AuthState {
             .token_by_sha256(&token::sha256(secret))
             .await
             .map_err(Refusal::Internal)?;
-        let Some(row) = row else {
-            return Err(self.failed(ip, now, "unknown token".into()));
-        };
-        if let Some(at) = row.revoked_at {
-            let m = format!("token {} was revoked at {}", row.name, at.to_rfc3339());
-            return Err(self.failed(ip, now, m));
-        }
-        if let Some(at) = row.expires_at
-            && at <= chrono::Utc::now()
-        {
-            let m = format!("token {} expired at {}", row.name, at.to_rfc3339());
-            return Err(self.failed(ip, now, m));
-        }
-        let role = Role::from_label(&row.role).ok_or_else(|| {
-            Refusal::Internal(ApiError::Internal(anyhow::anyhow!(
-                "token {} has the unknown role {:?}",
-                row.name,
-                row.role
-            )))
-        })?;
-        let stale = row
-            .last_used_at
-            .is_none_or(|t| chrono::Utc::now() - t > chrono::Duration::minutes(1));
-        if stale && let Err(e) = self.catalog.touch_token(row.id).await {
-            tracing::warn!(token = %row.name, "noting the token's use: {e}");
-        }
-        Ok(Caller {
-            name: row.name,
-            role,
-        })
+        row.ok_or_else(|| self.failed(ip, now, "unknown token".into()))
+    }
+
+    /// The row of the operator certificate `der` (DER of the verified leaf).
+    async fn certificate_row(
+        &self,
+        der: &[u8],
+        ip: Option<IpAddr>,
+        now: Instant,
+    ) -> Result<TokenRow, Refusal> {
+        cert::refuse_worker(der).map_err(|m| self.failed(ip, now, m))?;
+        self.limiter.check_peer(ip, now).map_err(Refusal::Limited)?;
+        let sha256: [u8; 32] = Sha256::digest(der).into();
+        let row = self
+            .catalog
+            .token_by_cert_sha256(&sha256)
+            .await
+            .map_err(Refusal::Internal)?;
+        row.ok_or_else(|| self.failed(ip, now, cert::unknown(&sha256)))
     }
 
     /// A failed authentication: refused, and over the peer's limit limited.
@@ -275,13 +316,25 @@ where
     }
 }
 
+/// What a caller with neither a token nor a client certificate is told.
+const NO_CREDENTIAL: &str = "no credential: send `authorization: Bearer <token>` \
+     (pgsnap: PGSNAPMAN_TOKEN or a token file) or an operator client certificate \
+     (pgsnap --cert-file/--key-file)";
+
+/// The DER of the client certificate TLS verified, if one was presented.
+fn leaf_certificate(ext: &http::Extensions) -> Option<Vec<u8>> {
+    let certs = ext
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(TlsConnectInfo::peer_certs)?;
+    certs.first().map(|c| c.as_ref().to_vec())
+}
+
 /// The token of `authorization: Bearer <token>`, or why there is none. The
 /// reasons never repeat what was sent.
 fn bearer(headers: &http::HeaderMap) -> Result<&str, &'static str> {
-    let value = headers.get(http::header::AUTHORIZATION).ok_or(
-        "no credential: send `authorization: Bearer <token>` \
-         (pgsnap: PGSNAPMAN_TOKEN or a token file)",
-    )?;
+    let value = headers
+        .get(http::header::AUTHORIZATION)
+        .ok_or(NO_CREDENTIAL)?;
     let value = value
         .to_str()
         .map_err(|_| "the authorization header is not printable ASCII")?;
@@ -357,7 +410,7 @@ mod tests {
             Some(&*format!("Bearer {}", "x".repeat(10_000))),
         ] {
             let err = bearer(&headers(bad)).unwrap_err();
-            assert!(err.len() < 120 && !err.contains("xxxx"), "{bad:?}: {err}");
+            assert!(err.len() < 200 && !err.contains("xxxx"), "{bad:?}: {err}");
         }
     }
 }

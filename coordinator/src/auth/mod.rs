@@ -1,8 +1,9 @@
-//! Who may call which AdminService method: operator tokens, the three roles,
-//! the one table of required roles (`rule`), the request-rate limits and the
-//! audit of mutating and refused calls. The WorkerService is not under it
+//! Who may call which AdminService method: operator tokens and client
+//! certificates, the three roles, the one table of required roles (`rule`),
+//! the request-rate limits and the audit of mutating and refused calls. The WorkerService is not under it
 //! (workers authenticate with certificates). See docs/security-auth.md.
 mod audit;
+pub mod cert;
 mod layer;
 mod rate;
 pub mod token;
@@ -56,9 +57,20 @@ impl Role {
 /// (RestoreNow's destructive policies).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    /// Token name (the actor of the audit rows).
+    /// The actor of the audit rows: the token name, or `cert:<name>` for
+    /// an operator certificate (token names hold no `:`).
     pub name: String,
     pub role: Role,
+}
+
+impl Caller {
+    /// `token NAME` or `certificate NAME`, for messages.
+    pub fn describe(&self) -> String {
+        match self.name.strip_prefix(cert::ACTOR_PREFIX) {
+            Some(n) => format!("certificate {n}"),
+            None => format!("token {}", self.name),
+        }
+    }
 }
 
 /// What a method needs and whether it changes anything (then it is audited).
@@ -127,7 +139,9 @@ pub fn rule(path: &str) -> Rule {
         | "CreateToken"
         | "RevokeToken"
         | "AddScript"
-        | "RemoveScript" => write(Admin),
+        | "RemoveScript"
+        | "IssueOperatorCertificate"
+        | "RegisterOperatorCertificate" => write(Admin),
         _ => write(Admin),
     }
 }

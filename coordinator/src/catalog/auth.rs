@@ -11,7 +11,8 @@ use crate::rows::{AUDIT_COLUMNS, AuditRow, TOKEN_COLUMNS, TokenRow};
 /// One audit row to append (`Catalog::audit`).
 #[derive(Debug, Clone)]
 pub struct AuditEntry {
-    /// Token name, `worker:<name>` for a worker certificate, '' when unknown.
+    /// Token name, `cert:<name>` for an operator certificate,
+    /// `worker:<name>` for a worker certificate, '' when unknown.
     pub actor: String,
     /// Method name (`RestoreNow`).
     pub method: String,
@@ -37,6 +38,14 @@ pub struct AuditFilter {
 
 /// Longest `detail` kept (an error line that repeats an input is cut).
 const MAX_DETAIL_CHARS: usize = 1000;
+
+/// A token or certificate name in use (tokens and certificates share them).
+fn name_taken(name: &str) -> ApiError {
+    ApiError::Exists(format!(
+        "a token or certificate named {} exists already (names stay taken after revocation)",
+        quoted(name)
+    ))
+}
 
 /// Text Postgres can store: no NUL, at most `max` characters.
 fn storable(s: &str, max: usize) -> String {
@@ -70,10 +79,7 @@ impl Catalog {
         .await;
         match res {
             Ok(row) => Ok(row),
-            Err(e) if is_unique_violation(&e) => Err(ApiError::Exists(format!(
-                "a token named {} exists already (names stay taken after revocation)",
-                quoted(name)
-            ))),
+            Err(e) if is_unique_violation(&e) => Err(name_taken(name)),
             Err(e) => Err(e.into()),
         }
     }
@@ -81,12 +87,72 @@ impl Catalog {
     /// The token with this sha256, whatever its state (the caller checks
     /// revocation and expiry, so that it can say which).
     pub async fn token_by_sha256(&self, sha256: &[u8]) -> ApiResult<Option<TokenRow>> {
+        self.credential_by("token_sha256", sha256).await
+    }
+
+    /// The row whose `column` (`token_sha256` or `cert_sha256`) is `sha256`.
+    async fn credential_by(&self, column: &str, sha256: &[u8]) -> ApiResult<Option<TokenRow>> {
         Ok(sqlx::query_as::<_, TokenRow>(&format!(
-            "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE token_sha256 = $1"
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE {column} = $1"
         ))
         .bind(sha256)
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    /// Stores an operator certificate (its SHA-256, serial and `source`,
+    /// `issued` or `registered`) in the tokens' name space. A taken name or
+    /// a certificate registered already is `Exists`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_certificate(
+        &self,
+        name: &str,
+        role: &str,
+        cert_sha256: &[u8],
+        serial: &str,
+        source: &str,
+        expires_at: DateTime<Utc>,
+        created_by: &str,
+    ) -> ApiResult<TokenRow> {
+        let res = sqlx::query_as::<_, TokenRow>(&format!(
+            "INSERT INTO api_tokens (name, role, cert_sha256, cert_serial, cert_source, \
+             expires_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             RETURNING {TOKEN_COLUMNS}"
+        ))
+        .bind(name)
+        .bind(role)
+        .bind(cert_sha256)
+        .bind(serial)
+        .bind(source)
+        .bind(expires_at)
+        .bind(created_by)
+        .fetch_one(&self.pool)
+        .await;
+        match res {
+            Ok(row) => Ok(row),
+            Err(e) if is_unique_violation(&e) => {
+                let by_cert = sqlx::query_scalar::<_, String>(
+                    "SELECT name FROM api_tokens WHERE cert_sha256 = $1",
+                )
+                .bind(cert_sha256)
+                .fetch_optional(&self.pool)
+                .await?;
+                Err(match by_cert {
+                    Some(other) => ApiError::Exists(format!(
+                        "this certificate is registered already, as {}",
+                        quoted(&other)
+                    )),
+                    None => name_taken(name),
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The operator certificate with this SHA-256 (of its DER), whatever
+    /// its state.
+    pub async fn token_by_cert_sha256(&self, sha256: &[u8]) -> ApiResult<Option<TokenRow>> {
+        self.credential_by("cert_sha256", sha256).await
     }
 
     /// Notes a use of the token, at most once a minute (a busy token does
@@ -110,7 +176,8 @@ impl Catalog {
         .await?)
     }
 
-    /// Revokes a token by name (the next call with it is refused). Revoking
+    /// Revokes a token or operator certificate by name (the next call with
+    /// it is refused). Revoking
     /// a revoked token keeps its first revocation time.
     pub async fn revoke_token(&self, name: &str) -> ApiResult<TokenRow> {
         sqlx::query_as::<_, TokenRow>(&format!(
@@ -120,13 +187,18 @@ impl Catalog {
         .bind(name)
         .fetch_optional(&self.pool)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no token named {}", quoted(name))))
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("no token or certificate named {}", quoted(name)))
+        })
     }
 
-    /// True when some admin token is neither revoked nor expired.
+    /// True when some admin token is neither revoked nor expired. Admin
+    /// certificates do not count: losing a certificate's key never locks
+    /// the admins out (the bootstrap token is made again).
     pub async fn has_usable_admin_token(&self) -> ApiResult<bool> {
         Ok(sqlx::query_scalar::<_, bool>(
             "SELECT EXISTS (SELECT 1 FROM api_tokens WHERE role = 'admin' \
+             AND token_sha256 IS NOT NULL \
              AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now()))",
         )
         .fetch_one(&self.pool)

@@ -6,8 +6,8 @@ use pgsnapman_proto::v1;
 
 use super::ts;
 
-pub const TOKEN_COLUMNS: &str =
-    "id, name, role, created_at, created_by, expires_at, revoked_at, last_used_at";
+pub const TOKEN_COLUMNS: &str = "id, name, role, created_at, created_by, expires_at, revoked_at, \
+     last_used_at, cert_sha256, cert_serial, cert_source";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TokenRow {
@@ -20,9 +20,30 @@ pub struct TokenRow {
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
+    /// Operator certificates only (migration 0019): the SHA-256 of the
+    /// DER, the serial (hex) and `issued` or `registered`.
+    pub cert_sha256: Option<Vec<u8>>,
+    pub cert_serial: Option<String>,
+    pub cert_source: Option<String>,
 }
 
 impl TokenRow {
+    pub fn kind(&self) -> v1::CredentialKind {
+        match self.cert_source.as_deref() {
+            None => v1::CredentialKind::Token,
+            Some("issued") => v1::CredentialKind::IssuedCertificate,
+            Some(_) => v1::CredentialKind::RegisteredCertificate,
+        }
+    }
+
+    /// `token NAME` or `certificate NAME`, for messages.
+    pub fn describe(&self) -> String {
+        match self.cert_source {
+            None => format!("token {}", self.name),
+            Some(_) => format!("certificate {}", self.name),
+        }
+    }
+
     pub fn to_proto(&self) -> v1::ApiToken {
         let role = match self.role.as_str() {
             "viewer" => v1::Role::Viewer,
@@ -39,6 +60,13 @@ impl TokenRow {
             expires_at: ts(self.expires_at),
             revoked_at: ts(self.revoked_at),
             last_used_at: ts(self.last_used_at),
+            kind: self.kind() as i32,
+            certificate_fingerprint: self
+                .cert_sha256
+                .as_deref()
+                .map(crate::pki::fingerprint_of_digest)
+                .unwrap_or_default(),
+            certificate_serial: self.cert_serial.clone().unwrap_or_default(),
         }
     }
 }

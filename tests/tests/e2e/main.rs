@@ -25,6 +25,7 @@ mod metadata;
 mod offline;
 mod outbox_faults;
 mod reconnect;
+mod repair;
 mod restore;
 mod scale;
 mod scripts;

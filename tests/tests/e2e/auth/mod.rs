@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use pgsnapman_coordinator::auth::{Role, Rule, documented_rules};
-use pgsnapman_proto::reflect::admin_methods;
+use pgsnapman_proto::reflect::{Method, admin_methods};
 use pgsnapman_proto::v1;
 use pgsnapman_tests::raw::RawGrpc;
 use pgsnapman_tests::{Coordinator, CoordinatorOptions, PgCluster};
@@ -13,6 +13,7 @@ use tonic::Code;
 
 use crate::common::*;
 
+mod certs;
 mod cli;
 mod inputs;
 mod limits;
@@ -96,13 +97,92 @@ impl Setup {
 const FINGERPRINT: &str = "SELECT string_agg(table_name || '=' || (xpath('/row/h/text()', \
      query_to_xml(format('SELECT md5(coalesce(string_agg(t::text, %L ORDER BY t::text), %L)) AS h FROM %s t', \
      ',', '', CASE WHEN table_name = 'api_tokens' THEN \
-     '(SELECT id, name, role, token_sha256, created_at, created_by, expires_at, revoked_at FROM api_tokens)' \
+     '(SELECT id, name, role, token_sha256, created_at, created_by, expires_at, revoked_at, \
+     cert_sha256, cert_serial, cert_source FROM api_tokens)' \
      ELSE quote_ident(table_name) END), false, true, '')))[1]::text, ' ' ORDER BY table_name) \
      FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE' \
      AND table_name <> 'audit_log'";
 
 pub fn bearer(secret: &str) -> String {
     format!("Bearer {secret}")
+}
+
+/// Calls `m` (an empty request) through `raw` with `auth` as a caller
+/// (`who`, e.g. `token viewer-1`) of `as_role`: a method that needs more is
+/// refused with PERMISSION_DENIED naming both roles and leaves the catalog
+/// unchanged (then true); others get past authentication and the role check.
+pub async fn role_call(
+    s: &Setup,
+    raw: &RawGrpc,
+    m: &Method,
+    auth: Option<&str>,
+    rule: Rule,
+    as_role: Role,
+    who: &str,
+) -> bool {
+    let before = s.fingerprint();
+    let res = raw.unary(&m.path, Vec::new(), auth).await;
+    if rule.role > as_role {
+        let err = res.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Code::PermissionDenied,
+            "{} as {who}: {err:?}",
+            m.name
+        );
+        let want = format!(
+            "{who} has the {} role; {} needs {}",
+            as_role.label(),
+            m.name,
+            rule.role.label()
+        );
+        assert!(err.message().contains(&want), "{err:?}");
+        assert_eq!(
+            s.fingerprint(),
+            before,
+            "{} as {who} changed the catalog",
+            m.name
+        );
+        return true;
+    }
+    if let Err(e) = res {
+        assert!(
+            !matches!(e.code(), Code::PermissionDenied | Code::Unauthenticated),
+            "{} as {who} must be allowed: {e:?}",
+            m.name
+        );
+    }
+    false
+}
+
+/// Calls `m` as an admin (`actor` in the audit): allowed, and one audit row
+/// when the method is mutating (also when it fails), none for a read.
+pub async fn admin_call(
+    s: &Setup,
+    raw: &RawGrpc,
+    m: &Method,
+    auth: Option<&str>,
+    actor: &str,
+    rule: Rule,
+) {
+    let rows = format!(
+        "SELECT count(*) FROM audit_log WHERE actor = '{actor}' AND method = '{}'",
+        m.name
+    );
+    let rows_before = s.count(&rows);
+    if let Err(e) = raw.unary(&m.path, Vec::new(), auth).await {
+        assert!(
+            !matches!(e.code(), Code::PermissionDenied | Code::Unauthenticated),
+            "{} as admin {actor}: {e:?}",
+            m.name
+        );
+    }
+    assert_eq!(
+        s.count(&rows) - rows_before,
+        i64::from(rule.mutating),
+        "{}: audit rows of the admin's call",
+        m.name
+    );
 }
 
 /// Role and auditing of each RPC as docs/security-auth.md documents them.
@@ -128,7 +208,6 @@ async fn every_admin_method_checks_the_token_and_the_role() {
         let rule = documented
             .get(&m.name)
             .unwrap_or_else(|| panic!("{} is not in docs/security-auth.md", m.name));
-        let (role, audited) = (rule.role.label(), rule.mutating);
         let before = s.fingerprint();
         for (auth, what) in [
             (None, "no credential"),
@@ -155,58 +234,19 @@ async fn every_admin_method_checks_the_token_and_the_role() {
         );
 
         for (token, as_role, name) in [
-            (&viewer, Role::Viewer, "viewer"),
-            (&operator, Role::Operator, "operator"),
+            (&viewer, Role::Viewer, "viewer-1"),
+            (&operator, Role::Operator, "operator-1"),
         ] {
-            let before = s.fingerprint();
-            let res = s.raw.unary(&m.path, Vec::new(), Some(token)).await;
-            if rule.role > as_role {
-                let err = res.unwrap_err();
-                assert_eq!(
-                    err.code(),
-                    Code::PermissionDenied,
-                    "{} as {name}: {err:?}",
-                    m.name
-                );
-                assert!(err.message().contains(&format!("needs {role}")), "{err:?}");
-                assert_eq!(
-                    s.fingerprint(),
-                    before,
-                    "{} as {name} changed the catalog",
-                    m.name
-                );
-                if name == "viewer" {
+            let who = format!("token {name}");
+            if role_call(&s, &s.raw, m, Some(token), *rule, as_role, &who).await {
+                if as_role == Role::Viewer {
                     viewer_refused += 1;
                 } else {
                     operator_refused += 1;
                 }
-            } else if let Err(e) = res {
-                assert!(
-                    !matches!(e.code(), Code::PermissionDenied | Code::Unauthenticated),
-                    "{} as {name} must be allowed: {e:?}",
-                    m.name
-                );
             }
         }
-        let admin_rows = format!(
-            "SELECT count(*) FROM audit_log WHERE actor = 'bootstrap-admin' AND method = '{}'",
-            m.name
-        );
-        let rows_before = s.count(&admin_rows);
-        if let Err(e) = s.raw.unary(&m.path, Vec::new(), Some(&admin)).await {
-            assert!(
-                !matches!(e.code(), Code::PermissionDenied | Code::Unauthenticated),
-                "{} as admin: {e:?}",
-                m.name
-            );
-        }
-        // A mutating call leaves an audit row (also when it fails); a read none.
-        assert_eq!(
-            s.count(&admin_rows) - rows_before,
-            i64::from(audited),
-            "{}: audit rows of the admin call",
-            m.name
-        );
+        admin_call(&s, &s.raw, m, Some(&admin), "bootstrap-admin", *rule).await;
     }
 
     // Every refused call is in the audit, with the caller's address.
