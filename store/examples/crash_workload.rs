@@ -95,6 +95,8 @@ fn ingest(store: &Store, dump: Uuid, dir: &std::path::Path) -> Result<(), String
         database_bytes: -1,
         notes: String::new(),
         restore_metadata: serde_json::Value::Null,
+        table_rows: None,
+        table_rows_error: String::new(),
     };
     ingest.finish(meta).map_err(|e| e.to_string())?;
     Ok(())

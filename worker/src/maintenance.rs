@@ -250,6 +250,19 @@ pub fn dump_finished_of(m: &Manifest, root: &std::path::Path) -> DumpFinished {
         } else {
             meta.restore_metadata.to_string()
         },
+        table_rows: meta
+            .table_rows
+            .iter()
+            .flatten()
+            .map(|t| pgsnapman_proto::v1::TableRowCount {
+                schema: t.schema.clone(),
+                table: t.table.clone(),
+                rows: t.rows,
+                database: t.database.clone(),
+            })
+            .collect(),
+        table_rows_counted: meta.table_rows.is_some(),
+        table_rows_error: meta.table_rows_error.clone(),
     }
 }
 

@@ -81,6 +81,8 @@ fn meta() -> ManifestMeta {
         database_bytes: -1,
         notes: String::new(),
         restore_metadata: serde_json::Value::Null,
+        table_rows: None,
+        table_rows_error: String::new(),
     }
 }
 

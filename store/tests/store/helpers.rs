@@ -44,6 +44,8 @@ pub fn meta(database: &str) -> ManifestMeta {
         database_bytes: 123_456,
         notes: String::new(),
         restore_metadata: serde_json::json!({"roles": ["app"]}),
+        table_rows: None,
+        table_rows_error: String::new(),
     }
 }
 

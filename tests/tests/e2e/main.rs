@@ -33,3 +33,4 @@ mod sslmode;
 mod standby;
 mod store;
 mod tls;
+mod verification;

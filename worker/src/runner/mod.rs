@@ -119,7 +119,56 @@ fn manifest_meta(f: &DumpFinished, c: &Checked<'_>) -> Result<pgsnapman_store::M
         database_bytes: f.database_bytes,
         notes: f.error.clone(),
         restore_metadata,
+        table_rows: f.table_rows_counted.then(|| {
+            f.table_rows
+                .iter()
+                .map(|t| pgsnapman_store::TableRows {
+                    database: t.database.clone(),
+                    schema: t.schema.clone(),
+                    table: t.table.clone(),
+                    rows: t.rows,
+                })
+                .collect()
+        }),
+        table_rows_error: f.table_rows_error.clone(),
     })
+}
+
+/// What counts the rows of a dump of this type and format.
+fn rowcount_kind(c: &Checked<'_>) -> crate::rowcount::Kind {
+    use crate::rowcount::Kind;
+    if c.dump_type.is_cluster_wide() {
+        return Kind::Cluster;
+    }
+    match c.format {
+        DumpFormat::Custom => Kind::Custom,
+        DumpFormat::Directory => Kind::Directory,
+        DumpFormat::Plain => Kind::Plain,
+        _ => Kind::Unsupported("rows are counted in custom, directory and plain dumps only"),
+    }
+}
+
+/// Puts the row counts into the result; counts that could not be taken
+/// leave the dump as it is, with a warning.
+fn note_rows(finished: &mut DumpFinished, rows: crate::rowcount::Counted) {
+    match rows {
+        Ok(rows) => {
+            finished.table_rows_counted = true;
+            finished.table_rows = rows
+                .into_iter()
+                .map(|t| pgsnapman_proto::v1::TableRowCount {
+                    schema: t.schema,
+                    table: t.table,
+                    rows: t.rows,
+                    database: t.database,
+                })
+                .collect();
+        }
+        Err(why) => {
+            tracing::warn!(dump_id = %finished.dump_uuid, "row counts unavailable: {why}");
+            finished.table_rows_error = why;
+        }
+    }
 }
 
 impl Runner {
@@ -341,6 +390,9 @@ impl Runner {
             client_version: String::new(),
             location: String::new(),
             restore_metadata_json: String::new(),
+            table_rows: Vec::new(),
+            table_rows_counted: false,
+            table_rows_error: String::new(),
         };
         let app_name = match &task {
             Some(t) => format!("pgsnapman-dump-{}", t.task_id),
@@ -566,6 +618,7 @@ impl Runner {
             ingest::stream(
                 ingest,
                 file_name,
+                rowcount_kind(c),
                 cmd,
                 name,
                 cancel,
@@ -577,7 +630,10 @@ impl Runner {
         let ended = ended.map_err(|e| name_lock_wait(e, self.lock_wait_timeout))?;
         let (ingest, tail) = match ended {
             ingest::Ended::Cancelled => return Ok(false),
-            ingest::Ended::Stored { ingest, tail } => (*ingest, tail),
+            ingest::Ended::Stored { ingest, tail, rows } => {
+                note_rows(finished, rows);
+                (*ingest, tail)
+            }
         };
 
         // 5. What was stored reads back: the archive's table of contents
