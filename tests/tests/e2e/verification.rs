@@ -84,5 +84,35 @@ async fn row_counts_are_exact_in_every_format() {
     let listed = catalog_of_job(&stack.cli, j);
     assert_eq!(listed[0]["table_rows"], serde_json::json!([]));
     assert_eq!(listed[0]["table_rows_counted"], true);
+
+    // Data as INSERT statements cannot be counted: the dump still
+    // succeeds, says why, and a WARNING message tells the operator.
+    let j = job(&["--database", db, "--option=--inserts"]);
+    let row = dump_and_show(&stack.cli, j);
+    assert_eq!(row["status"], "SUCCEEDED", "{row}");
+    assert_eq!(row["table_rows_counted"], false, "{row}");
+    let why = row["table_rows_error"].as_str().unwrap();
+    assert!(why.contains("--inserts"), "{why}");
+    let warnings = stack
+        .cli
+        .json(&["messages", "--class", "DUMP", "--level", "WARNING"])
+        .unwrap();
+    let texts: Vec<&str> = warnings
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("row counts unavailable") && t.contains("--inserts")),
+        "{texts:?}"
+    );
+    let shown = stack
+        .cli
+        .run(&["catalog", "show", &id_of(&row).to_string()])
+        .unwrap();
+    assert!(shown.stdout.contains("unavailable: "), "{}", shown.stdout);
     stack.stop_clean(&[]).await;
 }
