@@ -231,3 +231,43 @@ fn data_file_names() {
     assert!(!is_data_file("blob_3.dat"));
     assert!(!is_data_file("3345.dat.gz"));
 }
+
+/// 10,000 tables with 63-byte names: every one counted, and the list fits
+/// a DumpFinished event with room to spare.
+#[test]
+fn ten_thousand_tables() {
+    let names: Vec<String> = (0..10_000).map(|i| format!("{i:0>63}")).collect();
+    let entries: Vec<(i64, &str, &str, &str, bool)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i as i64 + 10, "TABLE DATA", "public", n.as_str(), true))
+        .collect();
+    let mut w = Writer::new(16, 1);
+    w.toc(&entries, false);
+    for (i, _) in names.iter().enumerate() {
+        // pg_dump never writes a zero-length chunk (_CustomWriteFunc).
+        let data = b"1\n".repeat(i % 7);
+        let chunks: &[&[u8]] = if data.is_empty() { &[] } else { &[&data] };
+        w.data(i as i64 + 10, chunks);
+    }
+    let rows = count(Kind::Custom, &[("dump", &[&w.out])]).unwrap();
+    assert_eq!(rows.len(), 10_000);
+    assert!(
+        rows.iter()
+            .all(|t| t.rows == t.table.parse::<u64>().unwrap() % 7)
+    );
+    let event = pgsnapman_proto::v1::DumpFinished {
+        table_rows: rows
+            .into_iter()
+            .map(|t| pgsnapman_proto::v1::TableRowCount {
+                schema: t.schema,
+                table: t.table,
+                rows: t.rows,
+                database: t.database,
+            })
+            .collect(),
+        ..Default::default()
+    };
+    use prost::Message;
+    assert!(event.encoded_len() < crate::outbox::MAX_EVENT_BYTES / 4);
+}
