@@ -254,12 +254,8 @@ pub fn dump_finished_of(m: &Manifest, root: &std::path::Path) -> DumpFinished {
             .table_rows
             .iter()
             .flatten()
-            .map(|t| pgsnapman_proto::v1::TableRowCount {
-                schema: t.schema.clone(),
-                table: t.table.clone(),
-                rows: t.rows,
-                database: t.database.clone(),
-            })
+            .cloned()
+            .map(crate::rowcount::to_proto)
             .collect(),
         table_rows_counted: meta.table_rows.is_some(),
         table_rows_error: meta.table_rows_error.clone(),

@@ -202,6 +202,16 @@ fn directory_rows(
         .collect()
 }
 
+/// One table's count as `DumpFinished.table_rows` carries it.
+pub fn to_proto(t: TableRows) -> pgsnapman_proto::v1::TableRowCount {
+    pgsnapman_proto::v1::TableRowCount {
+        schema: t.schema,
+        table: t.table,
+        rows: t.rows,
+        database: t.database,
+    }
+}
+
 /// A reader that shows every byte it reads to a [`RowCounter`].
 pub struct Tee<'a, R> {
     inner: R,

@@ -257,15 +257,7 @@ fn ten_thousand_tables() {
             .all(|t| t.rows == t.table.parse::<u64>().unwrap() % 7)
     );
     let event = pgsnapman_proto::v1::DumpFinished {
-        table_rows: rows
-            .into_iter()
-            .map(|t| pgsnapman_proto::v1::TableRowCount {
-                schema: t.schema,
-                table: t.table,
-                rows: t.rows,
-                database: t.database,
-            })
-            .collect(),
+        table_rows: rows.into_iter().map(to_proto).collect(),
         ..Default::default()
     };
     use prost::Message;

@@ -154,15 +154,7 @@ fn note_rows(finished: &mut DumpFinished, rows: crate::rowcount::Counted) {
     match rows {
         Ok(rows) => {
             finished.table_rows_counted = true;
-            finished.table_rows = rows
-                .into_iter()
-                .map(|t| pgsnapman_proto::v1::TableRowCount {
-                    schema: t.schema,
-                    table: t.table,
-                    rows: t.rows,
-                    database: t.database,
-                })
-                .collect();
+            finished.table_rows = rows.into_iter().map(crate::rowcount::to_proto).collect();
         }
         Err(why) => {
             tracing::warn!(dump_id = %finished.dump_uuid, "row counts unavailable: {why}");
