@@ -238,7 +238,10 @@ impl AdminService for Admin {
     }
 
     async fn get_dump(&self, req: Request<v1::IdRequest>) -> R<v1::Dump> {
-        ok(self.catalog.dump(req.into_inner().id).await?.to_proto())
+        let id = req.into_inner().id;
+        let mut dump = self.catalog.dump(id).await?.to_proto();
+        dump.table_rows = self.catalog.dump_table_rows(id).await?;
+        ok(dump)
     }
 
     async fn list_messages(

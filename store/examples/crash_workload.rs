@@ -96,6 +96,8 @@ fn ingest(store: &Store, dump: Uuid, dir: &std::path::Path) -> Result<(), String
         notes: String::new(),
         script_hash: String::new(),
         restore_metadata: serde_json::Value::Null,
+        table_rows: None,
+        table_rows_error: String::new(),
     };
     ingest.finish(meta).map_err(|e| e.to_string())?;
     Ok(())

@@ -30,7 +30,9 @@ pub use error::StoreError;
 pub use gc::GcReport;
 pub use index::{INDEX_FORMAT_VERSION, INFO_LOGS_KEPT, bound_info_logs};
 pub use ingest::Ingest;
-pub use manifest::{ChunkRef, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestMeta};
+pub use manifest::{
+    ChunkRef, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestMeta, TableRows,
+};
 pub use options::StoreOptions;
 pub use pack::{PACK_FORMAT_VERSION, PackId};
 pub use reader::FileReader;

@@ -70,6 +70,27 @@ pub struct ManifestMeta {
     pub script_hash: String,
     /// Filled by the dump-type runners (roles, ACLs, …); opaque to the store.
     pub restore_metadata: serde_json::Value,
+    /// Rows of every table's data, counted as the dump streamed in
+    /// (docs/verification.md); `None` when not counted (see
+    /// `table_rows_error`, or a manifest written before counting existed).
+    /// Added within format version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_rows: Option<Vec<TableRows>>,
+    /// Why the rows could not be counted; empty when they were. Added within
+    /// format version 1.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub table_rows_error: String,
+}
+
+/// The rows of one table's data in a dump.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableRows {
+    /// The database, in a cluster dump (pg_dumpall); empty otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub database: String,
+    pub schema: String,
+    pub table: String,
+    pub rows: u64,
 }
 
 fn unknown_size() -> i64 {

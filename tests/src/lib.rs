@@ -10,6 +10,7 @@ pub mod pgsnap;
 pub mod pki;
 pub mod proxy;
 pub mod raw;
+pub mod rowdata;
 pub mod service;
 pub mod tmpfs;
 pub mod wait;

@@ -14,6 +14,7 @@ pub mod offline;
 pub mod outbox;
 pub mod progress;
 pub mod restore;
+pub mod rowcount;
 pub mod runner;
 pub mod scheduler;
 pub mod script;

@@ -14,7 +14,11 @@ pub async fn run(ctx: &Ctx, cmd: CatalogCommand) -> Result<()> {
         CatalogCommand::Show { id } => {
             let mut admin = ctx.admin().await?;
             let d = rpc(admin.get_dump(v1::IdRequest { id }).await)?;
-            ctx.out.object(json::dump(&d), table::dump_rows(&d))
+            ctx.out.object(json::dump(&d), table::dump_rows(&d))?;
+            if d.table_rows.is_empty() {
+                return Ok(());
+            }
+            ctx.out.note(&table::table_rows(&d).to_string())
         }
         CatalogCommand::Delete { id, wait } => {
             let mut admin = ctx.admin().await?;

@@ -180,6 +180,15 @@ pub fn dump(d: &v1::Dump) -> Value {
         "worker_name": d.worker_name,
         "verified": d.verified,
         "verified_at": timestamp(d.verified_at.as_ref()),
+        // Rows per table counted at dump time (catalog show only).
+        "table_rows": d.table_rows.iter().map(|t| json!({
+            "database": t.database,
+            "schema": t.schema,
+            "table": t.table,
+            "rows": t.rows,
+        })).collect::<Vec<_>>(),
+        "table_rows_counted": d.table_rows_counted,
+        "table_rows_error": d.table_rows_error,
         // A JSON document from the worker; null when none was captured.
         "restore_metadata": serde_json::from_str::<Value>(&d.restore_metadata_json).ok(),
     })
@@ -326,7 +335,9 @@ mod tests {
         assert_eq!(v["schema"], "");
         // Every proto field (the metadata JSON string becomes an object),
         // plus the derived dedup_ratio.
-        assert_eq!(v.as_object().map(|o| o.len()), Some(27));
+        assert_eq!(v.as_object().map(|o| o.len()), Some(30));
+        assert_eq!(v["table_rows"], json!([]));
+        assert_eq!(v["table_rows_counted"], false);
         assert!(v["dedup_ratio"].as_f64().unwrap() > 1e17);
         assert_eq!(v["verified"], "");
         assert!(v["verified_at"].is_null());

@@ -498,6 +498,7 @@ pub fn dump_rows(d: &v1::Dump) -> Vec<(&'static str, String)> {
                 text(&d.verified)
             },
         ),
+        ("row counts", row_counts(d)),
         ("database size", database_bytes),
         ("server version", text(&d.server_version)),
         ("client version", text(&d.client_version)),
@@ -508,6 +509,36 @@ pub fn dump_rows(d: &v1::Dump) -> Vec<(&'static str, String)> {
             restore_metadata(&d.restore_metadata_json),
         ),
     ]
+}
+
+/// What the rows counted at dump time amount to.
+fn row_counts(d: &v1::Dump) -> String {
+    if !d.table_rows_error.is_empty() {
+        return format!("unavailable: {}", d.table_rows_error);
+    }
+    if !d.table_rows_counted {
+        return "not counted".to_string();
+    }
+    let rows: u64 = d.table_rows.iter().map(|t| t.rows).sum();
+    format!("{} table(s), {rows} row(s)", d.table_rows.len())
+}
+
+/// The rows of each table of a dump, counted when it was taken.
+pub fn table_rows(d: &v1::Dump) -> Table {
+    let cluster = d.table_rows.iter().any(|t| !t.database.is_empty());
+    let mut header = vec!["SCHEMA", "TABLE", "ROWS"];
+    if cluster {
+        header.insert(0, "DATABASE");
+    }
+    let mut t = with_header(&header);
+    for r in &d.table_rows {
+        let mut row = vec![r.schema.clone(), r.table.clone(), r.rows.to_string()];
+        if cluster {
+            row.insert(0, r.database.clone());
+        }
+        t.add_row(row);
+    }
+    t
 }
 
 // ───────────────────────────── tasks ─────────────────────────────

@@ -361,16 +361,18 @@ impl Catalog {
         let ids: Vec<(i64, uuid::Uuid)> = sqlx::query_as(
             "INSERT INTO dumps (dump_uuid, job_id, worker_id, instance_id, host, port, database, \
              schema_name, dump_type, format, status, started_at, finished_at, dump_bytes, \
-             stored_bytes, database_bytes, server_version, client_version, location, message, task_id, restore_metadata) \
+             stored_bytes, database_bytes, server_version, client_version, location, message, task_id, restore_metadata, \
+             table_rows, table_rows_error) \
              SELECT u.uuid, u.job, $1, u.inst, u.host, u.port, u.db, u.schema, u.dtype, u.fmt, \
                     u.status, u.started, u.finished, u.dbytes, u.sbytes, u.dbsize, u.sver, u.cver, \
-                    u.loc, u.msg, u.task, NULLIF(u.meta, '')::jsonb \
+                    u.loc, u.msg, u.task, NULLIF(u.meta, '')::jsonb, NULLIF(u.trows, '')::jsonb, u.terr \
              FROM unnest($2::uuid[], $3::bigint[], $4::bigint[], $5::text[], $6::int[], $7::text[], \
                          $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[], \
                          $13::timestamptz[], $14::bigint[], $15::bigint[], $16::bigint[], $17::text[], \
-                         $18::text[], $19::text[], $20::text[], $21::bigint[], $22::text[]) WITH ORDINALITY \
+                         $18::text[], $19::text[], $20::text[], $21::bigint[], $22::text[], $23::text[], \
+                         $24::text[]) WITH ORDINALITY \
                   AS u(uuid, job, inst, host, port, db, schema, dtype, fmt, status, started, finished, \
-                       dbytes, sbytes, dbsize, sver, cver, loc, msg, task, meta, ord) \
+                       dbytes, sbytes, dbsize, sver, cver, loc, msg, task, meta, trows, terr, ord) \
              ORDER BY u.ord \
              ON CONFLICT (dump_uuid) DO NOTHING RETURNING id, dump_uuid",
         )
@@ -396,6 +398,8 @@ impl Catalog {
         .bind(&c.message)
         .bind(&c.task)
         .bind(&c.restore_metadata)
+        .bind(&c.table_rows)
+        .bind(&c.table_rows_error)
         .fetch_all(&mut **tx)
         .await?;
         let by_uuid: std::collections::HashMap<uuid::Uuid, i64> =
@@ -450,6 +454,17 @@ impl Catalog {
                     "DUMP",
                     job,
                     format!("{what} (job {}) failed: {}", d.job_id, d.error),
+                    *at,
+                );
+            } else if !d.table_rows_error.is_empty() {
+                msgs.push(
+                    v1::MessageLevel::Warning,
+                    "DUMP",
+                    job,
+                    format!(
+                        "{what} (job {}): row counts unavailable: {}",
+                        d.job_id, d.table_rows_error
+                    ),
                     *at,
                 );
             }
@@ -647,6 +662,9 @@ struct DumpColumns {
     restore_metadata: Vec<String>,
     message: Vec<String>,
     task: Vec<Option<i64>>,
+    /// JSON (migration 0017), empty when not counted.
+    table_rows: Vec<String>,
+    table_rows_error: Vec<String>,
 }
 
 impl DumpColumns {
@@ -683,6 +701,14 @@ impl DumpColumns {
         self.message.push(d.error.clone());
         self.task
             .push(d.task.as_ref().map(|t| t.task_id).filter(|t| *t != 0));
+        let rows: Vec<rows::TableRowsJson> =
+            d.table_rows.iter().map(rows::TableRowsJson::of).collect();
+        self.table_rows.push(if d.table_rows_counted {
+            serde_json::to_string(&rows).unwrap_or_default()
+        } else {
+            String::new()
+        });
+        self.table_rows_error.push(d.table_rows_error.clone());
     }
 }
 

@@ -355,4 +355,18 @@ impl Catalog {
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("dump {id} not found in the catalog")))
     }
+
+    /// The rows per table counted when dump `id` was taken (empty when
+    /// none were counted).
+    pub async fn dump_table_rows(&self, id: i64) -> ApiResult<Vec<v1::TableRowCount>> {
+        let json: Option<sqlx::types::Json<Vec<rows::TableRowsJson>>> =
+            sqlx::query_scalar("SELECT table_rows FROM dumps WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten();
+        Ok(json
+            .map(|j| j.0.iter().map(rows::TableRowsJson::to_proto).collect())
+            .unwrap_or_default())
+    }
 }

@@ -396,13 +396,16 @@ pub struct DumpRow {
     pub restore_metadata: Option<String>,
     pub verified: String,
     pub verified_at: Option<DateTime<Utc>>,
+    pub table_rows_counted: bool,
+    pub table_rows_error: String,
 }
 
 pub const DUMP_COLUMNS: &str = "d.id, d.dump_uuid, d.job_id, d.worker_id, d.instance_id, d.host, \
     d.port, d.database, d.schema_name, d.dump_type, d.format, d.status, d.started_at, \
     d.finished_at, d.dump_bytes, d.stored_bytes, d.database_bytes, d.server_version, \
     d.client_version, d.location, d.message, d.task_id, w.name AS worker_name, \
-    d.restore_metadata::text AS restore_metadata, d.verified, d.verified_at";
+    d.restore_metadata::text AS restore_metadata, d.verified, d.verified_at, \
+    d.table_rows IS NOT NULL AS table_rows_counted, d.table_rows_error";
 
 impl DumpRow {
     pub fn to_proto(&self) -> v1::Dump {
@@ -433,6 +436,39 @@ impl DumpRow {
             restore_metadata_json: self.restore_metadata.clone().unwrap_or_default(),
             verified: self.verified.clone(),
             verified_at: ts(self.verified_at),
+            table_rows: Vec::new(),
+            table_rows_counted: self.table_rows_counted,
+            table_rows_error: self.table_rows_error.clone(),
+        }
+    }
+}
+
+/// One table of `dumps.table_rows` (migration 0017).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TableRowsJson {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub database: String,
+    pub schema: String,
+    pub table: String,
+    pub rows: u64,
+}
+
+impl TableRowsJson {
+    pub fn of(t: &v1::TableRowCount) -> Self {
+        TableRowsJson {
+            database: t.database.clone(),
+            schema: t.schema.clone(),
+            table: t.table.clone(),
+            rows: t.rows,
+        }
+    }
+
+    pub fn to_proto(&self) -> v1::TableRowCount {
+        v1::TableRowCount {
+            schema: self.schema.clone(),
+            table: self.table.clone(),
+            rows: self.rows,
+            database: self.database.clone(),
         }
     }
 }

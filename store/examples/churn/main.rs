@@ -82,6 +82,8 @@ fn meta() -> ManifestMeta {
         notes: String::new(),
         script_hash: String::new(),
         restore_metadata: serde_json::Value::Null,
+        table_rows: None,
+        table_rows_error: String::new(),
     }
 }
 

@@ -45,6 +45,8 @@ pub fn meta(database: &str) -> ManifestMeta {
         notes: String::new(),
         script_hash: String::new(),
         restore_metadata: serde_json::json!({"roles": ["app"]}),
+        table_rows: None,
+        table_rows_error: String::new(),
     }
 }
 

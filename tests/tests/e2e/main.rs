@@ -36,3 +36,4 @@ mod standby;
 mod store;
 mod tls;
 mod wakeups;
+mod verification;

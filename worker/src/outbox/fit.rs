@@ -43,7 +43,17 @@ pub(super) fn fit(body: event::Body) -> Vec<event::Body> {
         event::Body::DumpFinished(d) => {
             d.restore_metadata_json.clear();
             cut(&mut d.error, TEXT);
-            format!("the restore metadata of dump {}", d.dump_uuid)
+            let mut what = format!("the restore metadata of dump {}", d.dump_uuid);
+            if !d.table_rows.is_empty() {
+                // The counts stay in the manifest (a catalog rebuild has them).
+                d.table_rows.clear();
+                d.table_rows_counted = false;
+                d.table_rows_error =
+                    "too many tables for the dump's event: the row counts are in its manifest only"
+                        .to_string();
+                what.push_str(" and its row counts (kept in its manifest)");
+            }
+            what
         }
         event::Body::TaskFinished(f) => {
             f.result_json.clear();

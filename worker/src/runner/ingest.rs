@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::process::{self, Outcome, StdoutTo};
 use crate::error::ClientError;
+use crate::rowcount::{self, RowCounter, Tee};
 
 /// Bytes kept from the end of a stream (plain dumps end with a marker).
 const TAIL_BYTES: usize = 4096;
@@ -42,6 +43,8 @@ pub enum Ended {
     Stored {
         ingest: Box<Ingest>,
         tail: Vec<u8>,
+        /// The rows of every table, counted on the way (or why not).
+        rows: rowcount::Counted,
     },
     Cancelled,
 }
@@ -89,11 +92,14 @@ fn failure(
     ClientError::exited(program, status, stderr.error_text())
 }
 
-/// Runs `cmd` with its stdout stored as `file_name` of the ingest.
+/// Runs `cmd` with its stdout stored as `file_name` of the ingest, counting
+/// the rows of its tables as `rows` says.
 /// Success needs, in this order: EOF on stdout, every chunk stored, exit 0.
+#[allow(clippy::too_many_arguments)]
 pub async fn stream(
     mut ingest: Ingest,
     file_name: &'static str,
+    rows: rowcount::Kind,
     cmd: Program,
     program: &str,
     cancel: &CancellationToken,
@@ -102,8 +108,13 @@ pub async fn stream(
 ) -> Result<Ended> {
     let (read_end, write_end) = pipe()?;
     let storing = tokio::task::spawn_blocking(move || {
+        let mut counter = RowCounter::new(rows);
         let mut counting = Counting {
-            inner: BufReader::with_capacity(1 << 20, File::from(read_end)),
+            inner: Tee::new(
+                BufReader::with_capacity(1 << 20, File::from(read_end)),
+                file_name,
+                &mut counter,
+            ),
             progress,
             tail: Vec::new(),
         };
@@ -112,7 +123,7 @@ pub async fn stream(
         // EPIPE instead of blocking forever.
         let tail = std::mem::take(&mut counting.tail);
         drop(counting);
-        (ingest, res.map(|_| tail))
+        (ingest, res.map(|_| (tail, counter.finish())))
     });
     let outcome = process::run_observed(
         cmd.cmd,
@@ -131,13 +142,14 @@ pub async fn stream(
             if cancel.is_cancelled() {
                 return Ok(Ended::Cancelled);
             }
-            let tail = stored.map_err(|e| anyhow!("cannot store the dump: {e}"))?;
+            let (tail, rows) = stored.map_err(|e| anyhow!("cannot store the dump: {e}"))?;
             if !status.success() {
                 return Err(failure(program, status, &stderr).into());
             }
             Ok(Ended::Stored {
                 ingest: Box::new(ingest),
                 tail,
+                rows,
             })
         }
     }
@@ -184,7 +196,10 @@ async fn directory_in(
         let state = Arc::clone(&state);
         let spool = spool.to_path_buf();
         tokio::task::spawn_blocking(move || {
-            store_spool(ingest, &spool, &inotify, &state, &progress)
+            let mut counter = RowCounter::new(rowcount::Kind::Directory);
+            let (ingest, res) =
+                store_spool(ingest, &spool, &inotify, &state, &progress, &mut counter);
+            (ingest, res.map(|()| counter.finish()))
         })
     };
     let outcome = process::run_observed(
@@ -214,10 +229,11 @@ async fn directory_in(
                 }
                 return Err(failure(program, status, &stderr).into());
             }
-            stored.map_err(|e| anyhow!("cannot store the dump: {e:#}"))?;
+            let rows = stored.map_err(|e| anyhow!("cannot store the dump: {e:#}"))?;
             Ok(Ended::Stored {
                 ingest: Box::new(ingest),
                 tail: Vec::new(),
+                rows,
             })
         }
     }
@@ -231,6 +247,7 @@ fn store_spool(
     inotify: &Inotify,
     state: &AtomicU8,
     progress: &AtomicU64,
+    counter: &mut RowCounter,
 ) -> (Ingest, Result<()>) {
     let mut added: HashSet<String> = HashSet::new();
     let mut store_one = |ingest: &mut Ingest, name: &str| -> Result<()> {
@@ -239,8 +256,9 @@ fn store_spool(
         }
         let path = spool.join(name);
         let file = File::open(&path).with_context(|| format!("open {}", path.display()))?;
+        let reader = Tee::new(BufReader::with_capacity(1 << 20, file), name, counter);
         let entry = ingest
-            .add_file(name, BufReader::with_capacity(1 << 20, file))
+            .add_file(name, reader)
             .with_context(|| format!("store {name}"))?;
         progress.fetch_add(entry.size, Ordering::Relaxed);
         std::fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;

@@ -124,7 +124,48 @@ fn manifest_meta(f: &DumpFinished, c: &Checked<'_>) -> Result<pgsnapman_store::M
         notes: f.error.clone(),
         script_hash: f.script_hash.clone(),
         restore_metadata,
+        table_rows: f.table_rows_counted.then(|| {
+            f.table_rows
+                .iter()
+                .map(|t| pgsnapman_store::TableRows {
+                    database: t.database.clone(),
+                    schema: t.schema.clone(),
+                    table: t.table.clone(),
+                    rows: t.rows,
+                })
+                .collect()
+        }),
+        table_rows_error: f.table_rows_error.clone(),
     })
+}
+
+/// What counts the rows of a dump of this type and format.
+fn rowcount_kind(c: &Checked<'_>) -> crate::rowcount::Kind {
+    use crate::rowcount::Kind;
+    if c.dump_type.is_cluster_wide() {
+        return Kind::Cluster;
+    }
+    match c.format {
+        DumpFormat::Custom => Kind::Custom,
+        DumpFormat::Directory => Kind::Directory,
+        DumpFormat::Plain => Kind::Plain,
+        _ => Kind::Unsupported("rows are counted in custom, directory and plain dumps only"),
+    }
+}
+
+/// Puts the row counts into the result; counts that could not be taken
+/// leave the dump as it is, with a warning.
+fn note_rows(finished: &mut DumpFinished, rows: crate::rowcount::Counted) {
+    match rows {
+        Ok(rows) => {
+            finished.table_rows_counted = true;
+            finished.table_rows = rows.into_iter().map(crate::rowcount::to_proto).collect();
+        }
+        Err(why) => {
+            tracing::warn!(dump_id = %finished.dump_uuid, "row counts unavailable: {why}");
+            finished.table_rows_error = why;
+        }
+    }
 }
 
 impl Runner {
@@ -375,6 +416,9 @@ impl Runner {
             restore_metadata_json: String::new(),
             script_stderr: Vec::new(),
             script_hash,
+            table_rows: Vec::new(),
+            table_rows_counted: false,
+            table_rows_error: String::new(),
         };
         let app_name = match &task {
             Some(t) => format!("pgsnapman-dump-{}", t.task_id),
@@ -623,6 +667,7 @@ impl Runner {
             ingest::stream(
                 ingest,
                 file_name,
+                rowcount_kind(c),
                 ingest::Program { cmd, observer },
                 name,
                 run_cancel,
@@ -638,7 +683,10 @@ impl Runner {
         let ended = ended.map_err(|e| name_lock_wait(e, self.lock_wait_timeout))?;
         let (ingest, tail) = match ended {
             ingest::Ended::Cancelled => return Ok(false),
-            ingest::Ended::Stored { ingest, tail } => (*ingest, tail),
+            ingest::Ended::Stored { ingest, tail, rows } => {
+                note_rows(finished, rows);
+                (*ingest, tail)
+            }
         };
 
         // 5. What was stored reads back: the archive's table of contents
