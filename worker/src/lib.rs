@@ -8,6 +8,7 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod identity;
+pub mod inuse;
 pub mod maintenance;
 pub mod mirror;
 pub mod offline;

@@ -68,6 +68,8 @@ pub struct Runner {
     unrecorded: unrecorded::Unrecorded,
     /// Opens the instance passwords sealed to this worker.
     seal: Option<Arc<crate::seal::SealKey>>,
+    /// Dumps a restore or verification is reading (retention skips them).
+    in_use: crate::inuse::InUse,
 }
 
 /// A dump program's failure, saying that `dump.lock_wait_timeout` fired
@@ -153,6 +155,7 @@ impl Runner {
             max_run_time: config.dump.max_run_time,
             unrecorded: unrecorded::Unrecorded::new(&crate::state::dir(data_dir)),
             seal: None,
+            in_use: crate::inuse::InUse::default(),
         })
     }
 
@@ -169,6 +172,11 @@ impl Runner {
             .as_ref()
             .map(|k| k.public_key().to_vec())
             .unwrap_or_default()
+    }
+
+    /// Dumps a restore or verification on this worker is reading.
+    pub fn in_use(&self) -> &crate::inuse::InUse {
+        &self.in_use
     }
 
     /// The pack store dumps go into.
