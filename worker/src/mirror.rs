@@ -5,7 +5,7 @@
 //! (atomic swap). Column family `fires` keeps, per job, when the worker first
 //! saw it and the last fire time it handled (ran or skipped). Layout:
 //! docs/worker.md. Instance passwords are kept sealed only (`seal_with`).
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result};
@@ -30,6 +30,8 @@ pub struct Snapshot {
     pub instances: HashMap<i64, InstanceConnection>,
     /// The coordinator last said this worker is HALTED.
     pub worker_halted: bool,
+    /// Dumps retention never removes (`Schedule.protected_dump_uuids`).
+    pub protected: HashSet<String>,
 }
 
 /// What the scheduler remembers about one job.
@@ -99,6 +101,7 @@ impl Mirror {
         let mut schedule = Schedule {
             dump_jobs: snap.jobs.clone(),
             instances: snap.instances.values().cloned().collect(),
+            protected_dump_uuids: snap.protected.iter().cloned().collect(),
         };
         schedule.instances.sort_by_key(|i| i.instance_id);
         if seal_clear_passwords(&mut schedule, &key)? {
@@ -232,6 +235,7 @@ fn snapshot_of(version: u64, schedule: Schedule) -> Snapshot {
             .map(|i| (i.instance_id, i))
             .collect(),
         worker_halted: false,
+        protected: schedule.protected_dump_uuids.into_iter().collect(),
     }
 }
 
@@ -265,6 +269,7 @@ mod tests {
                         instance_id: 1,
                         ..Default::default()
                     }],
+                    protected_dump_uuids: vec!["d-pinned".into()],
                 },
             )
             .unwrap();
@@ -278,6 +283,7 @@ mod tests {
         assert_eq!(snap.jobs, vec![job]);
         assert!(snap.instances.contains_key(&1));
         assert!(snap.worker_halted);
+        assert!(snap.protected.contains("d-pinned"), "{:?}", snap.protected);
         assert_eq!(m.fire_state(7).unwrap(), Some(fire));
         assert_eq!(m.fire_state(8).unwrap(), None);
         assert_eq!(m.latest_handled().unwrap(), fire.last_handled);
@@ -300,6 +306,7 @@ mod tests {
             let schedule = Schedule {
                 dump_jobs: vec![],
                 instances: vec![with_password(1)],
+                protected_dump_uuids: vec![],
             };
             m.replace(5, schedule).unwrap();
         }
@@ -310,6 +317,7 @@ mod tests {
         let schedule = Schedule {
             dump_jobs: vec![],
             instances: vec![with_password(1), with_password(2)],
+            protected_dump_uuids: vec![],
         };
         assert_eq!(m.snapshot().version, 5);
         m.replace(6, schedule).unwrap();

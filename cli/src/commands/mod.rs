@@ -10,6 +10,7 @@ mod job;
 mod messages;
 pub mod password;
 mod restore;
+mod retention;
 mod store;
 mod task;
 mod token;

@@ -179,6 +179,7 @@ pub fn dump(d: &v1::Dump) -> Value {
         "worker_name": d.worker_name,
         "verified": d.verified,
         "verified_at": timestamp(d.verified_at.as_ref()),
+        "pinned": d.pinned,
         // A JSON document from the worker; null when none was captured.
         "restore_metadata": serde_json::from_str::<Value>(&d.restore_metadata_json).ok(),
     })

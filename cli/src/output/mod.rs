@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod json;
 pub mod restore;
+pub mod retention;
 pub mod table;
 
 use std::io::Write;

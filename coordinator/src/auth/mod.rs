@@ -95,7 +95,7 @@ pub fn rule(path: &str) -> Rule {
         "ListWorkers" | "GetWorker" | "ListInstances" | "GetInstance" | "ListDumpJobs"
         | "GetDumpJob" | "ListDumps" | "GetDump" | "ListMessages" | "GetTask" | "ListTasks"
         | "ListStoreStats" | "ListRestoreJobs" | "GetRestoreJob" | "ListRestoreRuns"
-        | "GetRestoreLog" | "ListCopyJobs" => read(Viewer),
+        | "GetRestoreLog" | "ListCopyJobs" | "PreviewRetention" => read(Viewer),
         "ListTokens" | "ListAudit" => read(Admin),
         // RestoreNow with a destructive `existing` policy needs admin: the
         // handler checks that (the policy is in the request or the job).
@@ -105,7 +105,8 @@ pub fn rule(path: &str) -> Rule {
         | "SetWorkerStatus"
         | "SetInstanceStatus"
         | "SetDumpJobStatus"
-        | "SetRestoreJobStatus" => write(Operator),
+        | "SetRestoreJobStatus"
+        | "PinDump" => write(Operator),
         "RegisterWorker"
         | "SetRestoreWorker"
         | "IssueEnrollmentToken"
@@ -123,7 +124,8 @@ pub fn rule(path: &str) -> Rule {
         | "AddCopyJob"
         | "RestoreServer"
         | "CreateToken"
-        | "RevokeToken" => write(Admin),
+        | "RevokeToken"
+        | "UnpinDump" => write(Admin),
         _ => write(Admin),
     }
 }

@@ -393,13 +393,14 @@ pub struct DumpRow {
     pub restore_metadata: Option<String>,
     pub verified: String,
     pub verified_at: Option<DateTime<Utc>>,
+    pub pinned: bool,
 }
 
 pub const DUMP_COLUMNS: &str = "d.id, d.dump_uuid, d.job_id, d.worker_id, d.instance_id, d.host, \
     d.port, d.database, d.schema_name, d.dump_type, d.format, d.status, d.started_at, \
     d.finished_at, d.dump_bytes, d.stored_bytes, d.database_bytes, d.server_version, \
     d.client_version, d.location, d.message, d.task_id, w.name AS worker_name, \
-    d.restore_metadata::text AS restore_metadata, d.verified, d.verified_at";
+    d.restore_metadata::text AS restore_metadata, d.verified, d.verified_at, d.pinned";
 
 impl DumpRow {
     pub fn to_proto(&self) -> v1::Dump {
@@ -430,6 +431,7 @@ impl DumpRow {
             restore_metadata_json: self.restore_metadata.clone().unwrap_or_default(),
             verified: self.verified.clone(),
             verified_at: ts(self.verified_at),
+            pinned: self.pinned,
         }
     }
 }
