@@ -26,6 +26,7 @@ mod offline;
 mod outbox_faults;
 mod reconnect;
 mod restore;
+mod retention;
 mod scale;
 mod secrets;
 mod shutdown;
