@@ -229,6 +229,10 @@ impl Default for SchedulerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RetentionConfig {
+    /// Off: this worker never deletes a dump by retention (pins, restore
+    /// jobs and `pgsnap catalog delete` work as ever). For holding every
+    /// dump while something is investigated.
+    pub enabled: bool,
     /// How often every mirrored job's retention is applied (also at start);
     /// it runs after every dump of a job too.
     #[serde(with = "humantime_serde")]
@@ -238,6 +242,7 @@ pub struct RetentionConfig {
 impl Default for RetentionConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             interval: Duration::from_secs(24 * 3600),
         }
     }

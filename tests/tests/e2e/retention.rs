@@ -227,6 +227,7 @@ async fn sixty_simulated_days_offline_keep_what_the_rule_names() {
     let mut worker = rig.start_worker(
         name,
         &[
+            ("PGSNAPMAN_RETENTION__ENABLED", "true"),
             ("PGSNAPMAN_SCHEDULER__CLOCK_SPEED", SPEED),
             // Six simulated days (12 s) before the first fire: the schedule
             // is mirrored and the coordinator stopped before it.
@@ -382,6 +383,7 @@ async fn pins_restore_jobs_and_the_newest_survive_keep_zero() {
     let inst = add_instance(&rig.cli, "src", rig.source.port, name, None);
     let job = add_job_keeping(&rig.cli, inst, "0 2 * * *", ["30", "0", "0", "0"]);
     let env = [
+        ("PGSNAPMAN_RETENTION__ENABLED", "true"),
         ("PGSNAPMAN_SCHEDULER__CLOCK_SPEED", SPEED),
         ("PGSNAPMAN_SCHEDULER__CLOCK_START", "2024-01-01T00:00:00Z"),
         ("PGSNAPMAN_RETENTION__INTERVAL", "1s"),

@@ -95,6 +95,9 @@ fn doomed(job: &DumpJob, dumps: &[Stored], protected: &HashSet<String>, tz: &Tz)
 /// run left them; HALTED jobs are judged like the others (halting stops new
 /// dumps, not retention); a HALTED worker changes nothing.
 pub async fn run(shared: &Arc<Shared>, jobs: Option<&[i64]>, trigger: &str) -> Result<()> {
+    if !shared.config.retention.enabled {
+        return Ok(());
+    }
     let _one_at_a_time = shared.retention_lock.lock().await;
     let snapshot = shared.mirror.snapshot();
     if snapshot.worker_halted {
@@ -208,6 +211,10 @@ pub async fn after_dump(shared: &Arc<Shared>, job_id: i64) {
 
 /// Every job, at start and then every `retention.interval`, until `stop`.
 pub async fn periodic(shared: Arc<Shared>, stop: CancellationToken) {
+    if !shared.config.retention.enabled {
+        tracing::warn!("retention.enabled is off: this worker deletes no dump by retention");
+        return;
+    }
     let mut tick = tokio::time::interval(shared.config.retention.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
