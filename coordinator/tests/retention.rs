@@ -151,10 +151,40 @@ async fn pins_and_restore_jobs_protect_dumps_and_the_preview_says_why() {
         .unwrap_err();
     assert!(matches!(bad_zone, ApiError::Invalid(_)), "{bad_zone:?}");
 
-    // Removing the job and unpinning hand both back.
+    // Its run ends: the dump is no longer protected, and the holder hears.
+    let run: i64 = sqlx::query_scalar(
+        "INSERT INTO restore_runs (restore_job_id, dump_id, dump_uuid, worker_id, \
+         target_instance_id, target, status) VALUES ($1, $2, $3, $4, $5, '{}'::jsonb, 'RUNNING') \
+         RETURNING id",
+    )
+    .bind(restore.id)
+    .bind(mid)
+    .bind(mid_uuid)
+    .bind(rig.worker)
+    .bind(rig.instance)
+    .fetch_one(&c.pool)
+    .await
+    .unwrap();
+    let ended = v1::Event {
+        event_id: Uuid::now_v7().to_string(),
+        occurred_at: Some(pgsnapman_proto::timestamp(chrono::Utc::now())),
+        body: Some(Body::RestoreFinished(v1::RestoreFinished {
+            run_id: run,
+            status: v1::RestoreStatus::Succeeded as i32,
+            ..Default::default()
+        })),
+    };
+    c.apply_events(rig.worker, &[ended], 0).await.unwrap();
+    assert_eq!(rig.version().await, v1 + 2);
+    assert_eq!(
+        c.protected_dumps(rig.worker).await.unwrap(),
+        vec![(old_uuid.to_string(), true)]
+    );
+
+    // Removing the job and unpinning change the schedule again.
     c.remove_restore_job(restore.id).await.unwrap();
     c.set_pinned(old, false).await.unwrap();
-    assert_eq!(rig.version().await, v1 + 3);
+    assert_eq!(rig.version().await, v1 + 4);
     assert!(c.protected_dumps(rig.worker).await.unwrap().is_empty());
 }
 

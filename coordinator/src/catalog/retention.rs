@@ -71,6 +71,28 @@ impl Catalog {
         Ok(())
     }
 
+    /// After a restore run ended: if it was a SINGLE job's run of a fixed
+    /// dump, that dump is no longer protected; the holder's schedule is
+    /// bumped so its retention may judge it again.
+    pub(super) async fn unprotect_after_single_run<'e, E>(
+        &self,
+        exec: E,
+        run_id: i64,
+    ) -> ApiResult<()>
+    where
+        E: sqlx::PgExecutor<'e>,
+    {
+        sqlx::query(
+            "UPDATE workers SET schedule_version = schedule_version + 1 WHERE id = \
+             (SELECT d.worker_id FROM restore_runs u JOIN restore_jobs r ON r.id = u.restore_job_id \
+             JOIN dumps d ON d.id = r.source_dump_id WHERE u.id = $1 AND r.kind = 'SINGLE')",
+        )
+        .bind(run_id)
+        .execute(exec)
+        .await?;
+        Ok(())
+    }
+
     /// What the next retention run of `job_id` keeps and removes: the
     /// successful dumps its worker holds, newest first, each with its
     /// verdict. Days are cut in `timezone` (empty: UTC).
