@@ -326,7 +326,8 @@ mod tests {
         assert_eq!(v["schema"], "");
         // Every proto field (the metadata JSON string becomes an object),
         // plus the derived dedup_ratio.
-        assert_eq!(v.as_object().map(|o| o.len()), Some(27));
+        assert_eq!(v.as_object().map(|o| o.len()), Some(28));
+        assert_eq!(v["pinned"], false);
         assert!(v["dedup_ratio"].as_f64().unwrap() > 1e17);
         assert_eq!(v["verified"], "");
         assert!(v["verified_at"].is_null());
