@@ -200,12 +200,12 @@ pub struct SchedulerConfig {
     /// Scheduled dumps at once (ad-hoc tasks have `dump.max_concurrent`).
     pub max_concurrent: u32,
     /// TEST ONLY: the scheduler's clock runs this many times faster than
-    /// real time (30: an every-minute job fires every 2 s). Above 1, dumps
-    /// are stamped with this clock's time (retention cuts days by them).
+    /// real time (30: an every-minute job fires every 2 s).
     pub clock_speed: u32,
     /// TEST ONLY (with clock_speed above 1): the time the sped-up clock
-    /// starts at (RFC 3339), instead of now. It never goes back behind a
-    /// fire already recorded.
+    /// starts at (RFC 3339), instead of now; it never goes back behind a
+    /// fire already recorded. Set, dumps are stamped with this clock's time
+    /// (a simulated calendar: retention cuts days by it).
     pub clock_start: Option<chrono::DateTime<chrono::Utc>>,
 }
 

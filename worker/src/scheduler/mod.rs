@@ -87,9 +87,13 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         tracing::warn!(
             speed = cfg.clock_speed,
             start = %clock.now(),
-            "scheduler clock sped up (test setting); dumps are stamped with its time"
+            "scheduler clock sped up (test setting)"
         );
-        shared.runner.use_clock(clock);
+        if cfg.clock_start.is_some() {
+            // A simulated calendar: dumps carry its dates (retention tests).
+            tracing::warn!("dumps are stamped with the test clock's time");
+            shared.runner.use_clock(clock);
+        }
     }
     let slots = Arc::new(Semaphore::new(
         usize::try_from(cfg.max_concurrent).unwrap_or(1),
