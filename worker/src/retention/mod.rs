@@ -125,28 +125,16 @@ pub async fn run(shared: &Arc<Shared>, jobs: Option<&[i64]>, trigger: &str) -> R
     let in_use = runner.in_use().clone();
     let outbox = shared.outbox.clone();
     let repack_below = shared.config.store.repack_below_live_fraction;
-    let outcomes = tokio::task::spawn_blocking(move || -> Result<Vec<(i64, Outcome)>> {
-        let by_job = stored_by_job(&store, &unrecorded).context("list the stored dumps")?;
-        let mut outcomes = Vec::new();
-        for job in &wanted {
-            let dumps = by_job.get(&job.id).map_or(&[][..], Vec::as_slice);
-            let doomed = doomed(job, dumps, &protected, &tz);
-            let mut o = Outcome {
-                kept: dumps.len() - doomed.len(),
-                ..Outcome::default()
-            };
-            for uuid in doomed {
-                match in_use.remove_unless_held(&uuid.to_string(), || remove(&store, &outbox, uuid))
-                {
-                    None => o.skipped_in_use.push(uuid),
-                    Some(Ok(())) => o.removed.push(uuid),
-                    Some(Err(e)) => {
-                        tracing::warn!(job_id = job.id, dump_id = %uuid, "retention could not delete a dump: {e:#}");
-                    }
-                }
-            }
-            outcomes.push((job.id, o));
-        }
+    let outcomes = tokio::task::spawn_blocking(move || {
+        let outcomes = judge_and_delete(
+            &store,
+            &outbox,
+            &in_use,
+            &wanted,
+            &unrecorded,
+            &protected,
+            &tz,
+        )?;
         if outcomes.iter().any(|(_, o)| !o.removed.is_empty()) {
             match store.gc(repack_below) {
                 Ok(r) => tracing::info!(
@@ -159,7 +147,7 @@ pub async fn run(shared: &Arc<Shared>, jobs: Option<&[i64]>, trigger: &str) -> R
                 Err(e) => tracing::warn!("gc after retention failed: {e}"),
             }
         }
-        Ok(outcomes)
+        Ok::<_, anyhow::Error>(outcomes)
     })
     .await
     .context("retention thread failed")??;
@@ -179,6 +167,40 @@ pub async fn run(shared: &Arc<Shared>, jobs: Option<&[i64]>, trigger: &str) -> R
         shared.store_changed.notify_one();
     }
     Ok(())
+}
+
+/// Judges every job of `jobs` against its dumps in `store` and deletes
+/// what the rule removes, skipping dumps a reader holds (blocking).
+fn judge_and_delete(
+    store: &Store,
+    outbox: &crate::outbox::Outbox,
+    in_use: &crate::inuse::InUse,
+    jobs: &[DumpJob],
+    unrecorded: &HashSet<Uuid>,
+    protected: &HashSet<String>,
+    tz: &Tz,
+) -> Result<Vec<(i64, Outcome)>> {
+    let by_job = stored_by_job(store, unrecorded).context("list the stored dumps")?;
+    let mut outcomes = Vec::new();
+    for job in jobs {
+        let dumps = by_job.get(&job.id).map_or(&[][..], Vec::as_slice);
+        let doomed = doomed(job, dumps, protected, tz);
+        let mut o = Outcome {
+            kept: dumps.len() - doomed.len(),
+            ..Outcome::default()
+        };
+        for uuid in doomed {
+            match in_use.remove_unless_held(&uuid.to_string(), || remove(store, outbox, uuid)) {
+                None => o.skipped_in_use.push(uuid),
+                Some(Ok(())) => o.removed.push(uuid),
+                Some(Err(e)) => {
+                    tracing::warn!(job_id = job.id, dump_id = %uuid, "retention could not delete a dump: {e:#}");
+                }
+            }
+        }
+        outcomes.push((job.id, o));
+    }
+    Ok(outcomes)
 }
 
 /// Removes one dump: first the `DumpsDeleted` event, then the manifest.
@@ -264,6 +286,84 @@ mod tests {
         let gone = doomed(&job([0, 0, 0, 0]), &dumps, &protected, &Tz::UTC);
         let want: Vec<Uuid> = [4, 3, 1].into_iter().map(Uuid::from_u128).collect();
         assert_eq!(gone, want);
+    }
+
+    /// A store with one dump of job 1 per day (Jan `days`), named by day.
+    fn store_with(dir: &std::path::Path, days: &[u32]) -> Store {
+        let store = Store::open(dir, pgsnapman_store::StoreOptions::default()).unwrap();
+        for &day in days {
+            let s = stored(u128::from(day), day);
+            let mut ingest = store.begin(s.dump_uuid).unwrap();
+            let data = format!("dump of day {day}").repeat(100);
+            ingest.add_file("dump", data.as_bytes()).unwrap();
+            ingest
+                .finish(pgsnapman_store::ManifestMeta {
+                    job_id: 1,
+                    task_id: 0,
+                    instance_id: 1,
+                    host: "h".into(),
+                    port: 5432,
+                    database: "app".into(),
+                    schema: String::new(),
+                    dump_type: "FULL".into(),
+                    format: "CUSTOM".into(),
+                    server_version: String::new(),
+                    client_version: String::new(),
+                    started_at: s.started_at,
+                    finished_at: s.started_at,
+                    database_bytes: -1,
+                    notes: String::new(),
+                    restore_metadata: serde_json::Value::Null,
+                })
+                .unwrap();
+        }
+        store
+    }
+
+    #[test]
+    fn a_dump_being_read_is_left_for_the_next_run_and_each_deletion_is_one_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(&dir.path().join("store"), &[1, 2, 3]);
+        let state = crate::state::State::open(&dir.path().join("state")).unwrap();
+        let outbox = crate::outbox::Outbox::open(&state).unwrap();
+        let in_use = crate::inuse::InUse::default();
+        let jobs = [job([0, 0, 0, 0])];
+        let (none, unprotected) = (HashSet::new(), HashSet::new());
+        let (day1, day2, day3) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        let judge = |unrecorded: &HashSet<Uuid>| {
+            judge_and_delete(
+                &store,
+                &outbox,
+                &in_use,
+                &jobs,
+                unrecorded,
+                &unprotected,
+                &Tz::UTC,
+            )
+            .unwrap()
+            .remove(0)
+            .1
+        };
+
+        let reading = in_use.hold(&day1.to_string());
+        let out = judge(&none);
+        assert_eq!(out.removed, [day2]);
+        assert_eq!(out.skipped_in_use, [day1]);
+        let mut left = store.dump_ids().unwrap();
+        left.sort();
+        assert_eq!(left, [day1, day3]);
+        assert_eq!(outbox.len(), 1, "one DumpsDeleted for the one deletion");
+
+        // Read to the end: the next run removes it. A dump not yet recorded
+        // is never judged.
+        drop(reading);
+        let unrecorded: HashSet<Uuid> = [day3].into();
+        let out = judge(&unrecorded);
+        assert!(out.removed.is_empty(), "day 1 is the newest recorded one");
+        let out = judge(&none);
+        assert_eq!(out.removed, [day1]);
+        assert_eq!(store.dump_ids().unwrap(), [day3]);
+        assert_eq!(outbox.len(), 2);
     }
 
     #[test]
