@@ -244,6 +244,45 @@ impl AdminService for Admin {
         ok(dump)
     }
 
+    async fn pin_dump(&self, req: Request<v1::IdRequest>) -> R<v1::Dump> {
+        let d = self.catalog.set_pinned(req.into_inner().id, true).await?;
+        tracing::info!(dump = d.id, "dump pinned");
+        ok(d.to_proto())
+    }
+
+    async fn unpin_dump(&self, req: Request<v1::IdRequest>) -> R<v1::Dump> {
+        let d = self.catalog.set_pinned(req.into_inner().id, false).await?;
+        tracing::info!(dump = d.id, "dump unpinned");
+        ok(d.to_proto())
+    }
+
+    async fn preview_retention(
+        &self,
+        req: Request<v1::PreviewRetentionRequest>,
+    ) -> R<v1::RetentionPreview> {
+        let req = req.into_inner();
+        let tz = if req.timezone.is_empty() {
+            "UTC"
+        } else {
+            req.timezone.as_str()
+        };
+        let (job, verdicts) = self.catalog.preview_retention(req.job_id, tz).await?;
+        let job = job.to_proto();
+        ok(v1::RetentionPreview {
+            retention: job.retention,
+            job: Some(job),
+            timezone: tz.to_string(),
+            verdicts: verdicts
+                .into_iter()
+                .map(|(d, v)| v1::RetentionVerdict {
+                    keep: v.keep(),
+                    reasons: v.reasons.iter().map(|r| r.label().to_string()).collect(),
+                    dump: Some(d.to_proto()),
+                })
+                .collect(),
+        })
+    }
+
     async fn list_messages(
         &self,
         req: Request<v1::ListMessagesRequest>,

@@ -197,6 +197,10 @@ pub struct RetentionConfig {
     /// Rows of `audit_log`.
     #[serde(with = "humantime_serde")]
     pub audit: Duration,
+    /// FAILED rows of `dumps` (they hold no data; successful dumps go by
+    /// the workers' retention), by their finish time.
+    #[serde(with = "humantime_serde")]
+    pub failed_dumps: Duration,
     /// How often the coordinator prunes.
     #[serde(with = "humantime_serde")]
     pub prune_interval: Duration,
@@ -210,6 +214,7 @@ impl Default for RetentionConfig {
             messages: Duration::from_secs(90 * DAY),
             restore_log: Duration::from_secs(180 * DAY),
             audit: Duration::from_secs(365 * DAY),
+            failed_dumps: Duration::from_secs(30 * DAY),
             prune_interval: Duration::from_secs(3600),
         }
     }
@@ -385,10 +390,11 @@ impl Config {
         if r.messages.is_zero()
             || r.restore_log.is_zero()
             || r.audit.is_zero()
+            || r.failed_dumps.is_zero()
             || r.prune_interval.is_zero()
         {
             bail!(
-                "retention.messages, retention.restore_log, retention.audit and retention.prune_interval must be positive"
+                "retention.messages, retention.restore_log, retention.audit, retention.failed_dumps and retention.prune_interval must be positive"
             );
         }
         Ok(())

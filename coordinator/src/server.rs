@@ -150,6 +150,11 @@ async fn serve(
                             Ok(n) => tracing::info!(audit_log = n, "old audit rows pruned"),
                             Err(e) => tracing::warn!("pruning the audit log: {e}"),
                         }
+                        match catalog.expire_failed_dumps(r.failed_dumps).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(failed_dumps = n, "old FAILED dump rows expired"),
+                            Err(e) => tracing::warn!("expiring FAILED dump rows: {e}"),
+                        }
                     }
                 }
             }

@@ -17,6 +17,7 @@ pub mod v1 {
 
 mod redact;
 pub mod reflect;
+pub mod retention;
 pub use redact::{is_secret_field, redact_json, redact_url};
 pub mod script;
 pub mod seal;

@@ -22,6 +22,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub restore: RestoreConfig,
     pub discovery: DiscoveryConfig,
+    pub retention: RetentionConfig,
     pub scripts: crate::script::ScriptsConfig,
 }
 
@@ -202,7 +203,15 @@ pub struct SchedulerConfig {
     /// TEST ONLY: the scheduler's clock runs this many times faster than
     /// real time (30: an every-minute job fires every 2 s).
     pub clock_speed: u32,
+    /// TEST ONLY (with clock_speed above 1): the time the sped-up clock
+    /// starts at (RFC 3339), instead of now; it never goes back behind a
+    /// fire already recorded. Set, dumps are stamped with this clock's time
+    /// (a simulated calendar: retention cuts days by it).
+    pub clock_start: Option<chrono::DateTime<chrono::Utc>>,
 }
+
+/// Highest `scheduler.clock_speed`: one simulated day per real second.
+pub const MAX_CLOCK_SPEED: u32 = 86_400;
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
@@ -212,6 +221,30 @@ impl Default for SchedulerConfig {
             sync_interval: Duration::from_secs(300),
             max_concurrent: 2,
             clock_speed: 1,
+            clock_start: None,
+        }
+    }
+}
+
+/// Retention on the worker (docs/retention.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RetentionConfig {
+    /// Off: this worker never deletes a dump by retention (pins, restore
+    /// jobs and `pgsnap catalog delete` work as ever). For holding every
+    /// dump while something is investigated.
+    pub enabled: bool,
+    /// How often every mirrored job's retention is applied (also at start);
+    /// it runs after every dump of a job too.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -342,8 +375,16 @@ impl Config {
                 self.scheduler.max_concurrent
             );
         }
-        if self.scheduler.clock_speed == 0 || self.scheduler.clock_speed > 3600 {
-            bail!("scheduler.clock_speed must be between 1 and 3600");
+        if self.scheduler.clock_speed == 0 || self.scheduler.clock_speed > MAX_CLOCK_SPEED {
+            bail!("scheduler.clock_speed must be between 1 and {MAX_CLOCK_SPEED}");
+        }
+        if self.scheduler.clock_start.is_some() && self.scheduler.clock_speed == 1 {
+            bail!(
+                "scheduler.clock_start is a test setting: it needs scheduler.clock_speed above 1"
+            );
+        }
+        if self.retention.interval < Duration::from_secs(1) {
+            bail!("retention.interval must be at least 1s");
         }
         if self.scheduler.sync_interval < Duration::from_secs(1) {
             bail!("scheduler.sync_interval must be at least 1s");

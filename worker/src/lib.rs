@@ -8,6 +8,7 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod identity;
+pub mod inuse;
 pub mod maintenance;
 pub mod mirror;
 pub mod offline;
@@ -15,6 +16,7 @@ pub mod outbox;
 pub mod progress;
 pub mod restore;
 pub mod rowcount;
+pub mod retention;
 pub mod runner;
 pub mod scheduler;
 pub mod script;
@@ -69,6 +71,8 @@ pub struct Shared {
     /// Signalled when the store changed (dump stored, dumps deleted): the
     /// figures are reported again.
     pub store_changed: Notify,
+    /// One retention run at a time (after a dump, or the periodic pass).
+    pub retention_lock: tokio::sync::Mutex<()>,
 }
 
 /// Creates the data directory (mode 0700) and returns its absolute path.
@@ -149,6 +153,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         drain: CancellationToken::new(),
         backlog_warned: AtomicBool::new(false),
         store_changed: Notify::new(),
+        retention_lock: tokio::sync::Mutex::new(()),
     });
 
     let link_stop = CancellationToken::new();
@@ -174,6 +179,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let scheduler_stop = CancellationToken::new();
     let scheduler = tokio::spawn(scheduler::run(shared.clone(), scheduler_stop.clone()));
     let discovery = tokio::spawn(discovery::run(shared.clone(), scheduler_stop.clone()));
+    let retention = tokio::spawn(retention::periodic(shared.clone(), scheduler_stop.clone()));
 
     shutdown.cancelled().await;
     tracing::info!(running = shared.registry.len(), "shutting down");
@@ -184,6 +190,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     }
     if let Err(err) = discovery.await {
         tracing::warn!("discovery ended abnormally: {err}");
+    }
+    if let Err(err) = retention.await {
+        tracing::warn!("periodic retention ended abnormally: {err}");
     }
     shared.drain.cancel();
     shared.semaphore.close();

@@ -5,7 +5,7 @@
 //! (atomic swap). Column family `fires` keeps, per job, when the worker first
 //! saw it and the last fire time it handled (ran or skipped). Layout:
 //! docs/worker.md. Instance passwords are kept sealed only (`seal_with`).
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result};
@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub scripts: HashMap<String, pgsnapman_proto::v1::ScriptSource>,
     /// The coordinator last said this worker is HALTED.
     pub worker_halted: bool,
+    /// Dumps retention never removes (`Schedule.protected_dump_uuids`).
+    pub protected: HashSet<String>,
 }
 
 /// What the scheduler remembers about one job.
@@ -101,6 +103,7 @@ impl Mirror {
         let mut schedule = Schedule {
             dump_jobs: snap.jobs.clone(),
             instances: snap.instances.values().cloned().collect(),
+            protected_dump_uuids: snap.protected.iter().cloned().collect(),
             scripts: snap.scripts.values().cloned().collect(),
         };
         schedule.instances.sort_by_key(|i| i.instance_id);
@@ -240,6 +243,7 @@ fn snapshot_of(version: u64, schedule: Schedule) -> Snapshot {
             .map(|s| (s.name.clone(), s))
             .collect(),
         worker_halted: false,
+        protected: schedule.protected_dump_uuids.into_iter().collect(),
     }
 }
 
@@ -273,6 +277,7 @@ mod tests {
                         instance_id: 1,
                         ..Default::default()
                     }],
+                    protected_dump_uuids: vec!["d-pinned".into()],
                     scripts: vec![pgsnapman_proto::v1::ScriptSource {
                         name: "s.sh".into(),
                         content: b"#!/bin/sh\n".to_vec(),
@@ -292,6 +297,7 @@ mod tests {
         assert!(snap.instances.contains_key(&1));
         assert_eq!(snap.scripts["s.sh"].content, b"#!/bin/sh\n");
         assert!(snap.worker_halted);
+        assert!(snap.protected.contains("d-pinned"), "{:?}", snap.protected);
         assert_eq!(m.fire_state(7).unwrap(), Some(fire));
         assert_eq!(m.fire_state(8).unwrap(), None);
         assert_eq!(m.latest_handled().unwrap(), fire.last_handled);
@@ -314,6 +320,7 @@ mod tests {
             let schedule = Schedule {
                 dump_jobs: vec![],
                 instances: vec![with_password(1)],
+                protected_dump_uuids: vec![],
                 scripts: vec![],
             };
             m.replace(5, schedule).unwrap();
@@ -325,6 +332,7 @@ mod tests {
         let schedule = Schedule {
             dump_jobs: vec![],
             instances: vec![with_password(1), with_password(2)],
+            protected_dump_uuids: vec![],
             scripts: vec![],
         };
         assert_eq!(m.snapshot().version, 5);

@@ -200,6 +200,9 @@ pub async fn run(
             if store_changed {
                 shared.store_changed.notify_one();
             }
+            if let Some(Spec::Dump(d)) = &spec {
+                crate::retention::after_dump(&shared, d.job_id).await;
+            }
         }
     }
 }

@@ -213,6 +213,17 @@ pub enum JobCommand {
     Resume { id: i64 },
     /// Remove a job (the catalog rows of its dumps are kept)
     Remove { id: i64 },
+    /// What the job's retention keeps and removes, and why (docs/retention.md)
+    Retention {
+        id: i64,
+        /// Only show what the next run on the worker would do (required:
+        /// retention itself runs on the worker)
+        #[arg(long)]
+        dry_run: bool,
+        /// IANA time zone days are cut in: the worker's scheduler.timezone
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -499,6 +510,10 @@ pub enum CatalogCommand {
         #[command(flatten)]
         wait: WaitArgs,
     },
+    /// Keep a dump from retention (it goes only when deleted by hand)
+    Pin { id: i64 },
+    /// Hand a pinned dump back to retention (admin)
+    Unpin { id: i64 },
     /// Recreate missing catalog rows from the manifests in a worker's store
     Rebuild {
         /// Worker id or name

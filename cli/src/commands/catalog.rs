@@ -29,6 +29,8 @@ pub async fn run(ctx: &Ctx, cmd: CatalogCommand) -> Result<()> {
             }
             follow::queued(ctx, &mut admin, task, wait, &format!("deleting dump {id}")).await
         }
+        CatalogCommand::Pin { id } => super::retention::pin(ctx, id, true).await,
+        CatalogCommand::Unpin { id } => super::retention::pin(ctx, id, false).await,
         CatalogCommand::Rebuild { worker, wait } => {
             let mut admin = ctx.admin().await?;
             let task = rpc(admin.rebuild_catalog(worker.to_proto()).await)?;

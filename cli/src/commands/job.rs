@@ -30,6 +30,11 @@ pub async fn run(ctx: &Ctx, cmd: JobCommand) -> Result<()> {
         JobCommand::Edit(a) => edit(ctx, a).await,
         JobCommand::Halt { id } => set_status(ctx, id, v1::Status::Halted, "halted").await,
         JobCommand::Resume { id } => set_status(ctx, id, v1::Status::Active, "resumed").await,
+        JobCommand::Retention {
+            id,
+            dry_run,
+            timezone,
+        } => super::retention::preview(ctx, id, dry_run, timezone).await,
         JobCommand::Remove { id } => {
             let mut admin = ctx.admin().await?;
             rpc(admin.remove_dump_job(v1::IdRequest { id }).await)?;

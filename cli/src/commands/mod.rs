@@ -11,6 +11,7 @@ mod job;
 mod messages;
 pub mod password;
 mod restore;
+mod retention;
 mod script;
 mod store;
 mod task;

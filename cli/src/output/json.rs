@@ -189,6 +189,7 @@ pub fn dump(d: &v1::Dump) -> Value {
         })).collect::<Vec<_>>(),
         "table_rows_counted": d.table_rows_counted,
         "table_rows_error": d.table_rows_error,
+        "pinned": d.pinned,
         // A JSON document from the worker; null when none was captured.
         "restore_metadata": serde_json::from_str::<Value>(&d.restore_metadata_json).ok(),
     })
@@ -335,9 +336,10 @@ mod tests {
         assert_eq!(v["schema"], "");
         // Every proto field (the metadata JSON string becomes an object),
         // plus the derived dedup_ratio.
-        assert_eq!(v.as_object().map(|o| o.len()), Some(30));
+        assert_eq!(v.as_object().map(|o| o.len()), Some(31));
         assert_eq!(v["table_rows"], json!([]));
         assert_eq!(v["table_rows_counted"], false);
+        assert_eq!(v["pinned"], false);
         assert!(v["dedup_ratio"].as_f64().unwrap() > 1e17);
         assert_eq!(v["verified"], "");
         assert!(v["verified_at"].is_null());

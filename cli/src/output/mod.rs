@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod json;
 pub mod restore;
+pub mod retention;
 pub mod script;
 pub mod table;
 

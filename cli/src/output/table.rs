@@ -500,6 +500,7 @@ pub fn dump_rows(d: &v1::Dump) -> Vec<(&'static str, String)> {
         ),
         ("row counts", row_counts(d)),
         ("database size", database_bytes),
+        ("pinned", yes_no(d.pinned)),
         ("server version", text(&d.server_version)),
         ("client version", text(&d.client_version)),
         ("location", text(&d.location)),

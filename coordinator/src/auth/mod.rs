@@ -107,9 +107,8 @@ pub fn rule(path: &str) -> Rule {
         "ListWorkers" | "GetWorker" | "ListInstances" | "GetInstance" | "ListDumpJobs"
         | "GetDumpJob" | "ListDumps" | "GetDump" | "ListMessages" | "GetTask" | "WatchTask"
         | "ListTasks" | "ListStoreStats" | "ListRestoreJobs" | "GetRestoreJob"
-        | "ListRestoreRuns" | "GetRestoreLog" | "ListCopyJobs" | "ListScripts" | "GetScript" => {
-            read(Viewer)
-        }
+        | "ListRestoreRuns" | "GetRestoreLog" | "ListCopyJobs" | "ListScripts" | "GetScript"
+        | "PreviewRetention" => read(Viewer),
         "ListTokens" | "ListAudit" => read(Admin),
         // RestoreNow with a destructive `existing` policy needs admin: the
         // handler checks that (the policy is in the request or the job).
@@ -119,7 +118,8 @@ pub fn rule(path: &str) -> Rule {
         | "SetWorkerStatus"
         | "SetInstanceStatus"
         | "SetDumpJobStatus"
-        | "SetRestoreJobStatus" => write(Operator),
+        | "SetRestoreJobStatus"
+        | "PinDump" => write(Operator),
         "RegisterWorker"
         | "SetRestoreWorker"
         | "IssueEnrollmentToken"
@@ -138,6 +138,7 @@ pub fn rule(path: &str) -> Rule {
         | "RestoreServer"
         | "CreateToken"
         | "RevokeToken"
+        | "UnpinDump"
         | "AddScript"
         | "RemoveScript"
         | "IssueOperatorCertificate"

@@ -20,6 +20,7 @@ mod jobs;
 mod ownership;
 mod passwords;
 mod restore;
+mod retention;
 mod scripts;
 mod store;
 mod tasks;

@@ -150,6 +150,10 @@ impl Catalog {
         .bind(&req.comment)
         .fetch_one(&self.pool)
         .await?;
+        if source_dump != 0 {
+            // The holder's retention must now keep that dump (retain).
+            self.bump_holder_of(&self.pool, source_dump).await?;
+        }
         self.restore_job(id).await
     }
 
@@ -220,13 +224,17 @@ impl Catalog {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        let n = sqlx::query("DELETE FROM restore_jobs WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if n == 0 {
+        let removed: Option<Option<i64>> =
+            sqlx::query_scalar("DELETE FROM restore_jobs WHERE id = $1 RETURNING source_dump_id")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(source_dump) = removed else {
             return Err(ApiError::NotFound(format!("restore job {id} not found")));
+        };
+        if let Some(dump) = source_dump {
+            // The holder's retention may now remove that dump (retain).
+            self.bump_holder_of(&mut *tx, dump).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -701,6 +709,7 @@ impl Catalog {
         if n == 0 {
             return Ok(None);
         }
+        self.unprotect_after_single_run(&mut **tx, f.run_id).await?;
         let run = sqlx::query_as::<_, RestoreRunRow>(&format!(
             "SELECT {RESTORE_RUN_COLUMNS} FROM restore_runs u WHERE u.id = $1"
         ))

@@ -263,6 +263,7 @@ impl Link {
                     ..self.catalog.connection_for(&row, w.id).await?
                 });
             }
+            let protected = self.catalog.protected_dumps(w.id).await?;
             let scripts = self.catalog.scripts_of_jobs(&jobs).await?;
             let (after, _) = self.catalog.schedule_version(w.id).await?;
             if after == before {
@@ -272,6 +273,7 @@ impl Link {
                     schedule: Some(v1::Schedule {
                         dump_jobs: jobs.iter().map(rows::JobRow::to_proto).collect(),
                         instances,
+                        protected_dump_uuids: protected.into_iter().map(|(u, _)| u).collect(),
                         scripts,
                     }),
                 }));

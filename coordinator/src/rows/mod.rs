@@ -398,6 +398,7 @@ pub struct DumpRow {
     pub verified_at: Option<DateTime<Utc>>,
     pub table_rows_counted: bool,
     pub table_rows_error: String,
+    pub pinned: bool,
 }
 
 pub const DUMP_COLUMNS: &str = "d.id, d.dump_uuid, d.job_id, d.worker_id, d.instance_id, d.host, \
@@ -405,7 +406,7 @@ pub const DUMP_COLUMNS: &str = "d.id, d.dump_uuid, d.job_id, d.worker_id, d.inst
     d.finished_at, d.dump_bytes, d.stored_bytes, d.database_bytes, d.server_version, \
     d.client_version, d.location, d.message, d.task_id, w.name AS worker_name, \
     d.restore_metadata::text AS restore_metadata, d.verified, d.verified_at, \
-    d.table_rows IS NOT NULL AS table_rows_counted, d.table_rows_error";
+    d.table_rows IS NOT NULL AS table_rows_counted, d.table_rows_error, d.pinned";
 
 impl DumpRow {
     pub fn to_proto(&self) -> v1::Dump {
@@ -439,6 +440,7 @@ impl DumpRow {
             table_rows: Vec::new(),
             table_rows_counted: self.table_rows_counted,
             table_rows_error: self.table_rows_error.clone(),
+            pinned: self.pinned,
         }
     }
 }

@@ -435,3 +435,48 @@ pub fn restore_now(
     args.extend_from_slice(extra);
     cli.run(&args).unwrap()
 }
+
+/// A catalog cluster and a coordinator on it listening on a fixed port, so
+/// that it can be stopped and started again at the same address (the
+/// options start it again).
+pub async fn restartable_coordinator() -> (PgCluster, Coordinator, CoordinatorOptions) {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let catalog = PgCluster::start(PG_MAJOR).unwrap();
+    let opts = CoordinatorOptions {
+        catalog_url: Some(catalog.url("postgres")),
+        listen: Some(format!("127.0.0.1:{port}")),
+        ..Default::default()
+    };
+    let coordinator = Coordinator::start(opts.clone()).await.unwrap();
+    (catalog, coordinator, opts)
+}
+
+/// Uuids of the dumps in the store under a worker's data directory (one
+/// manifest each).
+pub fn dumps_on_disk(data_dir: &std::path::Path) -> std::collections::BTreeSet<String> {
+    files_with_suffix(&data_dir.join("manifests"), ".json")
+        .into_iter()
+        .filter_map(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().trim_end_matches(".json").to_string())
+        })
+        .collect()
+}
+
+/// Waits until `worker` confirmed the catalog's current schedule version
+/// and returns it.
+pub async fn wait_schedule_confirmed(cli: &Pgsnap, worker: &str) -> u64 {
+    wait::until(
+        "the worker to confirm its schedule",
+        Duration::from_secs(60),
+        || async {
+            let w = cli.json(&["worker", "show", worker]).ok()?;
+            let v = w["schedule_version"].as_u64()?;
+            (w["confirmed_schedule_version"].as_u64()? == v).then_some(v)
+        },
+    )
+    .await
+}

@@ -33,17 +33,7 @@ struct Rig {
 
 impl Rig {
     async fn start(name: &str) -> Rig {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let catalog = PgCluster::start(PG_MAJOR).unwrap();
-        let coordinator_opts = CoordinatorOptions {
-            catalog_url: Some(catalog.url("postgres")),
-            listen: Some(format!("127.0.0.1:{port}")),
-            ..Default::default()
-        };
-        let coordinator = Coordinator::start(coordinator_opts.clone()).await.unwrap();
+        let (catalog, coordinator, coordinator_opts) = restartable_coordinator().await;
         let cli = coordinator.cli();
         register_worker(&cli, name);
         let dir = pgsnapman_tests::shared_tempdir("pgsnapman-offline-");
@@ -110,13 +100,7 @@ impl Rig {
 
     /// Uuids of the dumps in the worker's store (one manifest each).
     fn dumps_on_disk(&self) -> BTreeSet<String> {
-        files_with_suffix(&self.worker_dir.join("manifests"), ".json")
-            .into_iter()
-            .filter_map(|p| {
-                p.file_name()
-                    .map(|n| n.to_string_lossy().trim_end_matches(".json").to_string())
-            })
-            .collect()
+        dumps_on_disk(&self.worker_dir)
     }
 
     async fn wait_dumps_on_disk(&self, at_least: usize, what: &str) -> BTreeSet<String> {
@@ -133,16 +117,7 @@ impl Rig {
 
     /// Waits until the worker confirmed the catalog's current schedule version.
     async fn wait_schedule_confirmed(&self) -> u64 {
-        wait::until(
-            "the worker to confirm its schedule",
-            Duration::from_secs(60),
-            || async {
-                let w = self.cli.json(&["worker", "show", &self.name]).ok()?;
-                let v = w["schedule_version"].as_u64()?;
-                (w["confirmed_schedule_version"].as_u64()? == v).then_some(v)
-            },
-        )
-        .await
+        wait_schedule_confirmed(&self.cli, &self.name).await
     }
 
     /// Catalog rows of a job, straight from the catalog database: (dump uuid,

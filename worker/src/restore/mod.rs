@@ -92,6 +92,8 @@ pub async fn restore(
     let started_at = chrono::Utc::now();
     let clock = Instant::now();
     progress.set_phase("restore");
+    // Retention leaves the dump alone until the run ends.
+    let _reading = runner.in_use().hold(&spec.dump_uuid);
     let log = RunLog::new(outbox, spec.run_id);
     let (ending, warnings) = match plan::check(spec) {
         Err(reason) => (Ending::Aborted(reason), 0),

@@ -70,6 +70,10 @@ pub struct Runner {
     unrecorded: unrecorded::Unrecorded,
     /// Opens the instance passwords sealed to this worker.
     seal: Option<Arc<crate::seal::SealKey>>,
+    /// Dumps a restore or verification is reading (retention skips them).
+    in_use: crate::inuse::InUse,
+    /// TEST ONLY: the sped-up scheduler clock dumps are stamped with.
+    clock: std::sync::OnceLock<crate::scheduler::Clock>,
     /// `[scripts]`: whether and how long SCRIPT dumps run.
     scripts: crate::script::ScriptsConfig,
 }
@@ -95,7 +99,11 @@ fn name_lock_wait(err: anyhow::Error, lock_wait_timeout: Duration) -> anyhow::Er
 
 /// What the manifest says about the dump (everything the catalog row and a
 /// restore elsewhere need).
-fn manifest_meta(f: &DumpFinished, c: &Checked<'_>) -> Result<pgsnapman_store::ManifestMeta> {
+fn manifest_meta(
+    f: &DumpFinished,
+    c: &Checked<'_>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<pgsnapman_store::ManifestMeta> {
     let restore_metadata = if f.restore_metadata_json.is_empty() {
         serde_json::Value::Null
     } else {
@@ -119,7 +127,7 @@ fn manifest_meta(f: &DumpFinished, c: &Checked<'_>) -> Result<pgsnapman_store::M
         server_version: f.server_version.clone(),
         client_version: f.client_version.clone(),
         started_at: time(&f.started_at),
-        finished_at: chrono::Utc::now(),
+        finished_at: now,
         database_bytes: f.database_bytes,
         notes: f.error.clone(),
         script_hash: f.script_hash.clone(),
@@ -199,6 +207,8 @@ impl Runner {
             max_run_time: config.dump.max_run_time,
             unrecorded: unrecorded::Unrecorded::new(&crate::state::dir(data_dir)),
             seal: None,
+            in_use: crate::inuse::InUse::default(),
+            clock: std::sync::OnceLock::new(),
             scripts: config.scripts.clone(),
         })
     }
@@ -216,6 +226,34 @@ impl Runner {
             .as_ref()
             .map(|k| k.public_key().to_vec())
             .unwrap_or_default()
+    }
+
+    /// Dumps a restore or verification on this worker is reading.
+    pub fn in_use(&self) -> &crate::inuse::InUse {
+        &self.in_use
+    }
+
+    /// TEST ONLY (`scheduler.clock_speed` above 1): stamp dumps with
+    /// `clock` instead of the real time.
+    pub fn use_clock(&self, clock: crate::scheduler::Clock) {
+        let _ = self.clock.set(clock);
+    }
+
+    /// The time dumps are stamped with.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock
+            .get()
+            .map_or_else(chrono::Utc::now, crate::scheduler::Clock::now)
+    }
+
+    /// Dumps stored whose outbox event is not yet written.
+    pub fn unrecorded_now(&self) -> Result<Vec<Uuid>> {
+        Ok(self
+            .unrecorded
+            .leftovers()?
+            .into_iter()
+            .map(|l| l.dump_uuid)
+            .collect())
     }
 
     /// The pack store dumps go into.
@@ -386,7 +424,7 @@ impl Runner {
         } else {
             String::new()
         };
-        let started_at = chrono::Utc::now();
+        let started_at = self.now();
         let instance = checked.instance;
         let mut finished = DumpFinished {
             dump_uuid: dump_uuid.to_string(),
@@ -428,7 +466,7 @@ impl Runner {
             Ok(s) => s,
             Err(err) => {
                 finished.error = format!("{err:#}");
-                finished.finished_at = Some(pgsnapman_proto::timestamp(chrono::Utc::now()));
+                finished.finished_at = Some(pgsnapman_proto::timestamp(self.now()));
                 return DumpResult::Finished(Box::new(finished));
             }
         };
@@ -440,7 +478,7 @@ impl Runner {
                 Ok(Some(reason)) => return DumpResult::Skipped(reason),
                 Err(err) => {
                     finished.error = format!("cannot read the dump-on-demand marker: {err:#}");
-                    finished.finished_at = Some(pgsnapman_proto::timestamp(chrono::Utc::now()));
+                    finished.finished_at = Some(pgsnapman_proto::timestamp(self.now()));
                     return DumpResult::Finished(Box::new(finished));
                 }
             }
@@ -449,7 +487,7 @@ impl Runner {
         // rename leaves the marker, and the next start reports the dump.
         if let Err(err) = self.unrecorded.begin(dump_uuid, task.as_ref()) {
             finished.error = format!("{err:#}");
-            finished.finished_at = Some(pgsnapman_proto::timestamp(chrono::Utc::now()));
+            finished.finished_at = Some(pgsnapman_proto::timestamp(self.now()));
             return DumpResult::Finished(Box::new(finished));
         }
         let mut paused = false;
@@ -538,7 +576,7 @@ impl Runner {
                 self.reclaim().await;
             }
         }
-        finished.finished_at = Some(pgsnapman_proto::timestamp(chrono::Utc::now()));
+        finished.finished_at = Some(pgsnapman_proto::timestamp(self.now()));
         DumpResult::Finished(Box::new(finished))
     }
 
@@ -730,7 +768,7 @@ impl Runner {
         };
 
         // 6. The manifest makes the dump exist (durable before it is reported).
-        let meta = manifest_meta(finished, c)?;
+        let meta = manifest_meta(finished, c, self.now())?;
         let manifest = tokio::task::spawn_blocking(move || ingest.finish(meta))
             .await
             .context("finish storing the dump")?

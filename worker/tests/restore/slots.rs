@@ -34,6 +34,7 @@ async fn shared(dir: &std::path::Path) -> Arc<Shared> {
         drain: CancellationToken::new(),
         backlog_warned: AtomicBool::new(false),
         store_changed: Notify::new(),
+        retention_lock: tokio::sync::Mutex::new(()),
     })
 }
 
