@@ -36,5 +36,5 @@ mod sslmode;
 mod standby;
 mod store;
 mod tls;
-mod wakeups;
 mod verification;
+mod wakeups;

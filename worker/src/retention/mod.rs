@@ -313,6 +313,9 @@ mod tests {
                     finished_at: s.started_at,
                     database_bytes: -1,
                     notes: String::new(),
+                    script_hash: String::new(),
+                    table_rows: None,
+                    table_rows_error: String::new(),
                     restore_metadata: serde_json::Value::Null,
                 })
                 .unwrap();
