@@ -20,6 +20,7 @@ pub mod scheduler;
 pub mod seal;
 pub mod state;
 pub mod task;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

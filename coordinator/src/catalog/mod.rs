@@ -22,6 +22,7 @@ mod passwords;
 mod restore;
 mod store;
 mod tasks;
+mod verify;
 
 pub use auth::{AuditEntry, AuditFilter};
 pub use copy::CopyJobRows;

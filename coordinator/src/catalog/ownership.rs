@@ -108,6 +108,10 @@ impl Catalog {
                     r.task(f.task.as_ref());
                     r.runs.push(f.run_id);
                 }
+                Body::DumpVerified(v) => {
+                    r.task(v.task.as_ref());
+                    r.dumps(std::slice::from_ref(&v.dump_uuid));
+                }
             }
         }
         // Ids a worker was given are positive and exist (tasks and restore

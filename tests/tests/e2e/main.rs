@@ -34,3 +34,4 @@ mod standby;
 mod store;
 mod tls;
 mod verification;
+mod verify;
