@@ -158,6 +158,47 @@ async fn restore_and_read_verification() {
         let run = verify(&stack.cli, &dir_dump, method, &[]);
         assert!(run.success(), "{method}: {run:?}");
     }
+    // A plain dump restores through psql; a cluster dump is read through
+    // (and cannot be restored into a scratch database).
+    let plain_job = stack
+        .cli
+        .json(&[
+            "job",
+            "add",
+            "--instance",
+            &inst,
+            "--cron",
+            "0 3 1 1 *",
+            "--database",
+            db,
+            "--format",
+            "plain",
+        ])
+        .unwrap();
+    let plain_dump = id_of(&dump_and_show(&stack.cli, id_of(&plain_job))).to_string();
+    for method in ["read", "restore"] {
+        let run = verify(&stack.cli, &plain_dump, method, &[]);
+        assert!(run.success(), "{method}: {run:?}");
+    }
+    let cluster_job = stack
+        .cli
+        .json(&[
+            "job",
+            "add",
+            "--instance",
+            &inst,
+            "--cron",
+            "0 3 1 1 *",
+            "--type",
+            "cluster",
+        ])
+        .unwrap();
+    let cluster_dump = id_of(&dump_and_show(&stack.cli, id_of(&cluster_job))).to_string();
+    assert!(verify(&stack.cli, &cluster_dump, "read", &[]).success());
+    refused(
+        verify(&stack.cli, &cluster_dump, "restore", &[]),
+        "can be verified with --method read only",
+    );
     assert_eq!(scratch_dbs(&stack.source), "");
 
     // Clear errors: an unknown dump, an unknown instance, a check with read.
