@@ -134,7 +134,7 @@ async fn read(
         return read_through(runner, uuid, files, cancel, &progress.done).await;
     }
     let tools = runner.clients().newest_psql()?.clone();
-    let spool = SpoolDir::create(runner.spool_dir(), -task_id)?;
+    let spool = spool_of(runner, task_id)?;
     let archive = archive(runner, uuid, format, files, &spool, cancel, progress).await?;
     for args in [vec!["--list"], vec!["--file=/dev/null"]] {
         let mut cmd = Command::new(tools.pg_restore());
@@ -313,6 +313,12 @@ async fn restore(
     found
 }
 
+/// The task's spool directory: `restore--<task id>`, negative so that it
+/// never meets a restore run's `restore-<run id>`.
+fn spool_of(runner: &Runner, task_id: i64) -> Result<SpoolDir> {
+    SpoolDir::create(runner.spool_dir(), -task_id)
+}
+
 /// `pgsnapman_verify_` and 8 random hex digits.
 fn scratch_name() -> String {
     format!(
@@ -366,7 +372,7 @@ async fn restore_and_compare(
         )
         .await?
     } else {
-        let spool = SpoolDir::create(runner.spool_dir(), -task_id)?;
+        let spool = spool_of(runner, task_id)?;
         let archive = archive(runner, uuid, format, files, &spool, cancel, progress).await?;
         let mut cmd = session.command(tools.pg_restore());
         cmd.args(["--no-password", "--no-owner", "--no-privileges"])
