@@ -406,6 +406,25 @@ impl AdminService for Admin {
         ok(t.to_proto())
     }
 
+    async fn verify_dump_now(&self, req: Request<v1::VerifyDumpNowRequest>) -> R<v1::Task> {
+        let caller = req.extensions().get::<Caller>().cloned();
+        let req = req.into_inner();
+        // A check is SQL run as the instance user (often a superuser): that
+        // is more than an operator may do.
+        if let Some(c) = caller.filter(|c| c.role < Role::Admin)
+            && !req.checks.is_empty()
+        {
+            return Err(Status::permission_denied(format!(
+                "token {} has the {} role; VerifyDumpNow with --check runs SQL as the instance user and needs admin",
+                c.name,
+                c.role.label()
+            )));
+        }
+        let t = self.catalog.verify_dump_now(&req).await?;
+        tracing::info!(task = t.id, dump = req.dump_id, method = %req.method, "dump verification queued");
+        ok(t.to_proto())
+    }
+
     async fn list_restore_runs(
         &self,
         req: Request<v1::ListRestoreRunsRequest>,

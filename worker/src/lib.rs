@@ -23,6 +23,7 @@ pub mod script;
 pub mod seal;
 pub mod state;
 pub mod task;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -184,6 +184,11 @@ pub async fn run(
         Some(Spec::Rebuild(_)) => {
             Outcome::of(crate::maintenance::rebuild(store, &task).await, false)
         }
+        Some(Spec::VerifyDump(v)) => {
+            crate::verify::task(&shared.runner, &task, v, &cancel, &progress)
+                .await
+                .map_or(Outcome::Cancelled, |b| Outcome::of(vec![b], false))
+        }
         None => rejected(
             &task,
             "the task carries no spec this worker knows".to_string(),
@@ -353,6 +358,7 @@ fn identity(spec: Option<&Spec>) -> String {
         Some(Spec::Verify(_)) => "verify".to_string(),
         Some(Spec::Delete(d)) => format!("delete of dump {}", d.dump_uuid),
         Some(Spec::Rebuild(_)) => "rebuild".to_string(),
+        Some(Spec::VerifyDump(v)) => format!("{} verification of dump {}", v.method, v.dump_uuid),
         None => "unknown".to_string(),
     }
 }

@@ -122,6 +122,32 @@ pub enum Command {
     /// Scripts that SCRIPT dump jobs run (docs/scripts.md)
     #[command(subcommand)]
     Script(ScriptCommand),
+    /// Verify a dump: read it through, or restore it into a scratch database
+    /// and compare its row counts (docs/verification.md)
+    #[command(subcommand)]
+    Verify(VerifyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VerifyCommand {
+    /// Verify one dump now, on the worker that stores it
+    Now {
+        /// Catalog id of the dump
+        dump: i64,
+        /// read: the archive through pg_restore; restore: into a scratch
+        /// database, then row counts and checks
+        #[arg(long, value_parser = ["read", "restore"])]
+        method: String,
+        /// restore: the instance id to restore into [default: the dump's]
+        #[arg(long, value_name = "ID")]
+        instance: Option<i64>,
+        /// restore: SQL that must return one row holding true (repeatable;
+        /// needs admin)
+        #[arg(long = "check", value_name = "SQL")]
+        checks: Vec<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
 }
 
 // ───────────────────────────── workers ─────────────────────────────

@@ -16,6 +16,7 @@ mod script;
 mod store;
 mod task;
 mod token;
+mod verify;
 mod worker;
 
 use std::path::PathBuf;
@@ -80,6 +81,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Task(c) => task::run(&ctx, c).await,
         Command::Catalog(c) => catalog::run(&ctx, c).await,
         Command::Store(c) => store::run(&ctx, c).await,
+        Command::Verify(c) => verify::run(&ctx, c).await,
         Command::Restore(c) => restore::run(&ctx, c).await,
         Command::RestoreJob(c) => restore::job(&ctx, c).await,
         Command::RestoreLog(c) => restore::log(&ctx, c).await,

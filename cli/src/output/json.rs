@@ -188,6 +188,13 @@ pub fn dump(d: &v1::Dump) -> Value {
             "rows": t.rows,
         })).collect::<Vec<_>>(),
         "table_rows_counted": d.table_rows_counted,
+        // The last `pgsnap verify now` (null: never); not `verified`.
+        "restore_verified": (!d.restore_verified_method.is_empty()).then(|| json!({
+            "method": d.restore_verified_method,
+            "at": timestamp(d.restore_verified_at.as_ref()),
+            "ok": d.restore_verified_ok,
+            "detail": serde_json::from_str::<Value>(&d.restore_verified_detail_json).ok(),
+        })),
         "table_rows_error": d.table_rows_error,
         "pinned": d.pinned,
         // A JSON document from the worker; null when none was captured.

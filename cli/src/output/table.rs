@@ -392,7 +392,7 @@ pub fn dump_job_rows(j: &v1::DumpJob) -> Vec<(&'static str, String)> {
 pub fn dumps(ds: &[v1::Dump]) -> Table {
     let mut t = with_header(&[
         "ID", "JOB", "WORKER", "DATABASE", "TYPE", "STATUS", "STARTED", "DURATION", "SIZE",
-        "STORED", "DEDUP",
+        "STORED", "DEDUP", "VERIFIED",
     ]);
     for d in ds {
         t.add_row(vec![
@@ -407,9 +407,79 @@ pub fn dumps(ds: &[v1::Dump]) -> Table {
             bytes(d.dump_bytes),
             bytes(d.stored_bytes),
             ratio(d.dump_bytes, d.stored_bytes),
+            restore_verified_cell(d),
         ]);
     }
     t
+}
+
+/// `catalog list`'s VERIFIED: `never`, `ok DATE` or `FAILED DATE` (the last
+/// `pgsnap verify now`; not the store's chunk check).
+fn restore_verified_cell(d: &v1::Dump) -> String {
+    if d.restore_verified_method.is_empty() {
+        return "never".to_string();
+    }
+    let date = d
+        .restore_verified_at
+        .as_ref()
+        .and_then(pgsnapman_proto::from_timestamp)
+        .map_or_else(
+            || "?".to_string(),
+            |t| t.with_timezone(&Local).format("%Y-%m-%d").to_string(),
+        );
+    if d.restore_verified_ok {
+        format!("ok {date}")
+    } else {
+        format!("FAILED {date}")
+    }
+}
+
+/// `catalog show`'s last verification: method, time, outcome and what
+/// failed.
+fn restore_verified_line(d: &v1::Dump) -> String {
+    if d.restore_verified_method.is_empty() {
+        return "never".to_string();
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&d.restore_verified_detail_json).unwrap_or_default();
+    let head = format!(
+        "{} by {} at {}",
+        if d.restore_verified_ok {
+            "ok"
+        } else {
+            "FAILED"
+        },
+        d.restore_verified_method,
+        time(d.restore_verified_at.as_ref())
+    );
+    let mut parts = Vec::new();
+    if let Some(n) = v["tables_checked"].as_u64().filter(|n| *n > 0) {
+        parts.push(format!("{n} table(s) compared"));
+    }
+    if let Some(e) = v["error"].as_str().filter(|e| !e.is_empty()) {
+        parts.push(e.to_string());
+    }
+    for m in v["mismatches"].as_array().into_iter().flatten() {
+        parts.push(format!(
+            "table {}.{}: expected {}, found {}",
+            m["schema"].as_str().unwrap_or("?"),
+            m["table"].as_str().unwrap_or("?"),
+            m["expected"],
+            if m["found"].as_i64() == Some(-1) {
+                "missing".to_string()
+            } else {
+                m["found"].to_string()
+            }
+        ));
+    }
+    for c in v["failed_checks"].as_array().into_iter().flatten() {
+        parts.push(format!("check failed: {}", c.as_str().unwrap_or("?")));
+    }
+    if parts.is_empty() {
+        head
+    } else {
+        format!("{head}: {}", parts.join("; "))
+    }
 }
 
 /// `12.3x`, `-` for nothing written, `all dedup` when nothing new was stored.
@@ -498,6 +568,7 @@ pub fn dump_rows(d: &v1::Dump) -> Vec<(&'static str, String)> {
                 text(&d.verified)
             },
         ),
+        ("restore verified", restore_verified_line(d)),
         ("row counts", row_counts(d)),
         ("database size", database_bytes),
         ("pinned", yes_no(d.pinned)),

@@ -114,6 +114,7 @@ pub fn rule(path: &str) -> Rule {
         // handler checks that (the policy is in the request or the job).
         "DumpNow"
         | "RestoreNow"
+        | "VerifyDumpNow"
         | "VerifyStore"
         | "SetWorkerStatus"
         | "SetInstanceStatus"

@@ -223,6 +223,10 @@ impl Catalog {
                     };
                     msgs.push(level, "VERIFY", None, text, at);
                 }
+                Some(Body::DumpVerified(v)) => {
+                    self.apply_dump_verified(&mut tx, worker_id, v, at, &mut msgs)
+                        .await?;
+                }
                 Some(Body::DatabasesDiscovered(d)) => {
                     self.apply_databases_discovered(&mut tx, worker_id, d, at, &mut msgs)
                         .await?;
@@ -510,7 +514,7 @@ impl Catalog {
     /// lease until it is leased again, so a late result completes it
     /// instead of a second run; once leased again, the old lease's result
     /// is stale (`Superseded`) and changes nothing.
-    async fn finish_task(
+    pub(super) async fn finish_task(
         &self,
         tx: &mut sqlx::PgTransaction<'_>,
         task: Option<&v1::TaskRef>,
@@ -556,7 +560,7 @@ impl Catalog {
 
 /// What a task result's lease is, as `finish_task` found it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Lease {
+pub(super) enum Lease {
     /// The task's current lease: the task is now complete.
     Current,
     /// The current lease, but the task had ended (cancelled): unchanged.
@@ -568,7 +572,7 @@ enum Lease {
 }
 
 impl Lease {
-    fn applied(self) -> bool {
+    pub(super) fn applied(self) -> bool {
         self == Lease::Current
     }
 }

@@ -24,6 +24,7 @@ mod retention;
 mod scripts;
 mod store;
 mod tasks;
+mod verify;
 
 pub use auth::{AuditEntry, AuditFilter};
 pub use copy::CopyJobRows;

@@ -147,6 +147,10 @@ impl Catalog {
                     r.task(f.task.as_ref(), at);
                     r.runs.push((f.run_id, at));
                 }
+                Body::DumpVerified(v) => {
+                    r.task(v.task.as_ref(), at);
+                    r.dumps(std::slice::from_ref(&v.dump_uuid), at);
+                }
             }
         }
         // Ids a worker was given are positive and exist (tasks and restore

@@ -129,7 +129,7 @@ impl Catalog {
                  LEFT JOIN dump_jobs j ON j.id = t.job_id \
                  LEFT JOIN instances i ON i.id = j.instance_id \
                  WHERE t.worker_id = $1 AND t.state = 'QUEUED' \
-                 AND t.kind IN ('DUMP', 'VERIFY', 'DELETE', 'REBUILD', 'RESTORE') \
+                 AND t.kind IN ('DUMP', 'VERIFY', 'DELETE', 'REBUILD', 'RESTORE', 'VERIFY_DUMP') \
                  AND (t.kind <> 'DUMP' OR (j.status = 'ACTIVE' AND i.status = 'ACTIVE')) \
                  AND (t.kind <> 'RESTORE' OR EXISTS (SELECT 1 FROM restore_runs u \
                       JOIN instances ti ON ti.id = u.target_instance_id \
@@ -229,6 +229,7 @@ impl Catalog {
             "RESTORE" => Ok(Spec::Restore(self.restore_spec(task).await?)),
             "VERIFY" => Ok(Spec::Verify(v1::VerifySpec {})),
             "REBUILD" => Ok(Spec::Rebuild(v1::RebuildSpec {})),
+            "VERIFY_DUMP" => Ok(Spec::VerifyDump(self.verify_dump_spec(task).await?)),
             "DELETE" => {
                 let dump_id = task.dump_id.ok_or_else(|| {
                     ApiError::Invalid(format!("delete task {} names no dump", task.id))

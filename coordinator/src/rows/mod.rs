@@ -399,6 +399,10 @@ pub struct DumpRow {
     pub table_rows_counted: bool,
     pub table_rows_error: String,
     pub pinned: bool,
+    pub restore_verified_method: Option<String>,
+    pub restore_verified_at: Option<DateTime<Utc>>,
+    pub restore_verified_ok: Option<bool>,
+    pub restore_verified_detail: Option<String>,
 }
 
 pub const DUMP_COLUMNS: &str = "d.id, d.dump_uuid, d.job_id, d.worker_id, d.instance_id, d.host, \
@@ -406,7 +410,9 @@ pub const DUMP_COLUMNS: &str = "d.id, d.dump_uuid, d.job_id, d.worker_id, d.inst
     d.finished_at, d.dump_bytes, d.stored_bytes, d.database_bytes, d.server_version, \
     d.client_version, d.location, d.message, d.task_id, w.name AS worker_name, \
     d.restore_metadata::text AS restore_metadata, d.verified, d.verified_at, \
-    d.table_rows IS NOT NULL AS table_rows_counted, d.table_rows_error, d.pinned";
+    d.table_rows IS NOT NULL AS table_rows_counted, d.table_rows_error, d.pinned, \
+    d.restore_verified_method, d.restore_verified_at, d.restore_verified_ok, \
+    d.restore_verified_detail::text AS restore_verified_detail";
 
 impl DumpRow {
     pub fn to_proto(&self) -> v1::Dump {
@@ -441,6 +447,10 @@ impl DumpRow {
             table_rows_counted: self.table_rows_counted,
             table_rows_error: self.table_rows_error.clone(),
             pinned: self.pinned,
+            restore_verified_method: self.restore_verified_method.clone().unwrap_or_default(),
+            restore_verified_at: ts(self.restore_verified_at),
+            restore_verified_ok: self.restore_verified_ok.unwrap_or(false),
+            restore_verified_detail_json: self.restore_verified_detail.clone().unwrap_or_default(),
         }
     }
 }

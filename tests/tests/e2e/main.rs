@@ -37,4 +37,5 @@ mod standby;
 mod store;
 mod tls;
 mod verification;
+mod verify;
 mod wakeups;

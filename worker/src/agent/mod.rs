@@ -579,6 +579,7 @@ fn start_task(
         Some(task_assignment::Spec::Verify(_)) => ("verify", 0),
         Some(task_assignment::Spec::Delete(_)) => ("delete", 0),
         Some(task_assignment::Spec::Rebuild(_)) => ("rebuild", 0),
+        Some(task_assignment::Spec::VerifyDump(_)) => ("verify-dump", 0),
         Some(task_assignment::Spec::Restore(r)) => ("restore", r.restore_job_id),
         None => ("unknown", 0),
     };

@@ -122,5 +122,6 @@ pub(super) fn kind_of(body: &event::Body) -> &'static str {
         event::Body::DatabasesDiscovered(_) => "DatabasesDiscovered",
         event::Body::RestoreLog(_) => "RestoreLogEntry",
         event::Body::RestoreFinished(_) => "RestoreFinished",
+        event::Body::DumpVerified(_) => "DumpVerified",
     }
 }
