@@ -343,10 +343,11 @@ mod tests {
         assert_eq!(v["schema"], "");
         // Every proto field (the metadata JSON string becomes an object),
         // plus the derived dedup_ratio.
-        assert_eq!(v.as_object().map(|o| o.len()), Some(31));
+        assert_eq!(v.as_object().map(|o| o.len()), Some(32));
         assert_eq!(v["table_rows"], json!([]));
         assert_eq!(v["table_rows_counted"], false);
         assert_eq!(v["pinned"], false);
+        assert!(v["restore_verified"].is_null(), "never verified");
         assert!(v["dedup_ratio"].as_f64().unwrap() > 1e17);
         assert_eq!(v["verified"], "");
         assert!(v["verified_at"].is_null());
