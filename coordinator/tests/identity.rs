@@ -477,6 +477,14 @@ async fn revocation_returns_leased_tasks_to_the_queue() {
             .await
             .unwrap();
     assert_eq!((state.as_str(), lease), ("QUEUED", None));
+    // The requeued task wakes B's lease streams (a catalog notification):
+    // a stream the revocation has not cut yet still gets nothing.
+    let claimed = t
+        .catalog
+        .claim(t.b, 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(claimed.is_empty(), "a revoked worker leased a task");
     let owner = t.catalog.certificate_owner("b1").await.unwrap().unwrap();
     assert!(owner.revoked_at.is_some());
     assert!(matches!(

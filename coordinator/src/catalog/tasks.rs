@@ -126,6 +126,7 @@ impl Catalog {
             "WITH c AS ( \
                  SELECT t.id FROM tasks t \
                  JOIN workers w ON w.id = t.worker_id AND w.status = 'ACTIVE' \
+                     AND w.revoked_at IS NULL \
                  LEFT JOIN dump_jobs j ON j.id = t.job_id \
                  LEFT JOIN instances i ON i.id = j.instance_id \
                  WHERE t.worker_id = $1 AND t.state = 'QUEUED' \

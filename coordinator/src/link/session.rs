@@ -202,6 +202,13 @@ impl Session {
     /// Leases queued tasks up to the worker's credit. False if the stream is
     /// gone.
     async fn dispatch(&mut self) -> bool {
+        // Revocation requeues the worker's tasks, and that wakes this very
+        // stream: a cut stream hands out nothing more and ends at its
+        // next turn with the revocation error (the catalog's claim also
+        // skips revoked workers).
+        if self.slot.cut.is_cancelled() {
+            return true;
+        }
         let claimed = match self
             .catalog
             .claim(self.worker.id, self.credits, self.lease.ttl)
