@@ -162,19 +162,7 @@ fn task_failed(task_id: i64) -> Body {
 }
 
 async fn open_lease(c: &mut Client, first: lease_request::Msg) -> Result<(), Status> {
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(v1::LeaseRequest { msg: Some(first) })
-        .await
-        .unwrap();
-    let mut s = c
-        .lease(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    // The first keepalive proves the stream was accepted.
-    s.message()
-        .await?
-        .map(|_| ())
-        .ok_or_else(|| Status::unknown("closed"))
+    lease_with(c, first).await.map(|_| ())
 }
 
 /// Catalog rows a refused request must leave alone.
@@ -501,14 +489,22 @@ type HeldLease = (
 
 /// Opens a lease stream for the certificate's worker and keeps it.
 async fn hold_lease(c: &mut Client) -> Result<HeldLease, Status> {
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(v1::LeaseRequest {
-        msg: Some(lease_request::Msg::Open(v1::Open {
+    lease_with(
+        c,
+        lease_request::Msg::Open(v1::Open {
             worker_name: String::new(),
-        })),
-    })
+        }),
+    )
     .await
-    .map_err(|_| Status::unknown("closed"))?;
+}
+
+/// Opens a lease stream with `first` and waits for its first keepalive,
+/// the proof that the stream was accepted.
+async fn lease_with(c: &mut Client, first: lease_request::Msg) -> Result<HeldLease, Status> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(v1::LeaseRequest { msg: Some(first) })
+        .await
+        .map_err(|_| Status::unknown("closed"))?;
     let mut s = c
         .lease(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await?
