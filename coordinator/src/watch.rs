@@ -32,13 +32,6 @@ pub struct Watches {
     shutdown: CancellationToken,
 }
 
-fn finished(t: &v1::Task) -> bool {
-    matches!(
-        t.state(),
-        v1::TaskState::Succeeded | v1::TaskState::Failed | v1::TaskState::Cancelled
-    )
-}
-
 impl Watches {
     pub fn new(wakeups: Arc<Wakeups>, max: usize, shutdown: CancellationToken) -> Self {
         Self {
@@ -71,7 +64,7 @@ impl Watches {
             let mut fallback = tokio::time::interval(FALLBACK);
             fallback.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             fallback.tick().await;
-            while !finished(&last) {
+            while !last.state().is_finished() {
                 tokio::select! {
                     () = tx.closed() => return,
                     () = shutdown.cancelled() => {

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use thiserror::Error;
 
-use crate::v1::{DumpFormat, DumpType};
+use crate::v1::{DumpFormat, DumpType, TaskState};
 
 /// Longest part of an operator's input that an error message repeats.
 pub const QUOTED_INPUT_CHARS: usize = 100;
@@ -510,6 +510,13 @@ impl std::fmt::Display for BackupWindow {
     }
 }
 
+impl TaskState {
+    /// SUCCEEDED, FAILED or CANCELLED: the task will not change again.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
 impl DumpType {
     /// True for types dumped with pg_dumpall, which need no database.
     pub fn is_cluster_wide(self) -> bool {
@@ -578,6 +585,21 @@ impl DumpFormat {
 mod tests {
     use super::*;
     use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn only_succeeded_failed_and_cancelled_tasks_are_finished() {
+        use TaskState as S;
+        for (s, done) in [
+            (S::Unspecified, false),
+            (S::Queued, false),
+            (S::Leased, false),
+            (S::Succeeded, true),
+            (S::Failed, true),
+            (S::Cancelled, true),
+        ] {
+            assert_eq!(s.is_finished(), done, "{s:?}");
+        }
+    }
 
     #[test]
     fn cron_accepts_crontab_syntax_and_fires_at_minute_boundaries() {

@@ -67,13 +67,6 @@ pub async fn queued(
     Ok(())
 }
 
-fn is_finished(state: v1::TaskState) -> bool {
-    matches!(
-        state,
-        v1::TaskState::Succeeded | v1::TaskState::Failed | v1::TaskState::Cancelled
-    )
-}
-
 /// How long `--wait` keeps polling a coordinator it cannot reach.
 const UNREACHABLE_GRACE: Duration = Duration::from_secs(120);
 
@@ -120,7 +113,7 @@ async fn watch(
             Ok(Some(t)) => {
                 *task = t;
                 progress.show(task);
-                if is_finished(task.state()) {
+                if task.state().is_finished() {
                     return Ok(Watched::Ended);
                 }
             }
@@ -139,7 +132,7 @@ async fn follow(admin: &mut Admin, mut task: v1::Task, timeout: Duration) -> Res
     let mut progress = Progress::new();
     let mut unreachable_since: Option<Instant> = None;
     let mut polling = false;
-    while !is_finished(task.state()) {
+    while !task.state().is_finished() {
         progress.show(&task);
         if Instant::now() >= deadline {
             progress.clear();
