@@ -4,7 +4,7 @@
 //! DATABASE … SET`, `ALTER ROLE … IN DATABASE … SET`), and the roles the
 //! dump references — owners, grantees, default privileges, policy roles, and
 //! the roles those are members of — with their attributes, settings and
-//! memberships. Not every role of the cluster: only those.
+//! memberships (with 16's INHERIT and SET options when the server has them). Not every role of the cluster: only those.
 //!
 //! Captured in one read-only query (`METADATA_SQL`) that returns a JSON
 //! document; role statements are rendered by the server (`format('%I')`), so
@@ -129,12 +129,23 @@ SELECT jsonb_build_object(
                        ) x) END,
                    'member_of', COALESCE((
                        SELECT jsonb_agg(jsonb_build_object(
-                                  'role', pg_get_userbyid(am.roleid),
-                                  'admin_option', am.admin_option,
-                                  'sql', format('GRANT %I TO %I%s;', pg_get_userbyid(am.roleid), r.rolname,
-                                                CASE WHEN am.admin_option THEN ' WITH ADMIN OPTION' ELSE '' END))
-                              ORDER BY pg_get_userbyid(am.roleid))
-                       FROM pg_auth_members am WHERE am.member = r.oid), '[]'::jsonb))
+                                  'role', pg_get_userbyid(g.roleid),
+                                  'admin_option', g.admin_option,
+                                  'inherit_option', g.inherit_option,
+                                  'set_option', g.set_option,
+                                  'sql', format('GRANT %I TO %I%s;', pg_get_userbyid(g.roleid), r.rolname,
+                                                CASE WHEN g.inherit_option IS NOT NULL
+                                                     THEN format(' WITH ADMIN %s, INHERIT %s, SET %s',
+                                                                 upper(g.admin_option::text),
+                                                                 upper(g.inherit_option::text),
+                                                                 upper(g.set_option::text))
+                                                     WHEN g.admin_option THEN ' WITH ADMIN OPTION'
+                                                     ELSE '' END))
+                              ORDER BY pg_get_userbyid(g.roleid), g.admin_option, g.inherit_option, g.set_option)
+                       FROM (SELECT DISTINCT am.roleid, am.admin_option,
+                                    (to_jsonb(am) ->> 'inherit_option')::boolean AS inherit_option,
+                                    (to_jsonb(am) ->> 'set_option')::boolean AS set_option
+                               FROM pg_auth_members am WHERE am.member = r.oid) g), '[]'::jsonb))
                ORDER BY r.rolname)
         FROM roles r), '[]'::jsonb)
 )
