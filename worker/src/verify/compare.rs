@@ -6,9 +6,22 @@ use pgsnapman_proto::v1::{RowMismatch, TableRowCount};
 
 use crate::restore::names::quote_literal;
 
-/// One statement that returns `index|rows` for every expected table (rows
-/// -1 when the table is missing): names go in as literals, `%I` quotes
-/// them, `query_to_xml` runs each count.
+/// A session-local function that counts one table's rows (-1 when the
+/// table is missing). PL/pgSQL, which every database has from template0,
+/// not `query_to_xml`: servers built without libxml (embedded and minimal
+/// builds) refuse XML functions.
+pub const COUNT_FN: &str = "CREATE FUNCTION pg_temp.pgsnapman_rows(s text, t text) \
+     RETURNS bigint LANGUAGE plpgsql AS $pgsnapman$ \
+     DECLARE n bigint; \
+     BEGIN \
+       IF to_regclass(format('%I.%I', s, t)) IS NULL THEN RETURN -1; END IF; \
+       EXECUTE format('SELECT count(*) FROM ONLY %I.%I', s, t) INTO n; \
+       RETURN n; \
+     END $pgsnapman$";
+
+/// The statement, run after `COUNT_FN` in the same session, that returns
+/// `index|rows` for every expected table: names go in as literals and are
+/// quoted by `%I` inside the function.
 pub fn count_sql(expected: &[&TableRowCount]) -> String {
     let values: Vec<String> = expected
         .iter()
@@ -22,10 +35,7 @@ pub fn count_sql(expected: &[&TableRowCount]) -> String {
         })
         .collect();
     format!(
-        "SELECT i, CASE WHEN to_regclass(format('%I.%I', s, t)) IS NULL THEN -1 \
-         ELSE (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM ONLY %I.%I', s, t), \
-         false, true, '')))[1]::text::bigint END \
-         FROM (VALUES {}) AS v(i, s, t) ORDER BY i",
+        "SELECT i, pg_temp.pgsnapman_rows(s, t) FROM (VALUES {}) AS v(i, s, t) ORDER BY i",
         values.join(", ")
     )
 }

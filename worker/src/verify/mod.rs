@@ -401,7 +401,7 @@ async fn restore_and_compare(
     if !expected.is_empty() {
         let sql = compare::count_sql(&expected);
         let out = target
-            .sql(scratch, &[&sql], cancel)
+            .sql(scratch, &[compare::COUNT_FN, &sql], cancel)
             .await
             .context("cannot count the restored rows")?;
         found.mismatches = compare::mismatches(&expected, &out)?;
