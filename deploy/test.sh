@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source deploy/prereqs.sh
+source deploy/pg-majors.sh
 
 echo "== cargo fmt"
 cargo fmt --all --check

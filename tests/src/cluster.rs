@@ -38,28 +38,63 @@ pub struct PgCluster {
     running: bool,
 }
 
-/// Directory of the server binaries of `major`: `PG_BINDIR`, else
+/// Directory of the server binaries of `major`:
+/// `PGSNAPMAN_TEST_PG<major>_BINDIR` (set by deploy/pg-majors.sh for 16 and
+/// 18), else `PG_BINDIR` when it holds that major, else
 /// `/usr/lib/postgresql/<major>/bin`, else `pg_config --bindir` if it is that
 /// major. Fails with install instructions; tests are never skipped.
 pub fn server_bindir(major: u32) -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os(format!("PGSNAPMAN_TEST_PG{major}_BINDIR")) {
+        let dir = PathBuf::from(dir);
+        return match bindir_major(&dir) {
+            Some(m) if m == major => Ok(dir),
+            found => bail!(
+                "PGSNAPMAN_TEST_PG{major}_BINDIR={} holds no PostgreSQL {major} (found {found:?}): \
+                 run deploy/pg-majors.sh or fix the variable",
+                dir.display()
+            ),
+        };
+    }
+    let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(dir) = std::env::var_os("PG_BINDIR") {
-        return Ok(PathBuf::from(dir));
+        candidates.push(PathBuf::from(dir));
     }
-    let debian = PathBuf::from(format!("/usr/lib/postgresql/{major}/bin"));
-    if debian.join("initdb").exists() {
-        return Ok(debian);
-    }
+    candidates.push(PathBuf::from(format!("/usr/lib/postgresql/{major}/bin")));
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
-        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if dir.join("initdb").exists() {
-            return Ok(dir);
-        }
+        candidates.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
     }
+    if let Some(dir) = candidates
+        .into_iter()
+        .find(|d| d.join("initdb").exists() && bindir_major(d) == Some(major))
+    {
+        return Ok(dir);
+    }
+    let hint = if major == 16 || major == 18 {
+        "source deploy/pg-majors.sh (it fetches them), or set PGSNAPMAN_TEST_PG{major}_BINDIR"
+    } else {
+        "install them (apt-get install postgresql-{major}) or set PG_BINDIR"
+    };
     bail!(
-        "PostgreSQL {major} server binaries (initdb, pg_ctl) not found in {}: \
-         install them (apt-get install postgresql-{major}) or set PG_BINDIR",
-        debian.display()
+        "PostgreSQL {major} server binaries (initdb, pg_ctl) not found: {}",
+        hint.replace("{major}", &major.to_string())
     )
+}
+
+/// The major version of the `postgres` binary in `dir` (`None` when it does
+/// not run or says nothing parsable).
+pub fn bindir_major(dir: &Path) -> Option<u32> {
+    let out = Command::new(dir.join("postgres"))
+        .arg("--version")
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "postgres (PostgreSQL) 16.2" → 16; "… 15.18 (Debian 15.18-1)" → 15.
+    let version = text
+        .split_whitespace()
+        .skip_while(|t| *t != "(PostgreSQL)")
+        .nth(1)?;
+    let digits: String = version.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// uid/gid to run Postgres as: the `postgres` user when we are root.

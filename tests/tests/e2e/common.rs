@@ -420,6 +420,20 @@ pub fn restore_now(
     database: &str,
     extra: &[&str],
 ) -> pgsnapman_tests::pgsnap::Run {
+    let mut args = vec!["--to-database", database];
+    args.extend_from_slice(extra);
+    restore_cluster_dump_now(cli, dump, instance, &args)
+}
+
+/// `pgsnap restore now --dump DUMP --to-instance INSTANCE --wait EXTRA…`:
+/// without `--to-database` in EXTRA, for a cluster-wide dump (globals,
+/// cluster) or the dumped database's own name.
+pub fn restore_cluster_dump_now(
+    cli: &Pgsnap,
+    dump: i64,
+    instance: i64,
+    extra: &[&str],
+) -> pgsnapman_tests::pgsnap::Run {
     let (d, i) = (dump.to_string(), instance.to_string());
     let mut args = vec![
         "restore",
@@ -428,8 +442,6 @@ pub fn restore_now(
         &d,
         "--to-instance",
         &i,
-        "--to-database",
-        database,
         "--wait",
     ];
     args.extend_from_slice(extra);

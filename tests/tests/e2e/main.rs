@@ -21,6 +21,7 @@ mod identity_tls;
 mod input_errors;
 mod link_faults;
 mod log_colour;
+mod majors;
 mod metadata;
 mod offline;
 mod outbox_faults;

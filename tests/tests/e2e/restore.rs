@@ -281,18 +281,7 @@ async fn server_restore_and_globals_onto_an_empty_cluster() {
     // GLOBALS first: the roles come back, with the membership.
     let globals = add_globals_job(&stack.cli, src);
     let g = dump_and_show(&stack.cli, globals);
-    let run = stack
-        .cli
-        .run(&[
-            "restore",
-            "now",
-            "--dump",
-            &id_of(&g).to_string(),
-            "--to-instance",
-            &dst.to_string(),
-            "--wait",
-        ])
-        .unwrap();
+    let run = restore_cluster_dump_now(&stack.cli, id_of(&g), dst, &[]);
     assert!(run.success(), "{run:?}");
     let member = empty
         .query(
