@@ -492,3 +492,23 @@ pub async fn wait_schedule_confirmed(cli: &Pgsnap, worker: &str) -> u64 {
     )
     .await
 }
+
+/// (schema, table, rows) of a `catalog show --output json` row, for `db`
+/// (empty: a database dump).
+pub fn counted_rows(row: &Value, db: &str) -> Vec<(String, String, u64)> {
+    assert_eq!(row["table_rows_counted"], true, "{row}");
+    assert_eq!(row["table_rows_error"], "", "{row}");
+    row["table_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["database"] == db)
+        .map(|t| {
+            (
+                t["schema"].as_str().unwrap().to_string(),
+                t["table"].as_str().unwrap().to_string(),
+                t["rows"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}

@@ -8,7 +8,6 @@ use pgsnapman_tests::cluster::server_bindir;
 use pgsnapman_tests::{
     Coordinator, CoordinatorOptions, PgCluster, Pgsnap, Worker, WorkerOptions, rowdata,
 };
-use serde_json::Value;
 
 use crate::common::*;
 
@@ -36,23 +35,6 @@ fn bin_dirs() -> String {
 fn major_of(version: &str) -> u32 {
     let v = version.rsplit(' ').next().unwrap_or(version);
     v.split('.').next().unwrap().parse().unwrap()
-}
-
-/// (schema, table, rows) the catalog row counted for a database dump.
-fn counted(row: &Value) -> Vec<(String, String, u64)> {
-    assert_eq!(row["table_rows_counted"], true, "{row}");
-    row["table_rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| {
-            (
-                t["schema"].as_str().unwrap().to_string(),
-                t["table"].as_str().unwrap().to_string(),
-                t["rows"].as_u64().unwrap(),
-            )
-        })
-        .collect()
 }
 
 /// Roles with a membership whose options only 16+ has (INHERIT FALSE).
@@ -91,7 +73,23 @@ async fn each_major_is_dumped_by_its_own_client_and_restores_upward() {
             major,
             "{row}"
         );
-        assert_eq!(counted(&row), want, "row counts of the {major} archive");
+        assert_eq!(counted_rows(&row, ""), want, "{major}: custom");
+        // The other archive shapes of this pg_dump, each parsed for counts.
+        let inst_id = inst.to_string();
+        for (what, args) in [
+            ("plain", &["--database", db, "--format", "plain"][..]),
+            (
+                "directory -j2",
+                &["--database", db, "--format", "directory", "--jobs", "2"],
+            ),
+            ("cluster", &["--type", "cluster"]),
+        ] {
+            let mut job = vec!["job", "add", "--instance", &inst_id, "--cron", "0 3 1 1 *"];
+            job.extend_from_slice(args);
+            let other = dump_and_show(&stack.cli, id_of(&stack.cli.json(&job).unwrap()));
+            let in_db = if what == "cluster" { db } else { "" };
+            assert_eq!(counted_rows(&other, in_db), want, "{major}: {what}");
+        }
         let globals = dump_and_show(&stack.cli, add_globals_job(&stack.cli, inst));
         assert_eq!(major_of(globals["client_version"].as_str().unwrap()), major);
         dumps.push((major, id_of(&row), id_of(&globals), want));

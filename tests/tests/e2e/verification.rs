@@ -4,29 +4,8 @@
 //! tables in the custom, directory and plain formats, and per database in a
 //! cluster dump.
 use pgsnapman_tests::rowdata;
-use serde_json::Value;
 
 use crate::common::*;
-
-/// (schema, table, rows) of a `catalog show --output json` row, for `db`
-/// (empty: a database dump).
-fn counted(row: &Value, db: &str) -> Vec<(String, String, u64)> {
-    assert_eq!(row["table_rows_counted"], true, "{row}");
-    assert_eq!(row["table_rows_error"], "", "{row}");
-    row["table_rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|t| t["database"] == db)
-        .map(|t| {
-            (
-                t["schema"].as_str().unwrap().to_string(),
-                t["table"].as_str().unwrap().to_string(),
-                t["rows"].as_u64().unwrap(),
-            )
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row_counts_are_exact_in_every_format() {
@@ -47,16 +26,16 @@ async fn row_counts_are_exact_in_every_format() {
     for format in ["custom", "directory", "plain"] {
         let j = job(&["--database", db, "--format", format]);
         let row = dump_and_show(&stack.cli, j);
-        assert_eq!(counted(&row, ""), want, "{format}");
+        assert_eq!(counted_rows(&row, ""), want, "{format}");
     }
     // Directory format, dumped by two processes (files close in any order).
     let j = job(&["--database", db, "--format", "directory", "--jobs", "2"]);
-    assert_eq!(counted(&dump_and_show(&stack.cli, j), ""), want);
+    assert_eq!(counted_rows(&dump_and_show(&stack.cli, j), ""), want);
 
     // A cluster dump: the tables of each database, named with it.
     let j = job(&["--type", "cluster"]);
     let row = dump_and_show(&stack.cli, j);
-    assert_eq!(counted(&row, db), want, "cluster");
+    assert_eq!(counted_rows(&row, db), want, "cluster");
 
     // For people: the summary and one line per table.
     let shown = stack
