@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source deploy/prereqs.sh
 source deploy/pg-majors.sh
+source deploy/python-env.sh
 
 echo "== cargo fmt"
 cargo fmt --all --check
