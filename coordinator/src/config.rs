@@ -46,6 +46,10 @@ pub struct ServerConfig {
     pub names: Vec<String>,
     /// Serve without TLS. Accepted only on a loopback `listen` address.
     pub plaintext: bool,
+    /// How often the gRPC health service probes the catalog (`SELECT 1`);
+    /// NOT_SERVING while it does not answer.
+    #[serde(with = "humantime_serde")]
+    pub health_interval: Duration,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +62,7 @@ impl Default for ServerConfig {
             client_ca_file: None,
             names: Vec::new(),
             plaintext: false,
+            health_interval: Duration::from_secs(5),
         }
     }
 }

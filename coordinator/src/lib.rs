@@ -9,6 +9,7 @@ pub mod config;
 pub mod embedded;
 pub mod enrollment;
 pub mod error;
+pub mod health;
 pub mod identity;
 pub mod link;
 pub mod pki;

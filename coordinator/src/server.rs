@@ -215,10 +215,16 @@ async fn serve(
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let admin = AdminAuth::new(
-        admin,
-        AuthState::new(catalog.clone(), cfg.admin.rate_limits()),
-    );
+    let auth = AuthState::new(catalog.clone(), cfg.admin.rate_limits());
+    let admin = AdminAuth::new(admin, auth.clone());
+    let (reflection_v1, reflection_v1alpha) = crate::health::reflection()?;
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    tracker.spawn(crate::health::follow_catalog(
+        health_reporter,
+        catalog.clone(),
+        cfg.server.health_interval,
+        shutdown.clone(),
+    ));
     let link = WorkerServiceServer::new(Link {
         catalog: catalog.clone(),
         lease: cfg.lease.clone(),
@@ -237,6 +243,9 @@ async fn serve(
     let server = builder
         .add_service(admin)
         .add_service(link)
+        .add_service(health)
+        .add_service(AdminAuth::new(reflection_v1, auth.clone()))
+        .add_service(AdminAuth::new(reflection_v1alpha, auth))
         .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await });
     let mut server = std::pin::pin!(server);
 

@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 pub struct AuthState {
     catalog: Catalog,
     limiter: Limiter,
-    /// gRPC paths of the AdminService methods this build serves.
+    /// gRPC paths of the AdminService and reflection methods this build serves.
     known: HashSet<String>,
 }
 
@@ -45,6 +45,7 @@ impl AuthState {
             known: reflect::admin_methods()
                 .into_iter()
                 .map(|m| m.path)
+                .chain(crate::health::REFLECTION_PATHS.map(String::from))
                 .collect(),
         })
     }

@@ -100,6 +100,10 @@ const fn write(role: Role) -> Rule {
 /// method added later is admin-only until it is placed here.
 pub fn rule(path: &str) -> Rule {
     use Role::{Admin, Operator, Viewer};
+    if crate::health::is_reflection(path) {
+        // The schema of the public contract: any role may read it.
+        return read(Viewer);
+    }
     let Some(method) = path.strip_prefix(ADMIN_SERVICE_PREFIX) else {
         return write(Admin);
     };
@@ -193,6 +197,23 @@ mod tests {
     use pgsnapman_proto::reflect::admin_methods;
 
     use super::*;
+
+    /// Reflection is open to every role, read-only; any other path outside
+    /// the AdminService stays admin-only and audited.
+    #[test]
+    fn reflection_needs_a_viewer_and_other_services_admin() {
+        for path in crate::health::REFLECTION_PATHS {
+            assert_eq!(rule(path), read(Role::Viewer), "{path}");
+        }
+        assert_eq!(
+            rule("/grpc.reflection.v2.ServerReflection/ServerReflectionInfo"),
+            write(Role::Admin)
+        );
+        assert_eq!(
+            rule("/pgsnapman.v1.WorkerService/Hello"),
+            write(Role::Admin)
+        );
+    }
 
     /// The default arm makes a forgotten method admin-only; naming each one
     /// in the table is what documents it: every method must be named.

@@ -17,6 +17,7 @@ mod dump_types;
 mod embedded;
 mod exactly_once;
 mod failures;
+mod grpc_clients;
 mod identity_tls;
 mod input_errors;
 mod link_faults;
