@@ -3,6 +3,7 @@
 //! the secret-file helpers; nothing else here does I/O.
 
 pub mod channel;
+pub mod compat;
 pub mod model;
 pub mod secret_file;
 
