@@ -512,3 +512,11 @@ pub fn counted_rows(row: &Value, db: &str) -> Vec<(String, String, u64)> {
         })
         .collect()
 }
+
+/// The Python of the test environment (deploy/python-env.sh; test.sh
+/// sources it): grpcio, grpcio-tools and pytest at pinned versions.
+pub fn test_python() -> std::ffi::OsString {
+    std::env::var_os("PGSNAPMAN_TEST_PYTHON").unwrap_or_else(|| {
+        panic!("PGSNAPMAN_TEST_PYTHON is unset: source deploy/python-env.sh (test.sh does)")
+    })
+}

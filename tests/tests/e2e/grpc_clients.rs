@@ -16,9 +16,7 @@ use crate::common::*;
 /// Runs the Python client against `coordinator` with `token` (or none) and
 /// returns its JSON output; exit status 3 (a gRPC error) is output too.
 fn python(coordinator: &Coordinator, token: Option<&str>, args: &[&str]) -> Value {
-    let python = std::env::var_os("PGSNAPMAN_TEST_PYTHON").unwrap_or_else(|| {
-        panic!("PGSNAPMAN_TEST_PYTHON is unset: source deploy/python-env.sh (test.sh does)")
-    });
+    let python = test_python();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/grpc_client.py");
     let ca = coordinator.ca_file.as_ref().expect("a TLS coordinator");
     let mut cmd = Command::new(python);

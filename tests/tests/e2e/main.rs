@@ -26,6 +26,7 @@ mod majors;
 mod metadata;
 mod offline;
 mod outbox_faults;
+mod python_api;
 mod reconnect;
 mod repair;
 mod restore;
