@@ -687,3 +687,29 @@ fn checks_need_admin(
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verification_checks_need_admin() {
+        let caller = |role| Caller {
+            name: "t".into(),
+            role,
+        };
+        let ops = caller(Role::Operator);
+        let e = checks_need_admin(Some(&ops), "UpdateDumpJob", true).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(
+            e.message()
+                .contains("UpdateDumpJob with verification checks"),
+            "{e}"
+        );
+        assert!(e.message().contains("needs admin"), "{e}");
+        assert!(checks_need_admin(Some(&ops), "UpdateDumpJob", false).is_ok());
+        assert!(checks_need_admin(Some(&caller(Role::Admin)), "AddDumpJob", true).is_ok());
+        // No caller: no authentication layer ran (as VerifyDumpNow treats it).
+        assert!(checks_need_admin(None, "AddDumpJob", true).is_ok());
+    }
+}

@@ -195,11 +195,16 @@ impl Catalog {
         } else {
             failure_text(&what, v)
         };
-        let lease = self
-            .finish_task(tx, v.task.as_ref(), v.ok, None, &error, None)
-            .await?;
+        // A scheduled verification has no task: its result always applies.
+        let applies = match v.task.as_ref() {
+            None => true,
+            Some(t) => self
+                .finish_task(tx, Some(t), v.ok, None, &error, None)
+                .await?
+                .applied(),
+        };
         let task_id = v.task.as_ref().map_or(0, |t| t.task_id);
-        if !lease.applied() {
+        if !applies {
             msgs.push(
                 v1::MessageLevel::Warning,
                 "VERIFY",
