@@ -190,7 +190,10 @@ impl AdminService for Admin {
     }
 
     async fn add_dump_job(&self, req: Request<v1::AddDumpJobRequest>) -> R<v1::DumpJob> {
-        let j = self.catalog.add_job(&req.into_inner()).await?;
+        let caller = req.extensions().get::<Caller>().cloned();
+        let req = req.into_inner();
+        checks_need_admin(caller.as_ref(), "AddDumpJob", !req.verify_checks.is_empty())?;
+        let j = self.catalog.add_job(&req).await?;
         tracing::info!(job = j.id, worker = j.worker_id, "dump job added");
         ok(j.to_proto())
     }
@@ -210,7 +213,19 @@ impl AdminService for Admin {
     }
 
     async fn update_dump_job(&self, req: Request<v1::UpdateDumpJobRequest>) -> R<v1::DumpJob> {
-        let j = self.catalog.update_job(&req.into_inner()).await?;
+        let caller = req.extensions().get::<Caller>().cloned();
+        let req = req.into_inner();
+        // Setting checks, or moving existing ones to another instance, runs
+        // SQL as that instance's user; removing them does not.
+        let sets = req
+            .verify_checks
+            .as_ref()
+            .is_some_and(|c| !c.checks.is_empty());
+        let moves = !req.no_verify
+            && (req.verify_instance_id.is_some() || req.verify_method.is_some())
+            && !self.catalog.job(req.id).await?.verify_checks.is_empty();
+        checks_need_admin(caller.as_ref(), "UpdateDumpJob", sets || moves)?;
+        let j = self.catalog.update_job(&req).await?;
         tracing::info!(job = j.id, "dump job updated");
         ok(j.to_proto())
     }
@@ -411,15 +426,7 @@ impl AdminService for Admin {
         let req = req.into_inner();
         // A check is SQL run as the instance user (often a superuser): that
         // is more than an operator may do.
-        if let Some(c) = caller.filter(|c| c.role < Role::Admin)
-            && !req.checks.is_empty()
-        {
-            return Err(Status::permission_denied(format!(
-                "token {} has the {} role; VerifyDumpNow with --check runs SQL as the instance user and needs admin",
-                c.name,
-                c.role.label()
-            )));
-        }
+        checks_need_admin(caller.as_ref(), "VerifyDumpNow", !req.checks.is_empty())?;
         let t = self.catalog.verify_dump_now(&req).await?;
         tracing::info!(task = t.id, dump = req.dump_id, method = %req.method, "dump verification queued");
         ok(t.to_proto())
@@ -659,5 +666,50 @@ impl Admin {
             restore_jobs,
             last_dump: c.last_dump.as_ref().map(rows::DumpRow::to_proto),
         })
+    }
+}
+
+/// Verification checks are SQL run as the instance user (often a
+/// superuser): that is more than an operator may do. Refuses `rpc` for a
+/// caller below admin when it `touches_checks`.
+fn checks_need_admin(
+    caller: Option<&Caller>,
+    rpc: &str,
+    touches_checks: bool,
+) -> Result<(), Status> {
+    match caller.filter(|c| c.role < Role::Admin) {
+        Some(c) if touches_checks => Err(Status::permission_denied(format!(
+            "token {} has the {} role; {rpc} with verification checks runs SQL as the instance \
+             user and needs admin",
+            c.name,
+            c.role.label()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verification_checks_need_admin() {
+        let caller = |role| Caller {
+            name: "t".into(),
+            role,
+        };
+        let ops = caller(Role::Operator);
+        let e = checks_need_admin(Some(&ops), "UpdateDumpJob", true).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(
+            e.message()
+                .contains("UpdateDumpJob with verification checks"),
+            "{e}"
+        );
+        assert!(e.message().contains("needs admin"), "{e}");
+        assert!(checks_need_admin(Some(&ops), "UpdateDumpJob", false).is_ok());
+        assert!(checks_need_admin(Some(&caller(Role::Admin)), "AddDumpJob", true).is_ok());
+        // No caller: no authentication layer ran (as VerifyDumpNow treats it).
+        assert!(checks_need_admin(None, "AddDumpJob", true).is_ok());
     }
 }

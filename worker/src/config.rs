@@ -24,6 +24,7 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     pub retention: RetentionConfig,
     pub scripts: crate::script::ScriptsConfig,
+    pub verify: crate::verify::VerifyConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -401,6 +402,7 @@ impl Config {
         if self.scripts.timeout < Duration::from_secs(1) {
             bail!("scripts.timeout must be at least 1s");
         }
+        self.verify.validate()?;
         if self.discovery.interval < Duration::from_secs(1) {
             bail!("discovery.interval must be at least 1s");
         }

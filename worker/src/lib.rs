@@ -181,6 +181,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let scheduler = tokio::spawn(scheduler::run(shared.clone(), scheduler_stop.clone()));
     let discovery = tokio::spawn(discovery::run(shared.clone(), scheduler_stop.clone()));
     let retention = tokio::spawn(retention::periodic(shared.clone(), scheduler_stop.clone()));
+    let verifier = tokio::spawn(verify::run_schedule(shared.clone(), scheduler_stop.clone()));
 
     shutdown.cancelled().await;
     tracing::info!(running = shared.registry.len(), "shutting down");
@@ -194,6 +195,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     }
     if let Err(err) = retention.await {
         tracing::warn!("periodic retention ended abnormally: {err}");
+    }
+    if let Err(err) = verifier.await {
+        tracing::warn!("the verification scheduler ended abnormally: {err}");
     }
     shared.drain.cancel();
     shared.semaphore.close();

@@ -252,13 +252,7 @@ pub fn dump_finished_of(m: &Manifest, root: &std::path::Path) -> DumpFinished {
         },
         script_stderr: Vec::new(),
         script_hash: meta.script_hash.clone(),
-        table_rows: meta
-            .table_rows
-            .iter()
-            .flatten()
-            .cloned()
-            .map(crate::rowcount::to_proto)
-            .collect(),
+        table_rows: crate::rowcount::of_manifest(meta),
         table_rows_counted: meta.table_rows.is_some(),
         table_rows_error: meta.table_rows_error.clone(),
     }

@@ -213,6 +213,33 @@ impl Mirror {
             .context("write fire state")
     }
 
+    /// A JSON record of another owner kept beside the fire states under
+    /// `key` (keys of 8 bytes are the scheduler's; others start with a tag,
+    /// e.g. `verify/`). Docs: docs/worker.md.
+    pub fn fires_json<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
+        let cf = self.state.cf(CF_FIRES)?;
+        match self
+            .state
+            .db()
+            .get_cf(cf, key)
+            .context("read a fire record")?
+        {
+            Some(v) => Ok(Some(
+                serde_json::from_slice(&v).context("decode a fire record")?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes (synced) a record `fires_json` reads.
+    pub fn put_fires_json<T: Serialize>(&self, key: &[u8], value: &T) -> Result<()> {
+        let cf = self.state.cf(CF_FIRES)?;
+        self.state
+            .db()
+            .put_cf_opt(cf, key, serde_json::to_vec(value)?, &synced())
+            .context("write a fire record")
+    }
+
     /// The latest fire time handled for any job (so that a fast test clock
     /// never runs behind what was already recorded).
     pub fn latest_handled(&self) -> Result<Option<DateTime<Utc>>> {

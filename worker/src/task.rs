@@ -184,11 +184,9 @@ pub async fn run(
         Some(Spec::Rebuild(_)) => {
             Outcome::of(crate::maintenance::rebuild(store, &task).await, false)
         }
-        Some(Spec::VerifyDump(v)) => {
-            crate::verify::task(&shared.runner, &task, v, &cancel, &progress)
-                .await
-                .map_or(Outcome::Cancelled, |b| Outcome::of(vec![b], false))
-        }
+        Some(Spec::VerifyDump(v)) => crate::verify::task(&shared, &task, v, &cancel, &progress)
+            .await
+            .map_or(Outcome::Cancelled, |b| Outcome::of(vec![b], false)),
         None => rejected(
             &task,
             "the task carries no spec this worker knows".to_string(),

@@ -396,6 +396,27 @@ pub struct JobAddArgs {
     /// Free text for people
     #[arg(long)]
     pub comment: Option<String>,
+    #[command(flatten)]
+    pub verify: VerifyArgs,
+}
+
+/// A job's scheduled verification (docs/verification.md).
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Verify the job's newest dump on this five-field cron (worker's time
+    /// zone); an empty string turns it off
+    #[arg(long, value_name = "EXPR")]
+    pub verify_cron: Option<String>,
+    /// How to verify [default: read]
+    #[arg(long, value_name = "METHOD", value_parser = ["read", "restore"])]
+    pub verify_method: Option<String>,
+    /// restore: the instance (id or name) to restore into [default: the job's own]
+    #[arg(long, value_name = "INSTANCE")]
+    pub verify_instance: Option<String>,
+    /// restore: SQL that must return one row holding true, repeatable
+    /// (at most 32, 8 KiB each; needs admin)
+    #[arg(long = "verify-check", value_name = "SQL")]
+    pub verify_checks: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -442,6 +463,14 @@ pub struct JobEditArgs {
     /// A SCRIPT job: run this registered script instead
     #[arg(long, value_name = "NAME")]
     pub script: Option<String>,
+    #[command(flatten)]
+    pub verify: VerifyArgs,
+    /// Remove every user check of the scheduled verification
+    #[arg(long, conflicts_with = "verify_checks")]
+    pub clear_verify_checks: bool,
+    /// Turn scheduled verification off and clear its settings
+    #[arg(long, conflicts_with_all = ["verify_cron", "verify_method", "verify_instance", "verify_checks", "clear_verify_checks"])]
+    pub no_verify: bool,
 }
 
 // ───────────────────────────── dumps and tasks ─────────────────────────────

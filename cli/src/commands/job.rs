@@ -79,7 +79,7 @@ async fn add(ctx: &Ctx, a: JobAddArgs) -> Result<()> {
             dump_type.label()
         );
     }
-    let req = v1::AddDumpJobRequest {
+    let mut req = v1::AddDumpJobRequest {
         instance_id: a.instance,
         worker: worker_ref(a.worker.as_ref()),
         database: a.database.unwrap_or_default(),
@@ -106,11 +106,22 @@ async fn add(ctx: &Ctx, a: JobAddArgs) -> Result<()> {
         pause_replay: a.pause_replay,
         on_demand: a.on_demand,
         script_name: a.script.unwrap_or_default(),
+        verify_cron: a.verify.verify_cron.unwrap_or_default(),
+        verify_method: a.verify.verify_method.unwrap_or_default(),
+        verify_instance_id: 0,
+        verify_checks: a.verify.verify_checks,
     };
+    if !req.verify_cron.is_empty() {
+        CronExpr::parse(&req.verify_cron)?;
+    }
     let mut admin = ctx.admin().await?;
+    if let Some(i) = &a.verify.verify_instance {
+        req.verify_instance_id = instance_id(&mut admin, i).await?;
+    }
     let j = rpc(admin.add_dump_job(req).await)?;
     // A job on another worker than the password's: say so.
     super::password::warn_missing(&mut admin, j.instance_id).await?;
+    warn_verify_password(&mut admin, &j).await?;
     ctx.out.changed(
         &format!("created dump job {}", j.id),
         json::dump_job(&j),
@@ -165,7 +176,23 @@ async fn edit(ctx: &Ctx, a: JobEditArgs) -> Result<()> {
         pause_replay: a.pause_replay,
         on_demand: a.on_demand,
         script_name: a.script,
+        verify_cron: a.verify.verify_cron,
+        verify_method: a.verify.verify_method,
+        verify_instance_id: None,
+        verify_checks: if a.clear_verify_checks {
+            Some(v1::VerifyChecks { checks: vec![] })
+        } else if a.verify.verify_checks.is_empty() {
+            None
+        } else {
+            Some(v1::VerifyChecks {
+                checks: a.verify.verify_checks,
+            })
+        },
+        no_verify: a.no_verify,
     };
+    if let Some(c) = req.verify_cron.as_ref().filter(|c| !c.is_empty()) {
+        CronExpr::parse(c)?;
+    }
     let retention_changes = a.retention.over(&DEFAULT_RETENTION).is_some();
     let unchanged = req.cron.is_none()
         && req.extra_options.is_none()
@@ -176,7 +203,12 @@ async fn edit(ctx: &Ctx, a: JobEditArgs) -> Result<()> {
         && req.parallel_jobs.is_none()
         && req.pause_replay.is_none()
         && req.on_demand.is_none()
-        && req.script_name.is_none();
+        && req.script_name.is_none()
+        && req.verify_cron.is_none()
+        && req.verify_method.is_none()
+        && a.verify.verify_instance.is_none()
+        && req.verify_checks.is_none()
+        && !req.no_verify;
     if unchanged {
         bail!(
             "nothing to change for dump job {}: give at least one option",
@@ -184,6 +216,9 @@ async fn edit(ctx: &Ctx, a: JobEditArgs) -> Result<()> {
         );
     }
     let mut admin = ctx.admin().await?;
+    if let Some(i) = &a.verify.verify_instance {
+        req.verify_instance_id = Some(instance_id(&mut admin, i).await?);
+    }
     if retention_changes {
         // The request replaces the whole retention: keep the slices not given.
         let current = get(&mut admin, a.id).await?;
@@ -191,6 +226,7 @@ async fn edit(ctx: &Ctx, a: JobEditArgs) -> Result<()> {
         req.retention = a.retention.over(&base);
     }
     let j = rpc(admin.update_dump_job(req).await)?;
+    warn_verify_password(&mut admin, &j).await?;
     ctx.out.changed(
         &format!("updated dump job {}", j.id),
         json::dump_job(&j),
@@ -211,4 +247,28 @@ async fn set_status(ctx: &Ctx, id: i64, status: v1::Status, verb: &str) -> Resul
         json::dump_job(&j),
         table::dump_jobs(std::slice::from_ref(&j)),
     )
+}
+
+/// The id of an instance given by id or name.
+async fn instance_id(admin: &mut Admin, given: &str) -> Result<i64> {
+    if let Ok(id) = given.parse::<i64>() {
+        return Ok(id);
+    }
+    let list = rpc(admin.list_instances(v1::ListInstancesRequest {}).await)?;
+    match list.instances.iter().find(|i| i.name == given) {
+        Some(i) => Ok(i.id),
+        None => bail!(
+            "no instance is named {} (pgsnap instance list)",
+            pgsnapman_proto::model::quoted(given)
+        ),
+    }
+}
+
+/// A job verified on another instance than its own: say so when the
+/// password of that instance is not sealed to the job's worker.
+async fn warn_verify_password(admin: &mut Admin, j: &v1::DumpJob) -> Result<()> {
+    if j.verify_method == "restore" && j.verify_instance_id != 0 {
+        super::password::warn_missing_for(admin, j.verify_instance_id, j.worker_id).await?;
+    }
+    Ok(())
 }

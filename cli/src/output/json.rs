@@ -149,6 +149,10 @@ pub fn dump_job(j: &v1::DumpJob) -> Value {
         "pause_replay": j.pause_replay,
         "on_demand": j.on_demand,
         "script_name": j.script_name,
+        "verify_cron": j.verify_cron,
+        "verify_method": j.verify_method,
+        "verify_instance_id": j.verify_instance_id,
+        "verify_checks": j.verify_checks,
     })
 }
 

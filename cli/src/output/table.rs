@@ -381,10 +381,31 @@ pub fn dump_job_rows(j: &v1::DumpJob) -> Vec<(&'static str, String)> {
         ("kind", cell(json::job_kind(j.kind()))),
         ("status", cell(json::status(j.status()))),
         ("retention", retention(j.retention.as_ref())),
+        ("verification", verification(j)),
         ("comment", text(&j.comment)),
         ("created at", time(j.created_at.as_ref())),
         ("updated at", time(j.updated_at.as_ref())),
     ]
+}
+
+/// A job's scheduled verification: `off`, or the cron, the method, where
+/// it restores and how many checks it runs.
+fn verification(j: &v1::DumpJob) -> String {
+    if j.verify_cron.is_empty() {
+        return "off".to_string();
+    }
+    let mut s = format!("{} ({})", j.verify_method, j.verify_cron);
+    if j.verify_method == "restore" {
+        if j.verify_instance_id == 0 {
+            s.push_str(", into the job's instance");
+        } else {
+            s.push_str(&format!(", into instance {}", j.verify_instance_id));
+        }
+        if !j.verify_checks.is_empty() {
+            s.push_str(&format!(", {} check(s)", j.verify_checks.len()));
+        }
+    }
+    s
 }
 
 // ───────────────────────────── dumps ─────────────────────────────

@@ -229,7 +229,7 @@ impl Catalog {
         id: i64,
     ) -> ApiResult<Vec<i64>> {
         Ok(sqlx::query_scalar::<_, i64>(
-            "SELECT worker_id FROM dump_jobs WHERE instance_id = $1 \
+            "SELECT worker_id FROM dump_jobs WHERE instance_id = $1 OR verify_instance_id = $1 \
              UNION SELECT default_worker_id FROM instances \
              WHERE id = $1 AND default_worker_id IS NOT NULL",
         )
@@ -334,7 +334,8 @@ impl Catalog {
     pub async fn remove_instance(&self, id: i64) -> ApiResult<()> {
         let cur = self.instance(id).await?;
         let jobs: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM dump_jobs WHERE instance_id = $1 UNION SELECT id FROM restore_jobs \
+            "SELECT id FROM dump_jobs WHERE instance_id = $1 OR verify_instance_id = $1 \
+             UNION SELECT id FROM restore_jobs \
              WHERE target_instance_id = $1 ORDER BY 1",
         )
         .bind(id)

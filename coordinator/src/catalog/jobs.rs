@@ -3,12 +3,14 @@ use pgsnapman_proto::model::{CronExpr, validate_dump_options, validate_identifie
 use pgsnapman_proto::v1;
 
 use super::Catalog;
+use super::verify_schedule::Settings as VerifySettings;
 use crate::error::{ApiError, ApiResult};
 use crate::rows::{self, JobRow};
 
 const COLUMNS: &str = "id, worker_id, instance_id, database, schema_name, dump_type, format, \
     extra_options, cron, kind, status, keep_daily, keep_weekly, keep_monthly, keep_yearly, \
-    parallel_jobs, comment, created_at, updated_at, pause_replay, on_demand, script_name";
+    parallel_jobs, comment, created_at, updated_at, pause_replay, on_demand, script_name, \
+    verify_cron, verify_method, verify_instance_id, verify_checks";
 
 /// Unset retention: 14 daily, 2 weekly, 5 monthly, 2 yearly.
 pub(super) const DEFAULT_RETENTION: v1::Retention = v1::Retention {
@@ -131,6 +133,8 @@ impl Catalog {
         };
         let [kd, kw, km, ky] =
             retention_cols(req.retention.as_ref().unwrap_or(&DEFAULT_RETENTION))?;
+        let verify = VerifySettings::of_add(req)?;
+        verify.check_against(self, dump_type).await?;
         let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO dump_jobs (worker_id, instance_id, database, schema_name, dump_type, format, \
@@ -159,6 +163,7 @@ impl Catalog {
         .bind(script)
         .fetch_one(&mut *tx)
         .await?;
+        verify.store(&mut tx, id).await?;
         self.check_script_budget(&mut tx, &[worker]).await?;
         self.bump_schedule(&mut *tx, &[worker]).await?;
         tx.commit().await?;
@@ -252,6 +257,8 @@ impl Catalog {
             }
             None => cur.script_name.clone(),
         };
+        let verify = VerifySettings::of_update(&cur, req)?;
+        verify.check_against(self, dump_type).await?;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE dump_jobs SET cron = $2, extra_options = $3, keep_daily = $4, keep_weekly = $5, \
@@ -275,6 +282,7 @@ impl Catalog {
         .bind(&script)
         .execute(&mut *tx)
         .await?;
+        verify.store(&mut tx, req.id).await?;
         self.check_script_budget(&mut tx, &[worker]).await?;
         self.bump_schedule(&mut *tx, &[worker, cur.worker_id])
             .await?;

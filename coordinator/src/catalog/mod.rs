@@ -25,6 +25,7 @@ mod scripts;
 mod store;
 mod tasks;
 mod verify;
+mod verify_schedule;
 
 pub use auth::{AuditEntry, AuditFilter};
 pub use copy::CopyJobRows;

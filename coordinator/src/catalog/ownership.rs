@@ -150,6 +150,9 @@ impl Catalog {
                 Body::DumpVerified(v) => {
                     r.task(v.task.as_ref(), at);
                     r.dumps(std::slice::from_ref(&v.dump_uuid), at);
+                    if v.job_id != 0 {
+                        r.jobs.push((v.job_id, at));
+                    }
                 }
             }
         }

@@ -86,7 +86,7 @@ impl Catalog {
     }
 
     /// Workers that connect to `instance_id`: its default worker, the
-    /// workers of its dump jobs, and those that run restores onto it (the
+    /// workers of its dump jobs (and of jobs verified on it), and those that run restores onto it (the
     /// worker holding the source dumps, or its restore worker).
     pub async fn password_users<'e, E: sqlx::PgExecutor<'e>>(
         &self,
@@ -94,7 +94,7 @@ impl Catalog {
         instance_id: i64,
     ) -> ApiResult<Vec<i64>> {
         Ok(sqlx::query_scalar::<_, i64>(
-            "SELECT worker_id FROM dump_jobs WHERE instance_id = $1 \
+            "SELECT worker_id FROM dump_jobs WHERE instance_id = $1 OR verify_instance_id = $1 \
              UNION SELECT default_worker_id FROM instances \
              WHERE id = $1 AND default_worker_id IS NOT NULL \
              UNION SELECT COALESCE(w.restore_worker_id, w.id) FROM restore_jobs r \

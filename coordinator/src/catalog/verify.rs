@@ -43,13 +43,19 @@ fn check_request(req: &v1::VerifyDumpNowRequest) -> ApiResult<()> {
             )));
         }
     }
-    if req.checks.len() > MAX_CHECKS {
+    check_checks(&req.checks)
+}
+
+/// Checks user checks against the limits (pure): at most `MAX_CHECKS`,
+/// none empty, each at most `MAX_CHECK_BYTES`.
+pub(super) fn check_checks(checks: &[String]) -> ApiResult<()> {
+    if checks.len() > MAX_CHECKS {
         return Err(ApiError::Invalid(format!(
             "{} checks given; at most {MAX_CHECKS}",
-            req.checks.len()
+            checks.len()
         )));
     }
-    for c in &req.checks {
+    for c in checks {
         if c.trim().is_empty() {
             return Err(ApiError::Invalid("a check is empty".into()));
         }
@@ -175,17 +181,30 @@ impl Catalog {
         at: DateTime<Utc>,
         msgs: &mut Messages,
     ) -> ApiResult<()> {
-        let what = format!("verification of dump {} by {}", v.dump_uuid, v.method);
+        let what = if v.job_id != 0 {
+            format!(
+                "scheduled verification (job {}) of dump {} by {}",
+                v.job_id, v.dump_uuid, v.method
+            )
+        } else {
+            format!("verification of dump {} by {}", v.dump_uuid, v.method)
+        };
+        let job_id = (v.job_id != 0).then_some(v.job_id);
         let error = if v.ok {
             String::new()
         } else {
             failure_text(&what, v)
         };
-        let lease = self
-            .finish_task(tx, v.task.as_ref(), v.ok, None, &error, None)
-            .await?;
+        // A scheduled verification has no task: its result always applies.
+        let applies = match v.task.as_ref() {
+            None => true,
+            Some(t) => self
+                .finish_task(tx, Some(t), v.ok, None, &error, None)
+                .await?
+                .applied(),
+        };
         let task_id = v.task.as_ref().map_or(0, |t| t.task_id);
-        if !lease.applied() {
+        if !applies {
             msgs.push(
                 v1::MessageLevel::Warning,
                 "VERIFY",
@@ -228,12 +247,12 @@ impl Catalog {
             msgs.push(
                 v1::MessageLevel::Info,
                 "VERIFY",
-                None,
+                job_id,
                 format!("{what} succeeded ({} table(s) compared)", v.tables_checked),
                 at,
             );
         } else {
-            msgs.push(v1::MessageLevel::Error, "VERIFY", None, error, at);
+            msgs.push(v1::MessageLevel::Error, "VERIFY", job_id, error, at);
         }
         Ok(())
     }

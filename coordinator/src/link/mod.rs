@@ -251,7 +251,11 @@ impl Link {
         for _ in 0..5 {
             let jobs = self.catalog.jobs_of_worker(w.id).await?;
             // The instances its jobs use, and those whose databases it lists.
-            let mut instance_ids: Vec<i64> = jobs.iter().map(|j| j.instance_id).collect();
+            // Scheduled verifications restore into `verify_instance_id`.
+            let mut instance_ids: Vec<i64> = jobs
+                .iter()
+                .flat_map(|j| std::iter::once(j.instance_id).chain(j.verify_instance_id))
+                .collect();
             instance_ids.extend(self.catalog.discovery_instances(w.id).await?);
             instance_ids.sort_unstable();
             instance_ids.dedup();

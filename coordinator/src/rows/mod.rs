@@ -314,6 +314,10 @@ pub struct JobRow {
     pub pause_replay: bool,
     pub on_demand: bool,
     pub script_name: Option<String>,
+    pub verify_cron: String,
+    pub verify_method: String,
+    pub verify_instance_id: Option<i64>,
+    pub verify_checks: Vec<String>,
 }
 
 pub(crate) fn u32_of(v: i32) -> u32 {
@@ -347,6 +351,10 @@ impl JobRow {
             pause_replay: self.pause_replay,
             on_demand: self.on_demand,
             script_name: self.script_name.clone().unwrap_or_default(),
+            verify_cron: self.verify_cron.clone(),
+            verify_method: self.verify_method.clone(),
+            verify_instance_id: self.verify_instance_id.unwrap_or(0),
+            verify_checks: self.verify_checks.clone(),
         }
     }
 

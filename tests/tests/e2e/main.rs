@@ -41,4 +41,5 @@ mod store;
 mod tls;
 mod verification;
 mod verify;
+mod verify_schedule;
 mod wakeups;

@@ -202,6 +202,19 @@ fn directory_rows(
         .collect()
 }
 
+/// The counts a manifest keeps, as `DumpFinished.table_rows` carries them
+/// (empty when none were counted).
+pub fn of_manifest(
+    meta: &pgsnapman_store::ManifestMeta,
+) -> Vec<pgsnapman_proto::v1::TableRowCount> {
+    meta.table_rows
+        .iter()
+        .flatten()
+        .cloned()
+        .map(to_proto)
+        .collect()
+}
+
 /// One table's count as `DumpFinished.table_rows` carries it.
 pub fn to_proto(t: TableRows) -> pgsnapman_proto::v1::TableRowCount {
     pgsnapman_proto::v1::TableRowCount {

@@ -76,6 +76,8 @@ pub struct Runner {
     clock: std::sync::OnceLock<crate::scheduler::Clock>,
     /// `[scripts]`: whether and how long SCRIPT dumps run.
     scripts: crate::script::ScriptsConfig,
+    /// `[verify]`: how long a verification may take.
+    verify: crate::verify::VerifyConfig,
 }
 
 /// A dump program's failure, saying that `dump.lock_wait_timeout` fired
@@ -210,6 +212,7 @@ impl Runner {
             in_use: crate::inuse::InUse::default(),
             clock: std::sync::OnceLock::new(),
             scripts: config.scripts.clone(),
+            verify: config.verify.clone(),
         })
     }
 
@@ -301,6 +304,11 @@ impl Runner {
     /// `[scripts]` of this worker's configuration.
     pub fn scripts_config(&self) -> &crate::script::ScriptsConfig {
         &self.scripts
+    }
+
+    /// `[verify]` of this worker's configuration.
+    pub fn verify_config(&self) -> &crate::verify::VerifyConfig {
+        &self.verify
     }
 
     /// The password of `instance`, opened from its sealed copy only now.

@@ -57,7 +57,7 @@ impl Clock {
     /// Real time between scheduler ticks: a quarter of a (clock) minute, at
     /// most one second and at least 5 ms (a fire may then be up to 5 ms ×
     /// speed late in clock time: 3.6 clock minutes at the highest speed).
-    fn tick(&self) -> Duration {
+    pub fn tick(&self) -> Duration {
         (Duration::from_secs(15) / self.speed)
             .clamp(Duration::from_millis(5), Duration::from_secs(1))
     }
@@ -73,16 +73,8 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             return;
         }
     };
-    let grace = chrono::Duration::from_std(cfg.missed_grace).unwrap_or(chrono::Duration::hours(1));
-    let recorded = shared.mirror.latest_handled().unwrap_or_else(|e| {
-        tracing::warn!("cannot read fire states: {e:#}");
-        None
-    });
-    let start = match cfg.clock_start {
-        Some(t) if cfg.clock_speed > 1 => t,
-        _ => Utc::now(),
-    };
-    let clock = Clock::new(start.max(recorded.unwrap_or_default()), cfg.clock_speed);
+    let grace = missed_grace(&shared);
+    let clock = clock(&shared);
     if cfg.clock_speed > 1 {
         tracing::warn!(
             speed = cfg.clock_speed,
@@ -130,6 +122,7 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                     if bad_cron.insert((job.id, job.cron.clone())) {
                         report(
                             &shared,
+                            "SCHEDULE",
                             MessageLevel::Error,
                             job.id,
                             format!("job {}: {e}", job.id),
@@ -175,6 +168,7 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                     if busy {
                         report(
                             &shared,
+                            "SCHEDULE",
                             MessageLevel::Warning,
                             job.id,
                             format!(
@@ -209,6 +203,7 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                     states.insert(job.id, s);
                     report(
                         &shared,
+                        "SCHEDULE",
                         MessageLevel::Warning,
                         job.id,
                         format!(
@@ -225,14 +220,35 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     tracing::info!("scheduler stopped");
 }
 
+/// `scheduler.missed_grace` as a chrono duration.
+pub fn missed_grace(shared: &Shared) -> chrono::Duration {
+    chrono::Duration::from_std(shared.config.scheduler.missed_grace)
+        .unwrap_or(chrono::Duration::hours(1))
+}
+
+/// The scheduler's clock: now, or (tests) the sped-up clock from
+/// `scheduler.clock_start`, never behind a fire already recorded.
+pub fn clock(shared: &Shared) -> Clock {
+    let cfg = &shared.config.scheduler;
+    let recorded = shared.mirror.latest_handled().unwrap_or_else(|e| {
+        tracing::warn!("cannot read fire states: {e:#}");
+        None
+    });
+    let start = match cfg.clock_start {
+        Some(t) if cfg.clock_speed > 1 => t,
+        _ => Utc::now(),
+    };
+    Clock::new(start.max(recorded.unwrap_or_default()), cfg.clock_speed)
+}
+
 fn save(shared: &Shared, job_id: i64, state: &FireState) {
     if let Err(e) = shared.mirror.put_fire_state(job_id, state) {
         tracing::error!(job_id, "cannot record the fire state: {e:#}");
     }
 }
 
-/// Logs and queues a message for the catalog.
-fn report(shared: &Shared, level: MessageLevel, job_id: i64, text: String) {
+/// Logs and queues a message of `class` for the catalog.
+pub fn report(shared: &Shared, class: &str, level: MessageLevel, job_id: i64, text: String) {
     match level {
         MessageLevel::Error | MessageLevel::Critical => tracing::error!(job_id, "{text}"),
         MessageLevel::Warning => tracing::warn!(job_id, "{text}"),
@@ -240,7 +256,7 @@ fn report(shared: &Shared, level: MessageLevel, job_id: i64, text: String) {
     }
     let body = event::Body::Message(WorkerMessage {
         level: level as i32,
-        class: "SCHEDULE".into(),
+        class: class.into(),
         job_id,
         text,
     });

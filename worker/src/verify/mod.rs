@@ -1,8 +1,16 @@
 //! Dump verification (issue 14 item 4, docs/verification.md): a VERIFY_DUMP
-//! task reads a stored dump through pg_restore, or restores it into a scratch
-//! database, compares every table's rows with the dump-time counts, runs the
-//! user's checks, and always drops the scratch database again.
+//! task or a job's verification schedule reads a stored dump through
+//! pg_restore, or restores it into a scratch database, compares every table's
+//! rows with the dump-time counts, runs the user's checks, and always drops
+//! the scratch database again.
 mod compare;
+mod config;
+pub mod record;
+mod schedule;
+mod scratch;
+
+pub use config::VerifyConfig;
+pub use schedule::run as run_schedule;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,28 +45,103 @@ struct Found {
     tables_checked: u32,
 }
 
+/// Who asked for a verification.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// A leased VERIFY_DUMP task.
+    Task(TaskRef),
+    /// The verification schedule of this job (no task).
+    Job(i64),
+}
+
+impl Origin {
+    /// A number naming the run in spool directories and application names:
+    /// a task's id, or far below any task id for a job's schedule.
+    fn run_id(&self) -> i64 {
+        match self {
+            Origin::Task(t) => t.task_id,
+            Origin::Job(job) => i64::MIN / 2 - job,
+        }
+    }
+}
+
 /// Runs a VERIFY_DUMP task. `None`: cancelled, nothing to report.
 pub async fn task(
-    runner: &Runner,
+    shared: &crate::Shared,
     task: &TaskRef,
     spec: &VerifyDumpSpec,
     cancel: &CancellationToken,
     progress: &TaskProgress,
 ) -> Option<event::Body> {
+    let v = run(
+        &shared.runner,
+        &Origin::Task(task.clone()),
+        spec,
+        cancel,
+        progress,
+    )
+    .await?;
+    if v.ok {
+        note_ok(shared, &v);
+    }
+    Some(event::Body::DumpVerified(v))
+}
+
+/// Remembers a dump verified OK under its job (from its manifest), so the
+/// job's schedule does not verify it again.
+fn note_ok(shared: &crate::Shared, v: &DumpVerified) {
+    let job_id = Uuid::parse_str(&v.dump_uuid)
+        .ok()
+        .and_then(|u| shared.runner.store().manifest(u).ok())
+        .map(|m| m.meta.job_id);
+    if let Some(job_id) = job_id
+        && let Err(e) = record::note_ok(&shared.mirror, job_id, &v.dump_uuid, &v.method)
+    {
+        tracing::warn!(dump = %v.dump_uuid, "cannot remember the verification: {e:#}");
+    }
+}
+
+/// Verifies one dump, within `verify.timeout`. `None`: cancelled, nothing
+/// to report.
+pub async fn run(
+    runner: &Runner,
+    origin: &Origin,
+    spec: &VerifyDumpSpec,
+    cancel: &CancellationToken,
+    progress: &TaskProgress,
+) -> Option<DumpVerified> {
     progress.set_phase("verify-dump");
     // Retention leaves a dump alone while it is read.
     let _reading = runner.in_use().hold(&spec.dump_uuid);
-    let result = match spec.method.as_str() {
-        "read" => read(runner, spec, task.task_id, cancel, progress)
-            .await
-            .map(|()| Found::default()),
-        "restore" => restore(runner, spec, task.task_id, cancel, progress).await,
-        other => Err(anyhow!(
-            "verification method {other:?} is not one this worker knows (read, restore)"
+    let limit = runner.verify_config().timeout;
+    let inner = cancel.child_token();
+    let work = verify(runner, origin.run_id(), spec, &inner, progress);
+    tokio::pin!(work);
+    // On timeout the work is cancelled and driven to its end: it kills its
+    // processes and drops its scratch database itself.
+    let (result, timed_out) = tokio::select! {
+        r = &mut work => (r, false),
+        () = tokio::time::sleep(limit) => {
+            inner.cancel();
+            (work.await, true)
+        }
+    };
+    let result = match result {
+        Err(e) if e.is::<Cancelled>() && timed_out && !cancel.is_cancelled() => Err(anyhow!(
+            "the verification did not finish within verify.timeout ({}): stopped",
+            humantime::format_duration(limit)
         )),
+        other => other,
     };
     let mut v = DumpVerified {
-        task: Some(task.clone()),
+        task: match origin {
+            Origin::Task(t) => Some(t.clone()),
+            Origin::Job(_) => None,
+        },
+        job_id: match origin {
+            Origin::Task(_) => 0,
+            Origin::Job(j) => *j,
+        },
         dump_uuid: spec.dump_uuid.clone(),
         method: spec.method.clone(),
         ..Default::default()
@@ -84,7 +167,25 @@ pub async fn task(
         tracing::warn!(dump = %v.dump_uuid, method = %v.method, error = %v.error,
             mismatches = v.mismatches.len(), failed_checks = v.failed_checks.len(), "dump verification failed");
     }
-    Some(event::Body::DumpVerified(v))
+    Some(v)
+}
+
+async fn verify(
+    runner: &Runner,
+    run_id: i64,
+    spec: &VerifyDumpSpec,
+    cancel: &CancellationToken,
+    progress: &TaskProgress,
+) -> Result<Found> {
+    match spec.method.as_str() {
+        "read" => read(runner, spec, run_id, cancel, progress)
+            .await
+            .map(|()| Found::default()),
+        "restore" => restore(runner, spec, run_id, cancel, progress).await,
+        other => Err(anyhow!(
+            "verification method {other:?} is not one this worker knows (read, restore)"
+        )),
+    }
 }
 
 /// The dump's uuid and its manifest's file names (the dump's size goes to
@@ -288,7 +389,19 @@ async fn restore(
             )
         })?;
     let tools = runner.clients().for_major(major)?.clone();
-    let scratch = scratch_name();
+    // What a killed verification of this worker left here goes first.
+    if let Err(e) = scratch::sweep(
+        &target,
+        &admin,
+        runner.worker_name(),
+        &instance.name,
+        cancel,
+    )
+    .await
+    {
+        tracing::warn!(instance = %instance.name, "cannot look for leftover scratch databases: {e:#}");
+    }
+    let scratch = scratch::name(runner.worker_name());
     target
         .sql(
             &admin,
@@ -300,6 +413,16 @@ async fn restore(
         )
         .await
         .with_context(|| format!("cannot create the scratch database {scratch}"))?;
+    // For people who find it: who made it. Ownership is in the name.
+    let note = format!(
+        "COMMENT ON DATABASE {} IS 'pgsnapman worker {} verifying dump {}: scratch, safe to drop'",
+        quote_ident(&scratch),
+        runner.worker_name().replace('\'', "''"),
+        uuid
+    );
+    if let Err(e) = target.sql(&admin, &[&note], cancel).await {
+        tracing::debug!(database = %scratch, "cannot comment on the scratch database: {e:#}");
+    }
     tracing::info!(dump = %uuid, database = %scratch, instance = %instance.name, "restoring into a scratch database");
     let found = restore_and_compare(
         runner, &target, &tools, spec, uuid, files, &scratch, task_id, cancel, progress,
@@ -313,18 +436,11 @@ async fn restore(
     found
 }
 
-/// The task's spool directory: `restore--<task id>`, negative so that it
-/// never meets a restore run's `restore-<run id>`.
+/// The run's spool directory: `restore--<task id>`, or for a job's
+/// schedule `restore-<2^62 + job id>`: never a restore run's
+/// `restore-<run id>`.
 fn spool_of(runner: &Runner, task_id: i64) -> Result<SpoolDir> {
     SpoolDir::create(runner.spool_dir(), -task_id)
-}
-
-/// `pgsnapman_verify_` and 8 random hex digits.
-fn scratch_name() -> String {
-    format!(
-        "pgsnapman_verify_{}",
-        &Uuid::new_v4().simple().to_string()[..8]
-    )
 }
 
 fn maintenance_db(instance: &InstanceConnection) -> String {
