@@ -95,7 +95,13 @@ pub async fn restore(
     // Retention leaves the dump alone until the run ends.
     let _reading = runner.in_use().hold(&spec.dump_uuid);
     let log = RunLog::new(outbox, spec.run_id);
+    let by_script = spec
+        .target
+        .as_ref()
+        .is_some_and(|t| !t.script_name.is_empty());
     let (ending, warnings) = match plan::check(spec) {
+        // A registered script restores instead of pg_restore/psql.
+        _ if by_script => script_attempt(runner, &log, &task, spec, cancel, progress).await,
         Err(reason) => (Ending::Aborted(reason), 0),
         Ok(plan) => attempt(runner, &log, plan, spec, cancel, progress).await,
     };
@@ -140,6 +146,24 @@ pub async fn restore(
     }
     log.close().await;
     Some(finished)
+}
+
+/// A restore by a registered script (docs/scripts.md): the script decides
+/// what happens to the target, so nothing is cleaned up after it.
+async fn script_attempt(
+    runner: &Runner,
+    log: &RunLog,
+    task: &Option<TaskRef>,
+    spec: &RestoreSpec,
+    cancel: &CancellationToken,
+    progress: &TaskProgress,
+) -> (Ending, u32) {
+    let task_id = task.as_ref().map_or(0, |t| t.task_id);
+    match crate::script::restore::run(runner, log, spec, task_id, cancel, progress).await {
+        Ok(warnings) => (Ending::Succeeded, warnings),
+        Err(e) if e.is::<Cancelled>() => (Ending::Cancelled, 0),
+        Err(e) => (Ending::Failed(format!("{e:#}")), 0),
+    }
 }
 
 /// One restore in progress: what it needs and what it created (for the
