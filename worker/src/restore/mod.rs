@@ -162,7 +162,10 @@ async fn script_attempt(
     match crate::script::restore::run(runner, log, spec, task_id, cancel, progress).await {
         Ok(warnings) => (Ending::Succeeded, warnings),
         Err(e) if e.is::<Cancelled>() => (Ending::Cancelled, 0),
-        Err(e) => (Ending::Failed(format!("{e:#}")), 0),
+        Err(e) => match e.downcast::<Abort>() {
+            Ok(a) => (Ending::Aborted(a.0), 0),
+            Err(e) => (Ending::Failed(format!("{e:#}")), 0),
+        },
     }
 }
 

@@ -20,6 +20,7 @@ use super::{
     script_command,
 };
 use crate::progress::TaskProgress;
+use crate::restore::Abort;
 use crate::restore::log::RunLog;
 use crate::restore::pipeline::{self, Cancelled, SpoolDir, Stored};
 use crate::restore::plan::{parse_version, policy_label, restore_type_label};
@@ -173,7 +174,8 @@ impl<'a> Job<'a> {
 }
 
 /// Runs the restore script of `spec` to its end. `Ok(warnings)`: it exited
-/// 0; an error: the run FAILED, saying why; [`Cancelled`]: cancelled from
+/// 0; [`Abort`]: refused before the script ran (the dump is not here); any
+/// other error: the run FAILED, saying why; [`Cancelled`]: cancelled from
 /// outside (the scratch directory is gone either way).
 pub async fn run(
     runner: &Runner,
@@ -191,9 +193,12 @@ pub async fn run(
     let store = runner
         .store_of(&spec.dump_worker_name)
         .map_err(|e| anyhow!(e))?;
-    let manifest = store
-        .manifest(job.dump_uuid)
-        .map_err(|e| anyhow!("dump {} is not in this worker's store: {e}", job.dump_uuid))?;
+    let manifest = store.manifest(job.dump_uuid).map_err(|e| {
+        Abort(format!(
+            "dump {} is not in this worker's store: {e}",
+            job.dump_uuid
+        ))
+    })?;
     progress
         .total
         .store(manifest.logical_bytes, Ordering::Relaxed);
