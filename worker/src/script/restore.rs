@@ -403,4 +403,55 @@ mod tests {
             "dumpall.sql"
         );
     }
+
+    #[test]
+    fn the_environment_names_run_dump_and_target() {
+        let target = RestoreTarget {
+            instance_id: 3,
+            database: "copy".into(),
+            existing_database: ExistingDatabase::DropBefore as i32,
+            script_name: "r.sh".into(),
+            ..Default::default()
+        };
+        let spec = RestoreSpec {
+            run_id: 44,
+            restore_job_id: 7,
+            dump_uuid: "01a2".into(),
+            source_database: "shop".into(),
+            dump_server_version: "15.8".into(),
+            target: Some(target.clone()),
+            ..Default::default()
+        };
+        let script = ScriptSource::default();
+        let job = Job {
+            spec: &spec,
+            target: &target,
+            script: &script,
+            dump_uuid: uuid::Uuid::nil(),
+            dump_type: DumpType::ClusterSchema,
+            format: DumpFormat::Directory,
+            database: "copy".into(),
+            maintenance: "postgres".into(),
+        };
+        let env = job.environment(9, "16.2", &Archive::Directory("/s/dump".into()));
+        let get = |k: &str| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string_lossy().into_owned())
+                .unwrap_or_else(|| panic!("{k} missing"))
+        };
+        assert_eq!(get("PGSNAPMAN_RESTORE_RUN_ID"), "44");
+        assert_eq!(get("PGSNAPMAN_RESTORE_JOB_ID"), "7");
+        assert_eq!(get("PGSNAPMAN_TASK_ID"), "9");
+        assert_eq!(get("PGSNAPMAN_DUMP_TYPE"), "cluster_schema");
+        assert_eq!(get("PGSNAPMAN_FORMAT"), "directory");
+        assert_eq!(get("PGSNAPMAN_SOURCE_DATABASE"), "shop");
+        assert_eq!(get("PGSNAPMAN_RESTORE_TYPE"), "full");
+        assert_eq!(get("PGSNAPMAN_EXISTING_DATABASE"), "drop_before");
+        assert_eq!(get("PGSNAPMAN_ROLES"), "off");
+        assert_eq!(get("PGSNAPMAN_SERVER_VERSION"), "16.2");
+        assert_eq!(get("PGSNAPMAN_ARCHIVE_DIR"), "/s/dump");
+        let streamed = job.environment(0, "16.2", &Archive::Stream("archive.dump"));
+        assert!(streamed.iter().all(|(n, _)| *n != "PGSNAPMAN_ARCHIVE_DIR"));
+    }
 }
