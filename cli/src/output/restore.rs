@@ -260,7 +260,14 @@ pub fn runs(rs: &[v1::RestoreRun]) -> Table {
             id(r.restore_job_id),
             r.dump_id.to_string(),
             text(&r.source_database),
-            where_to(&r.target_instance_name, r.target.as_ref()),
+            match r.target.as_ref().filter(|t| !t.script_name.is_empty()) {
+                Some(t) => format!(
+                    "{} by script {}",
+                    where_to(&r.target_instance_name, r.target.as_ref()),
+                    t.script_name
+                ),
+                None => where_to(&r.target_instance_name, r.target.as_ref()),
+            },
             cell(restore_status(r.status)),
             time(r.started_at.as_ref()),
             duration(r.started_at.as_ref(), r.finished_at.as_ref()),

@@ -168,6 +168,8 @@ async fn a_restore_script_restores_custom_and_directory_dumps() {
         .query("copy two", "SELECT count(*) FROM t1")
         .unwrap();
     assert_eq!(n, "5000");
+    let listed = cli.run(&["restore-log", "list"]).unwrap();
+    assert!(listed.stdout.contains("restore.sh"), "{}", listed.stdout);
     let (r, _) = newest_run(cli);
     let shown = cli
         .run(&["restore-log", "show", &r["id"].to_string()])
