@@ -733,7 +733,7 @@ impl Catalog {
         if n == 0 {
             return Ok(None);
         }
-        self.unprotect_after_single_run(&mut **tx, f.run_id).await?;
+        // Its dump's protection ends with it: migration 0024 bumps the holder.
         let run = sqlx::query_as::<_, RestoreRunRow>(&format!(
             "SELECT {RESTORE_RUN_COLUMNS} FROM restore_runs u WHERE u.id = $1"
         ))
