@@ -51,9 +51,9 @@ enum Ending {
     Cancelled,
 }
 
-/// Runs a leased RESTORE task: waits for one of the restore `slots`
-/// (`restore.max_concurrent`; the lease is renewed meanwhile), then
-/// restores. `None`: cancelled, nothing to report.
+/// Runs a leased RESTORE task: holds its dump (`InUse`), waits for one of
+/// the restore `slots` (`restore.max_concurrent`; the lease is renewed
+/// meanwhile), then restores. `None`: cancelled, nothing to report.
 pub async fn task(
     slots: &Semaphore,
     runner: &Runner,
@@ -63,6 +63,9 @@ pub async fn task(
     cancel: &CancellationToken,
     progress: &TaskProgress,
 ) -> Option<event::Body> {
+    // Held from the lease on, not only from the slot on: retention on this
+    // worker never removes a dump whose restore waits for a slot.
+    let _waiting = runner.in_use().hold(&spec.dump_uuid);
     progress.set_phase("restore-wait");
     let permit = tokio::select! {
         p = slots.acquire() => p.ok(),
