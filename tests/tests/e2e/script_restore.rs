@@ -3,7 +3,8 @@
 //! the target's environment; a failing script, a timeout and a worker without
 //! scripts end the run FAILED saying why; the catalog records which script
 //! version made a dump and ran a restore. And the race of a restore against
-//! retention: a dump being read is never removed under it.
+//! retention: a dump being read, or named by a restore still queued, is
+//! never removed under it.
 use std::time::Duration;
 
 use pgsnapman_tests::{Pgsnap, wait};
@@ -315,10 +316,94 @@ async fn a_worker_without_scripts_refuses_a_script_restore() {
     stack.stop_clean(&["scripts are disabled"]).await;
 }
 
+/// A job keeping nothing but its newest dump (its cron never fires).
+fn keep_nothing_job(cli: &Pgsnap, src: i64) -> i64 {
+    let keep = ["--keep-daily", "0", "--keep-weekly", "0"];
+    let keep_more = ["--keep-monthly", "0", "--keep-yearly", "0"];
+    let src = src.to_string();
+    let mut args = vec!["job", "add", "--instance", &src, "--database", "d"];
+    args.extend(["--cron", "0 3 1 1 *"]);
+    args.extend(keep);
+    args.extend(keep_more);
+    id_of(&cli.json(&args).unwrap())
+}
+
+/// A job keeping nothing with two dumps, the older (returned) pinned.
+async fn old_pinned_and_newer(cli: &Pgsnap, worker: &str, src: i64) -> (i64, Value) {
+    let job = keep_nothing_job(cli, src);
+    let old = dump_and_show(cli, job);
+    cli.json(&["catalog", "pin", &id_of(&old).to_string()])
+        .unwrap();
+    wait_schedule_confirmed(cli, worker).await;
+    dump_and_show(cli, job);
+    (job, old)
+}
+
+/// `pgsnap restore now` of `dump` into `database` on `src`; its task id.
+fn queue_restore(cli: &Pgsnap, dump: i64, src: i64, database: &str, extra: &[&str]) -> i64 {
+    let (dump, src) = (dump.to_string(), src.to_string());
+    let mut args = vec!["restore", "now", "--dump", &dump, "--to-instance", &src];
+    args.extend(["--to-database", database]);
+    args.extend(extra);
+    id_of(&cli.json(&args).unwrap())
+}
+
+/// The retention passes the worker logged so far.
+fn retention_passes(stack: &Stack) -> usize {
+    let log = stack.worker.process.log_path();
+    pgsnapman_tests::logs::strip_ansi(&std::fs::read_to_string(log).unwrap_or_default())
+        .lines()
+        .filter(|l| l.contains("retention applied"))
+        .count()
+}
+
+/// Unpins `dump`, waits until its worker has the schedule without the pin
+/// and has run two retention passes with it, and checks the dump is still
+/// in the store (`why`: what should have kept it).
+async fn unpin_and_see_it_kept(stack: &Stack, worker: &str, dump: &Value, why: &str) {
+    stack
+        .cli
+        .json(&["catalog", "unpin", &id_of(dump).to_string()])
+        .unwrap();
+    wait_schedule_confirmed(&stack.cli, worker).await;
+    two_more_passes(stack, retention_passes(stack)).await;
+    let uuid = dump["dump_uuid"].as_str().unwrap();
+    assert!(
+        dumps_on_disk(&stack.worker.data_dir).contains(uuid),
+        "retention removed a dump {why}"
+    );
+}
+
+/// Waits for two more retention passes than `before`.
+async fn two_more_passes(stack: &Stack, before: usize) {
+    wait::until("two more retention passes", Duration::from_secs(60), || {
+        let n = retention_passes(stack);
+        async move { (n >= before + 2).then_some(()) }
+    })
+    .await;
+}
+
+/// Waits until `uuid` is gone from the worker's store and the job's catalog.
+async fn wait_removed(stack: &Stack, job: i64, uuid: &str) {
+    wait::until(
+        "the next pass to remove the dump",
+        Duration::from_secs(60),
+        || {
+            let on_disk = dumps_on_disk(&stack.worker.data_dir).contains(uuid);
+            let listed = catalog_of_job(&stack.cli, job)
+                .iter()
+                .any(|d| d["dump_uuid"] == uuid);
+            async move { (!on_disk && !listed).then_some(()) }
+        },
+    )
+    .await;
+}
+
 /// Retention never removes a dump a restore is reading: the older of two
 /// dumps is pinned, a restore of it starts (its script blocks on a file the
-/// test controls), the pin goes; retention passes skip the dump while the
-/// restore runs, the restore succeeds, and the next pass removes it.
+/// test controls), the pin goes; retention passes keep the dump while the
+/// restore runs (its RUNNING run protects it, and the worker holds it), the
+/// restore succeeds, and the next pass removes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_waits_for_a_restore_reading_the_dump() {
     let name = "w-srace";
@@ -333,33 +418,8 @@ async fn retention_waits_for_a_restore_reading_the_dump() {
     )
     .await;
     let cli = &stack.cli;
-    let job = id_of(
-        &cli.json(&[
-            "job",
-            "add",
-            "--instance",
-            &src.to_string(),
-            "--database",
-            "d",
-            "--cron",
-            "0 3 1 1 *",
-            "--keep-daily",
-            "0",
-            "--keep-weekly",
-            "0",
-            "--keep-monthly",
-            "0",
-            "--keep-yearly",
-            "0",
-        ])
-        .unwrap(),
-    );
-    let old = dump_and_show(cli, job);
+    let (job, old) = old_pinned_and_newer(cli, name, src).await;
     let old_uuid = old["dump_uuid"].as_str().unwrap().to_string();
-    cli.json(&["catalog", "pin", &id_of(&old).to_string()])
-        .unwrap();
-    wait_schedule_confirmed(cli, name).await;
-    dump_and_show(cli, job);
 
     let dir = stack.scratch.path();
     let (started, gate) = (dir.join("started"), dir.join("gate"));
@@ -374,21 +434,7 @@ async fn retention_waits_for_a_restore_reading_the_dump() {
             gate.display()
         ),
     );
-    let restore = cli
-        .json(&[
-            "restore",
-            "now",
-            "--dump",
-            &id_of(&old).to_string(),
-            "--to-instance",
-            &src.to_string(),
-            "--to-database",
-            "raced",
-            "--script",
-            "gated.sh",
-        ])
-        .unwrap();
-    let task = id_of(&restore);
+    let task = queue_restore(cli, id_of(&old), src, "raced", &["--script", "gated.sh"]);
     wait::until(
         "the restore script to start",
         Duration::from_secs(60),
@@ -400,30 +446,7 @@ async fn retention_waits_for_a_restore_reading_the_dump() {
     .await;
 
     // Unpinned: retention would remove it now, but the restore reads it.
-    cli.json(&["catalog", "unpin", &id_of(&old).to_string()])
-        .unwrap();
-    wait_schedule_confirmed(cli, name).await;
-    let log = stack.worker.process.log_path().to_path_buf();
-    let skipped = || {
-        let text =
-            pgsnapman_tests::logs::strip_ansi(&std::fs::read_to_string(&log).unwrap_or_default());
-        text.lines()
-            .filter(|l| l.contains("retention applied") && l.contains("skipped_in_use=1"))
-            .count()
-    };
-    wait::until(
-        "two retention passes to skip the dump",
-        Duration::from_secs(60),
-        || {
-            let n = skipped();
-            async move { (n >= 2).then_some(()) }
-        },
-    )
-    .await;
-    assert!(
-        dumps_on_disk(&stack.worker.data_dir).contains(&old_uuid),
-        "retention removed a dump a restore was reading"
-    );
+    unpin_and_see_it_kept(&stack, name, &old, "a restore was reading").await;
 
     std::fs::write(&gate, b"").unwrap();
     let done = wait_task_done(cli, task).await;
@@ -433,17 +456,75 @@ async fn retention_waits_for_a_restore_reading_the_dump() {
         .query("raced", "SELECT count(*) FROM t")
         .unwrap();
     assert_eq!(n, "1000");
-    wait::until(
-        "the next pass to remove the dump",
-        Duration::from_secs(60),
-        || {
-            let on_disk = dumps_on_disk(&stack.worker.data_dir).contains(&old_uuid);
-            let listed = catalog_of_job(cli, job)
-                .iter()
-                .any(|d| d["dump_uuid"] == old_uuid.as_str());
-            async move { (!on_disk && !listed).then_some(()) }
-        },
+    wait_removed(&stack, job, &old_uuid).await;
+    stack.stop_clean(&[]).await;
+}
+
+/// A restore still QUEUED protects its dump (issue 14 item 1): the dump
+/// worker's restores go to a restore worker that is not running, so the run
+/// of the older dump waits in the queue; retention on the dump worker keeps
+/// the dump (the coordinator's protected list names it from the moment the
+/// run is queued); the restore worker starts, the restore succeeds, and the
+/// next pass removes the dump.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_the_dump_of_a_queued_restore() {
+    let name = "w-squeue";
+    let reader = "w-squeue-reader";
+    let (stack, src) = with_table(
+        name,
+        &[
+            ("PGSNAPMAN_RETENTION__ENABLED", "true"),
+            ("PGSNAPMAN_RETENTION__INTERVAL", "1s"),
+        ],
+        500,
     )
     .await;
+    let cli = &stack.cli;
+    let (job, old) = old_pinned_and_newer(cli, name, src).await;
+    let old_uuid = old["dump_uuid"].as_str().unwrap().to_string();
+
+    register_worker(cli, reader);
+    cli.json(&["worker", "set-restore-worker", name, reader])
+        .unwrap();
+    let task = queue_restore(cli, id_of(&old), src, "late", &[]);
+
+    // Unpinned: only the queued run protects it now.
+    unpin_and_see_it_kept(&stack, name, &old, "a restore was queued").await;
+    let (run, _) = newest_run(cli);
+    assert_eq!(run["status"], "QUEUED", "{run}");
+
+    // The restore worker (it reads the dump worker's store) comes up.
+    let cfg_dir = pgsnapman_tests::shared_tempdir("pgsnapman-sq-");
+    let cfg = cfg_dir.path().join("reader.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[restore.shared_stores]\n{name:?} = {:?}\n",
+            stack.worker.data_dir.to_string_lossy()
+        ),
+    )
+    .unwrap();
+    let mut worker = pgsnapman_tests::Worker::start(pgsnapman_tests::WorkerOptions {
+        name: reader.into(),
+        coordinator: stack.coordinator.access(),
+        env: vec![(
+            "PGSNAPMAN_CONFIG".to_string(),
+            cfg.to_string_lossy().into_owned(),
+        )],
+        ..Default::default()
+    })
+    .unwrap();
+    let done = wait_task_done(cli, task).await;
+    assert_eq!(done["state"], "SUCCEEDED", "{done}");
+    assert_eq!(
+        stack
+            .source
+            .query("late", "SELECT count(*) FROM t")
+            .unwrap(),
+        "500"
+    );
+    wait_removed(&stack, job, &old_uuid).await;
+    worker.process.stop_clean().await;
+    worker.process.assert_no_unexpected_errors(&[]);
     stack.stop_clean(&[]).await;
 }
