@@ -84,6 +84,19 @@ impl Rig {
     }
 }
 
+/// The event a worker sends when restore run `run_id` ended as `status`.
+fn finished(run_id: i64, status: v1::RestoreStatus) -> v1::Event {
+    v1::Event {
+        event_id: Uuid::now_v7().to_string(),
+        occurred_at: Some(pgsnapman_proto::timestamp(chrono::Utc::now())),
+        body: Some(Body::RestoreFinished(v1::RestoreFinished {
+            run_id,
+            status: status as i32,
+            ..Default::default()
+        })),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pins_and_restore_jobs_protect_dumps_and_the_preview_says_why() {
     let rig = Rig::start().await;
@@ -165,17 +178,10 @@ async fn pins_and_restore_jobs_protect_dumps_and_the_preview_says_why() {
     .fetch_one(&c.pool)
     .await
     .unwrap();
-    let ended = v1::Event {
-        event_id: Uuid::now_v7().to_string(),
-        occurred_at: Some(pgsnapman_proto::timestamp(chrono::Utc::now())),
-        body: Some(Body::RestoreFinished(v1::RestoreFinished {
-            run_id: run,
-            status: v1::RestoreStatus::Succeeded as i32,
-            ..Default::default()
-        })),
-    };
+    assert_eq!(rig.version().await, v1 + 2, "a run of it came");
+    let ended = finished(run, v1::RestoreStatus::Succeeded);
     c.apply_events(rig.worker, &[ended], 0).await.unwrap();
-    assert_eq!(rig.version().await, v1 + 2);
+    assert_eq!(rig.version().await, v1 + 3);
     assert_eq!(
         c.protected_dumps(rig.worker).await.unwrap(),
         vec![(old_uuid.to_string(), true)]
@@ -184,7 +190,96 @@ async fn pins_and_restore_jobs_protect_dumps_and_the_preview_says_why() {
     // Removing the job and unpinning change the schedule again.
     c.remove_restore_job(restore.id).await.unwrap();
     c.set_pinned(old, false).await.unwrap();
-    assert_eq!(rig.version().await, v1 + 4);
+    assert_eq!(rig.version().await, v1 + 5);
+    assert!(c.protected_dumps(rig.worker).await.unwrap().is_empty());
+}
+
+/// An ad-hoc restore run by a restore worker (shared store): its dump is
+/// in the HOLDER's protected list while the run is QUEUED or RUNNING, and
+/// the holder's schedule is bumped when the run comes and when it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_or_running_restore_protects_its_dump_on_the_holder() {
+    let rig = Rig::start().await;
+    let c = &rig.catalog;
+    let reader = c.register_worker("w-reader").await.unwrap().id;
+    sqlx::query("UPDATE workers SET restore_worker_id = $2 WHERE id = $1")
+        .bind(rig.worker)
+        .bind(reader)
+        .execute(&c.pool)
+        .await
+        .unwrap();
+    let (old, old_uuid) = rig.dump("SUCCEEDED", 2).await;
+    let (newer, newer_uuid) = rig.dump("SUCCEEDED", 1).await;
+    let restore = |dump_id: i64, database: &str| v1::RestoreNowRequest {
+        what: Some(v1::restore_now_request::What::Dump(v1::AdHocRestore {
+            dump_id,
+            target: Some(v1::RestoreTarget {
+                instance_id: rig.instance,
+                database: database.into(),
+                ..Default::default()
+            }),
+        })),
+    };
+    let run_of = |task: i64| async move {
+        let run: i64 = sqlx::query_scalar("SELECT restore_run_id FROM tasks WHERE id = $1")
+            .bind(task)
+            .fetch_one(&c.pool)
+            .await
+            .unwrap();
+        run
+    };
+
+    let v0 = rig.version().await;
+    let reader_v0 = c.schedule_version(reader).await.unwrap().0;
+    let queued = c.restore_now(&restore(old, "a")).await.unwrap();
+    assert_eq!(queued.worker_id, reader, "the restore worker runs it");
+    assert_eq!(rig.version().await, v0 + 1, "the holder hears at once");
+    assert_eq!(
+        c.schedule_version(reader).await.unwrap().0,
+        reader_v0,
+        "the reader holds no dump"
+    );
+    assert_eq!(
+        c.protected_dumps(rig.worker).await.unwrap(),
+        vec![(old_uuid.to_string(), false)]
+    );
+    assert!(c.protected_dumps(reader).await.unwrap().is_empty());
+
+    // QUEUED -> RUNNING keeps it protected without another bump.
+    let run = run_of(queued.id).await;
+    sqlx::query("UPDATE restore_runs SET status = 'RUNNING' WHERE id = $1")
+        .bind(run)
+        .execute(&c.pool)
+        .await
+        .unwrap();
+    assert_eq!(rig.version().await, v0 + 1);
+    assert_eq!(c.protected_dumps(rig.worker).await.unwrap().len(), 1);
+
+    // A second run of the newer dump; the first one ends ABORTED.
+    let second = c.restore_now(&restore(newer, "b")).await.unwrap();
+    assert_eq!(rig.version().await, v0 + 2);
+    let ended = finished(run, v1::RestoreStatus::Aborted);
+    c.apply_events(reader, &[ended], 0).await.unwrap();
+    assert_eq!(rig.version().await, v0 + 3, "its end bumps the holder");
+    assert_eq!(
+        c.protected_dumps(rig.worker).await.unwrap(),
+        vec![(newer_uuid.to_string(), false)]
+    );
+
+    // A run whose task fails without a RestoreFinished ends too.
+    sqlx::query("UPDATE tasks SET state = 'FAILED', error = 'gone' WHERE id = $1")
+        .bind(second.id)
+        .execute(&c.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE restore_runs SET status = 'FAILED', finished_at = now() WHERE task_id = $1",
+    )
+    .bind(second.id)
+    .execute(&c.pool)
+    .await
+    .unwrap();
+    assert_eq!(rig.version().await, v0 + 4);
     assert!(c.protected_dumps(rig.worker).await.unwrap().is_empty());
 }
 

@@ -288,6 +288,10 @@ pub fn validate_restore_target(t: &crate::v1::RestoreTarget) -> Result<(), Inval
             t.parallel_jobs
         )));
     }
+    if !t.script_name.is_empty() {
+        // The options of a script restore are the script's arguments.
+        return crate::script::validate_restore_target(t);
+    }
     validate_restore_options(&t.extra_options)
 }
 

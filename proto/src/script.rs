@@ -97,6 +97,36 @@ pub fn validate_arguments(args: &[String]) -> Result<(), InvalidInput> {
     Ok(())
 }
 
+/// Checks what a script restore (`RestoreTarget.script_name`) may ask for:
+/// a valid script name, arguments as for SCRIPT jobs, and none of the
+/// options only pg_restore honours (parallel jobs, tablespaces): the script
+/// decides how it restores (docs/scripts.md, "Restore scripts").
+pub fn validate_restore_target(t: &crate::v1::RestoreTarget) -> Result<(), InvalidInput> {
+    validate_name(&t.script_name)?;
+    let refused = if t.parallel_jobs != 0 {
+        Some("--jobs")
+    } else if t.keep_tablespaces || !t.tablespace_map.is_empty() {
+        Some("tablespace handling")
+    } else {
+        None
+    };
+    if let Some(what) = refused {
+        return Err(InvalidInput::Other(format!(
+            "a restore by script {:?} takes no {what}: the script decides how it restores",
+            t.script_name
+        )));
+    }
+    validate_arguments(&t.extra_options)
+}
+
+/// True for a well-formed content address (`sha256:` and 64 lower-case hex
+/// digits), as [`content_hash`] writes it.
+pub fn is_content_hash(text: &str) -> bool {
+    text.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
 /// The content address of a script: `sha256:` and the hex SHA-256 of the
 /// content (the same as `sha256sum` prints).
 pub fn content_hash(content: &[u8]) -> String {
@@ -156,5 +186,32 @@ mod tests {
             content_hash(b"abc"),
             "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+        assert!(is_content_hash(&content_hash(b"abc")));
+        assert!(!is_content_hash("sha256:ABC"));
+        assert!(!is_content_hash(""));
+    }
+
+    #[test]
+    fn a_script_restore_takes_arguments_not_pg_restore_options() {
+        use crate::v1::RestoreTarget;
+        let t = |f: fn(&mut RestoreTarget)| {
+            let mut t = RestoreTarget {
+                instance_id: 1,
+                script_name: "restore.sh".into(),
+                extra_options: vec!["not-a-pg_restore-option".into()],
+                ..Default::default()
+            };
+            f(&mut t);
+            crate::model::validate_restore_target(&t).map_err(|e| e.to_string())
+        };
+        assert!(t(|_| {}).is_ok());
+        // Without a script the same option is refused as a pg_restore option.
+        assert!(t(|t| t.script_name.clear()).is_err());
+        let err = t(|t| t.parallel_jobs = 2).unwrap_err();
+        assert!(err.contains("takes no --jobs"), "{err}");
+        let err = t(|t| t.keep_tablespaces = true).unwrap_err();
+        assert!(err.contains("tablespace"), "{err}");
+        assert!(t(|t| t.script_name = "../x".into()).is_err());
+        assert!(t(|t| t.extra_options = vec!["a\0b".into()]).is_err());
     }
 }

@@ -59,9 +59,14 @@ pub struct TargetArgs {
     /// pg_restore -j (the archive is spooled on the worker when needed)
     #[arg(long, value_name = "N")]
     pub jobs: Option<u32>,
-    /// Extra pg_restore option, repeatable (--option=--disable-triggers)
+    /// Extra pg_restore option, repeatable (--option=--disable-triggers);
+    /// with --script: the script's arguments, in order
     #[arg(long = "option", value_name = "ARG", allow_hyphen_values = true)]
     pub options: Vec<String>,
+    /// Restore with this registered script instead of pg_restore/psql
+    /// (docs/scripts.md; the worker must enable scripts)
+    #[arg(long, value_name = "NAME")]
+    pub script: Option<String>,
 }
 
 impl TargetArgs {
@@ -105,6 +110,7 @@ impl TargetArgs {
             tablespace_map: map,
             parallel_jobs: self.jobs.unwrap_or(0),
             extra_options: self.options.clone(),
+            script_name: self.script.clone().unwrap_or_default(),
         })
     }
 }

@@ -203,6 +203,8 @@ pub fn dump(d: &v1::Dump) -> Value {
         "pinned": d.pinned,
         // A JSON document from the worker; null when none was captured.
         "restore_metadata": serde_json::from_str::<Value>(&d.restore_metadata_json).ok(),
+        // SCRIPT dumps: the hash of the script version that made it.
+        "script_hash": d.script_hash,
     })
 }
 
@@ -347,7 +349,7 @@ mod tests {
         assert_eq!(v["schema"], "");
         // Every proto field (the metadata JSON string becomes an object),
         // plus the derived dedup_ratio.
-        assert_eq!(v.as_object().map(|o| o.len()), Some(32));
+        assert_eq!(v.as_object().map(|o| o.len()), Some(33));
         assert_eq!(v["table_rows"], json!([]));
         assert_eq!(v["table_rows_counted"], false);
         assert_eq!(v["pinned"], false);

@@ -55,6 +55,7 @@ pub fn target(t: Option<&v1::RestoreTarget>) -> Value {
         "tablespace_map": map,
         "parallel_jobs": t.parallel_jobs,
         "extra_options": t.extra_options,
+        "script_name": t.script_name,
     })
 }
 
@@ -78,6 +79,7 @@ pub fn run(r: &v1::RestoreRun) -> Value {
         "bytes_done": r.bytes_done,
         "warnings": r.warnings,
         "error": r.error,
+        "script_hash": r.script_hash,
     })
 }
 
@@ -168,7 +170,10 @@ pub fn jobs(js: &[v1::RestoreJob]) -> Table {
             cell(super::json::status(j.status())),
             source(j),
             where_to(&j.target_instance_name, tg),
-            cell(restore_type(tg.map_or(0, |t| t.restore_type))),
+            match tg.filter(|t| !t.script_name.is_empty()) {
+                Some(t) => format!("script {}", t.script_name),
+                None => cell(restore_type(tg.map_or(0, |t| t.restore_type))),
+            },
             cell(existing_database(tg.map_or(0, |t| t.existing_database))),
             if j.cron.is_empty() {
                 time(j.run_at.as_ref()).replace('-', "asap")
@@ -228,6 +233,7 @@ pub fn job_rows(j: &v1::RestoreJob) -> Vec<(&'static str, String)> {
             "options",
             tg.map_or("-".into(), |t| text(&t.extra_options.join(" "))),
         ),
+        ("script", text(tg.map_or("", |t| t.script_name.as_str()))),
         ("cron", text(&j.cron)),
         ("run at", time(j.run_at.as_ref())),
         ("comment", text(&j.comment)),
@@ -254,7 +260,14 @@ pub fn runs(rs: &[v1::RestoreRun]) -> Table {
             id(r.restore_job_id),
             r.dump_id.to_string(),
             text(&r.source_database),
-            where_to(&r.target_instance_name, r.target.as_ref()),
+            match r.target.as_ref().filter(|t| !t.script_name.is_empty()) {
+                Some(t) => format!(
+                    "{} by script {}",
+                    where_to(&r.target_instance_name, r.target.as_ref()),
+                    t.script_name
+                ),
+                None => where_to(&r.target_instance_name, r.target.as_ref()),
+            },
             cell(restore_status(r.status)),
             time(r.started_at.as_ref()),
             duration(r.started_at.as_ref(), r.finished_at.as_ref()),
@@ -291,6 +304,13 @@ pub fn run_rows(r: &v1::RestoreRun) -> Vec<(&'static str, String)> {
         ),
         ("harmless errors", r.warnings.to_string()),
         ("error", text(&r.error)),
+        (
+            "script",
+            match r.target.as_ref().filter(|t| !t.script_name.is_empty()) {
+                Some(t) => format!("{} ({})", t.script_name, text(&r.script_hash)),
+                None => "-".into(),
+            },
+        ),
     ]
 }
 

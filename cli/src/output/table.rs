@@ -597,6 +597,7 @@ pub fn dump_rows(d: &v1::Dump) -> Vec<(&'static str, String)> {
         ("client version", text(&d.client_version)),
         ("location", text(&d.location)),
         ("message", text(&d.message)),
+        ("script", text(&d.script_hash)),
         (
             "restore metadata",
             restore_metadata(&d.restore_metadata_json),

@@ -366,17 +366,17 @@ impl Catalog {
             "INSERT INTO dumps (dump_uuid, job_id, worker_id, instance_id, host, port, database, \
              schema_name, dump_type, format, status, started_at, finished_at, dump_bytes, \
              stored_bytes, database_bytes, server_version, client_version, location, message, task_id, restore_metadata, \
-             table_rows, table_rows_error) \
+             table_rows, table_rows_error, script_hash) \
              SELECT u.uuid, u.job, $1, u.inst, u.host, u.port, u.db, u.schema, u.dtype, u.fmt, \
                     u.status, u.started, u.finished, u.dbytes, u.sbytes, u.dbsize, u.sver, u.cver, \
-                    u.loc, u.msg, u.task, NULLIF(u.meta, '')::jsonb, NULLIF(u.trows, '')::jsonb, u.terr \
+                    u.loc, u.msg, u.task, NULLIF(u.meta, '')::jsonb, NULLIF(u.trows, '')::jsonb, u.terr, u.shash \
              FROM unnest($2::uuid[], $3::bigint[], $4::bigint[], $5::text[], $6::int[], $7::text[], \
                          $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[], \
                          $13::timestamptz[], $14::bigint[], $15::bigint[], $16::bigint[], $17::text[], \
                          $18::text[], $19::text[], $20::text[], $21::bigint[], $22::text[], $23::text[], \
-                         $24::text[]) WITH ORDINALITY \
+                         $24::text[], $25::text[]) WITH ORDINALITY \
                   AS u(uuid, job, inst, host, port, db, schema, dtype, fmt, status, started, finished, \
-                       dbytes, sbytes, dbsize, sver, cver, loc, msg, task, meta, trows, terr, ord) \
+                       dbytes, sbytes, dbsize, sver, cver, loc, msg, task, meta, trows, terr, shash, ord) \
              ORDER BY u.ord \
              ON CONFLICT (dump_uuid) DO NOTHING RETURNING id, dump_uuid",
         )
@@ -404,6 +404,7 @@ impl Catalog {
         .bind(&c.restore_metadata)
         .bind(&c.table_rows)
         .bind(&c.table_rows_error)
+        .bind(&c.script_hash)
         .fetch_all(&mut **tx)
         .await?;
         let by_uuid: std::collections::HashMap<uuid::Uuid, i64> =
@@ -669,6 +670,8 @@ struct DumpColumns {
     /// JSON (migration 0017), empty when not counted.
     table_rows: Vec<String>,
     table_rows_error: Vec<String>,
+    /// SCRIPT dumps: the script version's hash (migration 0023), else empty.
+    script_hash: Vec<String>,
 }
 
 impl DumpColumns {
@@ -713,6 +716,15 @@ impl DumpColumns {
             String::new()
         });
         self.table_rows_error.push(d.table_rows_error.clone());
+        // Only a well-formed hash (the column's CHECK): a malformed one from
+        // a worker must not refuse the whole batch.
+        self.script_hash.push(
+            if pgsnapman_proto::script::is_content_hash(&d.script_hash) {
+                d.script_hash.clone()
+            } else {
+                String::new()
+            },
+        );
     }
 }
 

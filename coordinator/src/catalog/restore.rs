@@ -42,6 +42,10 @@ impl Catalog {
         }
         rows::existing_database_label(t.existing_database)?;
         validate_restore_target(&t)?;
+        if !t.script_name.is_empty() {
+            // A script restore runs only a registered script (docs/scripts.md).
+            self.require_script(&t.script_name).await?;
+        }
         Ok(t)
     }
 
@@ -125,9 +129,10 @@ impl Catalog {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO restore_jobs (worker_id, source_job_id, source_dump_id, target_instance_id, \
              target_database, schema_name, restore_type, existing_database, kind, cron, run_at, roles, \
-             target_owner, tablespace_map, keep_tablespaces, parallel_jobs, extra_options, status, comment) \
+             target_owner, tablespace_map, keep_tablespaces, parallel_jobs, extra_options, status, comment, \
+             script_name) \
              VALUES ($1, NULLIF($2, 0), NULLIF($3, 0), $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-             $15, $16, $17, $18, $19) RETURNING id",
+             $15, $16, $17, $18, $19, NULLIF($20, '')) RETURNING id",
         )
         .bind(worker)
         .bind(source_job)
@@ -148,6 +153,7 @@ impl Catalog {
         .bind(&target.extra_options)
         .bind(status)
         .bind(&req.comment)
+        .bind(&target.script_name)
         .fetch_one(&self.pool)
         .await?;
         if source_dump != 0 {
@@ -569,12 +575,29 @@ impl Catalog {
             .map(|v: serde_json::Value| rows::target_from_json(&v))
             .map_err(|e| ApiError::Internal(anyhow::anyhow!("restore run {run_id} target: {e}")))?;
         let instance = self.instance(target.instance_id).await?;
+        // A script restore gets the script's current version with the task;
+        // the run records which one (the worker runs nothing else).
+        let script = if target.script_name.is_empty() {
+            None
+        } else {
+            Some(
+                self.script_source(&target.script_name)
+                    .await
+                    .map_err(|e| match e {
+                        ApiError::NotFound(m) => {
+                            ApiError::Precondition(format!("restore run {run_id}: {m}"))
+                        }
+                        other => other,
+                    })?,
+            )
+        };
         sqlx::query(
             "UPDATE restore_runs SET status = 'RUNNING', started_at = COALESCE(started_at, now()), \
-             worker_id = $2 WHERE id = $1",
+             worker_id = $2, script_hash = $3 WHERE id = $1",
         )
         .bind(run_id)
         .bind(task.worker_id)
+        .bind(script.as_ref().map_or("", |s| s.hash.as_str()))
         .execute(&self.pool)
         .await?;
         Ok(v1::RestoreSpec {
@@ -593,6 +616,7 @@ impl Catalog {
             // dump from another worker's store).
             target_instance: Some(self.connection_for(&instance, task.worker_id).await?),
             dump_worker_name: dump.worker_name.clone(),
+            script,
         })
     }
 
@@ -709,7 +733,7 @@ impl Catalog {
         if n == 0 {
             return Ok(None);
         }
-        self.unprotect_after_single_run(&mut **tx, f.run_id).await?;
+        // Its dump's protection ends with it: migration 0024 bumps the holder.
         let run = sqlx::query_as::<_, RestoreRunRow>(&format!(
             "SELECT {RESTORE_RUN_COLUMNS} FROM restore_runs u WHERE u.id = $1"
         ))

@@ -12,14 +12,18 @@ use crate::rows::{self, DumpRow, JobRow};
 /// has a retention nobody previews line by line).
 pub const PREVIEW_MAX_DUMPS: i64 = 10_000;
 
-/// Dumps of a worker retention must keep: pinned ones, and ones a restore
-/// job still to run names (a SINGLE job without a finished run, or a REPEAT
-/// job with a fixed dump). `$1`: the worker.
+/// Dumps of a worker retention must keep: pinned ones, ones a restore job
+/// still to run names (a SINGLE job without a finished run, or a REPEAT job
+/// with a fixed dump), and ones a QUEUED or RUNNING restore run reads, on
+/// whichever worker it runs (migration 0024 bumps the holder's schedule
+/// when such a run comes or goes). `$1`: the worker holding the dumps.
 const PROTECTED_SQL: &str = "SELECT d.dump_uuid::text, d.pinned FROM dumps d \
     WHERE d.worker_id = $1 AND (d.pinned OR EXISTS (SELECT 1 FROM restore_jobs r \
       WHERE r.source_dump_id = d.id AND (r.kind = 'REPEAT' OR (r.kind = 'SINGLE' \
       AND NOT EXISTS (SELECT 1 FROM restore_runs u WHERE u.restore_job_id = r.id \
-      AND u.status IN ('SUCCEEDED', 'FAILED', 'ABORTED')))))) \
+      AND u.status IN ('SUCCEEDED', 'FAILED', 'ABORTED'))))) \
+      OR EXISTS (SELECT 1 FROM restore_runs q WHERE q.dump_id = d.id \
+      AND q.status IN ('QUEUED', 'RUNNING'))) \
     ORDER BY d.dump_uuid";
 
 impl Catalog {
@@ -66,28 +70,6 @@ impl Catalog {
              WHERE id = (SELECT worker_id FROM dumps WHERE id = $1)",
         )
         .bind(dump_id)
-        .execute(exec)
-        .await?;
-        Ok(())
-    }
-
-    /// After a restore run ended: if it was a SINGLE job's run of a fixed
-    /// dump, that dump is no longer protected; the holder's schedule is
-    /// bumped so its retention may judge it again.
-    pub(super) async fn unprotect_after_single_run<'e, E>(
-        &self,
-        exec: E,
-        run_id: i64,
-    ) -> ApiResult<()>
-    where
-        E: sqlx::PgExecutor<'e>,
-    {
-        sqlx::query(
-            "UPDATE workers SET schedule_version = schedule_version + 1 WHERE id = \
-             (SELECT d.worker_id FROM restore_runs u JOIN restore_jobs r ON r.id = u.restore_job_id \
-             JOIN dumps d ON d.id = r.source_dump_id WHERE u.id = $1 AND r.kind = 'SINGLE')",
-        )
-        .bind(run_id)
         .execute(exec)
         .await?;
         Ok(())

@@ -111,6 +111,17 @@ impl Catalog {
         if !row.job_ids.is_empty() {
             return Err(ApiError::Precondition(in_use(name, &row.job_ids)));
         }
+        let restore_jobs: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM restore_jobs WHERE script_name = $1 ORDER BY id LIMIT 11",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        if !restore_jobs.is_empty() {
+            return Err(ApiError::Precondition(
+                in_use(name, &restore_jobs).replace("dump job(s)", "restore job(s)"),
+            ));
+        }
         let res = sqlx::query("DELETE FROM scripts WHERE name = $1")
             .bind(name)
             .execute(&self.pool)
@@ -118,7 +129,7 @@ impl Catalog {
         match res {
             // A job added since the check above.
             Err(e) if crate::error::is_fk_violation(&e) => Err(ApiError::Precondition(format!(
-                "script {name:?} is used by a dump job: remove or change the job first"
+                "script {name:?} is used by a dump or restore job: remove or change the job first"
             ))),
             Err(e) => Err(e.into()),
             Ok(_) => Ok(()),

@@ -411,6 +411,7 @@ pub struct DumpRow {
     pub restore_verified_at: Option<DateTime<Utc>>,
     pub restore_verified_ok: Option<bool>,
     pub restore_verified_detail: Option<String>,
+    pub script_hash: String,
 }
 
 pub const DUMP_COLUMNS: &str = "d.id, d.dump_uuid, d.job_id, d.worker_id, d.instance_id, d.host, \
@@ -420,7 +421,7 @@ pub const DUMP_COLUMNS: &str = "d.id, d.dump_uuid, d.job_id, d.worker_id, d.inst
     d.restore_metadata::text AS restore_metadata, d.verified, d.verified_at, \
     d.table_rows IS NOT NULL AS table_rows_counted, d.table_rows_error, d.pinned, \
     d.restore_verified_method, d.restore_verified_at, d.restore_verified_ok, \
-    d.restore_verified_detail::text AS restore_verified_detail";
+    d.restore_verified_detail::text AS restore_verified_detail, d.script_hash";
 
 impl DumpRow {
     pub fn to_proto(&self) -> v1::Dump {
@@ -459,6 +460,7 @@ impl DumpRow {
             restore_verified_at: ts(self.restore_verified_at),
             restore_verified_ok: self.restore_verified_ok.unwrap_or(false),
             restore_verified_detail_json: self.restore_verified_detail.clone().unwrap_or_default(),
+            script_hash: self.script_hash.clone(),
         }
     }
 }

@@ -31,6 +31,7 @@ pub struct RestoreJobRow {
     pub tablespace_map: Option<String>,
     pub parallel_jobs: i32,
     pub extra_options: Vec<String>,
+    pub script_name: Option<String>,
     pub cron: String,
     pub run_at: Option<DateTime<Utc>>,
     pub last_fired_at: Option<DateTime<Utc>>,
@@ -44,7 +45,7 @@ pub const RESTORE_JOB_COLUMNS: &str = "r.id, r.kind, r.status, r.source_job_id, 
     r.source_dump_id, r.target_instance_id, i.name AS target_instance_name, r.target_database, \
     r.schema_name, r.restore_type, r.existing_database, r.roles, r.target_owner, \
     r.keep_tablespaces, r.tablespace_map::text AS tablespace_map, r.parallel_jobs, \
-    r.extra_options, r.cron, r.run_at, r.last_fired_at, r.comment, r.created_at, r.updated_at";
+    r.extra_options, r.script_name, r.cron, r.run_at, r.last_fired_at, r.comment, r.created_at, r.updated_at";
 
 fn map_of(text: Option<&str>) -> HashMap<String, String> {
     text.and_then(|t| serde_json::from_str(t).ok())
@@ -65,6 +66,7 @@ impl RestoreJobRow {
             tablespace_map: map_of(self.tablespace_map.as_deref()),
             parallel_jobs: u32_of(self.parallel_jobs),
             extra_options: self.extra_options.clone(),
+            script_name: self.script_name.clone().unwrap_or_default(),
         }
     }
 
@@ -108,6 +110,7 @@ pub struct RestoreRunRow {
     pub bytes_done: i64,
     pub warnings: i32,
     pub error: String,
+    pub script_hash: String,
 }
 
 /// Columns of `RestoreRunRow` (`u` is `restore_runs`).
@@ -116,7 +119,7 @@ pub const RESTORE_RUN_COLUMNS: &str = "u.id, u.restore_job_id, u.task_id, u.dump
     u.source_database, u.target_instance_id, \
     (SELECT i.name FROM instances i WHERE i.id = u.target_instance_id) AS target_instance_name, \
     u.target::text AS target, u.status, u.queued_at, u.started_at, u.finished_at, \
-    u.bytes_total, u.bytes_done, u.warnings, u.error";
+    u.bytes_total, u.bytes_done, u.warnings, u.error, u.script_hash";
 
 impl RestoreRunRow {
     pub fn to_proto(&self) -> v1::RestoreRun {
@@ -142,6 +145,7 @@ impl RestoreRunRow {
             bytes_done: n(self.bytes_done),
             warnings: u32_of(self.warnings),
             error: self.error.clone(),
+            script_hash: self.script_hash.clone(),
         }
     }
 }
@@ -181,6 +185,7 @@ pub fn target_json(t: &v1::RestoreTarget) -> Value {
         "tablespace_map": t.tablespace_map,
         "parallel_jobs": t.parallel_jobs,
         "extra_options": t.extra_options,
+        "script_name": t.script_name,
     })
 }
 
@@ -216,6 +221,7 @@ pub fn target_from_json(v: &Value) -> v1::RestoreTarget {
                     .collect()
             })
             .unwrap_or_default(),
+        script_name: s("script_name"),
     }
 }
 
@@ -237,6 +243,7 @@ mod tests {
             tablespace_map: [("fast".to_string(), String::new())].into_iter().collect(),
             parallel_jobs: 3,
             extra_options: vec!["--disable-triggers".into()],
+            script_name: "restore.sh".into(),
         };
         assert_eq!(target_from_json(&target_json(&t)), t);
     }

@@ -32,6 +32,7 @@ mod repair;
 mod restore;
 mod retention;
 mod scale;
+mod script_restore;
 mod scripts;
 mod secrets;
 mod shutdown;

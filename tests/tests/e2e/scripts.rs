@@ -23,7 +23,7 @@ fn process_gone(pid: &str) -> bool {
 }
 
 /// Waits (at most 30 s) until process `pid` is gone.
-async fn wait_process_gone(pid: &str, what: &str) {
+pub(crate) async fn wait_process_gone(pid: &str, what: &str) {
     wait::until(what, Duration::from_secs(30), || {
         let gone = process_gone(pid);
         async move { gone.then_some(()) }
@@ -32,7 +32,7 @@ async fn wait_process_gone(pid: &str, what: &str) {
 }
 
 /// What is left in the worker's tmp directory (script scratch dirs).
-fn scratch_left(stack: &Stack) -> Vec<std::path::PathBuf> {
+pub(crate) fn scratch_left(stack: &Stack) -> Vec<std::path::PathBuf> {
     let tmp = stack.worker.data_dir.join("tmp");
     std::fs::read_dir(&tmp)
         .unwrap()
@@ -41,10 +41,10 @@ fn scratch_left(stack: &Stack) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
-const ENABLED: (&str, &str) = ("PGSNAPMAN_SCRIPTS__ENABLED", "true");
+pub(crate) const ENABLED: (&str, &str) = ("PGSNAPMAN_SCRIPTS__ENABLED", "true");
 
 /// Writes `body` as a script file in `dir` and registers it as `name`.
-fn register(cli: &Pgsnap, dir: &Path, name: &str, body: &str) -> Value {
+pub(crate) fn register(cli: &Pgsnap, dir: &Path, name: &str, body: &str) -> Value {
     let file = dir.join(format!("{name}.src"));
     std::fs::write(&file, body).unwrap();
     cli.json(&["script", "add", name, file.to_str().unwrap()])
@@ -75,7 +75,13 @@ fn script_job_args(instance: i64, db: &str, script: &str, extra: &[&str]) -> Vec
     args
 }
 
-fn add_script_job(cli: &Pgsnap, instance: i64, db: &str, script: &str, extra: &[&str]) -> i64 {
+pub(crate) fn add_script_job(
+    cli: &Pgsnap,
+    instance: i64,
+    db: &str,
+    script: &str,
+    extra: &[&str],
+) -> i64 {
     let args = script_job_args(instance, db, script, extra);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     id_of(&cli.json(&args).expect("add script job"))

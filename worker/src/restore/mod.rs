@@ -51,9 +51,9 @@ enum Ending {
     Cancelled,
 }
 
-/// Runs a leased RESTORE task: waits for one of the restore `slots`
-/// (`restore.max_concurrent`; the lease is renewed meanwhile), then
-/// restores. `None`: cancelled, nothing to report.
+/// Runs a leased RESTORE task: holds its dump (`InUse`), waits for one of
+/// the restore `slots` (`restore.max_concurrent`; the lease is renewed
+/// meanwhile), then restores. `None`: cancelled, nothing to report.
 pub async fn task(
     slots: &Semaphore,
     runner: &Runner,
@@ -63,6 +63,9 @@ pub async fn task(
     cancel: &CancellationToken,
     progress: &TaskProgress,
 ) -> Option<event::Body> {
+    // Held from the lease on, not only from the slot on: retention on this
+    // worker never removes a dump whose restore waits for a slot.
+    let _waiting = runner.in_use().hold(&spec.dump_uuid);
     progress.set_phase("restore-wait");
     let permit = tokio::select! {
         p = slots.acquire() => p.ok(),
@@ -95,7 +98,13 @@ pub async fn restore(
     // Retention leaves the dump alone until the run ends.
     let _reading = runner.in_use().hold(&spec.dump_uuid);
     let log = RunLog::new(outbox, spec.run_id);
+    let by_script = spec
+        .target
+        .as_ref()
+        .is_some_and(|t| !t.script_name.is_empty());
     let (ending, warnings) = match plan::check(spec) {
+        // A registered script restores instead of pg_restore/psql.
+        _ if by_script => script_attempt(runner, &log, &task, spec, cancel, progress).await,
         Err(reason) => (Ending::Aborted(reason), 0),
         Ok(plan) => attempt(runner, &log, plan, spec, cancel, progress).await,
     };
@@ -140,6 +149,27 @@ pub async fn restore(
     }
     log.close().await;
     Some(finished)
+}
+
+/// A restore by a registered script (docs/scripts.md): the script decides
+/// what happens to the target, so nothing is cleaned up after it.
+async fn script_attempt(
+    runner: &Runner,
+    log: &RunLog,
+    task: &Option<TaskRef>,
+    spec: &RestoreSpec,
+    cancel: &CancellationToken,
+    progress: &TaskProgress,
+) -> (Ending, u32) {
+    let task_id = task.as_ref().map_or(0, |t| t.task_id);
+    match crate::script::restore::run(runner, log, spec, task_id, cancel, progress).await {
+        Ok(warnings) => (Ending::Succeeded, warnings),
+        Err(e) if e.is::<Cancelled>() => (Ending::Cancelled, 0),
+        Err(e) => match e.downcast::<Abort>() {
+            Ok(a) => (Ending::Aborted(a.0), 0),
+            Err(e) => (Ending::Failed(format!("{e:#}")), 0),
+        },
+    }
 }
 
 /// One restore in progress: what it needs and what it created (for the

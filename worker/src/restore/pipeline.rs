@@ -33,7 +33,7 @@ const BUF: usize = 256 * 1024;
 pub struct Cancelled;
 
 /// A pipe whose ends are closed when the program that gets them runs.
-fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).context("create a pipe")
 }
 
@@ -74,7 +74,7 @@ fn copy_counted(
 }
 
 /// Feeds a stored file into `out` on a blocking thread.
-fn feed(
+pub(crate) fn feed(
     src: Stored,
     out: OwnedFd,
     progress: Arc<AtomicU64>,

@@ -429,6 +429,7 @@ mod tests {
                 ..InstanceConnection::default()
             }),
             dump_worker_name: String::new(),
+            script: None,
         }
     }
 

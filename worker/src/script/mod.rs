@@ -1,7 +1,10 @@
 //! SCRIPT dumps (docs/scripts.md): the opt-in (`[scripts] enabled`), the
 //! private scratch directory with the script and its password file, the
 //! script's environment and command, its bounded stderr lines. Storing its
-//! output is the runner's (the same ingest as pg_dump's).
+//! output is the runner's (the same ingest as pg_dump's). Restore scripts
+//! are in `restore`.
+pub mod restore;
+
 use std::ffi::OsString;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -52,17 +55,34 @@ pub fn check<'a>(
     worker: &str,
     spec: &'a DumpSpec,
 ) -> Result<&'a ScriptSource> {
+    let script = check_source(
+        config,
+        worker,
+        spec.script.as_ref(),
+        &format!("job {} is a SCRIPT job", spec.job_id),
+    )?;
+    validate_arguments(&spec.extra_options)?;
+    Ok(script)
+}
+
+/// Checks that this worker runs scripts and that `script` arrived whole
+/// (name, size, content hash); `what` names the work that needs it.
+pub fn check_source<'a>(
+    config: &ScriptsConfig,
+    worker: &str,
+    script: Option<&'a ScriptSource>,
+    what: &str,
+) -> Result<&'a ScriptSource> {
     if !config.enabled {
         bail!(
             "scripts are disabled on worker {worker}: set scripts.enabled = true in its config \
              (docs/scripts.md)"
         );
     }
-    let Some(script) = spec.script.as_ref() else {
+    let Some(script) = script else {
         bail!(
-            "job {} is a SCRIPT job but its script did not arrive (a schedule or coordinator \
-             older than this worker?)",
-            spec.job_id
+            "{what} but its script did not arrive (a schedule or coordinator older than this \
+             worker?)"
         );
     };
     validate_name(&script.name)?;
@@ -75,12 +95,11 @@ pub fn check<'a>(
             script.hash
         );
     }
-    validate_arguments(&spec.extra_options)?;
     Ok(script)
 }
 
 /// The lower-case format name scripts see in `PGSNAPMAN_FORMAT`.
-fn format_name(format: DumpFormat) -> &'static str {
+pub(crate) fn format_name(format: DumpFormat) -> &'static str {
     match format {
         DumpFormat::Directory => "directory",
         DumpFormat::Plain => "plain",
@@ -164,6 +183,19 @@ pub struct RunInfo<'a> {
 /// cleared: it may hold an enrollment token); cwd is the scratch
 /// directory.
 pub fn command(scratch: &Scratch, script: &ScriptSource, run: &RunInfo<'_>) -> Result<Command> {
+    let mut env = base_environment(scratch, script, &run.base());
+    env.extend(dump_environment(run));
+    script_command(scratch, script, &run.spec.extra_options, env)
+}
+
+/// The command that runs `script` from `scratch` with `args` and exactly
+/// the environment `env`.
+pub(crate) fn script_command(
+    scratch: &Scratch,
+    script: &ScriptSource,
+    args: &[String],
+    env: Vec<(&'static str, OsString)>,
+) -> Result<Command> {
     let (interpreter, arg) = interpreter_line(&script.content)?;
     // What the kernel would run for `#!`, run directly: executing the file
     // itself could fail with ETXTBSY while another thread's freshly forked
@@ -171,10 +203,10 @@ pub fn command(scratch: &Scratch, script: &ScriptSource, run: &RunInfo<'_>) -> R
     let mut cmd = Command::new(interpreter);
     cmd.args(arg)
         .arg(&scratch.script)
-        .args(&run.spec.extra_options)
+        .args(args)
         .current_dir(scratch.path())
         .env_clear()
-        .envs(environment(scratch, script, run));
+        .envs(env);
     Ok(cmd)
 }
 
@@ -202,10 +234,34 @@ fn interpreter_line(content: &[u8]) -> Result<(&str, Option<&str>)> {
     Ok((interpreter, arg))
 }
 
-fn environment(
+/// What every script's environment says, dump or restore: the instance it
+/// works on, the database, the client binaries, the worker.
+pub(crate) struct BaseEnv<'a> {
+    pub instance: &'a InstanceConnection,
+    pub database: &'a str,
+    pub worker: &'a str,
+    pub bin_dir: &'a Path,
+    pub connect_timeout: Duration,
+}
+
+impl RunInfo<'_> {
+    fn base(&self) -> BaseEnv<'_> {
+        BaseEnv {
+            instance: self.instance,
+            database: self.database,
+            worker: self.worker,
+            bin_dir: self.bin_dir,
+            connect_timeout: self.connect_timeout,
+        }
+    }
+}
+
+/// The libpq variables, PATH, HOME, the password file, the locale and the
+/// `PGSNAPMAN_*` variables every script gets (docs/scripts.md).
+pub(crate) fn base_environment(
     scratch: &Scratch,
     script: &ScriptSource,
-    run: &RunInfo<'_>,
+    run: &BaseEnv<'_>,
 ) -> Vec<(&'static str, OsString)> {
     let i = run.instance;
     let (port, user, sslmode) = crate::runner::connection::port_user_sslmode(i);
@@ -229,13 +285,6 @@ fn environment(
             format!("pgsnapman-script-{}", script.name).into(),
         ),
         ("PGSNAPMAN_WORKER", run.worker.into()),
-        ("PGSNAPMAN_JOB_ID", run.spec.job_id.to_string().into()),
-        ("PGSNAPMAN_TASK_ID", run.task_id.to_string().into()),
-        ("PGSNAPMAN_DUMP_UUID", run.dump_uuid.into()),
-        ("PGSNAPMAN_DATABASE", run.database.into()),
-        ("PGSNAPMAN_SCHEMA", run.spec.schema.clone().into()),
-        ("PGSNAPMAN_FORMAT", format_name(run.format).into()),
-        ("PGSNAPMAN_SERVER_VERSION", run.server_version.into()),
         ("PGSNAPMAN_PG_BINDIR", run.bin_dir.into()),
         ("PGSNAPMAN_SCRATCH_DIR", scratch.path().into()),
         ("PGSNAPMAN_SCRIPT_NAME", script.name.clone().into()),
@@ -247,13 +296,27 @@ fn environment(
         Some(p) => env.push(("PGPASSFILE", p.path().into())),
         None => env.push(("PGPASSFILE", scratch.path().join(".pgpass").into())),
     }
-    if let Some(d) = run.output_dir {
-        env.push(("PGSNAPMAN_OUTPUT_DIR", d.into()));
-    }
     for keep in ["LANG", "LC_ALL", "TZ"] {
         if let Some(v) = std::env::var_os(keep) {
             env.push((keep, v));
         }
+    }
+    env
+}
+
+/// The `PGSNAPMAN_*` variables of a SCRIPT dump.
+fn dump_environment(run: &RunInfo<'_>) -> Vec<(&'static str, OsString)> {
+    let mut env: Vec<(&'static str, OsString)> = vec![
+        ("PGSNAPMAN_JOB_ID", run.spec.job_id.to_string().into()),
+        ("PGSNAPMAN_TASK_ID", run.task_id.to_string().into()),
+        ("PGSNAPMAN_DUMP_UUID", run.dump_uuid.into()),
+        ("PGSNAPMAN_DATABASE", run.database.into()),
+        ("PGSNAPMAN_SCHEMA", run.spec.schema.clone().into()),
+        ("PGSNAPMAN_FORMAT", format_name(run.format).into()),
+        ("PGSNAPMAN_SERVER_VERSION", run.server_version.into()),
+    ];
+    if let Some(d) = run.output_dir {
+        env.push(("PGSNAPMAN_OUTPUT_DIR", d.into()));
     }
     env
 }
@@ -584,7 +647,8 @@ mod tests {
             output_dir: None,
             connect_timeout: Duration::from_secs(5),
         };
-        let env = environment(&scratch, &script, &run);
+        let mut env = base_environment(&scratch, &script, &run.base());
+        env.extend(dump_environment(&run));
         let get = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
         assert_eq!(get("PGPORT"), Some("5433".into()));
         assert!(

@@ -1,6 +1,6 @@
-//! `restore.max_concurrent`: a leased restore waits for a restore slot
-//! (phase `restore-wait`), starts once one is free, and a cancellation
-//! while it waits reports nothing.
+//! `restore.max_concurrent`: a leased restore holds its dump and waits for
+//! a restore slot (phase `restore-wait`), starts once one is free, and a
+//! cancellation while it waits reports nothing and lets the dump go.
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -94,14 +94,13 @@ async fn a_restore_waits_for_a_restore_slot() {
     )
     .await;
 
-    // The only slot is taken: the restore waits, and has not started.
+    // The only slot is taken: the restore waits, and has not started; its
+    // dump is held already (retention leaves it alone).
     let held = shared.restore_slots.clone().acquire_owned().await.unwrap();
-    let handle = start_waiting(
-        &shared,
-        spec(&d, &pg, to("slot copy")),
-        CancellationToken::new(),
-    )
-    .await;
+    let waiting = spec(&d, &pg, to("slot copy"));
+    let uuid = waiting.dump_uuid.clone();
+    let handle = start_waiting(&shared, waiting, CancellationToken::new()).await;
+    assert!(shared.runner.in_use().is_held(&uuid), "held while waiting");
     assert_eq!(
         pg.query(
             "postgres",
@@ -118,12 +117,18 @@ async fn a_restore_waits_for_a_restore_slot() {
         other => panic!("expected a RestoreFinished: {other:?}"),
     }
     assert_eq!(pg.query("slot copy", "SELECT x FROM t").unwrap(), "1");
+    assert!(!shared.runner.in_use().is_held(&uuid), "let go at the end");
 
     // Cancelled while waiting: nothing is reported.
     let held = shared.restore_slots.clone().acquire_owned().await.unwrap();
     let cancel = CancellationToken::new();
     let handle = start_waiting(&shared, spec(&d, &pg, to("never")), cancel.clone()).await;
+    assert!(shared.runner.in_use().is_held(&uuid));
     cancel.cancel();
     assert!(handle.await.unwrap().is_none());
+    assert!(
+        !shared.runner.in_use().is_held(&uuid),
+        "let go when cancelled"
+    );
     drop(held);
 }
