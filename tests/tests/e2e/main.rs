@@ -27,6 +27,7 @@ mod outbox_faults;
 mod reconnect;
 mod repair;
 mod restore;
+mod restore_served;
 mod retention;
 mod scale;
 mod scripts;

@@ -13,7 +13,7 @@ use crate::restore::classify::Source;
 use crate::restore::names::quote_ident;
 use crate::restore::pipeline::{self, Stored};
 use crate::restore::script::Rules;
-use crate::restore::{Abort, Run, read_spooled, toc};
+use crate::restore::{Abort, Run, read_spooled, served, toc};
 
 /// Where pg_restore reads the archive.
 #[derive(Clone)]
@@ -39,9 +39,17 @@ impl Archive {
 }
 
 impl Run<'_> {
-    /// The archive as pg_restore reads it: spooled (directory format
-    /// always, custom format for `-j`), else streamed.
-    pub(super) async fn archive(&mut self, p: &Prepared, parallel: bool) -> Result<Archive> {
+    /// The archive as pg_restore reads it: streamed (custom format, one
+    /// job), served (directory format into a new database: toc.dat written,
+    /// the data files FIFOs filled on demand), else spooled (custom format
+    /// for `-j`: pg_restore's workers seek in the file; directory format
+    /// through a script, where a cut-short file could commit).
+    pub(super) async fn archive(
+        &mut self,
+        p: &Prepared,
+        parallel: bool,
+        servable: bool,
+    ) -> Result<Archive> {
         let stored = |file: &str| Stored {
             store: self.store.clone(),
             dump: self.plan.dump_uuid,
@@ -51,34 +59,68 @@ impl Run<'_> {
         if !directory && !parallel {
             return Ok(Archive::Stream(stored(self.plan.stream_file())));
         }
+        let names: Vec<String> = p.manifest.files.iter().map(|f| f.name.clone()).collect();
+        let data_files = names.iter().filter(|n| served::is_data_file(n)).count();
+        let serve = directory && servable && data_files <= served::SERVE_MAX_FILES;
+        // Served: only the tables of contents take space in the spool.
+        let needed = if serve {
+            p.manifest
+                .files
+                .iter()
+                .filter(|f| !served::is_data_file(&f.name))
+                .map(|f| f.chunks.iter().map(|c| u64::from(c.len)).sum::<u64>())
+                .sum()
+        } else {
+            p.manifest.logical_bytes
+        };
         let free = pipeline::free_bytes(self.spool.path())?;
-        if free
-            < p.manifest
-                .logical_bytes
-                .saturating_add(pipeline::SPOOL_RESERVE)
-        {
+        if free < needed.saturating_add(pipeline::SPOOL_RESERVE) {
             return Err(Abort(format!(
-                "the spool has {free} bytes free; spooling this {} dump needs {} plus {} in reserve",
+                "the spool has {free} bytes free; spooling this {} dump needs {needed} plus {} in reserve",
                 self.plan.format.label(),
-                p.manifest.logical_bytes,
                 pipeline::SPOOL_RESERVE
             ))
             .into());
         }
-        let (files, path) = if directory {
+        if directory {
             let dir = self.spool.path().join("dump");
             std::fs::create_dir(&dir)
                 .map_err(|e| anyhow::anyhow!("create {}: {e}", dir.display()))?;
-            (
-                p.manifest.files.iter().map(|f| f.name.clone()).collect(),
-                dir.clone(),
-            )
-        } else {
-            (
-                vec![self.plan.stream_file().to_string()],
-                self.spool.path().to_path_buf(),
-            )
-        };
+            if serve {
+                self.log
+                    .info(format!(
+                        "serving the archive's {data_files} data files to pg_restore{} through named pipes (nothing spooled)",
+                        if parallel { " -j" } else { "" }
+                    ))
+                    .await;
+                let served = served::Served::start(
+                    &self.store,
+                    self.plan.dump_uuid,
+                    &names,
+                    &dir,
+                    self.done.clone(),
+                    self.cancel,
+                )?;
+                self.served = Some(served);
+                return Ok(Archive::Path(dir));
+            }
+            self.spool_files(p, parallel, names, &dir).await?;
+            return Ok(Archive::Path(dir));
+        }
+        let dir = self.spool.path().to_path_buf();
+        self.spool_files(p, parallel, vec![self.plan.stream_file().to_string()], &dir)
+            .await?;
+        Ok(Archive::Path(dir.join(self.plan.stream_file())))
+    }
+
+    /// Writes `files` of the dump into `dir`.
+    async fn spool_files(
+        &self,
+        p: &Prepared,
+        parallel: bool,
+        files: Vec<String>,
+        dir: &std::path::Path,
+    ) -> Result<()> {
         self.log
             .info(format!(
                 "spooling the archive ({} bytes) for pg_restore{}",
@@ -90,16 +132,27 @@ impl Run<'_> {
             &self.store,
             self.plan.dump_uuid,
             files,
-            &path,
+            dir,
             self.done.clone(),
             self.cancel,
         )
-        .await?;
-        Ok(Archive::Path(if directory {
-            path
-        } else {
-            path.join(self.plan.stream_file())
-        }))
+        .await
+    }
+
+    /// After pg_restore read a served archive: the store error that cut a
+    /// data file short, if any (then the restored database is incomplete).
+    pub(super) async fn check_served(&self) -> Result<()> {
+        let Some(served) = &self.served else {
+            return Ok(());
+        };
+        served.check()?;
+        let (complete, total) = served.counts();
+        self.log
+            .info(format!(
+                "served {complete} of {total} data files to pg_restore to their end"
+            ))
+            .await;
+        Ok(())
     }
 
     /// Runs `pg_restore <args>` on the archive with its output to a file in
