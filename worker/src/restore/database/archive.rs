@@ -62,17 +62,49 @@ impl Run<'_> {
         let names: Vec<String> = p.manifest.files.iter().map(|f| f.name.clone()).collect();
         let data_files = names.iter().filter(|n| served::is_data_file(n)).count();
         let serve = directory && servable && data_files <= served::SERVE_MAX_FILES;
-        // Served: only the tables of contents take space in the spool.
-        let needed = if serve {
-            p.manifest
-                .files
-                .iter()
-                .filter(|f| !served::is_data_file(&f.name))
-                .map(|f| f.chunks.iter().map(|c| u64::from(c.len)).sum::<u64>())
-                .sum()
-        } else {
-            p.manifest.logical_bytes
-        };
+        if directory {
+            let dir = self.spool.path().join("dump");
+            std::fs::create_dir(&dir)
+                .map_err(|e| anyhow::anyhow!("create {}: {e}", dir.display()))?;
+            if serve {
+                // Only the tables of contents take space in the spool.
+                let tocs = p
+                    .manifest
+                    .files
+                    .iter()
+                    .filter(|f| !served::is_data_file(&f.name))
+                    .map(|f| f.chunks.iter().map(|c| u64::from(c.len)).sum::<u64>())
+                    .sum();
+                self.check_space(tocs)?;
+                match self.serve(&names, &dir, data_files, parallel).await {
+                    Ok(()) => return Ok(Archive::Path(dir)),
+                    Err(e) if e.is::<pipeline::Cancelled>() => return Err(e),
+                    Err(e) => {
+                        self.log
+                            .warn(format!(
+                                "cannot serve the archive through named pipes ({e:#}): spooling it instead"
+                            ))
+                            .await;
+                        std::fs::remove_dir_all(&dir)
+                            .and_then(|()| std::fs::create_dir(&dir))
+                            .map_err(|e| anyhow::anyhow!("empty {}: {e}", dir.display()))?;
+                    }
+                }
+            }
+            self.check_space(p.manifest.logical_bytes)?;
+            self.spool_files(p, parallel, names, &dir).await?;
+            return Ok(Archive::Path(dir));
+        }
+        self.check_space(p.manifest.logical_bytes)?;
+        let dir = self.spool.path().to_path_buf();
+        self.spool_files(p, parallel, vec![self.plan.stream_file().to_string()], &dir)
+            .await?;
+        Ok(Archive::Path(dir.join(self.plan.stream_file())))
+    }
+
+    /// ABORTED unless the spool's file system has `needed` bytes free plus
+    /// the reserve.
+    fn check_space(&self, needed: u64) -> Result<()> {
         let free = pipeline::free_bytes(self.spool.path())?;
         if free < needed.saturating_add(pipeline::SPOOL_RESERVE) {
             return Err(Abort(format!(
@@ -82,35 +114,38 @@ impl Run<'_> {
             ))
             .into());
         }
-        if directory {
-            let dir = self.spool.path().join("dump");
-            std::fs::create_dir(&dir)
-                .map_err(|e| anyhow::anyhow!("create {}: {e}", dir.display()))?;
-            if serve {
-                self.log
-                    .info(format!(
-                        "serving the archive's {data_files} data files to pg_restore{} through named pipes (nothing spooled)",
-                        if parallel { " -j" } else { "" }
-                    ))
-                    .await;
-                let served = served::Served::start(
-                    &self.store,
-                    self.plan.dump_uuid,
-                    &names,
-                    &dir,
-                    self.done.clone(),
-                    self.cancel,
-                )?;
-                self.served = Some(served);
-                return Ok(Archive::Path(dir));
-            }
-            self.spool_files(p, parallel, names, &dir).await?;
-            return Ok(Archive::Path(dir));
-        }
-        let dir = self.spool.path().to_path_buf();
-        self.spool_files(p, parallel, vec![self.plan.stream_file().to_string()], &dir)
-            .await?;
-        Ok(Archive::Path(dir.join(self.plan.stream_file())))
+        Ok(())
+    }
+
+    /// Serves the directory dump from `dir` (see `served`): written tables
+    /// of contents, FIFOs for the data files.
+    async fn serve(
+        &mut self,
+        names: &[String],
+        dir: &std::path::Path,
+        data_files: usize,
+        parallel: bool,
+    ) -> Result<()> {
+        self.log
+            .info(format!(
+                "serving the archive's {data_files} data files to pg_restore{} through named pipes (nothing spooled)",
+                if parallel { " -j" } else { "" }
+            ))
+            .await;
+        let (store, dump, names, dir) = (
+            self.store.clone(),
+            self.plan.dump_uuid,
+            names.to_vec(),
+            dir.to_path_buf(),
+        );
+        let (done, cancel) = (self.done.clone(), self.cancel.clone());
+        let served = tokio::task::spawn_blocking(move || {
+            served::Served::start(&store, dump, &names, &dir, done, &cancel)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("the thread preparing the named pipes failed: {e}"))??;
+        self.served = Some(served);
+        Ok(())
     }
 
     /// Writes `files` of the dump into `dir`.
