@@ -16,6 +16,7 @@ mod ingest;
 pub mod manifest;
 mod options;
 pub mod pack;
+mod read_ahead;
 mod reader;
 mod rebuild;
 pub mod resemblance;
@@ -35,6 +36,7 @@ pub use manifest::{
 };
 pub use options::StoreOptions;
 pub use pack::{PACK_FORMAT_VERSION, PackId};
+pub use read_ahead::{READ_AHEAD_CHUNKS, ReadAhead};
 pub use reader::FileReader;
 pub use rebuild::{REBUILD_DIR, RebuildReport, locked_by_another_process, rebuild_index};
 pub use resemblance::FeatureParams;

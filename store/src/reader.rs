@@ -223,10 +223,10 @@ impl FileReader {
         self.done
     }
 
-    /// Loads the next chunk into `buf`; false at the end of the file.
-    fn fill(&mut self) -> Result<bool, StoreError> {
+    /// Decodes the next chunk of the file; `None` at its end.
+    pub(crate) fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, StoreError> {
         let Some(c) = self.chunks.get(self.next).copied() else {
-            return Ok(false);
+            return Ok(None);
         };
         let raw = self
             .chunk_reader
@@ -249,9 +249,34 @@ impl FileReader {
             });
         }
         self.next += 1;
-        self.buf = raw;
-        self.pos = 0;
-        Ok(true)
+        Ok(Some(raw))
+    }
+
+    /// The largest chunk of the file, in bytes.
+    pub(crate) fn max_chunk(&self) -> usize {
+        self.chunks
+            .iter()
+            .map(|c| c.len as usize)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Loads the next chunk into `buf`; false at the end of the file.
+    fn fill(&mut self) -> Result<bool, StoreError> {
+        match self.next_chunk()? {
+            Some(raw) => {
+                self.buf = raw;
+                self.pos = 0;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// The same stream, decoded up to `depth` chunks ahead on a thread of
+    /// its own (see `ReadAhead`).
+    pub fn read_ahead(self, depth: usize) -> crate::read_ahead::ReadAhead {
+        crate::read_ahead::ReadAhead::new(self, depth)
     }
 }
 

@@ -264,7 +264,10 @@ class Pgsnapman:
         name = "bench-" + variant.replace(" ", "-")
         data = self.tmp / name
         self.pgsnap("worker", "register", name)
+        # Workers authenticate with a certificate they enroll for on first start.
+        token = self.pgsnap("worker", "enroll-token", name)["enrollment_token"]
         env = dict(self.env, PGSNAPMAN_WORKER__NAME=name, PGSNAPMAN_WORKER__DATA_DIR=str(data),
+                   PGSNAPMAN_COORDINATOR__ENROLL_TOKEN=token,
                    PGSNAPMAN_COORDINATOR__URL=self.env["PGSNAPMAN_COORDINATOR"],
                    PGSNAPMAN_COORDINATOR__CA_FILE=self.env["PGSNAPMAN_CA_FILE"], **extra_env)
         svc = Service(name, [self.bins / "pgsnapman-worker"], env=env,

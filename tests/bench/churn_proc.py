@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -255,3 +256,17 @@ class Cluster:
         """Runs SQL (a script on stdin) and returns the unaligned output."""
         return run([self.pg_bin / "psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
                     *self.conn(db), "-f", "-"], input=sql, env=self.env, timeout=timeout)
+
+
+def exit_with(main, name: str):
+    """Runs a benchmark's `main` and exits with its code: 1 with the message
+    of a BenchError, 130 when interrupted (after its clean-up ran)."""
+    try:
+        code = main()
+    except BenchError as err:
+        print(f"{name}: {err}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; cleaned up", file=sys.stderr)
+        code = 130
+    sys.exit(code)

@@ -30,6 +30,7 @@ mod python_api;
 mod reconnect;
 mod repair;
 mod restore;
+mod restore_served;
 mod retention;
 mod scale;
 mod script_restore;

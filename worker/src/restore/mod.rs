@@ -14,6 +14,7 @@ pub mod names;
 pub mod pipeline;
 pub mod plan;
 pub mod script;
+mod served;
 pub mod target;
 pub mod toc;
 
@@ -184,6 +185,9 @@ pub(crate) struct Run<'a> {
     cancel: &'a CancellationToken,
     /// Bytes fed or spooled (the task's progress).
     done: Arc<AtomicU64>,
+    /// A directory dump served through FIFOs in `spool`; declared before
+    /// `spool` so that its threads stop before the directory is removed.
+    served: Option<served::Served>,
     spool: SpoolDir,
     /// The database admin statements run in (never one being renamed).
     admin: String,
@@ -285,6 +289,7 @@ impl<'a> Run<'a> {
             target,
             cancel,
             done: Arc::clone(&progress.done),
+            served: None,
             spool,
             warnings: 0,
             created_db: None,

@@ -5,7 +5,7 @@
 //! (or a plain dump) and psql. Processes run through `runner::process`.
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use nix::fcntl::OFlag;
-use pgsnapman_store::Store;
+use pgsnapman_store::{READ_AHEAD_CHUNKS, Store};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -32,9 +32,23 @@ const BUF: usize = 256 * 1024;
 #[error("the restore was cancelled")]
 pub struct Cancelled;
 
+/// Capacity asked for the pipes that carry dump bytes; why: Linux's
+/// default 64 KiB makes pg_restore wait for the feeding thread between
+/// every few reads, and 1 MiB is the unprivileged maximum by default
+/// (`/proc/sys/fs/pipe-max-size`).
+const PIPE_BYTES: i32 = 1 << 20;
+
 /// A pipe whose ends are closed when the program that gets them runs.
 pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).context("create a pipe")
+}
+
+/// Grows the pipe (or FIFO) behind `fd` to `PIPE_BYTES`; where the system
+/// refuses, the pipe keeps its size (only slower).
+pub(super) fn grow_pipe(fd: std::os::fd::RawFd) {
+    if let Err(e) = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BYTES)) {
+        tracing::debug!("cannot grow a pipe to {PIPE_BYTES} bytes: {e}");
+    }
 }
 
 /// One stored file of a dump.
@@ -47,7 +61,7 @@ pub struct Stored {
 
 /// Copies `reader` into `out`, counting into `progress`. `Ok(false)`: the
 /// other end went away (broken pipe) or `cancel` fired.
-fn copy_counted(
+pub(super) fn copy_counted(
     reader: &mut impl Read,
     out: &mut impl Write,
     progress: &AtomicU64,
@@ -73,7 +87,8 @@ fn copy_counted(
     }
 }
 
-/// Feeds a stored file into `out` on a blocking thread.
+/// Feeds a stored file into `out` on a blocking thread, the store decoding
+/// ahead on another (`READ_AHEAD_CHUNKS`).
 pub(crate) fn feed(
     src: Stored,
     out: OwnedFd,
@@ -84,7 +99,9 @@ pub(crate) fn feed(
         let mut reader = src
             .store
             .file_reader(src.dump, &src.file)
-            .map_err(|e| anyhow!("cannot read {} of the dump from the store: {e}", src.file))?;
+            .map_err(|e| anyhow!("cannot read {} of the dump from the store: {e}", src.file))?
+            .read_ahead(READ_AHEAD_CHUNKS);
+        grow_pipe(out.as_raw_fd());
         let mut out = File::from(out);
         copy_counted(&mut reader, &mut out, &progress, &cancel)
     })
@@ -126,7 +143,8 @@ pub async fn spool(
             let mut out = BufWriter::with_capacity(1 << 20, file);
             let mut reader = store
                 .file_reader(dump, &name)
-                .map_err(|e| anyhow!("cannot read {name} of the dump from the store: {e}"))?;
+                .map_err(|e| anyhow!("cannot read {name} of the dump from the store: {e}"))?
+                .read_ahead(READ_AHEAD_CHUNKS);
             if !copy_counted(&mut reader, &mut out, &progress, &cancel2)? {
                 return Ok(false);
             }
@@ -371,7 +389,8 @@ pub async fn run_script(
             let reader = src
                 .store
                 .file_reader(src.dump, &src.file)
-                .map_err(|e| anyhow!("cannot read {} of the dump from the store: {e}", src.file))?;
+                .map_err(|e| anyhow!("cannot read {} of the dump from the store: {e}", src.file))?
+                .read_ahead(READ_AHEAD_CHUNKS);
             let counted = CountingReader {
                 inner: reader,
                 progress: Arc::clone(&progress),

@@ -13,7 +13,7 @@ use crate::restore::classify::Source;
 use crate::restore::names::quote_ident;
 use crate::restore::pipeline::{self, Stored};
 use crate::restore::script::Rules;
-use crate::restore::{Abort, Run, read_spooled, toc};
+use crate::restore::{Abort, Run, read_spooled, served, toc};
 
 /// Where pg_restore reads the archive.
 #[derive(Clone)]
@@ -39,9 +39,17 @@ impl Archive {
 }
 
 impl Run<'_> {
-    /// The archive as pg_restore reads it: spooled (directory format
-    /// always, custom format for `-j`), else streamed.
-    pub(super) async fn archive(&mut self, p: &Prepared, parallel: bool) -> Result<Archive> {
+    /// The archive as pg_restore reads it: streamed (custom format, one
+    /// job), served (directory format into a new database: toc.dat written,
+    /// the data files FIFOs filled on demand), else spooled (custom format
+    /// for `-j`: pg_restore's workers seek in the file; directory format
+    /// through a script, where a cut-short file could commit).
+    pub(super) async fn archive(
+        &mut self,
+        p: &Prepared,
+        parallel: bool,
+        servable: bool,
+    ) -> Result<Archive> {
         let stored = |file: &str| Stored {
             store: self.store.clone(),
             dump: self.plan.dump_uuid,
@@ -51,34 +59,103 @@ impl Run<'_> {
         if !directory && !parallel {
             return Ok(Archive::Stream(stored(self.plan.stream_file())));
         }
+        let names: Vec<String> = p.manifest.files.iter().map(|f| f.name.clone()).collect();
+        let data_files = names.iter().filter(|n| served::is_data_file(n)).count();
+        let serve = directory && servable && data_files <= served::SERVE_MAX_FILES;
+        if directory {
+            let dir = self.spool.path().join("dump");
+            std::fs::create_dir(&dir)
+                .map_err(|e| anyhow::anyhow!("create {}: {e}", dir.display()))?;
+            if serve {
+                // Only the tables of contents take space in the spool.
+                let tocs = p
+                    .manifest
+                    .files
+                    .iter()
+                    .filter(|f| !served::is_data_file(&f.name))
+                    .map(|f| f.chunks.iter().map(|c| u64::from(c.len)).sum::<u64>())
+                    .sum();
+                self.check_space(tocs)?;
+                match self.serve(&names, &dir, data_files, parallel).await {
+                    Ok(()) => return Ok(Archive::Path(dir)),
+                    Err(e) if e.is::<pipeline::Cancelled>() => return Err(e),
+                    Err(e) => {
+                        self.log
+                            .warn(format!(
+                                "cannot serve the archive through named pipes ({e:#}): spooling it instead"
+                            ))
+                            .await;
+                        std::fs::remove_dir_all(&dir)
+                            .and_then(|()| std::fs::create_dir(&dir))
+                            .map_err(|e| anyhow::anyhow!("empty {}: {e}", dir.display()))?;
+                    }
+                }
+            }
+            self.check_space(p.manifest.logical_bytes)?;
+            self.spool_files(p, parallel, names, &dir).await?;
+            return Ok(Archive::Path(dir));
+        }
+        self.check_space(p.manifest.logical_bytes)?;
+        let dir = self.spool.path().to_path_buf();
+        self.spool_files(p, parallel, vec![self.plan.stream_file().to_string()], &dir)
+            .await?;
+        Ok(Archive::Path(dir.join(self.plan.stream_file())))
+    }
+
+    /// ABORTED unless the spool's file system has `needed` bytes free plus
+    /// the reserve.
+    fn check_space(&self, needed: u64) -> Result<()> {
         let free = pipeline::free_bytes(self.spool.path())?;
-        if free
-            < p.manifest
-                .logical_bytes
-                .saturating_add(pipeline::SPOOL_RESERVE)
-        {
+        if free < needed.saturating_add(pipeline::SPOOL_RESERVE) {
             return Err(Abort(format!(
-                "the spool has {free} bytes free; spooling this {} dump needs {} plus {} in reserve",
+                "the spool has {free} bytes free; spooling this {} dump needs {needed} plus {} in reserve",
                 self.plan.format.label(),
-                p.manifest.logical_bytes,
                 pipeline::SPOOL_RESERVE
             ))
             .into());
         }
-        let (files, path) = if directory {
-            let dir = self.spool.path().join("dump");
-            std::fs::create_dir(&dir)
-                .map_err(|e| anyhow::anyhow!("create {}: {e}", dir.display()))?;
-            (
-                p.manifest.files.iter().map(|f| f.name.clone()).collect(),
-                dir.clone(),
-            )
-        } else {
-            (
-                vec![self.plan.stream_file().to_string()],
-                self.spool.path().to_path_buf(),
-            )
-        };
+        Ok(())
+    }
+
+    /// Serves the directory dump from `dir` (see `served`): written tables
+    /// of contents, FIFOs for the data files.
+    async fn serve(
+        &mut self,
+        names: &[String],
+        dir: &std::path::Path,
+        data_files: usize,
+        parallel: bool,
+    ) -> Result<()> {
+        self.log
+            .info(format!(
+                "serving the archive's {data_files} data files to pg_restore{} through named pipes (nothing spooled)",
+                if parallel { " -j" } else { "" }
+            ))
+            .await;
+        let (store, dump, names, dir) = (
+            self.store.clone(),
+            self.plan.dump_uuid,
+            names.to_vec(),
+            dir.to_path_buf(),
+        );
+        let (done, cancel) = (self.done.clone(), self.cancel.clone());
+        let served = tokio::task::spawn_blocking(move || {
+            served::Served::start(&store, dump, &names, &dir, done, &cancel)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("the thread preparing the named pipes failed: {e}"))??;
+        self.served = Some(served);
+        Ok(())
+    }
+
+    /// Writes `files` of the dump into `dir`.
+    async fn spool_files(
+        &self,
+        p: &Prepared,
+        parallel: bool,
+        files: Vec<String>,
+        dir: &std::path::Path,
+    ) -> Result<()> {
         self.log
             .info(format!(
                 "spooling the archive ({} bytes) for pg_restore{}",
@@ -90,16 +167,27 @@ impl Run<'_> {
             &self.store,
             self.plan.dump_uuid,
             files,
-            &path,
+            dir,
             self.done.clone(),
             self.cancel,
         )
-        .await?;
-        Ok(Archive::Path(if directory {
-            path
-        } else {
-            path.join(self.plan.stream_file())
-        }))
+        .await
+    }
+
+    /// After pg_restore read a served archive: the store error that cut a
+    /// data file short, if any (then the restored database is incomplete).
+    pub(super) async fn check_served(&self) -> Result<()> {
+        let Some(served) = &self.served else {
+            return Ok(());
+        };
+        served.check()?;
+        let (complete, total) = served.counts();
+        self.log
+            .info(format!(
+                "served {complete} of {total} data files to pg_restore to their end"
+            ))
+            .await;
+        Ok(())
     }
 
     /// Runs `pg_restore <args>` on the archive with its output to a file in

@@ -26,7 +26,7 @@ impl Run<'_> {
         let archive = if plain {
             None
         } else {
-            Some(self.archive(p, false).await?)
+            Some(self.archive(p, false, false).await?)
         };
         let mut prelude = String::new();
         match kind {

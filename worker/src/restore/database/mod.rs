@@ -170,7 +170,7 @@ impl Run<'_> {
         let archive = if plain {
             None
         } else {
-            Some(self.archive(p, parallel).await?)
+            Some(self.archive(p, parallel, direct).await?)
         };
         self.create_roles(p).await?;
         if drop_first {
@@ -286,6 +286,8 @@ impl Run<'_> {
                     ))
                     .await;
                 let ran = self.run_tool(cmd, Source::PgRestore, input, true).await?;
+                // A data file cut short by the store explains any error.
+                self.check_served().await?;
                 self.judge_pg_restore(&ran).await?;
                 None
             }
