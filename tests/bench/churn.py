@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -265,8 +264,11 @@ class Pgsnapman:
         """`worker_bin`: another build's worker (tests/bench/ingest.py compares two)."""
         name = "bench-" + variant.replace(" ", "-")
         data = self.tmp / name
-        self.pgsnap("worker", "register", name)
+        # The one-time enrollment token goes to the worker by its environment
+        # (never argv); it enrolls on its first start (docs/security-enroll.md).
+        token = self.pgsnap("worker", "register", name).get("enrollment_token", "")
         env = dict(self.env, PGSNAPMAN_WORKER__NAME=name, PGSNAPMAN_WORKER__DATA_DIR=str(data),
+                   PGSNAPMAN_COORDINATOR__ENROLL_TOKEN=token,
                    PGSNAPMAN_COORDINATOR__URL=self.env["PGSNAPMAN_COORDINATOR"],
                    PGSNAPMAN_COORDINATOR__CA_FILE=self.env["PGSNAPMAN_CA_FILE"], **extra_env)
         svc = Service(name, [worker_bin or self.bins / "pgsnapman-worker"], env=env,
@@ -550,12 +552,6 @@ def one_day(day: int, args, src: Cluster, snap: Pgsnapman, others: Others,
 
 def main() -> int:
     args = parse_args()
-
-    def terminate(signum, frame):
-        raise KeyboardInterrupt
-    # SIGINT too: a shell may start a background job with SIGINT ignored.
-    signal.signal(signal.SIGTERM, terminate)
-    signal.signal(signal.SIGINT, terminate)
 
     install_missing()
     pg_bin = args.pg_bin or max(Path("/usr/lib/postgresql").glob("*/bin"),

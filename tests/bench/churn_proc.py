@@ -267,7 +267,12 @@ class Cluster:
 
 
 def run_main(main, name: str):
-    """Exits with `main()`'s code: 1 on a BenchError, 130 when interrupted."""
+    """Exits with `main()`'s code: 1 on a BenchError, 130 when interrupted
+    (SIGINT too: a shell may start a background job with SIGINT ignored)."""
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, terminate)
     try:
         sys.exit(main())
     except BenchError as err:

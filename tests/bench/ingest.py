@@ -35,7 +35,7 @@ from pathlib import Path
 import churn_sql
 import churn_sql_wide
 from churn import Others, Pgsnapman, build, clean_env, log, span_s
-from churn_proc import Cluster, proc_cpu_s, run, run_main
+from churn_proc import BenchError, Cluster, du, proc_cpu_s, run, run_main
 
 SHAPES = {"mixed": churn_sql, "wide": churn_sql_wide}
 STEP_TIMEOUT = 3600
@@ -88,10 +88,17 @@ def parse_args():
 
 
 def dump(snap: Pgsnapman, variant: str, day: int, src: Cluster) -> dict:
-    svc = snap.workers[variant][0]
+    """`dump now --wait` on the variant's worker (as churn.py's, without
+    waiting for the store statistics the worker reports at its own pace)."""
+    svc, data, job, _ = snap.workers[variant]
     own, total, server = self_cpu_s(svc.pid), proc_cpu_s(svc.pid), src.server_cpu_s()
     before = load1()
-    rec = snap.dump(variant, day)
+    task = snap.pgsnap("dump", "now", str(job), "--wait", "--timeout", "1h", timeout=STEP_TIMEOUT)
+    if task.get("state") != "SUCCEEDED" or not task.get("dump_id"):
+        raise BenchError(f"dump now on {svc.name} ended {task.get('state')}: {task.get('error')}")
+    row = snap.pgsnap("catalog", "show", str(task["dump_id"]))
+    rec = {"catalog_s": span_s(row), "dump_bytes": row["dump_bytes"],
+           "stored_bytes": row["stored_bytes"], "store_du": du(*snap._store_dirs(data))}
     own = self_cpu_s(svc.pid) - own
     return dict(rec, worker_cpu_s=own, children_cpu_s=proc_cpu_s(svc.pid) - total - own,
                 server_cpu_s=src.server_cpu_s() - server, load1=[before, load1()])
@@ -147,10 +154,6 @@ def report(res: dict, labels: list) -> str:
 
 def main() -> int:
     args = parse_args()
-    def terminate(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, terminate)
-    signal.signal(signal.SIGINT, terminate)
     shape = SHAPES[args.shape]
     pg_bin = max(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
     bins = build(True)
