@@ -23,6 +23,10 @@ pub struct StoreOptions {
     pub delta_zstd_level: i32,
     /// How chunks are sketched to find delta bases.
     pub features: FeatureParams,
+    /// Nice value an ingest's chunker, encoder and writer threads lower
+    /// themselves to (0..=19; 0 keeps the caller's): pg_dump and the server
+    /// come first, and the store catches up from its read-ahead queue.
+    pub ingest_nice: i32,
 }
 
 impl Default for StoreOptions {
@@ -35,6 +39,7 @@ impl Default for StoreOptions {
             max_delta_depth: 6,
             delta_zstd_level: 1,
             features: FeatureParams::default(),
+            ingest_nice: 10,
         }
     }
 }
@@ -50,6 +55,12 @@ impl StoreOptions {
                     detail: format!("{level} is outside 1..=19"),
                 });
             }
+        }
+        if !(0..=19).contains(&self.ingest_nice) {
+            return Err(StoreError::Invalid {
+                what: "ingest nice value",
+                detail: format!("{} is outside 0..=19", self.ingest_nice),
+            });
         }
         if self.max_delta_depth > MAX_DELTA_DEPTH {
             return Err(StoreError::Invalid {

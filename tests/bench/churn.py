@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from pathlib import Path
 import churn_report
 import churn_sql
 from churn_proc import (BenchError, Cluster, RssSampler, Service, du, proc_cpu_s, proc_kib, run,
-                        timed, wait_for)
+                        run_main, timed, wait_for)
 
 REPO = Path(__file__).resolve().parents[2]
 # The worker's store.max_delta_depth (issue 4): 0 stores whole chunks only.
@@ -260,7 +259,9 @@ class Pgsnapman:
         # A coordinator killed hard leaves its embedded catalog running.
         Cluster(data / "catalog", self.pg_bin, self.env).stop()
 
-    def start_worker(self, variant: str, extra_env: dict, job_args: list, source_port: int):
+    def start_worker(self, variant: str, extra_env: dict, job_args: list, source_port: int,
+                     worker_bin: Path | None = None):
+        """`worker_bin`: another build's worker (tests/bench/ingest.py compares two)."""
         name = "bench-" + variant.replace(" ", "-")
         data = self.tmp / name
         self.pgsnap("worker", "register", name)
@@ -270,7 +271,7 @@ class Pgsnapman:
                    PGSNAPMAN_COORDINATOR__ENROLL_TOKEN=token,
                    PGSNAPMAN_COORDINATOR__URL=self.env["PGSNAPMAN_COORDINATOR"],
                    PGSNAPMAN_COORDINATOR__CA_FILE=self.env["PGSNAPMAN_CA_FILE"], **extra_env)
-        svc = Service(name, [self.bins / "pgsnapman-worker"], env=env,
+        svc = Service(name, [worker_bin or self.bins / "pgsnapman-worker"], env=env,
                       log=self.tmp / f"{name}.log")
         self.stack.callback(self._stop_worker, svc)
 
@@ -552,12 +553,6 @@ def one_day(day: int, args, src: Cluster, snap: Pgsnapman, others: Others,
 def main() -> int:
     args = parse_args()
 
-    def terminate(signum, frame):
-        raise KeyboardInterrupt
-    # SIGINT too: a shell may start a background job with SIGINT ignored.
-    signal.signal(signal.SIGTERM, terminate)
-    signal.signal(signal.SIGINT, terminate)
-
     install_missing()
     pg_bin = args.pg_bin or max(Path("/usr/lib/postgresql").glob("*/bin"),
                                 key=lambda p: int(p.parent.name))
@@ -640,11 +635,4 @@ def copy_logs(tmp: Path, out: Path):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as err:
-        print(f"churn: {err}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("churn: interrupted; cleaned up", file=sys.stderr)
-        sys.exit(130)
+    run_main(main, "churn")

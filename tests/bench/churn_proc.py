@@ -209,8 +209,10 @@ class Cluster:
     (fsync off and autovacuum off: the benchmark vacuums itself, so the churn
     is deterministic). As root, the server runs as the postgres OS user."""
 
-    def __init__(self, root: Path, pg_bin: Path, env):
-        self.root, self.pg_bin, self.env = root, pg_bin, env
+    def __init__(self, root: Path, pg_bin: Path, env, template: Path | None = None):
+        """`template`: a stopped cluster's data directory to start a copy of
+        (tests/bench/ingest.py --from-cluster) instead of a new one."""
+        self.root, self.pg_bin, self.env, self.template = root, pg_bin, env, template
         self.data, self.log, self.port = root / "data", root / "pg.log", 0
         self.as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
@@ -218,9 +220,15 @@ class Cluster:
         self.root.mkdir(parents=True)
         if self.as_pg:
             run(["chown", "postgres:", self.root], env=self.env, timeout=30)
-        run(self.as_pg + [self.pg_bin / "initdb", "-D", self.data, "-U", "postgres",
-                          "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"],
-            env=self.env, timeout=300)
+        if self.template:
+            run(["cp", "-a", self.template, self.data], env=self.env, timeout=1800)
+            run(["rm", "-f", self.data / "postmaster.pid"], env=self.env, timeout=30)
+            if self.as_pg:
+                run(["chown", "-R", "postgres:", self.data], env=self.env, timeout=300)
+        else:
+            run(self.as_pg + [self.pg_bin / "initdb", "-D", self.data, "-U", "postgres",
+                              "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"],
+                env=self.env, timeout=300)
         settings = ("-c listen_addresses=127.0.0.1 -c fsync=off -c autovacuum=off "
                     "-c max_wal_size=4GB -c maintenance_work_mem=256MB "
                     "-c max_parallel_workers_per_gather=0")
@@ -258,15 +266,18 @@ class Cluster:
                     *self.conn(db), "-f", "-"], input=sql, env=self.env, timeout=timeout)
 
 
-def exit_with(main, name: str):
-    """Runs a benchmark's `main` and exits with its code: 1 with the message
-    of a BenchError, 130 when interrupted (after its clean-up ran)."""
+def run_main(main, name: str):
+    """Exits with `main()`'s code: 1 on a BenchError, 130 when interrupted
+    (SIGINT too: a shell may start a background job with SIGINT ignored)."""
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, terminate)
     try:
-        code = main()
+        sys.exit(main())
     except BenchError as err:
         print(f"{name}: {err}", file=sys.stderr)
-        code = 1
+        sys.exit(1)
     except KeyboardInterrupt:
         print(f"{name}: interrupted; cleaned up", file=sys.stderr)
-        code = 130
-    sys.exit(code)
+        sys.exit(130)

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import churn
 import churn_sql
-from churn_proc import BenchError, Cluster, exit_with, run, timed
+from churn_proc import BenchError, Cluster, run_main, run, timed
 
 STEP_TIMEOUT = 3600
 CUSTOM, DIRECTORY = "with deltas", churn.DIRECTORY
@@ -257,4 +257,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    exit_with(main, "restore")
+    run_main(main, "restore")

@@ -282,6 +282,9 @@ pub struct StoreConfig {
     /// After deletions, packs whose live share fell below this fraction are
     /// rewritten (0 never repacks, 1 always).
     pub repack_below_live_fraction: f64,
+    /// Nice value of the threads that chunk and compress a dump (0..=19; 0
+    /// keeps the worker's own priority).
+    pub ingest_nice: i32,
 }
 
 impl Default for StoreConfig {
@@ -292,6 +295,7 @@ impl Default for StoreConfig {
             zstd_level: d.zstd_level,
             max_delta_depth: d.max_delta_depth,
             repack_below_live_fraction: 0.5,
+            ingest_nice: d.ingest_nice,
         }
     }
 }
@@ -302,6 +306,7 @@ impl StoreConfig {
             pack_target_bytes: self.pack_target_bytes,
             zstd_level: self.zstd_level,
             max_delta_depth: self.max_delta_depth,
+            ingest_nice: self.ingest_nice,
             ..pgsnapman_store::StoreOptions::default()
         }
     }
@@ -413,6 +418,12 @@ impl Config {
                 pgsnapman_store::MAX_DELTA_DEPTH
             );
         }
+        if !(0..=19).contains(&self.store.ingest_nice) {
+            bail!(
+                "store.ingest_nice {} must be between 0 (the worker's own priority) and 19",
+                self.store.ingest_nice
+            );
+        }
         if !(0.0..=1.0).contains(&self.store.repack_below_live_fraction) {
             bail!(
                 "store.repack_below_live_fraction {} must be between 0 and 1",
@@ -495,6 +506,21 @@ mod tests {
         c.store.max_delta_depth = pgsnapman_store::MAX_DELTA_DEPTH + 1;
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("store.max_delta_depth"), "{err}");
+    }
+
+    #[test]
+    fn ingest_nice_reaches_the_store_and_is_bounded() {
+        let mut c = Config::default();
+        c.worker.name = "w-1".into();
+        assert_eq!(c.store.options().ingest_nice, 10);
+        c.store.ingest_nice = 0;
+        c.validate().unwrap();
+        assert_eq!(c.store.options().ingest_nice, 0);
+        for bad in [-1, 20] {
+            c.store.ingest_nice = bad;
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("store.ingest_nice"), "{err}");
+        }
     }
 
     #[test]

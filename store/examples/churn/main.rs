@@ -404,6 +404,7 @@ fn main() -> Result<()> {
                             max_delta_depth,
                             delta_zstd_level,
                             features: f,
+                            ..StoreOptions::default()
                         };
                         runs.push(run(opts, &dumps, &gen_mbps, reads)?);
                     }

@@ -2,14 +2,17 @@
 //! stores the chunks the store does not have yet (as a zstd delta against a
 //! similar stored chunk when one is found, else whole; into this ingest's own
 //! pack), and on `finish` seals, indexes and writes the manifest — in that
-//! order. Dropping an unfinished ingest aborts it. Encoding runs on a second
-//! thread (`sink.rs`), fed through a bounded queue.
+//! order. Dropping an unfinished ingest aborts it. The caller's thread only
+//! reads (`feed.rs`); chunking, encoding and writing (`sink.rs`) run on
+//! threads of lower priority, fed through bounded queues (`pipeline.rs`).
 
+mod feed;
+mod pipeline;
 mod sink;
 
 use std::collections::HashSet;
 use std::io::Read;
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 
 use fastcdc::v2020::StreamCDC;
 use uuid::Uuid;
@@ -22,12 +25,8 @@ use crate::manifest::{self, ChunkRef, FileEntry, MANIFEST_FORMAT_VERSION, Manife
 use crate::reader::FileReader;
 use crate::resemblance::{self, Sketch};
 use crate::shared::Inner;
+use pipeline::Jobs;
 use sink::{Base, Job, PackSink};
-
-/// Chunks queued between the chunking thread and the encoder; why: one
-/// waiting on each side keeps both threads busy, and each costs up to the
-/// max chunk size in memory.
-const ENCODE_QUEUE: usize = 2;
 
 /// Longest accepted file name (bytes); pg_dump's names are short.
 const MAX_FILE_NAME_BYTES: usize = 255;
@@ -54,10 +53,13 @@ pub(crate) fn validate_file_name(name: &str) -> Result<(), StoreError> {
 
 /// One dump being stored. `Send`; not shared between threads.
 ///
-/// `add_file` runs two threads: the caller's cuts, hashes, deduplicates,
-/// sketches and chooses bases (every index lookup and registration happens
-/// here, in chunk order); a scoped encoder thread reads bases, compresses and
-/// appends records, and seals full packs. Both end before `add_file` returns.
+/// `add_file` runs a pipeline (`pipeline.rs`): the caller's thread reads the
+/// source into a bounded read-ahead queue; a chunker thread cuts, hashes,
+/// deduplicates, sketches and chooses bases (every index lookup and
+/// registration happens there, in chunk order); encoder threads read bases
+/// and compress; a writer thread appends the records in chunk order and
+/// seals full packs. All but the caller's run at lower CPU priority; all end
+/// before `add_file` returns.
 ///
 /// Crash safety (kill -9 at any point):
 /// 1. chunks are appended to `<pack>.pack.open`, which nothing references;
@@ -86,7 +88,7 @@ impl Ingest {
     pub(crate) fn new(inner: Arc<Inner>, dump_uuid: Uuid) -> Result<Ingest, StoreError> {
         let registration = inner.register(dump_uuid)?;
         Ok(Ingest {
-            sink: PackSink::new(Arc::clone(&inner), dump_uuid),
+            sink: PackSink::new(Arc::clone(&inner)),
             inner,
             dump_uuid,
             registration,
@@ -136,38 +138,22 @@ impl Ingest {
         Ok(entry)
     }
 
-    /// Runs the chunking loop on this thread and the encoder on a scoped one.
+    /// Runs the pipeline of `pipeline.rs` for one file.
     fn chunk_file(&mut self, name: &str, r: impl Read) -> Result<FileEntry, StoreError> {
         let cutter = Cutter {
             inner: &self.inner,
             registration: self.registration,
             dump_uuid: self.dump_uuid,
         };
-        let sink = &mut self.sink;
-        let logical_bytes = &mut self.logical_bytes;
-        std::thread::scope(|scope| {
-            let (jobs, queue) = mpsc::sync_channel::<Job>(ENCODE_QUEUE);
-            let encoder = std::thread::Builder::new()
-                .name("store-encoder".to_string())
-                .spawn_scoped(scope, move || -> Result<(), StoreError> {
-                    for job in queue {
-                        sink.store(job)?;
-                    }
-                    Ok(())
-                })
-                .map_err(StoreError::io("start the encoder thread"))?;
-            let cut = cutter.cut_file(name, r, logical_bytes, &jobs);
-            // Closing the queue lets the encoder finish what is queued.
-            drop(jobs);
-            let encoded = encoder.join().unwrap_or_else(|_| {
-                Err(StoreError::Invalid {
-                    what: "ingest state",
-                    detail: "the encoder thread panicked".to_string(),
-                })
-            });
-            // An encoder error also made the cutter's send fail: report it.
-            encoded.and(cut)
-        })
+        pipeline::store_file(
+            &self.inner,
+            self.dump_uuid,
+            cutter,
+            &mut self.sink,
+            &mut self.logical_bytes,
+            name,
+            r,
+        )
     }
 
     /// Reads back a file this ingest already stored, hash-checking every
@@ -250,7 +236,7 @@ impl Cutter<'_> {
         name: &str,
         r: impl Read,
         logical_bytes: &mut u64,
-        jobs: &mpsc::SyncSender<Job>,
+        jobs: &mut Jobs,
     ) -> Result<FileEntry, StoreError> {
         let p = self.inner.opts.chunking;
         let mut entry = FileEntry {
@@ -295,12 +281,7 @@ impl Cutter<'_> {
                 sketch,
                 base,
             };
-            if jobs.send(job).is_err() {
-                return Err(StoreError::Invalid {
-                    what: "ingest state",
-                    detail: "the encoder thread stopped".to_string(),
-                });
-            }
+            jobs.send(job)?;
         }
         Ok(entry)
     }

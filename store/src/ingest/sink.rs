@@ -1,7 +1,8 @@
-//! The encoding end of an ingest: turns each new chunk into a record (a delta
-//! against its chosen base when that pays, else compressed whole), appends
-//! it to the ingest's open pack, and seals and indexes full packs. Runs on
-//! the ingest's encoder thread while the caller's thread chunks and hashes.
+//! The encoding end of an ingest: `Encoder` turns each new chunk into a
+//! record (a delta against its chosen base when that pays, else compressed
+//! whole; several encoder threads at once), and `PackSink` appends the
+//! records in chunk order to the ingest's open pack, sealing and indexing
+//! full packs, on the writer thread.
 
 use std::sync::Arc;
 
@@ -55,43 +56,32 @@ enum Encoded {
     Delta { base: ChunkId, stored: Vec<u8> },
 }
 
-/// The open pack of one ingest and what it has written.
-pub(super) struct PackSink {
-    inner: Arc<Inner>,
-    dump_uuid: Uuid,
-    writer: Option<PackWriter>,
-    /// Index entries of records in `writer`, written once it is sealed.
-    pending: Vec<(ChunkId, IndexEntry)>,
-    /// Feature entries `(slot, super-feature, chunk)` of records in `writer`.
-    pending_features: Vec<(u8, u64, ChunkId)>,
-    /// Reads delta bases.
-    bases: ChunkReader,
-    pub(super) new_stored_bytes: u64,
-    pub(super) delta_chunks: u64,
-    pub(super) full_chunks: u64,
-    /// A pack was sealed (its chunks are garbage if the ingest is abandoned).
-    pub(super) sealed_any: bool,
+/// One encoded chunk, ready to append.
+pub(super) struct Record {
+    header: RecordHeader,
+    stored: Vec<u8>,
+    sketch: Option<Sketch>,
 }
 
-impl PackSink {
-    pub(super) fn new(inner: Arc<Inner>, dump_uuid: Uuid) -> PackSink {
-        PackSink {
+/// Encodes new chunks; one per encoder thread (each reads bases on its own).
+pub(super) struct Encoder {
+    inner: Arc<Inner>,
+    dump_uuid: Uuid,
+    /// Reads delta bases.
+    bases: ChunkReader,
+}
+
+impl Encoder {
+    pub(super) fn new(inner: Arc<Inner>, dump_uuid: Uuid) -> Encoder {
+        Encoder {
             bases: ChunkReader::new(Arc::clone(&inner)),
             inner,
             dump_uuid,
-            writer: None,
-            pending: Vec::new(),
-            pending_features: Vec::new(),
-            new_stored_bytes: 0,
-            delta_chunks: 0,
-            full_chunks: 0,
-            sealed_any: false,
         }
     }
 
-    /// Encodes one new chunk and appends its record; seals the pack when it
-    /// reaches the target size.
-    pub(super) fn store(&mut self, job: Job) -> Result<(), StoreError> {
+    /// Encodes one new chunk: the same job always gives the same record.
+    pub(super) fn encode(&mut self, job: Job) -> Result<Record, StoreError> {
         let Job {
             id,
             raw,
@@ -99,7 +89,7 @@ impl PackSink {
             base,
         } = job;
         let encoded = match base {
-            Some(base) => self.encode(id, &raw, base)?,
+            Some(base) => self.encode_against(id, &raw, base)?,
             None => Encoded::Full(self.compress_full(id, &raw)?),
         };
         let (kind, base, stored) = match encoded {
@@ -119,7 +109,101 @@ impl PackSink {
                 detail: format!("{} bytes", stored.len()),
             })?,
         };
-        match kind {
+        Ok(Record {
+            header,
+            stored,
+            sketch,
+        })
+    }
+
+    fn compress_full(&self, id: ChunkId, raw: &[u8]) -> Result<Vec<u8>, StoreError> {
+        zstd::bulk::compress(raw, self.inner.opts.zstd_level)
+            .map_err(StoreError::io(format!("compress chunk {id}")))
+    }
+
+    /// Stores `raw` as a delta against `base` when the delta is clearly
+    /// smaller: at most 1/`DELTA_SURE_WIN_RATIO` of the raw bytes, or else
+    /// at most `DELTA_MAX_SHARE_OF_WHOLE` of the chunk compressed whole
+    /// (`REBASE_MAX_SHARE_OF_WHOLE` against a chain's root).
+    fn encode_against(
+        &mut self,
+        id: ChunkId,
+        raw: &[u8],
+        base: Base,
+    ) -> Result<Encoded, StoreError> {
+        let Base { id: base, rebased } = base;
+        let base_raw = match self.bases.read(base) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Ok(Encoded::Full(self.compress_full(id, raw)?)),
+            Err(e) => {
+                tracing::warn!(dump_id = %self.dump_uuid, chunk = %base, "cannot read a delta base, storing the chunk whole: {e}");
+                return Ok(Encoded::Full(self.compress_full(id, raw)?));
+            }
+        };
+        let stored =
+            delta::encode(raw, &base_raw, self.inner.opts.delta_zstd_level).map_err(|e| {
+                StoreError::Io {
+                    context: format!("delta-compress chunk {id} against {base}"),
+                    error: std::io::Error::other(e),
+                }
+            })?;
+        if stored.len().saturating_mul(DELTA_SURE_WIN_RATIO) <= raw.len() {
+            return Ok(Encoded::Delta { base, stored });
+        }
+        let full = self.compress_full(id, raw)?;
+        let (num, den) = if rebased {
+            REBASE_MAX_SHARE_OF_WHOLE
+        } else {
+            DELTA_MAX_SHARE_OF_WHOLE
+        };
+        if stored.len().saturating_mul(den) <= full.len().saturating_mul(num) {
+            Ok(Encoded::Delta { base, stored })
+        } else {
+            Ok(Encoded::Full(full))
+        }
+    }
+}
+
+/// The open pack of one ingest and what it has written.
+pub(super) struct PackSink {
+    inner: Arc<Inner>,
+    writer: Option<PackWriter>,
+    /// Index entries of records in `writer`, written once it is sealed.
+    pending: Vec<(ChunkId, IndexEntry)>,
+    /// Feature entries `(slot, super-feature, chunk)` of records in `writer`.
+    pending_features: Vec<(u8, u64, ChunkId)>,
+    pub(super) new_stored_bytes: u64,
+    pub(super) delta_chunks: u64,
+    pub(super) full_chunks: u64,
+    /// A pack was sealed (its chunks are garbage if the ingest is abandoned).
+    pub(super) sealed_any: bool,
+}
+
+impl PackSink {
+    pub(super) fn new(inner: Arc<Inner>) -> PackSink {
+        PackSink {
+            inner,
+            writer: None,
+            pending: Vec::new(),
+            pending_features: Vec::new(),
+            new_stored_bytes: 0,
+            delta_chunks: 0,
+            full_chunks: 0,
+            sealed_any: false,
+        }
+    }
+
+    /// Appends one encoded chunk; seals the pack when it reaches the target
+    /// size. Records must come in chunk order (the pack's content, and so
+    /// the stored bytes, are then the same on every run).
+    pub(super) fn append(&mut self, record: Record) -> Result<(), StoreError> {
+        let Record {
+            header,
+            stored,
+            sketch,
+        } = record;
+        let id = header.chunk;
+        match header.kind {
             ChunkKind::Full => self.full_chunks += 1,
             ChunkKind::Delta => self.delta_chunks += 1,
         }
@@ -153,48 +237,6 @@ impl PackSink {
             self.seal_current()?;
         }
         Ok(())
-    }
-
-    fn compress_full(&self, id: ChunkId, raw: &[u8]) -> Result<Vec<u8>, StoreError> {
-        zstd::bulk::compress(raw, self.inner.opts.zstd_level)
-            .map_err(StoreError::io(format!("compress chunk {id}")))
-    }
-
-    /// Stores `raw` as a delta against `base` when the delta is clearly
-    /// smaller: at most 1/`DELTA_SURE_WIN_RATIO` of the raw bytes, or else
-    /// at most `DELTA_MAX_SHARE_OF_WHOLE` of the chunk compressed whole
-    /// (`REBASE_MAX_SHARE_OF_WHOLE` against a chain's root).
-    fn encode(&mut self, id: ChunkId, raw: &[u8], base: Base) -> Result<Encoded, StoreError> {
-        let Base { id: base, rebased } = base;
-        let base_raw = match self.bases.read(base) {
-            Ok(Some(b)) => b,
-            Ok(None) => return Ok(Encoded::Full(self.compress_full(id, raw)?)),
-            Err(e) => {
-                tracing::warn!(dump_id = %self.dump_uuid, chunk = %base, "cannot read a delta base, storing the chunk whole: {e}");
-                return Ok(Encoded::Full(self.compress_full(id, raw)?));
-            }
-        };
-        let stored =
-            delta::encode(raw, &base_raw, self.inner.opts.delta_zstd_level).map_err(|e| {
-                StoreError::Io {
-                    context: format!("delta-compress chunk {id} against {base}"),
-                    error: std::io::Error::other(e),
-                }
-            })?;
-        if stored.len().saturating_mul(DELTA_SURE_WIN_RATIO) <= raw.len() {
-            return Ok(Encoded::Delta { base, stored });
-        }
-        let full = self.compress_full(id, raw)?;
-        let (num, den) = if rebased {
-            REBASE_MAX_SHARE_OF_WHOLE
-        } else {
-            DELTA_MAX_SHARE_OF_WHOLE
-        };
-        if stored.len().saturating_mul(den) <= full.len().saturating_mul(num) {
-            Ok(Encoded::Delta { base, stored })
-        } else {
-            Ok(Encoded::Full(full))
-        }
     }
 
     /// Seals the open pack (if it holds records) and indexes its chunks.

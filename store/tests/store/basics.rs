@@ -186,6 +186,12 @@ fn bad_options_are_rejected() {
         ..opts()
     };
     assert!(Store::open(dir.path(), bad).is_err());
+    let bad = StoreOptions {
+        ingest_nice: 20,
+        ..opts()
+    };
+    let err = Store::open(dir.path(), bad).err().unwrap();
+    assert!(err.to_string().contains("nice"), "{err}");
     assert!(Store::open(dir.path(), opts()).unwrap().gc(1.5).is_err());
 }
 

@@ -8,6 +8,7 @@ mod basics;
 mod crash;
 mod damage;
 mod delta;
+mod feed;
 mod gc;
 mod golden;
 mod helpers;

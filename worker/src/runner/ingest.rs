@@ -5,8 +5,8 @@
 //! archive back into `pg_restore --list`. Knows nothing of the catalog.
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{BufReader, Read};
-use std::os::fd::OwnedFd;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -49,9 +49,27 @@ pub enum Ended {
     Cancelled,
 }
 
+/// Capacity asked for the pipe from the dump program (Linux default 64 KiB);
+/// why: the store reads 1 MiB blocks, and a bigger pipe lets pg_dump write
+/// on while the reading thread hands a block over. Within the default
+/// `/proc/sys/fs/pipe-max-size` (1 MiB); if refused, the default stays.
+const PIPE_BYTES: i32 = 1 << 20;
+
 /// A pipe whose ends are closed when the program that gets them runs.
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).context("create a pipe")
+}
+
+/// A pipe for a dump program's output, as big as `PIPE_BYTES` if allowed.
+fn dump_pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let (read_end, write_end) = pipe()?;
+    if let Err(e) = nix::fcntl::fcntl(
+        read_end.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BYTES),
+    ) {
+        tracing::debug!("cannot enlarge the dump pipe: {e}");
+    }
+    Ok((read_end, write_end))
 }
 
 /// Removes a scratch directory of the spool; gone already is fine.
@@ -74,7 +92,12 @@ impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.progress.fetch_add(n as u64, Ordering::Relaxed);
-        self.tail.extend_from_slice(&buf[..n]);
+        // Only the last TAIL_BYTES of a read can end up in the tail.
+        if n >= TAIL_BYTES {
+            self.tail.clear();
+        }
+        self.tail
+            .extend_from_slice(&buf[n.saturating_sub(TAIL_BYTES)..n]);
         if self.tail.len() > 2 * TAIL_BYTES {
             self.tail.drain(..self.tail.len() - TAIL_BYTES);
         }
@@ -106,15 +129,12 @@ pub async fn stream(
     grace: Duration,
     progress: Arc<AtomicU64>,
 ) -> Result<Ended> {
-    let (read_end, write_end) = pipe()?;
+    let (read_end, write_end) = dump_pipe()?;
     let storing = tokio::task::spawn_blocking(move || {
         let mut counter = RowCounter::new(rows);
+        // No BufReader: the store reads the pipe in 1 MiB blocks itself.
         let mut counting = Counting {
-            inner: Tee::new(
-                BufReader::with_capacity(1 << 20, File::from(read_end)),
-                file_name,
-                &mut counter,
-            ),
+            inner: Tee::new(File::from(read_end), file_name, &mut counter),
             progress,
             tail: Vec::new(),
         };
@@ -256,7 +276,7 @@ fn store_spool(
         }
         let path = spool.join(name);
         let file = File::open(&path).with_context(|| format!("open {}", path.display()))?;
-        let reader = Tee::new(BufReader::with_capacity(1 << 20, file), name, counter);
+        let reader = Tee::new(file, name, counter);
         let entry = ingest
             .add_file(name, reader)
             .with_context(|| format!("store {name}"))?;
