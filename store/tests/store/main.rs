@@ -10,4 +10,5 @@ mod damage;
 mod delta;
 mod gc;
 mod golden;
+mod golden_v3;
 mod helpers;
