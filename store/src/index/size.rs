@@ -1,5 +1,6 @@
 //! What the index costs: entries and key + value bytes per kind (the first
-//! key byte) and value length, and a full compaction. For `store stats`-like tools and the
+//! key byte) and value length; flushes and full compactions that keep its
+//! files near that cost. For `store stats`-like tools and the
 //! benchmarks (docs/benchmarks.md, "Half the metadata"); no format rules.
 
 use std::collections::BTreeMap;
@@ -42,13 +43,21 @@ impl Index {
         Ok(out.into_values().collect())
     }
 
+    /// Writes the memtable to a table file and drops the write-ahead log
+    /// it covered (synced writes are durable without it; this only moves
+    /// them). Small stores would otherwise keep every write ever made, until
+    /// the 16 MiB write buffer fills, in the log.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db
+            .flush()
+            .map_err(StoreError::index("flush the index"))
+    }
+
     /// Flushes the memtable and compacts the whole index into the bottom
     /// level: overwritten and deleted entries (gc, newer feature entries)
     /// leave the files, and the write-ahead log is emptied.
     pub fn compact(&self) -> Result<(), StoreError> {
-        self.db
-            .flush()
-            .map_err(StoreError::index("flush the index"))?;
+        self.flush()?;
         self.db.compact_range::<&[u8], &[u8]>(None, None);
         Ok(())
     }
