@@ -2,7 +2,7 @@
 //! chunks (FastCDC), named by BLAKE3, stored once — as a zstd delta against a
 //! similar stored chunk when one is found, else compressed whole — in
 //! size-bounded pack files indexed in RocksDB, and described per dump by a
-//! self-describing JSON manifest. Synchronous API (std I/O and threads); call
+//! self-describing binary manifest (JSON before format 2). Synchronous API (std I/O and threads); call
 //! it from `spawn_blocking`. Formats and crash-safety rules: docs/store.md.
 
 pub mod chunk;
@@ -22,6 +22,7 @@ mod rebuild;
 pub mod resemblance;
 mod shared;
 mod store;
+mod varint;
 mod verify;
 
 pub use chunk::{ChunkId, ChunkParams};

@@ -149,7 +149,7 @@ impl Inner {
     pub(crate) fn register(&self, dump: Uuid) -> Result<u64, StoreError> {
         let mut reg = self.registry();
         if reg.ingests.values().any(|(d, _)| *d == dump)
-            || manifest::manifest_path(&self.manifests_dir, dump).exists()
+            || manifest::existing_manifest(&self.manifests_dir, dump).is_some()
         {
             return Err(StoreError::DumpExists(dump));
         }

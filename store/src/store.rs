@@ -206,10 +206,8 @@ impl Store {
 
     /// The manifest of one stored dump.
     pub fn manifest(&self, dump_uuid: Uuid) -> Result<Manifest, StoreError> {
-        let path = manifest::manifest_path(&self.inner.manifests_dir, dump_uuid);
-        if !path.exists() {
-            return Err(StoreError::ManifestNotFound(dump_uuid));
-        }
+        let path = manifest::existing_manifest(&self.inner.manifests_dir, dump_uuid)
+            .ok_or(StoreError::ManifestNotFound(dump_uuid))?;
         manifest::read_manifest(&path)
     }
 
@@ -309,7 +307,9 @@ impl Store {
     /// until `gc`.
     pub fn delete_dump(&self, dump_uuid: Uuid) -> Result<(), StoreError> {
         self.writable()?;
-        let path = manifest::manifest_path(&self.inner.manifests_dir, dump_uuid);
+        let Some(path) = manifest::existing_manifest(&self.inner.manifests_dir, dump_uuid) else {
+            return Err(StoreError::ManifestNotFound(dump_uuid));
+        };
         match fs::remove_file(&path) {
             Ok(()) => {
                 crash::at(CrashPoint::DeleteUnlinked);

@@ -292,14 +292,15 @@ impl Store {
         let dir = &self.inner.manifests_dir;
         let had_dumps = !p.dumps.is_empty();
         p.dumps
-            .retain(|d| manifest::manifest_path(dir, *d).exists());
+            .retain(|d| manifest::existing_manifest(dir, *d).is_some());
         if had_dumps && p.dumps.is_empty() {
             return Recheck::Gone;
         }
         match (p.kind, p.chunk, p.pack) {
             (ProblemKind::UnreadableManifest, _, _) => {
                 let readable = p.dumps.first().is_some_and(|d| {
-                    manifest::read_manifest(&manifest::manifest_path(dir, *d)).is_ok()
+                    manifest::existing_manifest(dir, *d)
+                        .is_some_and(|p| manifest::read_manifest(&p).is_ok())
                 });
                 if readable {
                     Recheck::Gone

@@ -344,6 +344,7 @@ class Pgsnapman:
             "dump_bytes": row["dump_bytes"], "stored_bytes": row["stored_bytes"],
             "store_pack_bytes": store["pack_bytes"], "store_dumps": store["dumps"],
             "store_du": du(*self._store_dirs(data)),
+            "store_du_parts": {p.name: du(p) for p in self._store_dirs(data)},
             "rss_idle_kib": idle, "rss_peak_kib": rss.peak, "rss_samples": rss.samples,
             "vmhwm_kib": proc_kib(svc.pid, "VmHWM"),
         }

@@ -242,7 +242,7 @@ pub fn dump_finished_of(m: &Manifest, root: &std::path::Path) -> DumpFinished {
         client_version: meta.client_version.clone(),
         location: root
             .join("manifests")
-            .join(format!("{}.json", m.dump_uuid))
+            .join(pgsnapman_store::manifest::file_name(m))
             .to_string_lossy()
             .into_owned(),
         restore_metadata_json: if meta.restore_metadata.is_null() {

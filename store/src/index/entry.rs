@@ -16,8 +16,16 @@ pub(super) const DUMP_KEY_LEN: usize = 1 + 16;
 pub(super) const FEATURE_KEY_LEN: usize = 1 + 1 + 8;
 /// logical_bytes u64 | new_stored_bytes u64
 pub(super) const DUMP_SUMMARY_LEN: usize = 16;
-/// pack 16 | offset u64 | stored_len u32 | raw_len u32 | kind u8 | base 32
-pub(super) const ENTRY_LEN: usize = 16 + 8 + 4 + 4 + 1 + CHUNK_ID_LEN;
+/// pack 16 | offset u64 | stored_len u32 | raw_len u32 | kind u8: a FULL
+/// chunk's entry since index format 3 (it has no base to name).
+pub(super) const FULL_ENTRY_LEN: usize = 16 + 8 + 4 + 4 + 1;
+/// The same followed by base 32: a delta chunk's entry, and every entry of
+/// index formats 1 and 2 (FULL ones with an all-zero base).
+pub(super) const ENTRY_LEN: usize = FULL_ENTRY_LEN + CHUNK_ID_LEN;
+/// A feature entry's value since index format 3: the first 8 bytes of the
+/// chunk id (formats 1–2: the whole id). A hint: resolved by a prefix seek
+/// of the chunk keys; a collision only proposes a worse base.
+pub(super) const FEATURE_PREFIX_LEN: usize = 8;
 
 /// Where a chunk's record is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,18 +57,28 @@ impl IndexEntry {
         (self.kind == ChunkKind::Delta).then_some(self.base)
     }
 
-    pub(super) fn encode(&self) -> [u8; ENTRY_LEN] {
-        let mut b = [0u8; ENTRY_LEN];
-        b[0..16].copy_from_slice(self.pack.0.as_bytes());
-        b[16..24].copy_from_slice(&self.offset.to_le_bytes());
-        b[24..28].copy_from_slice(&self.stored_len.to_le_bytes());
-        b[28..32].copy_from_slice(&self.raw_len.to_le_bytes());
-        b[32] = self.kind.to_byte();
-        b[33..65].copy_from_slice(&self.base.0);
+    /// `FULL_ENTRY_LEN` bytes for a FULL chunk, `ENTRY_LEN` for a delta.
+    pub(super) fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(ENTRY_LEN);
+        b.extend_from_slice(self.pack.0.as_bytes());
+        b.extend_from_slice(&self.offset.to_le_bytes());
+        b.extend_from_slice(&self.stored_len.to_le_bytes());
+        b.extend_from_slice(&self.raw_len.to_le_bytes());
+        b.push(self.kind.to_byte());
+        if self.kind != ChunkKind::Full {
+            b.extend_from_slice(&self.base.0);
+        }
         b
     }
 
+    /// Reads either length: a `FULL_ENTRY_LEN` entry must be FULL; an
+    /// `ENTRY_LEN` one is any kind (index formats 1–2 wrote FULL ones so).
     pub(super) fn decode(b: &[u8]) -> Option<IndexEntry> {
+        if b.len() == FULL_ENTRY_LEN {
+            let mut long = [0u8; ENTRY_LEN];
+            long[..FULL_ENTRY_LEN].copy_from_slice(b);
+            return IndexEntry::decode(&long).filter(|e| e.kind == ChunkKind::Full);
+        }
         if b.len() != ENTRY_LEN {
             return None;
         }
@@ -131,9 +149,30 @@ pub(super) fn feature_key(slot: u8, value: u64) -> [u8; FEATURE_KEY_LEN] {
     k
 }
 
-/// The chunk id a feature entry's value names, if it is well formed.
-pub(super) fn feature_target(v: &[u8]) -> Option<ChunkId> {
-    <[u8; CHUNK_ID_LEN]>::try_from(v).ok().map(ChunkId)
+/// The value of a feature entry naming `id` (index format 3).
+pub(super) fn feature_value(id: &ChunkId) -> [u8; FEATURE_PREFIX_LEN] {
+    let mut v = [0u8; FEATURE_PREFIX_LEN];
+    v.copy_from_slice(&id.0[..FEATURE_PREFIX_LEN]);
+    v
+}
+
+/// What a feature entry's value names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum FeatureTarget {
+    /// Index formats 1–2: the whole id.
+    Id(ChunkId),
+    /// Index format 3: the id's first bytes.
+    Prefix([u8; FEATURE_PREFIX_LEN]),
+}
+
+/// Reads a feature entry's value; `None` if it is malformed.
+pub(super) fn feature_target(v: &[u8]) -> Option<FeatureTarget> {
+    if let Ok(p) = <[u8; FEATURE_PREFIX_LEN]>::try_from(v) {
+        return Some(FeatureTarget::Prefix(p));
+    }
+    <[u8; CHUNK_ID_LEN]>::try_from(v)
+        .ok()
+        .map(|id| FeatureTarget::Id(ChunkId(id)))
 }
 
 #[cfg(test)]
@@ -152,12 +191,42 @@ mod tests {
             base: ChunkId([9; 32]),
         };
         let b = e.encode();
+        assert_eq!(b.len(), ENTRY_LEN);
         assert_eq!(&b[0..16], &[7; 16]);
         assert_eq!(&b[16..24], &[2, 1, 0, 0, 0, 0, 0, 0]);
         assert_eq!(b[32], 1);
         assert_eq!(&b[33..65], &[9; 32]);
         assert_eq!(IndexEntry::decode(&b), Some(e));
         assert_eq!(e.delta_base(), Some(ChunkId([9; 32])));
+        // FULL: no base (format 3), and the format 2 layout still reads.
+        let full = IndexEntry {
+            kind: ChunkKind::Full,
+            base: ChunkId::ZERO,
+            ..e
+        };
+        let short = full.encode();
+        assert_eq!(short.len(), FULL_ENTRY_LEN);
+        assert_eq!(
+            &short[..],
+            &b[..FULL_ENTRY_LEN - 1]
+                .iter()
+                .copied()
+                .chain([0])
+                .collect::<Vec<_>>()[..]
+        );
+        assert_eq!(IndexEntry::decode(&short), Some(full));
+        let mut v2 = short.clone();
+        v2.extend_from_slice(&[0; 32]);
+        assert_eq!(IndexEntry::decode(&v2), Some(full));
+        let mut bad = b.to_vec();
+        bad.truncate(FULL_ENTRY_LEN);
+        assert_eq!(IndexEntry::decode(&bad), None, "a short entry must be FULL");
+        assert_eq!(IndexEntry::decode(&b[..40]), None);
+        let id = ChunkId([5; 32]);
+        assert_eq!(feature_value(&id), [5; 8]);
+        assert_eq!(feature_target(&[5; 8]), Some(FeatureTarget::Prefix([5; 8])));
+        assert_eq!(feature_target(&[5; 32]), Some(FeatureTarget::Id(id)));
+        assert_eq!(feature_target(&[5; 9]), None);
         assert_eq!(
             feature_key(2, 0x0102_0304_0506_0708),
             [b'f', 2, 1, 2, 3, 4, 5, 6, 7, 8]

@@ -6,7 +6,7 @@
 use rocksdb::WriteBatch;
 
 use super::Index;
-use super::entry::{FEATURE_KEY_LEN, FEATURE_PREFIX, feature_key, feature_target};
+use super::entry::{FEATURE_KEY_LEN, FEATURE_PREFIX, FeatureTarget, feature_key, feature_target};
 use crate::chunk::ChunkId;
 use crate::error::StoreError;
 use crate::resemblance::Sketch;
@@ -27,8 +27,12 @@ impl Index {
             else {
                 continue;
             };
-            let Some(id) = feature_target(&v) else {
+            let Some(target) = feature_target(&v) else {
                 tracing::warn!(slot, "ignoring a malformed feature entry");
+                continue;
+            };
+            // A prefix whose chunk is gone (a stale hint) proposes nothing.
+            let Some(id) = self.resolve(target)? else {
                 continue;
             };
             match votes.iter_mut().find(|(c, _)| *c == id) {
@@ -41,14 +45,18 @@ impl Index {
         Ok(votes)
     }
 
-    /// Deletes every feature entry whose chunk `keep` rejects (and malformed
-    /// ones), in synced batches; returns how many went.
+    /// Deletes every feature entry whose chunk `keep` rejects, whose prefix
+    /// names no indexed chunk, or that is malformed, in synced batches;
+    /// returns how many went. One seek per entry of index format 3.
     pub fn retain_features(&self, keep: impl Fn(&ChunkId) -> bool) -> Result<u64, StoreError> {
         let mut dead: Vec<Box<[u8]>> = Vec::new();
         let mut removed = 0u64;
         self.scan_prefix(FEATURE_PREFIX, "scan features", |k, v| {
-            let good = k.len() == FEATURE_KEY_LEN && feature_target(v).is_some_and(|id| keep(&id));
-            if !good {
+            let target = match feature_target(v) {
+                Some(t) if k.len() == FEATURE_KEY_LEN => self.resolve(t)?,
+                _ => None,
+            };
+            if !target.is_some_and(|id| keep(&id)) {
                 dead.push(k.into());
             }
             if dead.len() >= DELETE_BATCH {
@@ -58,6 +66,15 @@ impl Index {
         })?;
         removed += self.delete_keys(&mut dead)?;
         Ok(removed)
+    }
+
+    /// The chunk a feature entry names: a whole id as it is, a prefix by a
+    /// seek of the chunk keys (`None` when no indexed chunk has it).
+    fn resolve(&self, target: FeatureTarget) -> Result<Option<ChunkId>, StoreError> {
+        match target {
+            FeatureTarget::Id(id) => Ok(Some(id)),
+            FeatureTarget::Prefix(p) => self.chunk_with_prefix(&p),
+        }
     }
 
     fn delete_keys(&self, keys: &mut Vec<Box<[u8]>>) -> Result<u64, StoreError> {

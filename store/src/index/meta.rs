@@ -1,5 +1,6 @@
 //! The index's `meta/` keys: format version, chunking and feature parameters
-//! (fixed when a store is created), and the upgrade of a version 1 index.
+//! (fixed when a store is created), and the upgrades of version 1 and 2
+//! indexes.
 
 use rocksdb::WriteBatch;
 use serde::Serialize;
@@ -73,6 +74,11 @@ impl Index {
             }),
             Some(1) if writable => {
                 self.upgrade_v1_to_v2(wanted.features)?;
+                self.upgrade_v2_to_v3()?;
+                self.read_params()
+            }
+            Some(2) if writable => {
+                self.upgrade_v2_to_v3()?;
                 self.read_params()
             }
             // A version 1 index reads as version 2 without features (its
@@ -104,6 +110,19 @@ impl Index {
         batch.put(KEY_FORMAT_VERSION, 2u32.to_le_bytes());
         self.write(batch, "upgrade index format 1 to 2")?;
         tracing::info!(path = %self.path.display(), "upgraded chunk index from format 1 to 2");
+        Ok(())
+    }
+
+    /// Version 2 → 3. Version 3 writes shorter FULL chunk entries and
+    /// feature values (entry.rs) and reads both lengths, so every version 2
+    /// entry stays valid: the upgrade records the version, nothing else.
+    /// Entries are never rewritten; they shrink as gc and new dumps replace
+    /// them (`store rebuild-index` rewrites all of them in the new form).
+    fn upgrade_v2_to_v3(&self) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put(KEY_FORMAT_VERSION, 3u32.to_le_bytes());
+        self.write(batch, "upgrade index format 2 to 3")?;
+        tracing::info!(path = %self.path.display(), "upgraded chunk index from format 2 to 3");
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 mod entry;
 mod feature;
 mod meta;
+mod size;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -15,17 +16,21 @@ use rocksdb::{BlockBasedOptions, Cache, DB, IteratorMode, Options, WriteBatch, W
 use crate::chunk::{CHUNK_ID_LEN, ChunkId};
 use crate::error::StoreError;
 use entry::{
-    CHUNK_KEY_LEN, CHUNK_PREFIX, DUMP_KEY_LEN, DUMP_PREFIX, ENTRY_LEN, chunk_key, dump_key,
-    feature_key,
+    CHUNK_KEY_LEN, CHUNK_PREFIX, DUMP_KEY_LEN, DUMP_PREFIX, ENTRY_LEN, FULL_ENTRY_LEN, chunk_key,
+    dump_key, feature_key, feature_value,
 };
 pub use entry::{DumpSummary, IndexEntry};
 pub use meta::StoreParams;
+pub use size::KindSize;
 
 /// Layout of keys and values in docs/store.md. Bump on any incompatible
 /// change. Version 2 added delta entries (kind 1, whose base must outlive
 /// them), the `f` feature entries and `meta/feature_params`; a version 1
-/// index is upgraded when opened for writing (`meta.rs`).
-pub const INDEX_FORMAT_VERSION: u32 = 2;
+/// index is upgraded when opened for writing (`meta.rs`). Version 3 writes
+/// FULL chunk entries without the base (33 bytes) and feature values as the
+/// chunk id's first 8 bytes; every version 2 entry still reads, so a
+/// version 2 index is upgraded by recording the new version only.
+pub const INDEX_FORMAT_VERSION: u32 = 3;
 /// The oldest index version this build opens.
 pub const INDEX_FORMAT_VERSION_MIN: u32 = 1;
 
@@ -149,7 +154,10 @@ impl Index {
                 .map(Some)
                 .ok_or_else(|| StoreError::Invalid {
                     what: "index entry",
-                    detail: format!("chunk {id}: {} bytes, expected {ENTRY_LEN}", v.len()),
+                    detail: format!(
+                        "chunk {id}: {} bytes, expected {FULL_ENTRY_LEN} or {ENTRY_LEN}",
+                        v.len()
+                    ),
                 }),
         }
     }
@@ -182,7 +190,7 @@ impl Index {
             }
         }
         for (slot, value, id) in sealed.features {
-            batch.put(feature_key(*slot, *value), id.0);
+            batch.put(feature_key(*slot, *value), feature_value(id));
         }
         if !batch.is_empty() {
             self.write(batch, "index a sealed pack")?;
@@ -248,10 +256,32 @@ impl Index {
                 })?;
             let e = IndexEntry::decode(v).ok_or_else(|| StoreError::Invalid {
                 what: "index entry",
-                detail: format!("chunk {id}: {} bytes, expected {ENTRY_LEN}", v.len()),
+                detail: format!(
+                    "chunk {id}: {} bytes, expected {FULL_ENTRY_LEN} or {ENTRY_LEN}",
+                    v.len()
+                ),
             })?;
             visit(id, e)
         })
+    }
+
+    /// The indexed chunk whose id starts with `prefix` (the first in id
+    /// order if several do), by one seek: a feature entry's target.
+    fn chunk_with_prefix(&self, prefix: &[u8]) -> Result<Option<ChunkId>, StoreError> {
+        let mut start = Vec::with_capacity(1 + prefix.len());
+        start.push(CHUNK_PREFIX);
+        start.extend_from_slice(prefix);
+        let mut iter = self
+            .db
+            .iterator(IteratorMode::From(&start, rocksdb::Direction::Forward));
+        let Some(item) = iter.next() else {
+            return Ok(None);
+        };
+        let (k, _) = item.map_err(StoreError::index("seek a chunk by prefix"))?;
+        if !k.starts_with(&start) {
+            return Ok(None);
+        }
+        Ok(<[u8; CHUNK_ID_LEN]>::try_from(&k[1..]).ok().map(ChunkId))
     }
 
     /// Calls `visit` with every key (prefix included) and value under the

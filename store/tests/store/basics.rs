@@ -268,7 +268,7 @@ fn stats_summaries_are_repaired_at_open() {
         (a, b)
     };
     // Crash 2: the manifest of `a` was unlinked but its summary stayed.
-    fs::remove_file(dir.path().join(format!("manifests/{a}.json"))).unwrap();
+    fs::remove_file(dir.path().join(format!("manifests/{a}.manifest"))).unwrap();
     let store = Store::open(dir.path(), opts()).unwrap();
     let s = store.stats().unwrap();
     assert_eq!(s.manifests, 1, "{s:?}");

@@ -178,13 +178,14 @@ fn format_version_mismatch_is_a_clear_error() {
         store_files(&store, &[("f", b"hello")])
     };
     // Manifest from the future.
-    let path = dir.path().join("manifests").join(format!("{dump}.json"));
-    let text = fs::read_to_string(&path).unwrap();
-    fs::write(
-        &path,
-        text.replacen("\"format_version\": 1", "\"format_version\": 99", 1),
-    )
-    .unwrap();
+    // (the version byte follows the 8-byte magic; it is checked first).
+    let path = dir
+        .path()
+        .join("manifests")
+        .join(format!("{dump}.manifest"));
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[8] = 99;
+    fs::write(&path, bytes).unwrap();
     {
         let store = Store::open(dir.path(), opts()).unwrap();
         let err = store.manifest(dump).unwrap_err();
@@ -194,7 +195,7 @@ fn format_version_mismatch_is_a_clear_error() {
                 StoreError::FormatVersion {
                     what: "manifest",
                     found: 99,
-                    expected: 1,
+                    expected: 2,
                     ..
                 }
             ),
@@ -206,7 +207,7 @@ fn format_version_mismatch_is_a_clear_error() {
         assert_eq!(report.problems[0].dumps, vec![dump]);
         // gc must not run when it cannot read every manifest.
         assert!(store.gc(0.5).is_err());
-        store.index().set_format_version_for_test(3).unwrap();
+        store.index().set_format_version_for_test(4).unwrap();
     }
     // Index from the future.
     let err = Store::open(dir.path(), opts()).err().unwrap();
@@ -215,14 +216,14 @@ fn format_version_mismatch_is_a_clear_error() {
             err,
             StoreError::FormatVersion {
                 what: "chunk index",
-                found: 3,
-                expected: 2,
+                found: 4,
+                expected: 3,
                 ..
             }
         ),
         "{err}"
     );
-    assert!(err.to_string().contains("format version 3"), "{err}");
+    assert!(err.to_string().contains("format version 4"), "{err}");
 }
 
 /// An ingest abandoned after sealing packs, or a crash's open pack, tells

@@ -14,7 +14,7 @@ use crate::helpers::{copy_dir, golden_rows, meta, opts, pack_files, read_back, s
 /// sets when it runs the test: the compile-time value names the checkout the
 /// binary was built in, which a target directory shared between checkouts
 /// (deploy/prereqs.sh) may reuse for another one.
-fn fixtures() -> PathBuf {
+pub fn fixtures() -> PathBuf {
     let dir = std::env::var_os("CARGO_MANIFEST_DIR")
         .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from);
     dir.join("tests/fixtures")
@@ -153,7 +153,7 @@ const GOLDEN_V2_C: &str = "01937a4e-7b4c-7000-8000-0000000000b3";
 
 /// Day `n` of the v2 fixture's data: `golden_rows(3, 4000)` with bytes
 /// changed every 3001 bytes per day (so later days hold delta chains).
-fn golden_v2_day(n: u8) -> Vec<u8> {
+pub fn golden_v2_day(n: u8) -> Vec<u8> {
     let mut data = golden_rows(3, 4000);
     for day in 1..n {
         let mut at = 100 * usize::from(day);
@@ -181,7 +181,13 @@ fn golden_v2_dumps() -> [(Uuid, Vec<u8>); 3] {
 #[test]
 #[ignore = "writes the golden v2 store; run by hand only when creating it"]
 fn write_golden_store_v2() {
-    let root = fixtures().join("store-v2");
+    write_golden_delta_store("store-v2", &golden_v2_dumps());
+}
+
+/// Creates the golden store `name` under tests/fixtures (refusing an
+/// existing one) with each dump's one file `data.dat`, delta depth 2.
+pub fn write_golden_delta_store(name: &str, dumps: &[(Uuid, Vec<u8>)]) -> Store {
+    let root = fixtures().join(name);
     assert!(
         !root.exists(),
         "the golden store exists; never regenerate it"
@@ -191,13 +197,16 @@ fn write_golden_store_v2() {
         ..opts()
     };
     let store = Store::open(&root, opts).unwrap();
-    for (dump, data) in golden_v2_dumps() {
-        let mut ingest = store.begin(dump).unwrap();
-        ingest.add_file("data.dat", Cursor::new(data)).unwrap();
+    for (dump, data) in dumps {
+        let mut ingest = store.begin(*dump).unwrap();
+        ingest
+            .add_file("data.dat", Cursor::new(data.clone()))
+            .unwrap();
         ingest.finish(meta("golden")).unwrap();
     }
     let s = store.stats().unwrap();
     assert!(s.delta_chunks > 0, "{s:?}");
+    store
 }
 
 /// A store written by index format 2 / pack format 2, with delta chains of

@@ -11,4 +11,5 @@ mod delta;
 mod feed;
 mod gc;
 mod golden;
+mod golden_v3;
 mod helpers;

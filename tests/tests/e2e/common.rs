@@ -467,15 +467,25 @@ pub async fn restartable_coordinator() -> (PgCluster, Coordinator, CoordinatorOp
 }
 
 /// Uuids of the dumps in the store under a worker's data directory (one
-/// manifest each).
+/// manifest each, binary or JSON).
 pub fn dumps_on_disk(data_dir: &std::path::Path) -> std::collections::BTreeSet<String> {
-    files_with_suffix(&data_dir.join("manifests"), ".json")
+    manifest_files(&data_dir.join("manifests"))
         .into_iter()
         .filter_map(|p| {
-            p.file_name()
-                .map(|n| n.to_string_lossy().trim_end_matches(".json").to_string())
+            let name = p.file_name()?.to_str()?;
+            pgsnapman_store::manifest::dump_of_file_name(name).map(|d| d.to_string())
         })
         .collect()
+}
+
+/// The manifest files (either format) under `dir`.
+pub fn manifest_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = files_with_suffix(dir, pgsnapman_store::manifest::BINARY_SUFFIX);
+    found.extend(files_with_suffix(
+        dir,
+        pgsnapman_store::manifest::JSON_SUFFIX,
+    ));
+    found
 }
 
 /// Waits until `worker` confirmed the catalog's current schedule version

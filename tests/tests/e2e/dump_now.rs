@@ -65,7 +65,7 @@ async fn dump_now_records_a_complete_catalog_row() {
     assert!(dump["dedup_ratio"].as_f64().unwrap() > 1.0, "{dump}");
     assert!(
         dump["location"].as_str().unwrap().ends_with(&format!(
-            "manifests/{}.json",
+            "manifests/{}.manifest",
             dump["dump_uuid"].as_str().unwrap()
         )),
         "{dump}"

@@ -202,8 +202,11 @@ async fn script_dump_is_stored_deduplicated_listed_and_restorable() {
             .worker
             .data_dir
             .join("manifests")
-            .join(format!("{uuid}.json"));
-        std::fs::read_to_string(path).unwrap()
+            .join(format!("{uuid}.manifest"));
+        pgsnapman_store::manifest::read_manifest(&path)
+            .unwrap()
+            .meta
+            .script_hash
     };
     assert!(manifest(&second).contains(&hash), "{}", manifest(&second));
     let v2 = register(
@@ -551,12 +554,12 @@ async fn scheduled_script_dumps_run_with_the_coordinator_down() {
     // Coordinator down: the worker keeps dumping from its mirror.
     stack.coordinator.process.stop_clean().await;
     let manifests = stack.worker.data_dir.join("manifests");
-    let before = files_with_suffix(&manifests, ".json").len();
+    let before = manifest_files(&manifests).len();
     wait::until(
         "two more dumps with the coordinator down",
         Duration::from_secs(120),
         || {
-            let now = files_with_suffix(&manifests, ".json").len();
+            let now = manifest_files(&manifests).len();
             async move { (now >= before + 2).then_some(()) }
         },
     )

@@ -270,6 +270,7 @@ async fn kill_9_mid_ingest_leaves_no_partial_dump() {
 }
 
 /// A new, empty catalog gets every dump back from the worker's manifests,
+/// binary ones and a JSON one (format 1, as an older build wrote it) alike,
 /// and a second rebuild changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalog_is_rebuilt_from_the_workers_manifests() {
@@ -309,6 +310,16 @@ async fn catalog_is_rebuilt_from_the_workers_manifests() {
     let cli2 = coord2.cli();
     register_worker(&cli2, "w-rebuild");
     stack.worker.process.stop_clean().await;
+    // A mixed store: one dump's manifest rewritten in format 1 (JSON).
+    let manifests = stack.worker.data_dir.join("manifests");
+    let old_uuid: uuid::Uuid = before[0]["dump_uuid"].as_str().unwrap().parse().unwrap();
+    let binary = pgsnapman_store::manifest::manifest_path(&manifests, old_uuid);
+    let mut m = pgsnapman_store::manifest::read_manifest(&binary).unwrap();
+    assert_eq!(m.format_version, 2);
+    m.format_version = 1;
+    pgsnapman_store::manifest::write_manifest(&manifests, &m).unwrap();
+    std::fs::remove_file(&binary).unwrap();
+    assert_eq!(manifest_files(&manifests).len(), 3);
     // The new catalog never issued the worker's certificate: it enrolls
     // again (docs/security-enroll.md, "a lost catalog"); its store stays.
     std::fs::remove_dir_all(stack.worker.data_dir.join("identity")).unwrap();
@@ -345,6 +356,12 @@ async fn catalog_is_rebuilt_from_the_workers_manifests() {
                 .iter()
                 .find(|r| r["dump_uuid"] == old["dump_uuid"])
                 .unwrap_or_else(|| panic!("dump {} not rebuilt", old["dump_uuid"]));
+            let suffix = if new["dump_uuid"] == before[0]["dump_uuid"] {
+                ".json"
+            } else {
+                ".manifest"
+            };
+            assert!(new["location"].as_str().unwrap().ends_with(suffix), "{new}");
             for key in [
                 "job_id",
                 "instance_id",

@@ -787,7 +787,7 @@ impl Runner {
             .store
             .root()
             .join("manifests")
-            .join(format!("{dump_uuid}.json"))
+            .join(pgsnapman_store::manifest::file_name(&manifest))
             .to_string_lossy()
             .into_owned();
         Ok(true)
