@@ -141,7 +141,9 @@ async fn dumps_succeed_with_the_password_and_fail_clearly_without() {
     assert_eq!(m.meta.restore_metadata["database"], DB);
     assert!(
         ok.location
-            .ends_with(&format!("manifests/{}.json", ok.dump_uuid))
+            .ends_with(&format!("manifests/{}.manifest", ok.dump_uuid)),
+        "{}",
+        ok.location
     );
     let mut archive = Vec::new();
     store.read_file(uuid, "archive.dump", &mut archive).unwrap();
