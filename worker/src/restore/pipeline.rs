@@ -134,22 +134,9 @@ pub async fn spool(
     let cancel2 = cancel.clone();
     let done = tokio::task::spawn_blocking(move || -> Result<bool> {
         for name in files {
-            let path = dir.join(&name);
-            let file = File::options()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .with_context(|| format!("create {}", path.display()))?;
-            let mut out = BufWriter::with_capacity(1 << 20, file);
-            let mut reader = store
-                .file_reader(dump, &name)
-                .map_err(|e| anyhow!("cannot read {name} of the dump from the store: {e}"))?
-                .read_ahead(READ_AHEAD_CHUNKS);
-            if !copy_counted(&mut reader, &mut out, &progress, &cancel2)? {
+            if !spool_file(&store, dump, &name, &dir, &progress, &cancel2)? {
                 return Ok(false);
             }
-            out.flush()
-                .with_context(|| format!("write {}", path.display()))?;
         }
         Ok(true)
     })
@@ -159,6 +146,35 @@ pub async fn spool(
         return Err(Cancelled.into());
     }
     Ok(())
+}
+
+/// Writes one stored file into a new file of `dir` (blocking), the store
+/// decoding ahead; `false` when cancelled.
+pub(crate) fn spool_file(
+    store: &Store,
+    dump: Uuid,
+    name: &str,
+    dir: &Path,
+    progress: &AtomicU64,
+    cancel: &CancellationToken,
+) -> Result<bool> {
+    let path = dir.join(name);
+    let file = File::options()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .with_context(|| format!("create {}", path.display()))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut reader = store
+        .file_reader(dump, name)
+        .map_err(|e| anyhow!("cannot read {name} of the dump from the store: {e}"))?
+        .read_ahead(READ_AHEAD_CHUNKS);
+    if !copy_counted(&mut reader, &mut out, progress, cancel)? {
+        return Ok(false);
+    }
+    out.flush()
+        .with_context(|| format!("write {}", path.display()))?;
+    Ok(true)
 }
 
 /// How a program run ended.

@@ -4,7 +4,7 @@
 //! fills from the store once pg_restore opens it, in whatever order its
 //! parallel workers ask. Never used where a short file could commit.
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -256,22 +256,11 @@ fn write_out(
     dir: &Path,
     cancel: &CancellationToken,
 ) -> Result<()> {
-    let path = dir.join(name);
-    let file = File::options()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .with_context(|| format!("create {}", path.display()))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
-    let mut reader = store
-        .file_reader(dump, name)
-        .map_err(|e| anyhow!("cannot read {name} of the dump from the store: {e}"))?;
-    let copied = pipeline::copy_counted(&mut reader, &mut out, &AtomicU64::new(0), cancel)?;
-    if !copied {
-        return Err(pipeline::Cancelled.into());
+    if pipeline::spool_file(store, dump, name, dir, &AtomicU64::new(0), cancel)? {
+        Ok(())
+    } else {
+        Err(pipeline::Cancelled.into())
     }
-    out.flush()
-        .with_context(|| format!("write {}", path.display()))
 }
 
 #[cfg(test)]
