@@ -173,7 +173,9 @@ pub fn add_globals_job(cli: &Pgsnap, instance: i64) -> i64 {
     add_yearly_job(cli, instance, &["--type", "globals"])
 }
 
-fn add_yearly_job(cli: &Pgsnap, instance: i64, what: &[&str]) -> i64 {
+/// Adds a job for `instance` that fires once a year, with `what` (type,
+/// database, format, …) as further `job add` arguments; the job's id.
+pub fn add_yearly_job(cli: &Pgsnap, instance: i64, what: &[&str]) -> i64 {
     let instance = instance.to_string();
     let mut args = vec!["job", "add", "--instance", &instance, "--cron", "0 3 1 1 *"];
     args.extend_from_slice(what);

@@ -75,7 +75,6 @@ async fn each_major_is_dumped_by_its_own_client_and_restores_upward() {
         );
         assert_eq!(counted_rows(&row, ""), want, "{major}: custom");
         // The other archive shapes of this pg_dump, each parsed for counts.
-        let inst_id = inst.to_string();
         for (what, args) in [
             ("plain", &["--database", db, "--format", "plain"][..]),
             (
@@ -84,9 +83,7 @@ async fn each_major_is_dumped_by_its_own_client_and_restores_upward() {
             ),
             ("cluster", &["--type", "cluster"]),
         ] {
-            let mut job = vec!["job", "add", "--instance", &inst_id, "--cron", "0 3 1 1 *"];
-            job.extend_from_slice(args);
-            let other = dump_and_show(&stack.cli, id_of(&stack.cli.json(&job).unwrap()));
+            let other = dump_and_show(&stack.cli, add_yearly_job(&stack.cli, inst, args));
             let in_db = if what == "cluster" { db } else { "" };
             assert_eq!(counted_rows(&other, in_db), want, "{major}: {what}");
         }

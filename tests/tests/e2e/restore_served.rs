@@ -25,25 +25,12 @@ fn fingerprint(cluster: &PgCluster, db: &str, i: usize) -> String {
 
 /// A job dumping `db` in the directory format with two jobs; the dump's id.
 fn directory_dump(stack: &Stack, inst: i64, db: &str) -> i64 {
-    let inst = inst.to_string();
-    let job = stack
-        .cli
-        .json(&[
-            "job",
-            "add",
-            "--instance",
-            &inst,
-            "--cron",
-            "0 3 1 1 *",
-            "--database",
-            db,
-            "--format",
-            "directory",
-            "--jobs",
-            "2",
-        ])
-        .expect("add job");
-    id_of(&dump_and_show(&stack.cli, id_of(&job)))
+    let job = add_yearly_job(
+        &stack.cli,
+        inst,
+        &["--database", db, "--format", "directory", "--jobs", "2"],
+    );
+    id_of(&dump_and_show(&stack.cli, job))
 }
 
 /// The restore log of the newest run: its status and its lines' text.

@@ -122,21 +122,7 @@ async fn a_restore_script_restores_custom_and_directory_dumps() {
 
     // Directory format: extracted, its path in PGSNAPMAN_ARCHIVE_DIR; a
     // restore job names the script, and list/show say so.
-    let djob = id_of(
-        &cli.json(&[
-            "job",
-            "add",
-            "--instance",
-            &src.to_string(),
-            "--cron",
-            "0 3 1 1 *",
-            "--database",
-            db,
-            "--format",
-            "directory",
-        ])
-        .unwrap(),
-    );
+    let djob = add_yearly_job(cli, src, &["--database", db, "--format", "directory"]);
     let ddump = dump_and_show(cli, djob);
     let rjob = cli
         .json(&[

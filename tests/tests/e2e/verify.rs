@@ -137,26 +137,11 @@ async fn restore_and_read_verification() {
     // read: the custom archive and a directory one read through pg_restore.
     assert!(verify(&stack.cli, &d, "read", &[]).success());
     assert_eq!(shown(&stack.cli, dump)["restore_verified"]["ok"], true);
-    let inst = inst.to_string();
     // Directory and plain dumps (a plain one restores through psql) pass
     // both methods.
     for format in ["directory", "plain"] {
-        let job = stack
-            .cli
-            .json(&[
-                "job",
-                "add",
-                "--instance",
-                &inst,
-                "--cron",
-                "0 3 1 1 *",
-                "--database",
-                db,
-                "--format",
-                format,
-            ])
-            .unwrap();
-        let dump = id_of(&dump_and_show(&stack.cli, id_of(&job))).to_string();
+        let job = add_yearly_job(&stack.cli, inst, &["--database", db, "--format", format]);
+        let dump = id_of(&dump_and_show(&stack.cli, job)).to_string();
         for method in ["read", "restore"] {
             let run = verify(&stack.cli, &dump, method, &[]);
             assert!(run.success(), "{format} {method}: {run:?}");
@@ -164,20 +149,8 @@ async fn restore_and_read_verification() {
     }
     // A cluster dump is read through (and cannot be restored into a
     // scratch database).
-    let cluster_job = stack
-        .cli
-        .json(&[
-            "job",
-            "add",
-            "--instance",
-            &inst,
-            "--cron",
-            "0 3 1 1 *",
-            "--type",
-            "cluster",
-        ])
-        .unwrap();
-    let cluster_dump = id_of(&dump_and_show(&stack.cli, id_of(&cluster_job))).to_string();
+    let cluster_job = add_yearly_job(&stack.cli, inst, &["--type", "cluster"]);
+    let cluster_dump = id_of(&dump_and_show(&stack.cli, cluster_job)).to_string();
     assert!(verify(&stack.cli, &cluster_dump, "read", &[]).success());
     refused(
         verify(&stack.cli, &cluster_dump, "restore", &[]),
