@@ -270,7 +270,10 @@ class Pgsnapman:
         env = dict(self.env, PGSNAPMAN_WORKER__NAME=name, PGSNAPMAN_WORKER__DATA_DIR=str(data),
                    PGSNAPMAN_COORDINATOR__ENROLL_TOKEN=token,
                    PGSNAPMAN_COORDINATOR__URL=self.env["PGSNAPMAN_COORDINATOR"],
-                   PGSNAPMAN_COORDINATOR__CA_FILE=self.env["PGSNAPMAN_CA_FILE"], **extra_env)
+                   PGSNAPMAN_COORDINATOR__CA_FILE=self.env["PGSNAPMAN_CA_FILE"],
+                   # Every simulated day is dumped on the same calendar day: the job's
+                   # daily retention would keep one of them and delete the rest.
+                   PGSNAPMAN_RETENTION__ENABLED="false", **extra_env)
         svc = Service(name, [worker_bin or self.bins / "pgsnapman-worker"], env=env,
                       log=self.tmp / f"{name}.log")
         self.stack.callback(self._stop_worker, svc)
