@@ -16,9 +16,11 @@ const BIN: &str = "pgsnap";
 pub fn completions(shell: CompletionShell) -> Result<()> {
     let script = completion_script(shell);
     let mut out = std::io::stdout().lock();
-    out.write_all(&script)
-        .and_then(|()| out.flush())
-        .context("write the completion script to stdout")
+    match out.write_all(&script).and_then(|()| out.flush()) {
+        // A reader that stops early (`| head`) is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result.context("write the completion script to stdout"),
+    }
 }
 
 /// The completion script for `shell`.
