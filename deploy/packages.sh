@@ -30,12 +30,20 @@ die() {
   exit 1
 }
 
+# Installed next to the build cache (kept between CI runs like it), unless
+# the pinned version is on PATH already (e.g. ~/.cargo/bin).
+CARGO_DEB_ROOT="$(dirname "$CARGO_TARGET_DIR")/pgsnapman-tools/cargo-deb-$CARGO_DEB_VERSION"
+
 ensure_cargo_deb() {
-  if [ "$(cargo deb --version 2>/dev/null | awk '{print $2}')" != "$CARGO_DEB_VERSION" ]; then
-    echo "== installing cargo-deb $CARGO_DEB_VERSION"
-    # Its own target dir: not the workspace's (different dependency versions).
-    CARGO_TARGET_DIR= cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked --quiet
-  fi
+  cargo_deb_ok() { [ "$(cargo deb --version 2>/dev/null | awk '{print $2}')" = "$CARGO_DEB_VERSION" ]; }
+  cargo_deb_ok && return 0
+  export PATH="$CARGO_DEB_ROOT/bin:$PATH"
+  cargo_deb_ok && return 0
+  echo "== installing cargo-deb $CARGO_DEB_VERSION into $CARGO_DEB_ROOT (once; takes minutes)"
+  # Its own temporary target dir: not the workspace's.
+  env -u CARGO_TARGET_DIR cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked --quiet \
+    --root "$CARGO_DEB_ROOT"
+  cargo_deb_ok || die "cargo-deb $CARGO_DEB_VERSION is not usable after installing it"
 }
 
 # build_debs PROFILE_DIR CARGO_PROFILE OUT: man pages and completion scripts
