@@ -16,11 +16,19 @@ struct Args {
     /// TOML configuration file (settings also come from PGSNAPMAN_* variables).
     #[arg(long, env = "PGSNAPMAN_CONFIG")]
     config: Option<PathBuf>,
+    /// Write this program's man pages (section 8) into DIR and exit; the
+    /// packages ship them (docs/packages.md).
+    #[arg(long, hide = true, value_name = "DIR")]
+    man_dir: Option<PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(dir) = &args.man_dir {
+        let cmd = <Args as clap::CommandFactory>::command();
+        return pgsnapman_proto::manpage::write_daemon_pages(cmd, dir);
+    }
     init_tracing();
     match serve(args).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,7 @@
 
 pub mod channel;
 pub mod compat;
+pub mod manpage;
 pub mod model;
 pub mod secret_file;
 

@@ -16,6 +16,10 @@ struct Cli {
     /// TOML configuration file (settings can also come from PGSNAPMAN_<SECTION>__<KEY>).
     #[arg(long, env = "PGSNAPMAN_CONFIG")]
     config: Option<PathBuf>,
+    /// Write this program's man pages (section 8) into DIR and exit; the
+    /// packages ship them (docs/packages.md).
+    #[arg(long, hide = true, value_name = "DIR")]
+    man_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -160,6 +164,10 @@ async fn enroll(
 #[tokio::main]
 async fn main() -> ExitCode {
     let mut cli = Cli::parse();
+    if let Some(dir) = &cli.man_dir {
+        let cmd = <Cli as clap::CommandFactory>::command();
+        return pgsnapman_proto::manpage::write_daemon_pages(cmd, dir);
+    }
     let offline = match cli.command.take() {
         Some(Command::Identity { data_dir }) => {
             Some(data_dir_of(data_dir, cli.config.as_deref()).and_then(|d| identity(&d)))
@@ -195,5 +203,23 @@ async fn main() -> ExitCode {
             eprintln!("pgsnapman-worker: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The page is --help in roff: same options, hidden ones left out.
+    #[test]
+    fn man_page_matches_help() {
+        let pages =
+            pgsnapman_proto::manpage::render_all(<Cli as clap::CommandFactory>::command(), "8")
+                .expect("render");
+        let page = String::from_utf8(pages[0].1.clone()).expect("utf-8");
+        assert!(page.contains(".SH NAME"), "{page}");
+        assert!(page.contains("\\fB\\-\\-config\\fR"), "{page}");
+        assert!(!page.contains("man\\-dir"), "{page}");
+        assert!(page.contains("pgsnapman\\-worker\\-enroll(8)"), "{page}");
     }
 }

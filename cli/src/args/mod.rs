@@ -14,6 +14,7 @@ mod auth;
 mod instance;
 mod restore;
 mod script;
+mod shell;
 pub use auth::{AuditCommand, CertCommand, TokenCommand};
 pub use instance::{
     InstanceAddArgs, InstanceCommand, InstanceEditArgs, PasswordArgs, SetPasswordArgs,
@@ -22,6 +23,7 @@ pub use restore::{
     CopyCommand, RestoreCommand, RestoreJobCommand, RestoreLogCommand, RestoreStatusArg,
 };
 pub use script::ScriptCommand;
+pub use shell::{CompletionShell, CompletionsArgs, ManArgs};
 
 /// Help heading of the options every subcommand takes.
 const GLOBAL: &str = "Global options";
@@ -126,6 +128,10 @@ pub enum Command {
     /// and compare its row counts (docs/verification.md)
     #[command(subcommand)]
     Verify(VerifyCommand),
+    /// Print the completion script for bash, zsh or fish (docs/packages.md)
+    Completions(CompletionsArgs),
+    /// Write the man pages: pgsnap.1 and one page per subcommand
+    Man(ManArgs),
 }
 
 #[derive(Debug, Subcommand)]

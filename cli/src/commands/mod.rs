@@ -13,6 +13,7 @@ pub mod password;
 mod restore;
 mod retention;
 mod script;
+mod shell;
 mod store;
 mod task;
 mod token;
@@ -63,6 +64,12 @@ impl Ctx {
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
+    // These describe pgsnap itself: no config is read, no coordinator dialled.
+    match &cli.command {
+        Command::Completions(a) => return shell::completions(a.shell),
+        Command::Man(a) => return shell::man(&a.dir),
+        _ => {}
+    }
     let url = config::coordinator_url(cli.coordinator.as_deref(), cli.config.as_deref())?;
     let ca_file = config::ca_file(cli.ca_file.as_deref(), cli.config.as_deref())?;
     let token = config::token(cli.token_file.as_deref(), cli.config.as_deref())?;
@@ -91,5 +98,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Cert(c) => cert::run(&ctx, c).await,
         Command::Audit(c) => audit::run(&ctx, c).await,
         Command::Script(c) => script::run(&ctx, c).await,
+        // Answered above, before any config was read.
+        Command::Completions(_) | Command::Man(_) => Ok(()),
     }
 }
