@@ -585,19 +585,24 @@ fn start_task(
     };
     let span = tracing::info_span!("task.run", task_id, kind, lease_id = %a.lease_id, job_id, attempt = a.attempt);
     span.in_scope(|| tracing::info!("task assigned"));
+    let received = std::time::Instant::now();
+    let run = crate::task::run(
+        shared.clone(),
+        crate::task::Assigned {
+            task_id,
+            lease_id: a.lease_id,
+            attempt: a.attempt,
+        },
+        spec,
+        cancel,
+        progress,
+        permit,
+    );
     shared.tasks.spawn(
-        crate::task::run(
-            shared.clone(),
-            crate::task::Assigned {
-                task_id,
-                lease_id: a.lease_id,
-                attempt: a.attempt,
-            },
-            spec,
-            cancel,
-            progress,
-            permit,
-        )
+        async move {
+            crate::metrics::get().task_started(kind, received.elapsed());
+            run.await;
+        }
         .instrument(span),
     );
 }

@@ -158,6 +158,11 @@ impl Outbox {
         drop(last);
         self.len.fetch_add(events.len() as u64, Ordering::SeqCst);
         self.notify.notify_one();
+        for (_, event) in &events {
+            if let Some(body) = &event.body {
+                crate::metrics::get().observe(body);
+            }
+        }
         Ok(events.into_iter().map(|e| Uuid::from_u128(e.0)).collect())
     }
 
@@ -194,15 +199,7 @@ impl Outbox {
         let cf = self.state.cf(CF_DONE)?;
         // Events are deleted oldest first: below the oldest stored id means
         // acknowledged.
-        let oldest = match self
-            .state
-            .db()
-            .iterator_cf(self.cf()?, IteratorMode::Start)
-            .next()
-        {
-            Some(item) => key_of(&item.context("read outbox")?.0)?,
-            None => u128::MAX,
-        };
+        let oldest = self.oldest_id()?.unwrap_or(u128::MAX);
         let cutoff = now_secs().saturating_sub(i64::try_from(keep.as_secs()).unwrap_or(i64::MAX));
         let mut batch = WriteBatch::default();
         let mut n = 0;
@@ -222,6 +219,19 @@ impl Outbox {
                 .context("prune finished tasks")?;
         }
         Ok(n)
+    }
+
+    /// The id (a UUIDv7, as u128) of the oldest event waiting, if any.
+    pub fn oldest_id(&self) -> Result<Option<u128>> {
+        match self
+            .state
+            .db()
+            .iterator_cf(self.cf()?, IteratorMode::Start)
+            .next()
+        {
+            Some(item) => Ok(Some(key_of(&item.context("read outbox")?.0)?)),
+            None => Ok(None),
+        }
     }
 
     /// Up to `max_events` oldest events of at most `max_bytes` encoded bytes
