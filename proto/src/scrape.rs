@@ -201,6 +201,15 @@ mod tests {
             ok.contains(CONTENT_TYPE_OPENMETRICS) && ok.ends_with("up 1\n# EOF\n"),
             "{ok}"
         );
+        let head = ask(
+            addr,
+            &format!("HEAD /metrics HTTP/1.1\r\nHost: x\r\n{close}"),
+        )
+        .await;
+        assert!(
+            head.starts_with("HTTP/1.1 200") && head.ends_with("\r\n\r\n"),
+            "{head}"
+        );
         let other = ask(addr, &format!("GET / HTTP/1.1\r\nHost: x\r\n{close}")).await;
         assert!(other.starts_with("HTTP/1.1 404"), "{other}");
         let post = ask(

@@ -453,6 +453,7 @@ async fn renew_loop(
         tick.tick().await;
         for lease in shared.registry.leases() {
             tracing::debug!(task_id = lease.task_id, lease_id = %lease.lease_id, "renewing lease");
+            crate::metrics::get().renewal_sent(lease.task_id);
             send(
                 &tx,
                 lease_request::Msg::Renew(Renew {
@@ -515,6 +516,7 @@ fn handle(
         }
         lease_response::Msg::Renewed(r) => {
             tracing::debug!(task_id = r.task_id, "lease renewed");
+            crate::metrics::get().renewal_answered(r.task_id);
             shared
                 .registry
                 .renewed(r.task_id, deadline_of(r.leased_until.as_ref(), lease_ttl));

@@ -2,9 +2,10 @@
 //! fed by the facts the worker records in its outbox (`observe`), gauges of
 //! the outbox read at scrape time, served by `[metrics] listen`. Labels hold
 //! only enumerations (types, statuses, kinds): never an id, name or secret.
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use pgsnapman_proto::v1::{DumpType, RestoreStatus, RestoreType, event};
 use prometheus_client::metrics::counter::Counter;
@@ -24,6 +25,12 @@ pub const DURATION_BUCKETS: [f64; 14] = [
     1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0,
     86400.0,
 ];
+/// Bounds (seconds) of the lease renewal round trip histogram.
+pub const ROUND_TRIP_BUCKETS: [f64; 10] =
+    [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0];
+/// Renewals awaiting their answer that are remembered (one per running
+/// task at most; past it the oldest are forgotten, unmeasured).
+const MAX_PENDING_RENEWALS: usize = 4096;
 /// Bounds (seconds) of the task start delay histogram.
 pub const DELAY_BUCKETS: [f64; 8] = [0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 600.0, 3600.0];
 
@@ -50,6 +57,9 @@ pub struct Metrics {
     verifications: Family<Labels2, Counter>,
     deleted: Family<Labels1, Counter>,
     task_start_delay: Family<Labels1, Histogram>,
+    lease_renewal: Histogram,
+    /// When the renewal of a task's lease awaiting its answer was sent.
+    renewals_sent: Mutex<HashMap<i64, Instant>>,
     store_pack_bytes: Gauge,
     store_logical_bytes: Gauge,
     store_free_bytes: Gauge,
@@ -82,6 +92,8 @@ impl Metrics {
             verifications: Family::default(),
             deleted: Family::default(),
             task_start_delay: Family::new_with_constructor(delay_histogram),
+            lease_renewal: Histogram::new(ROUND_TRIP_BUCKETS),
+            renewals_sent: Mutex::new(HashMap::new()),
             store_pack_bytes: Gauge::default(),
             store_logical_bytes: Gauge::default(),
             store_free_bytes: Gauge::default(),
@@ -139,6 +151,12 @@ impl Metrics {
             "Time from a task assignment's arrival on the lease stream to the start of its task, by task kind",
             Unit::Seconds,
             m.task_start_delay.clone(),
+        );
+        r.register_with_unit(
+            "lease_renewal_round_trip",
+            "Time from sending a lease renewal to the coordinator's answer",
+            Unit::Seconds,
+            m.lease_renewal.clone(),
         );
         r.register_with_unit(
             "store_pack",
@@ -259,6 +277,29 @@ impl Metrics {
         self.task_start_delay
             .get_or_create(&[("kind", kind)])
             .observe(delay.as_secs_f64());
+    }
+
+    /// Notes that the renewal of `task_id`'s lease went out (the first one
+    /// not yet answered counts).
+    pub fn renewal_sent(&self, task_id: i64) {
+        let mut sent = self.renewals_sent.lock().unwrap_or_else(|e| e.into_inner());
+        if sent.len() >= MAX_PENDING_RENEWALS && !sent.contains_key(&task_id) {
+            sent.clear();
+        }
+        sent.entry(task_id).or_insert_with(Instant::now);
+    }
+
+    /// Records the round trip of the renewal of `task_id`'s lease, if one
+    /// was sent.
+    pub fn renewal_answered(&self, task_id: i64) {
+        let sent = self
+            .renewals_sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&task_id);
+        if let Some(at) = sent {
+            self.lease_renewal.observe(at.elapsed().as_secs_f64());
+        }
     }
 
     /// The exposition text (OpenMetrics), with the outbox gauges read now.

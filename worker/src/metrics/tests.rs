@@ -132,3 +132,22 @@ fn uuid_v7_ages_and_label_values() {
     assert_eq!(dump_type(99), "unspecified");
     assert_eq!(ratio(10, 0), 0.0);
 }
+
+#[test]
+fn lease_renewals_are_timed_from_the_first_unanswered_send() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let outbox =
+        Outbox::open(&State::open(&crate::state::dir(dir.path())).expect("state")).expect("outbox");
+    let m = Metrics::new();
+    m.renewal_answered(7);
+    m.renewal_sent(7);
+    m.renewal_sent(7);
+    m.renewal_answered(7);
+    m.renewal_answered(7);
+    let text = m.render(&outbox);
+    assert_eq!(
+        sample(&text, "pgsnapman_lease_renewal_round_trip_seconds_count").as_deref(),
+        Some("1"),
+        "{text}"
+    );
+}
