@@ -151,3 +151,35 @@ fn lease_renewals_are_timed_from_the_first_unanswered_send() {
         "{text}"
     );
 }
+
+/// A result reported again under a new lease is one fact, counted once.
+#[test]
+fn a_result_reported_again_is_not_counted_again() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let outbox =
+        Outbox::open(&State::open(&crate::state::dir(dir.path())).expect("state")).expect("outbox");
+    // An invalid dump type: no other test (they share the process's
+    // metrics) counts under its label.
+    let body = || {
+        let mut d = dump(false, 1, 0, 0);
+        if let event::Body::DumpFinished(d) = &mut d {
+            d.dump_type = 99;
+        }
+        d
+    };
+    let counted = || {
+        get()
+            .dumps
+            .get_or_create(&[("type", "unspecified"), ("status", "failed")])
+            .get()
+    };
+    let before = counted();
+    outbox
+        .append_result(41, "dump of job 1", vec![body()])
+        .expect("append");
+    assert_eq!(counted(), before + 1);
+    outbox
+        .append_result_again(41, "dump of job 1", vec![body()])
+        .expect("append again");
+    assert_eq!(counted(), before + 1, "counted once");
+}
