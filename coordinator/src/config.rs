@@ -23,6 +23,7 @@ pub struct Config {
     pub enrollment: EnrollmentConfig,
     pub pki: PkiConfig,
     pub admin: AdminConfig,
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -386,6 +387,7 @@ impl Config {
         if l.call_timeout < Duration::from_secs(1) {
             bail!("lease.call_timeout must be at least 1s");
         }
+        self.metrics.validate()?;
         let r = &self.retention;
         if r.applied_events < Duration::from_secs(24 * 3600) {
             bail!(

@@ -161,6 +161,18 @@ async fn serve(
         })
     };
 
+    if let Some(listener) = pgsnapman_proto::scrape::listen(&cfg.metrics.listen)
+        .await
+        .map_err(anyhow::Error::msg)?
+    {
+        tracker.spawn(crate::metrics::serve(
+            listener,
+            catalog.clone(),
+            cfg.metrics.catalog_timeout,
+            shutdown.clone(),
+        ));
+    }
+
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await
         .with_context(|| format!("listen on {}", cfg.server.listen))?;

@@ -25,6 +25,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub scripts: crate::script::ScriptsConfig,
     pub verify: crate::verify::VerifyConfig,
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -342,6 +343,7 @@ impl Config {
         }
         pgsnapman_proto::model::validate_worker_name(&self.worker.name)?;
         pgsnapman_proto::channel::check_url(&self.coordinator.url).context("coordinator.url")?;
+        pgsnapman_proto::scrape::parse_listen(&self.metrics.listen).map_err(anyhow::Error::msg)?;
         if self.dump.max_concurrent == 0 || self.dump.max_concurrent > 1024 {
             bail!(
                 "dump.max_concurrent {} must be between 1 and 1024",

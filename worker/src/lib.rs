@@ -10,6 +10,7 @@ pub mod error;
 pub mod identity;
 pub mod inuse;
 pub mod maintenance;
+pub mod metrics;
 pub mod mirror;
 pub mod offline;
 pub mod outbox;
@@ -157,6 +158,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         retention_lock: tokio::sync::Mutex::new(()),
     });
 
+    // Bound before anything runs: a listen address that cannot be used
+    // stops the start with its reason.
+    let metrics_stop = CancellationToken::new();
+    let metrics = pgsnapman_proto::scrape::listen(&shared.config.metrics.listen)
+        .await
+        .map_err(anyhow::Error::msg)?
+        .map(|listener| {
+            let outbox = shared.outbox.clone();
+            tokio::spawn(metrics::serve(listener, outbox, metrics_stop.clone()))
+        });
+
     let link_stop = CancellationToken::new();
     let link = tokio::spawn(agent::run_link(shared.clone(), link_stop.clone()));
     let watchdog = tokio::spawn(watchdog(shared.clone()));
@@ -234,6 +246,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let _ = stats.await;
     resumer.abort();
     let _ = resumer.await;
+    metrics_stop.cancel();
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     drop(shared);
     tracing::info!("shutdown complete");
     Ok(())

@@ -199,7 +199,8 @@ pub async fn run(
             stored_uuid,
             store_changed,
         } => {
-            finish_with(&shared, task_id, &what, bodies, &cancel, stored_uuid).await;
+            let finished = Finish::First { stored_uuid };
+            finish_with(&shared, task_id, &what, bodies, &cancel, finished).await;
             if store_changed {
                 shared.store_changed.notify_one();
             }
@@ -338,7 +339,7 @@ async fn report_again(
     } else {
         crate::outbox::under_lease(bodies, task)
     };
-    finish_with(shared, task_id, what, bodies, cancel, String::new()).await;
+    finish_with(shared, task_id, what, bodies, cancel, Finish::Again).await;
     true
 }
 
@@ -361,6 +362,14 @@ fn identity(spec: Option<&Spec>) -> String {
     }
 }
 
+/// How a task's result comes to be reported.
+enum Finish {
+    /// The task ran now; `stored_uuid` is the dump it stored, if any.
+    First { stored_uuid: String },
+    /// The remembered result of an earlier run, under a new lease.
+    Again,
+}
+
 /// Queues a task's result events (in one synced batch) and keeps the task
 /// registered until the coordinator acknowledged them. If they cannot be
 /// queued, a stored dump (`stored_uuid`) is removed: nobody would record it.
@@ -370,13 +379,23 @@ async fn finish_with(
     what: &str,
     bodies: Vec<event::Body>,
     cancel: &CancellationToken,
-    stored_uuid: String,
+    finished: Finish,
 ) {
     let outbox = shared.outbox.clone();
     // Remembered as finished in the same write: never run twice.
     let what = what.to_string();
-    let appended =
-        tokio::task::spawn_blocking(move || outbox.append_result(task_id, &what, bodies)).await;
+    let (stored_uuid, again) = match finished {
+        Finish::First { stored_uuid } => (stored_uuid, false),
+        Finish::Again => (String::new(), true),
+    };
+    let appended = tokio::task::spawn_blocking(move || {
+        if again {
+            outbox.append_result_again(task_id, &what, bodies)
+        } else {
+            outbox.append_result(task_id, &what, bodies)
+        }
+    })
+    .await;
     let event_id = match appended {
         Ok(Ok(ids)) => ids.last().copied().unwrap_or_default(),
         Ok(Err(err)) => {

@@ -17,6 +17,7 @@ mod events;
 mod identity;
 mod instances;
 mod jobs;
+pub mod metrics;
 mod ownership;
 mod passwords;
 mod restore;

@@ -147,6 +147,10 @@ impl Catalog {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
+        let now = chrono::Utc::now();
+        for t in tasks.iter().filter(|t| t.attempts == 1) {
+            crate::metrics::get().leased(&t.kind, t.created_at, now);
+        }
         let mut out = Vec::with_capacity(tasks.len());
         for task in tasks {
             match self.spec_of(&task).await {

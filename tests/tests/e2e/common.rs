@@ -33,9 +33,23 @@ impl Stack {
         worker_env: &[(&str, &str)],
         worker_data_dir: Option<std::path::PathBuf>,
     ) -> Stack {
+        Self::start_configured(worker_name, worker_env, worker_data_dir, &[]).await
+    }
+
+    /// `start_with` plus extra coordinator settings.
+    pub async fn start_configured(
+        worker_name: &str,
+        worker_env: &[(&str, &str)],
+        worker_data_dir: Option<std::path::PathBuf>,
+        coordinator_env: &[(&str, &str)],
+    ) -> Stack {
         let catalog = PgCluster::start(PG_MAJOR).expect("start catalog cluster");
         let coordinator = Coordinator::start(CoordinatorOptions {
             catalog_url: Some(catalog.url("postgres")),
+            env: coordinator_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ..Default::default()
         })
         .await

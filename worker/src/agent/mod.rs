@@ -453,6 +453,7 @@ async fn renew_loop(
         tick.tick().await;
         for lease in shared.registry.leases() {
             tracing::debug!(task_id = lease.task_id, lease_id = %lease.lease_id, "renewing lease");
+            crate::metrics::get().renewal_sent(lease.task_id);
             send(
                 &tx,
                 lease_request::Msg::Renew(Renew {
@@ -515,6 +516,7 @@ fn handle(
         }
         lease_response::Msg::Renewed(r) => {
             tracing::debug!(task_id = r.task_id, "lease renewed");
+            crate::metrics::get().renewal_answered(r.task_id);
             shared
                 .registry
                 .renewed(r.task_id, deadline_of(r.leased_until.as_ref(), lease_ttl));
@@ -585,19 +587,24 @@ fn start_task(
     };
     let span = tracing::info_span!("task.run", task_id, kind, lease_id = %a.lease_id, job_id, attempt = a.attempt);
     span.in_scope(|| tracing::info!("task assigned"));
+    let received = std::time::Instant::now();
+    let run = crate::task::run(
+        shared.clone(),
+        crate::task::Assigned {
+            task_id,
+            lease_id: a.lease_id,
+            attempt: a.attempt,
+        },
+        spec,
+        cancel,
+        progress,
+        permit,
+    );
     shared.tasks.spawn(
-        crate::task::run(
-            shared.clone(),
-            crate::task::Assigned {
-                task_id,
-                lease_id: a.lease_id,
-                attempt: a.attempt,
-            },
-            spec,
-            cancel,
-            progress,
-            permit,
-        )
+        async move {
+            crate::metrics::get().task_started(kind, received.elapsed());
+            run.await;
+        }
         .instrument(span),
     );
 }

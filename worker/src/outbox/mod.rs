@@ -32,6 +32,13 @@ use crate::state::{CF_DONE, CF_OUTBOX, State, synced};
 /// acknowledged: longer than any assignment can be in flight.
 pub const DONE_KEEP: Duration = Duration::from_secs(3600);
 
+/// Whether written events are new facts for the metrics (`crate::metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Count {
+    Yes,
+    No,
+}
+
 /// Events in id (= time) order, durable once `append` returns.
 pub struct Outbox {
     state: State,
@@ -88,7 +95,7 @@ impl Outbox {
     /// Stores events durably in one synced batch, in order, and wakes the
     /// uploader.
     pub fn append_all(&self, bodies: Vec<event::Body>) -> Result<Vec<Uuid>> {
-        self.write_events(bodies, |_, _| Ok(()))
+        self.write_events(bodies, Count::Yes, |_, _| Ok(()))
     }
 
     /// Stores a finished task's result events and remembers the task
@@ -100,8 +107,29 @@ impl Outbox {
         what: &str,
         bodies: Vec<event::Body>,
     ) -> Result<Vec<Uuid>> {
+        self.write_result(task_id, what, bodies, Count::Yes)
+    }
+
+    /// `append_result` for a result reported again under a new lease (the
+    /// task ran once): the metrics do not count it a second time.
+    pub fn append_result_again(
+        &self,
+        task_id: i64,
+        what: &str,
+        bodies: Vec<event::Body>,
+    ) -> Result<Vec<Uuid>> {
+        self.write_result(task_id, what, bodies, Count::No)
+    }
+
+    fn write_result(
+        &self,
+        task_id: i64,
+        what: &str,
+        bodies: Vec<event::Body>,
+        count: Count,
+    ) -> Result<Vec<Uuid>> {
         let done = self.state.cf(CF_DONE)?;
-        self.write_events(bodies, |batch, events| {
+        self.write_events(bodies, count, |batch, events| {
             let last = events.last().map_or(0, |e| e.0);
             // Only what completes the task is reported again.
             let bodies = events
@@ -125,6 +153,7 @@ impl Outbox {
     fn write_events(
         &self,
         bodies: Vec<event::Body>,
+        count: Count,
         extra: impl FnOnce(&mut WriteBatch, &[(u128, Event)]) -> Result<()>,
     ) -> Result<Vec<Uuid>> {
         if bodies.is_empty() {
@@ -158,6 +187,11 @@ impl Outbox {
         drop(last);
         self.len.fetch_add(events.len() as u64, Ordering::SeqCst);
         self.notify.notify_one();
+        if count == Count::Yes {
+            for body in events.iter().filter_map(|e| e.1.body.as_ref()) {
+                crate::metrics::get().observe(body);
+            }
+        }
         Ok(events.into_iter().map(|e| Uuid::from_u128(e.0)).collect())
     }
 
@@ -194,15 +228,7 @@ impl Outbox {
         let cf = self.state.cf(CF_DONE)?;
         // Events are deleted oldest first: below the oldest stored id means
         // acknowledged.
-        let oldest = match self
-            .state
-            .db()
-            .iterator_cf(self.cf()?, IteratorMode::Start)
-            .next()
-        {
-            Some(item) => key_of(&item.context("read outbox")?.0)?,
-            None => u128::MAX,
-        };
+        let oldest = self.oldest_id()?.unwrap_or(u128::MAX);
         let cutoff = now_secs().saturating_sub(i64::try_from(keep.as_secs()).unwrap_or(i64::MAX));
         let mut batch = WriteBatch::default();
         let mut n = 0;
@@ -222,6 +248,19 @@ impl Outbox {
                 .context("prune finished tasks")?;
         }
         Ok(n)
+    }
+
+    /// The id (a UUIDv7, as u128) of the oldest event waiting, if any.
+    pub fn oldest_id(&self) -> Result<Option<u128>> {
+        match self
+            .state
+            .db()
+            .iterator_cf(self.cf()?, IteratorMode::Start)
+            .next()
+        {
+            Some(item) => Ok(Some(key_of(&item.context("read outbox")?.0)?)),
+            None => Ok(None),
+        }
     }
 
     /// Up to `max_events` oldest events of at most `max_bytes` encoded bytes

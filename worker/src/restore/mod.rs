@@ -149,6 +149,8 @@ pub async fn restore(
         .await;
     }
     log.close().await;
+    let restore_type = spec.target.as_ref().map_or(0, |t| t.restore_type);
+    crate::metrics::get().restore_finished(restore_type, finished.status, clock.elapsed());
     Some(finished)
 }
 
