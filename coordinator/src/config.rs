@@ -23,6 +23,7 @@ pub struct Config {
     pub enrollment: EnrollmentConfig,
     pub pki: PkiConfig,
     pub admin: AdminConfig,
+    pub notify: crate::notify::NotifyConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -369,6 +370,7 @@ impl Config {
         if a.max_watch_streams == 0 {
             bail!("admin.max_watch_streams must be at least 1");
         }
+        self.notify.validate()?;
         let e = &self.enrollment;
         if e.token_ttl < Duration::from_secs(1) || e.token_ttl > Duration::from_secs(7 * 24 * 3600)
         {

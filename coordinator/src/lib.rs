@@ -12,6 +12,7 @@ pub mod error;
 pub mod health;
 pub mod identity;
 pub mod link;
+pub mod notify;
 pub mod pki;
 pub mod rows;
 pub mod server;

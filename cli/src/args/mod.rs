@@ -12,12 +12,14 @@ use pgsnapman_proto::v1;
 
 mod auth;
 mod instance;
+mod notify;
 mod restore;
 mod script;
 pub use auth::{AuditCommand, CertCommand, TokenCommand};
 pub use instance::{
     InstanceAddArgs, InstanceCommand, InstanceEditArgs, PasswordArgs, SetPasswordArgs,
 };
+pub use notify::{NotifyAddCommand, NotifyCommand, NotifyRuleCommand, SecretArgs};
 pub use restore::{
     CopyCommand, RestoreCommand, RestoreJobCommand, RestoreLogCommand, RestoreStatusArg,
 };
@@ -126,6 +128,9 @@ pub enum Command {
     /// and compare its row counts (docs/verification.md)
     #[command(subcommand)]
     Verify(VerifyCommand),
+    /// Alerts: channels (webhook, e-mail) and rules (docs/alerts.md)
+    #[command(subcommand)]
+    Notify(NotifyCommand),
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,6 +9,7 @@ mod follow;
 mod instance;
 mod job;
 mod messages;
+mod notify;
 pub mod password;
 mod restore;
 mod retention;
@@ -91,5 +92,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Cert(c) => cert::run(&ctx, c).await,
         Command::Audit(c) => audit::run(&ctx, c).await,
         Command::Script(c) => script::run(&ctx, c).await,
+        Command::Notify(c) => notify::run(&ctx, c).await,
     }
 }

@@ -17,6 +17,7 @@ mod events;
 mod identity;
 mod instances;
 mod jobs;
+pub mod notify;
 mod ownership;
 mod passwords;
 mod restore;
