@@ -118,6 +118,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/coordinator.toml");
+        let cfg = crate::config::Config::load(Some(&path)).unwrap();
+        assert_eq!(cfg.notify.retry_max_interval, Duration::from_secs(600));
+    }
+
+    #[test]
     fn defaults_are_valid_and_bad_values_are_named() {
         NotifyConfig::default().validate().unwrap();
         let c = NotifyConfig {
