@@ -100,8 +100,18 @@ async fn rule(ctx: &Ctx, cmd: NotifyRuleCommand) -> Result<()> {
             rpc(admin
                 .remove_notify_rule(v1::NotifyRuleRef { name: name.clone() })
                 .await)?;
-            ctx.out.note(&format!("removed notification rule {name}"))
+            removed(ctx, "rule", &name)
         }
+    }
+}
+
+/// `removed notification rule NAME`, or `{"name": NAME, "removed": true}`.
+fn removed(ctx: &Ctx, what: &str, name: &str) -> Result<()> {
+    if ctx.out.is_json() {
+        ctx.out
+            .object(json!({ "name": name, "removed": true }), Vec::new())
+    } else {
+        ctx.out.note(&format!("removed notification {what} {name}"))
     }
 }
 

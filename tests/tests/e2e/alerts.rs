@@ -391,6 +391,28 @@ async fn incidents_notify_once_signed_retried_and_by_mail() {
         let t = wait_task_done(&cli, dump_now(&cli, bad_job)).await;
         assert_eq!(t["state"], "FAILED", "{t}");
     }
+    // The other classes: their conditions are evaluated every round; only
+    // the job that never had a good dump is missing one.
+    let bad = bad_job.to_string();
+    for rule in [
+        vec![
+            "--name",
+            "stale",
+            "--class",
+            "dump_missing",
+            "--max-age",
+            "1s",
+            "--job",
+            &bad,
+        ],
+        vec!["--name", "restores", "--class", "restore_failed"],
+        vec!["--name", "verified", "--class", "verify_failed"],
+        vec!["--name", "backlog", "--class", "outbox_backlog"],
+    ] {
+        let mut args = vec!["notify", "rule", "add", "--channel", "hook"];
+        args.extend(rule);
+        ok(&cli, &args);
+    }
 
     wait_for("the failed-dump webhook", || {
         hook.of_class("dump_failed").pop()
@@ -498,6 +520,42 @@ async fn incidents_notify_once_signed_retried_and_by_mail() {
     assert_eq!(hook.of_class("worker_offline").len(), 1);
     assert!(signature_valid(&key_file, &off, &off.body));
 
+    let missing = hook.of_class("dump_missing");
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    assert_eq!(missing[0].json()["subject"], format!("job:{bad_job}"));
+    for quiet in ["restore_failed", "verify_failed", "outbox_backlog"] {
+        assert!(
+            hook.of_class(quiet).is_empty(),
+            "{quiet}: nothing to report"
+        );
+    }
+    let rules = ok(&cli, &["notify", "rule", "list"]);
+    let open = |name: &str| {
+        rules
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap()["open_incidents"]
+            .clone()
+    };
+    let counts = [open("failed"), open("offline"), open("restores")];
+    assert_eq!(counts, [1, 1, 0], "{rules}");
+    // A channel a rule names is not removed; a rule is.
+    let refused = cli.run(&["notify", "remove", "hook"]).unwrap();
+    assert!(
+        !refused.success() && refused.stderr.contains("used by rule(s)"),
+        "{refused:?}"
+    );
+    ok(&cli, &["notify", "rule", "remove", "backlog"]);
+    let unknown = cli.run(&["notify", "rule", "remove", "backlog"]).unwrap();
+    assert!(
+        unknown
+            .stderr
+            .contains("notification rule \"backlog\" not found"),
+        "{unknown:?}"
+    );
+
     // The secrets are in no listing, catalog dump or log.
     let listed = ok(&cli, &["notify", "list"]);
     let hooks: Vec<&Value> = listed
@@ -521,6 +579,13 @@ async fn incidents_notify_once_signed_retried_and_by_mail() {
         assert!(!log.contains(secret), "secret in the coordinator log");
     }
 
+    for failed in [
+        "notify: rule condition",
+        "notify: evaluating",
+        "notify: sending",
+    ] {
+        assert!(!log.contains(failed), "{failed}: a notify query failed");
+    }
     coordinator.process.stop_clean().await;
     worker.process.assert_no_unexpected_errors(&[]);
     coordinator
