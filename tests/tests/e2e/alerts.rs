@@ -592,3 +592,94 @@ async fn incidents_notify_once_signed_retried_and_by_mail() {
         .process
         .assert_no_unexpected_errors(&["notification channel failed"]);
 }
+
+/// Two coordinators on one catalog, sharing the notify key, both evaluating
+/// and sending every 100ms: a failed dump still notifies exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_coordinators_notify_once() {
+    let catalog = PgCluster::start(PG_MAJOR).unwrap();
+    let start = |env: Vec<(String, String)>| {
+        Coordinator::start(CoordinatorOptions {
+            catalog_url: Some(catalog.url("postgres")),
+            env,
+            ..Default::default()
+        })
+    };
+    let fast = (
+        "PGSNAPMAN_NOTIFY__INTERVAL".to_string(),
+        "100ms".to_string(),
+    );
+    let mut a = start(vec![fast.clone()]).await.unwrap();
+    let key = a.data_dir.join("notify.key");
+    let shared_key = (
+        "PGSNAPMAN_NOTIFY__KEY_FILE".to_string(),
+        key.display().to_string(),
+    );
+    let mut b = start(vec![fast, shared_key]).await.unwrap();
+    let cli = a.cli();
+    register_worker(&cli, "w-two");
+    let mut worker = Worker::start(WorkerOptions {
+        name: "w-two".into(),
+        coordinator: a.access(),
+        ..Default::default()
+    })
+    .unwrap();
+    a.wait_worker_connected("w-two").await;
+
+    let hook = Receiver::start(&[]).await;
+    let keys = pgsnapman_tests::shared_tempdir("pgsnapman-keys-");
+    let key_file = keys.path().join("hook.key");
+    pgsnapman_proto::secret_file::write_private(&key_file, HMAC_KEY.as_bytes()).unwrap();
+    let key_path = key_file.to_str().unwrap();
+    ok(
+        &cli,
+        &[
+            "notify",
+            "add",
+            "webhook",
+            "--name",
+            "hook",
+            "--url",
+            &hook.url,
+            "--secret-file",
+            key_path,
+        ],
+    );
+    ok(
+        &cli,
+        &[
+            "notify",
+            "rule",
+            "add",
+            "--name",
+            "failed",
+            "--class",
+            "dump_failed",
+            "--channel",
+            "hook",
+        ],
+    );
+    // The second coordinator opens the secret the first one sealed.
+    let t = ok(&b.cli(), &["notify", "test", "hook"]);
+    assert_eq!(t["detail"], "HTTP 200", "{t}");
+
+    let nowhere = add_instance(&cli, "nowhere", free_port(), "w-two", None);
+    let job = add_job(&cli, nowhere, "postgres");
+    let t = wait_task_done(&cli, dump_now(&cli, job)).await;
+    assert_eq!(t["state"], "FAILED", "{t}");
+    let got = wait_for("the failed-dump webhook", || {
+        hook.of_class("dump_failed").pop()
+    })
+    .await;
+    assert!(signature_valid(&key_file, &got, &got.body));
+    // Many rounds of both coordinators later: still one.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(hook.of_class("dump_failed").len(), 1, "{:?}", hook.all());
+
+    worker.process.stop_clean().await;
+    b.process.stop_clean().await;
+    a.process.stop_clean().await;
+    worker.process.assert_no_unexpected_errors(&[]);
+    a.process.assert_no_unexpected_errors(&[]);
+    b.process.assert_no_unexpected_errors(&[]);
+}
