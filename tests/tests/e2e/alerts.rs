@@ -217,6 +217,19 @@ async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     .await
 }
 
+/// Registers worker `name` and starts it on `c`; its id once connected.
+async fn worker_on(c: &Coordinator, name: &str) -> (i64, Worker) {
+    let id = register_worker(&c.cli(), name);
+    let worker = Worker::start(WorkerOptions {
+        name: name.into(),
+        coordinator: c.access(),
+        ..Default::default()
+    })
+    .unwrap();
+    c.wait_worker_connected(name).await;
+    (id, worker)
+}
+
 fn ok(cli: &Pgsnap, args: &[&str]) -> Value {
     cli.json(args)
         .unwrap_or_else(|e| panic!("pgsnap {args:?}: {e:#}"))
@@ -243,14 +256,7 @@ async fn incidents_notify_once_signed_retried_and_by_mail() {
     .await
     .unwrap();
     let cli = coordinator.cli();
-    let worker_id = register_worker(&cli, "w-alert");
-    let mut worker = Worker::start(WorkerOptions {
-        name: "w-alert".into(),
-        coordinator: coordinator.access(),
-        ..Default::default()
-    })
-    .unwrap();
-    coordinator.wait_worker_connected("w-alert").await;
+    let (worker_id, mut worker) = worker_on(&coordinator, "w-alert").await;
     let source = PgCluster::start(PG_MAJOR).unwrap();
     source.create_database("good").unwrap();
 
@@ -617,14 +623,7 @@ async fn two_coordinators_notify_once() {
     );
     let mut b = start(vec![fast, shared_key]).await.unwrap();
     let cli = a.cli();
-    register_worker(&cli, "w-two");
-    let mut worker = Worker::start(WorkerOptions {
-        name: "w-two".into(),
-        coordinator: a.access(),
-        ..Default::default()
-    })
-    .unwrap();
-    a.wait_worker_connected("w-two").await;
+    let (_, mut worker) = worker_on(&a, "w-two").await;
 
     let hook = Receiver::start(&[]).await;
     let keys = pgsnapman_tests::shared_tempdir("pgsnapman-keys-");
