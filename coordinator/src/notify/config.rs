@@ -17,6 +17,9 @@ pub struct NotifyConfig {
     /// created on first use). Unset: `<coordinator.data_dir>/notify.key`.
     /// Every coordinator on one catalog needs the same key.
     pub key_file: Option<PathBuf>,
+    /// PEM CA bundle trusted for https webhooks and SMTP TLS besides the
+    /// web PKI roots (a relay or receiver with an internal CA).
+    pub ca_file: Option<PathBuf>,
     /// How often rules are evaluated and due deliveries are sent.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
@@ -42,6 +45,7 @@ impl Default for NotifyConfig {
         Self {
             enabled: true,
             key_file: None,
+            ca_file: None,
             interval: Duration::from_secs(15),
             send_timeout: Duration::from_secs(30),
             max_attempts: 8,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 
@@ -90,15 +91,25 @@ pub async fn send(
     subject: &str,
     text: String,
     timeout: Duration,
+    ca_pem: Option<&[u8]>,
 ) -> Result<String, String> {
     let relay = format!("{}:{}", s.relay, s.port);
     let fail = |what: &str, e: &dyn std::fmt::Display| format!("SMTP {relay}: {what}: {e}");
+    // The web PKI roots, plus notify.ca_file's certificates.
+    let params = || {
+        let mut b = TlsParameters::builder(s.relay.clone());
+        if let Some(pem) = ca_pem {
+            let certs = Certificate::from_pem(pem).map_err(|e| fail("notify.ca_file", &e))?;
+            b = b.add_root_certificate(certs);
+        }
+        b.build_rustls().map_err(|e| fail("TLS set-up", &e))
+    };
+    // "Dangerous" only means no TLS unless set, which the match does.
+    let builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.relay);
     let builder = match s.tls.as_str() {
-        "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&s.relay)
-            .map_err(|e| fail("TLS set-up", &e))?,
-        "starttls" => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&s.relay)
-            .map_err(|e| fail("TLS set-up", &e))?,
-        _ => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.relay),
+        "tls" => builder.tls(Tls::Wrapper(params()?)),
+        "starttls" => builder.tls(Tls::Required(params()?)),
+        _ => builder,
     };
     let mut builder = builder.port(s.port).timeout(Some(timeout));
     if !s.username.is_empty() {

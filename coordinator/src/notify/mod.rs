@@ -34,6 +34,8 @@ pub struct Notifier {
     pub cfg: NotifyConfig,
     pub key_path: PathBuf,
     http: reqwest::Client,
+    /// `notify.ca_file`: extra roots for SMTP TLS (the HTTP client has them).
+    ca_pem: Option<Vec<u8>>,
 }
 
 impl Notifier {
@@ -42,12 +44,20 @@ impl Notifier {
         cfg: NotifyConfig,
         data_dir: &std::path::Path,
     ) -> anyhow::Result<Self> {
-        let http = webhook::client(cfg.send_timeout)?;
+        let ca_pem = match &cfg.ca_file {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|e| anyhow::anyhow!("read notify.ca_file {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        let http = webhook::client(cfg.send_timeout, ca_pem.as_deref())?;
         Ok(Self {
             catalog,
             key_path: cfg.key_path(data_dir),
             cfg,
             http,
+            ca_pem,
         })
     }
 
@@ -252,6 +262,7 @@ impl Notifier {
                     &subject,
                     text,
                     self.cfg.send_timeout,
+                    self.ca_pem.as_deref(),
                 )
                 .await
             }

@@ -62,10 +62,18 @@ pub fn check_url(url: &str) -> Result<reqwest::Url, String> {
     Ok(parsed)
 }
 
-/// One HTTP client for every webhook (connection reuse), with the timeout.
-pub fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .timeout(timeout)
+/// One HTTP client for every webhook (connection reuse), with the timeout,
+/// trusting the web PKI roots and the certificates of `ca_pem`.
+pub fn client(timeout: Duration, ca_pem: Option<&[u8]>) -> anyhow::Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder();
+    if let Some(pem) = ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| anyhow::anyhow!("notify.ca_file: {e}"))?;
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    b.timeout(timeout)
         .connect_timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("pgsnapman/", env!("CARGO_PKG_VERSION")))

@@ -19,6 +19,7 @@ use crate::common::*;
 
 const HMAC_KEY: &str = "whsec-e2e-Tr0ub4dor-0123456789";
 const FLAKY_KEY: &str = "whsec-flaky-Correct-Horse-42";
+const SMTP_PASSWORD: &str = "smtp-Battery-Staple-77";
 
 /// One POST a receiver got.
 #[derive(Debug, Clone)]
@@ -159,16 +160,26 @@ struct SmtpSink {
 }
 
 impl SmtpSink {
+    /// Plain SMTP, anyone may send.
     async fn start() -> SmtpSink {
+        Self::start_with(&[], None).await
+    }
+
+    /// With `args` CERT KEY USER and `password`: STARTTLS and a login are
+    /// required.
+    async fn start_with(args: &[&str], password: Option<&str>) -> SmtpSink {
         let port = free_port();
         let dir = pgsnapman_tests::shared_tempdir("pgsnapman-smtp-");
-        let child = Command::new(test_python())
-            .arg(python_dir().join("smtp_sink.py"))
+        let mut cmd = Command::new(test_python());
+        cmd.arg(python_dir().join("smtp_sink.py"))
             .arg(port.to_string())
             .arg(dir.path())
-            .stdin(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .args(args)
+            .stdin(Stdio::piped());
+        if let Some(p) = password {
+            cmd.env("SMTP_SINK_PASSWORD", p);
+        }
+        let child = cmd.spawn().unwrap();
         let ready = dir.path().join("ready");
         wait::until("the SMTP sink", Duration::from_secs(30), || {
             let ok = ready.exists();
@@ -245,11 +256,17 @@ async fn incidents_notify_once_signed_retried_and_by_mail() {
         ("PGSNAPMAN_NOTIFY__RETRY_MAX_INTERVAL", "400ms"),
         ("PGSNAPMAN_NOTIFY__SEND_TIMEOUT", "5s"),
     ];
+    // The SMTP relay below presents the coordinator's own server
+    // certificate, signed by the test CA: trusted through notify.ca_file.
+    let ca = pgsnapman_tests::pki::shared_ca_dir()
+        .unwrap()
+        .join("ca.crt");
     let mut coordinator = Coordinator::start(CoordinatorOptions {
         catalog_url: Some(catalog.url("postgres")),
         env: env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain([("PGSNAPMAN_NOTIFY__CA_FILE".into(), ca.display().to_string())])
             .collect(),
         ..Default::default()
     })
@@ -264,6 +281,10 @@ async fn incidents_notify_once_signed_retried_and_by_mail() {
     let flaky = Receiver::start(&[500]).await;
     let down = format!("http://127.0.0.1:{}/hook", free_port());
     let smtp = SmtpSink::start().await;
+    let pki = coordinator.data_dir.join("pki");
+    let (cert, key) = (pki.join("server.crt"), pki.join("server.key"));
+    let tls_args = [cert.to_str().unwrap(), key.to_str().unwrap(), "alerts"];
+    let smtp_tls = SmtpSink::start_with(&tls_args, Some(SMTP_PASSWORD)).await;
     let keys = pgsnapman_tests::shared_tempdir("pgsnapman-keys-");
     let key_file = keys.path().join("hook.key");
     pgsnapman_proto::secret_file::write_private(&key_file, format!("{HMAC_KEY}\n").as_bytes())
@@ -320,6 +341,27 @@ async fn incidents_notify_once_signed_retried_and_by_mail() {
             "dba@example.com",
         ],
     );
+    let tls_port = smtp_tls.port.to_string();
+    let mail_tls = [
+        "notify",
+        "add",
+        "email",
+        "--name",
+        "mail-tls",
+        "--smtp-relay",
+        "127.0.0.1",
+        "--smtp-port",
+        &tls_port,
+        "--from",
+        "pgsnapman@example.com",
+        "--to",
+        "ops@example.com",
+        "--smtp-user",
+        "alerts",
+        "--secret-stdin",
+    ];
+    cli.json_with_stdin(&mail_tls, &format!("{SMTP_PASSWORD}\n"))
+        .unwrap();
     // A short key is refused with the reason.
     let weak = cli
         .run_with_stdin(
@@ -360,6 +402,8 @@ async fn incidents_notify_once_signed_retried_and_by_mail() {
             "down",
             "--channel",
             "mail",
+            "--channel",
+            "mail-tls",
         ],
         vec![
             "--name",
@@ -429,6 +473,10 @@ async fn incidents_notify_once_signed_retried_and_by_mail() {
     })
     .await;
     wait_for("the mail", || (!smtp.mails().is_empty()).then_some(())).await;
+    wait_for("the mail over STARTTLS", || {
+        (!smtp_tls.mails().is_empty()).then_some(())
+    })
+    .await;
     wait_for("the channel-failure message", || {
         let msgs = ok(&cli, &["messages", "--level", "error"]);
         msgs.as_array()?
@@ -499,6 +547,17 @@ async fn incidents_notify_once_signed_retried_and_by_mail() {
         .find(|c| c["name"] == "down")
         .unwrap();
     assert!(!down_row["failing_since"].is_null(), "{down_row}");
+
+    // The mail over STARTTLS with a login (the default TLS mode).
+    let mails = smtp_tls.mails();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert!(
+        mails[0].0.contains("tls True") && mails[0].0.contains("login True"),
+        "{:?}",
+        mails[0].0
+    );
+    let logins = std::fs::read_to_string(smtp_tls.dir.path().join("logins")).unwrap();
+    assert!(logins.lines().all(|l| l.ends_with(" ok")), "{logins}");
 
     // The mail.
     let mails = smtp.mails();
@@ -579,7 +638,7 @@ async fn incidents_notify_once_signed_retried_and_by_mail() {
         "the catalog dump holds the channels"
     );
     let log = std::fs::read_to_string(coordinator.process.log_path()).unwrap();
-    for secret in [HMAC_KEY, FLAKY_KEY] {
+    for secret in [HMAC_KEY, FLAKY_KEY, SMTP_PASSWORD] {
         assert!(!listed.contains(secret), "secret in notify list");
         assert!(!dump.contains(secret), "secret in the catalog");
         assert!(!log.contains(secret), "secret in the coordinator log");
