@@ -268,3 +268,18 @@ pub fn rule_proto(r: &RuleRow) -> v1::NotifyRule {
         open_incidents: u32::try_from(r.open_incidents).unwrap_or(u32::MAX),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_and_cut_in_errors() {
+        check_name("channel", "ops-2.mail_x").unwrap();
+        for bad in ["", "has space", "semi;colon", &"x".repeat(MAX_NAME + 1)] {
+            let e = check_name("channel", bad).unwrap_err();
+            assert!(e.message().contains("channel name"), "{e:?}");
+            assert!(e.message().len() < 200, "the input is cut: {}", e.message());
+        }
+    }
+}
