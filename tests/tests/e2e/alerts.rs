@@ -463,6 +463,32 @@ async fn incidents_notify_once_signed_retried_and_by_mail() {
         args.extend(rule);
         ok(&cli, &args);
     }
+    // A restore job of the good dump onto the unreachable server fails.
+    let good_dump = id_of(&catalog_of_job(&cli, good_job)[0]).to_string();
+    let to = nowhere.to_string();
+    let rj = ok(
+        &cli,
+        &[
+            "restore-job",
+            "add",
+            "--from-dump",
+            &good_dump,
+            "--to-instance",
+            &to,
+            "--at",
+            "2099-01-01T00:00:00Z",
+        ],
+    );
+    let rj = id_of(&rj);
+    let run = cli
+        .run(&["restore", "run", &rj.to_string(), "--wait"])
+        .unwrap();
+    assert!(!run.success(), "{run:?}");
+    let restore = wait_for("the failed-restore webhook", || {
+        hook.of_class("restore_failed").pop()
+    })
+    .await;
+    assert_eq!(restore.json()["subject"], format!("restore_job:{rj}"));
 
     wait_for("the failed-dump webhook", || {
         hook.of_class("dump_failed").pop()
@@ -588,7 +614,8 @@ async fn incidents_notify_once_signed_retried_and_by_mail() {
     let missing = hook.of_class("dump_missing");
     assert_eq!(missing.len(), 1, "{missing:?}");
     assert_eq!(missing[0].json()["subject"], format!("job:{bad_job}"));
-    for quiet in ["restore_failed", "verify_failed", "outbox_backlog"] {
+    assert_eq!(hook.of_class("restore_failed").len(), 1);
+    for quiet in ["verify_failed", "outbox_backlog"] {
         assert!(
             hook.of_class(quiet).is_empty(),
             "{quiet}: nothing to report"
@@ -604,8 +631,13 @@ async fn incidents_notify_once_signed_retried_and_by_mail() {
             .unwrap()["open_incidents"]
             .clone()
     };
-    let counts = [open("failed"), open("offline"), open("restores")];
-    assert_eq!(counts, [1, 1, 0], "{rules}");
+    let counts = [
+        open("failed"),
+        open("offline"),
+        open("restores"),
+        open("verified"),
+    ];
+    assert_eq!(counts, [1, 1, 1, 0], "{rules}");
     // A channel a rule names is not removed; a rule is.
     let refused = cli.run(&["notify", "remove", "hook"]).unwrap();
     assert!(
