@@ -20,6 +20,8 @@ pub struct Admin {
     pub pki: std::sync::Arc<crate::pki::Pki>,
     /// `WatchTask` streams.
     pub watches: crate::watch::Watches,
+    /// Alerts: channels, rules, test notifications.
+    pub notify: Arc<crate::notify::Notifier>,
 }
 
 type R<T> = Result<Response<T>, Status>;
@@ -595,6 +597,62 @@ impl AdminService for Admin {
         ok(v1::ListAuditResponse {
             entries: rows.iter().map(rows::AuditRow::to_proto).collect(),
         })
+    }
+
+    // alerts (docs/alerts.md): thin wrappers over `notify::admin`.
+    async fn add_notify_channel(
+        &self,
+        req: Request<v1::AddNotifyChannelRequest>,
+    ) -> R<v1::NotifyChannel> {
+        ok(crate::notify::admin::add_channel(&self.notify, req.into_inner()).await?)
+    }
+
+    async fn list_notify_channels(
+        &self,
+        _: Request<v1::ListNotifyChannelsRequest>,
+    ) -> R<v1::ListNotifyChannelsResponse> {
+        let rows = self.catalog.list_notify_channels().await?;
+        ok(v1::ListNotifyChannelsResponse {
+            channels: rows
+                .iter()
+                .map(crate::notify::admin::channel_proto)
+                .collect(),
+        })
+    }
+
+    async fn remove_notify_channel(&self, req: Request<v1::NotifyChannelRef>) -> R<v1::Empty> {
+        self.catalog
+            .remove_notify_channel(&req.get_ref().name)
+            .await?;
+        tracing::info!(channel = %req.get_ref().name, "notification channel removed");
+        ok(v1::Empty {})
+    }
+
+    async fn test_notify_channel(
+        &self,
+        req: Request<v1::NotifyChannelRef>,
+    ) -> R<v1::TestNotifyChannelResponse> {
+        ok(crate::notify::admin::test_channel(&self.notify, &req.get_ref().name).await?)
+    }
+
+    async fn add_notify_rule(&self, req: Request<v1::AddNotifyRuleRequest>) -> R<v1::NotifyRule> {
+        ok(crate::notify::admin::add_rule(&self.notify, req.into_inner()).await?)
+    }
+
+    async fn list_notify_rules(
+        &self,
+        _: Request<v1::ListNotifyRulesRequest>,
+    ) -> R<v1::ListNotifyRulesResponse> {
+        let rows = self.catalog.list_notify_rules().await?;
+        ok(v1::ListNotifyRulesResponse {
+            rules: rows.iter().map(crate::notify::admin::rule_proto).collect(),
+        })
+    }
+
+    async fn remove_notify_rule(&self, req: Request<v1::NotifyRuleRef>) -> R<v1::Empty> {
+        self.catalog.remove_notify_rule(&req.get_ref().name).await?;
+        tracing::info!(rule = %req.get_ref().name, "notification rule removed");
+        ok(v1::Empty {})
     }
 }
 

@@ -24,6 +24,7 @@ pub struct Config {
     pub pki: PkiConfig,
     pub admin: AdminConfig,
     pub metrics: crate::metrics::MetricsConfig,
+    pub notify: crate::notify::NotifyConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -370,6 +371,7 @@ impl Config {
         if a.max_watch_streams == 0 {
             bail!("admin.max_watch_streams must be at least 1");
         }
+        self.notify.validate()?;
         let e = &self.enrollment;
         if e.token_ttl < Duration::from_secs(1) || e.token_ttl > Duration::from_secs(7 * 24 * 3600)
         {

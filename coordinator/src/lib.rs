@@ -13,6 +13,7 @@ pub mod health;
 pub mod identity;
 pub mod link;
 pub mod metrics;
+pub mod notify;
 pub mod pki;
 pub mod rows;
 pub mod server;

@@ -214,6 +214,14 @@ async fn serve(
         );
         IdentityMode::PresentedName
     };
+    let notifier = Arc::new(crate::notify::Notifier::new(
+        catalog.clone(),
+        cfg.notify.clone(),
+        &cfg.coordinator.data_dir,
+    )?);
+    if cfg.notify.enabled {
+        tracker.spawn(notifier.clone().run(shutdown.clone()));
+    }
     let admin = AdminServiceServer::new(Admin {
         catalog: catalog.clone(),
         enrollment: cfg.enrollment.clone(),
@@ -224,6 +232,7 @@ async fn serve(
             cfg.admin.max_watch_streams,
             shutdown.clone(),
         ),
+        notify: notifier,
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -12,6 +12,7 @@ use pgsnapman_proto::v1;
 
 mod auth;
 mod instance;
+mod notify;
 mod restore;
 mod script;
 mod shell;
@@ -19,6 +20,7 @@ pub use auth::{AuditCommand, CertCommand, TokenCommand};
 pub use instance::{
     InstanceAddArgs, InstanceCommand, InstanceEditArgs, PasswordArgs, SetPasswordArgs,
 };
+pub use notify::{NotifyAddCommand, NotifyCommand, NotifyRuleCommand, SecretArgs};
 pub use restore::{
     CopyCommand, RestoreCommand, RestoreJobCommand, RestoreLogCommand, RestoreStatusArg,
 };
@@ -132,6 +134,9 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Write the man pages: pgsnap.1 and one page per subcommand
     Man(ManArgs),
+    /// Alerts: channels (webhook, e-mail) and rules (docs/alerts.md)
+    #[command(subcommand)]
+    Notify(NotifyCommand),
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,6 +9,7 @@ mod follow;
 mod instance;
 mod job;
 mod messages;
+mod notify;
 pub mod password;
 mod restore;
 mod retention;
@@ -100,5 +101,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Script(c) => script::run(&ctx, c).await,
         // Answered above, before any config was read.
         Command::Completions(_) | Command::Man(_) => Ok(()),
+        Command::Notify(c) => notify::run(&ctx, c).await,
     }
 }

@@ -112,7 +112,7 @@ pub fn rule(path: &str) -> Rule {
         | "GetDumpJob" | "ListDumps" | "GetDump" | "ListMessages" | "GetTask" | "WatchTask"
         | "ListTasks" | "ListStoreStats" | "ListRestoreJobs" | "GetRestoreJob"
         | "ListRestoreRuns" | "GetRestoreLog" | "ListCopyJobs" | "ListScripts" | "GetScript"
-        | "PreviewRetention" => read(Viewer),
+        | "PreviewRetention" | "ListNotifyChannels" | "ListNotifyRules" => read(Viewer),
         "ListTokens" | "ListAudit" => read(Admin),
         // RestoreNow with a destructive `existing` policy needs admin: the
         // handler checks that (the policy is in the request or the job).
@@ -124,7 +124,8 @@ pub fn rule(path: &str) -> Rule {
         | "SetInstanceStatus"
         | "SetDumpJobStatus"
         | "SetRestoreJobStatus"
-        | "PinDump" => write(Operator),
+        | "PinDump"
+        | "TestNotifyChannel" => write(Operator),
         "RegisterWorker"
         | "SetRestoreWorker"
         | "IssueEnrollmentToken"
@@ -147,7 +148,11 @@ pub fn rule(path: &str) -> Rule {
         | "AddScript"
         | "RemoveScript"
         | "IssueOperatorCertificate"
-        | "RegisterOperatorCertificate" => write(Admin),
+        | "RegisterOperatorCertificate"
+        | "AddNotifyChannel"
+        | "RemoveNotifyChannel"
+        | "AddNotifyRule"
+        | "RemoveNotifyRule" => write(Admin),
         _ => write(Admin),
     }
 }

@@ -18,6 +18,7 @@ mod identity;
 mod instances;
 mod jobs;
 pub mod metrics;
+pub mod notify;
 mod ownership;
 mod passwords;
 mod restore;

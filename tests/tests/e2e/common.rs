@@ -546,3 +546,21 @@ pub fn test_python() -> std::ffi::OsString {
         panic!("PGSNAPMAN_TEST_PYTHON is unset: source deploy/python-env.sh (test.sh does)")
     })
 }
+
+/// The catalog database as `pg_dump` writes it (plain SQL).
+pub fn dump_catalog(catalog: &PgCluster) -> String {
+    let out = std::process::Command::new(catalog.bindir.join("pg_dump"))
+        .args(["--no-password", "-U", "postgres", "-h"])
+        .arg(catalog.socket_dir())
+        .arg("-p")
+        .arg(catalog.port.to_string())
+        .arg("postgres")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

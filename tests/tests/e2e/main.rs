@@ -7,6 +7,7 @@
 
 mod common;
 
+mod alerts;
 mod auth;
 mod catalog_events;
 mod client_major;

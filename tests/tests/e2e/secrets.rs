@@ -112,24 +112,6 @@ async fn start_coordinator(catalog: &PgCluster) -> Coordinator {
     .expect("start coordinator")
 }
 
-/// The catalog database as `pg_dump` writes it (plain SQL).
-fn dump_catalog(catalog: &PgCluster) -> String {
-    let out = Command::new(catalog.bindir.join("pg_dump"))
-        .args(["--no-password", "-U", "postgres", "-h"])
-        .arg(catalog.socket_dir())
-        .arg("-p")
-        .arg(catalog.port.to_string())
-        .arg("postgres")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Files under `dir` (recursively) that contain `needle`.
 fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
     files_with_suffix(dir, "")
