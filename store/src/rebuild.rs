@@ -109,7 +109,7 @@ pub fn rebuild_index(root: &Path) -> Result<RebuildReport, StoreError> {
             features: params.features,
             ..StoreOptions::default()
         };
-        let inner = Arc::new(Inner::new(root, opts, index, false, false));
+        let inner = Arc::new(Inner::new(root, opts, index, false, false, None));
         index_features(&inner, &mut report)?;
         index_dumps(&inner, &mut report)?;
     }

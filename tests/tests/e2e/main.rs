@@ -24,6 +24,7 @@ mod link_faults;
 mod log_colour;
 mod majors;
 mod metadata;
+mod object_store;
 mod offline;
 mod outbox_faults;
 mod python_api;
