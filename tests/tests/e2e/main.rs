@@ -25,6 +25,7 @@ mod log_colour;
 mod majors;
 mod metadata;
 mod object_store;
+mod object_store_pack;
 mod offline;
 mod outbox_faults;
 mod python_api;
