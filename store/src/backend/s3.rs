@@ -159,8 +159,10 @@ impl Remote {
             if n == 0 {
                 break;
             }
-            w.write(&buf[..n]);
+            let part = bytes::Bytes::copy_from_slice(&buf[..n]);
+            // `put` starts the part's upload as a task: inside the runtime.
             let (back, waited) = self.run(async move {
+                w.put(part);
                 let r = w.wait_for_capacity(UPLOAD_CONCURRENCY).await;
                 (w, r)
             })?;

@@ -161,3 +161,30 @@ fn pack_store_scenarios_on_the_s3_backend() {
     assert!(s3.list("unit", "packs").unwrap().is_empty());
     assert!(s3.list("unit", "manifests").unwrap().is_empty());
 }
+
+/// A pack larger than one part (16 MiB) goes up as a multipart upload and
+/// reads back from the bucket.
+#[test]
+fn large_packs_go_up_in_parts_and_read_back() {
+    let s3 = S3Server::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        pack_target_bytes: 40 << 20,
+        ..opts()
+    };
+    let store = Store::open_with(dir.path(), opts, s3.store_config("mp", 0)).unwrap();
+    // Incompressible: 36 MiB of data make one pack of about 36 MiB.
+    let mut data = vec![0u8; 36 << 20];
+    let mut s = 0x2545_f491_4f6c_dd1du64;
+    for b in data.chunks_mut(8) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        b.copy_from_slice(&s.to_le_bytes()[..b.len()]);
+    }
+    let dump = store_one(&store, &data);
+    let packs = s3.list("mp", "packs").unwrap();
+    assert!(packs.iter().any(|(_, len)| *len > 16 << 20), "{packs:?}");
+    assert!(read_back(&store, dump) == data, "the dump reads back from the bucket");
+    assert!(store.verify().unwrap().is_clean());
+}
