@@ -185,6 +185,9 @@ fn large_packs_go_up_in_parts_and_read_back() {
     let dump = store_one(&store, &data);
     let packs = s3.list("mp", "packs").unwrap();
     assert!(packs.iter().any(|(_, len)| *len > 16 << 20), "{packs:?}");
-    assert!(read_back(&store, dump) == data, "the dump reads back from the bucket");
+    assert!(
+        read_back(&store, dump) == data,
+        "the dump reads back from the bucket"
+    );
     assert!(store.verify().unwrap().is_clean());
 }
