@@ -96,7 +96,12 @@ impl Store {
         opts.validate()?;
         let remote = match backend {
             BackendConfig::Local => None,
-            BackendConfig::S3(cfg) => Some(Arc::new(Remote::new(cfg)?)),
+            BackendConfig::S3(cfg) => {
+                fs::create_dir_all(root)
+                    .map_err(StoreError::io(format!("create {}", root.display())))?;
+                crate::backend::mark_in_bucket(root, &cfg)?;
+                Some(Arc::new(Remote::new(cfg)?))
+            }
         };
         let packs_dir = root.join("packs");
         let manifests_dir = root.join("manifests");

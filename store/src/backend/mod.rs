@@ -7,6 +7,7 @@ mod packs;
 mod s3;
 
 use std::net::IpAddr;
+use std::path::Path;
 
 pub use s3::Remote;
 
@@ -126,6 +127,38 @@ fn is_loopback_host(rest: &str) -> bool {
         authority.split(':').next().unwrap_or_default()
     };
     host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Marks `<root>` as the cache of an S3 store: tools that only know the
+/// local directory refuse it (`refuse_if_in_bucket`).
+const MARKER: &str = "BACKEND";
+
+/// Records that the store at `root` keeps its packs in `cfg`'s bucket.
+pub(crate) fn mark_in_bucket(root: &Path, cfg: &S3Config) -> Result<(), StoreError> {
+    let path = root.join(MARKER);
+    let line = format!("s3 {}\n", cfg.location());
+    if std::fs::read_to_string(&path).is_ok_and(|s| s == line) {
+        return Ok(());
+    }
+    crate::durable::write_atomic(&path, line.as_bytes())
+}
+
+/// Fails when the store at `root` keeps its packs in a bucket: `what` (a
+/// tool reading `packs/` only) would see the cache, not the store. Rebuilding
+/// the index from the cache would lose every evicted pack's chunks, and the
+/// next gc would then delete those packs from the bucket.
+pub fn refuse_if_in_bucket(root: &Path, what: &str) -> Result<(), StoreError> {
+    match std::fs::read_to_string(root.join(MARKER)) {
+        Ok(s) if s.starts_with("s3 ") => Err(StoreError::Invalid {
+            what: "store",
+            detail: format!(
+                "the store at {} keeps its packs in a bucket ({}): cannot {what} from the local cache (not supported yet; docs/object-storage.md)",
+                root.display(),
+                cut(s.trim_start_matches("s3 ").trim())
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// At most 200 characters of an outside value, for an error message.

@@ -160,6 +160,12 @@ fn pack_store_scenarios_on_the_s3_backend() {
     });
     assert!(s3.list("unit", "packs").unwrap().is_empty());
     assert!(s3.list("unit", "manifests").unwrap().is_empty());
+    // The index cannot be rebuilt from the cache (it would miss evicted packs).
+    drop(store);
+    let e = pgsnapman_store::rebuild_index(dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("keeps its packs in a bucket"), "{e}");
 }
 
 /// A pack larger than one part (16 MiB) goes up as a multipart upload and
