@@ -64,6 +64,14 @@ pub enum StoreError {
     /// A caller-supplied value was rejected (options, file names).
     #[error("invalid {what}: {detail}")]
     Invalid { what: &'static str, detail: String },
+    /// The object store (bucket) failed or answered unexpectedly; `location`
+    /// is `<endpoint> bucket/prefix` (never a credential).
+    #[error("object store {location}: {op}: {detail}")]
+    Remote {
+        location: String,
+        op: String,
+        detail: String,
+    },
     /// An earlier error left this ingest unusable; drop it (which aborts it).
     #[error("ingest of dump {0} failed earlier and cannot continue")]
     IngestPoisoned(Uuid),

@@ -5,7 +5,6 @@
 //! delta against the same base). Locking: docs/store.md, "Concurrency and GC".
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File};
 use std::sync::atomic::Ordering;
 
 use crate::chunk::ChunkId;
@@ -201,9 +200,7 @@ fn remove_packs(
 ) -> Result<(), StoreError> {
     let inner = &store.inner;
     for id in ids {
-        let path = inner.pack_path(*id);
-        fs::remove_file(&path)
-            .map_err(StoreError::io(format!("remove pack {}", path.display())))?;
+        inner.remove_pack(*id)?;
         tracing::debug!(pack_id = %id, "deleted pack");
         crash::at(removed);
     }
@@ -278,8 +275,9 @@ impl<'a> Repacker<'a> {
     ) -> Result<bool, StoreError> {
         let inner = &self.store.inner;
         let path = inner.pack_path(pack);
-        let file =
-            File::open(&path).map_err(StoreError::io(format!("open pack {}", path.display())))?;
+        let file = inner
+            .open_pack(pack)
+            .map_err(StoreError::io(format!("open pack {}", path.display())))?;
         let mut moved = Vec::with_capacity(entries.len());
         for (id, e) in entries {
             let header = e.record_header(*id);
@@ -324,7 +322,9 @@ impl<'a> Repacker<'a> {
         if let Some(w) = self.writer.take()
             && w.records() > 0
         {
-            w.seal()?;
+            let sealed = w.seal()?;
+            // S3: in the bucket before the index switches to it.
+            self.store.inner.upload_pack(sealed.id, sealed.bytes)?;
             self.written += 1;
             crash::at(CrashPoint::RepackSealed);
         }

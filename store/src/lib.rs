@@ -5,6 +5,7 @@
 //! self-describing binary manifest (JSON before format 2). Synchronous API (std I/O and threads); call
 //! it from `spawn_blocking`. Formats and crash-safety rules: docs/store.md.
 
+pub mod backend;
 pub mod chunk;
 pub mod crash;
 mod delta;
@@ -25,6 +26,7 @@ mod store;
 mod varint;
 mod verify;
 
+pub use backend::{BackendConfig, BackendInfo, S3Config};
 pub use chunk::{ChunkId, ChunkParams};
 pub use crash::{CRASH_AT_ENV, CrashPoint};
 pub use delta::MAX_DELTA_DEPTH;

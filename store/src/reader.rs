@@ -148,12 +148,16 @@ impl ChunkReader {
             };
             let path = inner.pack_path(entry.pack);
             if let Entry::Vacant(slot) = self.open.entry(entry.pack) {
-                slot.insert(File::open(&path).map_err(|e| StoreError::CorruptChunk {
-                    chunk: next,
-                    path: path.clone(),
-                    offset: entry.offset,
-                    detail: format!("cannot open pack: {e}"),
-                })?);
+                slot.insert(
+                    inner
+                        .open_pack(entry.pack)
+                        .map_err(|e| StoreError::CorruptChunk {
+                            chunk: next,
+                            path: path.clone(),
+                            offset: entry.offset,
+                            detail: format!("cannot open pack: {e}"),
+                        })?,
+                );
             }
             chain.push(Link {
                 id: next,

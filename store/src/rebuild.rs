@@ -77,6 +77,7 @@ pub fn locked_by_another_process(path: &Path) -> Result<bool, StoreError> {
 /// the old index (now at `index.rebuild/`) is removed. A crash before 2
 /// leaves the old index in place; after 2 the new one.
 pub fn rebuild_index(root: &Path) -> Result<RebuildReport, StoreError> {
+    crate::backend::refuse_if_in_bucket(root, "rebuild its index")?;
     let index_dir = root.join("index");
     let lock = index_dir.join("LOCK");
     if locked_by_another_process(&lock)? || held_in_this_process(&index_dir) {
@@ -109,7 +110,7 @@ pub fn rebuild_index(root: &Path) -> Result<RebuildReport, StoreError> {
             features: params.features,
             ..StoreOptions::default()
         };
-        let inner = Arc::new(Inner::new(root, opts, index, false, false));
+        let inner = Arc::new(Inner::new(root, opts, index, false, false, None));
         index_features(&inner, &mut report)?;
         index_dumps(&inner, &mut report)?;
     }

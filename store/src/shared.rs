@@ -39,6 +39,8 @@ pub(crate) struct Inner {
     pub(crate) manifests_dir: PathBuf,
     pub(crate) opts: StoreOptions,
     pub(crate) index: Index,
+    /// The bucket of an S3 store (`None`: local backend).
+    pub(crate) remote: Option<std::sync::Arc<crate::backend::Remote>>,
     /// Opened with `Store::open_read_only`: nothing may be written.
     pub(crate) read_only: bool,
     /// GC takes it for writing while it sweeps the index and deletes packs
@@ -70,6 +72,7 @@ impl Inner {
         index: Index,
         read_only: bool,
         garbage: bool,
+        remote: Option<std::sync::Arc<crate::backend::Remote>>,
     ) -> Inner {
         Inner {
             root: root.to_path_buf(),
@@ -77,6 +80,7 @@ impl Inner {
             manifests_dir: root.join("manifests"),
             opts,
             index,
+            remote,
             read_only,
             gc_lock: RwLock::new(()),
             gc_running: Mutex::new(()),
@@ -182,7 +186,17 @@ impl Inner {
         Ok(out)
     }
 
+    /// Every sealed pack with its size: the bucket's objects on an S3 store.
     pub(crate) fn list_packs(&self) -> Result<Vec<(PackId, u64)>, StoreError> {
+        if let Some(remote) = &self.remote {
+            let mut out: Vec<(PackId, u64)> = remote
+                .list("packs")?
+                .into_iter()
+                .filter_map(|(n, len)| PackId::from_sealed_name(&n).map(|id| (id, len)))
+                .collect();
+            out.sort();
+            return Ok(out);
+        }
         let dir = &self.packs_dir;
         let mut out = Vec::new();
         for entry in fs::read_dir(dir).map_err(StoreError::io(format!("list {}", dir.display())))? {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use crate::backend::{BackendConfig, BackendInfo, Remote};
 use crate::crash::{self, CrashPoint};
 use crate::durable;
 use crate::error::StoreError;
@@ -82,7 +83,26 @@ impl Store {
     /// `index/`) and removes what a crash may leave: `.pack.open` files and
     /// manifest `.tmp` files. Neither is referenced by anything durable.
     pub fn open(root: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
+        Store::open_with(root, opts, BackendConfig::Local)
+    }
+
+    /// `open` with packs and manifests also kept in `backend` (an S3 bucket:
+    /// `packs/` becomes a bounded cache; docs/object-storage.md).
+    pub fn open_with(
+        root: &Path,
+        opts: StoreOptions,
+        backend: BackendConfig,
+    ) -> Result<Store, StoreError> {
         opts.validate()?;
+        let remote = match backend {
+            BackendConfig::Local => None,
+            BackendConfig::S3(cfg) => {
+                fs::create_dir_all(root)
+                    .map_err(StoreError::io(format!("create {}", root.display())))?;
+                crate::backend::mark_in_bucket(root, &cfg)?;
+                Some(Arc::new(Remote::new(cfg)?))
+            }
+        };
         let packs_dir = root.join("packs");
         let manifests_dir = root.join("manifests");
         for dir in [root, packs_dir.as_path(), manifests_dir.as_path()] {
@@ -120,9 +140,10 @@ impl Store {
             ..opts
         };
         let store = Store {
-            inner: Arc::new(Inner::new(root, opts, index, false, crashed)),
+            inner: Arc::new(Inner::new(root, opts, index, false, crashed, remote)),
         };
         store.repair_summaries()?;
+        store.inner.trim_cache(None)?;
         Ok(store)
     }
 
@@ -138,7 +159,7 @@ impl Store {
             ..StoreOptions::default()
         };
         Ok(Store {
-            inner: Arc::new(Inner::new(root, opts, index, true, false)),
+            inner: Arc::new(Inner::new(root, opts, index, true, false, None)),
         })
     }
 
@@ -310,6 +331,7 @@ impl Store {
         let Some(path) = manifest::existing_manifest(&self.inner.manifests_dir, dump_uuid) else {
             return Err(StoreError::ManifestNotFound(dump_uuid));
         };
+        self.inner.delete_remote_manifest(&path)?;
         match fs::remove_file(&path) {
             Ok(()) => {
                 crash::at(CrashPoint::DeleteUnlinked);
@@ -354,6 +376,23 @@ impl Store {
             s.logical_bytes as f64 / s.pack_bytes as f64
         };
         Ok(s)
+    }
+
+    /// Which backend holds the packs, and the cache's use (S3).
+    pub fn backend(&self) -> Result<BackendInfo, StoreError> {
+        Ok(match &self.inner.remote {
+            None => BackendInfo {
+                kind: "local".into(),
+                location: self.inner.root.display().to_string(),
+                ..BackendInfo::default()
+            },
+            Some(r) => BackendInfo {
+                kind: "s3".into(),
+                location: r.config().location(),
+                cache_bytes: self.inner.cache_bytes()?,
+                cache_limit: r.config().cache_size,
+            },
+        })
     }
 
     /// The chunk index (for tests and tools that need to look at it).

@@ -176,7 +176,15 @@ impl Store {
             // Opened under the gc read lock, then read without it: the open
             // handle keeps reading if a gc unlinks the file (packs are
             // immutable).
-            let opened = {
+            let opened = if inner.remote.is_some() {
+                // S3: check the bucket's bytes, not the cache's copy.
+                let _gc = inner.gc_read();
+                match inner.fetch_pack(*pack_id, false) {
+                    Ok(Some(f)) => Ok(f),
+                    Ok(None) => Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
+                    Err(e) => Err(std::io::Error::other(e.to_string())),
+                }
+            } else {
                 let _gc = inner.gc_read();
                 File::open(&path)
             };
@@ -309,7 +317,12 @@ impl Store {
                 }
             }
             (ProblemKind::CorruptPack, None, Some(pack)) => {
-                if self.inner.pack_path(pack).exists() {
+                if self.inner.pack_path(pack).exists()
+                    || self
+                        .inner
+                        .list_packs()
+                        .is_ok_and(|l| l.iter().any(|(id, _)| *id == pack))
+                {
                     Recheck::Still(p)
                 } else {
                     Recheck::Gone

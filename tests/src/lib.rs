@@ -11,6 +11,7 @@ pub mod pki;
 pub mod proxy;
 pub mod raw;
 pub mod rowdata;
+pub mod s3;
 pub mod service;
 pub mod tmpfs;
 pub mod wait;
@@ -20,6 +21,7 @@ pub use cluster::{PgCluster, PgOptions};
 pub use pgsnap::Pgsnap;
 pub use pki::PkiSource;
 pub use proxy::Proxy;
+pub use s3::S3Server;
 pub use service::{
     AdminClient, Coordinator, CoordinatorOptions, Worker, WorkerOptions, read_admin_token,
     store_tool, worker_tool,

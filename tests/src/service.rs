@@ -25,7 +25,7 @@ pub struct Process {
 }
 
 impl Process {
-    fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Result<Self> {
+    pub(crate) fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Result<Self> {
         let file =
             std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
         let child = cmd

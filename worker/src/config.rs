@@ -286,6 +286,10 @@ pub struct StoreConfig {
     /// Nice value of the threads that chunk and compress a dump (0..=19; 0
     /// keeps the worker's own priority).
     pub ingest_nice: i32,
+    /// `local` (packs under `<data_dir>`) or `s3` (`[store.s3]`;
+    /// docs/object-storage.md).
+    pub backend: String,
+    pub s3: crate::store_backend::S3Section,
 }
 
 impl Default for StoreConfig {
@@ -297,6 +301,8 @@ impl Default for StoreConfig {
             max_delta_depth: d.max_delta_depth,
             repack_below_live_fraction: 0.5,
             ingest_nice: d.ingest_nice,
+            backend: "local".into(),
+            s3: crate::store_backend::S3Section::default(),
         }
     }
 }

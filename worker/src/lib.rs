@@ -23,6 +23,7 @@ pub mod scheduler;
 pub mod script;
 pub mod seal;
 pub mod state;
+pub mod store_backend;
 pub mod task;
 pub mod verify;
 
@@ -108,11 +109,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     }
     let store_opts = config.store.options();
     let store_root = data_dir.clone();
-    let store =
-        tokio::task::spawn_blocking(move || pgsnapman_store::Store::open(&store_root, store_opts))
-            .await
-            .context("open the pack store")?
-            .map_err(|e| anyhow::anyhow!("cannot open the pack store: {e}"))?;
+    let backend = store_backend::backend(
+        &config.store.backend,
+        &config.store.s3,
+        &config.worker.name,
+        &data_dir,
+    )?;
+    let store = tokio::task::spawn_blocking(move || {
+        pgsnapman_store::Store::open_with(&store_root, store_opts, backend)
+    })
+    .await
+    .context("open the pack store")?
+    .map_err(|e| anyhow::anyhow!("cannot open the pack store: {e}"))?;
     tracing::info!(options = ?store.options(), "pack store open");
     let seal_key = Arc::new(seal::SealKey::load_or_create(&data_dir)?);
     tracing::info!(fingerprint = %seal_key.fingerprint(), "seal key loaded");

@@ -261,11 +261,12 @@ pub fn dump_finished_of(m: &Manifest, root: &std::path::Path) -> DumpFinished {
 /// The store's figures now.
 pub async fn stats(store: &Store) -> Result<StoreStats> {
     let s = store.clone();
-    let (st, free) = blocking(move || -> Result<_> {
+    let (st, free, backend) = blocking(move || -> Result<_> {
         let st = s.stats().map_err(|e| anyhow!("store statistics: {e}"))?;
+        let backend = s.backend().map_err(|e| anyhow!("store backend: {e}"))?;
         let vfs = nix::sys::statvfs::statvfs(s.root()).context("statvfs of the store")?;
         let free = vfs.blocks_available() * vfs.fragment_size();
-        Ok((st, free))
+        Ok((st, free, backend))
     })
     .await??;
     Ok(StoreStats {
@@ -280,6 +281,10 @@ pub async fn stats(store: &Store) -> Result<StoreStats> {
         dumps: st.manifests,
         logical_bytes: st.logical_bytes,
         free_bytes: free,
+        backend: backend.kind,
+        backend_location: backend.location,
+        cache_bytes: backend.cache_bytes,
+        cache_limit: backend.cache_limit,
     })
 }
 

@@ -280,6 +280,10 @@ pub fn store_stats(s: &v1::StoreStats) -> Value {
         "unique_raw_bytes": s.unique_raw_bytes,
         "stored_bytes": s.stored_bytes,
         "free_bytes": s.free_bytes,
+        "backend": s.backend,
+        "backend_location": s.backend_location,
+        "cache_bytes": s.cache_bytes,
+        "cache_limit": s.cache_limit,
     })
 }
 

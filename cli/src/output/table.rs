@@ -515,6 +515,7 @@ fn ratio(logical: u64, stored: u64) -> String {
 pub fn store_stats(ss: &[v1::StoreStats]) -> Table {
     let mut t = with_header(&[
         "WORKER", "REPORTED", "DUMPS", "LOGICAL", "STORED", "DEDUP", "PACKS", "CHUNKS", "FREE",
+        "BACKEND",
     ]);
     for s in ss {
         t.add_row(vec![
@@ -527,9 +528,23 @@ pub fn store_stats(ss: &[v1::StoreStats]) -> Table {
             s.packs.to_string(),
             s.chunks.to_string(),
             bytes(s.free_bytes),
+            backend(s),
         ]);
     }
     t
+}
+
+/// `local`, or `s3 <endpoint> bucket/prefix (cache used/bound)`.
+fn backend(s: &v1::StoreStats) -> String {
+    match s.backend.as_str() {
+        "" | "local" => "local".into(),
+        kind => format!(
+            "{kind} {} (cache {}/{})",
+            text(&s.backend_location),
+            bytes(s.cache_bytes),
+            bytes(s.cache_limit)
+        ),
+    }
 }
 
 /// One line: owner, encoding/locale, tablespace and the roles captured.

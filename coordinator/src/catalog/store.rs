@@ -93,7 +93,8 @@ impl Catalog {
         let worker = self.worker_ref(r).await?;
         Ok(sqlx::query_as::<_, StoreStatsRow>(
             "SELECT s.worker_id, w.name AS worker_name, s.reported_at, s.packs, s.pack_bytes, \
-             s.chunks, s.unique_raw_bytes, s.stored_bytes, s.dumps, s.logical_bytes, s.free_bytes \
+             s.chunks, s.unique_raw_bytes, s.stored_bytes, s.dumps, s.logical_bytes, s.free_bytes, \
+             s.backend, s.backend_location, s.cache_bytes, s.cache_limit \
              FROM store_stats s JOIN workers w ON w.id = s.worker_id \
              WHERE $1::bigint IS NULL OR s.worker_id = $1 ORDER BY s.worker_id",
         )
@@ -118,13 +119,16 @@ impl Catalog {
             .unwrap_or(at);
         sqlx::query(
             "INSERT INTO store_stats (worker_id, reported_at, packs, pack_bytes, chunks, \
-             unique_raw_bytes, stored_bytes, dumps, logical_bytes, free_bytes) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             unique_raw_bytes, stored_bytes, dumps, logical_bytes, free_bytes, \
+             backend, backend_location, cache_bytes, cache_limit) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
              ON CONFLICT (worker_id) DO UPDATE SET reported_at = EXCLUDED.reported_at, \
              packs = EXCLUDED.packs, pack_bytes = EXCLUDED.pack_bytes, chunks = EXCLUDED.chunks, \
              unique_raw_bytes = EXCLUDED.unique_raw_bytes, stored_bytes = EXCLUDED.stored_bytes, \
              dumps = EXCLUDED.dumps, logical_bytes = EXCLUDED.logical_bytes, \
-             free_bytes = EXCLUDED.free_bytes \
+             free_bytes = EXCLUDED.free_bytes, backend = EXCLUDED.backend, \
+             backend_location = EXCLUDED.backend_location, cache_bytes = EXCLUDED.cache_bytes, \
+             cache_limit = EXCLUDED.cache_limit \
              WHERE store_stats.reported_at <= EXCLUDED.reported_at",
         )
         .bind(worker_id)
@@ -137,6 +141,14 @@ impl Catalog {
         .bind(big(s.dumps))
         .bind(big(s.logical_bytes))
         .bind(big(s.free_bytes))
+        .bind(if s.backend.is_empty() {
+            "local"
+        } else {
+            &s.backend
+        })
+        .bind(&s.backend_location)
+        .bind(big(s.cache_bytes))
+        .bind(big(s.cache_limit))
         .execute(&mut **tx)
         .await?;
         Ok(())

@@ -566,6 +566,10 @@ pub struct StoreStatsRow {
     pub dumps: i64,
     pub logical_bytes: i64,
     pub free_bytes: i64,
+    pub backend: String,
+    pub backend_location: String,
+    pub cache_bytes: i64,
+    pub cache_limit: i64,
 }
 
 impl StoreStatsRow {
@@ -583,6 +587,10 @@ impl StoreStatsRow {
             dumps: n(self.dumps),
             logical_bytes: n(self.logical_bytes),
             free_bytes: n(self.free_bytes),
+            backend: self.backend.clone(),
+            backend_location: self.backend_location.clone(),
+            cache_bytes: n(self.cache_bytes),
+            cache_limit: n(self.cache_limit),
         }
     }
 }

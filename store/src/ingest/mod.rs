@@ -205,6 +205,12 @@ impl Ingest {
         };
         // The registration (dropped with `self`) keeps gc off these chunks
         // until the manifest, which then keeps them live, is durable.
+        // S3: every pack is in the bucket already; the manifest follows, and
+        // only then is it written locally (the dump exists for this store).
+        if self.inner.remote.is_some() {
+            self.inner
+                .upload_manifest(&manifest::file_name(&m), &manifest::encode(&m)?)?;
+        }
         manifest::write_manifest(&self.inner.manifests_dir, &m)?;
         self.finished = true;
         // Derived data: if this fails the dump still exists, and the next

@@ -253,6 +253,9 @@ impl PackSink {
         // From here on something may be on disk that only gc removes.
         self.sealed_any = true;
         let sealed = writer.seal()?;
+        // S3: the pack is in the bucket (size confirmed) before any index
+        // entry names it; an unindexed object is an orphan gc removes.
+        self.inner.upload_pack(sealed.id, sealed.bytes)?;
         self.inner.index.insert_sealed(SealedEntries {
             chunks: &self.pending,
             features: &self.pending_features,
@@ -261,6 +264,7 @@ impl PackSink {
         tracing::debug!(pack_id = %sealed.id, bytes = sealed.bytes, chunks = self.pending.len(), "sealed pack");
         self.pending.clear();
         self.pending_features.clear();
-        Ok(())
+        drop(_gc);
+        self.inner.trim_cache(None)
     }
 }

@@ -260,7 +260,12 @@ pub fn read_manifest(path: &Path) -> Result<Manifest, StoreError> {
 /// `format_version` names (new dumps: [`MANIFEST_FORMAT_VERSION`]; version
 /// 1 writes the old JSON, for tests and golden fixtures).
 pub fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), StoreError> {
-    let bytes = match m.format_version {
+    durable::write_atomic(&dir.join(file_name(m)), &encode(m)?)
+}
+
+/// A manifest's bytes, in the format its `format_version` names.
+pub fn encode(m: &Manifest) -> Result<Vec<u8>, StoreError> {
+    Ok(match m.format_version {
         json::FORMAT_VERSION => json::encode(m)?,
         binary::FORMAT_VERSION => binary::encode(m)?,
         other => {
@@ -269,8 +274,7 @@ pub fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), StoreError> {
                 detail: format!("dump {}: no writer for format version {other}", m.dump_uuid),
             });
         }
-    };
-    durable::write_atomic(&dir.join(file_name(m)), &bytes)
+    })
 }
 
 #[cfg(test)]

@@ -26,6 +26,8 @@ mod log_colour;
 mod majors;
 mod metadata;
 mod metrics;
+mod object_store;
+mod object_store_pack;
 mod offline;
 mod outbox_faults;
 mod python_api;
