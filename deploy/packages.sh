@@ -101,7 +101,7 @@ t_cleanup() {
     runuser -u postgres -- env -C / "$t_pg_bin/pg_ctl" -D "$t_dir/source/data" -m immediate -w stop >/dev/null 2>&1
   fi
   if [ "$status" -ne 0 ] && [ -n "$t_dir" ]; then
-    for log in "$t_dir"/*.log; do
+    for log in "$t_dir"/*.log "$t_dir"/source/pg.log; do
       [ -f "$log" ] && { echo "--- tail of $log"; tail -n 30 "$log"; }
     done
   fi
@@ -166,11 +166,11 @@ expect_mode() {
   [ "$got" = "$2 $3" ] || die "$1 is $got, expected $2 $3"
 }
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# free_port: a loopback port the kernel says is free. Probing fixed numbers
+# with connect() misses ports in the ephemeral range that another process's
+# outgoing connection holds (bind then fails with "Address already in use").
 free_port() {
-  local p=$1
-  while port_busy "$p"; do p=$((p + 1)); done
-  echo "$p"
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 cmd_test() {
@@ -210,7 +210,7 @@ cmd_test() {
 
   echo "== packages: coordinator and worker from their units' ExecStart lines"
   local port src_port
-  port=$(free_port 47431)
+  port=$(free_port)
   local coord_dir=/var/lib/pgsnapman/coordinator
   cat >/etc/pgsnapman/coordinator.env <<ENV
 PGSNAPMAN_SERVER__LISTEN=127.0.0.1:$port
@@ -240,7 +240,7 @@ ENV
   expect_mode /var/lib/pgsnapman/worker/identity/worker.key 600 pgsnapman:pgsnapman
 
   echo "== packages: a dump through the installed pgsnap"
-  src_port=$(free_port 55532)
+  src_port=$(free_port)
   mkdir -p "$t_dir/source"
   chown postgres: "$t_dir/source"
   local as_pg=(runuser -u postgres -- env -C /)
