@@ -10,6 +10,7 @@ mod common;
 mod auth;
 mod catalog_events;
 mod client_major;
+mod coordinators;
 mod crash;
 mod discovery;
 mod dump_now;
