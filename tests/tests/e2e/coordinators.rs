@@ -215,3 +215,25 @@ fn stores_and_catalog(
     let in_catalog = rows.lines().map(str::to_string).collect();
     (stored, in_catalog)
 }
+
+/// The fleet load generator (`tests/src/bin/fleet.rs`, issue 16 item 5) at
+/// N = 5, so that it cannot rot: five enrolled workers sync 3 jobs each,
+/// lease and complete 10 tasks and upload 20 events each, against a real
+/// coordinator with an embedded catalog. Figures are printed, not judged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_load_generator_runs_a_small_fleet() {
+    let out = tokio::process::Command::new(pgsnapman_tests::binary("fleet"))
+        .args(["5", "3", "10", "20"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "fleet failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("fleet N=5 jobs/worker=3 (15 jobs)")
+            && stdout.contains("(10 DumpNow tasks;")
+            && stdout.contains("(100 events)"),
+        "{stdout}"
+    );
+}
