@@ -158,4 +158,44 @@ mod tests {
         let s = tonic::Status::unavailable("");
         assert_eq!(status_reason(&s), "coordinator unavailable");
     }
+
+    #[test]
+    fn every_url_is_tried_and_each_failure_named() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let bearer = Bearer::new(None).unwrap();
+        let tls = ClientTls::default();
+        let err = rt
+            .block_on(connect(
+                "http://127.0.0.1:1,http://127.0.0.1:2",
+                &tls,
+                bearer.clone(),
+            ))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.starts_with("cannot reach any of the 2 coordinators: "),
+            "{err}"
+        );
+        assert!(
+            err.contains("127.0.0.1:1") && err.contains("127.0.0.1:2"),
+            "{err}"
+        );
+        let err = rt
+            .block_on(connect(
+                "http://127.0.0.1:1,http://db.example:1",
+                &tls,
+                bearer,
+            ))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("http://db.example:1"),
+            "checked before dialling: {err}"
+        );
+    }
 }

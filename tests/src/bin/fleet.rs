@@ -3,7 +3,8 @@
 //! and certificate (real enrollment), Hello, schedule sync of JOBS jobs, a
 //! lease stream with credit, task completion and event uploads.
 //!
-//! Reports schedule sync p50/p99 (all workers at once), lease round trip
+//! Reports schedule sync p50/p99 (every worker connected first, then all
+//! at once), lease round trip
 //! p50/p99 (DumpNow called → assignment on the worker's stream), events/s
 //! absorbed (every worker uploading at once), the coordinator's CPU seconds
 //! and peak RSS (/proc), and its catalog connections (backends of the
@@ -34,6 +35,8 @@ use tonic::transport::Channel;
 /// jobs, enrolling) and while queueing the timed tasks.
 const SETUP_CONCURRENCY: usize = 16;
 const QUEUE_CONCURRENCY: usize = 16;
+/// Connection attempts of one simulated worker before the run fails.
+const CONNECT_ATTEMPTS: u32 = 20;
 /// Events per upload batch (a real worker sends up to 1,000).
 const BATCH: usize = 100;
 /// Longest a phase may take before the run is declared broken.
@@ -172,23 +175,60 @@ struct Record {
     sync: Vec<Duration>,
     leased_at: HashMap<i64, Instant>,
     events_acked: usize,
+    connect_retries: usize,
 }
 
-/// One simulated worker: connects with its certificate, says Hello, syncs
-/// its schedule (timed), holds a lease stream with one slot of credit,
-/// completes each assigned task with a DumpFinished event and grants the
-/// slot again; uploads `events` messages when `go_events` fires.
+/// What every simulated worker shares with the driver.
+#[derive(Clone)]
+struct Cues {
+    jobs: usize,
+    events: usize,
+    record: Arc<Mutex<Record>>,
+    /// Sent once the worker's streams are open.
+    ready: mpsc::Sender<()>,
+    /// Turns true when the events phase starts.
+    go_events: tokio::sync::watch::Receiver<bool>,
+    /// Passed once every worker has said Hello.
+    all_connected: Arc<tokio::sync::Barrier>,
+}
+
+/// One simulated worker: connects with its certificate, says Hello, waits
+/// for the whole fleet to have done so, syncs its schedule (timed), holds a
+/// lease stream with one slot of credit, completes each assigned task with
+/// a DumpFinished event and grants the slot again; uploads `events`
+/// messages when `go_events` turns true.
 async fn simulate(
     access: pgsnapman_tests::Access,
     id: (String, String, String),
-    jobs: usize,
-    record: Arc<Mutex<Record>>,
-    ready: mpsc::Sender<()>,
-    mut go_events: tokio::sync::watch::Receiver<bool>,
-    events: usize,
+    cues: Cues,
 ) -> Result<()> {
     let (name, cert, key) = id;
-    let channel: Channel = access.channel_as(Some((&cert, &key))).await?;
+    let Cues {
+        jobs,
+        events,
+        record,
+        ready,
+        mut go_events,
+        all_connected,
+    } = cues;
+    // Like a worker: a refused or dropped connection (a coordinator busy
+    // with a thousand TLS handshakes) is retried after a jittered pause.
+    let mut attempt = 0u32;
+    let channel: Channel = loop {
+        match access.channel_as(Some((&cert, &key))).await {
+            Ok(c) => break c,
+            Err(e) if attempt >= CONNECT_ATTEMPTS => {
+                return Err(e.context(format!("{name}: connect")));
+            }
+            Err(_) => {
+                attempt += 1;
+                record.lock().expect("record lock").connect_retries += 1;
+                let ceiling = 200u64 << attempt.min(5);
+                let pause = 200 + u64::from(uuid::Uuid::new_v4().as_fields().0) % ceiling;
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+        }
+    };
     let mut client = WorkerServiceClient::new(channel)
         .max_decoding_message_size(pgsnapman_proto::MAX_MESSAGE_BYTES);
     let hello = client
@@ -199,6 +239,8 @@ async fn simulate(
         })
         .await?
         .into_inner();
+    // Every worker connected and said Hello: now all sync at once.
+    all_connected.wait().await;
     let t = Instant::now();
     let sync = client
         .sync_schedule(v1::SyncScheduleRequest {
@@ -457,17 +499,21 @@ async fn main() -> Result<()> {
     let record = Arc::new(Mutex::new(Record::default()));
     let (go_events, go_rx) = tokio::sync::watch::channel(false);
     let (ready_tx, mut ready_rx) = mpsc::channel(a.workers);
+    let all_connected = Arc::new(tokio::sync::Barrier::new(a.workers));
     let mut sims = JoinSet::new();
     let t_sync = Instant::now();
     for (name, _, cert, key) in &fleet {
         sims.spawn(simulate(
             coordinator.access(),
             (name.clone(), cert.clone(), key.clone()),
-            a.jobs,
-            record.clone(),
-            ready_tx.clone(),
-            go_rx.clone(),
-            a.events,
+            Cues {
+                jobs: a.jobs,
+                events: a.events,
+                record: record.clone(),
+                ready: ready_tx.clone(),
+                go_events: go_rx.clone(),
+                all_connected: all_connected.clone(),
+            },
         ));
     }
     drop(ready_tx);
@@ -558,16 +604,17 @@ async fn main() -> Result<()> {
     sync.sort();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "fleet N={} jobs/worker={} ({} jobs): schedule sync p50 {:.1} ms p99 {:.1} ms (all at once; {:.1}s until every stream was open); \
+        "fleet N={} jobs/worker={} ({} jobs): schedule sync p50 {:.1} ms p99 {:.1} ms (all at once; {:.1}s until every stream was open, {} connection retries); \
          lease round trip p50 {:.1} ms p99 {:.1} ms max {:.1} ms ({} DumpNow tasks; the DumpNow call itself p50 {:.1} ms p99 {:.1} ms; row created → leased in the catalog p50 {} ms); \
          events {:.0}/s ({} events); coordinator CPU {:.1}s connect+sync, {:.1}s leases, {:.1}s events; \
-         peak RSS {:.0} MiB; catalog connections {}; loadavg {}",
+         peak RSS {:.0} MiB; catalog connections {}; generator CPU {:.1}s; loadavg {}",
         a.workers,
         a.jobs,
         a.workers * a.jobs,
         pct(&sync, 50),
         pct(&sync, 99),
         connect_all.as_secs_f64(),
+        record.lock().expect("record lock").connect_retries,
         pct(&lease, 50),
         pct(&lease, 99),
         pct(&lease, 100),
@@ -582,6 +629,7 @@ async fn main() -> Result<()> {
         cpu3 - cpu2,
         rss,
         conns,
+        usage(std::process::id())?.0,
         load.trim()
     );
     sims.abort_all();
