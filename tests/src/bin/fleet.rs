@@ -178,6 +178,27 @@ struct Record {
     connect_retries: usize,
 }
 
+/// Connects with the worker's certificate and says Hello.
+async fn hello(
+    access: &pgsnapman_tests::Access,
+    name: &str,
+    cert: &str,
+    key: &str,
+) -> Result<(WorkerServiceClient<Channel>, v1::HelloResponse)> {
+    let channel = access.channel_as(Some((cert, key))).await?;
+    let mut client = WorkerServiceClient::new(channel)
+        .max_decoding_message_size(pgsnapman_proto::MAX_MESSAGE_BYTES);
+    let hello = client
+        .hello(v1::HelloRequest {
+            worker_name: name.to_string(),
+            agent_version: "fleet".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    Ok((client, hello))
+}
+
 /// What every simulated worker shares with the driver.
 #[derive(Clone)]
 struct Cues {
@@ -211,12 +232,12 @@ async fn simulate(
         mut go_events,
         all_connected,
     } = cues;
-    // Like a worker: a refused or dropped connection (a coordinator busy
-    // with a thousand TLS handshakes) is retried after a jittered pause.
+    // Like a worker: a refused or dropped connection or Hello (a coordinator
+    // busy with a thousand TLS handshakes) is retried after a jittered pause.
     let mut attempt = 0u32;
-    let channel: Channel = loop {
-        match access.channel_as(Some((&cert, &key))).await {
-            Ok(c) => break c,
+    let (mut client, hello) = loop {
+        match hello(&access, &name, &cert, &key).await {
+            Ok(session) => break session,
             Err(e) if attempt >= CONNECT_ATTEMPTS => {
                 return Err(e.context(format!("{name}: connect")));
             }
@@ -229,16 +250,6 @@ async fn simulate(
             }
         }
     };
-    let mut client = WorkerServiceClient::new(channel)
-        .max_decoding_message_size(pgsnapman_proto::MAX_MESSAGE_BYTES);
-    let hello = client
-        .hello(v1::HelloRequest {
-            worker_name: name.clone(),
-            agent_version: "fleet".into(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
     // Every worker connected and said Hello: now all sync at once.
     all_connected.wait().await;
     let t = Instant::now();
