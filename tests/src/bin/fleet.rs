@@ -176,6 +176,7 @@ struct Record {
     leased_at: HashMap<i64, Instant>,
     events_acked: usize,
     connect_retries: usize,
+    sync_retries: usize,
 }
 
 /// Connects with the worker's certificate and says Hello.
@@ -252,14 +253,34 @@ async fn simulate(
     };
     // Every worker connected and said Hello: now all sync at once.
     all_connected.wait().await;
+    // Timed from the first attempt; a worker pulls again after UNAVAILABLE
+    // or a timed-out call (its session restarts), and so does this one.
     let t = Instant::now();
-    let sync = client
-        .sync_schedule(v1::SyncScheduleRequest {
-            worker_name: name.clone(),
-            known_version: 0,
-        })
-        .await?
-        .into_inner();
+    let mut attempt = 0u32;
+    let sync = loop {
+        let answer = client
+            .sync_schedule(v1::SyncScheduleRequest {
+                worker_name: name.clone(),
+                known_version: 0,
+            })
+            .await;
+        match answer {
+            Ok(r) => break r.into_inner(),
+            Err(s)
+                if attempt < CONNECT_ATTEMPTS
+                    && matches!(
+                        s.code(),
+                        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+                    ) =>
+            {
+                attempt += 1;
+                record.lock().expect("record lock").sync_retries += 1;
+                let pause = 200 + u64::from(uuid::Uuid::new_v4().as_fields().0) % 2000;
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+            Err(s) => return Err(anyhow::Error::new(s).context(format!("{name}: sync"))),
+        }
+    };
     let took = t.elapsed();
     let got = sync.schedule.map_or(0, |s| s.dump_jobs.len());
     ensure!(got == jobs, "{name}: schedule holds {got} jobs, not {jobs}");
@@ -615,7 +636,7 @@ async fn main() -> Result<()> {
     sync.sort();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "fleet N={} jobs/worker={} ({} jobs): schedule sync p50 {:.1} ms p99 {:.1} ms (all at once; {:.1}s until every stream was open, {} connection retries); \
+        "fleet N={} jobs/worker={} ({} jobs): schedule sync p50 {:.1} ms p99 {:.1} ms (all at once; {:.1}s until every stream was open, {} connection retries, {} sync retries); \
          lease round trip p50 {:.1} ms p99 {:.1} ms max {:.1} ms ({} DumpNow tasks; the DumpNow call itself p50 {:.1} ms p99 {:.1} ms; row created → leased in the catalog p50 {} ms); \
          events {:.0}/s ({} events); coordinator CPU {:.1}s connect+sync, {:.1}s leases, {:.1}s events; \
          peak RSS {:.0} MiB; catalog connections {}; generator CPU {:.1}s; loadavg {}",
@@ -626,6 +647,7 @@ async fn main() -> Result<()> {
         pct(&sync, 99),
         connect_all.as_secs_f64(),
         record.lock().expect("record lock").connect_retries,
+        record.lock().expect("record lock").sync_retries,
         pct(&lease, 50),
         pct(&lease, 99),
         pct(&lease, 100),
