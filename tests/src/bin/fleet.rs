@@ -633,6 +633,11 @@ async fn main() -> Result<()> {
     let conns = catalog_connections(&coordinator);
 
     let mut sync = record.lock().expect("record lock").sync.clone();
+    // Read apart: two guards of one mutex in one statement deadlock.
+    let retries = {
+        let r = record.lock().expect("record lock");
+        (r.connect_retries, r.sync_retries)
+    };
     sync.sort();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
@@ -646,8 +651,8 @@ async fn main() -> Result<()> {
         pct(&sync, 50),
         pct(&sync, 99),
         connect_all.as_secs_f64(),
-        record.lock().expect("record lock").connect_retries,
-        record.lock().expect("record lock").sync_retries,
+        retries.0,
+        retries.1,
         pct(&lease, 50),
         pct(&lease, 99),
         pct(&lease, 100),
