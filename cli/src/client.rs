@@ -44,27 +44,50 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one call may take; every AdminService call is short.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The URL `connect` dialled, for errors that only show at a call (a TLS
-/// alert after the handshake): `pgsnap` talks to one coordinator per run.
-static COORDINATOR_URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// The URL `connect` last dialled, for errors that only show at a call (a
+/// TLS alert after the handshake).
+static COORDINATOR_URL: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
 /// Whether `connect` presented a client certificate.
 static CLIENT_CERTIFICATE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
 /// Connects now, so that an unreachable coordinator (or a TLS mismatch) is
-/// reported once, up front, naming the URL. Refuses `http://` to a host
-/// that is not loopback before connecting.
-pub async fn connect(url: &str, tls: &ClientTls, bearer: Bearer) -> Result<Admin> {
-    let _ = COORDINATOR_URL.set(url.to_string());
+/// reported once, up front, naming the URL. `urls` is one URL or several
+/// separated by commas (coordinators on one catalog): they are tried in
+/// order and the first that connects serves the whole run; a call that
+/// fails later is not repeated elsewhere (not every call is idempotent).
+/// Refuses `http://` to a host that is not loopback before connecting.
+pub async fn connect(urls: &str, tls: &ClientTls, bearer: Bearer) -> Result<Admin> {
+    let urls = channel::url_list(&[urls])?;
     let _ = CLIENT_CERTIFICATE.set(tls.cert_pem.is_some());
+    let mut failures = Vec::new();
+    for url in &urls {
+        match connect_one(url, tls).await {
+            Ok(channel) => {
+                *COORDINATOR_URL
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = url.clone();
+                return Ok(AdminServiceClient::with_interceptor(channel, bearer)
+                    .max_decoding_message_size(pgsnapman_proto::MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(pgsnapman_proto::MAX_MESSAGE_BYTES));
+            }
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    Err(match failures.as_slice() {
+        [one] => anyhow!("cannot reach {one}"),
+        all => anyhow!(
+            "cannot reach any of the {} coordinators: {}",
+            all.len(),
+            all.join("; ")
+        ),
+    })
+}
+
+async fn connect_one(url: &str, tls: &ClientTls) -> Result<Channel, channel::ChannelError> {
     let endpoint = channel::endpoint(url, tls)?
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(CALL_TIMEOUT);
-    let channel = channel::connect(url, endpoint)
-        .await
-        .map_err(|e| anyhow!("cannot reach {e}"))?;
-    Ok(AdminServiceClient::with_interceptor(channel, bearer)
-        .max_decoding_message_size(pgsnapman_proto::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(pgsnapman_proto::MAX_MESSAGE_BYTES))
+    channel::connect(url, endpoint).await
 }
 
 /// The message of a call's result, or its status as an error. The
@@ -78,7 +101,11 @@ pub fn rpc<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Result<T> {
 
 fn status_reason(s: &tonic::Status) -> String {
     use tonic::Code;
-    let url = COORDINATOR_URL.get().map(String::as_str).unwrap_or("?");
+    let url = COORDINATOR_URL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let url = if url.is_empty() { "?" } else { url.as_str() };
     if let Some(reason) = channel::status_reason(s) {
         return format!("coordinator at {url}: {reason}");
     }
@@ -130,5 +157,45 @@ mod tests {
         );
         let s = tonic::Status::unavailable("");
         assert_eq!(status_reason(&s), "coordinator unavailable");
+    }
+
+    #[test]
+    fn every_url_is_tried_and_each_failure_named() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let bearer = Bearer::new(None).unwrap();
+        let tls = ClientTls::default();
+        let err = rt
+            .block_on(connect(
+                "http://127.0.0.1:1,http://127.0.0.1:2",
+                &tls,
+                bearer.clone(),
+            ))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.starts_with("cannot reach any of the 2 coordinators: "),
+            "{err}"
+        );
+        assert!(
+            err.contains("127.0.0.1:1") && err.contains("127.0.0.1:2"),
+            "{err}"
+        );
+        let err = rt
+            .block_on(connect(
+                "http://127.0.0.1:1,http://db.example:1",
+                &tls,
+                bearer,
+            ))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("http://db.example:1"),
+            "checked before dialling: {err}"
+        );
     }
 }

@@ -19,10 +19,18 @@ pub const DEFAULT_COORDINATOR: &str = "https://127.0.0.1:7431";
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
-    coordinator: Option<String>,
+    /// One URL, several separated by commas, or a list.
+    coordinator: Option<OneOrMany>,
     /// Relative paths are taken from the config file's directory.
     ca_file: Option<PathBuf>,
     token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// Environment variable holding the token itself (there is deliberately no
@@ -31,17 +39,20 @@ pub const TOKEN_ENV: &str = "PGSNAPMAN_TOKEN";
 /// Largest token file read (a token is 47 bytes).
 const MAX_TOKEN_FILE_BYTES: u64 = 4096;
 
-/// The coordinator URL to use. `flag` is `--coordinator` (clap already read
-/// its env variable); `config` is `--config` / `PGSNAPMAN_CONFIG`, which must
-/// exist when given.
+/// The coordinator URL to use, or several separated by commas (tried in
+/// order at connect). `flag` is `--coordinator` (clap already read its env
+/// variable); `config` is `--config` / `PGSNAPMAN_CONFIG`, which must exist
+/// when given.
 pub fn coordinator_url(flag: Option<&str>, config: Option<&Path>) -> Result<String> {
     let file = file_config(config)?;
     if let Some(url) = flag {
         return Ok(url.to_string());
     }
-    Ok(file
-        .and_then(|(_, f)| f.coordinator)
-        .unwrap_or_else(|| DEFAULT_COORDINATOR.to_string()))
+    Ok(match file.and_then(|(_, f)| f.coordinator) {
+        Some(OneOrMany::One(url)) => url,
+        Some(OneOrMany::Many(urls)) => urls.join(","),
+        None => DEFAULT_COORDINATOR.to_string(),
+    })
 }
 
 /// The CA file to verify the coordinator with: `--ca-file` (or its env
@@ -169,6 +180,11 @@ mod tests {
         assert_eq!(
             coordinator_url(None, Some(&file)).unwrap(),
             "http://db-admin:7431"
+        );
+        std::fs::write(&file, "coordinator = [\"https://a:1\", \"https://b:1\"]\n").unwrap();
+        assert_eq!(
+            coordinator_url(None, Some(&file)).unwrap(),
+            "https://a:1,https://b:1"
         );
         std::fs::write(&file, "").unwrap();
         assert_eq!(

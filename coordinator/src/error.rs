@@ -29,6 +29,10 @@ pub enum ApiError {
         event_id: String,
         error: Box<ApiError>,
     },
+    /// The catalog could not take the call now (its pool stayed full):
+    /// UNAVAILABLE, which clients retry.
+    #[error("{0}")]
+    Busy(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -40,7 +44,14 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        ApiError::Internal(anyhow::Error::new(e))
+        match e {
+            // Load, not a fault: every connection stayed busy for the pool's
+            // acquire timeout (many workers syncing at once).
+            sqlx::Error::PoolTimedOut => ApiError::Busy(
+                "the catalog is busy: no catalog connection (catalog.max_connections) came free in time; try again".into(),
+            ),
+            e => ApiError::Internal(anyhow::Error::new(e)),
+        }
     }
 }
 
@@ -59,6 +70,10 @@ impl From<ApiError> for Status {
             ApiError::Precondition(m) => Status::failed_precondition(m),
             ApiError::Unauthenticated(m) => Status::unauthenticated(m),
             ApiError::Forbidden(m) => Status::permission_denied(m),
+            ApiError::Busy(m) => {
+                tracing::warn!("{m}");
+                Status::unavailable(m)
+            }
             ApiError::EventRefused { event_id, error } => {
                 let text = format!("event {event_id}: {error}");
                 let code = Status::from(*error).code();
@@ -87,4 +102,18 @@ pub fn is_unique_violation(e: &sqlx::Error) -> bool {
 /// True if the error is a violation of a foreign key.
 pub fn is_fk_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23503"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_catalog_pool_is_unavailable_not_internal() {
+        let s = Status::from(ApiError::from(sqlx::Error::PoolTimedOut));
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert!(s.message().contains("catalog.max_connections"), "{s:?}");
+        let s = Status::from(ApiError::from(sqlx::Error::RowNotFound));
+        assert_eq!(s.code(), tonic::Code::Internal);
+    }
 }

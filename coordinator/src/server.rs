@@ -256,6 +256,10 @@ async fn serve(
         pki: pki.clone(),
         enrollment: cfg.enrollment.clone(),
         wakeups,
+        syncs: Arc::new(tokio::sync::Semaphore::new(
+            usize::try_from((cfg.catalog.max_connections / crate::link::SYNC_SHARE).max(1))
+                .unwrap_or(1),
+        )),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);

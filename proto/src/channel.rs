@@ -68,6 +68,43 @@ pub fn check_url(url: &str) -> Result<Uri, ChannelError> {
     }
 }
 
+/// Most coordinator URLs a client takes: a longer list is a mistake (a
+/// fleet's coordinators go behind DNS or a load balancer instead).
+pub const MAX_COORDINATOR_URLS: usize = 16;
+
+/// A list of coordinator URLs from config or flags: entries separated by
+/// commas (and blanks) are split, each is checked with `check_url`, and the
+/// list must be non-empty, without duplicates and at most
+/// `MAX_COORDINATOR_URLS` long. The order is kept: clients try them in turn.
+pub fn url_list<S: AsRef<str>>(entries: &[S]) -> Result<Vec<String>, ChannelError> {
+    let mut urls: Vec<String> = Vec::new();
+    for entry in entries {
+        for url in entry
+            .as_ref()
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|u| !u.is_empty())
+        {
+            check_url(url)?;
+            if urls.iter().any(|u| u == url) {
+                return Err(fail(url, "listed twice among the coordinator URLs"));
+            }
+            urls.push(url.to_string());
+            if urls.len() > MAX_COORDINATOR_URLS {
+                return Err(fail(
+                    url,
+                    format!(
+                        "more than {MAX_COORDINATOR_URLS} coordinator URLs; put them behind one DNS name instead"
+                    ),
+                ));
+            }
+        }
+    }
+    if urls.is_empty() {
+        return Err(fail("", "no coordinator URL given"));
+    }
+    Ok(urls)
+}
+
 fn is_loopback(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|a| a.is_loopback())
@@ -261,6 +298,30 @@ fn tls_reason(e: &rustls::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_lists_split_check_and_refuse_duplicates() {
+        let urls = url_list(&["https://a:7431, https://b:7431", "https://c:1"]).unwrap();
+        assert_eq!(urls, ["https://a:7431", "https://b:7431", "https://c:1"]);
+        let err = url_list(&["https://a:1,https://a:1"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("https://a:1") && err.contains("twice"),
+            "{err}"
+        );
+        let err = url_list(&["https://a:1,http://db.example:1"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http://db.example:1"), "{err}");
+        assert!(url_list::<&str>(&[]).is_err());
+        assert!(url_list(&[" , "]).is_err());
+        let many: Vec<String> = (0..=MAX_COORDINATOR_URLS)
+            .map(|i| format!("https://h{i}:1"))
+            .collect();
+        let err = url_list(&many).unwrap_err().to_string();
+        assert!(err.contains("more than 16"), "{err}");
+    }
 
     #[test]
     fn http_is_refused_off_loopback_only() {

@@ -325,6 +325,36 @@ impl Coordinator {
         )
     }
 
+    /// Enrolls worker `name` (registered already) the way a worker does: a
+    /// token from the AdminService (admin client `admin`), a key pair made
+    /// here, its CSR to `Enroll`. Returns (certificate PEM, key PEM).
+    pub async fn enroll_worker(
+        &self,
+        admin: &mut AdminClient,
+        name: &str,
+    ) -> Result<(String, String)> {
+        use pgsnapman_proto::v1;
+        let token = admin
+            .issue_enrollment_token(v1::WorkerRef {
+                r#ref: Some(v1::worker_ref::Ref::Name(name.into())),
+            })
+            .await?
+            .into_inner()
+            .token;
+        let key = rcgen::KeyPair::generate()?;
+        let csr = rcgen::CertificateParams::default()
+            .serialize_request(&key)?
+            .pem()?;
+        let r = v1::worker_service_client::WorkerServiceClient::new(self.access().channel().await?)
+            .enroll(v1::EnrollRequest {
+                token,
+                csr_pem: csr,
+            })
+            .await?
+            .into_inner();
+        Ok((r.certificate_pem, key.serialize_pem()))
+    }
+
     /// Polls until the named worker is registered and connected.
     pub async fn wait_worker_connected(&self, name: &str) -> WorkerInfo {
         let name = name.to_string();

@@ -52,6 +52,12 @@ pub struct CoordinatorConfig {
     /// `https://host:port` of the coordinator (`http://` on loopback only,
     /// for a coordinator started with `server.plaintext`).
     pub url: String,
+    /// Several coordinators on one catalog (docs/coordinators.md): a list,
+    /// or one string of comma-separated URLs (the env variable). Set, it
+    /// replaces `url`. The worker starts at one chosen by its name and
+    /// moves to the next whenever a session fails.
+    #[serde(deserialize_with = "one_or_many")]
+    pub urls: Vec<String>,
     /// PEM CA the coordinator's certificate must chain to (its
     /// `<data_dir>/pki/ca.crt`); unset: the CA received at enrollment
     /// (`<data_dir>/identity/ca.crt`), else the system roots.
@@ -68,10 +74,46 @@ pub struct CoordinatorConfig {
     pub enroll_token: crate::identity::EnrollToken,
 }
 
+/// Where the worker looks for its coordinator when told nothing.
+const DEFAULT_URL: &str = "https://127.0.0.1:7431";
+
+impl CoordinatorConfig {
+    /// The coordinator URLs in the order to try them: `urls`, else `url`.
+    /// Checked by `Config::validate`.
+    pub fn url_list(&self) -> Result<Vec<String>> {
+        if self.urls.is_empty() {
+            return pgsnapman_proto::channel::url_list(&[&self.url]).context("coordinator.url");
+        }
+        let urls = pgsnapman_proto::channel::url_list(&self.urls).context("coordinator.urls")?;
+        if self.url != DEFAULT_URL && !urls.contains(&self.url) {
+            bail!(
+                "coordinator.url {} is not among coordinator.urls: set one of the two",
+                pgsnapman_proto::model::excerpt(&self.url)
+            );
+        }
+        Ok(urls)
+    }
+}
+
+/// A list of strings, or one string (an env variable) split later.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
 impl Default for CoordinatorConfig {
     fn default() -> Self {
         Self {
-            url: "https://127.0.0.1:7431".to_string(),
+            url: DEFAULT_URL.to_string(),
+            urls: Vec::new(),
             ca_file: None,
             connect_timeout: Duration::from_secs(5),
             backoff_initial: Duration::from_millis(200),
@@ -348,7 +390,7 @@ impl Config {
             bail!("worker.name is required (set PGSNAPMAN_WORKER__NAME or [worker] name)");
         }
         pgsnapman_proto::model::validate_worker_name(&self.worker.name)?;
-        pgsnapman_proto::channel::check_url(&self.coordinator.url).context("coordinator.url")?;
+        self.coordinator.url_list()?;
         pgsnapman_proto::scrape::parse_listen(&self.metrics.listen).map_err(anyhow::Error::msg)?;
         if self.dump.max_concurrent == 0 || self.dump.max_concurrent > 1024 {
             bail!(
@@ -559,5 +601,40 @@ mod tests {
         assert_eq!(c.dump.kill_grace_period, Duration::from_secs(3));
         assert_eq!(c.dump.max_concurrent, 4);
         assert!(Config::load(Some(&dir.path().join("missing.toml"))).is_err());
+    }
+
+    #[test]
+    fn coordinator_urls_take_a_list_or_one_comma_separated_string() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.toml");
+        let load = |coordinator: &str| {
+            std::fs::write(
+                &path,
+                format!("[worker]\nname = \"w\"\n[coordinator]\n{coordinator}\n"),
+            )
+            .unwrap();
+            Config::load(Some(&path))
+        };
+        let c = load("").unwrap();
+        assert_eq!(c.coordinator.url_list().unwrap(), [DEFAULT_URL]);
+        let c = load("urls = [\"https://a:1\", \"https://b:1\"]").unwrap();
+        assert_eq!(
+            c.coordinator.url_list().unwrap(),
+            ["https://a:1", "https://b:1"]
+        );
+        let c = load("url = \"https://b:1\"\nurls = \"https://a:1,https://b:1\"").unwrap();
+        assert_eq!(
+            c.coordinator.url_list().unwrap(),
+            ["https://a:1", "https://b:1"]
+        );
+        let c = load("url = \"https://a:1\"\nurls = [\"https://a:1\", \"https://b:1\"]").unwrap();
+        assert_eq!(c.coordinator.url_list().unwrap().len(), 2);
+        let err = load("url = \"https://c:1\"\nurls = [\"https://a:1\"]").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("not among coordinator.urls"),
+            "{err:#}"
+        );
+        let err = load("urls = [\"https://a:1\", \"http://db.example:1\"]").unwrap_err();
+        assert!(format!("{err:#}").contains("coordinator.urls"), "{err:#}");
     }
 }

@@ -95,7 +95,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     tracing::info!(
         name = %config.worker.name,
         data_dir = %data_dir.display(),
-        coordinator = %config.coordinator.url,
+        coordinator = ?config.coordinator.url_list().unwrap_or_default(),
         config = ?config,
         version = env!("CARGO_PKG_VERSION"),
         "starting pgsnapman worker"

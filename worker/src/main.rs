@@ -147,7 +147,7 @@ async fn enroll(
             key.display()
         );
     }
-    let id = pgsnapman_worker::agent::enroll::enroll(
+    let id = pgsnapman_worker::agent::enroll::enroll_any(
         &cfg.coordinator,
         &cfg.worker.name,
         &cfg.worker.data_dir,

@@ -38,7 +38,7 @@ const GLOBAL: &str = "Global options";
     propagate_version = true
 )]
 pub struct Cli {
-    /// Coordinator URL [default: `coordinator` in the config file, else https://127.0.0.1:7431]
+    /// Coordinator URL, or several on one catalog separated by commas (the first that connects is used) [default: `coordinator` in the config file, else https://127.0.0.1:7431]
     #[arg(long, global = true, env = "PGSNAPMAN_COORDINATOR", value_name = "URL", help_heading = GLOBAL)]
     pub coordinator: Option<String>,
 

@@ -35,7 +35,7 @@ pub async fn queued(
         );
     }
     ctx.out.note(&queued)?;
-    let done = follow(admin, task, wait.timeout).await?;
+    let done = follow(ctx, admin, task, wait.timeout).await?;
     ctx.out.object(json::task(&done), table::task_rows(&done))?;
     if !ctx.out.is_json() && done.kind() == v1::TaskKind::Restore && done.restore_run_id != 0 {
         let log = rpc(admin
@@ -126,8 +126,14 @@ async fn watch(
 
 /// Follows the task until it is finished or `timeout` has passed: on a
 /// `WatchTask` stream, or by polling a coordinator without one. Rides out a
-/// coordinator restart for up to `UNREACHABLE_GRACE`.
-async fn follow(admin: &mut Admin, mut task: v1::Task, timeout: Duration) -> Result<v1::Task> {
+/// coordinator restart for up to `UNREACHABLE_GRACE`, moving to another of
+/// several coordinator URLs (`--coordinator a,b`) if one answers.
+async fn follow(
+    ctx: &Ctx,
+    admin: &mut Admin,
+    mut task: v1::Task,
+    timeout: Duration,
+) -> Result<v1::Task> {
     let deadline = Instant::now() + timeout;
     let mut progress = Progress::new();
     let mut unreachable_since: Option<Instant> = None;
@@ -178,6 +184,10 @@ async fn follow(admin: &mut Admin, mut task: v1::Task, timeout: Duration) -> Res
         match failed {
             None => unreachable_since = None,
             Some(s) => {
+                // Following is only reading: safe to go on elsewhere.
+                if let Ok(other) = ctx.admin().await {
+                    *admin = other;
+                }
                 let since = *unreachable_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > UNREACHABLE_GRACE {
                     progress.clear();

@@ -42,7 +42,15 @@ pub struct Link {
     pub enrollment: EnrollmentConfig,
     /// Catalog notifications: wake a worker's lease streams at once.
     pub wakeups: Arc<crate::wake::Wakeups>,
+    /// Schedule builds running at once (`SYNC_SHARE` of the catalog pool):
+    /// a fleet syncing together queues here, in memory, instead of holding
+    /// every catalog connection until the pool times out, and leases,
+    /// renewals and uploads keep connections of their own.
+    pub syncs: Arc<tokio::sync::Semaphore>,
 }
+
+/// The share of `catalog.max_connections` schedule builds may hold.
+pub const SYNC_SHARE: u32 = 2;
 
 impl Link {
     async fn caller<T>(&self, req: &Request<T>, claimed: &str) -> Result<Caller, Status> {
@@ -88,8 +96,15 @@ impl WorkerService for Link {
         &self,
         req: Request<v1::SyncScheduleRequest>,
     ) -> Result<Response<v1::SyncScheduleResponse>, Status> {
-        self.bounded("SyncSchedule", self.sync_schedule_inner(req))
-            .await
+        self.bounded("SyncSchedule", async {
+            let _permit = self
+                .syncs
+                .acquire()
+                .await
+                .map_err(|_| Status::unavailable("the coordinator is stopping"))?;
+            self.sync_schedule_inner(req).await
+        })
+        .await
     }
 
     type LeaseStream = BoxStream<v1::LeaseResponse>;

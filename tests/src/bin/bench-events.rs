@@ -117,25 +117,7 @@ struct Figures {
 /// enrollment (token from the AdminService).
 async fn enroll(coordinator: &Coordinator, name: &str) -> Result<(String, String)> {
     let mut admin = coordinator.admin().await?;
-    let token = admin
-        .issue_enrollment_token(v1::WorkerRef {
-            r#ref: Some(v1::worker_ref::Ref::Name(name.into())),
-        })
-        .await?
-        .into_inner()
-        .token;
-    let key = rcgen::KeyPair::generate()?;
-    let csr = rcgen::CertificateParams::default()
-        .serialize_request(&key)?
-        .pem()?;
-    let r = WorkerServiceClient::new(coordinator.access().channel().await?)
-        .enroll(v1::EnrollRequest {
-            token,
-            csr_pem: csr,
-        })
-        .await?
-        .into_inner();
-    Ok((r.certificate_pem, key.serialize_pem()))
+    coordinator.enroll_worker(&mut admin, name).await
 }
 
 /// Leases one VERIFY task of `name` and times `RENEWALS` renewals.

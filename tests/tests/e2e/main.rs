@@ -11,6 +11,7 @@ mod alerts;
 mod auth;
 mod catalog_events;
 mod client_major;
+mod coordinators;
 mod crash;
 mod discovery;
 mod dump_now;

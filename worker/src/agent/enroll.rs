@@ -21,12 +21,13 @@ use crate::identity::{self, Identity};
 #[error("certificate renewed (serial {0}); reconnecting with it")]
 pub struct Renewed(pub String);
 
-/// A client for the coordinator (`pgsnapman_proto::channel`), presenting
+/// A client for the coordinator at `url` (one of `cfg`'s), presenting
 /// `id` when given. The coordinator is verified against
 /// `coordinator.ca_file`, else the CA received at enrollment
 /// (`identity/ca.crt`), else the system roots.
 pub async fn dial(
     cfg: &CoordinatorConfig,
+    url: &str,
     data_dir: &Path,
     id: Option<&Identity>,
 ) -> Result<Client> {
@@ -36,28 +37,48 @@ pub async fn dial(
         cert_pem: id.map(|i| i.cert_pem.clone()),
         key_pem: id.map(|i| i.key_pem.clone()),
     };
-    let endpoint = channel::endpoint(&cfg.url, &tls)?
+    let endpoint = channel::endpoint(url, &tls)?
         .connect_timeout(cfg.connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(HTTP2_KEEPALIVE)
         .keep_alive_timeout(HTTP2_KEEPALIVE)
         .keep_alive_while_idle(true);
-    let channel = channel::connect(&cfg.url, endpoint).await?;
+    let channel = channel::connect(url, endpoint).await?;
     Ok(WorkerServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
 }
 
-/// Enrolls with `token`: a new key pair here, its CSR to the coordinator,
-/// the certificate and CA back into `<data_dir>/identity/`.
-pub async fn enroll(
+/// Enrolls with `token` at the first of the coordinator URLs that answers
+/// (a refusal is final: the others share its catalog).
+pub async fn enroll_any(
     cfg: &CoordinatorConfig,
     worker_name: &str,
     data_dir: &Path,
     token: &str,
 ) -> Result<Identity> {
+    let mut failures = Vec::new();
+    for url in cfg.url_list()? {
+        match enroll(cfg, &url, worker_name, data_dir, token).await {
+            Ok(id) => return Ok(id),
+            Err(e) if e.to_string().contains("enrollment refused") => return Err(e),
+            Err(e) => failures.push(format!("{e:#}")),
+        }
+    }
+    Err(anyhow!("no coordinator answered: {}", failures.join("; ")))
+}
+
+/// Enrolls with `token` at `url`: a new key pair here, its CSR to the
+/// coordinator, the certificate and CA back into `<data_dir>/identity/`.
+pub async fn enroll(
+    cfg: &CoordinatorConfig,
+    url: &str,
+    worker_name: &str,
+    data_dir: &Path,
+    token: &str,
+) -> Result<Identity> {
     let (key_pem, csr_pem) = identity::new_key_and_csr(worker_name)?;
-    let mut client = dial(cfg, data_dir, None).await?;
+    let mut client = dial(cfg, url, data_dir, None).await?;
     let answer = tokio::time::timeout(
         cfg.connect_timeout * 6,
         client.enroll(EnrollRequest {
@@ -66,7 +87,7 @@ pub async fn enroll(
         }),
     )
     .await
-    .map_err(|_| anyhow!("no Enroll answer from {}", cfg.url))?
+    .map_err(|_| anyhow!("no Enroll answer from {url}"))?
     .map_err(|s| {
         use tonic::Code;
         let verdict = match s.code() {
@@ -76,7 +97,7 @@ pub async fn enroll(
             | Code::FailedPrecondition => "enrollment refused",
             _ => "enrollment failed",
         };
-        anyhow!("{verdict} by {}: {:?}: {}", cfg.url, s.code(), s.message())
+        anyhow!("{verdict} by {url}: {:?}: {}", s.code(), s.message())
     })?
     .into_inner();
     store(worker_name, data_dir, &key_pem, &answer)

@@ -3,6 +3,7 @@
 //! stream open, and reconnects with backoff when anything breaks. Running
 //! tasks are not owned here and survive a broken link.
 pub mod enroll;
+mod failover;
 mod upload;
 
 use std::sync::{Arc, Mutex};
@@ -44,12 +45,16 @@ pub type Client = WorkerServiceClient<Channel>;
 pub async fn run_link(shared: Arc<Shared>, stop: CancellationToken) {
     let cfg = &shared.config.coordinator;
     let mut backoff = Backoff::new(cfg.backoff_initial, cfg.backoff_max);
+    // Validated at load; the fallback only keeps a bad list from panicking.
+    let urls = cfg.url_list().unwrap_or_else(|_| vec![cfg.url.clone()]);
+    let mut ring = failover::Ring::new(urls, &shared.config.worker.name);
     loop {
         if stop.is_cancelled() {
             break;
         }
         let mut established = false;
-        match enroll_if_needed(&shared).await {
+        let url = ring.current().to_string();
+        match enroll_if_needed(&shared, &url).await {
             Ok(()) => {}
             Err(err) if err.to_string().contains("enrollment refused") => {
                 tracing::error!(
@@ -62,6 +67,7 @@ pub async fn run_link(shared: Arc<Shared>, stop: CancellationToken) {
                 // Not enrolled yet and the coordinator unreachable: no
                 // session without a certificate, just try again.
                 tracing::warn!("enrollment: {err:#}; trying again");
+                next_coordinator(&mut ring);
                 let delay = backoff.next_delay();
                 tokio::select! {
                     () = stop.cancelled() => break,
@@ -70,8 +76,8 @@ pub async fn run_link(shared: Arc<Shared>, stop: CancellationToken) {
                 continue;
             }
         }
-        let result = session(&shared, &stop, &mut established)
-            .instrument(tracing::info_span!("agent.session"))
+        let result = session(&shared, &url, &stop, &mut established)
+            .instrument(tracing::info_span!("agent.session", coordinator = %url))
             .await;
         if stop.is_cancelled() {
             break;
@@ -89,6 +95,7 @@ pub async fn run_link(shared: Arc<Shared>, stop: CancellationToken) {
         if established {
             backoff.reset();
         }
+        next_coordinator(&mut ring);
         let delay = backoff.next_delay();
         tracing::debug!(?delay, "reconnecting after a pause");
         tokio::select! {
@@ -99,15 +106,25 @@ pub async fn run_link(shared: Arc<Shared>, stop: CancellationToken) {
     tracing::info!("coordinator link closed");
 }
 
-/// Dials the coordinator with the identity on disk (none before enrolling,
-/// or on a plaintext loopback link).
-async fn connect(shared: &Shared) -> Result<Client> {
+/// After a failed session or enrollment: the next coordinator URL, if
+/// there are several (the caller still backs off before dialling it).
+fn next_coordinator(ring: &mut failover::Ring) {
+    if ring.len() > 1 {
+        let url = ring.advance();
+        tracing::info!(coordinator = %url, "trying the next coordinator");
+    }
+}
+
+/// Dials the coordinator at `url` with the identity on disk (none before
+/// enrolling, or on a plaintext loopback link).
+async fn connect(shared: &Shared, url: &str) -> Result<Client> {
     let data_dir = shared.config.worker.data_dir.clone();
     let id = tokio::task::spawn_blocking(move || crate::identity::load(&data_dir))
         .await
         .context("loading the worker identity panicked")??;
     enroll::dial(
         &shared.config.coordinator,
+        url,
         &shared.config.worker.data_dir,
         id.as_ref(),
     )
@@ -117,7 +134,7 @@ async fn connect(shared: &Shared) -> Result<Client> {
 /// First start with `coordinator.enroll_token` and no identity yet: enroll.
 /// An error saying "enrollment refused" is final (the operator must issue a
 /// new token); others are worth retrying.
-async fn enroll_if_needed(shared: &Shared) -> Result<()> {
+async fn enroll_if_needed(shared: &Shared, url: &str) -> Result<()> {
     let cfg = &shared.config;
     let token = &cfg.coordinator.enroll_token.0;
     if token.is_empty()
@@ -129,6 +146,7 @@ async fn enroll_if_needed(shared: &Shared) -> Result<()> {
     }
     let id = enroll::enroll(
         &cfg.coordinator,
+        url,
         &cfg.worker.name,
         &cfg.worker.data_dir,
         token,
@@ -177,11 +195,12 @@ pub fn deadline_of(ts: Option<&prost_types::Timestamp>, fallback: Duration) -> I
 /// or `stop` fires. Sets `established` once the lease stream is open.
 async fn session(
     shared: &Arc<Shared>,
+    url: &str,
     stop: &CancellationToken,
     established: &mut bool,
 ) -> Result<()> {
     let name = shared.config.worker.name.clone();
-    let mut client = connect(shared).await?;
+    let mut client = connect(shared, url).await?;
     let hello = HelloRequest {
         worker_name: name.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -200,11 +219,7 @@ async fn session(
             ));
         }
         Err(status) => {
-            return Err(status_line(
-                "Hello refused",
-                &shared.config.coordinator.url,
-                &status,
-            ));
+            return Err(status_line("Hello refused", url, &status));
         }
     };
     note_worker_status(shared, hello.status);
