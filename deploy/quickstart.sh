@@ -31,7 +31,13 @@ rm -rf "$qs"
 mkdir -p "$qs"
 chmod 755 "$qs"
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# In use: something listens on it, or a socket holds it as its local port
+# (an outgoing connection in the ephemeral range, where 55432 lies: connect()
+# does not see those, and the server's bind would fail).
+port_busy() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null ||
+    { command -v ss >/dev/null && [ -n "$(ss -Htan "sport = :$1")" ]; }
+}
 if port_busy "$port"; then
   echo "pgsnapman: port $port is in use; set PGSNAPMAN_QUICKSTART_PORT to a free one" >&2
   exit 1
