@@ -96,6 +96,10 @@ async fn killing_one_of_two_coordinators_loses_and_repeats_nothing() {
     )
     .await;
 
+    // The schedule fires (every 5 s of real time) before the kill, so
+    // scheduled uploads are under way on both sides of it.
+    let before_kill = wait_scheduled_dumps(&catalog, 1).await;
+
     let mut tasks = BTreeSet::new();
     for round in 0..TASKS_BEFORE {
         for name in WORKERS {
@@ -127,6 +131,9 @@ async fn killing_one_of_two_coordinators_loses_and_repeats_nothing() {
             w.name
         );
     }
+
+    // Scheduled runs after the kill reach the catalog through the survivor.
+    wait_scheduled_dumps(&catalog, before_kill + 1).await;
 
     // Stop the scheduled runs, then let the outboxes drain.
     for inst in &instances {
@@ -190,6 +197,28 @@ async fn killing_one_of_two_coordinators_loses_and_repeats_nothing() {
     for w in &workers {
         w.process.assert_no_unexpected_errors(&[]);
     }
+}
+
+/// Waits until the catalog holds at least `n` scheduled dumps (no task);
+/// returns how many it holds.
+async fn wait_scheduled_dumps(catalog: &PgCluster, n: usize) -> usize {
+    wait::until(
+        &format!("{n} scheduled dump(s) in the catalog"),
+        Duration::from_secs(90),
+        || async move {
+            let count: usize = catalog
+                .query(
+                    "postgres",
+                    "SELECT count(*) FROM dumps WHERE task_id IS NULL AND status = 'SUCCEEDED'",
+                )
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            (count >= n).then_some(count)
+        },
+    )
+    .await
 }
 
 /// Lease streams the worker opened on the coordinator at `addr` (its log).
