@@ -335,6 +335,14 @@ impl AdminService for Admin {
         })
     }
 
+    async fn cancel_task(&self, req: Request<v1::IdRequest>) -> R<v1::Task> {
+        let by = caller_name(&req);
+        let id = req.into_inner().id;
+        let t = self.catalog.cancel_task(id, &by).await?;
+        tracing::info!(task = id, by = %by, "task cancelled");
+        ok(t.to_proto())
+    }
+
     async fn delete_dump(&self, req: Request<v1::IdRequest>) -> R<v1::Task> {
         let id = req.into_inner().id;
         match self.catalog.delete_dump(id).await? {

@@ -12,7 +12,8 @@ use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
-/// Channel: a worker's task was queued (`t<id>`) or schedule changed (`s<id>`).
+/// Channel: a worker's task was queued (`t<id>`), its schedule changed
+/// (`s<id>`), or one of its leased tasks was cancelled (`c<id>`).
 pub const WAKE_CHANNEL: &str = "pgsnapman_wake";
 /// Channel: a task row changed (`<id>`).
 pub const TASK_CHANNEL: &str = "pgsnapman_task";
@@ -72,6 +73,7 @@ impl Wakeups {
                 let id = payload
                     .strip_prefix('t')
                     .or_else(|| payload.strip_prefix('s'))
+                    .or_else(|| payload.strip_prefix('c'))
                     .and_then(|id| id.parse().ok());
                 if let Some(id) = id {
                     self.wake_worker(id);

@@ -521,6 +521,8 @@ impl TaskStateArg {
 pub enum TaskCommand {
     /// Show one task
     Show { id: i64 },
+    /// Cancel a queued or running task (a running dump or restore is stopped)
+    Cancel { id: i64 },
     /// List tasks, newest first
     List {
         #[arg(long, value_enum, ignore_case = true)]

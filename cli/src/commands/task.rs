@@ -14,6 +14,11 @@ pub async fn run(ctx: &Ctx, cmd: TaskCommand) -> Result<()> {
             let t = rpc(admin.get_task(v1::IdRequest { id }).await)?;
             ctx.out.object(json::task(&t), table::task_rows(&t))
         }
+        TaskCommand::Cancel { id } => {
+            let mut admin = ctx.admin().await?;
+            let t = rpc(admin.cancel_task(v1::IdRequest { id }).await)?;
+            ctx.out.object(json::task(&t), table::task_rows(&t))
+        }
         TaskCommand::List {
             state,
             worker,

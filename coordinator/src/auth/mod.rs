@@ -125,7 +125,8 @@ pub fn rule(path: &str) -> Rule {
         | "SetDumpJobStatus"
         | "SetRestoreJobStatus"
         | "PinDump"
-        | "TestNotifyChannel" => write(Operator),
+        | "TestNotifyChannel"
+        | "CancelTask" => write(Operator),
         "RegisterWorker"
         | "SetRestoreWorker"
         | "IssueEnrollmentToken"

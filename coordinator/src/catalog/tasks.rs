@@ -257,6 +257,80 @@ impl Catalog {
         }
     }
 
+    /// Cancels a queued or leased task for `who` (the caller, for the
+    /// record). A restore run of the task ends ABORTED, which also hands its
+    /// dump back to retention. A leased task's worker is woken (on every
+    /// coordinator, through the catalog's NOTIFY) so that the stream holding
+    /// the lease tells it to stop; its renewal is refused in any case, since
+    /// only a LEASED task renews. Returns the task as it now is.
+    pub async fn cancel_task(&self, id: i64, who: &str) -> ApiResult<TaskRow> {
+        let mut tx = self.pool.begin().await?;
+        let state: Option<(String, i64)> =
+            sqlx::query_as("SELECT state, worker_id FROM tasks WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((state, worker_id)) = state else {
+            return Err(ApiError::NotFound(format!("task {id} not found")));
+        };
+        if !matches!(state.as_str(), "QUEUED" | "LEASED") {
+            return Err(ApiError::Precondition(format!(
+                "task {id} has already ended ({state}): only a queued or running task can be cancelled"
+            )));
+        }
+        let error = if who.is_empty() {
+            "cancelled".to_string()
+        } else {
+            format!("cancelled by {who}")
+        };
+        sqlx::query(
+            "UPDATE tasks SET state = 'CANCELLED', finished_at = now(), error = $2 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(&error)
+        .execute(&mut *tx)
+        .await?;
+        let aborted: Vec<i64> = sqlx::query_scalar(
+            "UPDATE restore_runs SET status = 'ABORTED', finished_at = now(), error = $2 \
+             WHERE task_id = $1 AND status IN ('QUEUED', 'RUNNING') RETURNING dump_id",
+        )
+        .bind(id)
+        .bind(&error)
+        .fetch_all(&mut *tx)
+        .await?;
+        for dump in aborted {
+            // A queued or running restore protected its dump.
+            self.bump_holder_of(&mut *tx, dump).await?;
+        }
+        if state == "LEASED" {
+            sqlx::query("SELECT pg_notify($1, 'c' || $2::bigint)")
+                .bind(crate::wake::WAKE_CHANNEL)
+                .bind(worker_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.task(id).await
+    }
+
+    /// Of the leases a stream handed out, those whose task was cancelled
+    /// (to tell the worker) and those no longer current (to forget).
+    pub async fn lease_states(
+        &self,
+        leases: &[(i64, uuid::Uuid)],
+    ) -> ApiResult<Vec<(i64, uuid::Uuid, String)>> {
+        let ids: Vec<i64> = leases.iter().map(|(t, _)| *t).collect();
+        let rows: Vec<(i64, Option<uuid::Uuid>, String)> =
+            sqlx::query_as("SELECT id, lease_id, state FROM tasks WHERE id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, lease, state)| Some((id, lease?, state)))
+            .collect())
+    }
+
     /// Gives back a lease that never reached the worker (the attempt is not
     /// counted).
     pub async fn release(&self, task_id: i64, lease_id: uuid::Uuid) -> ApiResult<()> {

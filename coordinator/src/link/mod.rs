@@ -164,6 +164,7 @@ impl WorkerService for Link {
             credits: 0,
             wake,
             slot,
+            leases: std::collections::HashMap::new(),
         };
         let shutdown = self.shutdown.clone();
         self.tracker.spawn(session.run(inbound, shutdown));

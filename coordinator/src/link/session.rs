@@ -1,5 +1,6 @@
 //! One open lease stream: credit, assignments, renewals, keepalives; ends
 //! when the worker goes, the coordinator stops, or the worker is revoked.
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,9 @@ pub(super) struct Session {
     /// Fired when the catalog says a task of this worker was queued or its
     /// schedule changed (`wake.rs`); the poll is the fallback.
     pub wake: Arc<Notify>,
+    /// Leases this stream handed out that may still be running: on a
+    /// wake-up, those whose task was cancelled are told to stop.
+    pub leases: HashMap<i64, uuid::Uuid>,
 }
 
 /// Credit a worker may hold at once; more is a protocol error we clamp.
@@ -91,7 +95,7 @@ impl Session {
                     Err(_) => break "broken",
                 },
                 () = wake.notified() => {
-                    if !self.look(&mut known_version).await {
+                    if !self.tell_cancelled().await || !self.look(&mut known_version).await {
                         break "closed by the worker";
                     }
                 }
@@ -113,6 +117,11 @@ impl Session {
                             break "worker revoked";
                         }
                         Err(e) => tracing::warn!(worker = %name, "revocation check: {}", e.message()),
+                    }
+                    // The fallback for a lost cancel notification; also
+                    // forgets leases that ended.
+                    if !self.tell_cancelled().await {
+                        break "closed by the worker";
                     }
                     let ka = v1::Keepalive { sent_at: Some(pgsnapman_proto::timestamp(chrono::Utc::now())) };
                     if !self.send(Out::Keepalive(ka)).await {
@@ -145,6 +154,45 @@ impl Session {
             Err(e) => tracing::warn!(worker = %self.worker.name, "schedule version: {e}"),
         }
         self.credits == 0 || self.dispatch().await
+    }
+
+    /// Tells the worker to stop the tasks this stream leased that were
+    /// cancelled (`pgsnap task cancel`), and forgets leases that ended.
+    /// False if the stream is gone.
+    async fn tell_cancelled(&mut self) -> bool {
+        if self.leases.is_empty() {
+            return true;
+        }
+        let held: Vec<(i64, uuid::Uuid)> = self.leases.iter().map(|(t, l)| (*t, *l)).collect();
+        let states = match self.catalog.lease_states(&held).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(worker = %self.worker.name, "reading lease states: {e}");
+                return true;
+            }
+        };
+        let current: HashMap<i64, (uuid::Uuid, String)> =
+            states.into_iter().map(|(t, l, s)| (t, (l, s))).collect();
+        for (task_id, lease) in held {
+            match current.get(&task_id) {
+                Some((l, state)) if *l == lease && state == "LEASED" => {}
+                Some((l, state)) if *l == lease && state == "CANCELLED" => {
+                    self.leases.remove(&task_id);
+                    tracing::info!(worker = %self.worker.name, task = task_id, "telling the worker to stop a cancelled task");
+                    let cancel = v1::CancelTask {
+                        task_id,
+                        reason: "cancelled by an operator (pgsnap task cancel)".into(),
+                    };
+                    if !self.send(Out::Cancel(cancel)).await {
+                        return false;
+                    }
+                }
+                _ => {
+                    self.leases.remove(&task_id);
+                }
+            }
+        }
+        true
     }
 
     async fn handle(&mut self, m: v1::LeaseRequest) -> anyhow::Result<()> {
@@ -231,6 +279,7 @@ impl Session {
             };
             if self.send(Out::Assignment(assignment)).await {
                 self.credits = self.credits.saturating_sub(1);
+                self.leases.insert(c.task.id, lease_id);
                 tracing::info!(worker = %self.worker.name, task = c.task.id,
                     attempt = c.task.attempts, "task leased");
             } else {

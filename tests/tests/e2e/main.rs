@@ -9,6 +9,7 @@ mod common;
 
 mod alerts;
 mod auth;
+mod cancel;
 mod catalog_events;
 mod client_major;
 mod coordinators;
