@@ -5,6 +5,7 @@
 
 pub mod channel;
 pub mod compat;
+pub mod jobs_file;
 pub mod manpage;
 pub mod model;
 pub mod secret_file;

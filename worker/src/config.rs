@@ -26,6 +26,7 @@ pub struct Config {
     pub scripts: crate::script::ScriptsConfig,
     pub verify: crate::verify::VerifyConfig,
     pub metrics: crate::metrics::MetricsConfig,
+    pub standalone: crate::standalone::StandaloneConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -391,6 +392,7 @@ impl Config {
         }
         pgsnapman_proto::model::validate_worker_name(&self.worker.name)?;
         self.coordinator.url_list()?;
+        self.standalone.validate()?;
         pgsnapman_proto::scrape::parse_listen(&self.metrics.listen).map_err(anyhow::Error::msg)?;
         if self.dump.max_concurrent == 0 || self.dump.max_concurrent > 1024 {
             bail!(

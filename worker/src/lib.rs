@@ -22,6 +22,7 @@ pub mod runner;
 pub mod scheduler;
 pub mod script;
 pub mod seal;
+pub mod standalone;
 pub mod state;
 pub mod store_backend;
 pub mod task;
@@ -88,9 +89,10 @@ fn prepare_data_dir(dir: &Path) -> Result<PathBuf> {
     std::fs::canonicalize(dir).with_context(|| format!("resolve data directory {}", dir.display()))
 }
 
-/// Runs the worker until `shutdown` fires, then cancels running dumps,
-/// flushes the outbox (at most 5 s) and returns.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+/// Opens the worker's data directory (store, state, outbox, mirror) and
+/// returns the shared state; nothing runs yet. A running worker holds the
+/// directory: a second open fails on RocksDB's lock.
+pub async fn open(config: Config) -> Result<Arc<Shared>> {
     let data_dir = prepare_data_dir(&config.worker.data_dir)?;
     tracing::info!(
         name = %config.worker.name,
@@ -165,6 +167,29 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         store_changed: Notify::new(),
         retention_lock: tokio::sync::Mutex::new(()),
     });
+    Ok(shared)
+}
+
+/// Runs the worker until `shutdown` fires, then cancels running dumps,
+/// flushes the outbox (at most 5 s) and returns. Standalone
+/// (`standalone.enabled`): the jobs file is the schedule and no coordinator
+/// link is opened.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+    let standalone = config.standalone.enabled;
+    // A bad jobs file stops the start before anything is opened.
+    let jobs = standalone
+        .then(|| config.standalone.load_jobs())
+        .transpose()?;
+    let shared = open(config).await?;
+    if let Some(jobs) = &jobs {
+        standalone::install(&shared.mirror, jobs)?;
+        tracing::info!(
+            jobs = jobs.job_ids.len(),
+            instances = jobs.instance_ids.len(),
+            file = %shared.config.standalone.jobs_file.display(),
+            "standalone: the schedule is the jobs file; no coordinator"
+        );
+    }
 
     // Bound before anything runs: a listen address that cannot be used
     // stops the start with its reason.
@@ -178,7 +203,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         });
 
     let link_stop = CancellationToken::new();
-    let link = tokio::spawn(agent::run_link(shared.clone(), link_stop.clone()));
+    let link =
+        (!standalone).then(|| tokio::spawn(agent::run_link(shared.clone(), link_stop.clone())));
     let watchdog = tokio::spawn(watchdog(shared.clone()));
     let stats = {
         let shared = shared.clone();
@@ -234,7 +260,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     }
     // 3. Flush what can be flushed while the link is still up.
     let deadline = tokio::time::Instant::now() + SHUTDOWN_FLUSH;
-    while !shared.outbox.is_empty() && tokio::time::Instant::now() < deadline {
+    while link.is_some() && !shared.outbox.is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     if !shared.outbox.is_empty() {
@@ -245,7 +271,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     }
     // 4. Close the link and the state database.
     link_stop.cancel();
-    if let Err(err) = link.await {
+    if let Some(link) = link
+        && let Err(err) = link.await
+    {
         tracing::warn!("link task ended abnormally: {err}");
     }
     watchdog.abort();

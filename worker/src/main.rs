@@ -20,6 +20,13 @@ struct Cli {
     /// packages ship them (docs/packages.md).
     #[arg(long, hide = true, value_name = "DIR")]
     man_dir: Option<PathBuf>,
+    /// Run with no coordinator: the schedule comes from the jobs file
+    /// (standalone.enabled; docs/standalone.md)
+    #[arg(long)]
+    standalone: bool,
+    /// The standalone jobs file [default: standalone.jobs_file of the config]
+    #[arg(long, value_name = "FILE")]
+    jobs_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -63,6 +70,70 @@ enum Command {
         #[arg(long, value_name = "DIR", env = "PGSNAPMAN_WORKER__DATA_DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Standalone: dump a job of the jobs file now, in the foreground (the
+    /// worker must be stopped)
+    Dump {
+        #[command(subcommand)]
+        command: DumpCommand,
+    },
+    /// Standalone: restore a dump of this worker's store into an instance
+    /// of the jobs file, in the foreground (the worker must be stopped)
+    Restore {
+        /// The dump's uuid (`pgsnapman-worker store list`)
+        dump: uuid::Uuid,
+        /// Target: an instance of the jobs file, and a database (default:
+        /// the dumped database's name)
+        #[arg(long, value_name = "INSTANCE[/DB]")]
+        to: String,
+        /// When the target database exists
+        #[arg(long, value_enum, default_value = "rename")]
+        existing: pgsnapman_worker::standalone::local::Existing,
+        /// Confirm a destructive --existing policy (drop, drop-before, truncate)
+        #[arg(long)]
+        yes: bool,
+    },
+    /// The messages and dump results waiting in this worker's outbox
+    /// (tab-separated: time, level, class, job, text); safe beside a
+    /// running worker
+    Messages {
+        /// The worker's data directory [default: worker.data_dir of the config]
+        #[arg(long, value_name = "DIR", env = "PGSNAPMAN_WORKER__DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// The lowest level shown
+        #[arg(long, value_enum, default_value = "debug")]
+        level: pgsnapman_worker::standalone::local::Level,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum DumpCommand {
+    /// One dump of JOB (a job name of the jobs file); prints the dump's uuid
+    Now { job: String },
+}
+
+/// The configuration with the command line's standalone settings applied.
+fn load_config(cli: &Cli) -> Result<pgsnapman_worker::Config> {
+    let mut config = pgsnapman_worker::Config::load(cli.config.as_deref())?;
+    if let Some(file) = &cli.jobs_file {
+        config.standalone.jobs_file = file.clone();
+    }
+    config.standalone.enabled |= cli.standalone;
+    config.validate()?;
+    Ok(config)
+}
+
+/// `messages`, with job names when a jobs file is configured.
+fn messages(
+    cli: &Cli,
+    data_dir: Option<PathBuf>,
+    level: pgsnapman_worker::standalone::local::Level,
+) -> Result<()> {
+    let dir = data_dir_of(data_dir, cli.config.as_deref())?;
+    let jobs = match load_config(cli) {
+        Ok(c) if !c.standalone.jobs_file.as_os_str().is_empty() => c.standalone.load_jobs().ok(),
+        _ => None,
+    };
+    pgsnapman_worker::standalone::local::messages(&dir, level.level(), jobs.as_ref())
 }
 
 /// The data directory: the flag, else the config file's, else the default.
@@ -89,21 +160,33 @@ fn identity(data_dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// Logs go to stdout, in colour only when stdout is a terminal and
-/// `NO_COLOR` is unset or empty (a log file never gets escape codes).
-fn init_tracing() {
+/// Logs go to stdout (stderr for the local commands, whose output is on
+/// stdout), in colour only when that is a terminal and `NO_COLOR` is unset
+/// or empty (a log file never gets escape codes).
+fn init_tracing_to(stderr: bool) {
     use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(!no_color && std::io::stdout().is_terminal())
-        .with_writer(std::io::stdout)
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if stderr {
+        builder
+            .with_ansi(!no_color && std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        builder
+            .with_ansi(!no_color && std::io::stdout().is_terminal())
+            .with_writer(std::io::stdout)
+            .init();
+    }
+}
+
+fn init_tracing() {
+    init_tracing_to(false);
 }
 
 async fn serve(cli: Cli) -> Result<()> {
-    let config = pgsnapman_worker::Config::load(cli.config.as_deref())?;
+    let config = load_config(&cli)?;
     let shutdown = CancellationToken::new();
     let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
@@ -180,6 +263,30 @@ async fn main() -> ExitCode {
             data_dir_of(data_dir, cli.config.as_deref())
                 .and_then(|d| pgsnapman_worker::outbox::tool::run(&d, command)),
         ),
+        Some(Command::Dump {
+            command: DumpCommand::Now { job },
+        }) => {
+            init_tracing_to(true);
+            Some(match load_config(&cli) {
+                Ok(c) => pgsnapman_worker::standalone::local::dump_now(c, &job).await,
+                Err(e) => Err(e),
+            })
+        }
+        Some(Command::Restore {
+            dump,
+            to,
+            existing,
+            yes,
+        }) => {
+            init_tracing_to(true);
+            Some(match load_config(&cli) {
+                Ok(c) => {
+                    pgsnapman_worker::standalone::local::restore(c, dump, &to, existing, yes).await
+                }
+                Err(e) => Err(e),
+            })
+        }
+        Some(Command::Messages { data_dir, level }) => Some(messages(&cli, data_dir, level)),
         Some(Command::Enroll { token_file, force }) => {
             init_tracing();
             Some(enroll(cli.config.as_deref(), token_file, force).await)

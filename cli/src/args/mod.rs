@@ -261,6 +261,16 @@ pub enum JobCommand {
         #[arg(long, default_value = "UTC")]
         timezone: String,
     },
+    /// Create the instances and dump jobs of a standalone worker's jobs file
+    /// (docs/standalone.md) for WORKER; what exists already is left alone,
+    /// so a second import changes nothing. Passwords are not imported.
+    Import {
+        /// The worker the jobs run on (id or name)
+        #[arg(long)]
+        worker: WorkerArg,
+        /// The standalone jobs file (TOML)
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -35,6 +35,7 @@ pub async fn run(ctx: &Ctx, cmd: JobCommand) -> Result<()> {
             dry_run,
             timezone,
         } => super::retention::preview(ctx, id, dry_run, timezone).await,
+        JobCommand::Import { worker, file } => super::import::run(ctx, &worker, &file).await,
         JobCommand::Remove { id } => {
             let mut admin = ctx.admin().await?;
             rpc(admin.remove_dump_job(v1::IdRequest { id }).await)?;

@@ -6,6 +6,7 @@ mod catalog;
 mod cert;
 mod dump;
 mod follow;
+mod import;
 mod instance;
 mod job;
 mod messages;

@@ -44,6 +44,7 @@ mod scripts;
 mod secrets;
 mod shutdown;
 mod sslmode;
+mod standalone;
 mod standby;
 mod store;
 mod tls;

@@ -267,7 +267,7 @@ pub fn report(shared: &Shared, class: &str, level: MessageLevel, job_id: i64, te
 
 /// The spec of a scheduled run; a SCRIPT job gets its script from the
 /// mirrored schedule.
-fn spec_of(
+pub fn spec_of(
     job: &DumpJob,
     instance: InstanceConnection,
     script: Option<pgsnapman_proto::v1::ScriptSource>,
@@ -303,55 +303,66 @@ async fn run_job(
     };
     if permit.is_some() {
         tracing::info!("scheduled dump starting");
-        let result = shared
-            .runner
-            .dump(None, &spec, &cancel, Arc::default())
-            .await;
-        let body = match result {
-            DumpResult::Cancelled => None,
-            DumpResult::Skipped(reason) => {
-                tracing::info!("{reason}");
-                Some(event::Body::Message(WorkerMessage {
-                    level: MessageLevel::Info as i32,
-                    class: "DUMP".into(),
-                    job_id: job.id,
-                    text: format!("job {}: {reason}", job.id),
-                }))
-            }
-            DumpResult::Rejected(error) => Some(event::Body::Message(WorkerMessage {
-                level: MessageLevel::Error as i32,
-                class: "DUMP".into(),
-                job_id: job.id,
-                text: format!("job {}: scheduled dump not started: {error}", job.id),
-            })),
-            DumpResult::Finished(f) => {
-                if f.succeeded {
-                    tracing::info!(dump_uuid = %f.dump_uuid, bytes = f.dump_bytes, "scheduled dump succeeded");
-                } else {
-                    tracing::warn!(error = %f.error, "scheduled dump failed");
-                }
-                Some(event::Body::DumpFinished(*f))
-            }
-        };
-        if let Some(body) = body {
-            let stored_uuid = match &body {
-                event::Body::DumpFinished(f) if f.succeeded => f.dump_uuid.clone(),
-                _ => String::new(),
-            };
-            if let Err(e) = shared.outbox.append(body) {
-                tracing::error!("cannot record the scheduled dump in the outbox: {e:#}");
-                shared.runner.discard(&stored_uuid).await;
-            } else if !stored_uuid.is_empty() {
-                shared.runner.recorded(&stored_uuid);
-                shared.store_changed.notify_one();
-            }
-        }
+        dump_and_record(&shared, &job, &spec, &cancel).await;
         crate::retention::after_dump(&shared, job.id).await;
     }
     running
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&job.id);
+}
+
+/// Runs one dump of `job` and records its outcome in the outbox (a stored
+/// dump is discarded again if that fails); the recorded body, or `None`
+/// when it was cancelled or could not be recorded. Scheduled runs and a
+/// standalone worker's `dump now` both come here.
+pub async fn dump_and_record(
+    shared: &Arc<Shared>,
+    job: &DumpJob,
+    spec: &DumpSpec,
+    cancel: &CancellationToken,
+) -> Option<event::Body> {
+    let result = shared.runner.dump(None, spec, cancel, Arc::default()).await;
+    let body = match result {
+        DumpResult::Cancelled => None,
+        DumpResult::Skipped(reason) => {
+            tracing::info!("{reason}");
+            Some(event::Body::Message(WorkerMessage {
+                level: MessageLevel::Info as i32,
+                class: "DUMP".into(),
+                job_id: job.id,
+                text: format!("job {}: {reason}", job.id),
+            }))
+        }
+        DumpResult::Rejected(error) => Some(event::Body::Message(WorkerMessage {
+            level: MessageLevel::Error as i32,
+            class: "DUMP".into(),
+            job_id: job.id,
+            text: format!("job {}: scheduled dump not started: {error}", job.id),
+        })),
+        DumpResult::Finished(f) => {
+            if f.succeeded {
+                tracing::info!(dump_uuid = %f.dump_uuid, bytes = f.dump_bytes, "scheduled dump succeeded");
+            } else {
+                tracing::warn!(error = %f.error, "scheduled dump failed");
+            }
+            Some(event::Body::DumpFinished(*f))
+        }
+    }?;
+    let stored_uuid = match &body {
+        event::Body::DumpFinished(f) if f.succeeded => f.dump_uuid.clone(),
+        _ => String::new(),
+    };
+    if let Err(e) = shared.outbox.append(body.clone()) {
+        tracing::error!("cannot record the scheduled dump in the outbox: {e:#}");
+        shared.runner.discard(&stored_uuid).await;
+        return None;
+    }
+    if !stored_uuid.is_empty() {
+        shared.runner.recorded(&stored_uuid);
+        shared.store_changed.notify_one();
+    }
+    Some(body)
 }
 
 #[cfg(test)]

@@ -1,0 +1,285 @@
+//! Standalone worker (issue 18, part 1): a worker with no coordinator runs
+//! the jobs of a local TOML file with the scheduler, store and retention of
+//! a managed one; `dump now`, `restore` and `messages` work locally; a file
+//! with a password or a bad cron is refused with file, line and key; then
+//! the same data directory joins a coordinator: its history comes into the
+//! catalog, its messages arrive once, and `pgsnap job import` twice makes
+//! one set of jobs.
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use pgsnapman_tests::{Access, PgCluster, Worker, WorkerOptions, wait};
+use serde_json::Value;
+
+use crate::common::*;
+
+/// One simulated day every 2 s of real time (a daily cron fires every 2 s).
+const SPEED: &str = "43200";
+const ROWS: u32 = 500;
+
+fn jobs_toml(port: u16, cron: &str, extra_instance_key: &str) -> String {
+    format!(
+        "# standalone jobs (test)\n\
+         [instances.src]\n\
+         host = \"127.0.0.1\"\n\
+         port = {port}\n\
+         user = \"postgres\"\n\
+         {extra_instance_key}\n\
+         sslmode = \"disable\"\n\
+         \n\
+         [jobs.app]\n\
+         instance = \"src\"\n\
+         database = \"app\"\n\
+         cron = \"{cron}\"\n\
+         retention = {{ daily = 2 }}\n"
+    )
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `pgsnapman-worker ARGS` on the standalone data directory.
+fn worker_cmd(name: &str, data_dir: &Path, jobs: &Path, args: &[&str]) -> Output {
+    Command::new(pgsnapman_tests::binary("pgsnapman-worker"))
+        .env("PGSNAPMAN_WORKER__NAME", name)
+        .env("PGSNAPMAN_WORKER__DATA_DIR", data_dir)
+        .env("PGSNAPMAN_STANDALONE__JOBS_FILE", jobs)
+        .env("PGSNAPMAN_RETENTION__ENABLED", "true")
+        .env("RUST_LOG", "warn")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn succeeded_uuids(cli: &pgsnapman_tests::Pgsnap, worker: &str) -> BTreeSet<String> {
+    let all = cli.json(&["catalog", "list", "--worker", worker]).unwrap();
+    all.as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == "SUCCEEDED")
+        .map(|r| r["dump_uuid"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_worker_runs_alone_then_joins_a_coordinator() {
+    let name = "w-standalone";
+    let source = PgCluster::start(PG_MAJOR).unwrap();
+    source.create_database("app").unwrap();
+    source
+        .script(
+            "app",
+            &format!(
+                "CREATE TABLE t (id int PRIMARY KEY, v text);
+                 INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, {ROWS}) g;"
+            ),
+        )
+        .unwrap();
+    let dir = pgsnapman_tests::shared_tempdir("pgsnapman-standalone-");
+    let data_dir = dir.path().join("worker");
+    let jobs = write(
+        dir.path(),
+        "jobs.toml",
+        &jobs_toml(source.port, "0 2 * * *", ""),
+    );
+
+    // 1. Refused files: one line naming file, line and key; no secret shown.
+    let refused = |file: &str, cron: &str, extra: &str| {
+        let path = write(dir.path(), file, &jobs_toml(source.port, cron, extra));
+        let out = worker_cmd(name, &data_dir, &path, &["--standalone"]);
+        let (_, err) = text(&out);
+        assert!(!out.status.success(), "{err}");
+        err
+    };
+    let err = refused("bad.toml", "0 2 * * *", "password = \"s3cret-pw\"");
+    assert!(
+        err.contains("bad.toml:6: instances.src.password: passwords are never read"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret-pw"), "{err}");
+    let err = refused("cron.toml", "0 25 * * *", "");
+    assert!(err.contains("cron.toml:12: jobs.app.cron:"), "{err}");
+    assert!(
+        !data_dir.join("state").exists(),
+        "a refused file opens nothing"
+    );
+
+    // 2. Alone: dumps on schedule, retention deletes.
+    let standalone_env = |extra: &[(&str, &str)]| -> Vec<(String, String)> {
+        [
+            ("PGSNAPMAN_STANDALONE__ENABLED", "true"),
+            ("PGSNAPMAN_STANDALONE__JOBS_FILE", jobs.to_str().unwrap()),
+            ("PGSNAPMAN_COORDINATOR__URL", "https://127.0.0.1:7431"),
+            ("PGSNAPMAN_RETENTION__ENABLED", "true"),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    };
+    let mut worker = Worker::start(WorkerOptions {
+        name: name.into(),
+        coordinator: Access::default(),
+        data_dir: Some(data_dir.clone()),
+        env: standalone_env(&[
+            ("PGSNAPMAN_SCHEDULER__CLOCK_SPEED", SPEED),
+            ("PGSNAPMAN_SCHEDULER__CLOCK_START", "2024-01-01T00:00:00Z"),
+        ]),
+    })
+    .unwrap();
+    let log = worker.process.log_path().to_path_buf();
+    let scheduled = wait::until(
+        "five scheduled dumps and a dump deleted by retention",
+        Duration::from_secs(180),
+        || async {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let n = text.matches("scheduled dump succeeded").count();
+            let (msgs, _) = text_of(worker_cmd(name, &data_dir, &jobs, &["messages"]));
+            (n >= 5 && msgs.contains("RETENTION")).then_some(n)
+        },
+    )
+    .await;
+    // While it runs, the local commands that write refuse clearly.
+    let out = worker_cmd(name, &data_dir, &jobs, &["dump", "now", "app"]);
+    let (_, err) = text(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("stop it first"), "{err}");
+    worker.process.stop_clean().await;
+    worker.process.assert_no_unexpected_errors(&[]);
+    let on_disk = dumps_on_disk(&data_dir);
+    assert!(
+        on_disk.len() < scheduled,
+        "retention deleted none of {scheduled} dumps: {on_disk:?}"
+    );
+    let (msgs, _) = text_of(worker_cmd(name, &data_dir, &jobs, &["messages"]));
+    assert!(
+        msgs.lines()
+            .any(|l| l.contains("\tapp\tdump ") && l.contains("stored")),
+        "{msgs}"
+    );
+    let (warn, _) = text_of(worker_cmd(
+        name,
+        &data_dir,
+        &jobs,
+        &["messages", "--level", "warning"],
+    ));
+    assert!(
+        !warn.contains("RETENTION"),
+        "INFO lines are filtered out: {warn}"
+    );
+
+    // 3. dump now and restore, in the foreground.
+    let (out, err) = text_of(worker_cmd(name, &data_dir, &jobs, &["dump", "now", "app"]));
+    let uuid = out.trim().to_string();
+    assert!(dumps_on_disk(&data_dir).contains(&uuid), "{out}{err}");
+    let to = "src/app_copy";
+    let out = worker_cmd(
+        name,
+        &data_dir,
+        &jobs,
+        &["restore", &uuid, "--to", to, "--existing", "drop-before"],
+    );
+    let (_, err) = text(&out);
+    assert!(
+        !out.status.success(),
+        "a destructive policy needs --yes: {err}"
+    );
+    assert!(err.contains("--yes"), "{err}");
+    let out = worker_cmd(name, &data_dir, &jobs, &["restore", &uuid, "--to", to]);
+    let (stdout, err) = text(&out);
+    assert!(out.status.success(), "{stdout}{err}");
+    assert_eq!(
+        source
+            .query("app_copy", "SELECT count(*) FROM t")
+            .unwrap()
+            .trim(),
+        ROWS.to_string()
+    );
+    let history = dumps_on_disk(&data_dir);
+
+    // 4. Joins a coordinator: history into the catalog, messages once.
+    let (_catalog, coordinator, _) = restartable_coordinator().await;
+    let cli = coordinator.cli();
+    register_worker(&cli, name);
+    let mut worker = Worker::start(WorkerOptions {
+        name: name.into(),
+        coordinator: cli.access.clone(),
+        data_dir: Some(data_dir.clone()),
+        env: Vec::new(),
+    })
+    .unwrap();
+    coordinator.wait_worker_connected(name).await;
+    cli.json(&["catalog", "rebuild", "--worker", name, "--wait"])
+        .unwrap();
+    wait::until(
+        "the history in the catalog",
+        Duration::from_secs(60),
+        || async { (succeeded_uuids(&cli, name) == history).then_some(()) },
+    )
+    .await;
+    let restores = |msgs: &Value| {
+        msgs.as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| {
+                m["text"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("local restore of dump")
+            })
+            .count()
+    };
+    wait::until("the outbox delivered", Duration::from_secs(60), || async {
+        let m = cli.json(&["messages", "--limit", "10000"]).ok()?;
+        (restores(&m) == 1).then_some(())
+    })
+    .await;
+    // A second rebuild duplicates nothing.
+    cli.json(&["catalog", "rebuild", "--worker", name, "--wait"])
+        .unwrap();
+    assert_eq!(succeeded_uuids(&cli, name), history);
+    let m = cli.json(&["messages", "--limit", "10000"]).unwrap();
+    assert_eq!(restores(&m), 1, "{m}");
+
+    // 5. job import twice: one set of jobs.
+    let jobs_arg = jobs.to_str().unwrap();
+    let first = cli
+        .json(&["job", "import", "--worker", name, jobs_arg])
+        .unwrap();
+    assert_eq!(first["changed"], true, "{first}");
+    let second = cli
+        .json(&["job", "import", "--worker", name, jobs_arg])
+        .unwrap();
+    assert_eq!(second["changed"], false, "{second}");
+    let listed = cli.json(&["job", "list", "--worker", name]).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let instances = cli.json(&["instance", "list"]).unwrap();
+    assert_eq!(instances.as_array().unwrap().len(), 1, "{instances}");
+    let people = cli
+        .run(&["job", "import", "--worker", name, jobs_arg])
+        .unwrap();
+    assert!(
+        people.stdout.contains("nothing changed"),
+        "{}",
+        people.stdout
+    );
+
+    worker.process.stop_clean().await;
+    worker.process.assert_no_unexpected_errors(&[]);
+}
+
+fn text_of(out: Output) -> (String, String) {
+    text(&out)
+}
