@@ -104,10 +104,15 @@ class Driver:
         return [e[ELEMENT] for e in found]
 
     def one(self, css):
-        found = self.all(css)
-        if not found:
-            raise RuntimeError(f"no element {css} on {self.url()}")
-        return found[0]
+        """The first element `css` finds, waiting up to 10 s for it."""
+        deadline = time.time() + 10
+        while True:
+            found = self.all(css)
+            if found:
+                return found[0]
+            if time.time() > deadline:
+                raise RuntimeError(f"no element {css} on {self.url()}")
+            time.sleep(0.2)
 
     def text(self, el):
         return self.s("GET", f"/element/{el}/text")
@@ -144,6 +149,32 @@ def login(d, url, token):
     d.click(d.one("#login-submit"))
 
 
+def wait_task(d, seconds=240):
+    """Reloads a task page until the task ends; its last state."""
+    deadline = time.time() + seconds
+    state = ""
+    while time.time() < deadline:
+        try:
+            state = d.text(d.one("#task-state"))
+        except RuntimeError:
+            # The page's own refresh replaced the document under us.
+            state = ""
+        if state in ("SUCCEEDED", "FAILED", "CANCELLED"):
+            break
+        time.sleep(1)
+        d.go(d.url())
+    return state
+
+
+def restore_form(d, database, policy, confirm):
+    """Fills the dump page's restore form and sends it."""
+    d.type(d.one("form.restore input[name=database]"), database)
+    d.click(d.one(f"form.restore select[name=existing] option[value={policy}]"))
+    if confirm is not None:
+        d.type(d.one("form.restore input[name=confirm]"), confirm)
+    d.click(d.one("#restore-now"))
+
+
 def browser(cfg):
     url, out, seen = cfg["url"], cfg["out"], {}
     d = Driver(cfg)
@@ -170,21 +201,29 @@ def browser(cfg):
 
         d.click(d.one(f"#dump-now-{cfg['good_job']}"))
         seen["after_dump_now"] = urllib.parse.urlparse(d.url()).path
-        deadline = time.time() + 240
-        state = ""
-        while time.time() < deadline:
-            state = d.text(d.one("#task-state"))
-            if state in ("SUCCEEDED", "FAILED", "CANCELLED"):
-                break
-            time.sleep(1)
-            d.go(d.url())
-        seen["task_state"] = state
+        seen["task_state"] = wait_task(d)
         d.shot(out, "task.png")
         d.click(d.one("#task-dump"))
         seen["new_dump_status"] = d.text(d.one("#dump-status"))
-        seen["new_dump_path"] = urllib.parse.urlparse(d.url()).path
+        dump_path = urllib.parse.urlparse(d.url()).path
+        seen["new_dump_path"] = dump_path
         seen["operator_actions_on_dump"] = len(d.all(".action"))
         d.shot(out, "dump.png")
+
+        d.click(d.one("#verify-now"))
+        seen["verify_state"] = wait_task(d)
+        # A destructive policy without the typed confirmation, then with it
+        # (an operator: the Admin handler wants admin for it).
+        d.go(url + dump_path)
+        restore_form(d, "sample", "DROP", None)
+        seen["drop_unconfirmed"] = [d.text(e) for e in d.all("#error")]
+        d.go(url + dump_path)
+        restore_form(d, "sample", "DROP", "sample")
+        seen["drop_confirmed"] = [d.text(e) for e in d.all("#error")]
+        d.go(url + dump_path)
+        restore_form(d, "sample_copy", "RENAME", None)
+        seen["restore_state"] = wait_task(d)
+        d.shot(out, "restore-task.png")
 
         for page in ["/", "/restores", "/unprotected", "/messages?level=ERROR"]:
             d.go(url + page)

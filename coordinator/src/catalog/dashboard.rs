@@ -80,6 +80,7 @@ pub struct MessageFilter {
     pub job_id: Option<i64>,
 }
 
+/// The jobs page ($1: after this id, $2: limit).
 const JOBS: &str = "SELECT j.id, w.name AS worker_name, i.name AS instance_name, j.database, \
     j.schema_name, j.dump_type, j.cron, j.kind, j.status, j.keep_daily, j.keep_weekly, \
     j.keep_monthly, j.keep_yearly, ld.id AS last_dump_id, ld.status AS last_status, \
@@ -91,7 +92,9 @@ const JOBS: &str = "SELECT j.id, w.name AS worker_name, i.name AS instance_name,
       AND d.status = 'SUCCEEDED' ORDER BY d.started_at DESC LIMIT 1) lg ON true \
     WHERE j.id > $1 ORDER BY j.id LIMIT $2";
 
-const DUMPS: &str = "SELECT d.id, d.job_id, w.name AS worker_name, d.database, d.schema_name, \
+/// The catalog page ($1: before this id, $2: limit, $3: job or NULL); public
+/// for the e2e test that checks its plan.
+pub const DUMPS: &str = "SELECT d.id, d.job_id, w.name AS worker_name, d.database, d.schema_name, \
     d.dump_type, d.status, d.started_at, d.finished_at, d.dump_bytes, d.stored_bytes, d.verified, \
     d.restore_verified_ok, \
     CASE WHEN jsonb_typeof(d.table_rows) = 'array' THEN jsonb_array_length(d.table_rows) END AS tables, \
@@ -101,7 +104,9 @@ const DUMPS: &str = "SELECT d.id, d.job_id, w.name AS worker_name, d.database, d
     FROM dumps d JOIN workers w ON w.id = d.worker_id \
     WHERE d.id < $1 AND ($3::bigint IS NULL OR d.job_id = $3) ORDER BY d.id DESC LIMIT $2";
 
-const MESSAGES: &str = "SELECT m.id, m.logged_at, m.level, m.class, w.name AS worker_name, \
+/// The messages page ($1: before this id, $2: limit, $3: lowest level,
+/// $4: worker name or NULL, $5: job or NULL).
+pub const MESSAGES: &str = "SELECT m.id, m.logged_at, m.level, m.class, w.name AS worker_name, \
     m.job_id, m.text FROM messages m LEFT JOIN workers w ON w.id = m.worker_id \
     WHERE m.id < $1 AND m.level >= $3 AND ($4::text IS NULL OR w.name = $4) \
     AND ($5::bigint IS NULL OR m.job_id = $5) ORDER BY m.id DESC LIMIT $2";

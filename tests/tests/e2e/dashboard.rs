@@ -7,6 +7,7 @@
 //! `$CARGO_TARGET_TMPDIR/dashboard-e2e/`.
 use std::process::Command;
 
+use pgsnapman_coordinator::catalog::dashboard::{DUMPS, MESSAGES};
 use serde_json::{Value, json};
 
 use crate::common::*;
@@ -130,6 +131,20 @@ async fn browser_sees_dumps_acts_as_operator_and_refuses_forgeries() {
         .as_str()
         .unwrap_or_default();
     assert!(errors.contains(ODD), "the failed dump's message: {errors}");
+    assert_eq!(seen["verify_state"], "SUCCEEDED", "{seen}");
+    let unconfirmed = seen["drop_unconfirmed"].to_string();
+    assert!(unconfirmed.contains("type its name again"), "{unconfirmed}");
+    let confirmed = seen["drop_confirmed"].to_string();
+    assert!(
+        confirmed.contains("policy EXISTING_DATABASE_DROP needs admin"),
+        "{confirmed}"
+    );
+    assert_eq!(seen["restore_state"], "SUCCEEDED", "{seen}");
+    let copied = stack
+        .source
+        .query("sample_copy", "SELECT count(*) FROM t")
+        .expect("the restored copy");
+    assert_eq!(copied.trim(), "1000");
     assert_eq!(seen["after_logout"], "/login");
     assert_eq!(seen["viewer_role"], "viewer");
     assert_eq!(seen["viewer_actions_on_jobs"], 0);
@@ -191,6 +206,25 @@ async fn browser_sees_dumps_acts_as_operator_and_refuses_forgeries() {
     }
     assert_eq!(scaled["messages_errors"]["status"], 200, "{scaled}");
     assert_eq!(scaled["jobs"]["status"], 200, "{scaled}");
+    // The pages read an index from the newest row down, whatever the size.
+    for (query, args, index) in [
+        (DUMPS, "9223372036854775807, 51, NULL", "dumps_pkey"),
+        (
+            MESSAGES,
+            "9223372036854775807, 51, 1, NULL, NULL",
+            "messages_pkey",
+        ),
+    ] {
+        let plan = stack
+            ._catalog
+            .query(
+                "postgres",
+                &format!("PREPARE page AS {query}; EXPLAIN EXECUTE page({args})"),
+            )
+            .expect("explain a page");
+        eprintln!("{plan}");
+        assert!(plan.contains(index), "{plan}");
+    }
 
     stack.stop_clean(&[]).await;
 }
