@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 source deploy/prereqs.sh
 source deploy/pg-majors.sh
 source deploy/python-env.sh
+source deploy/chromium.sh
 
 echo "== cargo fmt"
 cargo fmt --all --check

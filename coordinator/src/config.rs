@@ -25,6 +25,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub metrics: crate::metrics::MetricsConfig,
     pub notify: crate::notify::NotifyConfig,
+    pub dashboard: crate::dashboard::DashboardConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -390,6 +391,7 @@ impl Config {
             bail!("lease.call_timeout must be at least 1s");
         }
         self.metrics.validate()?;
+        self.dashboard.validate(self.server.plaintext)?;
         let r = &self.retention;
         if r.applied_events < Duration::from_secs(24 * 3600) {
             bail!(

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod dashboard;
 pub mod embedded;
 pub mod enrollment;
 pub mod error;

@@ -222,7 +222,7 @@ async fn serve(
     if cfg.notify.enabled {
         tracker.spawn(notifier.clone().run(shutdown.clone()));
     }
-    let admin = AdminServiceServer::new(Admin {
+    let admin = Arc::new(Admin {
         catalog: catalog.clone(),
         enrollment: cfg.enrollment.clone(),
         streams: streams.clone(),
@@ -233,10 +233,21 @@ async fn serve(
             shutdown.clone(),
         ),
         notify: notifier,
-    })
-    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    });
     let auth = AuthState::new(catalog.clone(), cfg.admin.rate_limits());
+    let dashboard = crate::dashboard::start(
+        &cfg.dashboard,
+        cfg.server.plaintext,
+        (!cfg.server.plaintext).then(|| pki.server_identity()),
+        catalog.clone(),
+        admin.clone(),
+        auth.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    let admin = AdminServiceServer::from_arc(admin)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let admin = AdminAuth::new(admin, auth.clone());
     let (reflection_v1, reflection_v1alpha) = crate::health::reflection()?;
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -298,6 +309,9 @@ async fn serve(
         tracing::warn!("connections still open after 15s; closing them");
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+    if let Some(d) = dashboard {
+        let _ = d.await;
+    }
     let _ = reaper.await;
     let _ = pruner.await;
     catalog.pool.close().await;

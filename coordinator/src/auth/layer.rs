@@ -51,6 +51,30 @@ impl AuthState {
     }
 }
 
+impl AuthState {
+    /// The dashboard's login: checks `secret` exactly as a gRPC call's
+    /// bearer token is checked (shape, the peer's failure allowance, the
+    /// catalog row, revoked, expired, role). `Err` is the reason, which
+    /// never repeats the secret.
+    pub async fn check_token(&self, secret: &str, ip: Option<IpAddr>) -> Result<Caller, String> {
+        let mut headers = http::HeaderMap::new();
+        let value = http::HeaderValue::from_str(&format!("Bearer {}", secret.trim()))
+            .map_err(|_| "the token is not printable ASCII".to_string())?;
+        headers.insert(http::header::AUTHORIZATION, value);
+        let ext = http::Extensions::new();
+        match self.authenticate(&headers, &ext, ip, Instant::now()).await {
+            Ok(c) => Ok(c),
+            Err(Refusal::Unauthenticated(m) | Refusal::Limited(m)) => Err(m),
+            Err(Refusal::Internal(e)) => Err(e.to_string()),
+        }
+    }
+
+    /// Takes one request from `caller`'s rate bucket (the gRPC calls' limit).
+    pub fn take(&self, caller: &Caller) -> Result<(), String> {
+        self.limiter.take_token(&caller.name, Instant::now())
+    }
+}
+
 /// The AdminService (`S`) behind authentication, roles, rate limits and
 /// the audit.
 #[derive(Clone)]

@@ -12,6 +12,7 @@ use crate::rows::{WORKER_COLUMNS, WORKER_JOIN, WorkerRow};
 
 mod auth;
 mod copy;
+pub mod dashboard;
 mod discovery;
 mod events;
 mod identity;

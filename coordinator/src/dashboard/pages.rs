@@ -1,0 +1,392 @@
+//! The dashboard's pages (GET): fleet, jobs, catalog, one dump, one task,
+//! restores and their logs, messages, and what is not backed up. Every
+//! list is bounded: a page of `dashboard.page_size` rows by keyset, or a
+//! fixed cap named here.
+use chrono::Utc;
+use hyper::StatusCode;
+use minijinja::context;
+use pgsnapman_proto::model::{CronExpr, quoted};
+use pgsnapman_proto::v1;
+use serde_json::{Value, json};
+
+use super::view::{age, bytes, cut, ratio, time};
+use super::{Dashboard, Req, Resp, Session};
+use crate::auth::Role;
+use crate::catalog::dashboard::MessageFilter;
+
+/// Restore runs listed on the restores page (newest first).
+const MAX_RESTORE_RUNS: u32 = 200;
+/// Lines of one restore log shown (the last ones).
+const MAX_LOG_LINES: usize = 2000;
+/// Rows of the "not backed up" page.
+const MAX_UNPROTECTED: i64 = 1000;
+/// Slack after a job's period before it is marked as having no good dump.
+const STALE_SLACK: chrono::Duration = chrono::Duration::hours(1);
+
+const LEVELS: [&str; 5] = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"];
+
+fn level_name(level: i16) -> &'static str {
+    usize::try_from(level - 1)
+        .ok()
+        .and_then(|i| LEVELS.get(i))
+        .copied()
+        .unwrap_or("?")
+}
+
+/// A numeric id from the path or the query; the error names it.
+pub(super) fn id(what: &str, s: &str) -> Result<i64, String> {
+    s.parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{what} {} is not a positive number", quoted(&cut(s))))
+}
+
+impl Dashboard {
+    pub(super) async fn page(&self, r: &Req, s: &Session, seg: &[&str]) -> Resp {
+        let result = match seg {
+            [""] => self.fleet().await,
+            ["jobs"] => self.jobs(r).await,
+            ["catalog"] => self.dumps(r).await,
+            ["dumps", d] => match id("dump id", d) {
+                Ok(d) => self.dump(d).await,
+                Err(m) => Err((StatusCode::BAD_REQUEST, m)),
+            },
+            ["tasks", t] => match id("task id", t) {
+                Ok(t) => self.task(t).await,
+                Err(m) => Err((StatusCode::BAD_REQUEST, m)),
+            },
+            ["restores"] => self.restores().await,
+            ["restores", run] => match id("restore run id", run) {
+                Ok(run) => self.restore_log(run).await,
+                Err(m) => Err((StatusCode::BAD_REQUEST, m)),
+            },
+            ["messages"] => self.messages(r).await,
+            ["unprotected"] => self.unprotected().await,
+            _ => Err((
+                StatusCode::NOT_FOUND,
+                format!("no dashboard page {}", quoted(&cut(&r.path))),
+            )),
+        };
+        match result {
+            Ok((name, ctx)) => {
+                let me = context! {
+                    name => s.caller.name.clone(),
+                    role => s.caller.role.label(),
+                    can_act => s.caller.role >= Role::Operator,
+                };
+                self.render(name, context! { me, csrf => s.csrf.clone(), ..ctx })
+            }
+            Err((status, m)) => self.error(status, &m),
+        }
+    }
+
+    /// Cuts a page fetched with one row extra to the page size; true when
+    /// there was more (a next page).
+    fn keep_page<T>(&self, rows: &mut Vec<T>) -> bool {
+        let size = usize::try_from(self.page_size).unwrap_or(0);
+        let more = rows.len() > size;
+        rows.truncate(size);
+        more
+    }
+
+    async fn fleet(&self) -> Page {
+        let now = Utc::now();
+        let workers: Vec<Value> = self
+            .catalog
+            .list_workers()
+            .await
+            .map_err(internal)?
+            .iter()
+            .filter(|w| w.revoked_at.is_none())
+            .map(|w| {
+                json!({
+                    "name": w.name, "status": w.status, "online": w.connected,
+                    "version": w.agent_version, "backlog": w.outbox_backlog,
+                    "last_seen": w.last_seen_at.map(|t| age(t, now)),
+                })
+            })
+            .collect();
+        let stores: Vec<Value> = self
+            .catalog
+            .list_store_stats(None)
+            .await
+            .map_err(internal)?
+            .iter()
+            .map(|s| {
+                json!({
+                    "worker": s.worker_name, "backend": s.backend, "dumps": s.dumps,
+                    "logical": bytes(s.logical_bytes), "stored": bytes(s.pack_bytes),
+                    "ratio": ratio(s.pack_bytes, s.logical_bytes),
+                    "reported": age(s.reported_at, now),
+                })
+            })
+            .collect();
+        Ok(("fleet.html", context! { workers, stores }))
+    }
+
+    async fn jobs(&self, r: &Req) -> Page {
+        let after = match r.query("after") {
+            Some(a) => id("after", a).map_err(bad)?,
+            None => 0,
+        };
+        let mut rows = self
+            .catalog
+            .dashboard_jobs(after, self.page_size + 1)
+            .await
+            .map_err(internal)?;
+        let more = self.keep_page(&mut rows);
+        let now = Utc::now();
+        let jobs: Vec<Value> = rows
+            .iter()
+            .map(|j| {
+                let cron = CronExpr::parse(&j.cron).ok();
+                let next = cron.as_ref().and_then(|c| c.next_after(&now));
+                let period = next.and_then(|n| Some(cron.as_ref()?.next_after(&n)? - n));
+                let repeat = j.status == "ACTIVE" && j.kind == "REPEAT";
+                let stale = repeat
+                    && period
+                        .is_some_and(|p| j.last_good_at.is_none_or(|t| now - t > p + STALE_SLACK));
+                json!({
+                    "id": j.id, "worker": j.worker_name, "instance": j.instance_name,
+                    "database": j.database, "schema": j.schema_name, "type": j.dump_type,
+                    "cron": j.cron, "kind": j.kind, "status": j.status,
+                    "retention": format!("{}d {}w {}m {}y", j.keep_daily, j.keep_weekly,
+                        j.keep_monthly, j.keep_yearly),
+                    "last_status": j.last_status, "last_dump_id": j.last_dump_id,
+                    "last_age": j.last_finished_at.map(|t| age(t, now)),
+                    "next": if repeat { next.map(time) } else { None },
+                    "stale": stale,
+                })
+            })
+            .collect();
+        let next_after = more.then(|| rows.last().map(|j| j.id)).flatten();
+        Ok(("jobs.html", context! { jobs, next_after }))
+    }
+
+    async fn dumps(&self, r: &Req) -> Page {
+        let before = match r.query("before") {
+            Some(b) => id("before", b).map_err(bad)?,
+            None => i64::MAX,
+        };
+        let job = r
+            .query("job")
+            .map(|j| id("job", j))
+            .transpose()
+            .map_err(bad)?;
+        let mut rows = self
+            .catalog
+            .dashboard_dumps(before, job, self.page_size + 1)
+            .await
+            .map_err(internal)?;
+        let more = self.keep_page(&mut rows);
+        let dumps: Vec<Value> = rows
+            .iter()
+            .map(|d| {
+                json!({
+                    "id": d.id, "job_id": d.job_id, "worker": d.worker_name,
+                    "database": d.database, "schema": d.schema_name, "type": d.dump_type,
+                    "status": d.status, "finished": time(d.finished_at),
+                    "seconds": (d.finished_at - d.started_at).num_seconds(),
+                    "size": bytes(d.dump_bytes), "stored": bytes(d.stored_bytes),
+                    "ratio": ratio(d.stored_bytes, d.dump_bytes),
+                    "verified": d.verified, "restore_verified": d.restore_verified_ok,
+                    "tables": d.tables, "rows": d.table_rows, "message": cut(&d.message),
+                })
+            })
+            .collect();
+        let next_before = more.then(|| rows.last().map(|d| d.id)).flatten();
+        Ok(("catalog.html", context! { dumps, next_before, job }))
+    }
+
+    async fn dump(&self, dump_id: i64) -> Page {
+        let d = self.catalog.dump(dump_id).await.map_err(not_found)?;
+        let instances: Vec<Value> = self
+            .catalog
+            .list_instances()
+            .await
+            .map_err(internal)?
+            .iter()
+            .map(|i| json!({ "id": i.id, "name": i.name }))
+            .collect();
+        let policies: Vec<&str> = [
+            v1::ExistingDatabase::Rename,
+            v1::ExistingDatabase::Leave,
+            v1::ExistingDatabase::Drop,
+            v1::ExistingDatabase::DropBefore,
+            v1::ExistingDatabase::Truncate,
+        ]
+        .iter()
+        .map(|p| p.as_str_name().trim_start_matches("EXISTING_DATABASE_"))
+        .collect();
+        let dump = json!({
+            "id": d.id, "uuid": d.dump_uuid.to_string(), "job_id": d.job_id,
+            "worker": d.worker_name, "host": d.host, "port": d.port,
+            "database": d.database, "schema": d.schema_name, "type": d.dump_type,
+            "format": d.format, "status": d.status, "started": time(d.started_at),
+            "finished": time(d.finished_at), "size": bytes(d.dump_bytes),
+            "stored": bytes(d.stored_bytes), "database_size": bytes(d.database_bytes),
+            "server_version": d.server_version, "verified": d.verified,
+            "message": d.message, "pinned": d.pinned,
+            "restore_verified": d.restore_verified_method,
+        });
+        Ok(("dump.html", context! { dump, instances, policies }))
+    }
+
+    async fn task(&self, task_id: i64) -> Page {
+        let t = self.catalog.task(task_id).await.map_err(not_found)?;
+        let done = matches!(t.state.as_str(), "SUCCEEDED" | "FAILED" | "CANCELLED");
+        let task = json!({
+            "id": t.id, "kind": t.kind, "state": t.state, "job_id": t.job_id,
+            "dump_id": t.dump_id, "error": t.error, "attempts": t.attempts,
+            "created": time(t.created_at), "finished": t.finished_at.map(time),
+            "phase": t.progress_phase, "done": bytes(t.progress_done),
+            "restore_run_id": t.restore_run_id,
+        });
+        Ok(("task.html", context! { task, done }))
+    }
+
+    async fn restores(&self) -> Page {
+        let req = v1::ListRestoreRunsRequest {
+            limit: MAX_RESTORE_RUNS,
+            ..Default::default()
+        };
+        let runs: Vec<Value> = self
+            .catalog
+            .list_restore_runs(&req)
+            .await
+            .map_err(internal)?
+            .iter()
+            .map(run_json)
+            .collect();
+        Ok(("restores.html", context! { runs, max => MAX_RESTORE_RUNS }))
+    }
+
+    async fn restore_log(&self, run_id: i64) -> Page {
+        let (run, lines) = self.catalog.restore_log(run_id).await.map_err(not_found)?;
+        let skipped = lines.len().saturating_sub(MAX_LOG_LINES);
+        let lines: Vec<Value> = lines[skipped..]
+            .iter()
+            .map(|l| json!({ "at": time(l.logged_at), "level": l.level, "text": l.text }))
+            .collect();
+        let run = run_json(&run);
+        Ok(("restores.html", context! { run, lines, skipped }))
+    }
+
+    async fn messages(&self, r: &Req) -> Page {
+        let before = match r.query("before") {
+            Some(b) => id("before", b).map_err(bad)?,
+            None => i64::MAX,
+        };
+        let min_level = match r.query("level") {
+            None => 1,
+            Some(l) => LEVELS
+                .iter()
+                .position(|n| n.eq_ignore_ascii_case(l))
+                .and_then(|i| i16::try_from(i + 1).ok())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "level {} is not one of {}",
+                        quoted(&cut(l)),
+                        LEVELS.join(", ")
+                    ))
+                })?,
+        };
+        let filter = MessageFilter {
+            min_level,
+            worker: r.query("worker").map(cut),
+            job_id: r
+                .query("job")
+                .map(|j| id("job", j))
+                .transpose()
+                .map_err(bad)?,
+        };
+        let mut rows = self
+            .catalog
+            .dashboard_messages(before, &filter, self.page_size + 1)
+            .await
+            .map_err(internal)?;
+        let more = self.keep_page(&mut rows);
+        let messages: Vec<Value> = rows
+            .iter()
+            .map(|m| {
+                json!({
+                    "id": m.id, "at": time(m.logged_at), "level": level_name(m.level),
+                    "class": m.class, "worker": m.worker_name, "job_id": m.job_id,
+                    "text": m.text,
+                })
+            })
+            .collect();
+        let next_url = more.then(|| rows.last().map(|m| m.id)).flatten().map(|b| {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            q.append_pair("before", &b.to_string());
+            q.append_pair("level", level_name(filter.min_level));
+            if let Some(w) = &filter.worker {
+                q.append_pair("worker", w);
+            }
+            if let Some(j) = filter.job_id {
+                q.append_pair("job", &j.to_string());
+            }
+            format!("/messages?{}", q.finish())
+        });
+        let filter = json!({
+            "level": level_name(filter.min_level), "worker": filter.worker,
+            "job": filter.job_id,
+        });
+        Ok((
+            "messages.html",
+            context! { messages, next_url, filter, levels => LEVELS },
+        ))
+    }
+
+    async fn unprotected(&self) -> Page {
+        let now = Utc::now();
+        let rows: Vec<Value> = self
+            .catalog
+            .dashboard_unprotected(MAX_UNPROTECTED)
+            .await
+            .map_err(internal)?
+            .iter()
+            .map(|u| {
+                json!({
+                    "what": u.what, "instance": u.instance_name, "database": u.database,
+                    "job_id": u.job_id, "since": u.since.map(|t| age(t, now)),
+                })
+            })
+            .collect();
+        Ok((
+            "unprotected.html",
+            context! { rows, max => MAX_UNPROTECTED },
+        ))
+    }
+}
+
+type Page = Result<(&'static str, minijinja::Value), (StatusCode, String)>;
+
+fn run_json(u: &crate::rows::RestoreRunRow) -> Value {
+    json!({
+        "id": u.id, "job_id": u.restore_job_id, "task_id": u.task_id, "dump_id": u.dump_id,
+        "worker": u.worker_name, "source": u.source_database,
+        "target": format!("{}/{}", u.target_instance_name.as_deref().unwrap_or("?"), u.target),
+        "status": u.status, "queued": time(u.queued_at), "finished": u.finished_at.map(time),
+        "warnings": u.warnings, "error": cut(&u.error),
+    })
+}
+
+fn internal(e: crate::error::ApiError) -> (StatusCode, String) {
+    tracing::warn!("dashboard: catalog: {e}");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the catalog did not answer (see the coordinator's log)".into(),
+    )
+}
+
+fn not_found(e: crate::error::ApiError) -> (StatusCode, String) {
+    match e {
+        crate::error::ApiError::NotFound(m) => (StatusCode::NOT_FOUND, cut(&m)),
+        e => internal(e),
+    }
+}
+
+fn bad(m: String) -> (StatusCode, String) {
+    (StatusCode::BAD_REQUEST, m)
+}
