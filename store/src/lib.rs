@@ -8,7 +8,7 @@
 pub mod backend;
 pub mod chunk;
 pub mod crash;
-mod delta;
+pub mod delta;
 mod durable;
 pub mod error;
 mod gc;

@@ -18,8 +18,10 @@
 //! `--read` (`--reads N`: N times, median and best) times reading day 1 and the
 //! last day back, then `verify`. `--chunk min/avg/max[/normalization]`.
 //! `--stdin DIR` instead stores stdin as one dump into the store at DIR;
-//! `--save DIR` writes each day's dump to DIR/dayN.sql.
+//! `--save DIR` writes each day's dump to DIR/dayN.sql; `--anatomy` prints
+//! where each day's new bytes went (`anatomy.rs`).
 
+mod anatomy;
 mod bounds;
 mod table;
 
@@ -132,7 +134,13 @@ struct Run {
 
 const MB: f64 = 1e6;
 
-fn run(opts: StoreOptions, dumps: &[Vec<u8>], gen_mbps: &[f64], reads: usize) -> Result<Run> {
+fn run(
+    opts: StoreOptions,
+    dumps: &[Vec<u8>],
+    gen_mbps: &[f64],
+    reads: usize,
+    anatomy: bool,
+) -> Result<Run> {
     let label = label(&opts);
     println!("\n### {label}\n");
     println!(
@@ -144,6 +152,7 @@ fn run(opts: StoreOptions, dumps: &[Vec<u8>], gen_mbps: &[f64], reads: usize) ->
     let mut days = Vec::new();
     let mut ids = Vec::new();
     let (mut deltas_before, mut chunks_before) = (0, 0);
+    let mut places = std::collections::HashMap::new();
     for (i, dump) in dumps.iter().enumerate() {
         let t = Instant::now();
         let id = Uuid::now_v7();
@@ -172,6 +181,11 @@ fn run(opts: StoreOptions, dumps: &[Vec<u8>], gen_mbps: &[f64], reads: usize) ->
             gen_mbps[i],
         );
         days.push(day);
+        if anatomy && i == 0 {
+            anatomy::first_day(&store, id, &mut places)?;
+        } else if anatomy {
+            anatomy::day(&store, dumps, &ids, i, &mut places)?;
+        }
     }
     let s = store.stats()?;
     let index_bytes = bounds::dir_bytes(&dir.path().join("index"))?;
@@ -302,6 +316,7 @@ fn main() -> Result<()> {
     let (mut chunks, mut levels, mut depths, mut delta_levels, mut features) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut want_patch, mut want_restic, mut reads) = (false, false, 0usize);
+    let mut anatomy = false;
     let mut save: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -311,6 +326,7 @@ fn main() -> Result<()> {
             }
             "--patch-from" => want_patch = true,
             "--restic" => want_restic = true,
+            "--anatomy" => anatomy = true,
             "--read" => reads = 1,
             _ => {
                 let v = args.next().ok_or_else(|| format!("{a} needs a value"))?;
@@ -406,7 +422,7 @@ fn main() -> Result<()> {
                             features: f,
                             ..StoreOptions::default()
                         };
-                        runs.push(run(opts, &dumps, &gen_mbps, reads)?);
+                        runs.push(run(opts, &dumps, &gen_mbps, reads, anatomy)?);
                     }
                 }
             }

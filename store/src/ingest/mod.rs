@@ -9,6 +9,7 @@
 mod feed;
 mod pipeline;
 mod sink;
+mod split;
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -266,7 +267,6 @@ impl Cutter<'_> {
                 },
             })?;
             let raw = chunk.data;
-            let id = ChunkId::of(&raw);
             // max chunk size is at most 16 MiB (validated), so this fits.
             let len = u32::try_from(raw.len()).map_err(|_| StoreError::Invalid {
                 what: "chunk length",
@@ -274,28 +274,75 @@ impl Cutter<'_> {
             })?;
             entry.size += u64::from(len);
             *logical_bytes += u64::from(len);
-            entry.chunks.push(ChunkRef { id, len });
-            if self.reference(id)? {
-                continue;
-            }
-            let sketch = if self.inner.opts.max_delta_depth > 0 {
-                resemblance::sketch(&raw, &self.inner.opts.features)
+            let id = ChunkId::of(&raw);
+            let sketch = if self.inner.opts.max_delta_depth > 0 && !self.peek(id)? {
+                Some(resemblance::sketch(&raw, &self.inner.opts.features))
             } else {
                 None
             };
-            let base = match &sketch {
-                Some(sk) => self.choose_base(id, sk)?,
-                None => None,
-            };
-            let job = Job {
-                id,
-                raw,
-                sketch,
-                base,
-            };
-            jobs.send(job)?;
+            if let Some(Some(sk)) = &sketch
+                && let Some(split) =
+                    split::split_point(&self.inner.index, &raw, sk, &self.inner.opts.features)?
+            {
+                let (head, tail) = raw.split_at(split.at);
+                self.add(head.to_vec(), Some(Some(split.head)), &mut entry, jobs)?;
+                self.add(tail.to_vec(), Some(Some(split.tail)), &mut entry, jobs)?;
+                continue;
+            }
+            self.add(raw, sketch, &mut entry, jobs)?;
         }
         Ok(entry)
+    }
+
+    /// References one chunk in `entry` and, unless the store has it, sends
+    /// it to the encoders with its base. `sketched`: its sketch if already
+    /// computed (`Some(None)`: it has none).
+    fn add(
+        &self,
+        raw: Vec<u8>,
+        sketched: Option<Option<Sketch>>,
+        entry: &mut FileEntry,
+        jobs: &mut Jobs,
+    ) -> Result<(), StoreError> {
+        let id = ChunkId::of(&raw);
+        // A part of a chunk is no longer than the chunk, which fits.
+        let len = u32::try_from(raw.len()).map_err(|_| StoreError::Invalid {
+            what: "chunk length",
+            detail: format!("{} bytes", raw.len()),
+        })?;
+        entry.chunks.push(ChunkRef { id, len });
+        if self.reference(id)? {
+            return Ok(());
+        }
+        let sketch = match sketched {
+            Some(s) => s,
+            None if self.inner.opts.max_delta_depth > 0 => {
+                resemblance::sketch(&raw, &self.inner.opts.features)
+            }
+            None => None,
+        };
+        let base = match &sketch {
+            Some(sk) => self.choose_base(id, sk)?,
+            None => None,
+        };
+        jobs.send(Job {
+            id,
+            raw,
+            sketch,
+            base,
+        })
+    }
+
+    /// Whether the store has `id` (indexed, or written by this ingest),
+    /// without registering it: a hint for whether to sketch it now.
+    fn peek(&self, id: ChunkId) -> Result<bool, StoreError> {
+        let mine = self
+            .inner
+            .registry()
+            .ingests
+            .get(&self.registration)
+            .is_some_and(|(_, set)| set.contains(&id));
+        Ok(mine || self.inner.index.get(&id)?.is_some())
     }
 
     /// Registers `id` as used by this ingest. Returns true when the store

@@ -241,3 +241,38 @@ fn delta_options_are_checked() {
     };
     assert!(Store::open(dir.path(), bad_level).is_err());
 }
+
+/// A chunk that spans two stored chunks (the cut between them vanished) is
+/// split where the first one ends, and each part is stored as a small delta
+/// against its own base; a single delta against one of them would store the
+/// other's bytes again (~4 KB here, the second file compressed whole).
+#[test]
+fn a_chunk_spanning_two_stored_chunks_is_split_and_stored_as_two_deltas() {
+    let dir = tempfile::tempdir().unwrap();
+    // Default chunking: 64 KiB minimum, so each input below is one chunk.
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let a = text_rows(51, 600);
+    let b = text_rows(52, 600);
+    assert!(a.len() > 20_000 && a.len() + b.len() < 64 * 1024);
+    store_files(&store, &[("a", &a), ("b", &b)]);
+    let before = store.stats().unwrap();
+    assert_eq!(before.chunks, 2);
+
+    // The next day the two run together as one input, with a few edits.
+    let mut merged = scattered_edit(&a, 500, 9_000, b'x');
+    merged.extend_from_slice(&scattered_edit(&b, 700, 9_000, b'y'));
+    let day2 = store_files(&store, &[("t", &merged)]);
+    let m = store.manifest(day2).unwrap();
+    let refs: Vec<_> = m.chunk_refs().collect();
+    assert_eq!(refs.len(), 2, "split in two: {refs:?}");
+    assert_eq!(refs[0].len as usize, a.len());
+    let after = store.stats().unwrap();
+    assert_eq!(after.delta_chunks, 2, "{after:?}");
+    assert!(
+        m.new_stored_bytes < 1_000,
+        "two small deltas, not one carrying a whole chunk: {} bytes",
+        m.new_stored_bytes
+    );
+    assert_eq!(read_back(&store, day2, "t"), merged);
+    assert!(store.verify().unwrap().is_clean());
+}
