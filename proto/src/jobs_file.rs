@@ -279,6 +279,13 @@ pub fn parse(file: &str, text: &str, password: PasswordSource<'_>) -> Result<Job
             )
         })?;
         let id = stable_id("instance", name);
+        if instance_ids.values().any(|v| *v == id) {
+            return Err(bad(
+                start,
+                key,
+                "its id collides with another instance's: rename it".into(),
+            ));
+        }
         let mut conn = InstanceConnection {
             instance_id: id,
             name: name.clone(),
@@ -420,6 +427,13 @@ pub fn parse(file: &str, text: &str, password: PasswordSource<'_>) -> Result<Job
             }
         }
         let id = stable_id("job", name);
+        if job_ids.values().any(|v| *v == id) {
+            return Err(bad(
+                start,
+                key,
+                "its id collides with another job's: rename it".into(),
+            ));
+        }
         let mut job = DumpJob {
             id,
             instance_id,

@@ -177,11 +177,11 @@ pub async fn open(config: Config) -> Result<Arc<Shared>> {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let standalone = config.standalone.enabled;
     // A bad jobs file stops the start before anything is opened.
-    let jobs = standalone
+    let mut jobs = standalone
         .then(|| config.standalone.load_jobs())
         .transpose()?;
     let shared = open(config).await?;
-    if let Some(jobs) = &jobs {
+    if let Some(jobs) = &mut jobs {
         standalone::install(&shared.mirror, jobs)?;
         tracing::info!(
             jobs = jobs.job_ids.len(),

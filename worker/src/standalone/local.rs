@@ -52,10 +52,10 @@ fn cancel_on_signal(token: &CancellationToken) -> Result<()> {
 /// `dump now JOB`: one dump of the job, recorded like a scheduled one,
 /// then the job's retention. Prints the dump's uuid; fails when the dump did.
 pub async fn dump_now(config: Config, name: &str) -> Result<()> {
-    let jobs = config.standalone.load_jobs()?;
+    let mut jobs = config.standalone.load_jobs()?;
     let job = jobs.job(name)?.clone();
     let shared = open(config).await?;
-    super::install(&shared.mirror, &jobs)?;
+    super::install(&shared.mirror, &mut jobs)?;
     let snap = shared.mirror.snapshot();
     let instance = snap
         .instances
@@ -131,11 +131,11 @@ pub async fn restore(
             excerpt(to)
         );
     }
-    let jobs = config.standalone.load_jobs()?;
+    let mut jobs = config.standalone.load_jobs()?;
     let instance_id = jobs.instance(instance_name)?.instance_id;
     let name = config.worker.name.clone();
     let shared = open(config).await?;
-    super::install(&shared.mirror, &jobs)?;
+    super::install(&shared.mirror, &mut jobs)?;
     let target_instance = shared
         .mirror
         .snapshot()

@@ -51,9 +51,10 @@ impl StandaloneConfig {
     }
 }
 
-/// Makes the jobs file's schedule the mirrored one (passwords sealed on the
-/// way in), as a sync from a coordinator would.
-pub fn install(mirror: &crate::mirror::Mirror, jobs: &Jobs) -> Result<()> {
+/// Makes the jobs file's schedule the mirrored one, as a sync from a
+/// coordinator would. Takes the schedule: its clear passwords are sealed
+/// and wiped on the way in, no copy stays behind.
+pub fn install(mirror: &crate::mirror::Mirror, jobs: &mut Jobs) -> Result<()> {
     mirror.set_worker_halted(false)?;
-    mirror.replace(jobs.version, jobs.schedule.clone())
+    mirror.replace(jobs.version, std::mem::take(&mut jobs.schedule))
 }
