@@ -207,11 +207,12 @@ impl Ingest {
         // until the manifest, which then keeps them live, is durable.
         // S3: every pack is in the bucket already; the manifest follows, and
         // only then is it written locally (the dump exists for this store).
+        let bytes = manifest::encode_with(&m, self.inner.crypto.as_deref())?;
+        let name = manifest::file_name(&m);
         if self.inner.remote.is_some() {
-            self.inner
-                .upload_manifest(&manifest::file_name(&m), &manifest::encode(&m)?)?;
+            self.inner.upload_manifest(&name, &bytes)?;
         }
-        manifest::write_manifest(&self.inner.manifests_dir, &m)?;
+        crate::durable::write_atomic(&self.inner.manifests_dir.join(&name), &bytes)?;
         self.finished = true;
         // Derived data: if this fails the dump still exists, and the next
         // `Store::open` writes the summary from the manifest.
@@ -257,6 +258,7 @@ impl Cutter<'_> {
             chunks: Vec::new(),
         };
         let level = p.fastcdc_level();
+        let naming = self.inner.naming();
         for chunk in StreamCDC::with_level(r, p.min_bytes, p.avg_bytes, p.max_bytes, level) {
             let chunk = chunk.map_err(|e| StoreError::Io {
                 context: format!("read {name} of dump {}", self.dump_uuid),
@@ -266,7 +268,7 @@ impl Cutter<'_> {
                 },
             })?;
             let raw = chunk.data;
-            let id = ChunkId::of(&raw);
+            let id = naming.id(&raw);
             // max chunk size is at most 16 MiB (validated), so this fits.
             let len = u32::try_from(raw.len()).map_err(|_| StoreError::Invalid {
                 what: "chunk length",
