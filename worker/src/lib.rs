@@ -24,6 +24,7 @@ pub mod script;
 pub mod seal;
 pub mod state;
 pub mod store_backend;
+pub mod store_key;
 pub mod task;
 pub mod verify;
 
@@ -115,8 +116,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         &config.worker.name,
         &data_dir,
     )?;
+    let store_key = config.store.encryption.load_key(&data_dir)?;
     let store = tokio::task::spawn_blocking(move || {
-        pgsnapman_store::Store::open_with(&store_root, store_opts, backend)
+        pgsnapman_store::Store::open_encrypted(&store_root, store_opts, backend, store_key.as_ref())
     })
     .await
     .context("open the pack store")?
