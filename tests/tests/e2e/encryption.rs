@@ -1,7 +1,8 @@
 //! Encryption at rest (issue 16 item 2) through the real worker storing into
 //! a real S3-protocol server: no row value and no plain record in the
 //! bucket or the local pack cache, chunk ids keyed, `store stats` saying
-//! so, a restore round trip, and a wrong key refused in one line.
+//! so, a restore round trip, key export and import, and a wrong key refused
+//! in one line.
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
@@ -146,6 +147,39 @@ async fn encrypted_bucket_hides_rows_and_needs_its_key() {
     let log = std::fs::read_to_string(stack.worker.process.log_path()).unwrap();
     assert!(!log.contains(&key_hex), "the key reached the worker log");
     assert!(log.contains(key.id()), "the log names the key id");
+
+    // Escrow: `store key export` prints the key; `store key import` writes it
+    // for a rebuilt worker (stdin only, never over an existing file); the
+    // offline tools read the encrypted store with the key file.
+    let exported = stack.worker.store_tool(&["key", "export"]).unwrap();
+    assert_eq!(
+        StoreKey::from_text(&exported, "export").unwrap().id(),
+        key.id()
+    );
+    let listed = stack.worker.store_tool(&["list"]).unwrap();
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    let rebuilt = stack.scratch.path().join("rebuilt");
+    std::fs::create_dir_all(&rebuilt).unwrap();
+    for expect_ok in [true, false] {
+        let mut child = std::process::Command::new(pgsnapman_tests::binary("pgsnapman-worker"))
+            .args(["store", "--data-dir"])
+            .arg(&rebuilt)
+            .args(["key", "import"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        std::io::Write::write_all(&mut stdin, exported.as_bytes()).unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.success(), expect_ok, "import: {out:?}");
+    }
+    assert_eq!(
+        StoreKey::load(&rebuilt.join("store.key")).unwrap().id(),
+        key.id()
+    );
 
     // The same store with another key: the worker refuses to start, in
     // one line naming the store and both key ids.
