@@ -52,6 +52,34 @@ impl ChunkId {
     }
 }
 
+/// How a store names its chunks: BLAKE3 of the raw bytes, or, in an
+/// encrypted store, BLAKE3 keyed with a subkey of the store's key, so that
+/// an id reveals nothing about the content (docs/encryption.md).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    Plain,
+    Keyed([u8; 32]),
+}
+
+impl Naming {
+    /// The id of a chunk with these raw bytes.
+    pub fn id(&self, raw: &[u8]) -> ChunkId {
+        match self {
+            Naming::Plain => ChunkId::of(raw),
+            Naming::Keyed(key) => ChunkId(*blake3::keyed_hash(key, raw).as_bytes()),
+        }
+    }
+}
+
+impl fmt::Debug for Naming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Naming::Plain => "Plain",
+            Naming::Keyed(_) => "Keyed(..)",
+        })
+    }
+}
+
 fn hex_value(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),

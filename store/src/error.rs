@@ -72,6 +72,11 @@ pub enum StoreError {
         op: String,
         detail: String,
     },
+    /// An encrypted store opened without its key or with another one, or
+    /// encryption asked of a store that holds unencrypted data; `detail`
+    /// names the key ids (never a key).
+    #[error("store {store}: {detail}")]
+    Encryption { store: PathBuf, detail: String },
     /// An earlier error left this ingest unusable; drop it (which aborts it).
     #[error("ingest of dump {0} failed earlier and cannot continue")]
     IngestPoisoned(Uuid),

@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod chunk;
 pub mod crash;
+pub mod crypto;
 pub mod delta;
 mod durable;
 pub mod error;
@@ -27,8 +28,9 @@ mod varint;
 mod verify;
 
 pub use backend::{BackendConfig, BackendInfo, S3Config};
-pub use chunk::{ChunkId, ChunkParams};
+pub use chunk::{ChunkId, ChunkParams, Naming};
 pub use crash::{CRASH_AT_ENV, CrashPoint};
+pub use crypto::{Crypto, StoreKey};
 pub use delta::MAX_DELTA_DEPTH;
 pub use error::StoreError;
 pub use gc::GcReport;
@@ -41,7 +43,9 @@ pub use options::StoreOptions;
 pub use pack::{PACK_FORMAT_VERSION, PackId};
 pub use read_ahead::{READ_AHEAD_CHUNKS, ReadAhead};
 pub use reader::FileReader;
-pub use rebuild::{REBUILD_DIR, RebuildReport, locked_by_another_process, rebuild_index};
+pub use rebuild::{
+    REBUILD_DIR, RebuildReport, locked_by_another_process, rebuild_index, rebuild_index_encrypted,
+};
 pub use resemblance::FeatureParams;
 pub use store::{Store, StoreStats};
 pub use verify::{ProblemKind, VerifyProblem, VerifyReport};

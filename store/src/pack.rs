@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-use crate::chunk::{CHUNK_ID_LEN, ChunkId};
+use crate::chunk::{CHUNK_ID_LEN, ChunkId, Naming};
 use crate::crash::{self, CrashPoint};
 use crate::error::StoreError;
 use crate::{delta, durable};
@@ -370,18 +370,19 @@ pub fn read_record(
     Ok(stored)
 }
 
-/// Turns a record's stored bytes back into the raw chunk and checks its hash.
-/// A DELTA record needs the raw bytes of its base (`base_raw`); a FULL record
-/// ignores it.
+/// Turns a record's stored (compressed, decrypted) bytes back into the raw
+/// chunk and checks its id under the store's `naming`. A DELTA record needs
+/// the raw bytes of its base (`base_raw`); a FULL record ignores it.
 pub fn decode_chunk(
     header: &RecordHeader,
     stored: &[u8],
     base_raw: Option<&[u8]>,
+    naming: Naming,
     path: &Path,
     offset: u64,
 ) -> Result<Vec<u8>, StoreError> {
     let raw = decode_unchecked(header, stored, base_raw, path, offset)?;
-    check_hash(header, &raw, path, offset)?;
+    check_hash(header, &raw, naming, path, offset)?;
     Ok(raw)
 }
 
@@ -424,14 +425,15 @@ pub fn decode_unchecked(
     Ok(raw)
 }
 
-/// Checks that `raw` hashes to the record's chunk id.
+/// Checks that `raw` hashes to the record's chunk id (under `naming`).
 pub fn check_hash(
     header: &RecordHeader,
     raw: &[u8],
+    naming: Naming,
     path: &Path,
     offset: u64,
 ) -> Result<(), StoreError> {
-    let actual = ChunkId::of(raw);
+    let actual = naming.id(raw);
     if actual != header.chunk {
         return Err(StoreError::CorruptChunk {
             chunk: header.chunk,
@@ -599,7 +601,10 @@ mod tests {
         assert_eq!(seen, vec![(HEADER_LEN, h)]);
         let f = File::open(&path).unwrap();
         let got = read_record(&f, &path, off, &h).unwrap();
-        assert_eq!(decode_chunk(&h, &got, None, &path, off).unwrap(), raw);
+        assert_eq!(
+            decode_chunk(&h, &got, None, Naming::Plain, &path, off).unwrap(),
+            raw
+        );
     }
 
     /// Golden layout of a record header (docs/store.md): changing it needs a
@@ -656,14 +661,14 @@ mod tests {
         let f = File::open(&path).unwrap();
         let got = read_record(&f, &path, off, &h).unwrap();
         assert_eq!(
-            decode_chunk(&h, &got, Some(&base), &path, off).unwrap(),
+            decode_chunk(&h, &got, Some(&base), Naming::Plain, &path, off).unwrap(),
             raw
         );
-        let err = decode_chunk(&h, &got, None, &path, off).unwrap_err();
+        let err = decode_chunk(&h, &got, None, Naming::Plain, &path, off).unwrap_err();
         assert!(err.to_string().contains("without its base"), "{err}");
         let mut other = base.clone();
         other[2000] ^= 1;
-        assert!(decode_chunk(&h, &got, Some(&other), &path, off).is_err());
+        assert!(decode_chunk(&h, &got, Some(&other), Naming::Plain, &path, off).is_err());
 
         // The same bytes claiming version 1 (trailer checksum recomputed).
         let mut bytes = fs::read(&path).unwrap();

@@ -74,7 +74,7 @@ impl ChunkReader {
             let (path, offset) = (&link.path, link.entry.offset);
             let decoded = pack::decode_unchecked(&header, &stored, raw.as_deref(), path, offset)?;
             if check_each || i == 0 {
-                pack::check_hash(&header, &decoded, path, offset)?;
+                pack::check_hash(&header, &decoded, self.inner.naming(), path, offset)?;
             }
             raw = Some(decoded);
         }
@@ -110,7 +110,32 @@ impl ChunkReader {
                 )
             }
         };
-        pack::decode_chunk(header, stored, base.as_deref(), path, offset)
+        let opened = self.open_sealed(header, stored, path, offset)?;
+        let naming = self.inner.naming();
+        pack::decode_chunk(header, &opened, base.as_deref(), naming, path, offset)
+    }
+
+    /// A record's compressed bytes: its stored bytes, decrypted in an
+    /// encrypted store (a failure names the chunk, pack and key id).
+    fn open_sealed<'a>(
+        &self,
+        header: &RecordHeader,
+        stored: &'a [u8],
+        path: &Path,
+        offset: u64,
+    ) -> Result<std::borrow::Cow<'a, [u8]>, StoreError> {
+        match &self.inner.crypto {
+            None => Ok(std::borrow::Cow::Borrowed(stored)),
+            Some(c) => c
+                .open_record(header, stored)
+                .map(std::borrow::Cow::Owned)
+                .map_err(|detail| StoreError::CorruptChunk {
+                    chunk: header.chunk,
+                    path: path.to_path_buf(),
+                    offset,
+                    detail,
+                }),
+        }
     }
 
     fn read_stored(&self, link: &Link, header: &RecordHeader) -> Result<Vec<u8>, StoreError> {
@@ -121,7 +146,11 @@ impl ChunkReader {
                 what: "reader state",
                 detail: format!("pack {} not open", link.entry.pack),
             })?;
-        pack::read_record(file, &link.path, link.entry.offset, header)
+        let stored = pack::read_record(file, &link.path, link.entry.offset, header)?;
+        match self.open_sealed(header, &stored, &link.path, link.entry.offset)? {
+            std::borrow::Cow::Borrowed(_) => Ok(stored),
+            std::borrow::Cow::Owned(plain) => Ok(plain),
+        }
     }
 
     /// Looks up `id` and the bases of its delta chain and opens their packs,

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::chunk::ChunkId;
+use crate::crypto::{Crypto, StoreKey};
 use crate::error::StoreError;
 use crate::index::{Index, IndexEntry, SealedEntries, StoreParams};
 use crate::manifest;
@@ -77,6 +78,16 @@ pub fn locked_by_another_process(path: &Path) -> Result<bool, StoreError> {
 /// the old index (now at `index.rebuild/`) is removed. A crash before 2
 /// leaves the old index in place; after 2 the new one.
 pub fn rebuild_index(root: &Path) -> Result<RebuildReport, StoreError> {
+    rebuild_index_encrypted(root, None)
+}
+
+/// `rebuild_index` of a store encrypted with `key` (the new index records
+/// it). Without a key, a store whose old index or manifests say it is
+/// encrypted fails with an error naming the key id.
+pub fn rebuild_index_encrypted(
+    root: &Path,
+    key: Option<&StoreKey>,
+) -> Result<RebuildReport, StoreError> {
     crate::backend::refuse_if_in_bucket(root, "rebuild its index")?;
     let index_dir = root.join("index");
     let lock = index_dir.join("LOCK");
@@ -100,17 +111,29 @@ pub fn rebuild_index(root: &Path) -> Result<RebuildReport, StoreError> {
             }
         }
     };
+    let crypto = key.map(|k| Arc::new(Crypto::new(k)));
+    if crypto.is_none()
+        && let Some(key_id) = encrypted_with(root)?
+    {
+        return Err(StoreError::Encryption {
+            store: root.to_path_buf(),
+            detail: format!("encrypted with key {key_id}: rebuilding its index needs that key"),
+        });
+    }
     let new_dir = root.join(REBUILD_DIR);
     remove_dir(&new_dir)?;
     {
         let (index, _) = Index::open(&new_dir, params)?;
+        if let Some(c) = &crypto {
+            index.set_encryption(&c.meta())?;
+        }
         index_packs(root, &index, &mut report)?;
         let opts = StoreOptions {
             chunking: params.chunking,
             features: params.features,
             ..StoreOptions::default()
         };
-        let inner = Arc::new(Inner::new(root, opts, index, false, false, None));
+        let inner = Arc::new(Inner::new(root, opts, index, false, false, None).with_crypto(crypto));
         index_features(&inner, &mut report)?;
         index_dumps(&inner, &mut report)?;
     }
@@ -143,6 +166,24 @@ fn held_in_this_process(index_dir: &Path) -> bool {
 }
 
 /// The parameters recorded in the old index, if it opens and has them.
+/// The key id of an encrypted store, from its old index or else from its
+/// first encrypted manifest; `None` for a plain store.
+fn encrypted_with(root: &Path) -> Result<Option<String>, StoreError> {
+    if let Ok((old, _)) = Index::open_read_only(&root.join("index"))
+        && let Ok(Some(meta)) = old.encryption()
+    {
+        return Ok(Some(meta.key_id));
+    }
+    for listed in manifest::ManifestFiles::list(&root.join("manifests"))? {
+        let (_, path) = listed?;
+        let bytes = fs::read(&path).map_err(StoreError::io(format!("read {}", path.display())))?;
+        if let Ok(id) = crate::crypto::envelope_key_id(&bytes) {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
+}
+
 fn old_params(index_dir: &Path) -> Result<StoreParams, StoreError> {
     Index::open_read_only(index_dir).map(|(_, p)| p)
 }
@@ -248,7 +289,7 @@ fn write_features(inner: &Inner, features: &[(u8, u64, ChunkId)]) -> Result<u64,
 /// Pass 3: the dump summaries, from the manifests.
 fn index_dumps(inner: &Inner, report: &mut RebuildReport) -> Result<(), StoreError> {
     for (dump, path) in inner.list_manifest_paths()? {
-        match manifest::read_manifest(&path) {
+        match inner.read_manifest(&path) {
             Ok(m) => {
                 inner.index.put_dump(&dump, summary_of(&m))?;
                 report.dumps += 1;

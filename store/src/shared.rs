@@ -41,6 +41,8 @@ pub(crate) struct Inner {
     pub(crate) index: Index,
     /// The bucket of an S3 store (`None`: local backend).
     pub(crate) remote: Option<std::sync::Arc<crate::backend::Remote>>,
+    /// The ciphers of an encrypted store (`None`: plain; docs/encryption.md).
+    pub(crate) crypto: Option<std::sync::Arc<crate::crypto::Crypto>>,
     /// Opened with `Store::open_read_only`: nothing may be written.
     pub(crate) read_only: bool,
     /// GC takes it for writing while it sweeps the index and deletes packs
@@ -81,6 +83,7 @@ impl Inner {
             opts,
             index,
             remote,
+            crypto: None,
             read_only,
             gc_lock: RwLock::new(()),
             gc_running: Mutex::new(()),
@@ -90,6 +93,27 @@ impl Inner {
             #[cfg(test)]
             hook: Mutex::new(None),
         }
+    }
+
+    /// Sets the ciphers of an encrypted store.
+    pub(crate) fn with_crypto(
+        mut self,
+        crypto: Option<std::sync::Arc<crate::crypto::Crypto>>,
+    ) -> Inner {
+        self.crypto = crypto;
+        self
+    }
+
+    /// How this store names chunks.
+    pub(crate) fn naming(&self) -> crate::chunk::Naming {
+        self.crypto
+            .as_ref()
+            .map_or(crate::chunk::Naming::Plain, |c| c.naming())
+    }
+
+    /// A manifest read with this store's key (if any).
+    pub(crate) fn read_manifest(&self, path: &Path) -> Result<Manifest, StoreError> {
+        manifest::read_manifest_with(path, self.crypto.as_deref())
     }
 
     /// Calls the test's hook, if one is set (test builds only).

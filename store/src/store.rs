@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::backend::{BackendConfig, BackendInfo, Remote};
 use crate::crash::{self, CrashPoint};
+use crate::crypto::StoreKey;
 use crate::durable;
 use crate::error::StoreError;
 use crate::index::{Index, StoreParams};
@@ -93,6 +94,19 @@ impl Store {
         opts: StoreOptions,
         backend: BackendConfig,
     ) -> Result<Store, StoreError> {
+        Store::open_encrypted(root, opts, backend, None)
+    }
+
+    /// `open_with` for a store that is (or, when new, becomes) encrypted
+    /// with `key` (docs/encryption.md). An encrypted store opened without
+    /// its key or with another, or a key given for a store holding plain
+    /// data, fails with a one-line `StoreError::Encryption`.
+    pub fn open_encrypted(
+        root: &Path,
+        opts: StoreOptions,
+        backend: BackendConfig,
+        key: Option<&StoreKey>,
+    ) -> Result<Store, StoreError> {
         opts.validate()?;
         let remote = match backend {
             BackendConfig::Local => None,
@@ -125,6 +139,11 @@ impl Store {
             });
         }
         let (index, kept) = Index::open(&index_dir, requested)?;
+        let crypto = crate::crypto::resolve(root, &index, key, true, || {
+            Ok(index.dumps()?.is_empty()
+                && !index.has_chunks()?
+                && !holds_data(&packs_dir, &manifests_dir)?)
+        })?;
         if kept != requested {
             tracing::info!(
                 ?kept,
@@ -140,7 +159,9 @@ impl Store {
             ..opts
         };
         let store = Store {
-            inner: Arc::new(Inner::new(root, opts, index, false, crashed, remote)),
+            inner: Arc::new(
+                Inner::new(root, opts, index, false, crashed, remote).with_crypto(crypto),
+            ),
         };
         store.repair_summaries()?;
         store.inner.trim_cache(None)?;
@@ -152,14 +173,23 @@ impl Store {
     /// as it was at this moment; a pack that a later gc deletes cannot be
     /// read). Nothing is cleaned up or repaired; writing calls fail.
     pub fn open_read_only(root: &Path) -> Result<Store, StoreError> {
+        Store::open_read_only_encrypted(root, None)
+    }
+
+    /// `open_read_only` of a store that may be encrypted with `key`.
+    pub fn open_read_only_encrypted(
+        root: &Path,
+        key: Option<&StoreKey>,
+    ) -> Result<Store, StoreError> {
         let (index, kept) = Index::open_read_only(&root.join("index"))?;
+        let crypto = crate::crypto::resolve(root, &index, key, false, || Ok(false))?;
         let opts = StoreOptions {
             chunking: kept.chunking,
             features: kept.features,
             ..StoreOptions::default()
         };
         Ok(Store {
-            inner: Arc::new(Inner::new(root, opts, index, true, false, None)),
+            inner: Arc::new(Inner::new(root, opts, index, true, false, None).with_crypto(crypto)),
         })
     }
 
@@ -196,7 +226,7 @@ impl Store {
             if summaries.remove(&dump).is_some() {
                 continue;
             }
-            match manifest::read_manifest(&path) {
+            match inner.read_manifest(&path) {
                 Ok(m) => inner.index.put_dump(&dump, summary_of(&m))?,
                 // verify reports it; stats simply do not count it.
                 Err(e) => tracing::warn!(dump_id = %dump, "unreadable manifest: {e}"),
@@ -229,7 +259,7 @@ impl Store {
     pub fn manifest(&self, dump_uuid: Uuid) -> Result<Manifest, StoreError> {
         let path = manifest::existing_manifest(&self.inner.manifests_dir, dump_uuid)
             .ok_or(StoreError::ManifestNotFound(dump_uuid))?;
-        manifest::read_manifest(&path)
+        self.inner.read_manifest(&path)
     }
 
     /// The uuids of every stored dump (one per manifest file), sorted.
@@ -249,7 +279,8 @@ impl Store {
     pub fn each_manifest(
         &self,
     ) -> Result<impl Iterator<Item = Result<Manifest, StoreError>>, StoreError> {
-        let mut files = manifest::ManifestFiles::list(&self.inner.manifests_dir)?;
+        let mut files = manifest::ManifestFiles::list(&self.inner.manifests_dir)?
+            .with_crypto(self.inner.crypto.clone());
         Ok(std::iter::from_fn(move || {
             files.next_read().map(|r| r.and_then(|(_, m)| m))
         }))
@@ -262,7 +293,7 @@ impl Store {
         self.inner
             .list_manifest_paths()?
             .iter()
-            .map(|(_, p)| manifest::read_manifest(p))
+            .map(|(_, p)| self.inner.read_manifest(p))
             .collect()
     }
 
@@ -393,6 +424,12 @@ impl Store {
                 cache_limit: r.config().cache_size,
             },
         })
+    }
+
+    /// The id of the key an encrypted store is sealed with; `None` for a
+    /// plain store.
+    pub fn key_id(&self) -> Option<&str> {
+        self.inner.crypto.as_ref().map(|c| c.key_id())
     }
 
     /// The chunk index (for tests and tools that need to look at it).

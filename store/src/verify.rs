@@ -123,7 +123,7 @@ impl Store {
         let mut users: HashMap<ChunkId, Vec<Uuid>> = HashMap::new();
         for (dump, path) in inner.list_manifest_paths()? {
             report.manifests += 1;
-            match manifest::read_manifest(&path) {
+            match inner.read_manifest(&path) {
                 Ok(m) => {
                     report.dumps.push(dump);
                     for c in m.chunk_refs() {
@@ -308,7 +308,7 @@ impl Store {
             (ProblemKind::UnreadableManifest, _, _) => {
                 let readable = p.dumps.first().is_some_and(|d| {
                     manifest::existing_manifest(dir, *d)
-                        .is_some_and(|p| manifest::read_manifest(&p).is_ok())
+                        .is_some_and(|p| self.inner.read_manifest(&p).is_ok())
                 });
                 if readable {
                     Recheck::Gone

@@ -333,6 +333,8 @@ pub struct StoreConfig {
     /// docs/object-storage.md).
     pub backend: String,
     pub s3: crate::store_backend::S3Section,
+    /// `[store.encryption]` (docs/encryption.md).
+    pub encryption: crate::store_key::EncryptionSection,
 }
 
 impl Default for StoreConfig {
@@ -346,6 +348,7 @@ impl Default for StoreConfig {
             ingest_nice: d.ingest_nice,
             backend: "local".into(),
             s3: crate::store_backend::S3Section::default(),
+            encryption: crate::store_key::EncryptionSection::default(),
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod seal;
 pub mod standalone;
 pub mod state;
 pub mod store_backend;
+pub mod store_key;
 pub mod task;
 pub mod verify;
 
@@ -117,8 +118,9 @@ pub async fn open(config: Config) -> Result<Arc<Shared>> {
         &config.worker.name,
         &data_dir,
     )?;
+    let store_key = config.store.encryption.load_key(&data_dir)?;
     let store = tokio::task::spawn_blocking(move || {
-        pgsnapman_store::Store::open_with(&store_root, store_opts, backend)
+        pgsnapman_store::Store::open_encrypted(&store_root, store_opts, backend, store_key.as_ref())
     })
     .await
     .context("open the pack store")?

@@ -39,6 +39,13 @@ enum Command {
         /// The worker's data directory [default: worker.data_dir of the config]
         #[arg(long, value_name = "DIR", env = "PGSNAPMAN_WORKER__DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// The store's encryption key file [default: <data_dir>/store.key]
+        #[arg(
+            long,
+            value_name = "FILE",
+            env = "PGSNAPMAN_STORE__ENCRYPTION__KEY_FILE"
+        )]
+        key_file: Option<PathBuf>,
         #[command(subcommand)]
         command: pgsnapman_worker::offline::StoreCommand,
     },
@@ -255,9 +262,13 @@ async fn main() -> ExitCode {
         Some(Command::Identity { data_dir }) => {
             Some(data_dir_of(data_dir, cli.config.as_deref()).and_then(|d| identity(&d)))
         }
-        Some(Command::Store { data_dir, command }) => Some(
+        Some(Command::Store {
+            data_dir,
+            key_file,
+            command,
+        }) => Some(
             data_dir_of(data_dir, cli.config.as_deref())
-                .and_then(|d| pgsnapman_worker::offline::run(&d, command)),
+                .and_then(|d| pgsnapman_worker::offline::run(&d, key_file.as_deref(), command)),
         ),
         Some(Command::Outbox { data_dir, command }) => Some(
             data_dir_of(data_dir, cli.config.as_deref())

@@ -269,6 +269,7 @@ pub async fn stats(store: &Store) -> Result<StoreStats> {
         Ok((st, free, backend))
     })
     .await??;
+    let key_id = store.key_id().map(str::to_string);
     Ok(StoreStats {
         worker_id: 0,
         worker_name: String::new(),
@@ -285,6 +286,8 @@ pub async fn stats(store: &Store) -> Result<StoreStats> {
         backend_location: backend.location,
         cache_bytes: backend.cache_bytes,
         cache_limit: backend.cache_limit,
+        encrypted: key_id.is_some(),
+        key_id: key_id.unwrap_or_default(),
     })
 }
 

@@ -3,12 +3,12 @@
 //! everything (read-only, so beside a running worker), and rebuild a lost
 //! or damaged index (only with the worker stopped). The way back to the
 //! data when the catalog or the index is lost.
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Subcommand;
-use pgsnapman_store::Store;
+use pgsnapman_store::{Store, StoreKey};
 use uuid::Uuid;
 
 #[derive(Debug, Subcommand)]
@@ -30,19 +30,80 @@ pub enum StoreCommand {
     /// Recreate the chunk index from the packs and manifests (the worker
     /// must be stopped); the old index, if any, is replaced atomically
     RebuildIndex,
+    /// The store's encryption key (docs/encryption.md): export it for
+    /// safekeeping, import it on a rebuilt worker
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Print the key file's text on stdout (its id on stderr): keep it
+    /// apart from the worker and the bucket; without it no dump can be read
+    Export,
+    /// Read a key exported by `export` from stdin (never from argv) and
+    /// write it as the key file (0600); refused if a key file exists
+    Import,
 }
 
 /// What `verify` says when the index cannot be opened.
 const INDEX_REPAIR: &str =
     "index missing or damaged: stop the worker and run `pgsnapman-worker store rebuild-index`";
 
-/// Runs one offline command on the store under `data_dir`; output to stdout.
-pub fn run(data_dir: &Path, cmd: StoreCommand) -> Result<()> {
+/// Runs one offline command on the store under `data_dir`; output to
+/// stdout. `key_file`: the store's encryption key (default
+/// `<data_dir>/store.key`, used when it exists).
+pub fn run(data_dir: &Path, key_file: Option<&Path>, cmd: StoreCommand) -> Result<()> {
     let mut out = std::io::stdout().lock();
+    let key_path = key_file
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| data_dir.join(crate::store_key::DEFAULT_KEY_FILE));
+    let key = || crate::store_key::offline_key(data_dir, key_file);
     match cmd {
-        StoreCommand::RebuildIndex => rebuild_index(data_dir, &mut out)?,
+        StoreCommand::Key {
+            command: KeyCommand::Export,
+        } => {
+            let key = pgsnapman_store::StoreKey::load(&key_path)
+                .map_err(|e| anyhow!("cannot export the store key: {e}"))?;
+            eprintln!(
+                "store key {} from {}: keep this text secret and apart from the worker",
+                key.id(),
+                key_path.display()
+            );
+            out.write_all(key.to_text().as_bytes())?;
+        }
+        StoreCommand::Key {
+            command: KeyCommand::Import,
+        } => {
+            let mut text = zeroize::Zeroizing::new(String::new());
+            std::io::stdin()
+                .lock()
+                .take(4096)
+                .read_to_string(&mut text)
+                .context("read the key from stdin")?;
+            let key = pgsnapman_store::StoreKey::from_text(&text, "stdin")
+                .map_err(|e| anyhow!("cannot import the store key: {e}"))?;
+            if key_path.exists() {
+                bail!(
+                    "cannot import store key {}: {} exists (move it away first)",
+                    key.id(),
+                    key_path.display()
+                );
+            }
+            key.write_new(&key_path)
+                .map_err(|e| anyhow!("cannot import store key {}: {e}", key.id()))?;
+            writeln!(
+                out,
+                "store key {} written to {}",
+                key.id(),
+                key_path.display()
+            )?;
+        }
+        StoreCommand::RebuildIndex => rebuild_index(data_dir, key()?.as_ref(), &mut out)?,
         StoreCommand::List => {
-            let store = open(data_dir, "")?;
+            let store = open(data_dir, key()?.as_ref(), "")?;
             for uuid in store.dump_ids().context("list the stored dumps")? {
                 match store.manifest(uuid) {
                     Ok(m) => writeln!(
@@ -68,14 +129,14 @@ pub fn run(data_dir: &Path, cmd: StoreCommand) -> Result<()> {
             }
         }
         StoreCommand::Extract { dump, to } => {
-            let store = open(data_dir, "")?;
+            let store = open(data_dir, key()?.as_ref(), "")?;
             store
                 .restore_dir(dump, &to)
                 .map_err(|e| anyhow!("cannot extract dump {dump}: {e}"))?;
             writeln!(out, "{}", to.display())?;
         }
         StoreCommand::Verify => {
-            let store = open(data_dir, INDEX_REPAIR)?;
+            let store = open(data_dir, key()?.as_ref(), INDEX_REPAIR)?;
             let report = store.verify().context("verify the store")?;
             writeln!(
                 out,
@@ -113,8 +174,8 @@ pub fn run(data_dir: &Path, cmd: StoreCommand) -> Result<()> {
 }
 
 /// The store opened read-only; `hint` follows the error when it cannot be.
-fn open(data_dir: &Path, hint: &str) -> Result<Store> {
-    Store::open_read_only(data_dir).map_err(|e| {
+fn open(data_dir: &Path, key: Option<&StoreKey>, hint: &str) -> Result<Store> {
+    Store::open_read_only_encrypted(data_dir, key).map_err(|e| {
         let sep = if hint.is_empty() { "" } else { "\n" };
         anyhow!(
             "cannot open the store under {}: {e}{sep}{hint}",
@@ -125,7 +186,7 @@ fn open(data_dir: &Path, hint: &str) -> Result<Store> {
 
 /// `store rebuild-index`: refused while the worker runs (its state database
 /// or the index is locked), then `pgsnapman_store::rebuild_index`.
-fn rebuild_index(data_dir: &Path, out: &mut impl Write) -> Result<()> {
+fn rebuild_index(data_dir: &Path, key: Option<&StoreKey>, out: &mut impl Write) -> Result<()> {
     let state_lock = crate::state::dir(data_dir).join("LOCK");
     if pgsnapman_store::locked_by_another_process(&state_lock)? {
         bail!(
@@ -135,7 +196,7 @@ fn rebuild_index(data_dir: &Path, out: &mut impl Write) -> Result<()> {
         );
     }
     let started = std::time::Instant::now();
-    let r = pgsnapman_store::rebuild_index(data_dir)
+    let r = pgsnapman_store::rebuild_index_encrypted(data_dir, key)
         .map_err(|e| anyhow!("cannot rebuild the index under {}: {e}", data_dir.display()))?;
     writeln!(
         out,

@@ -284,6 +284,8 @@ pub fn store_stats(s: &v1::StoreStats) -> Value {
         "backend_location": s.backend_location,
         "cache_bytes": s.cache_bytes,
         "cache_limit": s.cache_limit,
+        "encrypted": s.encrypted,
+        "key_id": s.key_id,
     })
 }
 

@@ -534,8 +534,18 @@ pub fn store_stats(ss: &[v1::StoreStats]) -> Table {
     t
 }
 
-/// `local`, or `s3 <endpoint> bucket/prefix (cache used/bound)`.
+/// `local`, or `s3 <endpoint> bucket/prefix (cache used/bound)`; then
+/// `, encrypted (key <id>)` for an encrypted store.
 fn backend(s: &v1::StoreStats) -> String {
+    let kind = backend_kind(s);
+    if s.encrypted {
+        format!("{kind}, encrypted (key {})", text(&s.key_id))
+    } else {
+        kind
+    }
+}
+
+fn backend_kind(s: &v1::StoreStats) -> String {
     match s.backend.as_str() {
         "" | "local" => "local".into(),
         kind => format!(

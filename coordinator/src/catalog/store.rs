@@ -94,7 +94,7 @@ impl Catalog {
         Ok(sqlx::query_as::<_, StoreStatsRow>(
             "SELECT s.worker_id, w.name AS worker_name, s.reported_at, s.packs, s.pack_bytes, \
              s.chunks, s.unique_raw_bytes, s.stored_bytes, s.dumps, s.logical_bytes, s.free_bytes, \
-             s.backend, s.backend_location, s.cache_bytes, s.cache_limit \
+             s.backend, s.backend_location, s.cache_bytes, s.cache_limit, s.encrypted, s.key_id \
              FROM store_stats s JOIN workers w ON w.id = s.worker_id \
              WHERE $1::bigint IS NULL OR s.worker_id = $1 ORDER BY s.worker_id",
         )
@@ -120,15 +120,16 @@ impl Catalog {
         sqlx::query(
             "INSERT INTO store_stats (worker_id, reported_at, packs, pack_bytes, chunks, \
              unique_raw_bytes, stored_bytes, dumps, logical_bytes, free_bytes, \
-             backend, backend_location, cache_bytes, cache_limit) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             backend, backend_location, cache_bytes, cache_limit, encrypted, key_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
              ON CONFLICT (worker_id) DO UPDATE SET reported_at = EXCLUDED.reported_at, \
              packs = EXCLUDED.packs, pack_bytes = EXCLUDED.pack_bytes, chunks = EXCLUDED.chunks, \
              unique_raw_bytes = EXCLUDED.unique_raw_bytes, stored_bytes = EXCLUDED.stored_bytes, \
              dumps = EXCLUDED.dumps, logical_bytes = EXCLUDED.logical_bytes, \
              free_bytes = EXCLUDED.free_bytes, backend = EXCLUDED.backend, \
              backend_location = EXCLUDED.backend_location, cache_bytes = EXCLUDED.cache_bytes, \
-             cache_limit = EXCLUDED.cache_limit \
+             cache_limit = EXCLUDED.cache_limit, encrypted = EXCLUDED.encrypted, \
+             key_id = EXCLUDED.key_id \
              WHERE store_stats.reported_at <= EXCLUDED.reported_at",
         )
         .bind(worker_id)
@@ -149,6 +150,8 @@ impl Catalog {
         .bind(&s.backend_location)
         .bind(big(s.cache_bytes))
         .bind(big(s.cache_limit))
+        .bind(s.encrypted)
+        .bind(&s.key_id)
         .execute(&mut **tx)
         .await?;
         Ok(())

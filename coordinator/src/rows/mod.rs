@@ -570,6 +570,8 @@ pub struct StoreStatsRow {
     pub backend_location: String,
     pub cache_bytes: i64,
     pub cache_limit: i64,
+    pub encrypted: bool,
+    pub key_id: String,
 }
 
 impl StoreStatsRow {
@@ -591,6 +593,8 @@ impl StoreStatsRow {
             backend_location: self.backend_location.clone(),
             cache_bytes: n(self.cache_bytes),
             cache_limit: n(self.cache_limit),
+            encrypted: self.encrypted,
+            key_id: self.key_id.clone(),
         }
     }
 }

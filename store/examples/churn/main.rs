@@ -6,7 +6,8 @@
 //! cargo run --release -p pgsnapman-store --example churn -- \
 //!     [--mb 200] [--days 4] [--update-permille 10] [--pack-mb 64] \
 //!     [--chunk 16k/64k/256k]... [--zstd 1]... [--depth 1]... [--delta-zstd 1]... \
-//!     [--features 10/4/1]... [--patch-from] [--restic] [--read | --reads N]
+//!     [--features 10/4/1]... [--patch-from] [--restic] [--read | --reads N] \
+//!     [--encrypt]
 //!
 //! Every combination of the repeated options is one store configuration
 //! (`--depth 0` stores without deltas). Prints per configuration and day the
@@ -19,7 +20,9 @@
 //! last day back, then `verify`. `--chunk min/avg/max[/normalization]`.
 //! `--stdin DIR` instead stores stdin as one dump into the store at DIR;
 //! `--save DIR` writes each day's dump to DIR/dayN.sql; `--anatomy` prints
-//! where each day's new bytes went (`anatomy.rs`).
+//! where each day's new bytes went (`anatomy.rs`). `--encrypt` stores
+//! encrypted at rest with a fresh key (docs/encryption.md); run with and
+//! without it under `/usr/bin/time` for the storage and CPU cost.
 
 mod anatomy;
 mod bounds;
@@ -30,7 +33,9 @@ use std::io::{Cursor, Write};
 use std::time::Instant;
 
 use chrono::Utc;
-use pgsnapman_store::{ChunkParams, FeatureParams, ManifestMeta, Store, StoreOptions};
+use pgsnapman_store::{
+    BackendConfig, ChunkParams, FeatureParams, ManifestMeta, Store, StoreKey, StoreOptions,
+};
 use uuid::Uuid;
 
 use table::Table;
@@ -140,15 +145,20 @@ fn run(
     gen_mbps: &[f64],
     reads: usize,
     anatomy: bool,
+    encrypt: bool,
 ) -> Result<Run> {
-    let label = label(&opts);
+    let mut label = label(&opts);
+    if encrypt {
+        label.push_str(" encrypted");
+    }
     println!("\n### {label}\n");
     println!(
         "| day | logical MB | new MB | delta chunks | whole chunks | ingest MB/s | gen→/dev/null MB/s |"
     );
     println!("|---|---|---|---|---|---|---|");
     let dir = tempfile::tempdir()?;
-    let store = Store::open(dir.path(), opts)?;
+    let key = encrypt.then(StoreKey::generate);
+    let store = Store::open_encrypted(dir.path(), opts, BackendConfig::Local, key.as_ref())?;
     let mut days = Vec::new();
     let mut ids = Vec::new();
     let (mut deltas_before, mut chunks_before) = (0, 0);
@@ -317,6 +327,7 @@ fn main() -> Result<()> {
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut want_patch, mut want_restic, mut reads) = (false, false, 0usize);
     let mut anatomy = false;
+    let mut encrypt = false;
     let mut save: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -327,6 +338,7 @@ fn main() -> Result<()> {
             "--patch-from" => want_patch = true,
             "--restic" => want_restic = true,
             "--anatomy" => anatomy = true,
+            "--encrypt" => encrypt = true,
             "--read" => reads = 1,
             _ => {
                 let v = args.next().ok_or_else(|| format!("{a} needs a value"))?;
@@ -422,7 +434,7 @@ fn main() -> Result<()> {
                             features: f,
                             ..StoreOptions::default()
                         };
-                        runs.push(run(opts, &dumps, &gen_mbps, reads, anatomy)?);
+                        runs.push(run(opts, &dumps, &gen_mbps, reads, anatomy, encrypt)?);
                     }
                 }
             }

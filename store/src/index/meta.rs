@@ -15,6 +15,10 @@ pub(super) const KEY_FORMAT_VERSION: &[u8] = b"meta/format_version";
 const KEY_CHUNK_PARAMS: &[u8] = b"meta/chunk_params";
 /// Added in index format 2.
 const KEY_FEATURE_PARAMS: &[u8] = b"meta/feature_params";
+/// An encrypted store's cipher and key id (JSON; absent: not encrypted).
+/// Readable by every index version: older builds ignore it (and then fail
+/// on the encrypted manifests, naming the key id; docs/encryption.md).
+const KEY_ENCRYPTION: &[u8] = b"meta/encryption";
 
 /// The parameters a store keeps for its lifetime.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -146,6 +150,33 @@ impl Index {
             what: "chunk index",
             detail: format!("{}: bad {what}: {e}", self.path.display()),
         })
+    }
+
+    /// What the store records about its encryption; `None`: not encrypted.
+    pub fn encryption(&self) -> Result<Option<crate::crypto::EncryptionMeta>, StoreError> {
+        let present = self
+            .db
+            .get(KEY_ENCRYPTION)
+            .map_err(StoreError::index(format!(
+                "read meta of {}",
+                self.path.display()
+            )))?
+            .is_some();
+        if !present {
+            return Ok(None);
+        }
+        self.read_json(KEY_ENCRYPTION, "encryption record")
+            .map(Some)
+    }
+
+    /// Records that the store is encrypted (once, when it is created).
+    pub(crate) fn set_encryption(
+        &self,
+        meta: &crate::crypto::EncryptionMeta,
+    ) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put(KEY_ENCRYPTION, to_json(meta)?);
+        self.write(batch, "record encryption")
     }
 
     /// Overwrites the format version (tests use it to simulate a newer store).

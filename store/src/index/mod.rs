@@ -265,6 +265,11 @@ impl Index {
         })
     }
 
+    /// True when the index holds a chunk entry (one seek).
+    pub(crate) fn has_chunks(&self) -> Result<bool, StoreError> {
+        Ok(self.chunk_with_prefix(&[])?.is_some())
+    }
+
     /// The indexed chunk whose id starts with `prefix` (the first in id
     /// order if several do), by one seek: a feature entry's target.
     fn chunk_with_prefix(&self, prefix: &[u8]) -> Result<Option<ChunkId>, StoreError> {

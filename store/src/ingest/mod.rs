@@ -208,11 +208,12 @@ impl Ingest {
         // until the manifest, which then keeps them live, is durable.
         // S3: every pack is in the bucket already; the manifest follows, and
         // only then is it written locally (the dump exists for this store).
+        let bytes = manifest::encode_with(&m, self.inner.crypto.as_deref())?;
+        let name = manifest::file_name(&m);
         if self.inner.remote.is_some() {
-            self.inner
-                .upload_manifest(&manifest::file_name(&m), &manifest::encode(&m)?)?;
+            self.inner.upload_manifest(&name, &bytes)?;
         }
-        manifest::write_manifest(&self.inner.manifests_dir, &m)?;
+        crate::durable::write_atomic(&self.inner.manifests_dir.join(&name), &bytes)?;
         self.finished = true;
         // Derived data: if this fails the dump still exists, and the next
         // `Store::open` writes the summary from the manifest.
@@ -258,6 +259,7 @@ impl Cutter<'_> {
             chunks: Vec::new(),
         };
         let level = p.fastcdc_level();
+        let naming = self.inner.naming();
         for chunk in StreamCDC::with_level(r, p.min_bytes, p.avg_bytes, p.max_bytes, level) {
             let chunk = chunk.map_err(|e| StoreError::Io {
                 context: format!("read {name} of dump {}", self.dump_uuid),
@@ -274,7 +276,7 @@ impl Cutter<'_> {
             })?;
             entry.size += u64::from(len);
             *logical_bytes += u64::from(len);
-            let id = ChunkId::of(&raw);
+            let id = naming.id(&raw);
             let sketch = if self.inner.opts.max_delta_depth > 0 && !self.peek(id)? {
                 Some(resemblance::sketch(&raw, &self.inner.opts.features))
             } else {
@@ -304,7 +306,7 @@ impl Cutter<'_> {
         entry: &mut FileEntry,
         jobs: &mut Jobs,
     ) -> Result<(), StoreError> {
-        let id = ChunkId::of(&raw);
+        let id = self.inner.naming().id(&raw);
         // A part of a chunk is no longer than the chunk, which fits.
         let len = u32::try_from(raw.len()).map_err(|_| StoreError::Invalid {
             what: "chunk length",

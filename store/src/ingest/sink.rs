@@ -96,7 +96,7 @@ impl Encoder {
             Encoded::Full(stored) => (ChunkKind::Full, ChunkId::ZERO, stored),
             Encoded::Delta { base, stored } => (ChunkKind::Delta, base, stored),
         };
-        let header = RecordHeader {
+        let mut header = RecordHeader {
             chunk: id,
             kind,
             base,
@@ -108,6 +108,25 @@ impl Encoder {
                 what: "compressed chunk length",
                 detail: format!("{} bytes", stored.len()),
             })?,
+        };
+        // Encrypted store: the compressed bytes are sealed, bound to the
+        // header (docs/encryption.md); the stored length includes nonce and tag.
+        let stored = match &self.inner.crypto {
+            None => stored,
+            Some(c) => {
+                let sealed =
+                    c.seal_record(&header, &stored)
+                        .map_err(|detail| StoreError::Invalid {
+                            what: "chunk encryption",
+                            detail,
+                        })?;
+                header.stored_len =
+                    u32::try_from(sealed.len()).map_err(|_| StoreError::Invalid {
+                        what: "sealed chunk length",
+                        detail: format!("{} bytes", sealed.len()),
+                    })?;
+                sealed
+            }
         };
         Ok(Record {
             header,

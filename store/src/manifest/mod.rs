@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::chunk::ChunkId;
+use crate::crypto::Crypto;
 use crate::durable;
 use crate::error::StoreError;
 
@@ -178,6 +179,7 @@ pub type ManifestRead = (Uuid, Result<Manifest, StoreError>);
 pub struct ManifestFiles {
     dir: PathBuf,
     entries: std::fs::ReadDir,
+    crypto: Option<std::sync::Arc<Crypto>>,
 }
 
 impl ManifestFiles {
@@ -187,7 +189,14 @@ impl ManifestFiles {
         Ok(ManifestFiles {
             dir: dir.to_path_buf(),
             entries,
+            crypto: None,
         })
+    }
+
+    /// Reads the manifests of an encrypted store with its key.
+    pub fn with_crypto(mut self, crypto: Option<std::sync::Arc<Crypto>>) -> ManifestFiles {
+        self.crypto = crypto;
+        self
     }
 
     /// The next manifest, read and checked: yields `(dump, result)` per file
@@ -198,7 +207,7 @@ impl ManifestFiles {
                 Ok(v) => v,
                 Err(e) => return Some(Err(e)),
             };
-            match read_manifest(&path) {
+            match read_manifest_with(&path, self.crypto.as_deref()) {
                 Err(StoreError::Io { error, .. })
                     if error.kind() == std::io::ErrorKind::NotFound =>
                 {
@@ -236,8 +245,15 @@ impl Iterator for ManifestFiles {
 /// version is checked before the rest so a newer manifest gets a version
 /// error, not a parse error; the file name must match the dump and format.
 pub fn read_manifest(path: &Path) -> Result<Manifest, StoreError> {
+    read_manifest_with(path, None)
+}
+
+/// `read_manifest` in a store that may be encrypted: with `crypto` only
+/// encrypted manifests of that key are accepted, without it none.
+pub fn read_manifest_with(path: &Path, crypto: Option<&Crypto>) -> Result<Manifest, StoreError> {
     let bytes =
         std::fs::read(path).map_err(StoreError::io(format!("read manifest {}", path.display())))?;
+    let bytes = unseal(path, bytes, crypto)?;
     let m = if bytes.starts_with(binary::MAGIC) {
         binary::decode(path, &bytes)?
     } else {
@@ -261,6 +277,50 @@ pub fn read_manifest(path: &Path) -> Result<Manifest, StoreError> {
 /// 1 writes the old JSON, for tests and golden fixtures).
 pub fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), StoreError> {
     durable::write_atomic(&dir.join(file_name(m)), &encode(m)?)
+}
+
+/// The plain bytes of a manifest file: opened when the store is encrypted.
+fn unseal(path: &Path, bytes: Vec<u8>, crypto: Option<&Crypto>) -> Result<Vec<u8>, StoreError> {
+    let bad = |detail: String| StoreError::BadManifest {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let encrypted = bytes.starts_with(crate::crypto::MANIFEST_MAGIC);
+    match crypto {
+        None if encrypted => {
+            let key = crate::crypto::envelope_key_id(&bytes).map_err(bad)?;
+            Err(bad(format!(
+                "encrypted with key {key}: open the store with that key ([store.encryption])"
+            )))
+        }
+        None => Ok(bytes),
+        Some(c) if encrypted => {
+            let dump = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(dump_of_file_name)
+                .ok_or_else(|| bad("file name names no dump".to_string()))?;
+            c.open_manifest(dump, &bytes).map_err(bad)
+        }
+        Some(c) => Err(bad(format!(
+            "not encrypted, but the store is (key {}): refused",
+            c.key_id()
+        ))),
+    }
+}
+
+/// A manifest file's bytes: `encode`, sealed when the store is encrypted.
+pub fn encode_with(m: &Manifest, crypto: Option<&Crypto>) -> Result<Vec<u8>, StoreError> {
+    let plain = encode(m)?;
+    match crypto {
+        None => Ok(plain),
+        Some(c) => c
+            .seal_manifest(m.dump_uuid, &plain)
+            .map_err(|detail| StoreError::Invalid {
+                what: "manifest",
+                detail,
+            }),
+    }
 }
 
 /// A manifest's bytes, in the format its `format_version` names.

@@ -8,6 +8,7 @@ mod basics;
 mod crash;
 mod damage;
 mod delta;
+mod encryption;
 mod feed;
 mod gc;
 mod golden;

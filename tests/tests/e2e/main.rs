@@ -19,6 +19,7 @@ mod discovery;
 mod dump_now;
 mod dump_types;
 mod embedded;
+mod encryption;
 mod exactly_once;
 mod failures;
 mod grpc_clients;
