@@ -269,11 +269,12 @@ class Client:
             self.NoRedirect,
         )
 
-    def request(self, path, form=None):
+    def request(self, path, form=None, headers=None):
         data = None if form is None else urllib.parse.urlencode(form).encode()
+        req = urllib.request.Request(self.url + path, data=data, headers=headers or {})
         started = time.monotonic()
         try:
-            with self.opener.open(self.url + path, data=data, timeout=120) as r:
+            with self.opener.open(req, timeout=120) as r:
                 body = r.read().decode()
                 return r.status, body, time.monotonic() - started
         except urllib.error.HTTPError as e:
@@ -304,6 +305,11 @@ def forge(cfg):
     seen["viewer_with_csrf"] = status
     seen["viewer_refusal"] = re.findall(r'id="error">([^<]*)<', body)
     seen["oversized_form"] = op.request(path, {"csrf": "x" * 20000})[0]
+    evil = {"Origin": "https://evil.example"}
+    seen["cross_origin_login"] = Client(url).request(
+        "/login", {"token": cfg["operator"]}, evil
+    )[0]
+    seen["cross_origin_action"] = op.request(path, {"csrf": op.csrf()}, evil)[0]
     return seen
 
 

@@ -170,6 +170,8 @@ async fn browser_sees_dumps_acts_as_operator_and_refuses_forgeries() {
         "{forged}"
     );
     assert_eq!(forged["oversized_form"], 413, "{forged}");
+    assert_eq!(forged["cross_origin_login"], 403, "{forged}");
+    assert_eq!(forged["cross_origin_action"], 403, "{forged}");
     assert_eq!(
         catalog_of_job(&stack.cli, good).len(),
         dumps_before + 1,
