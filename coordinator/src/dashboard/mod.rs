@@ -346,11 +346,18 @@ impl Dashboard {
         let token = r.form("token").unwrap_or_default();
         let caller = match self.auth.check_token(token, r.ip()).await {
             Ok(c) => c,
-            Err(m) => {
-                self.audit("", "DashboardLogin", serde_json::json!({}), r, Some(&m))
-                    .await;
+            Err((m, limited)) => {
+                if !limited {
+                    self.audit("", "DashboardLogin", serde_json::json!({}), r, Some(&m))
+                        .await;
+                }
+                let status = if limited {
+                    StatusCode::TOO_MANY_REQUESTS
+                } else {
+                    StatusCode::UNAUTHORIZED
+                };
                 let ctx = minijinja::context! { error => format!("login refused: {m}") };
-                return self.render_status(StatusCode::UNAUTHORIZED, "login.html", ctx);
+                return self.render_status(status, "login.html", ctx);
             }
         };
         let id = match self

@@ -173,6 +173,11 @@ async fn browser_sees_dumps_acts_as_operator_and_refuses_forgeries() {
     assert_eq!(forged["cross_origin_login"], 403, "{forged}");
     assert_eq!(forged["cross_origin_action"], 403, "{forged}");
     assert_eq!(
+        forged["guess_statuses"],
+        json!([401, 429]),
+        "guessing tokens is limited per address: {forged}"
+    );
+    assert_eq!(
         catalog_of_job(&stack.cli, good).len(),
         dumps_before + 1,
         "no forged POST queued a dump"
@@ -183,6 +188,16 @@ async fn browser_sees_dumps_acts_as_operator_and_refuses_forgeries() {
         .expect("the audit");
     let refused = audit.as_array().map_or(0, Vec::len);
     assert_eq!(refused, 3, "the three forged POSTs with a session: {audit}");
+    let logins = stack
+        .cli
+        .json(&["audit", "list", "--method", "DashboardLogin", "--failed"])
+        .expect("the audit");
+    let refused_logins = logins.as_array().map_or(0, Vec::len);
+    let expected = 1 + forged["guesses_refused"].as_u64().unwrap_or(0);
+    assert_eq!(
+        refused_logins as u64, expected,
+        "refused logins are audited, rate-limited ones not: {logins}"
+    );
 
     // 100,000 catalog rows and messages: pages still come (timed, not asserted).
     stack
@@ -201,6 +216,7 @@ async fn browser_sees_dumps_acts_as_operator_and_refuses_forgeries() {
         )
         .unwrap();
     let scaled = drive("scale", &cfg);
+    assert_eq!(scaled["login"], 303, "{scaled}");
     eprintln!("dashboard pages over 100,000 catalog rows: {scaled}");
     for page in ["catalog_first", "catalog_middle", "messages_first"] {
         assert_eq!(scaled[page]["status"], 200, "{page}: {scaled}");
