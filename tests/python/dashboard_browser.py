@@ -338,10 +338,23 @@ def scale(cfg):
         ("jobs", "/jobs"),
         ("messages_first", "/messages"),
         ("messages_errors", "/messages?level=ERROR"),
+        ("messages_worker", "/messages?level=ERROR&worker=w-dash"),
+        ("messages_other_worker", "/messages?level=ERROR&worker=nobody"),
+        ("messages_job", f"/messages?level=ERROR&job={cfg['bad_job']}"),
+        ("messages_other_job", f"/messages?level=ERROR&job={cfg['good_job']}"),
+        ("bad_level", "/messages?level=LOUD"),
+        ("bad_before", "/catalog?before=%3Cb%3E"),
+        ("missing_dump", "/dumps/999999999"),
     ]:
         status, body, secs = c.request(path)
         rows = len(re.findall(r'<tr class="(?:dump|level-)', body))
-        seen[name] = {"status": status, "seconds": round(secs, 3), "rows": rows}
+        error = re.findall(r'id="error">([^<]*)<', body)
+        seen[name] = {
+            "status": status,
+            "seconds": round(secs, 3),
+            "rows": rows,
+            "error": error,
+        }
     return seen
 
 

@@ -89,6 +89,7 @@ async fn browser_sees_dumps_acts_as_operator_and_refuses_forgeries() {
         "operator": token(&stack, "dash-op", "operator"),
         "viewer": token(&stack, "dash-viewer", "viewer"),
         "good_job": good,
+        "bad_job": bad,
         "out": out,
         "chromium": env_or("PGSNAPMAN_CHROMIUM", "/usr/bin/chromium"),
         "chromedriver": env_or("PGSNAPMAN_CHROMEDRIVER", "/usr/bin/chromedriver"),
@@ -224,6 +225,24 @@ async fn browser_sees_dumps_acts_as_operator_and_refuses_forgeries() {
     }
     assert_eq!(scaled["messages_errors"]["status"], 200, "{scaled}");
     assert_eq!(scaled["jobs"]["status"], 200, "{scaled}");
+    // Filters and bad input (escaped in the answer, named in the error).
+    for (page, rows) in [
+        ("messages_worker", 1),
+        ("messages_other_worker", 0),
+        ("messages_job", 1),
+        ("messages_other_job", 0),
+    ] {
+        assert_eq!(scaled[page]["rows"], rows, "{page}: {scaled}");
+    }
+    for (page, status, texts) in [
+        ("bad_level", 400, ["LOUD", "is not one of DEBUG"]),
+        ("bad_before", 400, ["&lt;b&gt;", "is not a positive number"]),
+        ("missing_dump", 404, ["999999999", ""]),
+    ] {
+        assert_eq!(scaled[page]["status"], status, "{page}: {scaled}");
+        let error = scaled[page]["error"].to_string();
+        assert!(texts.iter().all(|t| error.contains(t)), "{page}: {error}");
+    }
     // The pages read an index from the newest row down, whatever the size.
     for (query, args, index) in [
         (DUMPS, "9223372036854775807, 51, NULL", "dumps_pkey"),
