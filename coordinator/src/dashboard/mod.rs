@@ -181,8 +181,13 @@ async fn accept(
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
+        // Waiting for a free slot must not hold up a shutdown.
+        let permit = tokio::select! {
+            () = stop.cancelled() => return,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
         };
         let (stream, peer) = tokio::select! {
             () = stop.cancelled() => return,
