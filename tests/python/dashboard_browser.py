@@ -10,6 +10,7 @@ Usage: dashboard_browser.py MODE CONFIG_JSON
 """
 
 import base64
+import concurrent.futures
 import http.cookiejar
 import json
 import os
@@ -152,6 +153,7 @@ def login(d, url, token):
 def wait_task(d, seconds=240):
     """Reloads a task page until the task ends; its last state."""
     deadline = time.time() + seconds
+    d.one("#task-state")  # the form's answer has arrived
     state = ""
     while time.time() < deadline:
         try:
@@ -182,7 +184,7 @@ def browser(cfg):
         d.go(url + "/jobs")
         seen["unauthenticated_lands_on"] = urllib.parse.urlparse(d.url()).path
         login(d, url, "psm_" + "x" * 43)
-        seen["bad_token_error"] = [d.text(e) for e in d.all("#login-error")]
+        seen["bad_token_error"] = [d.text(d.one("#login-error"))]
 
         login(d, url, cfg["operator"])
         seen["operator_role"] = d.attr(d.one("#me"), "data-role")
@@ -200,8 +202,8 @@ def browser(cfg):
         d.shot(out, "jobs.png")
 
         d.click(d.one(f"#dump-now-{cfg['good_job']}"))
-        seen["after_dump_now"] = urllib.parse.urlparse(d.url()).path
         seen["task_state"] = wait_task(d)
+        seen["after_dump_now"] = urllib.parse.urlparse(d.url()).path
         d.shot(out, "task.png")
         d.click(d.one("#task-dump"))
         seen["new_dump_status"] = d.text(d.one("#dump-status"))
@@ -216,10 +218,10 @@ def browser(cfg):
         # (an operator: the Admin handler wants admin for it).
         d.go(url + dump_path)
         restore_form(d, "sample", "DROP", None)
-        seen["drop_unconfirmed"] = [d.text(e) for e in d.all("#error")]
+        seen["drop_unconfirmed"] = [d.text(d.one("#error"))]
         d.go(url + dump_path)
         restore_form(d, "sample", "DROP", "sample")
-        seen["drop_confirmed"] = [d.text(e) for e in d.all("#error")]
+        seen["drop_confirmed"] = [d.text(d.one("#error"))]
         d.go(url + dump_path)
         restore_form(d, "sample_copy", "RENAME", None)
         seen["restore_state"] = wait_task(d)
@@ -235,6 +237,7 @@ def browser(cfg):
             d.shot(out, f"{name}.png")
 
         d.click(d.one("form.logout button"))
+        d.one("#login")
         seen["after_logout"] = urllib.parse.urlparse(d.url()).path
 
         login(d, url, cfg["viewer"])
@@ -269,11 +272,12 @@ class Client:
             self.NoRedirect,
         )
 
-    def request(self, path, form=None):
+    def request(self, path, form=None, headers=None):
         data = None if form is None else urllib.parse.urlencode(form).encode()
+        req = urllib.request.Request(self.url + path, data=data, headers=headers or {})
         started = time.monotonic()
         try:
-            with self.opener.open(self.url + path, data=data, timeout=120) as r:
+            with self.opener.open(req, timeout=120) as r:
                 body = r.read().decode()
                 return r.status, body, time.monotonic() - started
         except urllib.error.HTTPError as e:
@@ -304,22 +308,53 @@ def forge(cfg):
     seen["viewer_with_csrf"] = status
     seen["viewer_refusal"] = re.findall(r'id="error">([^<]*)<', body)
     seen["oversized_form"] = op.request(path, {"csrf": "x" * 20000})[0]
+    evil = {"Origin": "https://evil.example"}
+    seen["cross_origin_login"] = Client(url).request(
+        "/login", {"token": cfg["operator"]}, evil
+    )[0]
+    seen["cross_origin_action"] = op.request(path, {"csrf": op.csrf()}, evil)[0]
+    # Last: spend this address's allowance of failed logins (the gRPC
+    # path's admin.unauthenticated_burst, 20 by default).
+    # 100 guesses, 20 at a time: far faster than the 5/s refill.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
+        guesses = list(
+            pool.map(lambda _: Client(url).login("psm_" + "y" * 43), range(100))
+        )
+    seen["guess_statuses"] = sorted(set(guesses))
+    seen["guesses_refused"] = guesses.count(401)
     return seen
 
 
 def scale(cfg):
     c, seen = Client(cfg["url"]), {}
-    seen["login"] = c.login(cfg["operator"])
+    # The forge step spent this address's failed-login allowance; it refills.
+    deadline = time.time() + 60
+    while (status := c.login(cfg["operator"])) == 429 and time.time() < deadline:
+        time.sleep(1)
+    seen["login"] = status
     for name, path in [
         ("catalog_first", "/catalog"),
         ("catalog_middle", "/catalog?before=50000"),
         ("jobs", "/jobs"),
         ("messages_first", "/messages"),
         ("messages_errors", "/messages?level=ERROR"),
+        ("messages_worker", "/messages?level=ERROR&worker=w-dash"),
+        ("messages_other_worker", "/messages?level=ERROR&worker=nobody"),
+        ("messages_job", f"/messages?level=ERROR&job={cfg['bad_job']}"),
+        ("messages_other_job", f"/messages?level=ERROR&job={cfg['good_job']}"),
+        ("bad_level", "/messages?level=LOUD"),
+        ("bad_before", "/catalog?before=%3Cb%3E"),
+        ("missing_dump", "/dumps/999999999"),
     ]:
         status, body, secs = c.request(path)
         rows = len(re.findall(r'<tr class="(?:dump|level-)', body))
-        seen[name] = {"status": status, "seconds": round(secs, 3), "rows": rows}
+        error = re.findall(r'id="error">([^<]*)<', body)
+        seen[name] = {
+            "status": status,
+            "seconds": round(secs, 3),
+            "rows": rows,
+            "error": error,
+        }
     return seen
 
 

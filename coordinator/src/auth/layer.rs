@@ -54,18 +54,24 @@ impl AuthState {
 impl AuthState {
     /// The dashboard's login: checks `secret` exactly as a gRPC call's
     /// bearer token is checked (shape, the peer's failure allowance, the
-    /// catalog row, revoked, expired, role). `Err` is the reason, which
-    /// never repeats the secret.
-    pub async fn check_token(&self, secret: &str, ip: Option<IpAddr>) -> Result<Caller, String> {
+    /// catalog row, revoked, expired, role). `Err` holds the reason, which
+    /// never repeats the secret, and whether it is a rate limit (then not
+    /// audited, as on the gRPC path: a flood must not fill the audit).
+    pub async fn check_token(
+        &self,
+        secret: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<Caller, (String, bool)> {
         let mut headers = http::HeaderMap::new();
         let value = http::HeaderValue::from_str(&format!("Bearer {}", secret.trim()))
-            .map_err(|_| "the token is not printable ASCII".to_string())?;
+            .map_err(|_| ("the token is not printable ASCII".to_string(), false))?;
         headers.insert(http::header::AUTHORIZATION, value);
         let ext = http::Extensions::new();
         match self.authenticate(&headers, &ext, ip, Instant::now()).await {
             Ok(c) => Ok(c),
-            Err(Refusal::Unauthenticated(m) | Refusal::Limited(m)) => Err(m),
-            Err(Refusal::Internal(e)) => Err(e.to_string()),
+            Err(Refusal::Unauthenticated(m)) => Err((m, false)),
+            Err(Refusal::Limited(m)) => Err((m, true)),
+            Err(Refusal::Internal(e)) => Err((e.to_string(), false)),
         }
     }
 

@@ -181,8 +181,13 @@ async fn accept(
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
+        // Waiting for a free slot must not hold up a shutdown.
+        let permit = tokio::select! {
+            () = stop.cancelled() => return,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
         };
         let (stream, peer) = tokio::select! {
             () = stop.cancelled() => return,
@@ -275,6 +280,12 @@ impl Dashboard {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| session::cookie_value(Some(v)))
             .map(str::to_string);
+        if method == Method::POST && !same_origin(req.headers()) {
+            return self.error(
+                StatusCode::FORBIDDEN,
+                "refused: the form was sent from another site (Origin does not match Host)",
+            );
+        }
         let form = if method == Method::POST {
             match Limited::new(req.into_body(), MAX_FORM_BYTES)
                 .collect()
@@ -340,11 +351,18 @@ impl Dashboard {
         let token = r.form("token").unwrap_or_default();
         let caller = match self.auth.check_token(token, r.ip()).await {
             Ok(c) => c,
-            Err(m) => {
-                self.audit("", "DashboardLogin", serde_json::json!({}), r, Some(&m))
-                    .await;
+            Err((m, limited)) => {
+                if !limited {
+                    self.audit("", "DashboardLogin", serde_json::json!({}), r, Some(&m))
+                        .await;
+                }
+                let status = if limited {
+                    StatusCode::TOO_MANY_REQUESTS
+                } else {
+                    StatusCode::UNAUTHORIZED
+                };
                 let ctx = minijinja::context! { error => format!("login refused: {m}") };
-                return self.render_status(StatusCode::UNAUTHORIZED, "login.html", ctx);
+                return self.render_status(status, "login.html", ctx);
             }
         };
         let id = match self
@@ -452,6 +470,23 @@ impl Dashboard {
     }
 }
 
+/// False when the request names an `Origin` (browsers send one with every
+/// POST) whose host and port are not the request's `Host`: a form posted
+/// from another site, the login form included. No Origin (curl): true;
+/// the CSRF token still guards every action.
+fn same_origin(h: &hyper::HeaderMap) -> bool {
+    let Some(origin) = h.get(hyper::header::ORIGIN) else {
+        return true;
+    };
+    let host = h.get(hyper::header::HOST).and_then(|v| v.to_str().ok());
+    let authority = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, a)| a);
+    matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h))
+}
+
 fn html_response(status: StatusCode, html: String) -> Resp {
     let mut resp = Response::new(Full::new(Bytes::from(html)));
     *resp.status_mut() = status;
@@ -478,7 +513,8 @@ fn security_headers(h: &mut hyper::HeaderMap) {
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
     );
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    // Not no-referrer: with it, browsers send `Origin: null` on our own POSTs.
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
@@ -495,6 +531,26 @@ fn redirect(to: &str) -> Resp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn posts_from_another_origin_are_told_apart() {
+        let headers = |origin: Option<&str>| {
+            let mut h = hyper::HeaderMap::new();
+            h.insert(
+                hyper::header::HOST,
+                "127.0.0.1:7433".parse().expect("a value"),
+            );
+            if let Some(o) = origin {
+                h.insert(hyper::header::ORIGIN, o.parse().expect("a value"));
+            }
+            h
+        };
+        assert!(same_origin(&headers(None)));
+        assert!(same_origin(&headers(Some("https://127.0.0.1:7433"))));
+        assert!(!same_origin(&headers(Some("https://evil.example"))));
+        assert!(!same_origin(&headers(Some("https://127.0.0.1:7434"))));
+        assert!(!same_origin(&headers(Some("null"))));
+    }
 
     #[test]
     fn listen_and_limits_are_checked() {

@@ -126,6 +126,7 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/coordinator.toml");
         let cfg = crate::config::Config::load(Some(&path)).unwrap();
         assert_eq!(cfg.notify.retry_max_interval, Duration::from_secs(600));
+        assert_eq!(cfg.dashboard.session_ttl, Duration::from_secs(8 * 3600));
     }
 
     #[test]

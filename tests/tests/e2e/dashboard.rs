@@ -89,6 +89,7 @@ async fn browser_sees_dumps_acts_as_operator_and_refuses_forgeries() {
         "operator": token(&stack, "dash-op", "operator"),
         "viewer": token(&stack, "dash-viewer", "viewer"),
         "good_job": good,
+        "bad_job": bad,
         "out": out,
         "chromium": env_or("PGSNAPMAN_CHROMIUM", "/usr/bin/chromium"),
         "chromedriver": env_or("PGSNAPMAN_CHROMEDRIVER", "/usr/bin/chromedriver"),
@@ -170,6 +171,13 @@ async fn browser_sees_dumps_acts_as_operator_and_refuses_forgeries() {
         "{forged}"
     );
     assert_eq!(forged["oversized_form"], 413, "{forged}");
+    assert_eq!(forged["cross_origin_login"], 403, "{forged}");
+    assert_eq!(forged["cross_origin_action"], 403, "{forged}");
+    assert_eq!(
+        forged["guess_statuses"],
+        json!([401, 429]),
+        "guessing tokens is limited per address: {forged}"
+    );
     assert_eq!(
         catalog_of_job(&stack.cli, good).len(),
         dumps_before + 1,
@@ -181,6 +189,16 @@ async fn browser_sees_dumps_acts_as_operator_and_refuses_forgeries() {
         .expect("the audit");
     let refused = audit.as_array().map_or(0, Vec::len);
     assert_eq!(refused, 3, "the three forged POSTs with a session: {audit}");
+    let logins = stack
+        .cli
+        .json(&["audit", "list", "--method", "DashboardLogin", "--failed"])
+        .expect("the audit");
+    let refused_logins = logins.as_array().map_or(0, Vec::len);
+    let expected = 1 + forged["guesses_refused"].as_u64().unwrap_or(0);
+    assert_eq!(
+        refused_logins as u64, expected,
+        "refused logins are audited, rate-limited ones not: {logins}"
+    );
 
     // 100,000 catalog rows and messages: pages still come (timed, not asserted).
     stack
@@ -199,6 +217,7 @@ async fn browser_sees_dumps_acts_as_operator_and_refuses_forgeries() {
         )
         .unwrap();
     let scaled = drive("scale", &cfg);
+    assert_eq!(scaled["login"], 303, "{scaled}");
     eprintln!("dashboard pages over 100,000 catalog rows: {scaled}");
     for page in ["catalog_first", "catalog_middle", "messages_first"] {
         assert_eq!(scaled[page]["status"], 200, "{page}: {scaled}");
@@ -206,6 +225,24 @@ async fn browser_sees_dumps_acts_as_operator_and_refuses_forgeries() {
     }
     assert_eq!(scaled["messages_errors"]["status"], 200, "{scaled}");
     assert_eq!(scaled["jobs"]["status"], 200, "{scaled}");
+    // Filters and bad input (escaped in the answer, named in the error).
+    for (page, rows) in [
+        ("messages_worker", 1),
+        ("messages_other_worker", 0),
+        ("messages_job", 1),
+        ("messages_other_job", 0),
+    ] {
+        assert_eq!(scaled[page]["rows"], rows, "{page}: {scaled}");
+    }
+    for (page, status, texts) in [
+        ("bad_level", 400, ["LOUD", "is not one of DEBUG"]),
+        ("bad_before", 400, ["&lt;b&gt;", "is not a positive number"]),
+        ("missing_dump", 404, ["999999999", ""]),
+    ] {
+        assert_eq!(scaled[page]["status"], status, "{page}: {scaled}");
+        let error = scaled[page]["error"].to_string();
+        assert!(texts.iter().all(|t| error.contains(t)), "{page}: {error}");
+    }
     // The pages read an index from the newest row down, whatever the size.
     for (query, args, index) in [
         (DUMPS, "9223372036854775807, 51, NULL", "dumps_pkey"),
