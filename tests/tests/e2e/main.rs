@@ -13,6 +13,7 @@ mod catalog_events;
 mod client_major;
 mod coordinators;
 mod crash;
+mod cross_restore;
 mod discovery;
 mod dump_now;
 mod dump_types;
