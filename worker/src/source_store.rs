@@ -65,8 +65,13 @@ impl SourceStores {
     }
 
     /// The store of `worker` at `loc`, opened read-only (or refreshed). The
-    /// error is one line naming the worker and what is missing.
+    /// error is one line naming the worker and what is missing. May block
+    /// on the network for long (see `off_the_async_threads`).
     pub fn open(&self, worker: &str, loc: &StoreLocation) -> Result<Store, String> {
+        off_the_async_threads(|| self.open_now(worker, loc))
+    }
+
+    fn open_now(&self, worker: &str, loc: &StoreLocation) -> Result<Store, String> {
         if loc.kind != "s3" {
             return Err(format!(
                 "the dump is in the local store of worker {worker:?}, which this worker cannot read: \
@@ -120,6 +125,19 @@ impl SourceStores {
             .map_err(|e| format!("cannot read {}: {e}", what()))?;
         open.insert(worker.to_string(), store.clone());
         Ok(store)
+    }
+}
+
+/// Runs `f`, which may block on the network for long (a first read of
+/// another worker's bucket downloads its packs), without starving the
+/// runtime's other tasks: on a multi-thread runtime the thread hands its
+/// tasks to others first.
+fn off_the_async_threads<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 
