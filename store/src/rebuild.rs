@@ -4,7 +4,7 @@
 //! dump summaries from the manifests — in a new directory swapped in
 //! atomically. Refuses while a process holds the store. docs/store.md.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -148,7 +148,7 @@ fn rebuild(
                 }
                 bucket::sync_manifests(&remote, &manifests)?;
                 let inner = Arc::new(Inner::new(root, opts, index, false, false, Some(remote)));
-                bucket::index_bucket_packs(&inner, &mut HashSet::new(), &mut report)?;
+                bucket::index_bucket_packs(&inner, &mut HashMap::new(), &mut report)?;
                 index_features(&inner, &mut report)?;
                 index_dumps(&inner, &mut report)?;
             }

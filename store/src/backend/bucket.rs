@@ -4,7 +4,7 @@
 //! an S3 store's index and by read-only opens of another worker's prefix.
 //! Reads only: nothing here writes or deletes an object.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::Path;
 
@@ -78,15 +78,26 @@ pub(crate) fn sync_manifests(remote: &Remote, dir: &Path) -> Result<u64, StoreEr
 /// that are no longer in the bucket (deleted or repacked by the owner's gc)
 /// are dropped, then every pack not in `known` is fetched and its records
 /// indexed, oldest pack first; a chunk already indexed keeps its entry (the
-/// first record wins, as when the packs were written). `known` is updated.
+/// first record wins, as when the packs were written). `known` is updated:
+/// pack → whether some of its records were skipped as already indexed.
+///
+/// Why those are rescanned when a pack goes: the owner's repack 1. uploads
+/// a new pack holding live records of an old one, 2. deletes the old one.
+/// A refresh between 1 and 2 skips the new pack's records (the old pack's
+/// entries exist); the refresh after 2 drops the old entries and must then
+/// index the new pack's records, or those chunks would read as missing.
 pub(crate) fn index_bucket_packs(
     inner: &Inner,
-    known: &mut HashSet<PackId>,
+    known: &mut HashMap<PackId, bool>,
     report: &mut RebuildReport,
 ) -> Result<(), StoreError> {
     let listed: Vec<PackId> = inner.list_packs()?.into_iter().map(|(id, _)| id).collect();
     let present: HashSet<PackId> = listed.iter().copied().collect();
-    let gone: HashSet<PackId> = known.difference(&present).copied().collect();
+    let gone: HashSet<PackId> = known
+        .keys()
+        .filter(|p| !present.contains(p))
+        .copied()
+        .collect();
     if !gone.is_empty() {
         let mut stale: Vec<ChunkId> = Vec::new();
         inner.index.for_each(|id, e| {
@@ -98,13 +109,16 @@ pub(crate) fn index_bucket_packs(
         for batch in stale.chunks(BATCH_ENTRIES) {
             inner.index.delete_all(batch)?;
         }
-        known.retain(|p| present.contains(p));
+        // Gone packs are forgotten; packs that skipped records are scanned
+        // again (their records fill in what the gone packs held).
+        known.retain(|p, skipped| present.contains(p) && !*skipped);
     }
     let mut batch: Vec<(ChunkId, IndexEntry)> = Vec::with_capacity(BATCH_ENTRIES);
     for pack_id in listed {
-        if known.contains(&pack_id) {
+        if known.contains_key(&pack_id) {
             continue;
         }
+        let duplicates_before = report.duplicate_records;
         report.packs += 1;
         let file = inner.open_pack(pack_id).map_err(StoreError::io(format!(
             "fetch pack {pack_id} from {}",
@@ -134,16 +148,17 @@ pub(crate) fn index_bucket_packs(
         // then sees them in the index.
         inner.index.put_all(&batch)?;
         batch.clear();
-        known.insert(pack_id);
+        known.insert(pack_id, report.duplicate_records > duplicates_before);
     }
     Ok(())
 }
 
-/// The packs the index names (what a read-only open indexed before).
-pub(crate) fn indexed_packs(index: &Index) -> Result<HashSet<PackId>, StoreError> {
-    let mut out = HashSet::new();
+/// The packs the index names (what a read-only open indexed before); not
+/// knowing whether they skipped records, each counts as if it did.
+pub(crate) fn indexed_packs(index: &Index) -> Result<HashMap<PackId, bool>, StoreError> {
+    let mut out = HashMap::new();
     index.for_each(|_, e| {
-        out.insert(e.pack);
+        out.insert(e.pack, true);
         Ok(())
     })?;
     Ok(out)

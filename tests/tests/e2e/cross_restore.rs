@@ -128,6 +128,27 @@ fn a_read_only_open_follows_another_prefix_and_never_writes() {
     // Opened again (its own index kept): still current.
     let reader = Store::open_bucket_read_only(cache.path(), s3_config(&s3, "owner", 0)).unwrap();
     assert_eq!(read_back(&reader, d2), b);
+
+    // A repack seen half-way: the records copied into a new pack while the
+    // old one still exists, then the old one deleted. The reader, which
+    // skipped the copies, indexes them once the old pack is gone.
+    let (old, _) = s3
+        .list("owner", "packs")
+        .unwrap()
+        .into_iter()
+        .next()
+        .unwrap();
+    let copy = s3.get("owner", "packs", &old).unwrap();
+    let new = pgsnapman_store::PackId::new().sealed_name();
+    s3.put("owner", "packs", &new, copy).unwrap();
+    reader.refresh_from_bucket().unwrap();
+    s3.client("owner")
+        .unwrap()
+        .delete(&s3.client("owner").unwrap().key("packs", &old))
+        .unwrap();
+    reader.refresh_from_bucket().unwrap();
+    assert_eq!(read_back(&reader, d2), b);
+    assert!(reader.verify().unwrap().is_clean());
 }
 
 /// The stack's worker `w-a` stores into the bucket under its name.
