@@ -10,6 +10,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::backend::{Remote, bucket};
 use crate::chunk::ChunkId;
 use crate::crypto::{Crypto, StoreKey};
 use crate::error::StoreError;
@@ -89,6 +90,29 @@ pub fn rebuild_index_encrypted(
     key: Option<&StoreKey>,
 ) -> Result<RebuildReport, StoreError> {
     crate::backend::refuse_if_in_bucket(root, "rebuild its index")?;
+    rebuild(root, None, None, key)
+}
+
+/// `rebuild_index` of an S3 store from its bucket alone (a lost data
+/// directory): the bucket's manifests are copied back and every pack in the
+/// bucket is fetched and indexed, so the new index names every pack the
+/// bucket holds (a gc then deletes none that a manifest needs). `fallback`:
+/// the parameters recorded when the old index has none.
+pub(crate) fn rebuild_from_bucket(
+    root: &Path,
+    remote: Arc<Remote>,
+    fallback: StoreParams,
+    key: Option<&StoreKey>,
+) -> Result<RebuildReport, StoreError> {
+    rebuild(root, Some(remote), Some(fallback), key)
+}
+
+fn rebuild(
+    root: &Path,
+    remote: Option<Arc<Remote>>,
+    fallback: Option<StoreParams>,
+    key: Option<&StoreKey>,
+) -> Result<RebuildReport, StoreError> {
     let index_dir = root.join("index");
     let lock = index_dir.join("LOCK");
     if locked_by_another_process(&lock)? || held_in_this_process(&index_dir) {
@@ -104,11 +128,13 @@ pub fn rebuild_index_encrypted(
             tracing::warn!(
                 "the old index's parameters are unreadable ({e}); recording the defaults"
             );
-            let d = StoreOptions::default();
-            StoreParams {
-                chunking: d.chunking,
-                features: d.features,
-            }
+            fallback.unwrap_or_else(|| {
+                let d = StoreOptions::default();
+                StoreParams {
+                    chunking: d.chunking,
+                    features: d.features,
+                }
+            })
         }
     };
     let crypto = key.map(|k| Arc::new(Crypto::new(k)));
@@ -127,15 +153,34 @@ pub fn rebuild_index_encrypted(
         if let Some(c) = &crypto {
             index.set_encryption(&c.meta())?;
         }
-        index_packs(root, &index, &mut report)?;
         let opts = StoreOptions {
             chunking: params.chunking,
             features: params.features,
             ..StoreOptions::default()
         };
-        let inner = Arc::new(Inner::new(root, opts, index, false, false, None).with_crypto(crypto));
-        index_features(&inner, &mut report)?;
-        index_dumps(&inner, &mut report)?;
+        match remote {
+            None => {
+                index_packs(root, &index, &mut report)?;
+                let inner =
+                    Arc::new(Inner::new(root, opts, index, false, false, None).with_crypto(crypto));
+                index_features(&inner, &mut report)?;
+                index_dumps(&inner, &mut report)?;
+            }
+            Some(remote) => {
+                let manifests = root.join("manifests");
+                for dir in [root.join("packs"), manifests.clone()] {
+                    fs::create_dir_all(&dir)
+                        .map_err(StoreError::io(format!("create {}", dir.display())))?;
+                }
+                bucket::sync_manifests(&remote, &manifests)?;
+                let inner = Arc::new(
+                    Inner::new(root, opts, index, false, false, Some(remote)).with_crypto(crypto),
+                );
+                bucket::index_bucket_packs(&inner, &mut HashMap::new(), &mut report)?;
+                index_features(&inner, &mut report)?;
+                index_dumps(&inner, &mut report)?;
+            }
+        }
     }
     swap_in(root, &index_dir, &new_dir)?;
     Ok(report)
@@ -217,21 +262,7 @@ fn index_packs(root: &Path, index: &Index, report: &mut RebuildReport) -> Result
                 report.duplicate_records += 1;
                 return Ok(());
             }
-            if header.kind == ChunkKind::Delta {
-                report.delta_chunks += 1;
-            }
-            report.chunks += 1;
-            batch.push((
-                header.chunk,
-                IndexEntry {
-                    pack: pack_id,
-                    offset,
-                    stored_len: header.stored_len,
-                    raw_len: header.raw_len,
-                    kind: header.kind,
-                    base: header.base,
-                },
-            ));
+            batch.push(first_record(report, pack_id, offset, header));
             if batch.len() >= BATCH_ENTRIES {
                 index.put_all(&batch)?;
                 batch.clear();
@@ -244,6 +275,30 @@ fn index_packs(root: &Path, index: &Index, report: &mut RebuildReport) -> Result
         }
     }
     index.put_all(&batch)
+}
+
+/// The index entry of the first record of a chunk, counted in `report`.
+pub(crate) fn first_record(
+    report: &mut RebuildReport,
+    pack: PackId,
+    offset: u64,
+    header: &pack::RecordHeader,
+) -> (ChunkId, IndexEntry) {
+    if header.kind == ChunkKind::Delta {
+        report.delta_chunks += 1;
+    }
+    report.chunks += 1;
+    (
+        header.chunk,
+        IndexEntry {
+            pack,
+            offset,
+            stored_len: header.stored_len,
+            raw_len: header.raw_len,
+            kind: header.kind,
+            base: header.base,
+        },
+    )
 }
 
 /// Pass 2: every indexed chunk is decoded (hash-checked, through its delta

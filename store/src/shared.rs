@@ -63,6 +63,9 @@ pub(crate) struct Inner {
     /// had sealed packs, or `open` found an interrupted write. Cleared when
     /// a gc starts.
     pub(crate) garbage: AtomicBool,
+    /// Read-only bucket opens: the packs indexed so far, each with whether
+    /// it skipped records already indexed (`backend::bucket`).
+    pub(crate) bucket_packs: Mutex<HashMap<PackId, bool>>,
     #[cfg(test)]
     pub(crate) hook: Mutex<Option<TestHook>>,
 }
@@ -90,6 +93,7 @@ impl Inner {
             gc_generation: AtomicU64::new(0),
             registry: Mutex::new(Registry::default()),
             garbage: AtomicBool::new(garbage),
+            bucket_packs: Mutex::new(HashMap::new()),
             #[cfg(test)]
             hook: Mutex::new(None),
         }

@@ -128,8 +128,23 @@ impl Store {
         };
         let index_dir = root.join("index");
         // A lost index must not be replaced by an empty one: every stored
-        // dump would read as missing, and gc would see no live chunk.
-        if !index_dir.join("CURRENT").is_file() && holds_data(&packs_dir, &manifests_dir)? {
+        // dump would read as missing, and gc would see no live chunk (on an
+        // S3 store: would delete every pack in the bucket). An S3 store
+        // rebuilds it from the bucket, which holds every pack and manifest.
+        let lost = !index_dir.join("CURRENT").is_file();
+        if lost
+            && let Some(remote) = &remote
+            && crate::backend::bucket::holds_data(remote)?
+        {
+            let r = crate::rebuild::rebuild_from_bucket(root, Arc::clone(remote), requested, key)?;
+            tracing::info!(
+                packs = r.packs,
+                chunks = r.chunks,
+                dumps = r.dumps,
+                damaged_packs = r.damaged_packs.len(),
+                "chunk index and manifests rebuilt from the bucket"
+            );
+        } else if lost && holds_data(&packs_dir, &manifests_dir)? {
             return Err(StoreError::Invalid {
                 what: "store",
                 detail: format!(
@@ -440,7 +455,10 @@ impl Store {
 }
 
 /// Removes leftovers of interrupted writes; true if there were any.
-fn remove_leftovers(dir: &Path, is_leftover: impl Fn(&str) -> bool) -> Result<bool, StoreError> {
+pub(crate) fn remove_leftovers(
+    dir: &Path,
+    is_leftover: impl Fn(&str) -> bool,
+) -> Result<bool, StoreError> {
     let mut removed = false;
     for entry in fs::read_dir(dir).map_err(StoreError::io(format!("list {}", dir.display())))? {
         let entry = entry.map_err(StoreError::io(format!("list {}", dir.display())))?;

@@ -22,6 +22,7 @@ pub mod runner;
 pub mod scheduler;
 pub mod script;
 pub mod seal;
+pub mod source_store;
 pub mod standalone;
 pub mod state;
 pub mod store_backend;
@@ -130,6 +131,11 @@ pub async fn open(config: Config) -> Result<Arc<Shared>> {
     tracing::info!(fingerprint = %seal_key.fingerprint(), "seal key loaded");
     let runner = Runner::new(clients, &data_dir, store, &config)?
         .with_shared_stores(&config.worker.name, config.restore.shared_stores.clone())
+        .with_source_stores(source_store::SourceStores::from_config(
+            &data_dir,
+            &config.store.s3,
+            &config.worker.name,
+        )?)
         .with_seal_key(seal_key.clone());
     runner.clean_leftovers();
     let state_dir = state::dir(&data_dir);

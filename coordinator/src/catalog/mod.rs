@@ -26,6 +26,7 @@ mod restore;
 mod retention;
 mod scripts;
 mod store;
+mod store_location;
 mod tasks;
 mod verify;
 mod verify_schedule;

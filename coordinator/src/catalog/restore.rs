@@ -617,6 +617,13 @@ impl Catalog {
             target_instance: Some(self.connection_for(&instance, task.worker_id).await?),
             dump_worker_name: dump.worker_name.clone(),
             script,
+            // Only to the restore worker granted above: the dump worker's
+            // store, read-only, with the restore worker's own credentials.
+            dump_store: if dump.worker_id == task.worker_id {
+                None
+            } else {
+                self.store_location(dump.worker_id).await?
+            },
         })
     }
 

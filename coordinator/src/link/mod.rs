@@ -227,6 +227,9 @@ impl Link {
         let w = caller.worker;
         self.catalog.note_seal_key(&w, &req.seal_public_key).await?;
         self.catalog
+            .note_store_location(w.id, req.store_location.as_ref())
+            .await?;
+        self.catalog
             .hello(
                 w.id,
                 &req.agent_version,

@@ -3,6 +3,7 @@
 //! (`s3.rs`; docs/object-storage.md). The backend sees opaque bytes per
 //! object: an encryption layer would wrap `put_*`/`get_*` here.
 
+pub(crate) mod bucket;
 mod packs;
 mod s3;
 
@@ -152,7 +153,7 @@ pub fn refuse_if_in_bucket(root: &Path, what: &str) -> Result<(), StoreError> {
         Ok(s) if s.starts_with("s3 ") => Err(StoreError::Invalid {
             what: "store",
             detail: format!(
-                "the store at {} keeps its packs in a bucket ({}): cannot {what} from the local cache (not supported yet; docs/object-storage.md)",
+                "the store at {} keeps its packs in a bucket ({}): cannot {what} from the local cache; a worker started without an index rebuilds it from the bucket (docs/object-storage.md)",
                 root.display(),
                 cut(s.trim_start_matches("s3 ").trim())
             ),

@@ -29,6 +29,8 @@ pub struct Remote {
     cfg: S3Config,
     client: Arc<AmazonS3>,
     runtime: Option<tokio::runtime::Runtime>,
+    /// Opened to read another worker's prefix: every write or delete fails.
+    read_only: bool,
 }
 
 impl Drop for Remote {
@@ -89,7 +91,27 @@ impl Remote {
             cfg,
             client: Arc::new(client),
             runtime: Some(runtime),
+            read_only: false,
         })
+    }
+
+    /// `new` for reading only: uploads and deletes fail before any request
+    /// (a reader never changes another worker's prefix).
+    pub fn new_read_only(cfg: S3Config) -> Result<Remote, StoreError> {
+        let mut r = Remote::new(cfg)?;
+        r.read_only = true;
+        Ok(r)
+    }
+
+    /// Fails when this client was opened read-only.
+    fn writable(&self, op: &str, key: &Key) -> Result<(), StoreError> {
+        if self.read_only {
+            return Err(self.err(
+                format!("{op} {key}"),
+                "refused: the bucket prefix is open read-only",
+            ));
+        }
+        Ok(())
     }
 
     pub fn config(&self) -> &S3Config {
@@ -137,6 +159,7 @@ impl Remote {
     /// larger than one part — and confirms with a HEAD that the object holds
     /// `len` bytes.
     pub fn put_file(&self, key: &Key, path: &Path, len: u64) -> Result<(), StoreError> {
+        self.writable("upload", key)?;
         let op = || format!("upload {key}");
         let mut file =
             File::open(path).map_err(StoreError::io(format!("open {}", path.display())))?;
@@ -179,6 +202,7 @@ impl Remote {
 
     /// Uploads `bytes` in one PUT and confirms its size with a HEAD.
     pub fn put_bytes(&self, key: &Key, bytes: Vec<u8>) -> Result<(), StoreError> {
+        self.writable("upload", key)?;
         let len = bytes.len() as u64;
         let client = Arc::clone(&self.client);
         let k = key.clone();
@@ -240,6 +264,7 @@ impl Remote {
 
     /// Deletes an object; a missing one is not an error.
     pub fn delete(&self, key: &Key) -> Result<(), StoreError> {
+        self.writable("delete", key)?;
         let client = Arc::clone(&self.client);
         let k = key.clone();
         match self.run(async move { client.delete(&k).await })? {

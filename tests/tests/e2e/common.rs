@@ -130,6 +130,21 @@ pub fn register_worker(cli: &Pgsnap, name: &str) -> i64 {
     id_of(&w)
 }
 
+/// A brand-new catalog, a coordinator on it and its CLI, with `worker`
+/// registered there (the lost-catalog scenarios).
+pub async fn fresh_catalog(worker: &str) -> (PgCluster, Coordinator, Pgsnap) {
+    let catalog = PgCluster::start(PG_MAJOR).unwrap();
+    let coordinator = Coordinator::start(CoordinatorOptions {
+        catalog_url: Some(catalog.url("postgres")),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let cli = coordinator.cli();
+    register_worker(&cli, worker);
+    (catalog, coordinator, cli)
+}
+
 /// `pgsnap instance add` of an instance on 127.0.0.1:`port` as `postgres`
 /// with `worker` as its default worker (no password option).
 pub fn instance_add_args(name: &str, port: u16, worker: &str) -> Vec<String> {

@@ -1,23 +1,14 @@
 //! Bad input through the real `pgsnap` and the Admin API: each is refused
 //! with one short line, never echoed whole, never stored.
 use pgsnapman_proto::v1;
-use pgsnapman_tests::{Coordinator, CoordinatorOptions, PgCluster, Pgsnap};
+use pgsnapman_tests::{Coordinator, PgCluster, Pgsnap};
 
 use crate::common::*;
 
 /// A coordinator on its own catalog, with one registered worker (not
 /// running: nothing here reaches a worker).
 async fn coordinator() -> (PgCluster, Coordinator, Pgsnap) {
-    let catalog = PgCluster::start(PG_MAJOR).unwrap();
-    let coordinator = Coordinator::start(CoordinatorOptions {
-        catalog_url: Some(catalog.url("postgres")),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let cli = coordinator.cli();
-    register_worker(&cli, "w-input");
-    (catalog, coordinator, cli)
+    fresh_catalog("w-input").await
 }
 
 /// Runs `pgsnap`, which must fail with one line under 300 bytes that

@@ -14,6 +14,7 @@ mod catalog_events;
 mod client_major;
 mod coordinators;
 mod crash;
+mod cross_restore;
 mod dashboard;
 mod discovery;
 mod dump_now;

@@ -8,7 +8,7 @@ use pgsnapman_tests::S3Server;
 use uuid::Uuid;
 
 /// Small chunks and packs: a few MB make many chunks and packs.
-fn opts() -> StoreOptions {
+pub(crate) fn opts() -> StoreOptions {
     StoreOptions {
         pack_target_bytes: 1 << 20,
         chunking: ChunkParams {
@@ -33,7 +33,7 @@ fn meta() -> ManifestMeta {
 }
 
 /// COPY-like rows, deterministic.
-fn rows(seed: u64, n: usize) -> Vec<u8> {
+pub(crate) fn rows(seed: u64, n: usize) -> Vec<u8> {
     let mut out = Vec::new();
     let mut s = seed | 1;
     for i in 0..n {
@@ -53,7 +53,7 @@ fn rows(seed: u64, n: usize) -> Vec<u8> {
     out
 }
 
-fn store_one(store: &Store, data: &[u8]) -> Uuid {
+pub(crate) fn store_one(store: &Store, data: &[u8]) -> Uuid {
     let dump = Uuid::now_v7();
     let mut ingest = store.begin(dump).unwrap();
     ingest.add_file("t", Cursor::new(data)).unwrap();
@@ -61,7 +61,7 @@ fn store_one(store: &Store, data: &[u8]) -> Uuid {
     dump
 }
 
-fn read_back(store: &Store, dump: Uuid) -> Vec<u8> {
+pub(crate) fn read_back(store: &Store, dump: Uuid) -> Vec<u8> {
     let mut out = Vec::new();
     store.read_file(dump, "t", &mut out).unwrap();
     out

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pgsnapman_tests::tmpfs::Tmpfs;
-use pgsnapman_tests::{Coordinator, CoordinatorOptions, PgCluster, Worker, WorkerOptions, wait};
+use pgsnapman_tests::{Worker, WorkerOptions, wait};
 use serde_json::Value;
 
 use crate::common::*;
@@ -300,15 +300,7 @@ async fn catalog_is_rebuilt_from_the_workers_manifests() {
     assert_eq!(before.len(), 3);
 
     // A brand-new catalog; the worker (same disk) is registered there again.
-    let catalog2 = PgCluster::start(PG_MAJOR).unwrap();
-    let mut coord2 = Coordinator::start(CoordinatorOptions {
-        catalog_url: Some(catalog2.url("postgres")),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let cli2 = coord2.cli();
-    register_worker(&cli2, "w-rebuild");
+    let (_catalog2, mut coord2, cli2) = fresh_catalog("w-rebuild").await;
     stack.worker.process.stop_clean().await;
     // A mixed store: one dump's manifest rewritten in format 1 (JSON).
     let manifests = stack.worker.data_dir.join("manifests");

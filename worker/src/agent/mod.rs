@@ -207,6 +207,7 @@ async fn session(
         client_majors: shared.runner.client_majors(),
         outbox_backlog: shared.outbox.len(),
         seal_public_key: shared.runner.seal_public_key(),
+        store_location: shared.runner.store_location(),
     };
     let answer = tokio::time::timeout(HELLO_TIMEOUT, client.hello(hello))
         .await
@@ -351,6 +352,7 @@ async fn sync_loop(
             client_majors: shared.runner.client_majors(),
             outbox_backlog: shared.outbox.len(),
             seal_public_key: shared.runner.seal_public_key(),
+            store_location: shared.runner.store_location(),
         };
         let status = client
             .hello(hello)

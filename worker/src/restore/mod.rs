@@ -278,7 +278,9 @@ impl<'a> Run<'a> {
         cancel: &'a CancellationToken,
         progress: &TaskProgress,
     ) -> Result<Self> {
-        let store = runner.store_of(&plan.dump_worker).map_err(Abort)?;
+        let store = runner
+            .store_of(&plan.dump_worker, plan.dump_store.as_ref())
+            .map_err(Abort)?;
         let app = format!("pgsnapman-restore-{}", plan.run_id);
         let target = Target::new(runner.session(&plan.instance, &app)?);
         let spool = SpoolDir::create(runner.spool_dir(), plan.run_id)?;

@@ -28,6 +28,8 @@ pub struct Plan {
     pub dump_uuid: Uuid,
     /// The worker whose store holds the dump (empty: this worker).
     pub dump_worker: String,
+    /// Where `dump_worker`'s store keeps its packs (granted restores only).
+    pub dump_store: Option<pgsnapman_proto::v1::StoreLocation>,
     pub dump_type: DumpType,
     pub format: DumpFormat,
     pub restore_type: RestoreType,
@@ -224,6 +226,7 @@ pub fn check(spec: &RestoreSpec) -> Result<Plan, String> {
         run_id: spec.run_id,
         dump_uuid,
         dump_worker: spec.dump_worker_name.clone(),
+        dump_store: spec.dump_store.clone(),
         dump_type,
         format,
         restore_type,
@@ -430,6 +433,7 @@ mod tests {
             }),
             dump_worker_name: String::new(),
             script: None,
+            dump_store: None,
         }
     }
 

@@ -51,6 +51,8 @@ pub struct Runner {
     /// This worker's name, and other workers' stores it may read.
     worker_name: String,
     shared_stores: std::collections::BTreeMap<String, PathBuf>,
+    /// Other workers' bucket stores this worker reads when granted.
+    sources: crate::source_store::SourceStores,
     /// Directory-format dumps pass through here; emptied at start.
     spool_dir: PathBuf,
     tmp_dir: PathBuf,
@@ -197,6 +199,7 @@ impl Runner {
             store,
             worker_name: String::new(),
             shared_stores: std::collections::BTreeMap::new(),
+            sources: crate::source_store::SourceStores::new(data_dir, None),
             spool_dir,
             tmp_dir,
             connect_timeout: config.postgres.connect_timeout,
@@ -275,18 +278,38 @@ impl Runner {
         self
     }
 
+    /// Reads other workers' bucket stores with `sources` (its `[store.s3]`).
+    pub fn with_source_stores(mut self, sources: crate::source_store::SourceStores) -> Self {
+        self.sources = sources;
+        self
+    }
+
+    /// Where this worker's own store keeps its packs (for Hello).
+    pub fn store_location(&self) -> Option<pgsnapman_proto::v1::StoreLocation> {
+        crate::source_store::location_of(&self.store)
+    }
+
     /// The store that holds the dumps of `worker`: this worker's own, or
-    /// (read-only, opened now so it sees the latest dumps) another worker's
-    /// from `restore.shared_stores`.
-    pub fn store_of(&self, worker: &str) -> std::result::Result<pgsnapman_store::Store, String> {
+    /// (read-only, opened now so it sees the latest dumps) another worker's:
+    /// its directory from `restore.shared_stores`, else its bucket at `loc`
+    /// (sent by the coordinator only to the restore worker it granted).
+    /// Blocks on the network for a bucket: call it off the async threads.
+    pub fn store_of(
+        &self,
+        worker: &str,
+        loc: Option<&pgsnapman_proto::v1::StoreLocation>,
+    ) -> std::result::Result<pgsnapman_store::Store, String> {
         if worker.is_empty() || worker == self.worker_name {
             return Ok(self.store.clone());
         }
         let Some(dir) = self.shared_stores.get(worker) else {
-            return Err(format!(
-                "the dump is in the store of worker {worker:?}, which this worker cannot read: \
-                 add its data directory to restore.shared_stores"
-            ));
+            return match loc {
+                Some(loc) => self.sources.open(worker, loc),
+                None => Err(format!(
+                    "the dump is in the store of worker {worker:?}, which this worker cannot read: \
+                     add its data directory to restore.shared_stores"
+                )),
+            };
         };
         pgsnapman_store::Store::open_read_only(dir).map_err(|e| {
             format!(

@@ -191,7 +191,7 @@ pub async fn run(
         .as_ref()
         .context("the task names no target instance")?;
     let store = runner
-        .store_of(&spec.dump_worker_name)
+        .store_of(&spec.dump_worker_name, spec.dump_store.as_ref())
         .map_err(|e| anyhow!(e))?;
     let manifest = store.manifest(job.dump_uuid).map_err(|e| {
         Abort(format!(

@@ -152,6 +152,7 @@ pub fn spec(dump: &DumpFinished, pg: &PgCluster, target: RestoreTarget) -> Resto
         target_instance: Some(instance(pg)),
         dump_worker_name: String::new(),
         script: None,
+        dump_store: None,
     }
 }
 
