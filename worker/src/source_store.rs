@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use pgsnapman_proto::v1::StoreLocation;
-use pgsnapman_store::{S3Config, Store};
+use pgsnapman_store::{S3Config, Store, StoreKey};
 
 use crate::store_backend::S3Section;
 
@@ -111,21 +111,71 @@ impl SourceStores {
             ..own.clone()
         };
         let what = || format!("worker {worker:?}'s bucket ({})", cfg.location());
+        let cache = self.root.join(worker);
+        let key_path = self.root.join(key_file_name(worker));
+        let key = key_path
+            .exists()
+            .then(|| StoreKey::load(&key_path))
+            .transpose()
+            .map_err(|e| format!("cannot read {}: {e}", what()))?;
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(store) = open.get(worker)
             && store.bucket_config().is_some_and(|c| same_place(c, &cfg))
+            && store.key_id() == key.as_ref().map(StoreKey::id)
         {
             store
                 .refresh_from_bucket()
                 .map_err(|e| format!("cannot read {}: {e}", what()))?;
+            check_key(&cache, &key_path, key.as_ref()).map_err(|e| format!("{}: {e}", what()))?;
             return Ok(store.clone());
         }
         open.remove(worker);
-        let store = Store::open_bucket_read_only(&self.root.join(worker), cfg.clone())
+        let store = Store::open_bucket_read_only(&cache, cfg.clone(), key.as_ref())
             .map_err(|e| format!("cannot read {}: {e}", what()))?;
+        check_key(&cache, &key_path, key.as_ref()).map_err(|e| format!("{}: {e}", what()))?;
         open.insert(worker.to_string(), store.clone());
         Ok(store)
     }
+}
+
+/// The file next to a source's cache directory (which may be deleted at
+/// any time) that holds its owner's store key, for reading an encrypted
+/// store: `pgsnapman-worker store key import --key-file
+/// <data_dir>/sources/<worker>.key`.
+pub fn key_file_name(worker: &str) -> String {
+    format!("{worker}.key")
+}
+
+/// An encrypted source store needs its owner's key, and that key only: the
+/// first sealed manifest copied from the bucket names the key it needs.
+fn check_key(cache: &Path, path: &Path, key: Option<&StoreKey>) -> Result<(), String> {
+    let Some(needed) = sealed_with(&cache.join("manifests")) else {
+        return Ok(());
+    };
+    match key {
+        Some(k) if k.id() == needed => Ok(()),
+        Some(k) => Err(format!(
+            "encrypted with key {needed}, but {} holds key {} (wrong key file?)",
+            path.display(),
+            k.id()
+        )),
+        None => Err(format!(
+            "encrypted with key {needed}: import that key on this worker with \
+             `pgsnapman-worker store key import --key-file {}`",
+            path.display()
+        )),
+    }
+}
+
+/// The key id of the first encrypted manifest under `dir`, if any.
+fn sealed_with(dir: &Path) -> Option<String> {
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+        let bytes = std::fs::read(e.path()).ok()?;
+        bytes
+            .starts_with(pgsnapman_store::crypto::MANIFEST_MAGIC)
+            .then(|| pgsnapman_store::crypto::envelope_key_id(&bytes).ok())
+            .flatten()
+    })
 }
 
 /// Runs `f`, which may block on the network for long (a first read of
@@ -194,6 +244,34 @@ mod tests {
         let e = refused(&some, "..", &loc("s3", "http://127.0.0.1:9"));
         assert!(e.contains("cache directory"), "{e}");
         assert!(!dir.path().join("sources").exists());
+    }
+
+    /// An encrypted source needs its owner's key: none, or another, is one
+    /// line naming the key id needed and where to import it.
+    #[test]
+    fn an_encrypted_source_needs_its_owners_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifests = dir.path().join("manifests");
+        std::fs::create_dir_all(&manifests).unwrap();
+        let path = dir.path().join(key_file_name("w-a"));
+        assert!(check_key(dir.path(), &path, None).is_ok(), "a plain source");
+        let key = StoreKey::generate();
+        let dump = uuid::Uuid::now_v7();
+        let sealed = pgsnapman_store::Crypto::new(&key)
+            .seal_manifest(dump, b"plain")
+            .unwrap();
+        std::fs::write(manifests.join(format!("{dump}.manifest")), sealed).unwrap();
+
+        let e = check_key(dir.path(), &path, None).unwrap_err();
+        assert!(
+            e.contains(key.id()) && e.contains("store key import"),
+            "{e}"
+        );
+        assert!(e.contains("w-a.key") && !e.contains('\n'), "{e}");
+        let other = StoreKey::generate();
+        let e = check_key(dir.path(), &path, Some(&other)).unwrap_err();
+        assert!(e.contains(key.id()) && e.contains(other.id()), "{e}");
+        assert!(check_key(dir.path(), &path, Some(&key)).is_ok());
     }
 
     #[test]

@@ -172,9 +172,13 @@ impl crate::store::Store {
     /// the bucket's packs, never the owner's). No object is ever written or
     /// deleted; dumps, gc and deletions fail. The open indexes every pack
     /// not indexed before, so the first open downloads the whole prefix.
+    /// `key`: the owner's store key when its store is encrypted (records and
+    /// manifests are opened with it; a wrong or missing key fails the first
+    /// read of a manifest in one line naming the key id it needs).
     pub fn open_bucket_read_only(
         cache_root: &Path,
         cfg: super::S3Config,
+        key: Option<&crate::crypto::StoreKey>,
     ) -> Result<crate::store::Store, StoreError> {
         let remote = std::sync::Arc::new(Remote::new_read_only(cfg)?);
         let packs_dir = cache_root.join("packs");
@@ -200,7 +204,9 @@ impl crate::store::Store {
             ..d
         };
         let known = indexed_packs(&index)?;
-        let inner = Inner::new(cache_root, opts, index, true, false, Some(remote));
+        let crypto = key.map(|k| std::sync::Arc::new(crate::crypto::Crypto::new(k)));
+        let inner =
+            Inner::new(cache_root, opts, index, true, false, Some(remote)).with_crypto(crypto);
         *inner.bucket_packs.lock().unwrap_or_else(|p| p.into_inner()) = known;
         let store = crate::store::Store {
             inner: std::sync::Arc::new(inner),

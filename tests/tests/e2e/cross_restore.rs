@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use pgsnapman_store::{BackendConfig, S3Config, Store};
+use pgsnapman_store::{BackendConfig, S3Config, Store, StoreKey};
 use pgsnapman_tests::s3::S3Server;
 use pgsnapman_tests::{Coordinator, Worker, WorkerOptions, wait};
 
@@ -95,7 +95,8 @@ fn a_read_only_open_follows_another_prefix_and_never_writes() {
     let before = objects(&s3, "owner");
 
     let cache = tempfile::tempdir().unwrap();
-    let reader = Store::open_bucket_read_only(cache.path(), s3_config(&s3, "owner", 0)).unwrap();
+    let reader =
+        Store::open_bucket_read_only(cache.path(), s3_config(&s3, "owner", 0), None).unwrap();
     assert_eq!(reader.dump_ids().unwrap(), vec![d1]);
     assert_eq!(read_back(&reader, d1), a);
     assert!(reader.verify().unwrap().is_clean());
@@ -126,7 +127,8 @@ fn a_read_only_open_follows_another_prefix_and_never_writes() {
     assert_eq!(read_back(&reader, d2), b);
     drop(reader);
     // Opened again (its own index kept): still current.
-    let reader = Store::open_bucket_read_only(cache.path(), s3_config(&s3, "owner", 0)).unwrap();
+    let reader =
+        Store::open_bucket_read_only(cache.path(), s3_config(&s3, "owner", 0), None).unwrap();
     assert_eq!(read_back(&reader, d2), b);
 
     // A repack seen half-way: the records copied into a new pack while the
@@ -149,6 +151,51 @@ fn a_read_only_open_follows_another_prefix_and_never_writes() {
     reader.refresh_from_bucket().unwrap();
     assert_eq!(read_back(&reader, d2), b);
     assert!(reader.verify().unwrap().is_clean());
+}
+
+/// An encrypted owner's prefix reads with the owner's key only: with it the
+/// reader gets the bytes back and verifies; without it, or with another
+/// key, reading a dump fails naming the key it needs (never plaintext).
+#[test]
+fn an_encrypted_prefix_reads_with_its_owners_key_only() {
+    let s3 = S3Server::start().unwrap();
+    let owner_dir = tempfile::tempdir().unwrap();
+    let key = StoreKey::generate();
+    let owner = Store::open_encrypted(
+        owner_dir.path(),
+        opts(),
+        s3.store_config("sealed", 0),
+        Some(&key),
+    )
+    .unwrap();
+    let data = rows(5, 20_000);
+    let dump = store_one(&owner, &data);
+
+    let cache = tempfile::tempdir().unwrap();
+    let reader =
+        Store::open_bucket_read_only(cache.path(), s3_config(&s3, "sealed", 0), Some(&key))
+            .unwrap();
+    assert_eq!(read_back(&reader, dump), data);
+    assert!(reader.verify().unwrap().is_clean());
+    drop(reader);
+
+    for (what, k) in [
+        ("no key", None),
+        ("another key", Some(StoreKey::generate())),
+    ] {
+        let cache = tempfile::tempdir().unwrap();
+        let reader =
+            Store::open_bucket_read_only(cache.path(), s3_config(&s3, "sealed", 0), k.as_ref())
+                .unwrap();
+        let mut out = Vec::new();
+        let err = reader
+            .read_file(dump, "t", &mut out)
+            .unwrap_err()
+            .to_string();
+        assert!(out.is_empty(), "{what}: bytes came out");
+        assert!(err.contains(key.id()) || k.is_some(), "{what}: {err}");
+        assert!(!err.contains('\n'), "{what}: {err}");
+    }
 }
 
 /// The stack's worker `w-a` stores into the bucket under its name.
