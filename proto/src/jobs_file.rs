@@ -8,7 +8,8 @@ use std::path::Path;
 
 use crate::model::{CronExpr, excerpt, validate_dump_options, validate_identifier};
 use crate::v1::{
-    DumpFormat, DumpJob, DumpType, InstanceConnection, JobKind, Retention, Schedule, Status,
+    DumpFormat, DumpJob, DumpType, ExistingDatabase, InstanceConnection, JobKind, Retention,
+    Schedule, Status,
 };
 use serde::Deserialize;
 use toml::Spanned;
@@ -41,6 +42,36 @@ struct File {
     instances: BTreeMap<String, Spanned<InstanceEntry>>,
     #[serde(default)]
     jobs: BTreeMap<String, Spanned<JobEntry>>,
+    #[serde(default)]
+    copies: BTreeMap<String, Spanned<CopyEntry>>,
+}
+
+/// `[copies.NAME]`: each successful dump of `job` is restored into `to`
+/// (an instance of the file), `database` (default: the dumped one).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CopyEntry {
+    job: Spanned<String>,
+    to: Spanned<String>,
+    #[serde(default)]
+    database: String,
+    #[serde(default)]
+    existing: Option<Spanned<String>>,
+    /// Confirms a policy that can destroy the target (drop, drop_before,
+    /// truncate), as `--yes` does on the command line.
+    #[serde(default)]
+    destructive: bool,
+}
+
+/// A copy of the jobs file: restore every successful dump of `job_id` into
+/// `instance_id` / `database` with the `existing` policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copy {
+    pub name: String,
+    pub job_id: i64,
+    pub instance_id: i64,
+    pub database: String,
+    pub existing: ExistingDatabase,
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,6 +178,8 @@ pub struct Jobs {
     pub job_ids: BTreeMap<String, i64>,
     /// Instance name → id, in name order.
     pub instance_ids: BTreeMap<String, i64>,
+    /// `[copies.NAME]`, in name order.
+    pub copies: Vec<Copy>,
 }
 
 impl Jobs {
@@ -501,11 +534,104 @@ pub fn parse(file: &str, text: &str, password: PasswordSource<'_>) -> Result<Job
         job_ids.insert(name.clone(), id);
         schedule.dump_jobs.push(job);
     }
+    let mut copies = Vec::new();
+    for (name, entry) in &parsed.copies {
+        let start = entry.span().start;
+        let e = entry.get_ref();
+        let key = format!("copies.{name}");
+        validate_identifier("copy name", name)
+            .map_err(|err| bad(start, key.clone(), err.to_string()))?;
+        let job = job_ids
+            .get(e.job.get_ref())
+            .and_then(|id| schedule.dump_jobs.iter().find(|j| j.id == *id))
+            .ok_or_else(|| {
+                bad(
+                    e.job.span().start,
+                    format!("{key}.job"),
+                    format!(
+                        "no job {} in this file",
+                        crate::model::quoted(&excerpt(e.job.get_ref()))
+                    ),
+                )
+            })?;
+        let instance_id = instance_ids.get(e.to.get_ref()).copied().ok_or_else(|| {
+            bad(
+                e.to.span().start,
+                format!("{key}.to"),
+                format!(
+                    "no instance {} in this file",
+                    crate::model::quoted(&excerpt(e.to.get_ref()))
+                ),
+            )
+        })?;
+        if !matches!(job.dump_type(), DumpType::Full | DumpType::Schema) {
+            return Err(bad(
+                start,
+                key,
+                "only full and schema dumps are copied (cluster-wide dumps: restore them by hand)"
+                    .into(),
+            ));
+        }
+        if !e.database.is_empty() {
+            validate_identifier("database", &e.database)
+                .map_err(|err| bad(start, format!("{key}.database"), err.to_string()))?;
+        }
+        let database = if e.database.is_empty() {
+            job.database.clone()
+        } else {
+            e.database.clone()
+        };
+        if instance_id == job.instance_id && database == job.database {
+            return Err(bad(
+                start,
+                key,
+                "would restore the dumped database over itself: name another database or instance"
+                    .into(),
+            ));
+        }
+        let existing = match e.existing.as_ref().map(|x| x.get_ref().as_str()) {
+            None | Some("rename") => ExistingDatabase::Rename,
+            Some("leave") => ExistingDatabase::Leave,
+            Some("drop") => ExistingDatabase::Drop,
+            Some("drop_before") => ExistingDatabase::DropBefore,
+            Some("truncate") => ExistingDatabase::Truncate,
+            Some(other) => {
+                return Err(bad(
+                    e.existing.as_ref().map_or(start, |x| x.span().start),
+                    format!("{key}.existing"),
+                    format!(
+                        "{} is not a policy (rename, leave, drop, drop_before, truncate)",
+                        crate::model::quoted(&excerpt(other))
+                    ),
+                ));
+            }
+        };
+        let destructive = matches!(
+            existing,
+            ExistingDatabase::Drop | ExistingDatabase::DropBefore | ExistingDatabase::Truncate
+        );
+        if destructive && !e.destructive {
+            return Err(bad(
+                start,
+                format!("{key}.existing"),
+                "this policy can destroy the target database: add destructive = true to confirm"
+                    .into(),
+            ));
+        }
+        copies.push(Copy {
+            name: name.clone(),
+            job_id: job.id,
+            instance_id,
+            database,
+            existing,
+        });
+    }
     Ok(Jobs {
         version: version_of(text),
         schedule,
         job_ids,
         instance_ids,
+        copies,
     })
 }
 
@@ -606,6 +732,64 @@ cron = "30 1 * * *"
             parse("x", GOOD, &no_password).unwrap().version
         );
         assert!(format!("{:#}", jobs.job("nope").unwrap_err()).contains("jobs: app, roles"));
+    }
+
+    #[test]
+    fn copies_name_a_job_and_an_instance_and_never_overwrite_their_source() {
+        let with = |copy: &str| {
+            format!("{GOOD}\n[instances.replica]\nhost = \"db2\"\nuser = \"u\"\n\n{copy}")
+        };
+        let jobs = parse(
+            "jobs.toml",
+            &with("[copies.to_replica]\njob = \"app\"\nto = \"replica\"\n"),
+            &no_password,
+        )
+        .unwrap();
+        assert_eq!(
+            jobs.copies,
+            vec![Copy {
+                name: "to_replica".into(),
+                job_id: stable_id("job", "app"),
+                instance_id: jobs.instance_ids["replica"],
+                database: "app".into(),
+                existing: ExistingDatabase::Rename,
+            }]
+        );
+        for (copy, wanted) in [
+            (
+                "job = \"nope\"\nto = \"replica\"",
+                "copies.c.job: no job \"nope\"",
+            ),
+            (
+                "job = \"app\"\nto = \"nope\"",
+                "copies.c.to: no instance \"nope\"",
+            ),
+            ("job = \"app\"\nto = \"main\"", "over itself"),
+            (
+                "job = \"roles\"\nto = \"replica\"",
+                "only full and schema dumps",
+            ),
+            (
+                "job = \"app\"\nto = \"replica\"\nexisting = \"drop\"",
+                "add destructive = true",
+            ),
+            (
+                "job = \"app\"\nto = \"replica\"\nexisting = \"zap\"",
+                "not a policy",
+            ),
+        ] {
+            let e = err(&with(&format!("[copies.c]\n{copy}\n")));
+            assert!(e.contains(wanted), "{copy}: {e}");
+            assert!(e.starts_with("jobs.toml:"), "{e}");
+        }
+        let ok = parse(
+            "jobs.toml",
+            &with("[copies.c]\njob = \"app\"\nto = \"main\"\ndatabase = \"app_copy\"\nexisting = \"drop\"\ndestructive = true\n"),
+            &no_password,
+        )
+        .unwrap();
+        assert_eq!(ok.copies[0].existing, ExistingDatabase::Drop);
+        assert_eq!(ok.copies[0].database, "app_copy");
     }
 
     #[test]

@@ -79,6 +79,9 @@ pub struct Shared {
     pub store_changed: Notify,
     /// One retention run at a time (after a dump, or the periodic pass).
     pub retention_lock: tokio::sync::Mutex<()>,
+    /// A standalone worker's `[copies]`: restores each successful dump of
+    /// their job triggers (empty for a managed worker).
+    pub copies: std::sync::Mutex<Vec<standalone::jobs::Copy>>,
 }
 
 /// Creates the data directory (mode 0700) and returns its absolute path.
@@ -174,6 +177,7 @@ pub async fn open(config: Config) -> Result<Arc<Shared>> {
         backlog_warned: AtomicBool::new(false),
         store_changed: Notify::new(),
         retention_lock: tokio::sync::Mutex::new(()),
+        copies: std::sync::Mutex::new(Vec::new()),
     });
     Ok(shared)
 }
@@ -191,8 +195,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let shared = open(config).await?;
     if let Some(jobs) = &mut jobs {
         standalone::install(&shared.mirror, jobs)?;
+        *shared.copies.lock().unwrap_or_else(|e| e.into_inner()) = jobs.copies.clone();
         tracing::info!(
             jobs = jobs.job_ids.len(),
+            copies = jobs.copies.len(),
             instances = jobs.instance_ids.len(),
             file = %shared.config.standalone.jobs_file.display(),
             "standalone: the schedule is the jobs file; no coordinator"

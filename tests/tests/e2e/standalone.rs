@@ -37,6 +37,22 @@ fn jobs_toml(port: u16, cron: &str, extra_instance_key: &str) -> String {
     )
 }
 
+/// A source cluster with database `app`: table `t` of ROWS rows.
+fn source_with_app() -> PgCluster {
+    let source = PgCluster::start(PG_MAJOR).unwrap();
+    source.create_database("app").unwrap();
+    source
+        .script(
+            "app",
+            &format!(
+                "CREATE TABLE t (id int PRIMARY KEY, v text);
+                 INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, {ROWS}) g;"
+            ),
+        )
+        .unwrap();
+    source
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
@@ -76,17 +92,7 @@ fn succeeded_uuids(cli: &pgsnapman_tests::Pgsnap, worker: &str) -> BTreeSet<Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_worker_runs_alone_then_joins_a_coordinator() {
     let name = "w-standalone";
-    let source = PgCluster::start(PG_MAJOR).unwrap();
-    source.create_database("app").unwrap();
-    source
-        .script(
-            "app",
-            &format!(
-                "CREATE TABLE t (id int PRIMARY KEY, v text);
-                 INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, {ROWS}) g;"
-            ),
-        )
-        .unwrap();
+    let source = source_with_app();
     let dir = pgsnapman_tests::shared_tempdir("pgsnapman-standalone-");
     let data_dir = dir.path().join("worker");
     let jobs = write(
@@ -282,4 +288,72 @@ async fn standalone_worker_runs_alone_then_joins_a_coordinator() {
 
 fn text_of(out: Output) -> (String, String) {
     text(&out)
+}
+
+/// A copy in the jobs file: each successful scheduled dump of its job is
+/// restored into the copy's database (here beside the source, `rename`
+/// policy: the previous copy is swapped out), and recorded as a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_in_the_jobs_file_restores_every_scheduled_dump() {
+    let name = "w-standalone-copy";
+    let source = source_with_app();
+    let dir = pgsnapman_tests::shared_tempdir("pgsnapman-standalone-copy-");
+    let data_dir = dir.path().join("worker");
+    let file = format!(
+        "{}\n[copies.app_copy]\njob = \"app\"\nto = \"src\"\ndatabase = \"app_copy\"\n",
+        jobs_toml(source.port, "0 2 * * *", "")
+    );
+    let jobs = write(dir.path(), "jobs.toml", &file);
+    let mut worker = Worker::start(WorkerOptions {
+        name: name.into(),
+        coordinator: Access::default(),
+        data_dir: Some(data_dir.clone()),
+        env: [
+            ("PGSNAPMAN_STANDALONE__ENABLED", "true"),
+            ("PGSNAPMAN_STANDALONE__JOBS_FILE", jobs.to_str().unwrap()),
+            ("PGSNAPMAN_COORDINATOR__URL", "https://127.0.0.1:7431"),
+            ("PGSNAPMAN_SCHEDULER__CLOCK_SPEED", SPEED),
+            ("PGSNAPMAN_SCHEDULER__CLOCK_START", "2024-01-01T00:00:00Z"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    })
+    .unwrap();
+    let log = worker.process.log_path().to_path_buf();
+    wait::until(
+        "two scheduled dumps, each copied",
+        Duration::from_secs(180),
+        || async {
+            let logged = std::fs::read_to_string(&log).unwrap_or_default();
+            (logged.matches("copy app_copy of dump").count() >= 2).then_some(())
+        },
+    )
+    .await;
+    worker.process.stop_clean().await;
+    worker.process.assert_no_unexpected_errors(&[]);
+    assert_eq!(
+        source.query("app_copy", "SELECT count(*) FROM t").unwrap(),
+        ROWS.to_string()
+    );
+    let (msgs, _) = text_of(worker_cmd(name, &data_dir, &jobs, &["messages"]));
+    let copies: Vec<&str> = msgs
+        .lines()
+        .filter(|l| l.contains("copy app_copy of dump"))
+        .collect();
+    assert!(copies.len() >= 2, "{msgs}");
+    assert!(copies.iter().all(|l| l.contains("SUCCEEDED")), "{copies:?}");
+    // A copy over its own source is refused before anything opens.
+    let bad = format!(
+        "{}\n[copies.over]\njob = \"app\"\nto = \"src\"\n",
+        jobs_toml(source.port, "0 2 * * *", "")
+    );
+    let bad = write(dir.path(), "over.toml", &bad);
+    let out = worker_cmd(name, &data_dir, &bad, &["--standalone"]);
+    let (_, err) = text(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("copies.over: would restore the dumped database over itself"),
+        "{err}"
+    );
 }

@@ -303,8 +303,13 @@ async fn run_job(
     };
     if permit.is_some() {
         tracing::info!("scheduled dump starting");
-        dump_and_record(&shared, &job, &spec, &cancel).await;
+        let recorded = dump_and_record(&shared, &job, &spec, &cancel).await;
         crate::retention::after_dump(&shared, job.id).await;
+        if let Some(event::Body::DumpFinished(f)) = &recorded
+            && f.succeeded
+        {
+            crate::standalone::copies::after_dump(&shared, job.id, &f.dump_uuid, &cancel).await;
+        }
     }
     running
         .lock()

@@ -133,68 +133,24 @@ pub async fn restore(
     }
     let mut jobs = config.standalone.load_jobs()?;
     let instance_id = jobs.instance(instance_name)?.instance_id;
-    let name = config.worker.name.clone();
     let shared = open(config).await?;
     super::install(&shared.mirror, &mut jobs)?;
-    let target_instance = shared
-        .mirror
-        .snapshot()
-        .instances
-        .get(&instance_id)
-        .cloned()
-        .ok_or_else(|| anyhow!("instance {instance_name} is not in the schedule"))?;
-    let store = shared.runner.store().clone();
-    let manifest = tokio::task::spawn_blocking(move || store.manifest(dump))
-        .await
-        .context("read the manifest")?
-        .map_err(|e| anyhow!("no dump {dump} in this worker's store: {e}"))?;
-    let row = crate::maintenance::dump_finished_of(&manifest, shared.runner.store().root());
-    let spec = RestoreSpec {
-        dump_uuid: row.dump_uuid.clone(),
-        source_database: row.database.clone(),
-        source_schema: row.schema.clone(),
-        dump_type: row.dump_type,
-        format: row.format,
-        dump_server_version: row.server_version.clone(),
-        dump_client_version: row.client_version.clone(),
-        restore_metadata_json: row.restore_metadata_json.clone(),
-        target: Some(RestoreTarget {
-            instance_id,
-            database: if database.is_empty() {
-                row.database.clone()
-            } else {
-                database.to_string()
-            },
-            existing_database: existing.policy() as i32,
-            roles: true,
-            ..Default::default()
-        }),
-        target_instance: Some(target_instance),
-        dump_worker_name: name,
-        ..Default::default()
-    };
-    // The run's log lines go to a scratch outbox (they belong to no catalog
-    // restore run); the outcome is one message in the real one.
-    let scratch = tempfile::tempdir().context("create a scratch directory")?;
-    let log_box = Arc::new(crate::outbox::Outbox::open(&State::open(scratch.path())?)?);
-    let cancel = shared.tasks_token.child_token();
     cancel_on_signal(&shared.tasks_token)?;
-    let progress = crate::progress::TaskProgress::default();
-    let finished = crate::restore::restore(
-        &shared.runner,
-        log_box.clone(),
-        None,
-        &spec,
+    let cancel = shared.tasks_token.child_token();
+    let (finished, log) = restore_into(
+        &shared,
+        dump,
+        instance_id,
+        database,
+        existing.policy(),
         &cancel,
-        &progress,
     )
-    .await
-    .ok_or_else(|| anyhow!("the restore was cancelled; the target is as it was"))?;
+    .await?;
+    let finished =
+        finished.ok_or_else(|| anyhow!("the restore was cancelled; the target is as it was"))?;
     let mut out = std::io::stdout().lock();
-    for e in log_box.oldest(usize::MAX)? {
-        if let Some(event::Body::RestoreLog(l)) = e.body {
-            writeln!(out, "{}", l.text)?;
-        }
+    for line in log {
+        writeln!(out, "{line}")?;
     }
     let status = RestoreStatus::try_from(finished.status).unwrap_or(RestoreStatus::Failed);
     let ok = status == RestoreStatus::Succeeded;
@@ -223,6 +179,78 @@ pub async fn restore(
     }
     writeln!(out, "{text}")?;
     Ok(())
+}
+
+/// Restores `dump` from this worker's store into `instance_id` (an
+/// instance of the installed jobs file) / `database` (empty: the dumped
+/// one) through the restore pipeline; the outcome (`None`: cancelled) and
+/// the run's log lines. `restore` and the jobs file's copies use it.
+pub(crate) async fn restore_into(
+    shared: &Arc<crate::Shared>,
+    dump: Uuid,
+    instance_id: i64,
+    database: &str,
+    existing: ExistingDatabase,
+    cancel: &CancellationToken,
+) -> Result<(Option<pgsnapman_proto::v1::RestoreFinished>, Vec<String>)> {
+    let target_instance = shared
+        .mirror
+        .snapshot()
+        .instances
+        .get(&instance_id)
+        .cloned()
+        .ok_or_else(|| anyhow!("instance {instance_id} is not in the schedule"))?;
+    let store = shared.runner.store().clone();
+    let manifest = tokio::task::spawn_blocking(move || store.manifest(dump))
+        .await
+        .context("read the manifest")?
+        .map_err(|e| anyhow!("no dump {dump} in this worker's store: {e}"))?;
+    let row = crate::maintenance::dump_finished_of(&manifest, shared.runner.store().root());
+    let spec = RestoreSpec {
+        dump_uuid: row.dump_uuid.clone(),
+        source_database: row.database.clone(),
+        source_schema: row.schema.clone(),
+        dump_type: row.dump_type,
+        format: row.format,
+        dump_server_version: row.server_version.clone(),
+        dump_client_version: row.client_version.clone(),
+        restore_metadata_json: row.restore_metadata_json.clone(),
+        target: Some(RestoreTarget {
+            instance_id,
+            database: if database.is_empty() {
+                row.database.clone()
+            } else {
+                database.to_string()
+            },
+            existing_database: existing as i32,
+            roles: true,
+            ..Default::default()
+        }),
+        target_instance: Some(target_instance),
+        dump_worker_name: shared.config.worker.name.clone(),
+        ..Default::default()
+    };
+    // The run's log lines go to a scratch outbox (they belong to no catalog
+    // restore run); the caller records the outcome in the real one.
+    let scratch = tempfile::tempdir().context("create a scratch directory")?;
+    let log_box = Arc::new(crate::outbox::Outbox::open(&State::open(scratch.path())?)?);
+    let progress = crate::progress::TaskProgress::default();
+    let finished = crate::restore::restore(
+        &shared.runner,
+        log_box.clone(),
+        None,
+        &spec,
+        cancel,
+        &progress,
+    )
+    .await;
+    let mut log = Vec::new();
+    for e in log_box.oldest(usize::MAX)? {
+        if let Some(event::Body::RestoreLog(l)) = e.body {
+            log.push(l.text);
+        }
+    }
+    Ok((finished, log))
 }
 
 /// `messages`: the messages and dump results waiting in the outbox (one

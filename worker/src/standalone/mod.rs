@@ -2,6 +2,7 @@
 //! a local jobs file and is installed in the same mirror the scheduler,
 //! retention and verification read; its events stay in the outbox until the
 //! worker joins a coordinator. Owns the file and the local commands only.
+pub mod copies;
 pub mod local;
 pub mod passwords;
 

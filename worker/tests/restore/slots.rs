@@ -35,6 +35,7 @@ async fn shared(dir: &std::path::Path) -> Arc<Shared> {
         backlog_warned: AtomicBool::new(false),
         store_changed: Notify::new(),
         retention_lock: tokio::sync::Mutex::new(()),
+        copies: std::sync::Mutex::new(Vec::new()),
     })
 }
 
