@@ -254,6 +254,20 @@ pub fn dump_and_show(cli: &Pgsnap, job: i64) -> Value {
         .unwrap()
 }
 
+/// `pgsnap store stats --worker WORKER` once the worker reports `dumps`
+/// stored dumps (it reports after each change of its store).
+pub async fn wait_store_stats(cli: &Pgsnap, worker: &str, dumps: u64) -> Value {
+    wait::until(
+        &format!("store stats of {dumps} dumps on {worker}"),
+        Duration::from_secs(30),
+        || async move {
+            let s = cli.json(&["store", "stats", "--worker", worker]).ok()?;
+            (s[0]["dumps"] == dumps).then_some(s)
+        },
+    )
+    .await
+}
+
 /// All catalog rows of a job.
 pub fn catalog_of_job(cli: &Pgsnap, job: i64) -> Vec<Value> {
     let v = cli

@@ -10,7 +10,7 @@ use std::time::Duration;
 use pgsnapman_store::pack::{ChunkKind, check_hash, decode_chunk, scan_pack};
 use pgsnapman_store::{ChunkId, Crypto, Naming, StoreKey};
 use pgsnapman_tests::s3::S3Server;
-use pgsnapman_tests::{Worker, WorkerOptions, wait};
+use pgsnapman_tests::{Worker, WorkerOptions};
 
 use crate::common::*;
 
@@ -120,18 +120,7 @@ async fn encrypted_bucket_hides_rows_and_needs_its_key() {
     }
 
     // `pgsnap store stats` says the store is encrypted, with the key's id.
-    let stats = wait::until(
-        "store stats of two dumps",
-        Duration::from_secs(30),
-        || async {
-            let s = stack
-                .cli
-                .json(&["store", "stats", "--worker", "w-enc"])
-                .ok()?;
-            (s[0]["dumps"] == 2).then_some(s)
-        },
-    )
-    .await;
+    let stats = wait_store_stats(&stack.cli, "w-enc", 2).await;
     assert_eq!(stats[0]["encrypted"], true, "{stats}");
     assert_eq!(stats[0]["key_id"], key.id(), "{stats}");
 

@@ -112,18 +112,7 @@ async fn dump_restore_verify_through_the_bucket() {
     );
 
     // `pgsnap store stats` names the backend, and never the secret.
-    let stats = wait::until(
-        "store stats of two dumps",
-        Duration::from_secs(30),
-        || async {
-            let s = stack
-                .cli
-                .json(&["store", "stats", "--worker", "w-s3"])
-                .ok()?;
-            (s[0]["dumps"] == 2).then_some(s)
-        },
-    )
-    .await;
+    let stats = wait_store_stats(&stack.cli, "w-s3", 2).await;
     assert_eq!(stats[0]["backend"], "s3", "{stats}");
     let location = stats[0]["backend_location"].as_str().unwrap();
     assert!(

@@ -57,18 +57,7 @@ async fn dumps_dedup_verify_and_gc_after_delete() {
 
     // The worker reports its store's figures.
     let total = logical1 + logical2 + d3["dump_bytes"].as_u64().unwrap();
-    let stats = wait::until(
-        "store stats for three dumps",
-        Duration::from_secs(30),
-        || async {
-            let s = stack
-                .cli
-                .json(&["store", "stats", "--worker", "w-store"])
-                .ok()?;
-            (s[0]["dumps"] == 3).then_some(s)
-        },
-    )
-    .await;
+    let stats = wait_store_stats(&stack.cli, "w-store", 3).await;
     assert_eq!(
         stats[0]["logical_bytes"].as_u64().unwrap(),
         total,
