@@ -15,7 +15,6 @@ use crate::chunk::ChunkId;
 use crate::crypto::{Crypto, StoreKey};
 use crate::error::StoreError;
 use crate::index::{Index, IndexEntry, SealedEntries, StoreParams};
-use crate::manifest;
 use crate::options::StoreOptions;
 use crate::pack::{self, ChunkKind, PackId};
 use crate::reader::ChunkReader;
@@ -219,14 +218,7 @@ fn encrypted_with(root: &Path) -> Result<Option<String>, StoreError> {
     {
         return Ok(Some(meta.key_id));
     }
-    for listed in manifest::ManifestFiles::list(&root.join("manifests"))? {
-        let (_, path) = listed?;
-        let bytes = fs::read(&path).map_err(StoreError::io(format!("read {}", path.display())))?;
-        if let Ok(id) = crate::crypto::envelope_key_id(&bytes) {
-            return Ok(Some(id));
-        }
-    }
-    Ok(None)
+    crate::crypto::manifests_key_id(&root.join("manifests"))
 }
 
 fn old_params(index_dir: &Path) -> Result<StoreParams, StoreError> {

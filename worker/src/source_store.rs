@@ -149,7 +149,8 @@ pub fn key_file_name(worker: &str) -> String {
 /// An encrypted source store needs its owner's key, and that key only: the
 /// first sealed manifest copied from the bucket names the key it needs.
 fn check_key(cache: &Path, path: &Path, key: Option<&StoreKey>) -> Result<(), String> {
-    let Some(needed) = sealed_with(&cache.join("manifests")) else {
+    let sealed = pgsnapman_store::crypto::manifests_key_id(&cache.join("manifests"));
+    let Some(needed) = sealed.ok().flatten() else {
         return Ok(());
     };
     match key {
@@ -165,17 +166,6 @@ fn check_key(cache: &Path, path: &Path, key: Option<&StoreKey>) -> Result<(), St
             path.display()
         )),
     }
-}
-
-/// The key id of the first encrypted manifest under `dir`, if any.
-fn sealed_with(dir: &Path) -> Option<String> {
-    std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
-        let bytes = std::fs::read(e.path()).ok()?;
-        bytes
-            .starts_with(pgsnapman_store::crypto::MANIFEST_MAGIC)
-            .then(|| pgsnapman_store::crypto::envelope_key_id(&bytes).ok())
-            .flatten()
-    })
 }
 
 /// Runs `f`, which may block on the network for long (a first read of

@@ -214,6 +214,20 @@ fn key_id_bytes(id: &str) -> [u8; 8] {
     out
 }
 
+/// The key id named by the first encrypted manifest under `dir` (`None`:
+/// none is encrypted), for telling which key a store needs without it.
+pub fn manifests_key_id(dir: &std::path::Path) -> Result<Option<String>, crate::StoreError> {
+    for listed in crate::manifest::ManifestFiles::list(dir)? {
+        let (_, path) = listed?;
+        let bytes = std::fs::read(&path)
+            .map_err(crate::StoreError::io(format!("read {}", path.display())))?;
+        if let Ok(id) = envelope_key_id(&bytes) {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
+}
+
 /// The key id an encrypted manifest names (its envelope is checked).
 pub fn envelope_key_id(file: &[u8]) -> Result<String, String> {
     if file.len() < ENVELOPE_HEADER_LEN + TAG_LEN || !file.starts_with(MANIFEST_MAGIC) {
