@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use pgsnapman_proto::model::excerpt;
-use pgsnapman_proto::v1::{MessageLevel, RestoreStatus, WorkerMessage, event};
+use pgsnapman_proto::v1::{MessageLevel, WorkerMessage, event};
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
@@ -48,18 +48,7 @@ pub async fn after_dump(shared: &Arc<Shared>, job_id: i64, dump: &str, cancel: &
         .await;
         let (ok, detail) = match outcome {
             Ok((None, _)) => return, // shutdown: nothing to report
-            Ok((Some(f), _)) => {
-                let status = RestoreStatus::try_from(f.status).unwrap_or(RestoreStatus::Failed);
-                let error = if f.error.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", f.error)
-                };
-                (
-                    status == RestoreStatus::Succeeded,
-                    format!("{}{error}", status.as_str_name()),
-                )
-            }
+            Ok((Some(f), _)) => super::local::outcome(&f),
             Err(e) => (false, format!("FAILED: {e:#}")),
         };
         let text = format!(

@@ -152,17 +152,10 @@ pub async fn restore(
     for line in log {
         writeln!(out, "{line}")?;
     }
-    let status = RestoreStatus::try_from(finished.status).unwrap_or(RestoreStatus::Failed);
-    let ok = status == RestoreStatus::Succeeded;
+    let (ok, outcome) = outcome(&finished);
     let text = format!(
-        "local restore of dump {dump} into {}: {}{}",
-        excerpt(to),
-        status.as_str_name(),
-        if finished.error.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", finished.error)
-        }
+        "local restore of dump {dump} into {}: {outcome}",
+        excerpt(to)
     );
     shared.outbox.append(event::Body::Message(WorkerMessage {
         level: if ok {
@@ -179,6 +172,18 @@ pub async fn restore(
     }
     writeln!(out, "{text}")?;
     Ok(())
+}
+
+/// Whether a restore succeeded, and its status with the error if any
+/// (`FAILED: pg_restore: …`), for the RESTORE message.
+pub(crate) fn outcome(f: &pgsnapman_proto::v1::RestoreFinished) -> (bool, String) {
+    let status = RestoreStatus::try_from(f.status).unwrap_or(RestoreStatus::Failed);
+    let mut text = status.as_str_name().to_string();
+    if !f.error.is_empty() {
+        text.push_str(": ");
+        text.push_str(&f.error);
+    }
+    (status == RestoreStatus::Succeeded, text)
 }
 
 /// Restores `dump` from this worker's store into `instance_id` (an
