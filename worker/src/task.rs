@@ -21,6 +21,21 @@ struct Entry {
     leased_until: Instant,
     cancel: CancellationToken,
     progress: Arc<TaskProgress>,
+    /// Its result is in the outbox: the task only waits for the
+    /// acknowledgement (and keeps its lease alive until then).
+    recorded: bool,
+}
+
+/// What [`Registry::cancel`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancel {
+    /// No such task runs here.
+    NotRunning,
+    /// The task was running and is now cancelled.
+    Cancelled,
+    /// The task had already recorded its result: only the wait for the
+    /// acknowledgement ends; the result stays in the outbox.
+    AfterResult,
 }
 
 /// What the renew ticker needs of a running task.
@@ -65,9 +80,17 @@ impl Registry {
                 leased_until,
                 cancel,
                 progress,
+                recorded: false,
             },
         );
         true
+    }
+
+    /// Notes that a task's result is in the outbox.
+    pub fn recorded(&self, task_id: i64) {
+        if let Some(e) = self.lock().get_mut(&task_id) {
+            e.recorded = true;
+        }
     }
 
     pub fn remove(&self, task_id: i64) {
@@ -81,14 +104,18 @@ impl Registry {
         }
     }
 
-    /// Cancels one task; false if it is not running.
-    pub fn cancel(&self, task_id: i64) -> bool {
+    /// Cancels one task.
+    pub fn cancel(&self, task_id: i64) -> Cancel {
         match self.lock().get(&task_id) {
             Some(e) => {
                 e.cancel.cancel();
-                true
+                if e.recorded {
+                    Cancel::AfterResult
+                } else {
+                    Cancel::Cancelled
+                }
             }
-            None => false,
+            None => Cancel::NotRunning,
         }
     }
 
@@ -412,6 +439,7 @@ async fn finish_with(
         }
     };
     shared.runner.recorded(&stored_uuid);
+    shared.registry.recorded(task_id);
     tracing::debug!(event_id = %event_id, "result queued for upload");
     // Keep the lease alive until the catalog has the result: otherwise the
     // lease could expire between the dump's end and its catalog row, and the
@@ -474,11 +502,27 @@ mod tests {
                 progress: ("restore", 7, 9),
             }]
         );
-        assert!(r.cancel(2));
+        assert_eq!(r.cancel(2), Cancel::Cancelled);
         assert!(t2.is_cancelled());
         r.remove(1);
         r.remove(2);
         assert!(r.is_empty());
-        assert!(!r.cancel(2));
+        assert_eq!(r.cancel(2), Cancel::NotRunning);
+    }
+
+    /// A lease that ends after the task recorded its result (the coordinator
+    /// applied the result before a renewal in flight arrived) is not a task
+    /// cancelled: the agent must not warn that it cancels the task.
+    #[tokio::test]
+    async fn a_lease_lost_after_the_result_is_told_apart() {
+        let r = Registry::default();
+        let t = CancellationToken::new();
+        let far = Instant::now() + Duration::from_secs(60);
+        assert!(r.insert(3, "l3".into(), far, t.clone(), Arc::default()));
+        r.recorded(3);
+        r.recorded(4); // not running: nothing happens
+        assert_eq!(r.cancel(3), Cancel::AfterResult);
+        assert!(t.is_cancelled(), "the wait for the acknowledgement ends");
+        assert_eq!(r.cancel(4), Cancel::NotRunning);
     }
 }

@@ -27,6 +27,7 @@ use tracing::Instrument;
 
 use crate::Shared;
 use crate::backoff::Backoff;
+use crate::task::Cancel;
 
 /// Requests waiting to go out on the lease stream. Credits, renewals and
 /// keepalives are small and few (a handful per running task per TTL/3).
@@ -538,16 +539,25 @@ fn handle(
                 .registry
                 .renewed(r.task_id, deadline_of(r.leased_until.as_ref(), lease_ttl));
         }
-        lease_response::Msg::LeaseLost(l) => {
-            if shared.registry.cancel(l.task_id) {
+        lease_response::Msg::LeaseLost(l) => match shared.registry.cancel(l.task_id) {
+            Cancel::Cancelled => {
                 tracing::warn!(task_id = l.task_id, reason = %l.reason, "lease lost; cancelling the task");
             }
-        }
-        lease_response::Msg::Cancel(c) => {
-            if shared.registry.cancel(c.task_id) {
+            // Usually a renewal that crossed the result on its way in.
+            Cancel::AfterResult => {
+                tracing::debug!(task_id = l.task_id, reason = %l.reason, "lease ended after the task's result was recorded; the result stays in the outbox");
+            }
+            Cancel::NotRunning => {}
+        },
+        lease_response::Msg::Cancel(c) => match shared.registry.cancel(c.task_id) {
+            Cancel::Cancelled => {
                 tracing::info!(task_id = c.task_id, reason = %c.reason, "coordinator cancelled the task");
             }
-        }
+            Cancel::AfterResult => {
+                tracing::info!(task_id = c.task_id, reason = %c.reason, "coordinator cancelled the task after it finished here; its result stays in the outbox");
+            }
+            Cancel::NotRunning => {}
+        },
         lease_response::Msg::Keepalive(_) => {}
         lease_response::Msg::ScheduleChanged(s) => {
             tracing::debug!(version = s.version, "schedule changed; pulling it");
