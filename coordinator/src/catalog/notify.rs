@@ -12,6 +12,9 @@ use crate::error::{ApiError, ApiResult};
 /// Most subjects one rule fires for in one evaluation (the rest wait for
 /// the next one; docs/alerts.md "Limits").
 pub const MAX_FIRING_PER_RULE: i64 = 1000;
+/// How far back a failed ad-hoc restore run is still an incident (it has no
+/// job whose next run could resolve it; a later run onto its target does).
+pub const ADHOC_RESTORE_WINDOW_DAYS: i32 = 7;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ChannelRow {
@@ -109,6 +112,9 @@ pub struct JobFreshness {
 
 /// A restore job's failed run: job, run, database, error, finish time.
 type FailedRun = (i64, i64, String, String, Option<DateTime<Utc>>);
+/// A failed ad-hoc restore run: run, target instance, target database,
+/// source database, error, end.
+type FailedAdhocRun = (i64, i64, String, String, String, Option<DateTime<Utc>>);
 /// A failed verification: dump, job, database, method, time, detail.
 type FailedVerification = (
     i64,
@@ -327,6 +333,45 @@ impl Catalog {
                 ),
                 details: serde_json::json!({
                     "restore_job_id": job_id, "run_id": run_id, "source_database": db,
+                    "finished_at": at, "error": cut(&error, 2000),
+                }),
+            })
+            .collect())
+    }
+
+    /// Targets of ad-hoc restores (`restore now`, `restore server`: runs of
+    /// no restore job) whose newest finished run of the last
+    /// [`ADHOC_RESTORE_WINDOW_DAYS`] days FAILED, one per target instance and
+    /// database: a later run onto the same target that succeeds resolves it.
+    pub async fn failed_adhoc_restores(&self) -> ApiResult<Vec<Firing>> {
+        let rows: Vec<FailedAdhocRun> = sqlx::query_as(
+            "SELECT id, target_instance_id, target_database, source_database, error, finished_at \
+             FROM (SELECT DISTINCT ON (target_instance_id, target_database) id, \
+                 target_instance_id, target_database, source_database, error, finished_at, status \
+               FROM (SELECT id, target_instance_id, source_database, error, finished_at, status, \
+                   COALESCE(NULLIF(target->>'database', ''), source_database) AS target_database \
+                 FROM restore_runs WHERE restore_job_id IS NULL \
+                 AND status IN ('SUCCEEDED', 'FAILED') \
+                 AND finished_at > now() - make_interval(days => $2)) r \
+               ORDER BY target_instance_id, target_database, id DESC) u \
+             WHERE u.status = 'FAILED' ORDER BY u.id LIMIT $1",
+        )
+        .bind(MAX_FIRING_PER_RULE)
+        .bind(ADHOC_RESTORE_WINDOW_DAYS)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(run_id, instance, target_db, db, error, at)| Firing {
+                subject: format!("restore_target:{instance}/{target_db}"),
+                summary: format!(
+                    "ad-hoc restore run {run_id} of {} onto instance {instance} failed: {}",
+                    display_db(&db),
+                    cut(&error, 300)
+                ),
+                details: serde_json::json!({
+                    "run_id": run_id, "target_instance_id": instance,
+                    "target_database": target_db, "source_database": db,
                     "finished_at": at, "error": cut(&error, 2000),
                 }),
             })

@@ -98,7 +98,11 @@ impl Notifier {
         };
         Ok(match rule.class.as_str() {
             "DUMP_FAILED" => c.failed_dump_jobs(rule.job_id).await?,
-            "RESTORE_FAILED" => c.failed_restore_jobs().await?,
+            "RESTORE_FAILED" => {
+                let mut f = c.failed_restore_jobs().await?;
+                f.extend(c.failed_adhoc_restores().await?);
+                f
+            }
             "VERIFY_FAILED" => c.failed_verifications(rule.job_id).await?,
             "DUMP_MISSING" => {
                 let jobs = c.job_freshness(rule.job_id).await?;

@@ -489,6 +489,33 @@ async fn incidents_notify_once_signed_retried_and_by_mail() {
     })
     .await;
     assert_eq!(restore.json()["subject"], format!("restore_job:{rj}"));
+    // Ad-hoc restores onto one target: two failures, one incident.
+    for _ in 0..2 {
+        let run = cli
+            .run(&[
+                "restore",
+                "now",
+                "--dump",
+                &good_dump,
+                "--to-instance",
+                &to,
+                "--to-database",
+                "adhoc target",
+                "--wait",
+            ])
+            .unwrap();
+        assert!(!run.success(), "{run:?}");
+    }
+    let adhoc = wait_for("the failed ad-hoc restore webhook", || {
+        hook.of_class("restore_failed")
+            .into_iter()
+            .find(|r| r.json()["subject"] != format!("restore_job:{rj}"))
+    })
+    .await;
+    assert_eq!(
+        adhoc.json()["subject"],
+        format!("restore_target:{nowhere}/adhoc target")
+    );
 
     wait_for("the failed-dump webhook", || {
         hook.of_class("dump_failed").pop()
@@ -614,7 +641,11 @@ async fn incidents_notify_once_signed_retried_and_by_mail() {
     let missing = hook.of_class("dump_missing");
     assert_eq!(missing.len(), 1, "{missing:?}");
     assert_eq!(missing[0].json()["subject"], format!("job:{bad_job}"));
-    assert_eq!(hook.of_class("restore_failed").len(), 1);
+    assert_eq!(
+        hook.of_class("restore_failed").len(),
+        2,
+        "one per restore job and one per ad-hoc target"
+    );
     for quiet in ["verify_failed", "outbox_backlog"] {
         assert!(
             hook.of_class(quiet).is_empty(),
@@ -637,7 +668,7 @@ async fn incidents_notify_once_signed_retried_and_by_mail() {
         open("restores"),
         open("verified"),
     ];
-    assert_eq!(counts, [1, 1, 1, 0], "{rules}");
+    assert_eq!(counts, [1, 1, 2, 0], "{rules}");
     // A channel a rule names is not removed; a rule is.
     let refused = cli.run(&["notify", "remove", "hook"]).unwrap();
     assert!(
