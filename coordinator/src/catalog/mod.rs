@@ -25,6 +25,7 @@ mod passwords;
 mod restore;
 mod retention;
 mod scripts;
+mod sessions;
 mod store;
 mod store_location;
 mod tasks;
@@ -35,6 +36,7 @@ pub use auth::{AuditEntry, AuditFilter};
 pub use copy::CopyJobRows;
 pub use events::{BatchOutcome, Pruned};
 pub use identity::{CertificateOwner, Enrollment, TokenRefused, normalize_serial};
+pub use sessions::OpenRefused;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
