@@ -11,6 +11,9 @@ use crate::error::ApiResult;
 pub struct JobOverview {
     pub id: i64,
     pub worker_name: String,
+    /// The worker's `scheduler.timezone` from its last Hello (`None`: not
+    /// reported, read as UTC).
+    pub worker_timezone: Option<String>,
     pub instance_name: String,
     pub database: String,
     pub schema_name: String,
@@ -81,7 +84,8 @@ pub struct MessageFilter {
 }
 
 /// The jobs page ($1: after this id, $2: limit).
-const JOBS: &str = "SELECT j.id, w.name AS worker_name, i.name AS instance_name, j.database, \
+const JOBS: &str = "SELECT j.id, w.name AS worker_name, w.timezone AS worker_timezone, \
+    i.name AS instance_name, j.database, \
     j.schema_name, j.dump_type, j.cron, j.kind, j.status, j.keep_daily, j.keep_weekly, \
     j.keep_monthly, j.keep_yearly, ld.id AS last_dump_id, ld.status AS last_status, \
     ld.finished_at AS last_finished_at, lg.finished_at AS last_good_at \

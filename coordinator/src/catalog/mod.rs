@@ -166,6 +166,7 @@ impl Catalog {
         agent_version: &str,
         client_majors: &[u32],
         outbox_backlog: u64,
+        timezone: Option<&str>,
     ) -> ApiResult<()> {
         let majors: Vec<i32> = client_majors
             .iter()
@@ -173,12 +174,13 @@ impl Catalog {
             .collect();
         sqlx::query(
             "UPDATE workers SET last_seen_at = now(), agent_version = $2, client_majors = $3, \
-             outbox_backlog = $4 WHERE id = $1",
+             outbox_backlog = $4, timezone = $5 WHERE id = $1",
         )
         .bind(id)
         .bind(agent_version)
         .bind(majors)
         .bind(i64::try_from(outbox_backlog).unwrap_or(i64::MAX))
+        .bind(timezone)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -2,7 +2,7 @@
 //! restores and their logs, messages, and what is not backed up. Every
 //! list is bounded: a page of `dashboard.page_size` rows by keyset, or a
 //! fixed cap named here.
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use hyper::StatusCode;
 use minijinja::context;
 use pgsnapman_proto::model::{CronExpr, quoted};
@@ -139,23 +139,20 @@ impl Dashboard {
         let jobs: Vec<Value> = rows
             .iter()
             .map(|j| {
-                let cron = CronExpr::parse(&j.cron).ok();
-                let next = cron.as_ref().and_then(|c| c.next_after(&now));
-                let period = next.and_then(|n| Some(cron.as_ref()?.next_after(&n)? - n));
                 let repeat = j.status == "ACTIVE" && j.kind == "REPEAT";
-                let stale = repeat
-                    && period
-                        .is_some_and(|p| j.last_good_at.is_none_or(|t| now - t > p + STALE_SLACK));
+                let zone = j.worker_timezone.as_deref().unwrap_or("");
+                let fire = next_fire(&j.cron, zone, now, j.last_good_at);
                 json!({
                     "id": j.id, "worker": j.worker_name, "instance": j.instance_name,
                     "database": j.database, "schema": j.schema_name, "type": j.dump_type,
                     "cron": j.cron, "kind": j.kind, "status": j.status,
+                    "zone": fire.zone,
                     "retention": format!("{}d {}w {}m {}y", j.keep_daily, j.keep_weekly,
                         j.keep_monthly, j.keep_yearly),
                     "last_status": j.last_status, "last_dump_id": j.last_dump_id,
                     "last_age": j.last_finished_at.map(|t| age(t, now)),
-                    "next": if repeat { next.map(time) } else { None },
-                    "stale": stale,
+                    "next": if repeat { fire.next } else { None },
+                    "stale": repeat && fire.stale,
                 })
             })
             .collect();
@@ -362,6 +359,43 @@ impl Dashboard {
 
 type Page = Result<(&'static str, minijinja::Value), (StatusCode, String)>;
 
+/// A job's schedule as the jobs page shows it.
+#[derive(Debug, PartialEq)]
+struct Fire {
+    /// The zone the cron is read in (the worker's `scheduler.timezone`;
+    /// UTC when it reported none or one this build does not know).
+    zone: String,
+    /// The next fire after now, in that zone's wall-clock time.
+    next: Option<String>,
+    /// True when the newest good dump is older than one period of the cron
+    /// (the gap between its next two fires) plus [`STALE_SLACK`], or there
+    /// is none.
+    stale: bool,
+}
+
+/// Reads `cron` in the IANA zone `zone` (empty or unknown: UTC) as the
+/// worker's scheduler does.
+fn next_fire(
+    cron: &str,
+    zone: &str,
+    now: DateTime<Utc>,
+    last_good_at: Option<DateTime<Utc>>,
+) -> Fire {
+    let tz = pgsnapman_proto::retention::timezone(zone).unwrap_or(chrono_tz::Tz::UTC);
+    let local = now.with_timezone(&tz);
+    let cron = CronExpr::parse(cron).ok();
+    let next = cron.as_ref().and_then(|c| c.next_after(&local));
+    let period = next
+        .as_ref()
+        .and_then(|n| Some(cron.as_ref()?.next_after(n)? - *n));
+    let stale = period.is_some_and(|p| last_good_at.is_none_or(|t| now - t > p + STALE_SLACK));
+    Fire {
+        zone: tz.name().to_string(),
+        next: next.map(|n| n.format("%Y-%m-%d %H:%M %Z").to_string()),
+        stale,
+    }
+}
+
 fn run_json(u: &crate::rows::RestoreRunRow) -> Value {
     json!({
         "id": u.id, "job_id": u.restore_job_id, "task_id": u.task_id, "dump_id": u.dump_id,
@@ -389,4 +423,45 @@ fn not_found(e: crate::error::ApiError) -> (StatusCode, String) {
 
 fn bad(m: String) -> (StatusCode, String) {
     (StatusCode::BAD_REQUEST, m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .expect("test time")
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn next_fire_is_read_in_the_workers_zone() {
+        let now = at("2026-07-01T12:00:00Z");
+        let utc = next_fire("30 2 * * *", "", now, None);
+        assert_eq!(utc.zone, "UTC");
+        assert_eq!(utc.next.as_deref(), Some("2026-07-02 02:30 UTC"));
+        assert!(utc.stale, "no good dump at all");
+        // 02:30 in Amsterdam (summer time, UTC+2) is 00:30 UTC.
+        let ams = next_fire("30 2 * * *", "Europe/Amsterdam", now, None);
+        assert_eq!(ams.zone, "Europe/Amsterdam");
+        assert_eq!(ams.next.as_deref(), Some("2026-07-02 02:30 CEST"));
+        let tokyo = next_fire("0 9 * * *", "Asia/Tokyo", now, None);
+        assert_eq!(tokyo.next.as_deref(), Some("2026-07-02 09:00 JST"));
+        // An unknown zone (a newer tz database on the worker) reads as UTC.
+        let unknown = next_fire("30 2 * * *", "Mars/Olympus", now, None);
+        assert_eq!(unknown, utc);
+    }
+
+    #[test]
+    fn stale_means_no_good_dump_in_one_period_plus_slack() {
+        let now = at("2026-07-01T12:00:00Z");
+        let daily = |good: &str| next_fire("0 3 * * *", "Europe/Amsterdam", now, Some(at(good)));
+        assert!(!daily("2026-07-01T01:00:00Z").stale, "today's dump");
+        assert!(!daily("2026-06-30T11:30:00Z").stale, "within 24 h + 1 h");
+        assert!(daily("2026-06-30T10:00:00Z").stale, "older than 25 h");
+        let bad = next_fire("not a cron", "UTC", now, None);
+        assert_eq!(bad.next, None);
+        assert!(!bad.stale, "no period to judge by");
+    }
 }
