@@ -64,8 +64,9 @@ pub struct MessageLine {
     pub text: String,
 }
 
-/// What is not protected: instances without an ACTIVE job, and jobs that
-/// are HALTED or whose database discovery found gone.
+/// What is not protected: instances without an ACTIVE job, jobs that are
+/// HALTED or whose database discovery found gone, and databases the last
+/// discovery list named that have no job (and no ACTIVE CLUSTER job covers).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Unprotected {
     pub what: String,
@@ -124,6 +125,13 @@ const UNPROTECTED: &str = "SELECT 'no active job' AS what, i.name AS instance_na
       ELSE j.database_missing_since END \
     FROM dump_jobs j JOIN instances i ON i.id = j.instance_id \
     WHERE j.status = 'HALTED' OR j.database_missing_since IS NOT NULL \
+    UNION ALL SELECT 'discovered, no job', i.name, l.database, NULL::bigint, NULL::timestamptz \
+    FROM instance_discovery d JOIN instances i ON i.id = d.instance_id \
+    CROSS JOIN LATERAL unnest(d.databases) AS l(database) \
+    WHERE NOT EXISTS (SELECT 1 FROM dump_jobs j WHERE j.instance_id = d.instance_id \
+        AND j.database = l.database) \
+      AND NOT EXISTS (SELECT 1 FROM dump_jobs j WHERE j.instance_id = d.instance_id \
+        AND j.status = 'ACTIVE' AND j.dump_type = 'CLUSTER') \
     ORDER BY 2, 3 LIMIT $1";
 
 impl Catalog {
