@@ -116,6 +116,13 @@ pub const MESSAGES: &str = "SELECT m.id, m.logged_at, m.level, m.class, w.name A
     WHERE m.id < $1 AND m.level >= $3 AND ($4::text IS NULL OR w.name = $4) \
     AND ($5::bigint IS NULL OR m.job_id = $5) ORDER BY m.id DESC LIMIT $2";
 
+/// The restore jobs page: the restore job columns of ListRestoreJobs,
+/// $1: after this id, $2: limit; public for the e2e test that checks its
+/// plan.
+pub fn restore_jobs_query() -> String {
+    super::restore::job_query("WHERE r.id > $1 ORDER BY r.id LIMIT $2")
+}
+
 const UNPROTECTED: &str = "SELECT 'no active job' AS what, i.name AS instance_name, \
       '' AS database, NULL::bigint AS job_id, NULL::timestamptz AS since \
     FROM instances i WHERE NOT EXISTS (SELECT 1 FROM dump_jobs j \
@@ -172,6 +179,19 @@ impl Catalog {
             .bind(f.min_level)
             .bind(f.worker.as_deref())
             .bind(f.job_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Up to `limit` restore jobs with an id above `after`, by id.
+    pub async fn dashboard_restore_jobs(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> ApiResult<Vec<crate::rows::RestoreJobRow>> {
+        Ok(sqlx::query_as(&restore_jobs_query())
+            .bind(after)
+            .bind(limit)
             .fetch_all(&self.pool)
             .await?)
     }

@@ -56,6 +56,7 @@ impl Dashboard {
                 Err(m) => Err((StatusCode::BAD_REQUEST, m)),
             },
             ["restores"] => self.restores().await,
+            ["restore-jobs"] => self.restore_jobs(r).await,
             ["restores", run] => match id("restore run id", run) {
                 Ok(run) => self.restore_log(run).await,
                 Err(m) => Err((StatusCode::BAD_REQUEST, m)),
@@ -256,6 +257,63 @@ impl Dashboard {
             .map(run_json)
             .collect();
         Ok(("restores.html", context! { runs, max => MAX_RESTORE_RUNS }))
+    }
+
+    /// Restore jobs and copies (TRIGGER restore jobs of a dump job), a page
+    /// by id, each with its last run; a copy also with its source job and
+    /// that job's newest dump. The same rows as ListRestoreJobs and
+    /// ListCopyJobs (a copy with two targets is two rows).
+    async fn restore_jobs(&self, r: &Req) -> Page {
+        let after = match r.query("after") {
+            Some(a) => id("after", a).map_err(bad)?,
+            None => 0,
+        };
+        let mut rows = self
+            .catalog
+            .dashboard_restore_jobs(after, self.page_size + 1)
+            .await
+            .map_err(internal)?;
+        let more = self.keep_page(&mut rows);
+        let mut jobs = Vec::with_capacity(rows.len());
+        for j in &rows {
+            let last = self.catalog.last_run(j.id).await.map_err(internal)?;
+            let source = match j.source_job_id {
+                Some(s) => Some(self.copy_source(s).await?),
+                None => None,
+            };
+            let when = match j.kind.as_str() {
+                "TRIGGER" => "after each dump of its source".to_string(),
+                "REPEAT" => j.cron.clone(),
+                _ => j.run_at.map_or_else(|| "as soon as possible".into(), time),
+            };
+            jobs.push(json!({
+                "id": j.id, "kind": j.kind, "status": j.status, "when": when,
+                "copy": j.kind == "TRIGGER", "source": source, "source_dump": j.source_dump_id,
+                "target": format!("{}/{}", j.target_instance_name, j.target_database),
+                "restore_type": j.restore_type, "existing": j.existing_database,
+                "last": last.as_ref().map(run_json),
+            }));
+        }
+        let next_after = more.then(|| rows.last().map(|j| j.id)).flatten();
+        Ok(("restore_jobs.html", context! { jobs, next_after }))
+    }
+
+    /// A restore job's source dump job and its newest dump (any status).
+    async fn copy_source(&self, job_id: i64) -> Result<Value, (StatusCode, String)> {
+        let job = match self.catalog.job(job_id).await {
+            Ok(j) => Some(j),
+            Err(crate::error::ApiError::NotFound(_)) => None,
+            Err(e) => return Err(internal(e)),
+        };
+        let last = self.catalog.last_dump(job_id).await.map_err(internal)?;
+        let now = Utc::now();
+        Ok(json!({
+            "job_id": job_id,
+            "database": job.as_ref().map(|j| j.database.clone()),
+            "last_dump": last.map(|d| json!({
+                "id": d.id, "status": d.status, "age": age(d.finished_at, now),
+            })),
+        }))
     }
 
     async fn restore_log(&self, run_id: i64) -> Page {
