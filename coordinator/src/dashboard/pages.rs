@@ -488,9 +488,7 @@ mod tests {
     use super::*;
 
     fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s)
-            .expect("test time")
-            .with_timezone(&Utc)
+        s.parse().expect("an RFC 3339 test time")
     }
 
     #[test]
