@@ -227,7 +227,7 @@ def browser(cfg):
         seen["restore_state"] = wait_task(d)
         d.shot(out, "restore-task.png")
 
-        for page in ["/", "/restores", "/unprotected", "/messages?level=ERROR"]:
+        for page in ["/", "/restores", "/restore-jobs", "/unprotected", "/messages?level=ERROR"]:
             d.go(url + page)
             seen[f"page {page}"] = {
                 "error": [d.text(e) for e in d.all("#error")],

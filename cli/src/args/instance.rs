@@ -1,6 +1,6 @@
 //! The command line of instances: connection details, where the password
 //! comes from, and the auto-discovery settings. No I/O.
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use pgsnapman_proto::model::{BackupWindow, SSL_MODES};
 use pgsnapman_proto::v1;
 
@@ -90,9 +90,23 @@ pub struct InstanceAddArgs {
     pub discovery: DiscoveryArgs,
 }
 
+/// What auto-discovery does with a database that has no job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiscoverMode {
+    /// Add a dump job for it.
+    Create,
+    /// Keep the list only (the dashboard shows it); add no job.
+    Report,
+}
+
 /// What auto-discovery gives the jobs it adds.
 #[derive(Debug, Args)]
 pub struct DiscoveryArgs {
+    /// What discovery does with a listed database that has no job: add a
+    /// job (create), or only show it on the dashboard's "not backed up"
+    /// page (report) [default: create]
+    #[arg(long, value_enum, ignore_case = true)]
+    pub discover: Option<DiscoverMode>,
     /// Discovered jobs dump at a minute in this window of whole hours, e.g.
     /// 2-6 or 22-4 (past midnight); START = END is the whole day [default: 2-6]
     #[arg(long, value_name = "START-END")]
@@ -129,7 +143,8 @@ impl DiscoveryArgs {
 
     /// True when no flag was given.
     pub fn is_empty(&self) -> bool {
-        self.backup_window.is_none()
+        self.discover.is_none()
+            && self.backup_window.is_none()
             && self.discovered_status.is_none()
             && self.retention_over(&v1::Retention::default()).is_none()
     }

@@ -18,7 +18,7 @@ mod script;
 mod shell;
 pub use auth::{AuditCommand, CertCommand, TokenCommand};
 pub use instance::{
-    InstanceAddArgs, InstanceCommand, InstanceEditArgs, PasswordArgs, SetPasswordArgs,
+    DiscoverMode, InstanceAddArgs, InstanceCommand, InstanceEditArgs, PasswordArgs, SetPasswordArgs,
 };
 pub use notify::{NotifyAddCommand, NotifyCommand, NotifyRuleCommand, SecretArgs};
 pub use restore::{

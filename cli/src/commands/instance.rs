@@ -13,8 +13,8 @@ use super::Ctx;
 use super::job::DEFAULT_RETENTION;
 use super::password::{SealedTo, missing_notes, notice, seal_for, sealed_note};
 use crate::args::{
-    InstanceAddArgs, InstanceCommand, InstanceEditArgs, PasswordArgs, SetPasswordArgs, WorkerArg,
-    worker_ref,
+    DiscoverMode, InstanceAddArgs, InstanceCommand, InstanceEditArgs, PasswordArgs,
+    SetPasswordArgs, WorkerArg, worker_ref,
 };
 use crate::client::{Admin, rpc};
 use crate::output::{json, table};
@@ -159,6 +159,7 @@ async fn add(ctx: &Ctx, a: InstanceAddArgs) -> Result<()> {
         discovered_retention: d.retention_over(&DEFAULT_RETENTION),
         sslmode: a.sslmode.unwrap_or_default(),
         sealed_passwords: Vec::new(),
+        discover_report_only: d.discover == Some(DiscoverMode::Report),
     };
     let mut admin = ctx.admin().await?;
     let mut req = req;
@@ -236,6 +237,7 @@ async fn edit(ctx: &Ctx, a: InstanceEditArgs) -> Result<()> {
         discovered_retention,
         sslmode: a.sslmode,
         sealed_passwords,
+        discover_report_only: d.discover.map(|m| m == DiscoverMode::Report),
     };
     let i = rpc(admin.update_instance(req).await)?;
     // A new default worker has no copy of the password yet.

@@ -102,6 +102,7 @@ pub fn instance(i: &v1::Instance) -> Value {
         "comment": i.comment,
         "created_at": timestamp(i.created_at.as_ref()),
         "auto_discover": i.auto_discover,
+        "discover": if i.discover_report_only { "report" } else { "create" },
         "backup_window_start": i.backup_window_start,
         "backup_window_end": i.backup_window_end,
         "discovered_status": status(i.discovered_status()),

@@ -316,6 +316,14 @@ pub fn instance_rows(i: &v1::Instance) -> Vec<(&'static str, String)> {
         ("comment", text(&i.comment)),
         ("created at", time(i.created_at.as_ref())),
         ("auto-discover", yes_no(i.auto_discover)),
+        (
+            "discover",
+            if i.discover_report_only {
+                "report (no job added)".to_string()
+            } else {
+                "create jobs".to_string()
+            },
+        ),
         ("backup window", window(i)),
         (
             "discovered jobs",

@@ -105,13 +105,7 @@ impl Catalog {
                 .into_iter()
                 .filter(|r| r.kind == "TRIGGER")
                 .collect();
-            let last_dump = sqlx::query_as::<_, DumpRow>(&format!(
-                "SELECT {DUMP_COLUMNS} FROM dumps d JOIN workers w ON w.id = d.worker_id \
-                 WHERE d.job_id = $1 ORDER BY d.started_at DESC, d.id DESC LIMIT 1"
-            ))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+            let last_dump = self.last_dump(id).await?;
             out.push(CopyJobRows {
                 dump_job,
                 restore_jobs,
@@ -119,6 +113,18 @@ impl Catalog {
             });
         }
         Ok(out)
+    }
+
+    /// The newest dump of a dump job, whatever its status (by
+    /// `dumps_job (job_id, started_at)`).
+    pub async fn last_dump(&self, job_id: i64) -> ApiResult<Option<DumpRow>> {
+        Ok(sqlx::query_as::<_, DumpRow>(&format!(
+            "SELECT {DUMP_COLUMNS} FROM dumps d JOIN workers w ON w.id = d.worker_id \
+             WHERE d.job_id = $1 ORDER BY d.started_at DESC, d.id DESC LIMIT 1"
+        ))
+        .bind(job_id)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// One SINGLE restore job (as soon as possible) per database of the

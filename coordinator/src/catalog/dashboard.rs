@@ -11,6 +11,9 @@ use crate::error::ApiResult;
 pub struct JobOverview {
     pub id: i64,
     pub worker_name: String,
+    /// The worker's `scheduler.timezone` from its last Hello (`None`: not
+    /// reported, read as UTC).
+    pub worker_timezone: Option<String>,
     pub instance_name: String,
     pub database: String,
     pub schema_name: String,
@@ -61,8 +64,9 @@ pub struct MessageLine {
     pub text: String,
 }
 
-/// What is not protected: instances without an ACTIVE job, and jobs that
-/// are HALTED or whose database discovery found gone.
+/// What is not protected: instances without an ACTIVE job, jobs that are
+/// HALTED or whose database discovery found gone, and databases the last
+/// discovery list named that have no job (and no ACTIVE CLUSTER job covers).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Unprotected {
     pub what: String,
@@ -81,7 +85,8 @@ pub struct MessageFilter {
 }
 
 /// The jobs page ($1: after this id, $2: limit).
-const JOBS: &str = "SELECT j.id, w.name AS worker_name, i.name AS instance_name, j.database, \
+const JOBS: &str = "SELECT j.id, w.name AS worker_name, w.timezone AS worker_timezone, \
+    i.name AS instance_name, j.database, \
     j.schema_name, j.dump_type, j.cron, j.kind, j.status, j.keep_daily, j.keep_weekly, \
     j.keep_monthly, j.keep_yearly, ld.id AS last_dump_id, ld.status AS last_status, \
     ld.finished_at AS last_finished_at, lg.finished_at AS last_good_at \
@@ -111,6 +116,13 @@ pub const MESSAGES: &str = "SELECT m.id, m.logged_at, m.level, m.class, w.name A
     WHERE m.id < $1 AND m.level >= $3 AND ($4::text IS NULL OR w.name = $4) \
     AND ($5::bigint IS NULL OR m.job_id = $5) ORDER BY m.id DESC LIMIT $2";
 
+/// The restore jobs page: the restore job columns of ListRestoreJobs,
+/// $1: after this id, $2: limit; public for the e2e test that checks its
+/// plan.
+pub fn restore_jobs_query() -> String {
+    super::restore::job_query("WHERE r.id > $1 ORDER BY r.id LIMIT $2")
+}
+
 const UNPROTECTED: &str = "SELECT 'no active job' AS what, i.name AS instance_name, \
       '' AS database, NULL::bigint AS job_id, NULL::timestamptz AS since \
     FROM instances i WHERE NOT EXISTS (SELECT 1 FROM dump_jobs j \
@@ -120,6 +132,13 @@ const UNPROTECTED: &str = "SELECT 'no active job' AS what, i.name AS instance_na
       ELSE j.database_missing_since END \
     FROM dump_jobs j JOIN instances i ON i.id = j.instance_id \
     WHERE j.status = 'HALTED' OR j.database_missing_since IS NOT NULL \
+    UNION ALL SELECT 'discovered, no job', i.name, l.database, NULL::bigint, NULL::timestamptz \
+    FROM instance_discovery d JOIN instances i ON i.id = d.instance_id \
+    CROSS JOIN LATERAL unnest(d.databases) AS l(database) \
+    WHERE NOT EXISTS (SELECT 1 FROM dump_jobs j WHERE j.instance_id = d.instance_id \
+        AND j.database = l.database) \
+      AND NOT EXISTS (SELECT 1 FROM dump_jobs j WHERE j.instance_id = d.instance_id \
+        AND j.status = 'ACTIVE' AND j.dump_type = 'CLUSTER') \
     ORDER BY 2, 3 LIMIT $1";
 
 impl Catalog {
@@ -160,6 +179,19 @@ impl Catalog {
             .bind(f.min_level)
             .bind(f.worker.as_deref())
             .bind(f.job_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Up to `limit` restore jobs with an id above `after`, by id.
+    pub async fn dashboard_restore_jobs(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> ApiResult<Vec<crate::rows::RestoreJobRow>> {
+        Ok(sqlx::query_as(&restore_jobs_query())
+            .bind(after)
+            .bind(limit)
             .fetch_all(&self.pool)
             .await?)
     }

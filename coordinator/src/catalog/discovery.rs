@@ -83,12 +83,14 @@ impl Catalog {
             return Ok(());
         }
         let newer: bool = sqlx::query_scalar(
-            "INSERT INTO instance_discovery (instance_id, listed_at) VALUES ($1, $2) \
-             ON CONFLICT (instance_id) DO UPDATE SET listed_at = EXCLUDED.listed_at \
+            "INSERT INTO instance_discovery (instance_id, listed_at, databases) VALUES ($1, $2, $3) \
+             ON CONFLICT (instance_id) DO UPDATE SET listed_at = EXCLUDED.listed_at, \
+               databases = EXCLUDED.databases \
              WHERE instance_discovery.listed_at < EXCLUDED.listed_at RETURNING true",
         )
         .bind(instance.id)
         .bind(listed_at)
+        .bind(&d.databases)
         .fetch_optional(&mut **tx)
         .await?
         .unwrap_or(false);
@@ -110,7 +112,12 @@ impl Catalog {
         }
         let what = format!("instance {} ({})", instance.id, instance.name);
         let mut new = Vec::new();
-        for database in listed.iter().filter(|db| !by_database.contains_key(*db)) {
+        // Report-only discovery keeps the list (above) for the dashboard
+        // and adds no job; vanished databases are still reported below.
+        let unjobbed = listed
+            .iter()
+            .filter(|db| !by_database.contains_key(*db) && !instance.discover_report_only);
+        for database in unjobbed {
             match validate_identifier("database", database) {
                 Ok(()) => new.push(*database),
                 Err(e) => msgs.push(

@@ -12,11 +12,13 @@ use crate::rows::{self, InstanceRow};
 pub(super) const COLUMNS: &str = "id, name, host, port, username, legacy_password, maintenance_db, \
     status, default_worker_id, server_version, comment, created_at, auto_discover, \
     backup_window_start, backup_window_end, discovered_status, discovered_keep_daily, \
-    discovered_keep_weekly, discovered_keep_monthly, discovered_keep_yearly, sslmode";
+    discovered_keep_weekly, discovered_keep_monthly, discovered_keep_yearly, sslmode, discover_report_only";
 
 /// An instance's auto-discovery settings, checked.
 struct Discovery {
     on: bool,
+    /// Record the list only; add no job.
+    report_only: bool,
     window: BackupWindow,
     status: &'static str,
     /// keep daily, weekly, monthly, yearly
@@ -39,7 +41,10 @@ impl Discovery {
                 .as_ref()
                 .unwrap_or(&DEFAULT_RETENTION),
         )?;
-        Self::checked(req.auto_discover, window, status, keep, default_worker)
+        Self::checked(req.auto_discover, window, status, keep, default_worker).map(|d| Self {
+            report_only: req.discover_report_only,
+            ..d
+        })
     }
 
     fn of_update(
@@ -67,7 +72,8 @@ impl Discovery {
             ],
         };
         let on = req.auto_discover.unwrap_or(cur.auto_discover);
-        Self::checked(on, window, status, keep, default_worker)
+        let report_only = req.discover_report_only.unwrap_or(cur.discover_report_only);
+        Self::checked(on, window, status, keep, default_worker).map(|d| Self { report_only, ..d })
     }
 
     fn checked(
@@ -84,6 +90,7 @@ impl Discovery {
         }
         Ok(Self {
             on,
+            report_only: false,
             window,
             status,
             keep,
@@ -98,8 +105,8 @@ async fn set_discovery(tx: &mut sqlx::PgTransaction<'_>, id: i64, d: &Discovery)
     sqlx::query(
         "UPDATE instances SET auto_discover = $2, backup_window_start = $3, \
          backup_window_end = $4, discovered_status = $5, discovered_keep_daily = $6, \
-         discovered_keep_weekly = $7, discovered_keep_monthly = $8, discovered_keep_yearly = $9 \
-         WHERE id = $1",
+         discovered_keep_weekly = $7, discovered_keep_monthly = $8, discovered_keep_yearly = $9, \
+         discover_report_only = $10 WHERE id = $1",
     )
     .bind(id)
     .bind(d.on)
@@ -110,6 +117,7 @@ async fn set_discovery(tx: &mut sqlx::PgTransaction<'_>, id: i64, d: &Discovery)
     .bind(kw)
     .bind(km)
     .bind(ky)
+    .bind(d.report_only)
     .execute(&mut **tx)
     .await?;
     Ok(())

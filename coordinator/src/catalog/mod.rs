@@ -25,6 +25,7 @@ mod passwords;
 mod restore;
 mod retention;
 mod scripts;
+mod sessions;
 mod store;
 mod store_location;
 mod tasks;
@@ -35,6 +36,7 @@ pub use auth::{AuditEntry, AuditFilter};
 pub use copy::CopyJobRows;
 pub use events::{BatchOutcome, Pruned};
 pub use identity::{CertificateOwner, Enrollment, TokenRefused, normalize_serial};
+pub use sessions::OpenRefused;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -164,6 +166,7 @@ impl Catalog {
         agent_version: &str,
         client_majors: &[u32],
         outbox_backlog: u64,
+        timezone: Option<&str>,
     ) -> ApiResult<()> {
         let majors: Vec<i32> = client_majors
             .iter()
@@ -171,12 +174,13 @@ impl Catalog {
             .collect();
         sqlx::query(
             "UPDATE workers SET last_seen_at = now(), agent_version = $2, client_majors = $3, \
-             outbox_backlog = $4 WHERE id = $1",
+             outbox_backlog = $4, timezone = $5 WHERE id = $1",
         )
         .bind(id)
         .bind(agent_version)
         .bind(majors)
         .bind(i64::try_from(outbox_backlog).unwrap_or(i64::MAX))
+        .bind(timezone)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -16,7 +16,7 @@ use crate::rows::{
 /// Most missed REPEAT fire times walked through to find the latest one.
 const MAX_MISSED_FIRES: usize = 100_000;
 
-fn job_query(filter: &str) -> String {
+pub(super) fn job_query(filter: &str) -> String {
     format!(
         "SELECT {RESTORE_JOB_COLUMNS} FROM restore_jobs r \
          JOIN instances i ON i.id = r.target_instance_id {filter}"

@@ -22,7 +22,7 @@ impl Dashboard {
                     return self.error(StatusCode::FORBIDDEN, "refused: bad CSRF token");
                 }
                 if let Some(id) = &r.session_id {
-                    self.sessions.close(id);
+                    self.sessions.close(id).await;
                 }
                 return redirect("/login");
             }

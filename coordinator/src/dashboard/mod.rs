@@ -137,10 +137,10 @@ pub async fn start(
         .with_context(|| format!("dashboard.listen {addr}: cannot listen"))?;
     let acceptor = tls.map(|(c, k)| acceptor(c, k)).transpose()?;
     let dashboard = Arc::new(Dashboard {
+        sessions: Sessions::new(catalog.clone(), cfg.session_ttl, cfg.max_sessions),
         catalog,
         admin,
         auth,
-        sessions: Sessions::new(cfg.session_ttl, cfg.max_sessions),
         templates: view::templates()?,
         page_size: i64::from(cfg.page_size),
         tls: acceptor.is_some(),
@@ -367,10 +367,11 @@ impl Dashboard {
         };
         let id = match self
             .sessions
-            .open(caller.clone(), crate::auth::token::sha256(token.trim()))
+            .open(crate::auth::token::sha256(token.trim()))
+            .await
         {
             Ok(id) => id,
-            Err(m) => return self.error(StatusCode::SERVICE_UNAVAILABLE, &m),
+            Err((status, m)) => return self.error(status, &m),
         };
         let role = caller.role.label();
         self.audit(
@@ -397,23 +398,7 @@ impl Dashboard {
     /// The request's session, if it is open and its token still valid
     /// (not revoked, not expired since the login).
     async fn session(&self, r: &Req) -> Option<Session> {
-        let id = r.session_id.as_deref()?;
-        let s = self.sessions.get(id)?;
-        let row = match self.catalog.token_by_sha256(&s.token_sha256).await {
-            Ok(row) => row,
-            Err(e) => {
-                tracing::warn!("dashboard: look up a session's token: {e}");
-                return None;
-            }
-        };
-        let usable = row.is_some_and(|t| {
-            t.revoked_at.is_none() && t.expires_at.is_none_or(|at| at > chrono::Utc::now())
-        });
-        if !usable {
-            self.sessions.close(id);
-            return None;
-        }
-        Some(s)
+        self.sessions.get(r.session_id.as_deref()?).await
     }
 
     /// An audit row like the gRPC path's (actor, method, arguments, peer,

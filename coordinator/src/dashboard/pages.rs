@@ -2,7 +2,7 @@
 //! restores and their logs, messages, and what is not backed up. Every
 //! list is bounded: a page of `dashboard.page_size` rows by keyset, or a
 //! fixed cap named here.
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use hyper::StatusCode;
 use minijinja::context;
 use pgsnapman_proto::model::{CronExpr, quoted};
@@ -56,6 +56,7 @@ impl Dashboard {
                 Err(m) => Err((StatusCode::BAD_REQUEST, m)),
             },
             ["restores"] => self.restores().await,
+            ["restore-jobs"] => self.restore_jobs(r).await,
             ["restores", run] => match id("restore run id", run) {
                 Ok(run) => self.restore_log(run).await,
                 Err(m) => Err((StatusCode::BAD_REQUEST, m)),
@@ -139,23 +140,20 @@ impl Dashboard {
         let jobs: Vec<Value> = rows
             .iter()
             .map(|j| {
-                let cron = CronExpr::parse(&j.cron).ok();
-                let next = cron.as_ref().and_then(|c| c.next_after(&now));
-                let period = next.and_then(|n| Some(cron.as_ref()?.next_after(&n)? - n));
                 let repeat = j.status == "ACTIVE" && j.kind == "REPEAT";
-                let stale = repeat
-                    && period
-                        .is_some_and(|p| j.last_good_at.is_none_or(|t| now - t > p + STALE_SLACK));
+                let zone = j.worker_timezone.as_deref().unwrap_or("");
+                let fire = next_fire(&j.cron, zone, now, j.last_good_at);
                 json!({
                     "id": j.id, "worker": j.worker_name, "instance": j.instance_name,
                     "database": j.database, "schema": j.schema_name, "type": j.dump_type,
                     "cron": j.cron, "kind": j.kind, "status": j.status,
+                    "zone": fire.zone,
                     "retention": format!("{}d {}w {}m {}y", j.keep_daily, j.keep_weekly,
                         j.keep_monthly, j.keep_yearly),
                     "last_status": j.last_status, "last_dump_id": j.last_dump_id,
                     "last_age": j.last_finished_at.map(|t| age(t, now)),
-                    "next": if repeat { next.map(time) } else { None },
-                    "stale": stale,
+                    "next": if repeat { fire.next } else { None },
+                    "stale": repeat && fire.stale,
                 })
             })
             .collect();
@@ -261,6 +259,63 @@ impl Dashboard {
         Ok(("restores.html", context! { runs, max => MAX_RESTORE_RUNS }))
     }
 
+    /// Restore jobs and copies (TRIGGER restore jobs of a dump job), a page
+    /// by id, each with its last run; a copy also with its source job and
+    /// that job's newest dump. The same rows as ListRestoreJobs and
+    /// ListCopyJobs (a copy with two targets is two rows).
+    async fn restore_jobs(&self, r: &Req) -> Page {
+        let after = match r.query("after") {
+            Some(a) => id("after", a).map_err(bad)?,
+            None => 0,
+        };
+        let mut rows = self
+            .catalog
+            .dashboard_restore_jobs(after, self.page_size + 1)
+            .await
+            .map_err(internal)?;
+        let more = self.keep_page(&mut rows);
+        let mut jobs = Vec::with_capacity(rows.len());
+        for j in &rows {
+            let last = self.catalog.last_run(j.id).await.map_err(internal)?;
+            let source = match j.source_job_id {
+                Some(s) => Some(self.copy_source(s).await?),
+                None => None,
+            };
+            let when = match j.kind.as_str() {
+                "TRIGGER" => "after each dump of its source".to_string(),
+                "REPEAT" => j.cron.clone(),
+                _ => j.run_at.map_or_else(|| "as soon as possible".into(), time),
+            };
+            jobs.push(json!({
+                "id": j.id, "kind": j.kind, "status": j.status, "when": when,
+                "copy": j.kind == "TRIGGER", "source": source, "source_dump": j.source_dump_id,
+                "target": format!("{}/{}", j.target_instance_name, j.target_database),
+                "restore_type": j.restore_type, "existing": j.existing_database,
+                "last": last.as_ref().map(run_json),
+            }));
+        }
+        let next_after = more.then(|| rows.last().map(|j| j.id)).flatten();
+        Ok(("restore_jobs.html", context! { jobs, next_after }))
+    }
+
+    /// A restore job's source dump job and its newest dump (any status).
+    async fn copy_source(&self, job_id: i64) -> Result<Value, (StatusCode, String)> {
+        let job = match self.catalog.job(job_id).await {
+            Ok(j) => Some(j),
+            Err(crate::error::ApiError::NotFound(_)) => None,
+            Err(e) => return Err(internal(e)),
+        };
+        let last = self.catalog.last_dump(job_id).await.map_err(internal)?;
+        let now = Utc::now();
+        Ok(json!({
+            "job_id": job_id,
+            "database": job.as_ref().map(|j| j.database.clone()),
+            "last_dump": last.map(|d| json!({
+                "id": d.id, "status": d.status, "age": age(d.finished_at, now),
+            })),
+        }))
+    }
+
     async fn restore_log(&self, run_id: i64) -> Page {
         let (run, lines) = self.catalog.restore_log(run_id).await.map_err(not_found)?;
         let skipped = lines.len().saturating_sub(MAX_LOG_LINES);
@@ -362,6 +417,43 @@ impl Dashboard {
 
 type Page = Result<(&'static str, minijinja::Value), (StatusCode, String)>;
 
+/// A job's schedule as the jobs page shows it.
+#[derive(Debug, PartialEq)]
+struct Fire {
+    /// The zone the cron is read in (the worker's `scheduler.timezone`;
+    /// UTC when it reported none or one this build does not know).
+    zone: String,
+    /// The next fire after now, in that zone's wall-clock time.
+    next: Option<String>,
+    /// True when the newest good dump is older than one period of the cron
+    /// (the gap between its next two fires) plus [`STALE_SLACK`], or there
+    /// is none.
+    stale: bool,
+}
+
+/// Reads `cron` in the IANA zone `zone` (empty or unknown: UTC) as the
+/// worker's scheduler does.
+fn next_fire(
+    cron: &str,
+    zone: &str,
+    now: DateTime<Utc>,
+    last_good_at: Option<DateTime<Utc>>,
+) -> Fire {
+    let tz = pgsnapman_proto::retention::timezone(zone).unwrap_or(chrono_tz::Tz::UTC);
+    let local = now.with_timezone(&tz);
+    let cron = CronExpr::parse(cron).ok();
+    let next = cron.as_ref().and_then(|c| c.next_after(&local));
+    let period = next
+        .as_ref()
+        .and_then(|n| Some(cron.as_ref()?.next_after(n)? - *n));
+    let stale = period.is_some_and(|p| last_good_at.is_none_or(|t| now - t > p + STALE_SLACK));
+    Fire {
+        zone: tz.name().to_string(),
+        next: next.map(|n| n.format("%Y-%m-%d %H:%M %Z").to_string()),
+        stale,
+    }
+}
+
 fn run_json(u: &crate::rows::RestoreRunRow) -> Value {
     json!({
         "id": u.id, "job_id": u.restore_job_id, "task_id": u.task_id, "dump_id": u.dump_id,
@@ -389,4 +481,43 @@ fn not_found(e: crate::error::ApiError) -> (StatusCode, String) {
 
 fn bad(m: String) -> (StatusCode, String) {
     (StatusCode::BAD_REQUEST, m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().expect("an RFC 3339 test time")
+    }
+
+    #[test]
+    fn next_fire_is_read_in_the_workers_zone() {
+        let now = at("2026-07-01T12:00:00Z");
+        let utc = next_fire("30 2 * * *", "", now, None);
+        assert_eq!(utc.zone, "UTC");
+        assert_eq!(utc.next.as_deref(), Some("2026-07-02 02:30 UTC"));
+        assert!(utc.stale, "no good dump at all");
+        // 02:30 in Amsterdam (summer time, UTC+2) is 00:30 UTC.
+        let ams = next_fire("30 2 * * *", "Europe/Amsterdam", now, None);
+        assert_eq!(ams.zone, "Europe/Amsterdam");
+        assert_eq!(ams.next.as_deref(), Some("2026-07-02 02:30 CEST"));
+        let tokyo = next_fire("0 9 * * *", "Asia/Tokyo", now, None);
+        assert_eq!(tokyo.next.as_deref(), Some("2026-07-02 09:00 JST"));
+        // An unknown zone (a newer tz database on the worker) reads as UTC.
+        let unknown = next_fire("30 2 * * *", "Mars/Olympus", now, None);
+        assert_eq!(unknown, utc);
+    }
+
+    #[test]
+    fn stale_means_no_good_dump_in_one_period_plus_slack() {
+        let now = at("2026-07-01T12:00:00Z");
+        let daily = |good: &str| next_fire("0 3 * * *", "Europe/Amsterdam", now, Some(at(good)));
+        assert!(!daily("2026-07-01T01:00:00Z").stale, "today's dump");
+        assert!(!daily("2026-06-30T11:30:00Z").stale, "within 24 h + 1 h");
+        assert!(daily("2026-06-30T10:00:00Z").stale, "older than 25 h");
+        let bad = next_fire("not a cron", "UTC", now, None);
+        assert_eq!(bad.next, None);
+        assert!(!bad.stale, "no period to judge by");
+    }
 }

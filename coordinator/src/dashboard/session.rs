@@ -1,16 +1,17 @@
-//! Dashboard sessions: a random id in an HttpOnly cookie maps (in memory,
-//! server-side) to the caller, the SHA-256 of its token (re-checked on every
-//! request, so a revoked token ends its sessions) and a CSRF token. Bounded
-//! in number and lifetime; never holds the token itself.
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+//! Dashboard sessions: a random id in an HttpOnly cookie names a row of
+//! `dashboard_sessions` (only the id's SHA-256 is stored) shared by every
+//! coordinator on the catalog: the token's row (re-read on every request,
+//! so a revoked token ends its sessions) and a CSRF token. Bounded in
+//! number and lifetime; never holds the token itself.
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hyper::StatusCode;
 use rand::RngCore;
 
-use crate::auth::Caller;
+use crate::auth::{Caller, Role};
+use crate::catalog::{Catalog, OpenRefused};
 
 /// Name of the session cookie.
 pub const COOKIE: &str = "pgsnapman_session";
@@ -21,14 +22,12 @@ const RANDOM_BYTES: usize = 32;
 #[derive(Debug, Clone)]
 pub struct Session {
     pub caller: Caller,
-    pub token_sha256: [u8; 32],
     pub csrf: String,
-    expires: Instant,
 }
 
-/// The sessions of this coordinator process (a restart logs everyone out).
+/// The sessions of every coordinator on this catalog (a restart keeps them).
 pub struct Sessions {
-    map: Mutex<HashMap<String, Session>>,
+    catalog: Catalog,
     ttl: Duration,
     max: usize,
 }
@@ -39,57 +38,89 @@ fn random() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// What the catalog keeps of a session id.
+fn id_hash(id: &str) -> [u8; 32] {
+    crate::auth::token::sha256(id)
+}
+
 impl Sessions {
-    pub fn new(ttl: Duration, max: usize) -> Self {
-        Self {
-            map: Mutex::new(HashMap::new()),
-            ttl,
-            max,
-        }
+    pub fn new(catalog: Catalog, ttl: Duration, max: usize) -> Self {
+        Self { catalog, ttl, max }
     }
 
-    /// Opens a session; `Err` when `max` unexpired sessions are open.
-    pub fn open(&self, caller: Caller, token_sha256: [u8; 32]) -> Result<String, String> {
-        let now = Instant::now();
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= self.max {
-            map.retain(|_, s| s.expires > now);
-        }
-        if map.len() >= self.max {
-            return Err(format!(
-                "{} dashboard sessions are open (dashboard.max_sessions); log out elsewhere or wait for one to expire",
-                self.max
-            ));
-        }
+    /// Opens a session for the token whose SHA-256 is `token_sha256`; its
+    /// id. 503 when `max` unexpired sessions are open.
+    pub async fn open(&self, token_sha256: [u8; 32]) -> Result<String, (StatusCode, String)> {
         let id = random();
-        let session = Session {
-            caller,
-            token_sha256,
-            csrf: random(),
-            expires: now + self.ttl,
-        };
-        map.insert(id.clone(), session);
-        Ok(id)
-    }
-
-    /// The unexpired session `id` (an expired one is removed).
-    pub fn get(&self, id: &str) -> Option<Session> {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        match map.get(id) {
-            Some(s) if s.expires > Instant::now() => Some(s.clone()),
-            Some(_) => {
-                map.remove(id);
-                None
+        let ttl = chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::hours(8));
+        let max = i64::try_from(self.max).unwrap_or(i64::MAX);
+        let opened = self
+            .catalog
+            .open_dashboard_session(
+                &id_hash(&id),
+                &token_sha256,
+                &random(),
+                chrono::Utc::now() + ttl,
+                max,
+            )
+            .await;
+        match opened {
+            Ok(Ok(())) => Ok(id),
+            Ok(Err(OpenRefused::Full)) => Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{} dashboard sessions are open (dashboard.max_sessions); log out elsewhere or wait for one to expire",
+                    self.max
+                ),
+            )),
+            Ok(Err(OpenRefused::NoToken)) => Err((
+                StatusCode::UNAUTHORIZED,
+                "login refused: the token was removed".into(),
+            )),
+            Err(e) => {
+                tracing::warn!("dashboard: open a session: {e}");
+                Err((
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the catalog did not answer (see the coordinator's log)".into(),
+                ))
             }
-            None => None,
         }
     }
 
-    pub fn close(&self, id: &str) {
-        self.map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+    /// The unexpired session `id` whose token is still usable (not revoked,
+    /// not expired since the login); a session of an unusable token is
+    /// deleted.
+    pub async fn get(&self, id: &str) -> Option<Session> {
+        let hash = id_hash(id);
+        let row = match self.catalog.dashboard_session(&hash).await {
+            Ok(row) => row?,
+            Err(e) => {
+                tracing::warn!("dashboard: look up a session: {e}");
+                return None;
+            }
+        };
+        let usable = row.revoked_at.is_none()
+            && row
+                .token_expires_at
+                .is_none_or(|at| at > chrono::Utc::now());
+        let role = Role::from_label(&row.role).filter(|_| usable);
+        let Some(role) = role else {
+            self.close(id).await;
+            return None;
+        };
+        Some(Session {
+            caller: Caller {
+                name: row.token_name,
+                role,
+            },
+            csrf: row.csrf,
+        })
+    }
+
+    pub async fn close(&self, id: &str) {
+        if let Err(e) = self.catalog.close_dashboard_session(&id_hash(id)).await {
+            tracing::warn!("dashboard: close a session: {e}");
+        }
     }
 
     /// Seconds a new session lives (the cookie's Max-Age).
@@ -118,35 +149,6 @@ pub fn same(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Role;
-
-    fn caller() -> Caller {
-        Caller {
-            name: "ci".into(),
-            role: Role::Viewer,
-        }
-    }
-
-    #[test]
-    fn sessions_are_bounded_and_expire() {
-        let s = Sessions::new(Duration::from_secs(60), 2);
-        let a = s.open(caller(), [0; 32]).expect("first");
-        let b = s.open(caller(), [0; 32]).expect("second");
-        assert_ne!(a, b);
-        let err = s.open(caller(), [0; 32]).unwrap_err();
-        assert!(err.contains("dashboard.max_sessions"), "{err}");
-        assert_ne!(s.get(&a).expect("open").csrf, s.get(&b).expect("open").csrf);
-        s.close(&a);
-        assert!(s.get(&a).is_none());
-        s.open(caller(), [0; 32]).expect("a slot was freed");
-
-        let short = Sessions::new(Duration::ZERO, 1);
-        let id = short.open(caller(), [0; 32]).expect("open");
-        assert!(short.get(&id).is_none(), "expired at once");
-        short
-            .open(caller(), [0; 32])
-            .expect("the expired one is purged");
-    }
 
     #[test]
     fn cookies_and_comparison() {

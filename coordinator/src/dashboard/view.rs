@@ -8,7 +8,7 @@ use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
 
 /// The templates, by file name (`.html`: auto-escaped).
-const TEMPLATES: [(&str, &str); 11] = [
+const TEMPLATES: [(&str, &str); 12] = [
     ("base.html", include_str!("../../templates/base.html")),
     ("login.html", include_str!("../../templates/login.html")),
     ("error.html", include_str!("../../templates/error.html")),
@@ -20,6 +20,10 @@ const TEMPLATES: [(&str, &str); 11] = [
     (
         "restores.html",
         include_str!("../../templates/restores.html"),
+    ),
+    (
+        "restore_jobs.html",
+        include_str!("../../templates/restore_jobs.html"),
     ),
     (
         "messages.html",

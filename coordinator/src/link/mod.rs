@@ -214,6 +214,22 @@ impl WorkerService for Link {
     }
 }
 
+/// The time zone a Hello names, if it is a known IANA name (`None`: empty,
+/// from a worker older than the field, or unknown: the dashboard reads that
+/// worker's crons in UTC).
+fn reported_timezone<'a>(worker: &str, name: &'a str) -> Option<&'a str> {
+    if name.is_empty() {
+        return None;
+    }
+    match pgsnapman_proto::retention::timezone(name) {
+        Ok(_) => Some(name),
+        Err(e) => {
+            tracing::warn!(worker, "hello: {e}; its crons are shown in UTC");
+            None
+        }
+    }
+}
+
 /// Longest wait for the Open message of a lease stream.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -235,6 +251,7 @@ impl Link {
                 &req.agent_version,
                 &req.client_majors,
                 req.outbox_backlog,
+                reported_timezone(&w.name, &req.timezone),
             )
             .await?;
         tracing::info!(worker = %w.name, agent = %req.agent_version, majors = ?req.client_majors,

@@ -226,6 +226,7 @@ pub struct InstanceRow {
     pub discovered_keep_monthly: i32,
     pub discovered_keep_yearly: i32,
     pub sslmode: String,
+    pub discover_report_only: bool,
 }
 
 impl InstanceRow {
@@ -252,6 +253,7 @@ impl InstanceRow {
             discovered_retention: Some(self.discovered_retention()),
             sslmode: self.sslmode.clone(),
             passwords: Vec::new(),
+            discover_report_only: self.discover_report_only,
         }
     }
 

@@ -119,7 +119,13 @@ async fn browser_sees_dumps_acts_as_operator_and_refuses_forgeries() {
     assert_eq!(seen["task_state"], "SUCCEEDED");
     assert_eq!(seen["new_dump_status"], "SUCCEEDED");
     assert_eq!(seen["operator_actions_on_dump"], 2, "verify and restore");
-    for page in ["/", "/restores", "/unprotected", "/messages?level=ERROR"] {
+    for page in [
+        "/",
+        "/restores",
+        "/restore-jobs",
+        "/unprotected",
+        "/messages?level=ERROR",
+    ] {
         let p = &seen[format!("page {page}")];
         assert_eq!(p["error"], json!([]), "{page}: {p}");
     }

@@ -16,6 +16,7 @@ mod coordinators;
 mod crash;
 mod cross_restore;
 mod dashboard;
+mod dashboard_plain;
 mod discovery;
 mod dump_now;
 mod dump_types;

@@ -209,6 +209,7 @@ async fn session(
         outbox_backlog: shared.outbox.len(),
         seal_public_key: shared.runner.seal_public_key(),
         store_location: shared.runner.store_location(),
+        timezone: shared.config.scheduler.timezone.clone(),
     };
     let answer = tokio::time::timeout(HELLO_TIMEOUT, client.hello(hello))
         .await
@@ -354,6 +355,7 @@ async fn sync_loop(
             outbox_backlog: shared.outbox.len(),
             seal_public_key: shared.runner.seal_public_key(),
             store_location: shared.runner.store_location(),
+            timezone: shared.config.scheduler.timezone.clone(),
         };
         let status = client
             .hello(hello)
