@@ -332,6 +332,34 @@ async fn standalone_worker_runs_alone_then_joins_a_coordinator() {
         listed[0]["instance_id"].as_i64()
     );
     assert!(job_id >= 1 << 40, "{listed}");
+    // An id is taken only once, and only in the standalone range.
+    let mut admin = coordinator.admin().await.unwrap();
+    let taken = admin
+        .add_instance(pgsnapman_proto::v1::AddInstanceRequest {
+            name: "another".into(),
+            host: "127.0.0.1".into(),
+            id: listed[0]["instance_id"].as_i64().unwrap(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code(), tonic::Code::AlreadyExists, "{taken:?}");
+    assert!(taken.message().contains("is taken"), "{taken:?}");
+    let outside = admin
+        .add_dump_job(pgsnapman_proto::v1::AddDumpJobRequest {
+            instance_id: listed[0]["instance_id"].as_i64().unwrap(),
+            database: "app".into(),
+            cron: "0 3 * * *".into(),
+            id: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(outside.code(), tonic::Code::InvalidArgument, "{outside:?}");
+    assert!(
+        outside.message().contains("outside the standalone range"),
+        "{outside:?}"
+    );
     wait_schedule_confirmed(&cli, name).await;
     let run = cli
         .run(&["dump", "now", &job_id.to_string(), "--wait"])
