@@ -233,15 +233,15 @@ fn fire_restores(
                     continue;
                 }
                 let span = tracing::info_span!("scheduler.restore", restore = %name, %scheduled);
-                let (shared2, running) = (Arc::clone(shared), Arc::clone(running));
+                let marked = Running {
+                    running: Arc::clone(running),
+                    job_id: restore.id,
+                };
+                let shared2 = Arc::clone(shared);
                 shared.tasks.spawn(
                     async move {
-                        let id = restore.id;
+                        let _running = marked;
                         crate::standalone::restores::run(shared2, restore).await;
-                        running
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&id);
                     }
                     .instrument(span),
                 );
@@ -325,13 +325,13 @@ impl Runs {
     }
 }
 
-/// Marks a job running until dropped.
-struct Running<'a> {
-    running: &'a Mutex<HashSet<i64>>,
+/// Marks a job (or a standalone restore) running until dropped.
+struct Running {
+    running: Arc<Mutex<HashSet<i64>>>,
     job_id: i64,
 }
 
-impl Drop for Running<'_> {
+impl Drop for Running {
     fn drop(&mut self) {
         self.running
             .lock()
@@ -367,7 +367,7 @@ pub async fn run_now(
         return Err("a run of this job is going: try again when it ends".into());
     }
     let _running = Running {
-        running: &shared.runs.running,
+        running: Arc::clone(&shared.runs.running),
         job_id: job.id,
     };
     let _slot = tokio::select! {
@@ -459,6 +459,10 @@ async fn run_job(
     slots: Arc<Semaphore>,
     running: Arc<Mutex<HashSet<i64>>>,
 ) {
+    let _running = Running {
+        running,
+        job_id: job.id,
+    };
     let cancel = shared.tasks_token.child_token();
     let permit = tokio::select! {
         p = slots.acquire_owned() => p.ok(),
@@ -475,10 +479,6 @@ async fn run_job(
             crate::standalone::copies::after_dump(&shared, job.id, &f.dump_uuid);
         }
     }
-    running
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&job.id);
 }
 
 /// Runs one dump of `job` and records its outcome in the outbox (a stored
