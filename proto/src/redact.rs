@@ -69,6 +69,7 @@ impl fmt::Debug for AddInstanceRequest {
             .field("discovered_retention", &self.discovered_retention)
             .field("sslmode", &self.sslmode)
             .field("sealed_passwords", &sealed_list(&self.sealed_passwords))
+            .field("id", &self.id)
             .field("discover_report_only", &self.discover_report_only)
             .finish()
     }

@@ -79,9 +79,11 @@ pub struct Shared {
     pub store_changed: Notify,
     /// One retention run at a time (after a dump, or the periodic pass).
     pub retention_lock: tokio::sync::Mutex<()>,
-    /// A standalone worker's `[copies]`: restores each successful dump of
-    /// their job triggers (empty for a managed worker).
-    pub copies: std::sync::Mutex<Vec<standalone::jobs::Copy>>,
+    /// A standalone worker's copies and cron restores (empty for a managed
+    /// worker).
+    pub standalone: standalone::Restores,
+    /// The scheduler's slots and running jobs.
+    pub runs: scheduler::Runs,
 }
 
 /// Creates the data directory (mode 0700) and returns its absolute path.
@@ -160,6 +162,7 @@ pub async fn open(config: Config) -> Result<Arc<Shared>> {
         "schedule mirror loaded"
     );
     let slots = usize::try_from(config.dump.max_concurrent).unwrap_or(1);
+    let config_max_scheduled = config.scheduler.max_concurrent;
     let restore_slots = usize::try_from(config.restore.max_concurrent).unwrap_or(1);
     let (acked, _) = watch::channel(0u128);
     let shared = Arc::new(Shared {
@@ -177,7 +180,8 @@ pub async fn open(config: Config) -> Result<Arc<Shared>> {
         backlog_warned: AtomicBool::new(false),
         store_changed: Notify::new(),
         retention_lock: tokio::sync::Mutex::new(()),
-        copies: std::sync::Mutex::new(Vec::new()),
+        standalone: standalone::Restores::default(),
+        runs: scheduler::Runs::new(config_max_scheduled),
     });
     Ok(shared)
 }
@@ -195,10 +199,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let shared = open(config).await?;
     if let Some(jobs) = &mut jobs {
         standalone::install(&shared.mirror, jobs)?;
-        *shared.copies.lock().unwrap_or_else(|e| e.into_inner()) = jobs.copies.clone();
+        shared.standalone.set(jobs);
         tracing::info!(
             jobs = jobs.job_ids.len(),
             copies = jobs.copies.len(),
+            restores = jobs.restores.len(),
             instances = jobs.instance_ids.len(),
             file = %shared.config.standalone.jobs_file.display(),
             "standalone: the schedule is the jobs file; no coordinator"
@@ -239,6 +244,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     };
     let scheduler_stop = CancellationToken::new();
     let scheduler = tokio::spawn(scheduler::run(shared.clone(), scheduler_stop.clone()));
+    // A standalone service takes `dump now` through its control socket; a
+    // socket that cannot be made is an ERROR, and the schedule runs on.
+    let control = if standalone {
+        let shared = shared.clone();
+        let stop = scheduler_stop.clone();
+        Some(tokio::spawn(async move {
+            if let Err(e) = standalone::control::serve(shared, stop).await {
+                tracing::error!(
+                    "control socket: {e:#}; `dump now` runs only with the service stopped"
+                );
+            }
+        }))
+    } else {
+        None
+    };
     let discovery = tokio::spawn(discovery::run(shared.clone(), scheduler_stop.clone()));
     let retention = tokio::spawn(retention::periodic(shared.clone(), scheduler_stop.clone()));
     let verifier = tokio::spawn(verify::run_schedule(shared.clone(), scheduler_stop.clone()));
@@ -258,6 +278,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     }
     if let Err(err) = verifier.await {
         tracing::warn!("the verification scheduler ended abnormally: {err}");
+    }
+    if let Some(control) = control
+        && let Err(err) = control.await
+    {
+        tracing::warn!("the control socket ended abnormally: {err}");
     }
     shared.drain.cancel();
     shared.semaphore.close();

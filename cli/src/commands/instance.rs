@@ -159,6 +159,8 @@ async fn add(ctx: &Ctx, a: InstanceAddArgs) -> Result<()> {
         discovered_retention: d.retention_over(&DEFAULT_RETENTION),
         sslmode: a.sslmode.unwrap_or_default(),
         sealed_passwords: Vec::new(),
+        // The next free id (only `pgsnap job import` gives one).
+        id: 0,
         discover_report_only: d.discover == Some(DiscoverMode::Report),
     };
     let mut admin = ctx.admin().await?;

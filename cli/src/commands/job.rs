@@ -111,6 +111,8 @@ async fn add(ctx: &Ctx, a: JobAddArgs) -> Result<()> {
         verify_method: a.verify.verify_method.unwrap_or_default(),
         verify_instance_id: 0,
         verify_checks: a.verify.verify_checks,
+        // The next free id (only `pgsnap job import` gives one).
+        id: 0,
     };
     if !req.verify_cron.is_empty() {
         CronExpr::parse(&req.verify_cron)?;

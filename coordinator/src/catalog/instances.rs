@@ -178,10 +178,12 @@ impl Catalog {
         let worker = self.worker_ref(req.default_worker.as_ref()).await?;
         let discovery = Discovery::of_add(req, worker.as_ref().map(|w| w.id))?;
         let mut tx = self.pool.begin().await?;
+        let id = super::import_id(&mut tx, super::ImportTable::Instances, req.id).await?;
         let res = sqlx::query_scalar::<_, i64>(
-            "INSERT INTO instances (name, host, port, username, maintenance_db, \
-             default_worker_id, comment, sslmode) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             RETURNING id",
+            "INSERT INTO instances (id, name, host, port, username, maintenance_db, \
+             default_worker_id, comment, sslmode) \
+             VALUES (COALESCE($9, nextval(pg_get_serial_sequence('instances', 'id'))), \
+             $1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
         .bind(&req.name)
         .bind(&req.host)
@@ -191,6 +193,7 @@ impl Catalog {
         .bind(worker.as_ref().map(|w| w.id))
         .bind(&req.comment)
         .bind(&sslmode)
+        .bind(id)
         .fetch_one(&mut *tx)
         .await;
         match res {

@@ -136,11 +136,13 @@ impl Catalog {
         let verify = VerifySettings::of_add(req)?;
         verify.check_against(self, dump_type).await?;
         let mut tx = self.pool.begin().await?;
+        let wanted = super::import_id(&mut tx, super::ImportTable::DumpJobs, req.id).await?;
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO dump_jobs (worker_id, instance_id, database, schema_name, dump_type, format, \
+            "INSERT INTO dump_jobs (id, worker_id, instance_id, database, schema_name, dump_type, format, \
              extra_options, cron, kind, status, keep_daily, keep_weekly, keep_monthly, keep_yearly, \
              parallel_jobs, comment, pause_replay, on_demand, script_name) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19) RETURNING id",
+             VALUES (COALESCE($20, nextval(pg_get_serial_sequence('dump_jobs', 'id'))), \
+             $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19) RETURNING id",
         )
         .bind(worker)
         .bind(instance.id)
@@ -161,6 +163,7 @@ impl Catalog {
         .bind(req.pause_replay)
         .bind(req.on_demand)
         .bind(script)
+        .bind(wanted)
         .fetch_one(&mut *tx)
         .await?;
         verify.store(&mut tx, id).await?;

@@ -336,6 +336,60 @@ impl Catalog {
     }
 }
 
+/// The id an import asks for (`AddInstanceRequest.id`,
+/// `AddDumpJobRequest.id`): none for 0; otherwise it must lie in the
+/// standalone range and be free in `table` (docs/standalone.md).
+async fn import_id(
+    conn: &mut sqlx::PgConnection,
+    table: ImportTable,
+    id: i64,
+) -> ApiResult<Option<i64>> {
+    if id == 0 {
+        return Ok(None);
+    }
+    let what = table.what();
+    if !pgsnapman_proto::jobs_file::is_standalone_id(id) {
+        return Err(ApiError::Invalid(format!(
+            "{what} id {id} is outside the standalone range [2^40, 2^41): only a standalone \
+             worker's ids may be given (leave the id out for a new one)"
+        )));
+    }
+    let taken: bool = sqlx::query_scalar(&format!(
+        "SELECT EXISTS (SELECT 1 FROM {} WHERE id = $1)",
+        table.name()
+    ))
+    .bind(id)
+    .fetch_one(&mut *conn)
+    .await?;
+    if taken {
+        return Err(ApiError::Exists(format!("{what} id {id} is taken")));
+    }
+    Ok(Some(id))
+}
+
+/// The tables an import may give ids in.
+#[derive(Debug, Clone, Copy)]
+enum ImportTable {
+    Instances,
+    DumpJobs,
+}
+
+impl ImportTable {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Instances => "instances",
+            Self::DumpJobs => "dump_jobs",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Self::Instances => "instance",
+            Self::DumpJobs => "dump job",
+        }
+    }
+}
+
 /// A list limit: 0 means 100, at most 10000.
 pub fn limit(requested: u32) -> i64 {
     match requested {

@@ -1,6 +1,7 @@
 //! Standalone worker (issue 18, part 1): a worker with no coordinator runs
 //! the jobs of a local TOML file with the scheduler, store and retention of
-//! a managed one; `dump now`, `restore` and `messages` work locally; a file
+//! a managed one; `dump now` (beside the running service too), `restore`
+//! and `messages` work locally; a file
 //! with a password or a bad cron is refused with file, line and key; then
 //! the same data directory joins a coordinator: its history comes into the
 //! catalog, its messages arrive once, and `pgsnap job import` twice makes
@@ -157,12 +158,43 @@ async fn standalone_worker_runs_alone_then_joins_a_coordinator() {
         },
     )
     .await;
-    // While it runs, the local commands that write refuse clearly.
+    // While it runs, `dump now` goes through the service's control socket
+    // (owner only) and waits for the dump; an unknown job is one line.
+    {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        let socket = std::fs::metadata(data_dir.join("control.sock")).unwrap();
+        assert!(socket.file_type().is_socket());
+        assert_eq!(socket.permissions().mode() & 0o777, 0o600);
+    }
     let out = worker_cmd(name, &data_dir, &jobs, &["dump", "now", "app"]);
+    let (now, err) = text(&out);
+    assert!(out.status.success(), "{now}{err}");
+    let beside = now.trim().to_string();
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        logged.contains("dump now starting"),
+        "the service ran it: {logged}"
+    );
+    let out = worker_cmd(name, &data_dir, &jobs, &["dump", "now", "nope"]);
+    let (_, err) = text(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("no job \"nope\""), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // `restore` still needs the service stopped.
+    let out = worker_cmd(
+        name,
+        &data_dir,
+        &jobs,
+        &["restore", &beside, "--to", "src/x"],
+    );
     let (_, err) = text(&out);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("stop it first"), "{err}");
     worker.process.stop_clean().await;
+    assert!(
+        !data_dir.join("control.sock").exists(),
+        "the socket goes with the service"
+    );
     worker.process.assert_no_unexpected_errors(&[]);
     let on_disk = dumps_on_disk(&data_dir);
     assert!(
@@ -223,7 +255,8 @@ async fn standalone_worker_runs_alone_then_joins_a_coordinator() {
         name: name.into(),
         coordinator: cli.access.clone(),
         data_dir: Some(data_dir.clone()),
-        env: Vec::new(),
+        // The imported job's retention is checked below.
+        env: vec![("PGSNAPMAN_RETENTION__ENABLED".into(), "true".into())],
     })
     .unwrap();
     coordinator.wait_worker_connected(name).await;
@@ -281,6 +314,118 @@ async fn standalone_worker_runs_alone_then_joins_a_coordinator() {
         "{}",
         people.stdout
     );
+    // The imported job has the file's id: the standalone dumps are its
+    // dumps, and its retention (run by the worker after this dump) removes
+    // the standalone `dump now` of step 3, an older dump of the same day.
+    let job_id = listed[0]["id"].as_i64().unwrap();
+    let of_job: BTreeSet<String> = catalog_of_job(&cli, job_id)
+        .iter()
+        .filter(|r| r["status"] == "SUCCEEDED")
+        .map(|r| r["dump_uuid"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        of_job, history,
+        "the standalone dumps belong to job {job_id}"
+    );
+    assert_eq!(
+        instances[0]["id"].as_i64(),
+        listed[0]["instance_id"].as_i64()
+    );
+    assert!(job_id >= 1 << 40, "{listed}");
+    // An id is taken only once, and only in the standalone range.
+    let mut admin = coordinator.admin().await.unwrap();
+    let taken = admin
+        .add_instance(pgsnapman_proto::v1::AddInstanceRequest {
+            name: "another".into(),
+            host: "127.0.0.1".into(),
+            id: listed[0]["instance_id"].as_i64().unwrap(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code(), tonic::Code::AlreadyExists, "{taken:?}");
+    assert!(taken.message().contains("is taken"), "{taken:?}");
+    let outside = admin
+        .add_dump_job(pgsnapman_proto::v1::AddDumpJobRequest {
+            instance_id: listed[0]["instance_id"].as_i64().unwrap(),
+            database: "app".into(),
+            cron: "0 3 * * *".into(),
+            id: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(outside.code(), tonic::Code::InvalidArgument, "{outside:?}");
+    assert!(
+        outside.message().contains("outside the standalone range"),
+        "{outside:?}"
+    );
+    wait_schedule_confirmed(&cli, name).await;
+    let run = cli
+        .run(&["dump", "now", &job_id.to_string(), "--wait"])
+        .unwrap();
+    assert!(run.success(), "{run:?}");
+    wait::until(
+        "the imported job's retention to remove the standalone dump now",
+        Duration::from_secs(60),
+        || async { (!succeeded_uuids(&cli, name).contains(&uuid)).then_some(()) },
+    )
+    .await;
+    assert!(
+        !dumps_on_disk(&data_dir).contains(&uuid),
+        "removed from the store too"
+    );
+
+    // The same file with a copy and a cron restore: two restore jobs of the
+    // imported job, once.
+    let with_restores = write(
+        dir.path(),
+        "with-restores.toml",
+        &format!(
+            "{}\n[copies.app_copy]\njob = \"app\"\nto = \"src\"\ndatabase = \"app_copy\"\n\
+             \n[restores.qa]\njob = \"app\"\nto = \"src\"\ndatabase = \"app qa\"\n\
+             cron = \"0 6  * * 1\"\nstatus = \"halted\"\nexisting = \"drop\"\ndestructive = true\n",
+            jobs_toml(source.port, "0 2 * * *", "")
+        ),
+    );
+    let with_restores = with_restores.to_str().unwrap();
+    let first = cli
+        .json(&["job", "import", "--worker", name, with_restores])
+        .unwrap();
+    assert_eq!(first["changed"], true, "{first}");
+    let created: Vec<&str> = first["created"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(created.len(), 2, "{first}");
+    assert!(created[0].starts_with("copy app_copy ("), "{first}");
+    assert!(created[1].starts_with("restore qa ("), "{first}");
+    let second = cli
+        .json(&["job", "import", "--worker", name, with_restores])
+        .unwrap();
+    assert_eq!(second["changed"], false, "{second}");
+    let restore_jobs = cli.json(&["restore-job", "list"]).unwrap();
+    let restore_jobs = restore_jobs.as_array().unwrap();
+    assert_eq!(restore_jobs.len(), 2, "{restore_jobs:?}");
+    let of_kind = |kind: &str| {
+        restore_jobs
+            .iter()
+            .find(|j| j["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} job: {restore_jobs:?}"))
+    };
+    let copy = of_kind("TRIGGER");
+    assert_eq!(copy["source_job_id"].as_i64(), Some(job_id), "{copy}");
+    assert_eq!(copy["target"]["database"], "app_copy", "{copy}");
+    assert_eq!(copy["target"]["existing_database"], "RENAME", "{copy}");
+    assert_eq!(copy["status"], "ACTIVE", "{copy}");
+    let qa = of_kind("REPEAT");
+    assert_eq!(qa["source_job_id"].as_i64(), Some(job_id), "{qa}");
+    assert_eq!(qa["cron"], "0 6 * * 1", "{qa}");
+    assert_eq!(qa["status"], "HALTED", "{qa}");
+    assert_eq!(qa["target"]["database"], "app qa", "{qa}");
+    assert_eq!(qa["target"]["existing_database"], "DROP", "{qa}");
 
     worker.process.stop_clean().await;
     worker.process.assert_no_unexpected_errors(&[]);
@@ -293,14 +438,19 @@ fn text_of(out: Output) -> (String, String) {
 /// A copy in the jobs file: each successful scheduled dump of its job is
 /// restored into the copy's database (here beside the source, `rename`
 /// policy: the previous copy is swapped out), and recorded as a message.
+/// A cron restore restores the job's newest dump at its own time; one of a
+/// job with no dump yet is a warning that changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_copy_in_the_jobs_file_restores_every_scheduled_dump() {
+async fn copies_and_cron_restores_in_the_jobs_file() {
     let name = "w-standalone-copy";
     let source = source_with_app();
     let dir = pgsnapman_tests::shared_tempdir("pgsnapman-standalone-copy-");
     let data_dir = dir.path().join("worker");
     let file = format!(
-        "{}\n[copies.app_copy]\njob = \"app\"\nto = \"src\"\ndatabase = \"app_copy\"\n",
+        "{}\n[copies.app_copy]\njob = \"app\"\nto = \"src\"\ndatabase = \"app_copy\"\n\
+         \n[jobs.july]\ninstance = \"src\"\ndatabase = \"app\"\ncron = \"0 3 1 7 *\"\n\
+         \n[restores.nightly]\njob = \"app\"\nto = \"src\"\ndatabase = \"app_nightly\"\ncron = \"0 6 * * *\"\n\
+         \n[restores.early]\njob = \"july\"\nto = \"src\"\ndatabase = \"app_early\"\ncron = \"30 0 * * *\"\n",
         jobs_toml(source.port, "0 2 * * *", "")
     );
     let jobs = write(dir.path(), "jobs.toml", &file);
@@ -322,11 +472,14 @@ async fn a_copy_in_the_jobs_file_restores_every_scheduled_dump() {
     .unwrap();
     let log = worker.process.log_path().to_path_buf();
     wait::until(
-        "two scheduled dumps, each copied",
+        "two scheduled dumps, each copied, and two cron restores",
         Duration::from_secs(180),
         || async {
             let logged = std::fs::read_to_string(&log).unwrap_or_default();
-            (logged.matches("copy app_copy of dump").count() >= 2).then_some(())
+            (logged.matches("copy app_copy of dump").count() >= 2
+                && logged.matches("restore nightly of dump").count() >= 2
+                && logged.contains("restore early: its job has no stored dump yet"))
+            .then_some(())
         },
     )
     .await;
@@ -343,6 +496,38 @@ async fn a_copy_in_the_jobs_file_restores_every_scheduled_dump() {
         .collect();
     assert!(copies.len() >= 2, "{msgs}");
     assert!(copies.iter().all(|l| l.contains("SUCCEEDED")), "{copies:?}");
+    assert_eq!(
+        source
+            .query("app_nightly", "SELECT count(*) FROM t")
+            .unwrap(),
+        ROWS.to_string()
+    );
+    let nightly: Vec<&str> = msgs
+        .lines()
+        .filter(|l| l.contains("restore nightly of dump"))
+        .collect();
+    assert!(nightly.len() >= 2, "{msgs}");
+    assert!(
+        nightly
+            .iter()
+            .all(|l| l.contains("\tINFO\tRESTORE\tapp\t") && l.contains("SUCCEEDED")),
+        "{nightly:?}"
+    );
+    assert!(
+        msgs.lines()
+            .any(|l| l.contains("\tWARNING\tRESTORE\tjuly\trestore early:")),
+        "{msgs}"
+    );
+    assert_eq!(
+        source
+            .query(
+                "postgres",
+                "SELECT count(*) FROM pg_database WHERE datname = 'app_early'"
+            )
+            .unwrap(),
+        "0",
+        "a restore with no dump changes nothing"
+    );
     // A copy over its own source is refused before anything opens.
     let bad = format!(
         "{}\n[copies.over]\njob = \"app\"\nto = \"src\"\n",

@@ -87,10 +87,8 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             shared.runner.use_clock(clock);
         }
     }
-    let slots = Arc::new(Semaphore::new(
-        usize::try_from(cfg.max_concurrent).unwrap_or(1),
-    ));
-    let running: Arc<Mutex<HashSet<i64>>> = Arc::default();
+    let slots = Arc::clone(&shared.runs.slots);
+    let running = Arc::clone(&shared.runs.running);
     let mut states: HashMap<i64, FireState> = HashMap::new();
     let mut bad_cron: HashSet<(i64, String)> = HashSet::new();
     let mut tick = tokio::time::interval(clock.tick());
@@ -131,36 +129,8 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                     continue;
                 }
             };
-            let state = match states.get(&job.id) {
-                Some(s) => *s,
-                None => {
-                    let s = match shared.mirror.fire_state(job.id) {
-                        Ok(Some(s)) => s,
-                        Ok(None) => FireState {
-                            first_seen: now,
-                            last_handled: None,
-                        },
-                        Err(e) => {
-                            tracing::warn!(job_id = job.id, "fire state: {e:#}");
-                            FireState {
-                                first_seen: now,
-                                last_handled: None,
-                            }
-                        }
-                    };
-                    save(&shared, job.id, &s);
-                    states.insert(job.id, s);
-                    s
-                }
-            };
-            match plan::decide(&cron, &tz, state.last_handled, state.first_seen, now, grace) {
+            match decide(&shared, &mut states, job.id, &cron, &tz, now, grace) {
                 Decision::Fire { scheduled } => {
-                    let s = FireState {
-                        last_handled: Some(scheduled),
-                        ..state
-                    };
-                    save(&shared, job.id, &s);
-                    states.insert(job.id, s);
                     let busy = !running
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -195,12 +165,6 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                     );
                 }
                 Decision::SkipMissed { scheduled } => {
-                    let s = FireState {
-                        last_handled: Some(scheduled),
-                        ..state
-                    };
-                    save(&shared, job.id, &s);
-                    states.insert(job.id, s);
                     report(
                         &shared,
                         "SCHEDULE",
@@ -216,8 +180,207 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                 Decision::Wait { .. } | Decision::Never => {}
             }
         }
+        fire_restores(&shared, &mut states, &running, now, grace);
     }
     tracing::info!("scheduler stopped");
+}
+
+/// A standalone worker's cron restores (none on a managed worker, whose
+/// REPEAT restore jobs the coordinator fires): by the same rules as the
+/// jobs (missed fires, never two runs at once), their cron in UTC as the
+/// coordinator's.
+fn fire_restores(
+    shared: &Arc<Shared>,
+    states: &mut HashMap<i64, FireState>,
+    running: &Arc<Mutex<HashSet<i64>>>,
+    now: DateTime<Utc>,
+    grace: chrono::Duration,
+) {
+    for restore in shared.standalone.scheduled() {
+        if restore.status != Status::Active {
+            continue;
+        }
+        // Checked when the jobs file was read.
+        let Ok(cron) = CronExpr::parse(&restore.cron) else {
+            continue;
+        };
+        let name = &restore.target.name;
+        let job_id = restore.target.job_id;
+        match decide(
+            shared,
+            states,
+            restore.id,
+            &cron,
+            &chrono_tz::UTC,
+            now,
+            grace,
+        ) {
+            Decision::Fire { scheduled } => {
+                if !running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(restore.id)
+                {
+                    report(
+                        shared,
+                        "SCHEDULE",
+                        MessageLevel::Warning,
+                        job_id,
+                        format!(
+                            "restore {name}: the run due at {scheduled} was skipped: the previous run is still going"
+                        ),
+                    );
+                    continue;
+                }
+                let span = tracing::info_span!("scheduler.restore", restore = %name, %scheduled);
+                let marked = Running {
+                    running: Arc::clone(running),
+                    job_id: restore.id,
+                };
+                let shared2 = Arc::clone(shared);
+                shared.tasks.spawn(
+                    async move {
+                        let _running = marked;
+                        crate::standalone::restores::run(shared2, restore).await;
+                    }
+                    .instrument(span),
+                );
+            }
+            Decision::SkipMissed { scheduled } => report(
+                shared,
+                "SCHEDULE",
+                MessageLevel::Warning,
+                job_id,
+                format!(
+                    "restore {name}: the run due at {scheduled} was missed while the worker was down and is older than scheduler.missed_grace ({}); skipped",
+                    humantime::format_duration(shared.config.scheduler.missed_grace)
+                ),
+            ),
+            Decision::Wait { .. } | Decision::Never => {}
+        }
+    }
+}
+
+/// What to do now about the schedule keyed `id` (a job, or a standalone
+/// restore), from its fire state (loaded once, then kept in `states`); a
+/// fire run or skipped is recorded as handled before it returns.
+fn decide(
+    shared: &Shared,
+    states: &mut HashMap<i64, FireState>,
+    id: i64,
+    cron: &CronExpr,
+    tz: &chrono_tz::Tz,
+    now: DateTime<Utc>,
+    grace: chrono::Duration,
+) -> Decision {
+    let state = match states.get(&id) {
+        Some(s) => *s,
+        None => {
+            let s = match shared.mirror.fire_state(id) {
+                Ok(Some(s)) => s,
+                Ok(None) => FireState {
+                    first_seen: now,
+                    last_handled: None,
+                },
+                Err(e) => {
+                    tracing::warn!(job_id = id, "fire state: {e:#}");
+                    FireState {
+                        first_seen: now,
+                        last_handled: None,
+                    }
+                }
+            };
+            save(shared, id, &s);
+            states.insert(id, s);
+            s
+        }
+    };
+    let decision = plan::decide(cron, tz, state.last_handled, state.first_seen, now, grace);
+    if let Decision::Fire { scheduled } | Decision::SkipMissed { scheduled } = decision {
+        let s = FireState {
+            last_handled: Some(scheduled),
+            ..state
+        };
+        save(shared, id, &s);
+        states.insert(id, s);
+    }
+    decision
+}
+
+/// The scheduler's runs in flight: its slots (`scheduler.max_concurrent`)
+/// and the jobs running now (never two runs of one job at once). Shared
+/// with a standalone service's `dump now` (control socket).
+#[derive(Debug)]
+pub struct Runs {
+    slots: Arc<Semaphore>,
+    running: Arc<Mutex<HashSet<i64>>>,
+}
+
+impl Runs {
+    pub fn new(max_concurrent: u32) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(usize::try_from(max_concurrent).unwrap_or(1))),
+            running: Arc::default(),
+        }
+    }
+}
+
+/// Marks a job (or a standalone restore) running until dropped.
+struct Running {
+    running: Arc<Mutex<HashSet<i64>>>,
+    job_id: i64,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.job_id);
+    }
+}
+
+/// One run of `job` now, beside the schedule (a standalone service's `dump
+/// now`): refused while a run of the job is going, then in a scheduler
+/// slot, recorded and followed by the job's retention like a scheduled run
+/// (no copies: they follow scheduled dumps only). `Ok(None)`: cancelled
+/// or not recorded.
+pub async fn run_now(
+    shared: &Arc<Shared>,
+    job: &DumpJob,
+    cancel: &CancellationToken,
+) -> Result<Option<event::Body>, String> {
+    let instance = shared
+        .mirror
+        .snapshot()
+        .instances
+        .get(&job.instance_id)
+        .cloned()
+        .ok_or_else(|| format!("job {}: its instance is not in the schedule", job.id))?;
+    if !shared
+        .runs
+        .running
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(job.id)
+    {
+        return Err("a run of this job is going: try again when it ends".into());
+    }
+    let _running = Running {
+        running: Arc::clone(&shared.runs.running),
+        job_id: job.id,
+    };
+    let _slot = tokio::select! {
+        p = shared.runs.slots.acquire() => match p {
+            Ok(p) => p,
+            Err(_) => return Ok(None),
+        },
+        () = cancel.cancelled() => return Ok(None),
+    };
+    tracing::info!(job_id = job.id, "dump now starting");
+    let body = dump_and_record(shared, job, &spec_of(job, instance, None), cancel).await;
+    crate::retention::after_dump(shared, job.id).await;
+    Ok(body)
 }
 
 /// `scheduler.missed_grace` as a chrono duration.
@@ -296,6 +459,10 @@ async fn run_job(
     slots: Arc<Semaphore>,
     running: Arc<Mutex<HashSet<i64>>>,
 ) {
+    let _running = Running {
+        running,
+        job_id: job.id,
+    };
     let cancel = shared.tasks_token.child_token();
     let permit = tokio::select! {
         p = slots.acquire_owned() => p.ok(),
@@ -308,13 +475,10 @@ async fn run_job(
         if let Some(event::Body::DumpFinished(f)) = &recorded
             && f.succeeded
         {
-            crate::standalone::copies::after_dump(&shared, job.id, &f.dump_uuid, &cancel).await;
+            // Detached: the job's slot and its next fire do not wait for them.
+            crate::standalone::copies::after_dump(&shared, job.id, &f.dump_uuid);
         }
     }
-    running
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&job.id);
 }
 
 /// Runs one dump of `job` and records its outcome in the outbox (a stored

@@ -1,8 +1,9 @@
-//! The local commands of a standalone worker: `dump now JOB` and `restore
-//! DUMP --to INSTANCE[/DB]` run in the foreground with the worker's own
-//! dump and restore code and need the worker stopped (the data directory is
-//! locked while it runs: no two dumps of one job at once); `messages` reads
-//! the outbox read-only, beside a running worker.
+//! The local commands of a standalone worker: `dump now JOB` asks the
+//! running service through its control socket, or runs in the foreground
+//! when none runs; `restore DUMP --to INSTANCE[/DB]` runs in the foreground
+//! with the worker's own restore code and needs the worker stopped (the
+//! data directory is locked while it runs); `messages` reads the outbox
+//! read-only, beside a running worker.
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -54,6 +55,21 @@ fn cancel_on_signal(token: &CancellationToken) -> Result<()> {
 pub async fn dump_now(config: Config, name: &str) -> Result<()> {
     let mut jobs = config.standalone.load_jobs()?;
     let job = jobs.job(name)?.clone();
+    // A running service dumps it in its slot; we wait for the answer.
+    let request = format!("dump {name}");
+    if let Some(answer) = super::control::ask(&config.worker.data_dir, &request).await? {
+        return match answer.split_once(' ') {
+            Some(("ok", uuid)) => {
+                println!("{uuid}");
+                Ok(())
+            }
+            Some(("error", why)) => bail!("{why}"),
+            _ => bail!(
+                "unexpected answer from the worker service: {}",
+                excerpt(&answer)
+            ),
+        };
+    }
     let shared = open(config).await?;
     super::install(&shared.mirror, &mut jobs)?;
     let snap = shared.mirror.snapshot();

@@ -35,7 +35,8 @@ async fn shared(dir: &std::path::Path) -> Arc<Shared> {
         backlog_warned: AtomicBool::new(false),
         store_changed: Notify::new(),
         retention_lock: tokio::sync::Mutex::new(()),
-        copies: std::sync::Mutex::new(Vec::new()),
+        standalone: Default::default(),
+        runs: pgsnapman_worker::scheduler::Runs::new(2),
     })
 }
 

@@ -12,6 +12,7 @@ use crate::v1::{
     Schedule, Status,
 };
 use serde::Deserialize;
+use target::TargetEntry;
 use toml::Spanned;
 
 /// A jobs file that cannot be used: one line naming the file, the line,
@@ -44,6 +45,29 @@ struct File {
     jobs: BTreeMap<String, Spanned<JobEntry>>,
     #[serde(default)]
     copies: BTreeMap<String, Spanned<CopyEntry>>,
+    #[serde(default)]
+    restores: BTreeMap<String, Spanned<RestoreEntry>>,
+}
+
+/// `[restores.NAME]`: at each fire of `cron` (UTC, as a managed REPEAT
+/// restore job's), the newest stored dump of `job` is restored into `to` /
+/// `database`, like a copy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreEntry {
+    job: Spanned<String>,
+    to: Spanned<String>,
+    #[serde(default)]
+    database: String,
+    #[serde(default)]
+    existing: Option<Spanned<String>>,
+    #[serde(default)]
+    destructive: bool,
+    cron: Spanned<String>,
+    #[serde(default)]
+    status: Option<Spanned<String>>,
+    #[serde(default)]
+    comment: String,
 }
 
 /// `[copies.NAME]`: each successful dump of `job` is restored into `to`
@@ -72,6 +96,22 @@ pub struct Copy {
     pub instance_id: i64,
     pub database: String,
     pub existing: ExistingDatabase,
+}
+
+/// A cron-scheduled restore of the jobs file (a managed REPEAT restore job):
+/// at each fire of `cron`, in UTC, the newest stored dump of `target.job_id`
+/// is restored as `target` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restore {
+    /// A stable id from the name, in the standalone range; it keys the
+    /// restore's fire state beside the jobs' (never equal to a job's).
+    pub id: i64,
+    pub cron: String,
+    pub status: Status,
+    pub comment: String,
+    /// What is restored where: the same fields as a copy (its name is the
+    /// restore's).
+    pub target: Copy,
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,6 +220,8 @@ pub struct Jobs {
     pub instance_ids: BTreeMap<String, i64>,
     /// `[copies.NAME]`, in name order.
     pub copies: Vec<Copy>,
+    /// `[restores.NAME]`, in name order.
+    pub restores: Vec<Restore>,
 }
 
 impl Jobs {
@@ -223,6 +265,12 @@ impl Jobs {
             .find(|(_, v)| **v == id)
             .map(|(k, _)| k.as_str())
     }
+}
+
+/// Whether `id` lies in the standalone range [2^40, 2^41): the ids a jobs
+/// file gives, which `pgsnap job import` may ask the catalog to use.
+pub fn is_standalone_id(id: i64) -> bool {
+    (ID_BASE..2 * ID_BASE).contains(&id)
 }
 
 /// A stable id for `name` of `kind` (FNV-1a, 64 bits, folded into 40).
@@ -536,94 +584,66 @@ pub fn parse(file: &str, text: &str, password: PasswordSource<'_>) -> Result<Job
     }
     let mut copies = Vec::new();
     for (name, entry) in &parsed.copies {
+        let e = entry.get_ref();
+        let target = TargetEntry {
+            job: &e.job,
+            to: &e.to,
+            database: &e.database,
+            existing: e.existing.as_ref(),
+            destructive: e.destructive,
+        };
+        copies.push(target.check(
+            &format!("copies.{name}"),
+            entry.span().start,
+            &job_ids,
+            &schedule.dump_jobs,
+            &instance_ids,
+            &bad,
+        )?);
+    }
+    let mut restores = Vec::new();
+    for (name, entry) in &parsed.restores {
         let start = entry.span().start;
         let e = entry.get_ref();
-        let key = format!("copies.{name}");
-        validate_identifier("copy name", name)
-            .map_err(|err| bad(start, key.clone(), err.to_string()))?;
-        let job = job_ids
-            .get(e.job.get_ref())
-            .and_then(|id| schedule.dump_jobs.iter().find(|j| j.id == *id))
-            .ok_or_else(|| {
-                bad(
-                    e.job.span().start,
-                    format!("{key}.job"),
-                    format!(
-                        "no job {} in this file",
-                        crate::model::quoted(&excerpt(e.job.get_ref()))
-                    ),
-                )
-            })?;
-        let instance_id = instance_ids.get(e.to.get_ref()).copied().ok_or_else(|| {
+        let key = format!("restores.{name}");
+        let target = TargetEntry {
+            job: &e.job,
+            to: &e.to,
+            database: &e.database,
+            existing: e.existing.as_ref(),
+            destructive: e.destructive,
+        }
+        .check(
+            &key,
+            start,
+            &job_ids,
+            &schedule.dump_jobs,
+            &instance_ids,
+            &bad,
+        )?;
+        CronExpr::parse(e.cron.get_ref())
+            .map_err(|err| bad(e.cron.span().start, format!("{key}.cron"), err.to_string()))?;
+        let status = status_of(e.status.as_ref()).map_err(|why| {
             bad(
-                e.to.span().start,
-                format!("{key}.to"),
-                format!(
-                    "no instance {} in this file",
-                    crate::model::quoted(&excerpt(e.to.get_ref()))
-                ),
+                e.status.as_ref().map_or(start, |s| s.span().start),
+                format!("{key}.status"),
+                why,
             )
         })?;
-        if !matches!(job.dump_type(), DumpType::Full | DumpType::Schema) {
+        let id = stable_id("restore", name);
+        if job_ids.values().any(|v| *v == id) || restores.iter().any(|r: &Restore| r.id == id) {
             return Err(bad(
                 start,
                 key,
-                "only full and schema dumps are copied (cluster-wide dumps: restore them by hand)"
-                    .into(),
+                "its id collides with a job's or another restore's: rename it".into(),
             ));
         }
-        if !e.database.is_empty() {
-            validate_identifier("database", &e.database)
-                .map_err(|err| bad(start, format!("{key}.database"), err.to_string()))?;
-        }
-        let database = if e.database.is_empty() {
-            job.database.clone()
-        } else {
-            e.database.clone()
-        };
-        if instance_id == job.instance_id && database == job.database {
-            return Err(bad(
-                start,
-                key,
-                "would restore the dumped database over itself: name another database or instance"
-                    .into(),
-            ));
-        }
-        let existing = match e.existing.as_ref().map(|x| x.get_ref().as_str()) {
-            None | Some("rename") => ExistingDatabase::Rename,
-            Some("leave") => ExistingDatabase::Leave,
-            Some("drop") => ExistingDatabase::Drop,
-            Some("drop_before") => ExistingDatabase::DropBefore,
-            Some("truncate") => ExistingDatabase::Truncate,
-            Some(other) => {
-                return Err(bad(
-                    e.existing.as_ref().map_or(start, |x| x.span().start),
-                    format!("{key}.existing"),
-                    format!(
-                        "{} is not a policy (rename, leave, drop, drop_before, truncate)",
-                        crate::model::quoted(&excerpt(other))
-                    ),
-                ));
-            }
-        };
-        let destructive = matches!(
-            existing,
-            ExistingDatabase::Drop | ExistingDatabase::DropBefore | ExistingDatabase::Truncate
-        );
-        if destructive && !e.destructive {
-            return Err(bad(
-                start,
-                format!("{key}.existing"),
-                "this policy can destroy the target database: add destructive = true to confirm"
-                    .into(),
-            ));
-        }
-        copies.push(Copy {
-            name: name.clone(),
-            job_id: job.id,
-            instance_id,
-            database,
-            existing,
+        restores.push(Restore {
+            id,
+            cron: e.cron.get_ref().clone(),
+            status,
+            comment: e.comment.clone(),
+            target,
         });
     }
     Ok(Jobs {
@@ -632,6 +652,7 @@ pub fn parse(file: &str, text: &str, password: PasswordSource<'_>) -> Result<Job
         job_ids,
         instance_ids,
         copies,
+        restores,
     })
 }
 
@@ -671,174 +692,6 @@ fn status_of(s: Option<&Spanned<String>>) -> std::result::Result<Status, String>
     }
 }
 
+mod target;
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"
-[instances.main]
-host = "db1"
-user = "backup"
-
-[jobs.app]
-instance = "main"
-database = "app"
-format = "directory"
-cron = "0 2 * * *"
-options = ["--no-comments"]
-parallel_jobs = 2
-retention = { daily = 3, weekly = 1 }
-verify = { cron = "0 4 * * 0" }
-
-[jobs.roles]
-instance = "main"
-type = "globals"
-cron = "30 1 * * *"
-"#;
-
-    fn no_password(_: &InstanceConnection) -> Result<String, String> {
-        Ok(String::new())
-    }
-
-    fn err(text: &str) -> String {
-        format!("{:#}", parse("jobs.toml", text, &no_password).unwrap_err())
-    }
-
-    #[test]
-    fn a_good_file_becomes_a_schedule_with_stable_ids() {
-        let jobs = parse("jobs.toml", GOOD, &no_password).unwrap();
-        assert_eq!(jobs.schedule.instances.len(), 1);
-        assert_eq!(jobs.schedule.dump_jobs.len(), 2);
-        let app = jobs.job("app").unwrap();
-        assert_eq!(app.id, stable_id("job", "app"));
-        assert!(app.id >= ID_BASE);
-        assert_eq!(app.instance_id, jobs.schedule.instances[0].instance_id);
-        assert_eq!(app.format(), DumpFormat::Directory);
-        assert_eq!(app.kind(), JobKind::Repeat);
-        assert_eq!(app.retention.unwrap().keep_daily, 3);
-        assert_eq!(app.retention.unwrap().keep_monthly, 0);
-        assert_eq!(app.verify_method, "read");
-        let roles = jobs.job("roles").unwrap();
-        assert_eq!(
-            roles.format(),
-            DumpFormat::Plain,
-            "the type's default format"
-        );
-        assert_eq!(roles.retention, Some(DEFAULT_RETENTION));
-        assert_eq!(jobs.schedule.instances[0].port, 5432);
-        assert_ne!(jobs.version, 0);
-        assert_eq!(
-            jobs.version,
-            parse("x", GOOD, &no_password).unwrap().version
-        );
-        assert!(format!("{:#}", jobs.job("nope").unwrap_err()).contains("jobs: app, roles"));
-    }
-
-    #[test]
-    fn copies_name_a_job_and_an_instance_and_never_overwrite_their_source() {
-        let with = |copy: &str| {
-            format!("{GOOD}\n[instances.replica]\nhost = \"db2\"\nuser = \"u\"\n\n{copy}")
-        };
-        let jobs = parse(
-            "jobs.toml",
-            &with("[copies.to_replica]\njob = \"app\"\nto = \"replica\"\n"),
-            &no_password,
-        )
-        .unwrap();
-        assert_eq!(
-            jobs.copies,
-            vec![Copy {
-                name: "to_replica".into(),
-                job_id: stable_id("job", "app"),
-                instance_id: jobs.instance_ids["replica"],
-                database: "app".into(),
-                existing: ExistingDatabase::Rename,
-            }]
-        );
-        for (copy, wanted) in [
-            (
-                "job = \"nope\"\nto = \"replica\"",
-                "copies.c.job: no job \"nope\"",
-            ),
-            (
-                "job = \"app\"\nto = \"nope\"",
-                "copies.c.to: no instance \"nope\"",
-            ),
-            ("job = \"app\"\nto = \"main\"", "over itself"),
-            (
-                "job = \"roles\"\nto = \"replica\"",
-                "only full and schema dumps",
-            ),
-            (
-                "job = \"app\"\nto = \"replica\"\nexisting = \"drop\"",
-                "add destructive = true",
-            ),
-            (
-                "job = \"app\"\nto = \"replica\"\nexisting = \"zap\"",
-                "not a policy",
-            ),
-        ] {
-            let e = err(&with(&format!("[copies.c]\n{copy}\n")));
-            assert!(e.contains(wanted), "{copy}: {e}");
-            assert!(e.starts_with("jobs.toml:"), "{e}");
-        }
-        let ok = parse(
-            "jobs.toml",
-            &with("[copies.c]\njob = \"app\"\nto = \"main\"\ndatabase = \"app_copy\"\nexisting = \"drop\"\ndestructive = true\n"),
-            &no_password,
-        )
-        .unwrap();
-        assert_eq!(ok.copies[0].existing, ExistingDatabase::Drop);
-        assert_eq!(ok.copies[0].database, "app_copy");
-    }
-
-    #[test]
-    fn the_shipped_example_is_valid() {
-        let text = include_str!("../../deploy/config/standalone-jobs.toml");
-        let jobs = parse("standalone-jobs.toml", text, &no_password).unwrap();
-        assert_eq!(jobs.job_ids.len(), 3);
-        let sales = jobs.job("shop-sales-schema").unwrap();
-        assert_eq!(sales.dump_type(), DumpType::Schema);
-        let shop = jobs.job("shop").unwrap();
-        assert_eq!(shop.verify_instance_id, jobs.instance_ids["scratch"]);
-    }
-
-    #[test]
-    fn a_password_in_the_file_is_refused_with_its_line() {
-        let e = err("[instances.main]\nhost = \"h\"\nuser = \"u\"\npassword = \"hunter2\"\n");
-        assert!(
-            e.starts_with("jobs.toml:4: instances.main.password: passwords are never read"),
-            "{e}"
-        );
-        assert!(e.contains("PGSNAPMAN_PASSWORD_MAIN"), "{e}");
-        assert!(!e.contains("hunter2"), "{e}");
-    }
-
-    #[test]
-    fn bad_cron_unknown_keys_and_instances_are_named_with_their_line() {
-        let bad_cron = GOOD.replace("0 2 * * *", "61 2 * * *");
-        let e = err(&bad_cron);
-        assert!(e.starts_with("jobs.toml:10: jobs.app.cron:"), "{e}");
-        let e = err(&GOOD.replace("parallel_jobs", "paralel_jobs"));
-        assert!(e.starts_with("jobs.toml:"), "{e}");
-        assert!(e.contains("paralel_jobs"), "{e}");
-        let e = err(&GOOD.replace(
-            "instance = \"main\"\ndatabase",
-            "instance = \"other\"\ndatabase",
-        ));
-        assert!(
-            e.starts_with("jobs.toml:7: jobs.app.instance: no instance \"other\""),
-            "{e}"
-        );
-        let e = err(&format!(
-            "{GOOD}\n[jobs.app]\ninstance = \"main\"\ncron = \"* * * * *\"\n"
-        ));
-        assert!(e.contains("jobs.toml:"), "{e}");
-        assert!(e.contains("duplicate"), "{e}");
-        let e = err(&GOOD.replace("type = \"globals\"", "type = \"globals\"\ndatabase = \"x\""));
-        assert!(
-            e.contains("jobs.roles: a GLOBALS dump covers the whole cluster"),
-            "{e}"
-        );
-    }
-}
+mod tests;
