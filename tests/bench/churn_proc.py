@@ -209,14 +209,23 @@ class Cluster:
     (fsync off and autovacuum off: the benchmark vacuums itself, so the churn
     is deterministic). As root, the server runs as the postgres OS user."""
 
-    def __init__(self, root: Path, pg_bin: Path, env, template: Path | None = None):
+    def __init__(self, root: Path, pg_bin: Path, env, template: Path | None = None,
+                 existing: bool = False):
         """`template`: a stopped cluster's data directory to start a copy of
-        (tests/bench/ingest.py --from-cluster) instead of a new one."""
+        (tests/bench/ingest.py --from-cluster) instead of a new one.
+        `existing`: start the stopped cluster already in `root` in place
+        (tests/bench/scale.py --cluster: too big to copy)."""
         self.root, self.pg_bin, self.env, self.template = root, pg_bin, env, template
+        self.existing = existing
         self.data, self.log, self.port = root / "data", root / "pg.log", 0
         self.as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
     def start(self):
+        if not self.existing:
+            self._create()
+        self._start()
+
+    def _create(self):
         self.root.mkdir(parents=True)
         if self.as_pg:
             run(["chown", "postgres:", self.root], env=self.env, timeout=30)
@@ -229,6 +238,8 @@ class Cluster:
             run(self.as_pg + [self.pg_bin / "initdb", "-D", self.data, "-U", "postgres",
                               "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"],
                 env=self.env, timeout=300)
+
+    def _start(self):
         settings = ("-c listen_addresses=127.0.0.1 -c fsync=off -c autovacuum=off "
                     "-c max_wal_size=4GB -c maintenance_work_mem=256MB "
                     "-c max_parallel_workers_per_gather=0")

@@ -111,7 +111,7 @@ SELECT g, initcap(pg_temp.words(2)),
          'tags', to_jsonb(string_to_array(pg_temp.words(1 + floor(random() * 4)::int), ' ')),
          'address', jsonb_build_object('street', initcap(pg_temp.words(2)) || ' ' || (1 + g % 200),
                                        'city', initcap(pg_temp.words(1)),
-                                       'zip', lpad((g * 7919 % 99999)::text, 5, '0')),
+                                       'zip', lpad((g::bigint * 7919 % 99999)::text, 5, '0')),
          'logins', floor(random() * 500)::int)
 FROM generate_series(:lo, :hi) AS g;
 """
