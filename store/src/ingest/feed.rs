@@ -1,7 +1,7 @@
 //! The front of an ingest: the caller's thread drains its source (a pipe
 //! from pg_dump) into a bounded queue of blocks, so the dump program never
 //! waits for chunking, hashing or compression while the queue has room;
-//! the store's threads read the blocks back at lower CPU priority.
+//! the chunker reads the blocks back at lower CPU priority (`window.rs`).
 
 use std::io::{self, Read};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
@@ -15,8 +15,23 @@ pub(super) const BLOCK_BYTES: usize = 1 << 20;
 /// catches up after pg_dump ends, so a 300 MB dump never blocks pg_dump.
 pub(super) const READ_AHEAD_BLOCKS: usize = 64;
 
-/// A block of the source, or the error reading it ended with.
-pub(super) type Block = io::Result<Vec<u8>>;
+/// A block of the source (`len` bytes of `buf` hold data), or the error
+/// reading it ended with.
+pub(super) type Block = io::Result<Filled>;
+
+/// A block read from the source. `buf` keeps its full length
+/// (`BLOCK_BYTES`) when it is recycled, so a reused block is never zeroed
+/// again: only the first `len` bytes are the source's.
+pub(super) struct Filled {
+    pub(super) buf: Vec<u8>,
+    pub(super) len: usize,
+}
+
+impl Filled {
+    pub(super) fn data(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
 
 /// Reads `source` into blocks of up to `BLOCK_BYTES` and sends them, reusing
 /// the blocks the reader hands back in `spare`. Returns when the source ends
@@ -30,17 +45,17 @@ pub(super) fn pump(
 ) -> io::Result<bool> {
     loop {
         let mut buf = match spare.try_recv() {
-            Ok(b) => b,
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
-                Vec::with_capacity(BLOCK_BYTES)
+            Ok(b) if b.len() == BLOCK_BYTES => b,
+            // Zeroed once per block; recycled blocks are not cleared.
+            Ok(_) | Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
+                vec![0; BLOCK_BYTES]
             }
         };
-        buf.clear();
         let filled = fill(&mut source, &mut buf);
         match filled {
             Ok(0) => return Ok(true),
-            Ok(_) => {
-                if blocks.send(Ok(buf)).is_err() {
+            Ok(len) => {
+                if blocks.send(Ok(Filled { buf, len })).is_err() {
                     return Ok(false);
                 }
             }
@@ -54,14 +69,13 @@ pub(super) fn pump(
     }
 }
 
-/// Reads into `buf` (capacity `BLOCK_BYTES`) until it is full or the source
-/// ends; returns the bytes read. A partial block is returned at EOF; an
-/// error after some bytes is returned on the next call (the bytes go first).
-fn fill(source: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<usize> {
-    buf.resize(BLOCK_BYTES, 0);
+/// Reads into `buf` until it is full or the source ends; returns the bytes
+/// read. A partial block is returned at EOF; an error after some bytes is
+/// returned on the next call (the bytes go first).
+fn fill(source: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut len = 0;
     let res = loop {
-        if len == BLOCK_BYTES {
+        if len == buf.len() {
             break Ok(());
         }
         match source.read(&mut buf[len..]) {
@@ -71,52 +85,10 @@ fn fill(source: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<usize> {
             Err(e) => break Err(e),
         }
     };
-    buf.truncate(len);
     match res {
         Err(e) if len == 0 => Err(e),
         // Deliver what was read; the source fails again on the next read.
         _ => Ok(len),
-    }
-}
-
-/// The chunker's side: a `Read` over the queued blocks, handing each block
-/// back for reuse once consumed.
-pub(super) struct BlockReader {
-    blocks: Receiver<Block>,
-    spare: SyncSender<Vec<u8>>,
-    current: Vec<u8>,
-    pos: usize,
-}
-
-impl BlockReader {
-    pub(super) fn new(blocks: Receiver<Block>, spare: SyncSender<Vec<u8>>) -> BlockReader {
-        BlockReader {
-            blocks,
-            spare,
-            current: Vec::new(),
-            pos: 0,
-        }
-    }
-}
-
-impl Read for BlockReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.current.len() {
-            match self.blocks.recv() {
-                Ok(Ok(block)) => {
-                    let spent = std::mem::replace(&mut self.current, block);
-                    self.pos = 0;
-                    // A full spare queue or a gone pump: just free it.
-                    let _ = self.spare.try_send(spent);
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(0), // the pump ended: EOF
-            }
-        }
-        let n = out.len().min(self.current.len() - self.pos);
-        out[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }
 
@@ -162,6 +134,23 @@ mod tests {
         }
     }
 
+    /// Everything queued, in order, handing blocks back for reuse; and the
+    /// error that ended it, if any.
+    fn drain(rx: Receiver<Block>, spare: SyncSender<Vec<u8>>) -> (Vec<u8>, Option<io::Error>) {
+        let mut got = Vec::new();
+        for block in rx {
+            match block {
+                Ok(b) => {
+                    assert_eq!(b.buf.len(), BLOCK_BYTES, "blocks keep their length");
+                    got.extend_from_slice(b.data());
+                    let _ = spare.try_send(b.buf);
+                }
+                Err(e) => return (got, Some(e)),
+            }
+        }
+        (got, None)
+    }
+
     fn data(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7 % 251) as u8).collect()
     }
@@ -180,10 +169,8 @@ mod tests {
             let (spare_tx, spare_rx) = sync_channel(READ_AHEAD_BLOCKS);
             let got = std::thread::scope(|s| {
                 let reader = s.spawn(move || {
-                    let mut got = Vec::new();
-                    BlockReader::new(rx, spare_tx)
-                        .read_to_end(&mut got)
-                        .unwrap();
+                    let (got, end) = drain(rx, spare_tx);
+                    assert!(end.is_none());
                     got
                 });
                 assert!(pump(source, &tx, &spare_rx).unwrap());
@@ -246,10 +233,8 @@ mod tests {
         let err = pump(source, &tx, &spare_rx).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
         drop(tx);
-        let mut reader = BlockReader::new(rx, spare_tx);
-        let mut got = Vec::new();
-        let err = reader.read_to_end(&mut got).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+        let (got, end) = drain(rx, spare_tx);
+        assert_eq!(end.map(|e| e.kind()), Some(io::ErrorKind::BrokenPipe));
         assert!(got == want);
     }
 }

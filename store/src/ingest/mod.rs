@@ -10,12 +10,12 @@ mod feed;
 mod pipeline;
 mod sink;
 mod split;
+mod window;
 
 use std::collections::HashSet;
 use std::io::Read;
 use std::sync::Arc;
 
-use fastcdc::v2020::StreamCDC;
 use uuid::Uuid;
 
 use crate::chunk::ChunkId;
@@ -28,6 +28,7 @@ use crate::resemblance::{self, Sketch};
 use crate::shared::Inner;
 use pipeline::Jobs;
 use sink::{Base, Job, PackSink};
+use window::Window;
 
 /// Longest accepted file name (bytes); pg_dump's names are short.
 const MAX_FILE_NAME_BYTES: usize = 255;
@@ -248,70 +249,69 @@ impl Cutter<'_> {
     fn cut_file(
         &self,
         name: &str,
-        r: impl Read,
+        window: &mut Window,
         logical_bytes: &mut u64,
         jobs: &mut Jobs,
     ) -> Result<FileEntry, StoreError> {
-        let p = self.inner.opts.chunking;
         let mut entry = FileEntry {
             name: name.to_string(),
             size: 0,
             chunks: Vec::new(),
         };
-        let level = p.fastcdc_level();
         let naming = self.inner.naming();
-        for chunk in StreamCDC::with_level(r, p.min_bytes, p.avg_bytes, p.max_bytes, level) {
-            let chunk = chunk.map_err(|e| StoreError::Io {
-                context: format!("read {name} of dump {}", self.dump_uuid),
-                error: match e {
-                    fastcdc::v2020::Error::IoError(io) => io,
-                    other => std::io::Error::other(other.to_string()),
-                },
-            })?;
-            let raw = chunk.data;
-            // max chunk size is at most 16 MiB (validated), so this fits.
-            let len = u32::try_from(raw.len()).map_err(|_| StoreError::Invalid {
-                what: "chunk length",
-                detail: format!("{} bytes", raw.len()),
-            })?;
-            entry.size += u64::from(len);
-            *logical_bytes += u64::from(len);
-            let id = naming.id(&raw);
+        let read_error = |error| StoreError::Io {
+            context: format!("read {name} of dump {}", self.dump_uuid),
+            error,
+        };
+        while let Some(raw) = window.next_chunk().map_err(read_error)? {
+            let id = naming.id(raw);
             let sketch = if self.inner.opts.max_delta_depth > 0 && !self.peek(id)? {
-                Some(resemblance::sketch(&raw, &self.inner.opts.features))
+                Some(resemblance::sketch(raw, &self.inner.opts.features))
             } else {
                 None
             };
             if let Some(Some(sk)) = &sketch
                 && let Some(split) =
-                    split::split_point(&self.inner.index, &raw, sk, &self.inner.opts.features)?
+                    split::split_point(&self.inner.index, raw, sk, &self.inner.opts.features)?
             {
                 let (head, tail) = raw.split_at(split.at);
-                self.add(head.to_vec(), Some(Some(split.head)), &mut entry, jobs)?;
-                self.add(tail.to_vec(), Some(Some(split.tail)), &mut entry, jobs)?;
+                for (part, sketch) in [(head, split.head), (tail, split.tail)] {
+                    let id = naming.id(part);
+                    self.add(
+                        id,
+                        part,
+                        Some(Some(sketch)),
+                        &mut entry,
+                        logical_bytes,
+                        jobs,
+                    )?;
+                }
                 continue;
             }
-            self.add(raw, sketch, &mut entry, jobs)?;
+            self.add(id, raw, sketch, &mut entry, logical_bytes, jobs)?;
         }
         Ok(entry)
     }
 
-    /// References one chunk in `entry` and, unless the store has it, sends
-    /// it to the encoders with its base. `sketched`: its sketch if already
-    /// computed (`Some(None)`: it has none).
+    /// References chunk `id` (bytes `raw`) in `entry` and, unless the store
+    /// has it, sends a copy to the encoders with its base. `sketched`: its
+    /// sketch if already computed (`Some(None)`: it has none).
     fn add(
         &self,
-        raw: Vec<u8>,
+        id: ChunkId,
+        raw: &[u8],
         sketched: Option<Option<Sketch>>,
         entry: &mut FileEntry,
+        logical_bytes: &mut u64,
         jobs: &mut Jobs,
     ) -> Result<(), StoreError> {
-        let id = self.inner.naming().id(&raw);
-        // A part of a chunk is no longer than the chunk, which fits.
+        // max chunk size is at most 16 MiB (validated), so this fits.
         let len = u32::try_from(raw.len()).map_err(|_| StoreError::Invalid {
             what: "chunk length",
             detail: format!("{} bytes", raw.len()),
         })?;
+        entry.size += u64::from(len);
+        *logical_bytes += u64::from(len);
         entry.chunks.push(ChunkRef { id, len });
         if self.reference(id)? {
             return Ok(());
@@ -319,7 +319,7 @@ impl Cutter<'_> {
         let sketch = match sketched {
             Some(s) => s,
             None if self.inner.opts.max_delta_depth > 0 => {
-                resemblance::sketch(&raw, &self.inner.opts.features)
+                resemblance::sketch(raw, &self.inner.opts.features)
             }
             None => None,
         };
@@ -329,7 +329,7 @@ impl Cutter<'_> {
         };
         jobs.send(Job {
             id,
-            raw,
+            raw: raw.to_vec(),
             sketch,
             base,
         })

@@ -1,8 +1,9 @@
 //! The threads of one `Ingest::add_file`: the caller's reads the source into
-//! the read-ahead queue (`feed.rs`); a chunker cuts, hashes and chooses bases;
-//! `ENCODERS` encoders compress, taking new chunks in turn; a writer appends
-//! their records in chunk order. Every queue is bounded; all but the caller's
-//! thread run at lower CPU priority; all end before `store_file` returns.
+//! the read-ahead queue (`feed.rs`); a chunker cuts (`window.rs`), hashes and
+//! chooses bases; `ENCODERS` encoders compress, taking batches of new chunks
+//! in turn; a writer appends their records in chunk order. Every queue is
+//! bounded; all but the caller's thread run at lower CPU priority; all end
+//! before `store_file` returns.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use uuid::Uuid;
 use super::Cutter;
 use super::feed;
 use super::sink::{Encoder, Job, PackSink, Record};
+use super::window::Window;
 use crate::error::StoreError;
 use crate::manifest::FileEntry;
 use crate::shared::Inner;
@@ -20,26 +22,49 @@ use crate::shared::Inner;
 /// Encoder threads; why: day-1 compression and later days' base reads and
 /// delta encoding each cost more than cutting and hashing, so two encoders
 /// keep pace with the chunker, and once pg_dump ends the store uses both of
-/// a two-core machine's cores. Chunks go to them in turn, so the records
-/// (and the packs) do not depend on timing.
+/// a two-core machine's cores. Batches go to them in turn, so the records
+/// (and the packs) come out in chunk order whatever the timing.
 pub(super) const ENCODERS: usize = 2;
-/// Chunks queued to each encoder and records queued from each; why: one
-/// waiting on each side keeps every thread busy, and each costs up to the
-/// max chunk size (plus its base while it is encoded) in memory.
+/// Batches queued to each encoder and batches of records queued from each;
+/// why: one waiting on each side keeps every thread busy.
 const QUEUE_PER_ENCODER: usize = 1;
+/// Raw bytes per hand-over to an encoder: 1, i.e. one chunk per batch;
+/// why: with larger batches a chunker that then finds only stored chunks
+/// never hands over again, so a failed writer goes unnoticed until the
+/// source ends (`a_failing_pack_writer_stops_reading_the_source…` read all
+/// 400 MiB). Batching needs a failure check on every chunk first.
+const BATCH_BYTES: usize = 1;
 
-/// The chunker's hand-over to the encoders: job `n` goes to encoder
+/// The chunker's hand-over to the encoders: batch `n` goes to encoder
 /// `n % ENCODERS`.
 pub(super) struct Jobs {
-    to: Vec<SyncSender<Job>>,
+    to: Vec<SyncSender<Vec<Job>>>,
     sent: usize,
+    batch: Vec<Job>,
+    batch_bytes: usize,
 }
 
 impl Jobs {
+    /// Queues `job`, handing the batch over once it is big enough.
     pub(super) fn send(&mut self, job: Job) -> Result<(), StoreError> {
+        self.batch_bytes += job.raw.len();
+        self.batch.push(job);
+        if self.batch_bytes >= BATCH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Hands the batch over, however small; called at the end of a file.
+    pub(super) fn flush(&mut self) -> Result<(), StoreError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
         let i = self.sent % self.to.len();
         self.sent += 1;
-        self.to[i].send(job).map_err(|_| StoreError::Invalid {
+        self.to[i].send(batch).map_err(|_| StoreError::Invalid {
             what: "ingest state",
             detail: "an encoder thread stopped".to_string(),
         })
@@ -73,17 +98,25 @@ pub(super) fn store_file(
         let mut results = Vec::with_capacity(ENCODERS);
         let mut encoders = Vec::with_capacity(ENCODERS);
         for _ in 0..ENCODERS {
-            let (job_tx, job_rx) = mpsc::sync_channel::<Job>(QUEUE_PER_ENCODER);
+            let (job_tx, job_rx) = mpsc::sync_channel::<Vec<Job>>(QUEUE_PER_ENCODER);
             let (rec_tx, rec_rx) = mpsc::sync_channel(QUEUE_PER_ENCODER);
             let mut encoder = Encoder::new(Arc::clone(inner), dump_uuid);
             let thread = std::thread::Builder::new()
                 .name("store-encoder".to_string())
                 .spawn_scoped(scope, move || {
                     feed::lower_priority(nice);
-                    for job in job_rx {
-                        let rec = encoder.encode(job);
-                        let failed = rec.is_err();
-                        if rec_tx.send(rec).is_err() || failed {
+                    for batch in job_rx {
+                        let mut records = Vec::with_capacity(batch.len());
+                        let mut failed = false;
+                        for job in batch {
+                            let rec = encoder.encode(job);
+                            failed = rec.is_err();
+                            records.push(rec);
+                            if failed {
+                                break;
+                            }
+                        }
+                        if rec_tx.send(records).is_err() || failed {
                             break;
                         }
                     }
@@ -105,14 +138,18 @@ pub(super) fn store_file(
         let mut jobs = Jobs {
             to: job_senders,
             sent: 0,
+            batch: Vec::new(),
+            batch_bytes: 0,
         };
         let chunker = std::thread::Builder::new()
             .name("store-chunker".to_string())
             .spawn_scoped(scope, move || {
                 feed::lower_priority(nice);
-                let reader = feed::BlockReader::new(block_queue, spare);
+                let mut window = Window::new(block_queue, spare, &inner.opts.chunking);
+                let entry = cutter.cut_file(name, &mut window, logical_bytes, &mut jobs)?;
+                jobs.flush()?;
                 // Returning drops `jobs`: the encoders finish what is queued.
-                cutter.cut_file(name, reader, logical_bytes, &mut jobs)
+                Ok(entry)
             })
             .map_err(spawn_error("chunker"))?;
         // The source's own error also reaches the chunker, which names the
@@ -137,17 +174,19 @@ pub(super) fn store_file(
     })
 }
 
-/// Appends record `n` from encoder `n % ENCODERS`, in order, until an
-/// encoder ends (no more chunks) or a record is an error.
+/// Appends the records of batch `n` from encoder `n % ENCODERS`, in order,
+/// until an encoder ends (no more chunks) or a record is an error.
 fn write_in_order(
     sink: &mut PackSink,
-    results: &[Receiver<Result<Record, StoreError>>],
+    results: &[Receiver<Vec<Result<Record, StoreError>>>],
 ) -> Result<(), StoreError> {
     for n in 0.. {
-        let Ok(rec) = results[n % results.len()].recv() else {
+        let Ok(batch) = results[n % results.len()].recv() else {
             return Ok(());
         };
-        sink.append(rec?)?;
+        for rec in batch {
+            sink.append(rec?)?;
+        }
     }
     Ok(())
 }
