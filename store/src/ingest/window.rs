@@ -150,7 +150,7 @@ mod tests {
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add(1_442_695_040_888_963_407);
             let r = state >> 33;
-            if r % 7 == 0 {
+            if r.is_multiple_of(7) {
                 out.extend_from_slice(&[b'0' + (r % 10) as u8; 300]);
             } else {
                 out.extend_from_slice(format!("{r}\tword {}\n", r % 977).as_bytes());
