@@ -130,6 +130,22 @@ pub fn register_worker(cli: &Pgsnap, name: &str) -> i64 {
     id_of(&w)
 }
 
+/// A source cluster with database `app`: table `t` of `rows` rows.
+pub fn source_with_app(rows: u32) -> PgCluster {
+    let source = PgCluster::start(PG_MAJOR).unwrap();
+    source.create_database("app").unwrap();
+    source
+        .script(
+            "app",
+            &format!(
+                "CREATE TABLE t (id int PRIMARY KEY, v text);
+                 INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, {rows}) g;"
+            ),
+        )
+        .unwrap();
+    source
+}
+
 /// A brand-new catalog, a coordinator on it and its CLI, with `worker`
 /// registered there (the lost-catalog scenarios).
 pub async fn fresh_catalog(worker: &str) -> (PgCluster, Coordinator, Pgsnap) {

@@ -58,19 +58,6 @@ impl Churn {
     }
 }
 
-fn source_with_app() -> PgCluster {
-    let source = PgCluster::start(PG_MAJOR).unwrap();
-    source.create_database("app").unwrap();
-    source
-        .script(
-            "app",
-            "CREATE TABLE t (id int PRIMARY KEY, v text);
-             INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 3000) g;",
-        )
-        .unwrap();
-    source
-}
-
 /// Bytes of every pack file in a worker's store.
 fn pack_bytes(data_dir: &Path) -> u64 {
     files_with_suffix(&data_dir.join("packs"), "")
@@ -178,7 +165,7 @@ impl Rig {
             coordinator: Some(coordinator),
             coordinator_opts,
             cli,
-            source: source_with_app(),
+            source: source_with_app(3000),
             worker_dir: dir.path().join("worker"),
             _dir: dir,
         }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use pgsnapman_tests::{Access, PgCluster, Worker, WorkerOptions, wait};
+use pgsnapman_tests::{Access, Worker, WorkerOptions, wait};
 use serde_json::Value;
 
 use crate::common::*;
@@ -36,22 +36,6 @@ fn jobs_toml(port: u16, cron: &str, extra_instance_key: &str) -> String {
          cron = \"{cron}\"\n\
          retention = {{ daily = 2 }}\n"
     )
-}
-
-/// A source cluster with database `app`: table `t` of ROWS rows.
-fn source_with_app() -> PgCluster {
-    let source = PgCluster::start(PG_MAJOR).unwrap();
-    source.create_database("app").unwrap();
-    source
-        .script(
-            "app",
-            &format!(
-                "CREATE TABLE t (id int PRIMARY KEY, v text);
-                 INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, {ROWS}) g;"
-            ),
-        )
-        .unwrap();
-    source
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -93,7 +77,7 @@ fn succeeded_uuids(cli: &pgsnapman_tests::Pgsnap, worker: &str) -> BTreeSet<Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_worker_runs_alone_then_joins_a_coordinator() {
     let name = "w-standalone";
-    let source = source_with_app();
+    let source = source_with_app(ROWS);
     let dir = pgsnapman_tests::shared_tempdir("pgsnapman-standalone-");
     let data_dir = dir.path().join("worker");
     let jobs = write(
@@ -443,7 +427,7 @@ fn text_of(out: Output) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copies_and_cron_restores_in_the_jobs_file() {
     let name = "w-standalone-copy";
-    let source = source_with_app();
+    let source = source_with_app(ROWS);
     let dir = pgsnapman_tests::shared_tempdir("pgsnapman-standalone-copy-");
     let data_dir = dir.path().join("worker");
     let file = format!(
