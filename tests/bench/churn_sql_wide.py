@@ -49,11 +49,11 @@ INSERTS = {
     "wide": "INSERT INTO wide SELECT g, " + ", ".join(_WIDE_VALUES)
     + " FROM generate_series(:lo, :hi) AS g;\n",
     "docs": """INSERT INTO docs
-SELECT g, initcap(pg_temp.words(5)), pg_temp.words(2500 + (g * 7919 % 5000))
+SELECT g, initcap(pg_temp.words(5)), pg_temp.words(2500 + (g::bigint * 7919 % 5000)::int)
 FROM generate_series(:lo, :hi) AS g;
 """,
     "blobs": """INSERT INTO blobs
-SELECT g, 'blob-' || g || '.bin', pg_temp.noise(1024 + (g * 104729 % 7169)::int, g)
+SELECT g, 'blob-' || g || '.bin', pg_temp.noise(1024 + (g::bigint * 104729 % 7169)::int, g)
 FROM generate_series(:lo, :hi) AS g;
 """,
 }
@@ -76,7 +76,7 @@ DELETE FROM wide WHERE random() < :rate / 4;
 UPDATE docs SET body = overlay(body PLACING pg_temp.words(30) || ' '
   FROM 1 + floor(random() * length(body))::int FOR 0)
 WHERE random() < :rate * 2;
-UPDATE blobs SET content = pg_temp.noise(1024 + (id * 104729 % 7169)::int, id + :salt)
+UPDATE blobs SET content = pg_temp.noise(1024 + (id::bigint * 104729 % 7169)::int, id + :salt)
 WHERE random() < :rate;
 DO $$ BEGIN FOR i IN 1..{SMALL_TABLES} LOOP
   EXECUTE format('UPDATE small_%s SET value = value + 1 WHERE random() < 0.05',

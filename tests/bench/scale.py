@@ -12,6 +12,7 @@ then one day of 1% churn (churn.py's rule, VACUUM) and a second dump.
 
     tests/bench/scale.py --bins DIR [--size-gb 20] [--cluster DIR [--generate-only]]
                          [--compare RESULTS.json] [--out DIR] [--work-dir DIR]
+                         [--perf PERF.data [--perf-after S] [--perf-seconds S]]
     tests/bench/scale.py --report-only BIG.json --compare SMALL.json
 
 DIR holds pgsnap, pgsnapman-coordinator and pgsnapman-worker (release
@@ -19,7 +20,9 @@ builds; nothing is built here). --cluster keeps the generated cluster in DIR
 (and starts it in place when it is already there: a big database is
 generated once, e.g. while the binaries build, with --generate-only). A
 guard stops the run, removing what it made, when the disk holding the work
-goes below --min-free-gb. See docs/benchmarks.md, "A big database".
+goes below --min-free-gb. --perf profiles the worker during day 1
+(`perf report -i PERF.data --sort comm,symbol`); day 1's figures are written
+to OUT/day1.json as soon as it ends. See docs/benchmarks.md, "A big database".
 """
 import argparse
 import contextlib
@@ -27,6 +30,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -65,6 +69,11 @@ def parse_args():
     p.add_argument("--report-only", type=Path, default=None, metavar="RESULTS.json",
                    help="render the report of an earlier run (with --compare) and exit")
     p.add_argument("--min-free-gb", type=float, default=10)
+    p.add_argument("--perf", type=Path, default=None, metavar="PERF.data",
+                   help="perf record the worker's threads (not pg_dump) during day 1, "
+                   "from --perf-after s into the dump for --perf-seconds s, at 199 Hz")
+    p.add_argument("--perf-after", type=float, default=30)
+    p.add_argument("--perf-seconds", type=float, default=180)
     p.add_argument("--work-dir", type=Path, default=None,
                    help="parent of the temporary directory (coordinator, worker, store)")
     p.add_argument("--out", type=Path, default=REPO / "pgsnapman-data" / "bench" /
@@ -170,7 +179,44 @@ def dump(snap: Pgsnapman, src: Cluster, day: int) -> dict:
             "store_growth": {k: parts[k] - before[k] for k in parts}}
 
 
-def measure(src: Cluster, snap: Pgsnapman, others: Others, mon: LoadMonitor, rate: float) -> dict:
+class PerfWindow:
+    """`perf record` of one process for a window of a step, started
+    `after` s into it on a thread of its own; stopped (if still running)
+    when the step ends."""
+
+    def __init__(self, pid: int, out: Path | None, after: float, seconds: float):
+        self.pid, self.out, self.after, self.seconds = pid, out, after, seconds
+        self.stop = threading.Event()
+        self.proc = None
+
+    def _run(self):
+        if self.stop.wait(self.after):
+            return
+        self.proc = subprocess.Popen(
+            ["perf", "record", "-F", "199", "-p", str(self.pid), "-o", str(self.out),
+             "--", "sleep", str(self.seconds)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log(f"perf record of the worker for {self.seconds:.0f} s into {self.out}")
+
+    def __enter__(self):
+        if self.out:
+            self.thread = threading.Thread(target=self._run, daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if not self.out:
+            return
+        self.stop.set()
+        self.thread.join()
+        if self.proc:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(timeout=120)
+
+
+def measure(src: Cluster, snap: Pgsnapman, others: Others, mon: LoadMonitor, rate: float,
+            args: argparse.Namespace, partial: Path) -> dict:
     res = {"data_dir_bytes": du(src.data), "database_bytes": int(src.psql(
         "bench", "SELECT pg_database_size('bench');", timeout=120).strip())}
     res["rows_day1"] = src.psql("bench", scale_sql.COUNTS, timeout=STEP_TIMEOUT).strip()
@@ -180,9 +226,12 @@ def measure(src: Cluster, snap: Pgsnapman, others: Others, mon: LoadMonitor, rat
                           load=mon.window(since))
     log(f"/dev/null: {res['devnull']['s']:.1f} s")
     since = time.monotonic()
-    res["day1"] = dict(dump(snap, src, 1), load=mon.window(since))
+    with PerfWindow(snap.workers[WORKER][0].pid, args.perf, args.perf_after, args.perf_seconds):
+        res["day1"] = dict(dump(snap, src, 1), load=mon.window(since))
     log(f"day 1: {res['day1']['catalog_s']:.1f} s, {res['day1']['dump_bytes'] / 1e9:.2f} GB, "
         f"RSS peak {res['day1']['rss_peak_kib'] / 1024:.0f} MiB")
+    # Day 1 alone is a result: a run stopped later (disk, churn) keeps it.
+    partial.write_text(json.dumps(res, indent=2))
     since = time.monotonic()
     src.psql("bench", scale_sql.churn_day(2, rate), timeout=STEP_TIMEOUT)
     src.psql("bench", scale_sql.VACUUM, timeout=STEP_TIMEOUT)
@@ -322,7 +371,8 @@ def main() -> int:
         if existing:  # the churn day changes it: not a day-1 database any more
             (root / "scale.json").write_text(json.dumps(dict(res["generate"], churned=True),
                                                         indent=2))
-        res["measure"] = measure(src, snap, others, mon, args.rate)
+        res["measure"] = measure(src, snap, others, mon, args.rate, args,
+                                 args.out / "day1.json")
         res["load_end"] = uptime()
         res["load_run"] = mon.window(0)
         res["disk_free_low_gb"] = (guard.low or guard.free()) / 1e9
