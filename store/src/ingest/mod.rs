@@ -6,12 +6,14 @@
 //! reads (`feed.rs`); chunking, encoding and writing (`sink.rs`) run on
 //! threads of lower priority, fed through bounded queues (`pipeline.rs`).
 
+mod claims;
 mod feed;
 mod pipeline;
 mod sink;
 mod split;
 mod window;
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::io::Read;
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use crate::resemblance::{self, Sketch};
 use crate::shared::Inner;
 use pipeline::Jobs;
 use sink::{Base, Job, PackSink};
+use claims::Claims;
 use window::Window;
 
 /// Longest accepted file name (bytes); pg_dump's names are short.
@@ -81,6 +84,8 @@ pub struct Ingest {
     sink: PackSink,
     logical_bytes: u64,
     poisoned: bool,
+    /// Super-features this dump's chunks claimed (`claims.rs`).
+    claims: Claims,
     /// The manifest is durable (an abandoned ingest's sealed packs are
     /// garbage, `PackSink::sealed_any`).
     finished: bool,
@@ -98,6 +103,7 @@ impl Ingest {
             names: HashSet::new(),
             logical_bytes: 0,
             poisoned: false,
+            claims: Claims::default(),
             finished: false,
         })
     }
@@ -146,6 +152,7 @@ impl Ingest {
             inner: &self.inner,
             registration: self.registration,
             dump_uuid: self.dump_uuid,
+            claims: RefCell::new(&mut self.claims),
         };
         pipeline::store_file(
             &self.inner,
@@ -243,6 +250,8 @@ struct Cutter<'a> {
     inner: &'a Inner,
     registration: u64,
     dump_uuid: Uuid,
+    /// The ingest's claims; only the chunker's thread uses them.
+    claims: RefCell<&'a mut Claims>,
 }
 
 impl Cutter<'_> {
@@ -327,10 +336,14 @@ impl Cutter<'_> {
             Some(sk) => self.choose_base(id, sk)?,
             None => None,
         };
+        let claim = sketch
+            .as_ref()
+            .map_or(0, |sk| self.claims.borrow_mut().claim(sk));
         jobs.send(Job {
             id,
             raw: raw.to_vec(),
             sketch,
+            claim,
             base,
         })
     }

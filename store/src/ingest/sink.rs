@@ -47,6 +47,9 @@ pub(super) struct Job {
     pub(super) id: ChunkId,
     pub(super) raw: Vec<u8>,
     pub(super) sketch: Option<Sketch>,
+    /// The slots of `sketch` this chunk claimed for the dump (`claims.rs`):
+    /// only these get feature entries.
+    pub(super) claim: u8,
     pub(super) base: Option<Base>,
 }
 
@@ -61,6 +64,7 @@ pub(super) struct Record {
     header: RecordHeader,
     stored: Vec<u8>,
     sketch: Option<Sketch>,
+    claim: u8,
 }
 
 /// Encodes new chunks; one per encoder thread (each reads bases on its own).
@@ -86,6 +90,7 @@ impl Encoder {
             id,
             raw,
             sketch,
+            claim,
             base,
         } = job;
         let encoded = match base {
@@ -132,6 +137,7 @@ impl Encoder {
             header,
             stored,
             sketch,
+            claim,
         })
     }
 
@@ -220,6 +226,7 @@ impl PackSink {
             header,
             stored,
             sketch,
+            claim,
         } = record;
         let id = header.chunk;
         match header.kind {
@@ -227,8 +234,11 @@ impl PackSink {
             ChunkKind::Delta => self.delta_chunks += 1,
         }
         if let Some(sk) = &sketch {
-            self.pending_features
-                .extend(sk.slots().map(|(slot, value)| (slot, value, id)));
+            self.pending_features.extend(
+                sk.slots()
+                    .filter(|(slot, _)| claim & (1 << slot) != 0)
+                    .map(|(slot, value)| (slot, value, id)),
+            );
         }
         if self.writer.is_none() {
             self.writer = Some(PackWriter::create(&self.inner.packs_dir)?);
