@@ -88,8 +88,16 @@ mod tests {
         let all = (1u8 << a.slots().count()) - 1;
         let mut claims = Claims::default();
         assert_eq!(claims.claim(&a), all, "a new dump claims every slot");
-        assert_eq!(claims.claim(&a), 0, "the same super-features again claim nothing");
-        assert_eq!(claims.claim(&b), all, "unrelated bytes share no super-feature");
+        assert_eq!(
+            claims.claim(&a),
+            0,
+            "the same super-features again claim nothing"
+        );
+        assert_eq!(
+            claims.claim(&b),
+            all,
+            "unrelated bytes share no super-feature"
+        );
         // A new ingest starts empty.
         assert_eq!(Claims::default().claim(&a), all);
     }

@@ -28,9 +28,9 @@ use crate::manifest::{self, ChunkRef, FileEntry, MANIFEST_FORMAT_VERSION, Manife
 use crate::reader::FileReader;
 use crate::resemblance::{self, Sketch};
 use crate::shared::Inner;
+use claims::Claims;
 use pipeline::Jobs;
 use sink::{Base, Job, PackSink};
-use claims::Claims;
 use window::Window;
 
 /// Longest accepted file name (bytes); pg_dump's names are short.
