@@ -25,6 +25,9 @@ const MAX_LINE: u64 = 1024;
 /// Requests served at once; why: each holds a connection and may wait for a
 /// slot, a bound keeps a looping client from piling them up.
 const MAX_CLIENTS: usize = 16;
+/// Pause after a failed accept (e.g. out of file descriptors); why: an
+/// immediate retry fails again at once and spins a core.
+const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 
 pub fn path(data_dir: &Path) -> PathBuf {
     data_dir.join(SOCKET)
@@ -52,7 +55,13 @@ pub async fn serve(shared: Arc<Shared>, stop: CancellationToken) -> Result<()> {
             r = listener.accept() => match r {
                 Ok((s, _)) => s,
                 Err(e) => {
+                    // E.g. EMFILE: retrying at once would spin and flood the
+                    // log; a short pause lets connections close first.
                     tracing::warn!("control socket: accept failed: {e}");
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(ACCEPT_RETRY) => {}
+                    }
                     continue;
                 }
             },
