@@ -260,7 +260,7 @@ impl Cutter<'_> {
         name: &str,
         window: &mut Window,
         logical_bytes: &mut u64,
-        jobs: &mut Jobs,
+        jobs: &mut Jobs<'_>,
     ) -> Result<FileEntry, StoreError> {
         let mut entry = FileEntry {
             name: name.to_string(),
@@ -273,6 +273,9 @@ impl Cutter<'_> {
             error,
         };
         while let Some(raw) = window.next_chunk().map_err(read_error)? {
+            // Nothing may be handed over for long (stored chunks, a batch
+            // filling): a failed encoder or writer must still stop the read.
+            jobs.check()?;
             let id = naming.id(raw);
             let sketch = if self.inner.opts.max_delta_depth > 0 && !self.peek(id)? {
                 Some(resemblance::sketch(raw, &self.inner.opts.features))
@@ -312,7 +315,7 @@ impl Cutter<'_> {
         sketched: Option<Option<Sketch>>,
         entry: &mut FileEntry,
         logical_bytes: &mut u64,
-        jobs: &mut Jobs,
+        jobs: &mut Jobs<'_>,
     ) -> Result<(), StoreError> {
         // max chunk size is at most 16 MiB (validated), so this fits.
         let len = u32::try_from(raw.len()).map_err(|_| StoreError::Invalid {

@@ -7,6 +7,7 @@
 
 use std::io::Read;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 
 use uuid::Uuid;
@@ -28,23 +29,63 @@ pub(super) const ENCODERS: usize = 2;
 /// Batches queued to each encoder and batches of records queued from each;
 /// why: one waiting on each side keeps every thread busy.
 const QUEUE_PER_ENCODER: usize = 1;
-/// Raw bytes per hand-over to an encoder: 1, i.e. one chunk per batch;
-/// why: with larger batches a chunker that then finds only stored chunks
-/// never hands over again, so a failed writer goes unnoticed until the
-/// source ends (`a_failing_pack_writer_stops_reading_the_source…` read all
-/// 400 MiB). Batching needs a failure check on every chunk first.
-const BATCH_BYTES: usize = 1;
+/// Raw bytes per hand-over to an encoder (a batch is handed over once it
+/// holds at least this many, so it is at most this plus one max chunk);
+/// why: against one chunk per hand-over, 1 MiB halves the ingest's context
+/// switches on the churn benchmark (4 MiB saves little more and queues
+/// four times the bytes); docs/benchmarks.md. A chunker that then finds
+/// only stored chunks hands nothing over, so it checks `Jobs::check` on
+/// every chunk: a failed writer or encoder stops it, and so the source
+/// read, within a chunk.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// Raised by an encoder or the writer that ends other than by running out
+/// of work (an error or a panic). The chunker may be handing nothing over
+/// (every chunk already stored, or a batch still filling), so it would not
+/// learn of the failure from a closed queue: it checks this on every chunk.
+struct Alarm<'a> {
+    raised: &'a AtomicBool,
+    done: bool,
+}
+
+impl<'a> Alarm<'a> {
+    fn new(raised: &'a AtomicBool) -> Alarm<'a> {
+        Alarm {
+            raised,
+            done: false,
+        }
+    }
+}
+
+impl Drop for Alarm<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.raised.store(true, Ordering::Release);
+        }
+    }
+}
 
 /// The chunker's hand-over to the encoders: batch `n` goes to encoder
 /// `n % ENCODERS`.
-pub(super) struct Jobs {
+pub(super) struct Jobs<'a> {
     to: Vec<SyncSender<Vec<Job>>>,
     sent: usize,
     batch: Vec<Job>,
     batch_bytes: usize,
+    /// An encoder or the writer failed (`Alarm`).
+    failed: &'a AtomicBool,
 }
 
-impl Jobs {
+impl Jobs<'_> {
+    /// Fails once an encoder or the writer has failed (its own error is
+    /// the one reported); the chunker calls it on every chunk.
+    pub(super) fn check(&self) -> Result<(), StoreError> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(stopped());
+        }
+        Ok(())
+    }
+
     /// Queues `job`, handing the batch over once it is big enough.
     pub(super) fn send(&mut self, job: Job) -> Result<(), StoreError> {
         self.batch_bytes += job.raw.len();
@@ -64,10 +105,14 @@ impl Jobs {
         self.batch_bytes = 0;
         let i = self.sent % self.to.len();
         self.sent += 1;
-        self.to[i].send(batch).map_err(|_| StoreError::Invalid {
-            what: "ingest state",
-            detail: "an encoder thread stopped".to_string(),
-        })
+        self.to[i].send(batch).map_err(|_| stopped())
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Invalid {
+        what: "ingest state",
+        detail: "an encoder or the pack writer stopped".to_string(),
     }
 }
 
@@ -93,6 +138,8 @@ pub(super) fn store_file(
     r: impl Read,
 ) -> Result<FileEntry, StoreError> {
     let nice = inner.opts.ingest_nice;
+    let alarm_raised = AtomicBool::new(false);
+    let alarm_raised = &alarm_raised;
     std::thread::scope(|scope| {
         let mut job_senders = Vec::with_capacity(ENCODERS);
         let mut results = Vec::with_capacity(ENCODERS);
@@ -104,6 +151,7 @@ pub(super) fn store_file(
             let thread = std::thread::Builder::new()
                 .name("store-encoder".to_string())
                 .spawn_scoped(scope, move || {
+                    let mut alarm = Alarm::new(alarm_raised);
                     feed::lower_priority(nice);
                     for batch in job_rx {
                         let mut records = Vec::with_capacity(batch.len());
@@ -117,9 +165,11 @@ pub(super) fn store_file(
                             }
                         }
                         if rec_tx.send(records).is_err() || failed {
-                            break;
+                            return;
                         }
                     }
+                    // No more work: the chunker is done.
+                    alarm.done = true;
                 })
                 .map_err(spawn_error("encoder"))?;
             job_senders.push(job_tx);
@@ -129,8 +179,11 @@ pub(super) fn store_file(
         let writer = std::thread::Builder::new()
             .name("store-writer".to_string())
             .spawn_scoped(scope, move || {
+                let mut alarm = Alarm::new(alarm_raised);
                 feed::lower_priority(nice);
-                write_in_order(sink, &results)
+                let written = write_in_order(sink, &results);
+                alarm.done = written.is_ok();
+                written
             })
             .map_err(spawn_error("writer"))?;
         let (blocks, block_queue) = mpsc::sync_channel(feed::READ_AHEAD_BLOCKS);
@@ -140,6 +193,7 @@ pub(super) fn store_file(
             sent: 0,
             batch: Vec::new(),
             batch_bytes: 0,
+            failed: alarm_raised,
         };
         let chunker = std::thread::Builder::new()
             .name("store-chunker".to_string())
