@@ -138,6 +138,11 @@ mod tests {
     use super::*;
     use crate::state::State;
 
+    fn open(data_dir: &std::path::Path) -> Arc<Outbox> {
+        let state = State::open(&crate::state::dir(data_dir)).unwrap();
+        Arc::new(Outbox::open(&state).unwrap())
+    }
+
     fn texts(outbox: &Outbox) -> Vec<String> {
         outbox
             .oldest(10_000)
@@ -153,8 +158,7 @@ mod tests {
     #[tokio::test]
     async fn lines_are_in_the_outbox_in_order_once_closed() {
         let dir = tempfile::tempdir().unwrap();
-        let outbox =
-            Arc::new(Outbox::open(&State::open(&crate::state::dir(dir.path())).unwrap()).unwrap());
+        let outbox = open(dir.path());
         let log = RunLog::new(Arc::clone(&outbox), 7);
         for i in 0..100 {
             log.info(format!("line {i}")).await;
@@ -175,8 +179,7 @@ mod tests {
     #[tokio::test]
     async fn lines_beyond_the_limit_are_counted_in_one_last_line() {
         let dir = tempfile::tempdir().unwrap();
-        let outbox =
-            Arc::new(Outbox::open(&State::open(&crate::state::dir(dir.path())).unwrap()).unwrap());
+        let outbox = open(dir.path());
         let log = RunLog::new(Arc::clone(&outbox), 7);
         for i in 0..MAX_LINES + 3 {
             log.error(format!("line {i}")).await;
