@@ -7,9 +7,14 @@ of the real system, one in the custom format and one in the directory format
 (pg_dump -j 2), and by pg_dump into a local -Fc -Z0 file and a local -Fd -Z0
 directory. Then, for --rounds rounds, interleaved (A..F, then F..A, ...):
 
-  A  pg_restore of the -Fc -Z0 file into a new database
+  A  pg_restore of the -Fc -Z0 file into a new database (created before
+     the clock starts)
+  A2 createdb + pg_restore of the -Fc -Z0 file (both timed: what an operator
+     runs to restore into a new database, as restore now does)
   B  pgsnap restore now of the custom dump (streamed from the store)
-  C  pg_restore -j 2 of the -Fd directory into a new database
+  C  pg_restore -j 2 of the -Fd directory into a new database (created
+     before the clock starts)
+  C2 createdb + pg_restore -j 2 of the -Fd directory (both timed)
   D  pgsnap restore now --jobs 2 of the directory dump (served through FIFOs)
   E  pg_restore -j 2 of the -Fc -Z0 file
   F  pgsnap restore now --jobs 2 of the custom dump (spooled: -j needs seeks)
@@ -19,7 +24,7 @@ CLI's), CPU seconds of pg_restore (and, for restore now, the worker's own
 apart from its children), the server's CPU, the 1-minute load average.
 Every restored database is compared with the source row for row.
 
-    tests/bench/restore.py [--size-mb 300] [--rounds 3] [--out DIR]
+    tests/bench/restore.py [--size-mb 300] [--rounds 3] [--out DIR] [--only A,A2,B]
 
 Uses the release binaries in $CARGO_TARGET_DIR/release (build them first:
 cargo build --release --workspace --bins). See docs/benchmarks.md.
@@ -68,17 +73,29 @@ class Bench:
         self.src.psql("postgres", f"DROP DATABASE {db};", timeout=300)
         return same
 
-    def from_file(self, archive: Path, jobs: int) -> dict:
+    def from_file(self, archive: Path, jobs: int, createdb_timed: bool = False) -> dict:
+        """pg_restore into a new database; `createdb_timed`: the database is
+        created by `createdb` inside the clock (else by psql before it)."""
         db = "restore_file"
-        self.src.psql("postgres", f"CREATE DATABASE {db};", timeout=120)
+        if not createdb_timed:
+            self.src.psql("postgres", f"CREATE DATABASE {db};", timeout=120)
         load, server = load1(), self.src.server_cpu_s()
+        createdb_s = 0.0
+        if createdb_timed:
+            host, port, user = self.src.conn(db)[1:6:2]
+            createdb_s = timed([[self.src.pg_bin / "createdb", "-h", host, "-p", port,
+                                 "-U", user, db]], env=self.src.env, timeout=STEP_TIMEOUT,
+                               log=self.tmp / "tools.log").seconds
         jobs_arg = [f"--jobs={jobs}"] if jobs > 1 else []
         t = timed([[self.src.pg_bin / "pg_restore", *self.src.conn(db), "--exit-on-error",
                     *jobs_arg, archive]], env=self.src.env, timeout=STEP_TIMEOUT,
                   log=self.tmp / "tools.log")
-        return {"s": t.seconds, "pg_restore_cpu_s": t.cpu_s[0],
-                "server_cpu_s": self.src.server_cpu_s() - server, "load1": load,
-                "content_matches": self.check_and_drop(db)}
+        out = {"s": createdb_s + t.seconds, "pg_restore_cpu_s": t.cpu_s[0],
+               "server_cpu_s": self.src.server_cpu_s() - server, "load1": load,
+               "content_matches": self.check_and_drop(db)}
+        if createdb_timed:
+            out["createdb_s"] = createdb_s
+        return out
 
     def from_store(self, variant: str, jobs: int) -> dict:
         svc, _, _, inst = self.snap.workers[variant]
@@ -181,7 +198,12 @@ def main() -> int:
     p.add_argument("--perf", action="store_true",
                    help="after the rounds, profile the worker (perf record -g) during one "
                    "restore of each dump; reports go to --out")
+    p.add_argument("--only", default="A,A2,B,C,C2,D,E,F",
+                   help="the sources to run, comma-separated (default: all)")
     args = p.parse_args()
+    only = set(args.only.split(","))
+    if not only <= {"A", "A2", "B", "C", "C2", "D", "E", "F"}:
+        p.error("--only takes A, A2, B, C, C2, D, E, F")
     if not (1 <= args.rounds <= 20 and 1 <= args.size_mb <= 100_000):
         p.error("need 1 <= --rounds <= 20 and 1 <= --size-mb <= 100000")
 
@@ -224,26 +246,34 @@ def main() -> int:
         run(dump + ["-Fd", "-j", "2", "-f", fd], env=env, timeout=STEP_TIMEOUT)
         results["z0_bytes"] = z0.stat().st_size
         sources = {
-            "pg_restore -Fc -Z0 file": lambda: bench.from_file(z0, 1),
-            "pgsnap restore now (custom)": lambda: bench.from_store(CUSTOM, 1),
-            "pg_restore -j 2 -Fd directory": lambda: bench.from_file(fd, 2),
-            "pgsnap restore now --jobs 2 (directory)": lambda: bench.from_store(DIRECTORY, 2),
-            "pg_restore -j 2 -Fc -Z0 file": lambda: bench.from_file(z0, 2),
-            "pgsnap restore now --jobs 2 (custom, spooled)": lambda: bench.from_store(CUSTOM, 2),
+            "A": ("pg_restore -Fc -Z0 file", lambda: bench.from_file(z0, 1)),
+            "A2": ("createdb + pg_restore -Fc -Z0 file",
+                   lambda: bench.from_file(z0, 1, createdb_timed=True)),
+            "B": ("pgsnap restore now (custom)", lambda: bench.from_store(CUSTOM, 1)),
+            "C": ("pg_restore -j 2 -Fd directory", lambda: bench.from_file(fd, 2)),
+            "C2": ("createdb + pg_restore -j 2 -Fd directory",
+                   lambda: bench.from_file(fd, 2, createdb_timed=True)),
+            "D": ("pgsnap restore now --jobs 2 (directory)",
+                  lambda: bench.from_store(DIRECTORY, 2)),
+            "E": ("pg_restore -j 2 -Fc -Z0 file", lambda: bench.from_file(z0, 2)),
+            "F": ("pgsnap restore now --jobs 2 (custom, spooled)",
+                  lambda: bench.from_store(CUSTOM, 2)),
         }
-        rounds = {name: [] for name in sources}
+        sources = {k: v for k, v in sources.items() if k in only}
+        rounds = {name: [] for name, _ in sources.values()}
         for i in range(args.rounds):
-            order = list(sources) if i % 2 == 0 else list(sources)[::-1]
+            order = list(sources.values()) if i % 2 == 0 else list(sources.values())[::-1]
             churn.log(f"round {i + 1}/{args.rounds}")
-            for name in order:
-                rounds[name].append(sources[name]())
+            for name, source in order:
+                rounds[name].append(source())
                 churn.log(f"  {name}: {rounds[name][-1]['s']:.2f} s")
-        names = list(sources)
         results["rounds"] = rounds
+        # (store, file) pairs: B against both baselines of a custom file, D
+        # against both of a directory, F against E.
         results["ratios"] = {
-            f"{names[1]} / {names[0]}": summary(rounds, names[0], names[1]),
-            f"{names[3]} / {names[2]}": summary(rounds, names[2], names[3]),
-            f"{names[5]} / {names[4]}": summary(rounds, names[4], names[5]),
+            f"{sources[a][0]} / {sources[b][0]}": summary(rounds, sources[b][0], sources[a][0])
+            for a, b in (("B", "A"), ("B", "A2"), ("D", "C"), ("D", "C2"), ("F", "E"))
+            if a in sources and b in sources
         }
         if args.perf:
             for variant, jobs in ((CUSTOM, 1), (DIRECTORY, 2)):

@@ -92,9 +92,46 @@ async fn restore_now_onto_another_server_with_policies_and_log() {
         .unwrap_or_else(|| panic!("no backup of the replaced database: {dbs:?}"));
     assert_eq!(count(&target, backup, "t0"), "3001");
 
-    // DROP: swapped, and no second backup appears.
+    // DROP: swapped, and no second backup appears. A session on the
+    // target is ended in the same psql as the rename, and counted.
+    let mut holder = target
+        .psql_cmd(copy)
+        .args(["-c", "SELECT pg_sleep(600)"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sleeping = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{copy}' \
+         AND query = 'SELECT pg_sleep(600)'"
+    );
+    wait::until("the session on the target", Duration::from_secs(30), || {
+        let n = target.query("postgres", &sleeping).ok();
+        async move { (n.as_deref() == Some("1")).then_some(()) }
+    })
+    .await;
     let run = restore_now(&stack.cli, dump, dst, copy, &["--existing", "drop"]);
     assert!(run.success(), "{run:?}");
+    let ended = wait::until("the session's psql to end", Duration::from_secs(30), || {
+        let status = holder.try_wait().unwrap();
+        async move { status }
+    })
+    .await;
+    assert!(!ended.success(), "its session was ended: {ended:?}");
+    let runs = stack
+        .cli
+        .json(&["restore-log", "list", "--limit", "1"])
+        .unwrap();
+    let log = stack
+        .cli
+        .json(&["restore-log", "show", &runs[0]["id"].to_string()])
+        .unwrap();
+    assert!(
+        log["lines"].as_array().unwrap().iter().any(|l| l["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("swapped:") && t.ends_with("(ended 1 session(s))"))),
+        "{log}"
+    );
     let after: Vec<String> = databases(&target)
         .into_iter()
         .filter(|d| d.starts_with("copy of"))

@@ -134,14 +134,12 @@ pub fn create_database_sql(
     Ok(sql)
 }
 
-/// The statements that give database `db` the dumped owner, ACL and
-/// connection limit (run in one transaction).
+/// The statements that give database `db`, created with the dumped owner
+/// (`create_database_sql`), the dumped ACL (run in one transaction). None
+/// for the default ACL: the owner needs no statement of its own.
 pub fn database_acl_sql(db: &str, meta: &Metadata) -> Result<Vec<String>, String> {
     let d = quote_ident(db);
-    let mut out = vec![format!(
-        "ALTER DATABASE {d} OWNER TO {}",
-        quote_ident(&meta.owner)
-    )];
+    let mut out = Vec::new();
     if !meta.acl_is_default {
         out.push(format!("REVOKE ALL ON DATABASE {d} FROM PUBLIC"));
         out.push(format!(
@@ -383,25 +381,6 @@ impl Target {
             .with_context(|| format!("unexpected answer from the target: {:?}", excerpt(&out)))
     }
 
-    /// Ends the other sessions on `db` this role may end (a superuser:
-    /// all; else those of roles it is a member of, or all but superusers'
-    /// with `pg_signal_backend`); returns how many were signalled. Sessions
-    /// it may not end keep the database busy, and the rename or drop then
-    /// fails saying so.
-    pub async fn terminate(&self, admin_db: &str, db: &str) -> Result<u64> {
-        let sql = format!(
-            "SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity a \
-             LEFT JOIN pg_roles r ON r.oid = a.usesysid \
-             WHERE a.datname = {} AND a.pid <> pg_backend_pid() \
-             AND ((SELECT rolsuper FROM pg_roles WHERE rolname = current_user) \
-                  OR (NOT coalesce(r.rolsuper, true) \
-                      AND (pg_has_role('pg_signal_backend', 'MEMBER') OR pg_has_role(a.usesysid, 'MEMBER'))))",
-            quote_literal(db)
-        );
-        let out = self.sql_now(admin_db, &[&sql]).await?;
-        Ok(out.parse().unwrap_or(0))
-    }
-
     /// Ends every other session of this run (its application name): a
     /// killed client does not stop a server backend waiting on a lock, and
     /// a CREATE DATABASE that goes on after a cancellation would leave a
@@ -417,25 +396,28 @@ impl Target {
     }
 
     /// Ends the sessions on `db` and runs `statement` (a rename or drop of
-    /// it), again while other sessions keep it busy, at most
-    /// `SWAP_ATTEMPTS` times. Never touches `datallowconn`.
+    /// it) in the same psql, again while other sessions keep it busy, at
+    /// most `SWAP_ATTEMPTS` times; returns how many sessions were ended.
+    /// Never touches `datallowconn`.
     async fn while_idle(&self, admin_db: &str, db: &str, statement: &str) -> Result<u64> {
         let mut ended = 0;
+        let terminate = terminate_sql(db);
         for attempt in 1..=SWAP_ATTEMPTS {
-            ended += self.terminate(admin_db, db).await?;
-            match self
-                .sql_now(admin_db, &[SWAP_STATEMENT_TIMEOUT, statement])
-                .await
-            {
-                Ok(_) => return Ok(ended),
-                Err(e)
-                    if attempt < SWAP_ATTEMPTS
-                        && ClientError::said(&e, "being accessed by other users") =>
-                {
-                    tokio::time::sleep(SWAP_PAUSE).await;
-                }
-                Err(e) => return Err(e),
+            let (out, failure) = self
+                .session
+                .run_uncancelled_partial(admin_db, &[&terminate, SWAP_STATEMENT_TIMEOUT, statement])
+                .await?;
+            // The count is the output's first line, also when the statement failed.
+            ended += out.lines().next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let Some(failure) = failure else {
+                return Ok(ended);
+            };
+            let e = anyhow::Error::from(failure);
+            if attempt < SWAP_ATTEMPTS && ClientError::said(&e, "being accessed by other users") {
+                tokio::time::sleep(SWAP_PAUSE).await;
+                continue;
             }
+            return Err(e);
         }
         bail!("database \"{db}\" stayed in use")
     }
@@ -471,6 +453,23 @@ impl Target {
         }
         errors
     }
+}
+
+/// Ends the other sessions on `db` this role may end (a superuser: all;
+/// else those of roles it is a member of, or all but superusers' with
+/// `pg_signal_backend`) and selects how many were signalled. Sessions it
+/// may not end keep the database busy, and the rename or drop then fails
+/// saying so.
+fn terminate_sql(db: &str) -> String {
+    format!(
+        "SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity a \
+         LEFT JOIN pg_roles r ON r.oid = a.usesysid \
+         WHERE a.datname = {} AND a.pid <> pg_backend_pid() \
+         AND ((SELECT rolsuper FROM pg_roles WHERE rolname = current_user) \
+              OR (NOT coalesce(r.rolsuper, true) \
+                  AND (pg_has_role('pg_signal_backend', 'MEMBER') OR pg_has_role(a.usesysid, 'MEMBER'))))",
+        quote_literal(db)
+    )
 }
 
 /// A database of the instance to run admin statements in that is none of
@@ -637,7 +636,6 @@ mod tests {
         assert_eq!(
             acl,
             vec![
-                "ALTER DATABASE \"d b\" OWNER TO \"Owner \"\"o\"\"\"",
                 "REVOKE ALL ON DATABASE \"d b\" FROM PUBLIC",
                 "REVOKE ALL ON DATABASE \"d b\" FROM \"Owner \"\"o\"\"\"",
                 "GRANT CONNECT ON DATABASE \"d b\" TO PUBLIC",
@@ -647,6 +645,10 @@ mod tests {
         let mut bad = meta();
         bad.acl[0].privilege = "ALL; DROP".into();
         assert!(database_acl_sql("d", &bad).is_err());
+        // The default ACL takes no statement (the owner comes with CREATE DATABASE).
+        let mut default = meta();
+        default.acl_is_default = true;
+        assert_eq!(database_acl_sql("d", &default), Ok(Vec::new()));
         let (s, skipped) = settings_sql("d", &m, true);
         assert_eq!(
             s,

@@ -324,6 +324,37 @@ impl Session {
         statements: &[&str],
         cancel: &CancellationToken,
     ) -> Result<Option<String>, ClientError> {
+        Ok(
+            match self.run_partial(database, statements, cancel).await? {
+                None => None,
+                Some((out, None)) => Some(out),
+                Some((_, Some(failure))) => return Err(failure),
+            },
+        )
+    }
+
+    /// `run` that nothing cancels and that also returns, on a failure, the
+    /// output of the statements before the failed one: `(output, failure)`.
+    pub async fn run_uncancelled_partial(
+        &self,
+        database: &str,
+        statements: &[&str],
+    ) -> Result<(String, Option<ClientError>), ClientError> {
+        self.run_partial(database, statements, &CancellationToken::new())
+            .await?
+            .ok_or_else(|| ClientError::Cancelled {
+                program: "psql".into(),
+            })
+    }
+
+    /// One psql process: `Err` when it could not run, else its output and
+    /// (when it exited unsuccessfully) its failure.
+    async fn run_partial(
+        &self,
+        database: &str,
+        statements: &[&str],
+        cancel: &CancellationToken,
+    ) -> Result<Option<(String, Option<ClientError>)>, ClientError> {
         let mut cmd = self.command(&self.psql);
         cmd.args([
             "-X",
@@ -348,17 +379,26 @@ impl Session {
         cmd.env("PGOPTIONS", self.settings.pgoptions());
         cmd.arg(format!("--dbname={}", self.conninfo(database)));
         let stdout = StdoutTo::Capture(self.settings.max_output);
-        match process::run(cmd, "psql", stdout, cancel, self.settings.kill_grace).await? {
+        let started = std::time::Instant::now();
+        let outcome = process::run(cmd, "psql", stdout, cancel, self.settings.kill_grace).await;
+        // Where a restore's fixed costs go (docs/worker.md): one line per psql.
+        tracing::debug!(
+            app = %self.app_name,
+            statements = statements.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "psql session run"
+        );
+        match outcome? {
             Outcome::Cancelled => Ok(None),
             Outcome::Exited {
                 status,
                 stdout,
                 stderr,
             } => {
-                if !status.success() {
-                    return Err(self.settings.failure(status, stderr.error_text()));
-                }
-                Ok(Some(String::from_utf8_lossy(&stdout).trim().to_string()))
+                let out = String::from_utf8_lossy(&stdout).trim().to_string();
+                let failure =
+                    (!status.success()).then(|| self.settings.failure(status, stderr.error_text()));
+                Ok(Some((out, failure)))
             }
         }
     }

@@ -63,9 +63,10 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// The database's owner, ACL, connection limit and settings (role
-    /// handling on), or its settings only (off). The ACL fails the run; a
-    /// setting the target refuses is a warning.
+    /// The database's ACL, connection limit and settings (role handling
+    /// on; its owner came with CREATE DATABASE), or its connection limit and
+    /// settings only (off). The ACL fails the run; a setting the target
+    /// refuses is a warning. No statement, no psql.
     pub(super) async fn apply_metadata(
         &mut self,
         p: &Prepared,
@@ -91,43 +92,50 @@ impl Run<'_> {
                     &tokio_util::sync::CancellationToken::new(),
                 )
                 .await
-                .map_err(|e| step_error("cannot set the database's owner and privileges", e))?;
-            if self.plan.roles {
-                self.log
-                    .info(format!(
-                        "database owner \"{}\", {} privilege(s){}",
-                        m.owner,
-                        if m.acl_is_default {
-                            "default".to_string()
-                        } else {
-                            m.acl.len().to_string()
-                        },
-                        if m.connection_limit >= 0 {
-                            format!(", connection limit {}", m.connection_limit)
-                        } else {
-                            String::new()
-                        }
-                    ))
-                    .await;
-            }
+                .map_err(|e| step_error("cannot set the database's privileges", e))?;
+        }
+        if self.plan.roles {
+            self.log
+                .info(format!(
+                    "database owner \"{}\", {} privilege(s){}",
+                    m.owner,
+                    if m.acl_is_default {
+                        "default".to_string()
+                    } else {
+                        m.acl.len().to_string()
+                    },
+                    if m.connection_limit >= 0 {
+                        format!(", connection limit {}", m.connection_limit)
+                    } else {
+                        String::new()
+                    }
+                ))
+                .await;
         }
         let (settings, skipped) = settings_sql(db, m, self.plan.roles);
         for s in skipped {
             self.log.warn(format!("not restored: {s}")).await;
             self.warnings += 1;
         }
+        let all: Vec<&str> = settings.iter().map(String::as_str).collect();
         let mut applied = 0;
-        for s in &settings {
-            match self.target.sql_now(&self.admin, &[s]).await {
-                Ok(_) => applied += 1,
-                Err(e) => {
-                    self.log
-                        .warn(format!(
-                            "the target refused a setting ({}): {e:#}",
-                            crate::runner::process::excerpt(s)
-                        ))
-                        .await;
-                    self.warnings += 1;
+        // One psql for all of them; after a refusal, one by one to know
+        // which (setting one again is harmless).
+        if settings.len() > 1 && self.target.sql_now(&self.admin, &all).await.is_ok() {
+            applied = settings.len();
+        } else {
+            for s in &settings {
+                match self.target.sql_now(&self.admin, &[s]).await {
+                    Ok(_) => applied += 1,
+                    Err(e) => {
+                        self.log
+                            .warn(format!(
+                                "the target refused a setting ({}): {e:#}",
+                                crate::runner::process::excerpt(s)
+                            ))
+                            .await;
+                        self.warnings += 1;
+                    }
                 }
             }
         }
