@@ -41,6 +41,13 @@ pub(super) fn id(what: &str, s: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("{what} {} is not a positive number", quoted(&cut(s))))
 }
 
+/// The `after` query of a paged list: the last id of the previous page,
+/// 0 for the first.
+fn after(r: &Req) -> Result<i64, (StatusCode, String)> {
+    r.query("after")
+        .map_or(Ok(0), |a| id("after", a).map_err(bad))
+}
+
 impl Dashboard {
     pub(super) async fn page(&self, r: &Req, s: &Session, seg: &[&str]) -> Resp {
         let result = match seg {
@@ -126,10 +133,7 @@ impl Dashboard {
     }
 
     async fn jobs(&self, r: &Req) -> Page {
-        let after = match r.query("after") {
-            Some(a) => id("after", a).map_err(bad)?,
-            None => 0,
-        };
+        let after = after(r)?;
         let mut rows = self
             .catalog
             .dashboard_jobs(after, self.page_size + 1)
@@ -264,10 +268,7 @@ impl Dashboard {
     /// that job's newest dump. The same rows as ListRestoreJobs and
     /// ListCopyJobs (a copy with two targets is two rows).
     async fn restore_jobs(&self, r: &Req) -> Page {
-        let after = match r.query("after") {
-            Some(a) => id("after", a).map_err(bad)?,
-            None => 0,
-        };
+        let after = after(r)?;
         let mut rows = self
             .catalog
             .dashboard_restore_jobs(after, self.page_size + 1)
