@@ -92,7 +92,7 @@ const fn splitmix64(state: &mut u64) -> u64 {
 }
 
 /// splitmix64's finalizer; also folds features into super-features.
-const fn mix(mut z: u64) -> u64 {
+pub(crate) const fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)

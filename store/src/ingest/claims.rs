@@ -16,7 +16,7 @@
 //! The set is a Bloom filter of fixed size, so memory does not grow with the
 //! dump: a false positive only skips one entry.
 
-use crate::resemblance::Sketch;
+use crate::resemblance::{Sketch, mix};
 
 /// Bits of the filter: 2^25 (4 MiB, allocated on first use); why: below
 /// 1/10 000 false positives up to ~500 000 claims (4 per new chunk: ~30 GB
@@ -59,10 +59,7 @@ impl Claims {
 
 /// A 64-bit mix of `(slot, value)` (splitmix64's finalizer).
 fn key_hash(slot: u8, value: u64) -> u64 {
-    let mut z = value ^ (u64::from(slot) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    mix(value ^ (u64::from(slot) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 #[cfg(test)]
