@@ -276,3 +276,40 @@ fn a_chunk_spanning_two_stored_chunks_is_split_and_stored_as_two_deltas() {
     assert_eq!(read_back(&store, day2, "t"), merged);
     assert!(store.verify().unwrap().is_clean());
 }
+
+/// Feature claims: a chunk stored after a look-alike in the same dump does
+/// not take the look-alike's feature entries, so the next dump's version of
+/// the first chunk is coded against it, not against the look-alike.
+#[test]
+fn a_look_alike_in_the_same_dump_leaves_the_first_chunk_its_features() {
+    let dir = tempfile::tempdir().unwrap();
+    // Default chunking: 64 KiB minimum, so each input below is one chunk.
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let a = text_rows(61, 900);
+    let look_alike = scattered_edit(&a, 20_000, 1 << 30, b'l');
+    assert!(a.len() > 20_000 && a.len() < 64 * 1024);
+    let day1 = store_files(&store, &[("a", &a), ("b", &look_alike)]);
+    let ids: Vec<ChunkId> = store
+        .manifest(day1)
+        .unwrap()
+        .chunk_refs()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+
+    let a2 = scattered_edit(&a, 3_000, 1 << 30, b'2');
+    let day2 = store_files(&store, &[("a", &a2)]);
+    let id2 = store
+        .manifest(day2)
+        .unwrap()
+        .chunk_refs()
+        .next()
+        .unwrap()
+        .id;
+    assert_eq!(
+        chain(&store, id2).get(1),
+        Some(&ids[0]),
+        "the new version is coded against its own predecessor"
+    );
+    assert_eq!(read_back(&store, day2, "a"), a2);
+}
