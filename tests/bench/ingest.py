@@ -11,7 +11,8 @@ days), so that drifting load hits both alike. Reports per day and summed
 the catalog span of each dump, the /dev/null reference (mean of the three),
 the worker's own CPU seconds (utime + stime, without its children) and its
 children's (pg_dump, pg_restore --list, psql), pg_dump's CPU alone, the
-stored bytes and the load average.
+stored bytes and the load average. The workers' logs are copied into
+--out at the end (each dump's step times: a "dump steps" line).
 
     tests/bench/ingest.py --a DIR --b DIR [--shape mixed|wide] [--size-mb 300]
                           [--days 7] [--out DIR]
@@ -184,6 +185,9 @@ def main() -> int:
         snap.start_coordinator()
         for label, d in zip(labels, (args.a, args.b)):
             snap.start_worker(label, {}, [], src.port, worker_bin=d / "pgsnapman-worker")
+            # The worker's log (its per-dump "dump steps" line) outlives the run.
+            log_file = snap.workers[label][0].log
+            stack.callback(lambda f=log_file: f.exists() and shutil.copy(f, args.out / f.name))
         others = Others(src, tmp, env, 1)
         if args.perf_b:
             perf = subprocess.Popen(["perf", "record", "-F", "199", "-o", args.perf_b, "-p",

@@ -202,8 +202,10 @@ impl Ingest {
         if self.poisoned {
             return Err(StoreError::IngestPoisoned(self.dump_uuid));
         }
+        let t0 = std::time::Instant::now();
         self.sink.seal_current()?;
         crash::at(CrashPoint::IngestSealed);
+        let t_sealed = t0.elapsed();
         let m = Manifest {
             format_version: MANIFEST_FORMAT_VERSION,
             dump_uuid: self.dump_uuid,
@@ -223,6 +225,7 @@ impl Ingest {
         }
         crate::durable::write_atomic(&self.inner.manifests_dir.join(&name), &bytes)?;
         self.finished = true;
+        let t_manifest = t0.elapsed();
         // Derived data: if this fails the dump still exists, and the next
         // `Store::open` writes the summary from the manifest.
         if let Err(e) = self
@@ -239,6 +242,7 @@ impl Ingest {
             tracing::warn!(dump_id = %m.dump_uuid, "cannot flush the index: {e}");
         }
         crash::at(CrashPoint::IngestSummary);
+        tracing::debug!(dump_id = %m.dump_uuid, sealed_ms = t_sealed.as_secs_f64() * 1e3, manifest_ms = t_manifest.as_secs_f64() * 1e3, total_ms = t0.elapsed().as_secs_f64() * 1e3, "finish steps");
         tracing::info!(dump_id = %m.dump_uuid, logical_bytes = m.logical_bytes, new_stored_bytes = m.new_stored_bytes, full_chunks = self.sink.full_chunks, delta_chunks = self.sink.delta_chunks, "dump stored");
         Ok(m)
     }

@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use nix::errno::Errno;
@@ -45,6 +45,8 @@ pub enum Ended {
         tail: Vec<u8>,
         /// The rows of every table, counted on the way (or why not).
         rows: rowcount::Counted,
+        /// When the program exited (the store may have caught up later).
+        exited: Instant,
     },
     Cancelled,
 }
@@ -155,6 +157,7 @@ pub async fn stream(
         grace,
     )
     .await;
+    let exited = Instant::now();
     let (ingest, stored) = storing.await.context("the storing thread failed")?;
     match outcome? {
         Outcome::Cancelled => Ok(Ended::Cancelled),
@@ -170,6 +173,7 @@ pub async fn stream(
                 ingest: Box::new(ingest),
                 tail,
                 rows,
+                exited,
             })
         }
     }
@@ -235,6 +239,7 @@ async fn directory_in(
     let ok = matches!(&outcome, Ok(Outcome::Exited { status, .. }) if status.success())
         && !cancel.is_cancelled();
     state.store(if ok { FINISH } else { ABORT }, Ordering::SeqCst);
+    let exited = Instant::now();
     let (ingest, stored) = storing.await.context("the storing thread failed")?;
     match outcome? {
         Outcome::Cancelled => Ok(Ended::Cancelled),
@@ -254,6 +259,7 @@ async fn directory_in(
                 ingest: Box::new(ingest),
                 tail: Vec::new(),
                 rows,
+                exited,
             })
         }
     }

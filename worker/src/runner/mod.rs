@@ -10,6 +10,7 @@ pub mod process;
 pub mod replay;
 pub mod source;
 pub mod spec;
+pub mod steps;
 pub mod unrecorded;
 
 use std::path::{Path, PathBuf};
@@ -456,6 +457,7 @@ impl Runner {
             String::new()
         };
         let started_at = self.now();
+        let mut steps = steps::Steps::new();
         let instance = checked.instance;
         let mut finished = DumpFinished {
             dump_uuid: dump_uuid.to_string(),
@@ -494,7 +496,10 @@ impl Runner {
             None => format!("pgsnapman-dump-job-{}", spec.job_id),
         };
         let session = match self.session(instance, &app_name) {
-            Ok(s) => s,
+            Ok(s) => {
+                steps.mark("session");
+                s
+            }
             Err(err) => {
                 finished.error = format!("{err:#}");
                 finished.finished_at = Some(pgsnapman_proto::timestamp(self.now()));
@@ -521,6 +526,7 @@ impl Runner {
             finished.finished_at = Some(pgsnapman_proto::timestamp(self.now()));
             return DumpResult::Finished(Box::new(finished));
         }
+        steps.mark("marker");
         let mut paused = false;
         // dump.max_run_time cancels the attempt as a lost lease would, but
         // the dump is then reported as failed, saying why.
@@ -540,9 +546,17 @@ impl Runner {
                 progress,
                 &mut finished,
                 &mut paused,
+                &mut steps,
             )
             .await;
         timer.abort();
+        tracing::info!(
+            dump_id = %dump_uuid,
+            stored = result.as_ref().is_ok_and(|stored| *stored),
+            total_ms = steps.total().as_millis() as u64,
+            steps = %steps.summary(),
+            "dump steps"
+        );
         if attempt_cancel.is_cancelled()
             && !cancel.is_cancelled()
             && !result.as_ref().is_ok_and(|stored| *stored)
@@ -612,7 +626,8 @@ impl Runner {
     }
 
     /// Probe, dump, commit. Ok(false) means cancelled; Err is a failed dump
-    /// whose message is the error text.
+    /// whose message is the error text. `steps` times each step.
+    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
         c: &Checked<'_>,
@@ -621,6 +636,7 @@ impl Runner {
         progress: Arc<AtomicU64>,
         finished: &mut DumpFinished,
         paused: &mut bool,
+        steps: &mut steps::Steps,
     ) -> Result<bool> {
         let dump_uuid = Uuid::parse_str(&finished.dump_uuid).context("dump uuid")?;
 
@@ -648,6 +664,7 @@ impl Runner {
         if !c.dump_type.is_cluster_wide() {
             finished.database_bytes = info.database_bytes;
         }
+        steps.mark("probe");
 
         // 2. What pg_dump leaves out of a database dump (owner, encoding,
         //    locale, tablespace, ACL, settings, referenced roles).
@@ -662,6 +679,7 @@ impl Runner {
                 return Ok(false);
             };
             finished.restore_metadata_json = metadata::parse(&out)?.to_string();
+            steps.mark("metadata");
         }
 
         // 3. The client of exactly the server's major.
@@ -720,6 +738,7 @@ impl Runner {
             .await
             .context("start storing the dump")?
             .map_err(|e| anyhow::anyhow!("cannot start storing the dump: {e}"))?;
+        steps.mark("store_begin");
         let file_name = stream_file_name(c);
         let ended = if directory {
             ingest::directory(
@@ -752,7 +771,14 @@ impl Runner {
         let ended = ended.map_err(|e| name_lock_wait(e, self.lock_wait_timeout))?;
         let (ingest, tail) = match ended {
             ingest::Ended::Cancelled => return Ok(false),
-            ingest::Ended::Stored { ingest, tail, rows } => {
+            ingest::Ended::Stored {
+                ingest,
+                tail,
+                rows,
+                exited,
+            } => {
+                steps.mark_at("dump", exited);
+                steps.mark("store_drain");
                 note_rows(finished, rows);
                 (*ingest, tail)
             }
@@ -798,12 +824,15 @@ impl Runner {
             ingest
         };
 
+        steps.mark("toc_check");
+
         // 6. The manifest makes the dump exist (durable before it is reported).
         let meta = manifest_meta(finished, c, self.now())?;
         let manifest = tokio::task::spawn_blocking(move || ingest.finish(meta))
             .await
             .context("finish storing the dump")?
             .map_err(|e| anyhow::anyhow!("cannot store the dump's manifest: {e}"))?;
+        steps.mark("finish");
         finished.dump_bytes = manifest.logical_bytes;
         finished.stored_bytes = manifest.new_stored_bytes;
         finished.location = self
