@@ -133,6 +133,11 @@ pub struct ArchiveRows {
     counted: HashMap<i64, u64>,
     current: Option<(i64, CopyRows)>,
     error: Option<String>,
+    /// Bytes fed so far.
+    fed: u64,
+    /// Custom format: where the table of contents ends (the first data
+    /// block's offset), once read.
+    toc_end: Option<u64>,
 }
 
 impl ArchiveRows {
@@ -154,7 +159,15 @@ impl ArchiveRows {
             counted: HashMap::new(),
             current: None,
             error: None,
+            fed: 0,
+            toc_end: None,
         }
+    }
+
+    /// Custom format: the length of the header and table of contents, once
+    /// read (what `pg_restore --list` reads of the archive).
+    pub fn toc_end(&self) -> Option<u64> {
+        self.toc_end
     }
 
     fn fail(&mut self, why: String) {
@@ -200,7 +213,12 @@ impl ArchiveRows {
     /// Feeds the next bytes of the archive.
     pub fn feed(&mut self, mut input: &[u8]) {
         while !input.is_empty() {
+            let before = input.len();
             self.step(&mut input);
+            self.fed += (before - input.len()) as u64;
+            if self.toc_end.is_none() && self.state == State::BlockType {
+                self.toc_end = Some(self.fed);
+            }
             if matches!(self.state, State::Done | State::Failed) {
                 return;
             }

@@ -50,6 +50,9 @@ pub struct RowCounter {
     toc: Option<HashMap<i64, archive::TableData>>,
     result: Option<Counted>,
     error: Option<String>,
+    /// Custom format: the length of the archive's header and table of
+    /// contents, once its file has ended.
+    toc_bytes: Option<u64>,
 }
 
 impl RowCounter {
@@ -60,6 +63,7 @@ impl RowCounter {
             data_files: HashMap::new(),
             toc: None,
             result: None,
+            toc_bytes: None,
             error: match kind {
                 Kind::Unsupported(why) => Some(why.to_string()),
                 _ => None,
@@ -97,10 +101,13 @@ impl RowCounter {
     pub fn end_file(&mut self) {
         let counted: Option<Counted> = match std::mem::replace(&mut self.file, File::None) {
             File::None => None,
-            File::Archive(a) => Some(
-                a.finish()
-                    .and_then(|(tables, rows)| custom_rows(tables, &rows)),
-            ),
+            File::Archive(a) => {
+                self.toc_bytes = a.toc_end();
+                Some(
+                    a.finish()
+                        .and_then(|(tables, rows)| custom_rows(tables, &rows)),
+                )
+            }
             File::Plain(p) => Some(p.finish()),
             File::Data(name, c) => {
                 self.data_files.insert(name, c.rows());
@@ -125,6 +132,17 @@ impl RowCounter {
         if self.error.is_none() {
             self.error = Some(e);
         }
+    }
+
+    /// The rows of every table, sorted by database, schema and table; and,
+    /// when the dump is a custom archive read whole without error, the
+    /// length of its header and table of contents.
+    pub fn finish_with_toc(mut self) -> (Counted, Option<u64>) {
+        self.end_file();
+        let toc = self.toc_bytes;
+        let counted = self.finish();
+        let toc = if counted.is_ok() { toc } else { None };
+        (counted, toc)
     }
 
     /// The rows of every table, sorted by database, schema and table.

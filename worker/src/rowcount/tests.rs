@@ -163,6 +163,30 @@ fn custom_archives_of_every_version() {
 }
 
 #[test]
+fn the_table_of_contents_ends_where_the_first_data_block_starts() {
+    for minor in [12, 14, 15, 16] {
+        let mut w = Writer::new(minor, 1);
+        w.toc(&ENTRIES, false);
+        let toc_len = w.out.len() as u64;
+        let a = custom_archive(minor);
+        for split in [1, toc_len as usize, a.len() - 1] {
+            let mut c = RowCounter::new(Kind::Custom);
+            c.begin_file("dump");
+            c.feed(&a[..split]);
+            c.feed(&a[split..]);
+            let (rows, toc) = c.finish_with_toc();
+            assert_eq!(rows, Ok(expected()), "1.{minor}");
+            assert_eq!(toc, Some(toc_len), "1.{minor} split at {split}");
+        }
+        // Cut short: no length, since the archive was not read whole.
+        let mut c = RowCounter::new(Kind::Custom);
+        c.begin_file("dump");
+        c.feed(&a[..a.len() - 3]);
+        assert_eq!(c.finish_with_toc().1, None, "1.{minor}");
+    }
+}
+
+#[test]
 fn custom_archive_split_anywhere() {
     for minor in [14, 16] {
         let a = custom_archive(minor);

@@ -47,6 +47,9 @@ pub enum Ended {
         rows: rowcount::Counted,
         /// When the program exited (the store may have caught up later).
         exited: Instant,
+        /// A custom archive read whole on the way: the length of its header
+        /// and table of contents (`check_stream_head` reads them back).
+        toc_bytes: Option<u64>,
     },
     Cancelled,
 }
@@ -145,7 +148,7 @@ pub async fn stream(
         // EPIPE instead of blocking forever.
         let tail = std::mem::take(&mut counting.tail);
         drop(counting);
-        (ingest, res.map(|_| (tail, counter.finish())))
+        (ingest, res.map(|_| (tail, counter.finish_with_toc())))
     });
     let outcome = process::run_observed(
         cmd.cmd,
@@ -165,7 +168,8 @@ pub async fn stream(
             if cancel.is_cancelled() {
                 return Ok(Ended::Cancelled);
             }
-            let (tail, rows) = stored.map_err(|e| anyhow!("cannot store the dump: {e}"))?;
+            let (tail, (rows, toc_bytes)) =
+                stored.map_err(|e| anyhow!("cannot store the dump: {e}"))?;
             if !status.success() {
                 return Err(failure(program, status, &stderr).into());
             }
@@ -174,6 +178,7 @@ pub async fn stream(
                 tail,
                 rows,
                 exited,
+                toc_bytes,
             })
         }
     }
@@ -260,6 +265,7 @@ async fn directory_in(
                 tail: Vec::new(),
                 rows,
                 exited,
+                toc_bytes: None,
             })
         }
     }
@@ -381,6 +387,38 @@ pub async fn check_stream_toc(
     fed?;
     let ok = toc_listed(outcome?)?;
     Ok((ingest, ok))
+}
+
+/// Reads the first `toc_bytes` of a stored custom-format archive back from
+/// the store (every chunk hash-checked): the header and table of contents
+/// that the row counter already parsed as they streamed past, i.e. what
+/// `check_stream_toc`'s `pg_restore --list` would read, without starting it.
+pub async fn check_stream_head(
+    ingest: Ingest,
+    file_name: &'static str,
+    toc_bytes: u64,
+) -> Result<Ingest> {
+    let (ingest, res) = tokio::task::spawn_blocking(move || {
+        let mut ingest = ingest;
+        let res = (|| -> Result<()> {
+            let reader = ingest
+                .read_back(file_name)
+                .context("read the stored archive back")?;
+            let read = std::io::copy(&mut reader.take(toc_bytes), &mut std::io::sink())
+                .map_err(|e| anyhow!("read the stored archive back: {e}"))?;
+            if read != toc_bytes {
+                bail!(
+                    "the stored archive ends after {read} bytes, inside its table of contents ({toc_bytes} bytes)"
+                );
+            }
+            Ok(())
+        })();
+        (ingest, res)
+    })
+    .await
+    .context("the reading thread failed")?;
+    res?;
+    Ok(ingest)
 }
 
 /// Writes the stored `toc.dat` of a directory-format dump into `dir` and runs

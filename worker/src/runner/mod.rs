@@ -769,23 +769,27 @@ impl Runner {
             None => ended,
         };
         let ended = ended.map_err(|e| name_lock_wait(e, self.lock_wait_timeout))?;
-        let (ingest, tail) = match ended {
+        let (ingest, tail, toc_bytes) = match ended {
             ingest::Ended::Cancelled => return Ok(false),
             ingest::Ended::Stored {
                 ingest,
                 tail,
                 rows,
                 exited,
+                toc_bytes,
             } => {
                 steps.mark_at("dump", exited);
                 steps.mark("store_drain");
                 note_rows(finished, rows);
-                (*ingest, tail)
+                (*ingest, tail, toc_bytes)
             }
         };
 
         // 5. What was stored reads back: the archive's table of contents
-        //    through pg_restore --list, a plain dump's completion marker.
+        //    through pg_restore --list, a plain dump's completion marker. A
+        //    custom archive the row counter read whole (header, table of
+        //    contents, every data block) needs no second parser: its header
+        //    and table of contents are read back from the store only.
         let ingest = if directory {
             let check_dir = self.spool_dir.join(format!("{dump_uuid}.check"));
             let (ingest, listed) = ingest::check_directory_toc(
@@ -808,6 +812,8 @@ impl Runner {
                 );
             }
             ingest
+        } else if let Some(toc_bytes) = toc_bytes {
+            ingest::check_stream_head(ingest, file_name, toc_bytes).await?
         } else {
             let (ingest, listed) = ingest::check_stream_toc(
                 ingest,
