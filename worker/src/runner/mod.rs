@@ -667,20 +667,23 @@ impl Runner {
         steps.mark("probe");
 
         // 2. What pg_dump leaves out of a database dump (owner, encoding,
-        //    locale, tablespace, ACL, settings, referenced roles).
-        if !c.dump_type.is_cluster_wide() {
+        //    locale, tablespace, ACL, settings, referenced roles): read beside
+        //    the dump (catalog queries that take no lock pg_dump waits for),
+        //    so its psql round trip is off the dump's critical path.
+        //    `Ok(None)`: cancelled.
+        let read_metadata = async {
+            if c.dump_type.is_cluster_wide() {
+                return Ok(Some(String::new()));
+            }
             let out = session
                 .run(&c.connect_db, &[metadata::METADATA_SQL], cancel)
                 .await
                 .map_err(|e| {
                     anyhow::anyhow!("cannot read the database's restore metadata: {e:#}")
                 })?;
-            let Some(out) = out else {
-                return Ok(false);
-            };
-            finished.restore_metadata_json = metadata::parse(&out)?.to_string();
-            steps.mark("metadata");
-        }
+            out.map(|out| metadata::parse(&out).map(|m| m.to_string()))
+                .transpose()
+        };
 
         // 3. The client of exactly the server's major.
         let tools: &ClientTools = self.clients.for_major(info.major())?;
@@ -740,30 +743,33 @@ impl Runner {
             .map_err(|e| anyhow::anyhow!("cannot start storing the dump: {e}"))?;
         steps.mark("store_begin");
         let file_name = stream_file_name(c);
-        let ended = if directory {
-            ingest::directory(
-                ingest,
-                spool.clone(),
-                ingest::Program { cmd, observer },
-                name,
-                run_cancel,
-                self.kill_grace,
-                progress,
-            )
-            .await
-        } else {
-            ingest::stream(
-                ingest,
-                file_name,
-                rowcount_kind(c),
-                ingest::Program { cmd, observer },
-                name,
-                run_cancel,
-                self.kill_grace,
-                progress,
-            )
-            .await
+        let dump = async {
+            if directory {
+                ingest::directory(
+                    ingest,
+                    spool.clone(),
+                    ingest::Program { cmd, observer },
+                    name,
+                    run_cancel,
+                    self.kill_grace,
+                    progress,
+                )
+                .await
+            } else {
+                ingest::stream(
+                    ingest,
+                    file_name,
+                    rowcount_kind(c),
+                    ingest::Program { cmd, observer },
+                    name,
+                    run_cancel,
+                    self.kill_grace,
+                    progress,
+                )
+                .await
+            }
         };
+        let (ended, restore_metadata) = tokio::join!(dump, read_metadata);
         let ended = match script_run {
             Some(run) => run.end(ended, finished, cancel),
             None => ended,
@@ -784,6 +790,11 @@ impl Runner {
                 (*ingest, tail, toc_bytes)
             }
         };
+        // Dropping the ingest (on an error or cancel) abandons what it stored.
+        let Some(restore_metadata) = restore_metadata? else {
+            return Ok(false);
+        };
+        finished.restore_metadata_json = restore_metadata;
 
         // 5. What was stored reads back: the archive's table of contents
         //    through pg_restore --list, a plain dump's completion marker. A
