@@ -35,7 +35,7 @@ pub use delta::MAX_DELTA_DEPTH;
 pub use error::StoreError;
 pub use gc::GcReport;
 pub use index::{INDEX_FORMAT_VERSION, INFO_LOGS_KEPT, bound_info_logs};
-pub use ingest::Ingest;
+pub use ingest::{IndexFlush, Ingest};
 pub use manifest::{
     ChunkRef, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestMeta, TableRows,
 };

@@ -197,8 +197,20 @@ impl Ingest {
     }
 
     /// Seals and indexes everything written, then writes the manifest. When
-    /// this returns the dump is durable and complete.
-    pub fn finish(mut self, meta: ManifestMeta) -> Result<Manifest, StoreError> {
+    /// this returns the dump is durable and complete (and the index flushed).
+    pub fn finish(self, meta: ManifestMeta) -> Result<Manifest, StoreError> {
+        let (m, flush) = self.finish_deferring_flush(meta)?;
+        flush.run();
+        Ok(m)
+    }
+
+    /// `finish`, leaving the index flush (which moves synced entries from
+    /// the write-ahead log to a table file: space, not durability) to the
+    /// caller, who can run it once the dump is reported.
+    pub fn finish_deferring_flush(
+        mut self,
+        meta: ManifestMeta,
+    ) -> Result<(Manifest, IndexFlush), StoreError> {
         if self.poisoned {
             return Err(StoreError::IngestPoisoned(self.dump_uuid));
         }
@@ -235,16 +247,32 @@ impl Ingest {
         {
             tracing::warn!(dump_id = %m.dump_uuid, "cannot record the dump summary: {e}");
         }
-        // The dump's entries leave the write-ahead log for a table file,
-        // where a feature entry overwritten within the dump takes no space
-        // (docs/store.md); a failure leaves them in the log, still valid.
-        if let Err(e) = self.inner.index.flush() {
-            tracing::warn!(dump_id = %m.dump_uuid, "cannot flush the index: {e}");
-        }
         crash::at(CrashPoint::IngestSummary);
         tracing::debug!(dump_id = %m.dump_uuid, sealed_ms = t_sealed.as_secs_f64() * 1e3, manifest_ms = t_manifest.as_secs_f64() * 1e3, total_ms = t0.elapsed().as_secs_f64() * 1e3, "finish steps");
         tracing::info!(dump_id = %m.dump_uuid, logical_bytes = m.logical_bytes, new_stored_bytes = m.new_stored_bytes, full_chunks = self.sink.full_chunks, delta_chunks = self.sink.delta_chunks, "dump stored");
-        Ok(m)
+        let flush = IndexFlush {
+            inner: Arc::clone(&self.inner),
+            dump_uuid: m.dump_uuid,
+        };
+        Ok((m, flush))
+    }
+}
+
+/// The index flush a finished ingest still owes (`finish_deferring_flush`).
+#[must_use = "run it: without it a small store's write-ahead log keeps every entry"]
+pub struct IndexFlush {
+    inner: Arc<Inner>,
+    dump_uuid: Uuid,
+}
+
+impl IndexFlush {
+    /// The dump's entries leave the write-ahead log for a table file, where
+    /// a feature entry overwritten within the dump takes no space
+    /// (docs/store.md); a failure leaves them in the log, still valid.
+    pub fn run(self) {
+        if let Err(e) = self.inner.index.flush() {
+            tracing::warn!(dump_id = %self.dump_uuid, "cannot flush the index: {e}");
+        }
     }
 }
 

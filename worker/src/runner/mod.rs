@@ -845,10 +845,14 @@ impl Runner {
 
         // 6. The manifest makes the dump exist (durable before it is reported).
         let meta = manifest_meta(finished, c, self.now())?;
-        let manifest = tokio::task::spawn_blocking(move || ingest.finish(meta))
-            .await
-            .context("finish storing the dump")?
-            .map_err(|e| anyhow::anyhow!("cannot store the dump's manifest: {e}"))?;
+        let (manifest, flush) =
+            tokio::task::spawn_blocking(move || ingest.finish_deferring_flush(meta))
+                .await
+                .context("finish storing the dump")?
+                .map_err(|e| anyhow::anyhow!("cannot store the dump's manifest: {e}"))?;
+        // The dump is durable: the index flush (space, not durability) runs
+        // beside what follows (its outbox event, the next dump).
+        drop(tokio::task::spawn_blocking(move || flush.run()));
         steps.mark("finish");
         finished.dump_bytes = manifest.logical_bytes;
         finished.stored_bytes = manifest.new_stored_bytes;
