@@ -521,6 +521,31 @@ mod tests {
         assert!(data.ends_with(&c.tail));
     }
 
+    #[tokio::test]
+    async fn the_stored_head_reads_back_and_a_short_archive_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            pgsnapman_store::Store::open(dir.path(), pgsnapman_store::StoreOptions::default())
+                .unwrap();
+        let data: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let mut ingest = store.begin(uuid::Uuid::now_v7()).unwrap();
+        ingest.add_file("archive.dump", &data[..]).unwrap();
+        let len = data.len() as u64;
+        // The whole file, and a head of it, read back.
+        let ingest = check_stream_head(ingest, "archive.dump", len)
+            .await
+            .unwrap();
+        let ingest = check_stream_head(ingest, "archive.dump", 4096)
+            .await
+            .unwrap();
+        // A table of contents said to be longer than what was stored.
+        let Err(err) = check_stream_head(ingest, "archive.dump", len + 1).await else {
+            panic!("a head longer than the stored archive read back");
+        };
+        let err = err.to_string();
+        assert!(err.contains(&format!("ends after {len} bytes")), "{err}");
+    }
+
     #[test]
     fn plain_markers() {
         assert!(plain_dump_complete(
