@@ -126,7 +126,8 @@ class Bench:
                       log=self.tmp / "tools.log")
             server = self.server_end(server)
         out = {"s": createdb_s + t.seconds, "pg_restore_cpu_s": t.cpu_s[0],
-               **server, "server_by_kind": procs.by_kind, "load1": load,
+               **server, "server_by_kind": procs.by_kind,
+               "server_waits_by_kind": procs.waits_by_kind, "load1": load,
                "content_matches": self.check_and_drop(db)}
         if createdb_timed:
             out["createdb_s"] = createdb_s
@@ -153,7 +154,8 @@ class Bench:
         return {"s": task_s if task_s is not None else cli_s, "cli_s": cli_s,
                 "pg_restore_phase_s": self.restore_phase_s(),
                 "worker_own_cpu_s": own2 - own, "pg_restore_cpu_s": children2 - children,
-                **server, "server_by_kind": procs.by_kind, "load1": load,
+                **server, "server_by_kind": procs.by_kind,
+                "server_waits_by_kind": procs.waits_by_kind, "load1": load,
                 "content_matches": self.check_and_drop(db)}
 
 
@@ -230,6 +232,10 @@ def render(results: dict) -> str:
         cells = [sum(r.get("server_by_kind", {}).get(k, 0.0) for r in runs) / len(runs)
                  for k in kinds]
         out.append(f"| {name} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+    out += ["", "Waits (voluntary context switches) of the restore's backends (mean):", ""]
+    for name, runs in rounds.items():
+        w = [r.get("server_waits_by_kind", {}).get("backend target", 0) for r in runs]
+        out.append(f"- {name}: {sum(w) / len(w):.0f} ({', '.join(map(str, w))})")
     out.append("")
     for name, s in results["ratios"].items():
         out.append(f"- {name}: {s['ratio_mean']}× (per round {s['ratios']}, "

@@ -10,6 +10,8 @@ the children that ended).
     with ServerProcs(postmaster_pid, databases={"restore_file": "target"}) as s:
         ...
     s.by_kind  ->  {"backend target": 1.2, "autovacuum worker": 0.0, ...}
+    s.waits_by_kind  ->  {"backend target": 3100, ...}  (voluntary context
+    switches up to the last sample: how often those processes waited)
 """
 import os
 import threading
@@ -28,6 +30,18 @@ def _stat(pid: int) -> tuple[int, float, float] | None:
     own = (int(fields[11]) + int(fields[12])) / TICK
     children = (int(fields[13]) + int(fields[14])) / TICK
     return int(fields[1]), own, children
+
+
+def _waits(pid: int) -> int:
+    """Voluntary context switches of a (single-threaded) process: how often
+    it waited (for a COPY backend, mostly for the client's next bytes)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def _title(pid: int) -> str:
@@ -95,7 +109,9 @@ class ServerProcs:
         self.first: dict = {}   # pid -> CPU s when first seen
         self.last: dict = {}    # pid -> CPU s when last seen
         self.kinds: dict = {}   # pid -> kind (from the newest title)
+        self.waits: dict = {}   # pid -> (voluntary switches when first seen, last seen)
         self.by_kind: dict = {}
+        self.waits_by_kind: dict = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -108,6 +124,8 @@ class ServerProcs:
             # of its CPU counts.
             self.first.setdefault(pid, st[1] if initial else 0.0)
             self.last[pid] = st[1]
+            waits = _waits(pid)
+            self.waits[pid] = (self.waits.get(pid, (waits if initial else 0,))[0], waits)
             title = _title(pid)
             if title:
                 self.kinds[pid] = kind_of(title, self.databases)
@@ -131,11 +149,14 @@ class ServerProcs:
         pm1 = pm[1:] if pm else self._pm0
         alive = set(children(self.postmaster))
         by_kind: dict = {}
+        waits: dict = {}
         ended_sampled = 0.0
         for pid, cpu in self.last.items():
             grew = cpu - self.first[pid]
             kind = self.kinds.get(pid, "other")
             by_kind[kind] = by_kind.get(kind, 0.0) + grew
+            w0, w1 = self.waits.get(pid, (0, 0))
+            waits[kind] = waits.get(kind, 0) + w1 - w0
             if pid not in alive:
                 ended_sampled += cpu
         by_kind["postmaster"] = pm1[0] - self._pm0[0]
@@ -146,4 +167,5 @@ class ServerProcs:
         by_kind["unsampled"] = max(0.0, reaped - ended_sampled)
         self.by_kind = {k: round(v, 3) for k, v in sorted(by_kind.items()) if v > 0}
         self.reaped_s = round(reaped, 3)
+        self.waits_by_kind = {k: v for k, v in sorted(waits.items()) if v > 0}
         return False
