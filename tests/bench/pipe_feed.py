@@ -37,8 +37,8 @@ CAP = 1 << 20
 
 def ctxsw(tid):
     st = Path(f"/proc/self/task/{tid}/status").read_text().splitlines()
-    v = [int(l.split()[1]) for l in st if l.startswith(("voluntary_ctxt", "nonvoluntary_ctxt"))]
-    return v
+    return [int(line.split()[1]) for line in st
+            if line.startswith(("voluntary_ctxt", "nonvoluntary_ctxt"))]
 
 
 def writer(path, wfd, mode, out):
