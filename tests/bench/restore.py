@@ -22,6 +22,10 @@ directory. Then, for --rounds rounds, interleaved (A..F, then F..A, ...):
 Each figure: wall seconds (restore now: the task's started->finished and the
 CLI's), CPU seconds of pg_restore (and, for restore now, the worker's own
 apart from its children), the server's CPU, the 1-minute load average.
+The server's CPU is read once the step's backends have ended and been
+reaped (read at once, as before, a file restore's backend often was not
+yet, and its CPU fell outside the figure), and broken down by process
+kind (server_procs.py).
 Every restored database is compared with the source row for row.
 
     tests/bench/restore.py [--size-mb 300] [--rounds 3] [--out DIR] [--only A,A2,B]
@@ -45,13 +49,22 @@ from pathlib import Path
 import churn
 import churn_sql
 from churn_proc import BenchError, Cluster, run_main, run, timed
+from server_procs import ServerProcs, settle
 
 STEP_TIMEOUT = 3600
+# Backends by database in the server-CPU breakdown: the restore's target
+# (restore_store_pgsnapman_<run> while restore now fills it) and the
+# maintenance database the worker's and the benchmark's psql runs use.
+BACKENDS = {"restore_": "target", "postgres": "maintenance db"}
 CUSTOM, DIRECTORY = "with deltas", churn.DIRECTORY
 
 
 def load1() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def postmaster_pid(cluster: Cluster) -> int:
+    return int((cluster.data / "postmaster.pid").read_text().split()[0])
 
 
 def own_and_children_cpu_s(pid: int) -> tuple[float, float]:
@@ -68,6 +81,26 @@ class Bench:
         self.want = src.psql("bench", churn_sql.FINGERPRINT, timeout=STEP_TIMEOUT).strip()
         self.dumps = {}
 
+    def server_start(self) -> tuple[float, float]:
+        """The server's CPU as a step begins: (read at once, as before
+        2026-12-07's eighth session; read once the backends of the previous
+        step have ended and been reaped)."""
+        at_once = self.src.server_cpu_s()
+        if not settle(postmaster_pid(self.src)):
+            raise BenchError("backends of the previous step did not end within 10 s")
+        return at_once, self.src.server_cpu_s()
+
+    def server_end(self, start: tuple[float, float]) -> dict:
+        """The server's CPU for a step: `server_cpu_s` once its backends
+        have ended and been reaped (a backend outlives its client by a
+        little: read at once, part of its CPU falls into the next step), and
+        `server_cpu_at_once_s` read at once, as before."""
+        at_once = self.src.server_cpu_s() - start[0]
+        if not settle(postmaster_pid(self.src)):
+            raise BenchError("the restore's backends did not end within 10 s")
+        return {"server_cpu_s": self.src.server_cpu_s() - start[1],
+                "server_cpu_at_once_s": at_once}
+
     def check_and_drop(self, db: str) -> bool:
         same = self.src.psql(db, churn_sql.FINGERPRINT, timeout=STEP_TIMEOUT).strip() == self.want
         self.src.psql("postgres", f"DROP DATABASE {db};", timeout=300)
@@ -79,19 +112,22 @@ class Bench:
         db = "restore_file"
         if not createdb_timed:
             self.src.psql("postgres", f"CREATE DATABASE {db};", timeout=120)
-        load, server = load1(), self.src.server_cpu_s()
+        load, server = load1(), self.server_start()
         createdb_s = 0.0
-        if createdb_timed:
-            host, port, user = self.src.conn(db)[1:6:2]
-            createdb_s = timed([[self.src.pg_bin / "createdb", "-h", host, "-p", port,
-                                 "-U", user, db]], env=self.src.env, timeout=STEP_TIMEOUT,
-                               log=self.tmp / "tools.log").seconds
-        jobs_arg = [f"--jobs={jobs}"] if jobs > 1 else []
-        t = timed([[self.src.pg_bin / "pg_restore", *self.src.conn(db), "--exit-on-error",
-                    *jobs_arg, archive]], env=self.src.env, timeout=STEP_TIMEOUT,
-                  log=self.tmp / "tools.log")
+        with ServerProcs(postmaster_pid(self.src), BACKENDS) as procs:
+            if createdb_timed:
+                host, port, user = self.src.conn(db)[1:6:2]
+                createdb_s = timed([[self.src.pg_bin / "createdb", "-h", host, "-p", port,
+                                     "-U", user, db]], env=self.src.env, timeout=STEP_TIMEOUT,
+                                   log=self.tmp / "tools.log").seconds
+            jobs_arg = [f"--jobs={jobs}"] if jobs > 1 else []
+            t = timed([[self.src.pg_bin / "pg_restore", *self.src.conn(db), "--exit-on-error",
+                        *jobs_arg, archive]], env=self.src.env, timeout=STEP_TIMEOUT,
+                      log=self.tmp / "tools.log")
+            server = self.server_end(server)
         out = {"s": createdb_s + t.seconds, "pg_restore_cpu_s": t.cpu_s[0],
-               "server_cpu_s": self.src.server_cpu_s() - server, "load1": load,
+               **server, "server_by_kind": procs.by_kind,
+               "server_waits_by_kind": procs.waits_by_kind, "load1": load,
                "content_matches": self.check_and_drop(db)}
         if createdb_timed:
             out["createdb_s"] = createdb_s
@@ -101,13 +137,15 @@ class Bench:
         svc, _, _, inst = self.snap.workers[variant]
         db = "restore_store"
         own, children = own_and_children_cpu_s(svc.pid)
-        load, server = load1(), self.src.server_cpu_s()
+        load, server = load1(), self.server_start()
         jobs_arg = ["--jobs", str(jobs)] if jobs > 1 else []
         start = time.monotonic()
-        task = self.snap.pgsnap("restore", "now", "--dump", str(self.dumps[variant]),
-                                "--to-instance", str(inst), "--to-database", db, *jobs_arg,
-                                "--wait", "--timeout", "1h", timeout=STEP_TIMEOUT)
-        cli_s = time.monotonic() - start
+        with ServerProcs(postmaster_pid(self.src), BACKENDS) as procs:
+            task = self.snap.pgsnap("restore", "now", "--dump", str(self.dumps[variant]),
+                                    "--to-instance", str(inst), "--to-database", db, *jobs_arg,
+                                    "--wait", "--timeout", "1h", timeout=STEP_TIMEOUT)
+            cli_s = time.monotonic() - start
+            server = self.server_end(server)
         if task.get("state") != "SUCCEEDED":
             raise BenchError(f"restore now on {svc.name} ended {task.get('state')}: "
                              f"{task.get('error')}")
@@ -116,7 +154,8 @@ class Bench:
         return {"s": task_s if task_s is not None else cli_s, "cli_s": cli_s,
                 "pg_restore_phase_s": self.restore_phase_s(),
                 "worker_own_cpu_s": own2 - own, "pg_restore_cpu_s": children2 - children,
-                "server_cpu_s": self.src.server_cpu_s() - server, "load1": load,
+                **server, "server_by_kind": procs.by_kind,
+                "server_waits_by_kind": procs.waits_by_kind, "load1": load,
                 "content_matches": self.check_and_drop(db)}
 
 
@@ -166,7 +205,7 @@ def render(results: dict) -> str:
            f"`{results['command']}`; dump -Fc -Z0 {results['z0_bytes'] / 1e6:.1f} MB; "
            f"load at start {results['load_start']}, at end {results['load_end']}", "",
            "| source | wall s per round | mean | pg_restore CPU s | worker own CPU s | "
-           "server CPU s | load1 | rows match |", "|---|---|---|---|---|---|---|---|"]
+           "server CPU s (read at once) | load1 | rows match |", "|---|---|---|---|---|---|---|---|"]
     for name, runs in rounds.items():
         walls = ", ".join(f"{r['s']:.2f}" for r in runs)
         mean = sum(r["s"] for r in runs) / len(runs)
@@ -174,13 +213,29 @@ def render(results: dict) -> str:
         own = [r.get("worker_own_cpu_s") for r in runs]
         own_s = f"{sum(own) / len(own):.2f}" if None not in own else "—"
         server = sum(r["server_cpu_s"] for r in runs) / len(runs)
+        at_once = [r.get("server_cpu_at_once_s") for r in runs]
+        server_s = f"{server:.2f}"
+        if None not in at_once:
+            server_s += f" ({sum(at_once) / len(at_once):.2f})"
         phase = [r.get("pg_restore_phase_s") for r in runs]
         if None not in phase:
             walls += f" (pg_restore phase {', '.join(f'{x:.1f}' for x in phase)})"
         loads = ", ".join(f"{r['load1']:.1f}" for r in runs)
         ok = all(r["content_matches"] for r in runs)
-        out.append(f"| {name} | {walls} | {mean:.2f} | {cpu:.2f} | {own_s} | {server:.2f} | "
+        out.append(f"| {name} | {walls} | {mean:.2f} | {cpu:.2f} | {own_s} | {server_s} | "
                    f"{loads} | {ok} |")
+    out += ["", "Server CPU s by process kind (mean of the rounds; sampled every 100 ms):", ""]
+    kinds = sorted({k for runs in rounds.values() for r in runs
+                    for k in r.get("server_by_kind", {})})
+    out += ["| source | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+    for name, runs in rounds.items():
+        cells = [sum(r.get("server_by_kind", {}).get(k, 0.0) for r in runs) / len(runs)
+                 for k in kinds]
+        out.append(f"| {name} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+    out += ["", "Waits (voluntary context switches) of the restore's backends (mean):", ""]
+    for name, runs in rounds.items():
+        w = [r.get("server_waits_by_kind", {}).get("backend target", 0) for r in runs]
+        out.append(f"- {name}: {sum(w) / len(w):.0f} ({', '.join(map(str, w))})")
     out.append("")
     for name, s in results["ratios"].items():
         out.append(f"- {name}: {s['ratio_mean']}× (per round {s['ratios']}, "

@@ -11,6 +11,7 @@ mod database;
 pub mod log;
 pub mod metadata;
 pub mod names;
+mod pipe_out;
 pub mod pipeline;
 pub mod plan;
 pub mod script;

@@ -5,7 +5,7 @@
 //! (or a plain dump) and psql. Processes run through `runner::process`.
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,12 +14,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use nix::fcntl::OFlag;
-use pgsnapman_store::{READ_AHEAD_CHUNKS, Store};
+use pgsnapman_store::{READ_AHEAD_CHUNKS, ReadAhead, Store};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::classify::{Classifier, Source};
+use super::pipe_out::{PipeOut, Wrote};
 use super::script::{Filter, Report, Rules};
 use crate::runner::process::{self, Outcome, StdoutTo};
 
@@ -87,8 +88,9 @@ pub(super) fn copy_counted(
     }
 }
 
-/// Feeds a stored file into `out` on a blocking thread, the store decoding
-/// ahead on another (`READ_AHEAD_CHUNKS`).
+/// Feeds a stored file into the pipe `out` on a blocking thread, the store
+/// decoding ahead on another (`READ_AHEAD_CHUNKS`), in batches
+/// (`PipeOut`).
 pub(crate) fn feed(
     src: Stored,
     out: OwnedFd,
@@ -96,15 +98,46 @@ pub(crate) fn feed(
     cancel: CancellationToken,
 ) -> tokio::task::JoinHandle<Result<bool>> {
     tokio::task::spawn_blocking(move || {
-        let mut reader = src
+        let reader = src
             .store
             .file_reader(src.dump, &src.file)
             .map_err(|e| anyhow!("cannot read {} of the dump from the store: {e}", src.file))?
             .read_ahead(READ_AHEAD_CHUNKS);
-        grow_pipe(out.as_raw_fd());
-        let mut out = File::from(out);
-        copy_counted(&mut reader, &mut out, &progress, &cancel)
+        let mut out = PipeOut::new(File::from(out));
+        let stopped = || cancel.is_cancelled();
+        Ok(feed_pipe(reader, &mut out, &progress, &stopped)? == Wrote::All)
     })
+}
+
+/// Copies a stored file's decoded chunks into `out` without copying them
+/// first, counting into `progress`: `All`, or `Gone` when the reader went
+/// away or `stopped` said so. A store error is the error (`out` stays
+/// open: the caller records it before the reader sees the end).
+pub(crate) fn feed_pipe(
+    mut reader: ReadAhead,
+    out: &mut PipeOut,
+    progress: &AtomicU64,
+    stopped: &dyn Fn() -> bool,
+) -> Result<Wrote> {
+    loop {
+        if stopped() {
+            return Ok(Wrote::Gone);
+        }
+        let slice = match reader.next_slice() {
+            Ok([]) => return Ok(Wrote::All),
+            Ok(s) => s,
+            Err(e) => bail!("cannot read the dump from the store: {e}"),
+        };
+        let n = slice.len() as u64;
+        if out
+            .write_all(slice, stopped)
+            .map_err(|e| anyhow!("write into the pipe: {e}"))?
+            == Wrote::Gone
+        {
+            return Ok(Wrote::Gone);
+        }
+        progress.fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 /// Space a spooled archive must leave free on the spool's file system (the

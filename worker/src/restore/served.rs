@@ -4,8 +4,7 @@
 //! fills from the store once pg_restore opens it, in whatever order its
 //! parallel workers ask. Never used where a short file could commit.
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,12 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use nix::sys::stat::Mode;
 use pgsnapman_store::{READ_AHEAD_CHUNKS, Store};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::pipe_out::{PipeOut, Wrote};
 use super::pipeline;
 
 /// Data files a dump may have for its data to be served through FIFOs, one
@@ -188,7 +188,6 @@ impl Job {
         if self.stopped() {
             return;
         }
-        pipeline::grow_pipe(out.as_raw_fd());
         let reader = match self.store.file_reader(self.dump, &self.name) {
             Ok(r) => r.read_ahead(READ_AHEAD_CHUNKS),
             Err(e) => {
@@ -213,28 +212,16 @@ impl Job {
 
     /// Copies until the end (true), a gone reader or a stop (false), or a
     /// store error, which is recorded before `out` is closed.
-    fn copy(&self, mut reader: pgsnapman_store::ReadAhead, out: File) -> Result<bool> {
-        let mut out = out;
-        loop {
-            if self.stopped() {
-                return Ok(false);
+    fn copy(&self, reader: pgsnapman_store::ReadAhead, out: File) -> Result<bool> {
+        let mut out = PipeOut::new(out);
+        let stopped = || self.stopped();
+        match pipeline::feed_pipe(reader, &mut out, &self.progress, &stopped) {
+            Ok(wrote) => Ok(wrote == Wrote::All),
+            Err(e) => {
+                let e = e.context(format!("serving {} to pg_restore", self.name));
+                self.fail(format!("{e:#}"));
+                Err(e)
             }
-            let slice = match reader.next_slice() {
-                Ok([]) => return Ok(true),
-                Ok(s) => s,
-                Err(e) => {
-                    let e = anyhow!("cannot read {} of the dump from the store: {e}", self.name);
-                    self.fail(format!("{e:#}"));
-                    return Err(e);
-                }
-            };
-            let n = slice.len() as u64;
-            match out.write_all(slice) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(false),
-                Err(e) => bail!("write to the named pipe {}: {e}", self.path.display()),
-            }
-            self.progress.fetch_add(n, Ordering::Relaxed);
         }
     }
 
