@@ -9,6 +9,7 @@
 mod claims;
 mod feed;
 mod pipeline;
+mod position;
 mod sink;
 mod split;
 mod window;
@@ -30,6 +31,7 @@ use crate::resemblance::{self, Sketch};
 use crate::shared::Inner;
 use claims::Claims;
 use pipeline::Jobs;
+use position::{Previous, Walk};
 use sink::{Base, Job, PackSink};
 use window::Window;
 
@@ -86,14 +88,26 @@ pub struct Ingest {
     poisoned: bool,
     /// Super-features this dump's chunks claimed (`claims.rs`).
     claims: Claims,
+    /// The job's previous dump, for positional bases (`position.rs`).
+    previous: Option<Previous>,
     /// The manifest is durable (an abandoned ingest's sealed packs are
     /// garbage, `PackSink::sealed_any`).
     finished: bool,
 }
 
 impl Ingest {
-    pub(crate) fn new(inner: Arc<Inner>, dump_uuid: Uuid) -> Result<Ingest, StoreError> {
+    /// `previous`: the dump stored before this one by the same job, if any
+    /// (a hint: a dump that is not there, or cannot be read, is ignored).
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        dump_uuid: Uuid,
+        previous: Option<Uuid>,
+    ) -> Result<Ingest, StoreError> {
         let registration = inner.register(dump_uuid)?;
+        let previous = previous.and_then(|p| Previous::load(&inner, p));
+        if let Some(p) = &previous {
+            tracing::debug!(dump_id = %dump_uuid, previous = %p.dump(), chunks = p.len(), "following the previous dump");
+        }
         Ok(Ingest {
             sink: PackSink::new(Arc::clone(&inner)),
             inner,
@@ -104,6 +118,7 @@ impl Ingest {
             logical_bytes: 0,
             poisoned: false,
             claims: Claims::default(),
+            previous,
             finished: false,
         })
     }
@@ -153,6 +168,7 @@ impl Ingest {
             registration: self.registration,
             dump_uuid: self.dump_uuid,
             claims: RefCell::new(&mut self.claims),
+            walk: RefCell::new(self.previous.as_ref().map(|p| p.walk(name))),
         };
         pipeline::store_file(
             &self.inner,
@@ -252,6 +268,8 @@ struct Cutter<'a> {
     dump_uuid: Uuid,
     /// The ingest's claims; only the chunker's thread uses them.
     claims: RefCell<&'a mut Claims>,
+    /// Where this file is in the previous dump (`position.rs`), if known.
+    walk: RefCell<Option<Walk<'a>>>,
 }
 
 impl Cutter<'_> {
@@ -326,6 +344,7 @@ impl Cutter<'_> {
         *logical_bytes += u64::from(len);
         entry.chunks.push(ChunkRef { id, len });
         if self.reference(id)? {
+            self.step(Some(&id));
             return Ok(());
         }
         let sketch = match sketched {
@@ -335,10 +354,11 @@ impl Cutter<'_> {
             }
             None => None,
         };
-        let base = match &sketch {
-            Some(sk) => self.choose_base(id, sk)?,
-            None => None,
+        let (base, anchor) = match &sketch {
+            Some(sk) => self.choose_base(id, sk)?.unzip(),
+            None => (None, None),
         };
+        self.step(anchor.flatten().as_ref());
         let claim = sketch
             .as_ref()
             .map_or(0, |sk| self.claims.borrow_mut().claim(sk));
@@ -387,15 +407,32 @@ impl Cutter<'_> {
         Ok(indexed)
     }
 
-    /// Picks the base for a new chunk: the indexed chunk its super-features
-    /// name most often, if its chain leaves room for one more delta (depth
-    /// below `max_delta_depth`), else the FULL root of that chain. The base
-    /// is registered as used by this ingest under the gc read lock, so gc
+    /// Moves the walk in the previous dump past one chunk (`Walk::step`).
+    fn step(&self, anchor: Option<&ChunkId>) {
+        if let Some(w) = self.walk.borrow_mut().as_mut() {
+            w.step(anchor);
+        }
+    }
+
+    /// Picks the base for a new chunk: the first usable candidate of
+    /// `position::ordered` (the indexed chunk its super-features name most
+    /// often, or the chunk at its place in the previous dump), if its chain
+    /// leaves room for one more delta (depth below `max_delta_depth`), else
+    /// the FULL root of that chain; with the candidate if it anchors the
+    /// walk in the previous dump (`position::ordered`). The base is
+    /// registered as used by this ingest under the gc read lock, so gc
     /// keeps it (and, through it, its chain) until the ingest ends.
-    fn choose_base(&self, id: ChunkId, sketch: &Sketch) -> Result<Option<Base>, StoreError> {
+    fn choose_base(
+        &self,
+        id: ChunkId,
+        sketch: &Sketch,
+    ) -> Result<Option<(Base, Option<ChunkId>)>, StoreError> {
         let inner = self.inner;
         let _gc = inner.gc_read();
-        for (candidate, _votes) in inner.index.candidates(sketch)? {
+        let positional = self.walk.borrow().as_ref().and_then(Walk::candidate);
+        let all_votes = sketch.slots().count() as u32;
+        let candidates = position::ordered(inner.index.candidates(sketch)?, positional, all_votes);
+        for (candidate, anchors) in candidates {
             if candidate == id {
                 continue;
             }
@@ -417,7 +454,7 @@ impl Cutter<'_> {
             if let Some((_, set)) = reg.ingests.get_mut(&self.registration) {
                 set.insert(base.id);
             }
-            return Ok(Some(base));
+            return Ok(Some((base, anchors.then_some(candidate))));
         }
         Ok(None)
     }
