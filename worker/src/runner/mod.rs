@@ -6,6 +6,7 @@ pub mod client;
 pub mod connection;
 pub mod ingest;
 pub mod metadata;
+pub mod previous;
 pub mod process;
 pub mod replay;
 pub mod source;
@@ -80,6 +81,8 @@ pub struct Runner {
     scripts: crate::script::ScriptsConfig,
     /// `[verify]`: how long a verification may take.
     verify: crate::verify::VerifyConfig,
+    /// Each job's newest stored dump, which its next dump follows.
+    previous: previous::PreviousDumps,
 }
 
 /// A dump program's failure, saying that `dump.lock_wait_timeout` fired
@@ -216,6 +219,7 @@ impl Runner {
             clock: std::sync::OnceLock::new(),
             scripts: config.scripts.clone(),
             verify: config.verify.clone(),
+            previous: previous::PreviousDumps::default(),
         })
     }
 
@@ -716,10 +720,13 @@ impl Runner {
             "starting dump into the store"
         );
         let store = self.store.clone();
-        let ingest = tokio::task::spawn_blocking(move || store.begin(dump_uuid))
-            .await
-            .context("start storing the dump")?
-            .map_err(|e| anyhow::anyhow!("cannot start storing the dump: {e}"))?;
+        let (previous, job_id) = (self.previous.clone(), c.spec.job_id);
+        let ingest = tokio::task::spawn_blocking(move || {
+            store.begin_after(dump_uuid, previous.of(&store, job_id))
+        })
+        .await
+        .context("start storing the dump")?
+        .map_err(|e| anyhow::anyhow!("cannot start storing the dump: {e}"))?;
         let file_name = stream_file_name(c);
         let ended = if directory {
             ingest::directory(
@@ -804,6 +811,8 @@ impl Runner {
             .await
             .context("finish storing the dump")?
             .map_err(|e| anyhow::anyhow!("cannot store the dump's manifest: {e}"))?;
+        self.previous
+            .stored(job_id, manifest.meta.started_at, manifest.dump_uuid);
         finished.dump_bytes = manifest.logical_bytes;
         finished.stored_bytes = manifest.new_stored_bytes;
         finished.location = self
