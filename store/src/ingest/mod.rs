@@ -106,7 +106,7 @@ impl Ingest {
         let registration = inner.register(dump_uuid)?;
         let previous = previous.and_then(|p| Previous::load(&inner, p));
         if let Some(p) = &previous {
-            tracing::debug!(dump_id = %dump_uuid, previous = %p.dump(), chunks = p.len(), "following the previous dump");
+            tracing::info!(dump_id = %dump_uuid, previous = %p.dump(), chunks = p.len(), "storing after the job's previous dump");
         }
         Ok(Ingest {
             sink: PackSink::new(Arc::clone(&inner)),
@@ -430,8 +430,7 @@ impl Cutter<'_> {
         let inner = self.inner;
         let _gc = inner.gc_read();
         let positional = self.walk.borrow().as_ref().and_then(Walk::candidate);
-        let all_votes = sketch.slots().count() as u32;
-        let candidates = position::ordered(inner.index.candidates(sketch)?, positional, all_votes);
+        let candidates = position::ordered(inner.index.candidates(sketch)?, positional);
         for (candidate, anchors) in candidates {
             if candidate == id {
                 continue;
