@@ -95,7 +95,7 @@ async fn dumps_dedup_verify_and_gc_after_delete() {
     // The job's newest stored dump is gone: the next dump (of the database
     // as it was for d2, so it stores nearly nothing) is stored without
     // following it, and nothing fails.
-    stack.source.query("shop", "DROP TABLE extra").unwrap();
+    stack.source.query("shop", "DROP TABLE extra0").unwrap();
     let d4 = dump_and_show(&stack.cli, job);
     assert!(d4["stored_bytes"].as_u64().unwrap() < logical2 / 50, "{d4}");
     let log = std::fs::read_to_string(stack.worker.process.log_path()).unwrap();
