@@ -7,6 +7,7 @@
 //! threads of lower priority, fed through bounded queues (`pipeline.rs`).
 
 mod claims;
+mod fallback;
 mod feed;
 mod pipeline;
 mod position;
@@ -260,6 +261,15 @@ impl Ingest {
     }
 }
 
+/// The bases chosen for a new chunk (`Cutter::choose_base`).
+struct Chosen {
+    base: Base,
+    /// The chunk of the previous dump the new chunk is taken to be.
+    anchor: Option<ChunkId>,
+    /// Tried when `base` gives no sure win (`fallback.rs`).
+    fallback: Option<Base>,
+}
+
 /// The chunking side of an ingest: cuts, hashes, deduplicates, sketches and
 /// chooses bases, registering every chunk it refers to.
 struct Cutter<'a> {
@@ -354,11 +364,12 @@ impl Cutter<'_> {
             }
             None => None,
         };
-        let (base, anchor) = match &sketch {
-            Some(sk) => self.choose_base(id, sk)?.unzip(),
-            None => (None, None),
+        let chosen = match &sketch {
+            Some(sk) => self.choose_base(id, sk)?,
+            None => None,
         };
-        self.step(anchor.flatten().as_ref());
+        self.step(chosen.as_ref().and_then(|c| c.anchor.as_ref()));
+        let (base, fallback) = chosen.map_or((None, None), |c| (Some(c.base), c.fallback));
         let claim = sketch
             .as_ref()
             .map_or(0, |sk| self.claims.borrow_mut().claim(sk));
@@ -368,6 +379,7 @@ impl Cutter<'_> {
             sketch,
             claim,
             base,
+            fallback,
         })
     }
 
@@ -419,18 +431,18 @@ impl Cutter<'_> {
     /// often, or the chunk at its place in the previous dump), if its chain
     /// leaves room for one more delta (depth below `max_delta_depth`), else
     /// the FULL root of that chain; with the candidate if it anchors the
-    /// walk in the previous dump (`position::ordered`). The base is
-    /// registered as used by this ingest under the gc read lock, so gc
-    /// keeps it (and, through it, its chain) until the ingest ends.
-    fn choose_base(
-        &self,
-        id: ChunkId,
-        sketch: &Sketch,
-    ) -> Result<Option<(Base, Option<ChunkId>)>, StoreError> {
+    /// walk in the previous dump (`position::ordered`). With a positional
+    /// candidate, the next usable one is chosen too, as fallback
+    /// (`fallback.rs`). The bases are registered as used by this ingest
+    /// under the gc read lock, so gc keeps them (and, through them, their
+    /// chains) until the ingest ends.
+    fn choose_base(&self, id: ChunkId, sketch: &Sketch) -> Result<Option<Chosen>, StoreError> {
         let inner = self.inner;
         let _gc = inner.gc_read();
         let positional = self.walk.borrow().as_ref().and_then(Walk::candidate);
+        let wanted = if positional.is_some() { 2 } else { 1 };
         let candidates = position::ordered(inner.index.candidates(sketch)?, positional);
+        let mut chosen: Vec<(Base, Option<ChunkId>)> = Vec::with_capacity(wanted);
         for (candidate, anchors) in candidates {
             if candidate == id {
                 continue;
@@ -449,13 +461,24 @@ impl Cutter<'_> {
                     rebased: true,
                 }
             };
+            if chosen.iter().any(|(b, _)| b.id == base.id) {
+                continue;
+            }
             let mut reg = inner.registry();
             if let Some((_, set)) = reg.ingests.get_mut(&self.registration) {
                 set.insert(base.id);
             }
-            return Ok(Some((base, anchors.then_some(candidate))));
+            chosen.push((base, anchors.then_some(candidate)));
+            if chosen.len() == wanted {
+                break;
+            }
         }
-        Ok(None)
+        let mut chosen = chosen.into_iter();
+        Ok(chosen.next().map(|(base, anchor)| Chosen {
+            base,
+            anchor,
+            fallback: chosen.next().map(|(b, _)| b),
+        }))
     }
 
     /// The number of delta records from `id` to its FULL root, and the root;
