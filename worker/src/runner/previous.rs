@@ -71,6 +71,32 @@ fn scan(store: &Store) -> Newest {
     map
 }
 
+/// TEST ONLY: the manifest metadata of a dump of `job_id` started at `at`.
+#[cfg(test)]
+pub(crate) fn test_meta(job_id: i64, at: DateTime<Utc>) -> pgsnapman_store::ManifestMeta {
+    pgsnapman_store::ManifestMeta {
+        job_id,
+        task_id: 0,
+        instance_id: 1,
+        host: "h".into(),
+        port: 5432,
+        database: "app".into(),
+        schema: String::new(),
+        dump_type: "FULL".into(),
+        format: "CUSTOM".into(),
+        server_version: String::new(),
+        client_version: String::new(),
+        started_at: at,
+        finished_at: at,
+        database_bytes: -1,
+        notes: String::new(),
+        script_hash: String::new(),
+        table_rows: None,
+        table_rows_error: String::new(),
+        restore_metadata: serde_json::Value::Null,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,27 +104,7 @@ mod tests {
 
     fn meta(job_id: i64, day: u32) -> ManifestMeta {
         let at = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 1, day, 0, 0, 0).unwrap();
-        ManifestMeta {
-            job_id,
-            task_id: 0,
-            instance_id: 1,
-            host: "h".into(),
-            port: 5432,
-            database: "app".into(),
-            schema: String::new(),
-            dump_type: "FULL".into(),
-            format: "CUSTOM".into(),
-            server_version: String::new(),
-            client_version: String::new(),
-            started_at: at,
-            finished_at: at,
-            database_bytes: -1,
-            notes: String::new(),
-            script_hash: String::new(),
-            table_rows: None,
-            table_rows_error: String::new(),
-            restore_metadata: serde_json::Value::Null,
-        }
+        test_meta(job_id, at)
     }
 
     fn store_dump(store: &Store, job_id: i64, day: u32) -> Uuid {
