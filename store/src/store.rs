@@ -266,8 +266,21 @@ impl Store {
     /// Starts storing a dump. Several ingests may run at once on different
     /// threads. Fails if `dump_uuid` is already stored or being ingested.
     pub fn begin(&self, dump_uuid: Uuid) -> Result<Ingest, StoreError> {
+        self.begin_after(dump_uuid, None)
+    }
+
+    /// Like `begin`, naming the dump the same job stored before this one:
+    /// each new chunk is then also offered, as delta base, the chunk at its
+    /// place in that dump (docs/store.md, "Positional bases"). A hint: a
+    /// `previous` that is not stored (deleted, unknown) or unreadable is
+    /// ignored, and the stored formats are the same either way.
+    pub fn begin_after(
+        &self,
+        dump_uuid: Uuid,
+        previous: Option<Uuid>,
+    ) -> Result<Ingest, StoreError> {
         self.writable()?;
-        Ingest::new(Arc::clone(&self.inner), dump_uuid)
+        Ingest::new(Arc::clone(&self.inner), dump_uuid, previous)
     }
 
     /// The manifest of one stored dump.

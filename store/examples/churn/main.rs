@@ -7,7 +7,7 @@
 //!     [--mb 200] [--days 4] [--update-permille 10] [--pack-mb 64] \
 //!     [--chunk 16k/64k/256k]... [--zstd 1]... [--depth 1]... [--delta-zstd 1]... \
 //!     [--features 10/4/1]... [--patch-from] [--restic] [--read | --reads N] \
-//!     [--encrypt]
+//!     [--encrypt] [--positional on|off]...
 //!
 //! Every combination of the repeated options is one store configuration
 //! (`--depth 0` stores without deltas). Prints per configuration and day the
@@ -18,7 +18,10 @@
 //! bound, `--patch-from`) and restic's repository growth (`--restic`);
 //! `--read` (`--reads N`: N times, median and best) times reading day 1 and the
 //! last day back, then `verify`. `--chunk min/avg/max[/normalization]`.
-//! `--stdin DIR` instead stores stdin as one dump into the store at DIR;
+//! `--stdin DIR` instead stores stdin as one dump into the store at DIR,
+//! following the store's newest dump as the worker follows a job's previous
+//! one (`--stdin-alone DIR`: following none); `--positional off` stores each
+//! day without following the day before (positional bases, docs/store.md);
 //! `--save DIR` writes each day's dump to DIR/dayN.sql; `--anatomy` prints
 //! where each day's new bytes went (`anatomy.rs`). `--encrypt` stores
 //! encrypted at rest with a fresh key (docs/encryption.md); run with and
@@ -146,10 +149,14 @@ fn run(
     reads: usize,
     anatomy: bool,
     encrypt: bool,
+    positional: bool,
 ) -> Result<Run> {
     let mut label = label(&opts);
     if encrypt {
         label.push_str(" encrypted");
+    }
+    if !positional {
+        label.push_str(" no-positional");
     }
     println!("\n### {label}\n");
     println!(
@@ -166,7 +173,8 @@ fn run(
     for (i, dump) in dumps.iter().enumerate() {
         let t = Instant::now();
         let id = Uuid::now_v7();
-        let mut ingest = store.begin(id)?;
+        let previous = ids.last().copied().filter(|_| positional);
+        let mut ingest = store.begin_after(id, previous)?;
         ingest.add_file("dump.sql", Cursor::new(dump.as_slice()))?;
         let m = ingest.finish(meta())?;
         let ingest_secs = t.elapsed().as_secs_f64();
@@ -299,10 +307,16 @@ fn compare(runs: &[Run], patch: Option<&[u64]>, restic: Option<&[u64]>) {
 /// `--stdin <store dir>`: stores stdin (e.g. `pg_dump -Fc -Z0 | churn --stdin
 /// DIR`) as one dump into the store at DIR (created with the default
 /// options if missing), streaming, and prints its size, cost and MB/s.
-fn ingest_stdin(root: &str) -> Result<()> {
+/// `follow`: following the store's newest dump (uuids are v7: the last).
+fn ingest_stdin(root: &str, follow: bool) -> Result<()> {
     let t = Instant::now();
     let store = Store::open(std::path::Path::new(root), StoreOptions::default())?;
-    let mut ingest = store.begin(Uuid::now_v7())?;
+    let previous = if follow {
+        store.dump_ids()?.last().copied()
+    } else {
+        None
+    };
+    let mut ingest = store.begin_after(Uuid::now_v7(), previous)?;
     ingest.add_file("dump", std::io::stdin().lock())?;
     let m = ingest.finish(meta())?;
     let secs = t.elapsed().as_secs_f64();
@@ -329,11 +343,13 @@ fn main() -> Result<()> {
     let mut anatomy = false;
     let mut encrypt = false;
     let mut save: Option<String> = None;
+    let mut positionals = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--stdin" => {
-                return ingest_stdin(&args.next().ok_or("--stdin needs a store directory")?);
+            "--stdin" | "--stdin-alone" => {
+                let dir = args.next().ok_or("--stdin needs a store directory")?;
+                return ingest_stdin(&dir, a == "--stdin");
             }
             "--patch-from" => want_patch = true,
             "--restic" => want_restic = true,
@@ -349,6 +365,11 @@ fn main() -> Result<()> {
                     "--update-permille" => update_permille = v.parse()?,
                     "--reads" => reads = v.parse()?,
                     "--save" => save = Some(v),
+                    "--positional" => positionals.push(match v.as_str() {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(format!("bad --positional {v:?}, want on or off").into()),
+                    }),
                     "--chunk" => chunks.push(parse_chunk(&v).ok_or_else(|| {
                         format!("bad --chunk {v:?}, want min/avg/max like 64k/256k/1m")
                     })?),
@@ -378,6 +399,9 @@ fn main() -> Result<()> {
     }
     if features.is_empty() {
         features.push(d.features);
+    }
+    if positionals.is_empty() {
+        positionals.push(true);
     }
     // ~150 bytes per row.
     let rows = mb * 1024 * 1024 / 150;
@@ -424,7 +448,10 @@ fn main() -> Result<()> {
         for &zstd_level in &levels {
             for &max_delta_depth in &depths {
                 for &delta_zstd_level in &delta_levels {
-                    for &f in &features {
+                    for (&f, &positional) in features
+                        .iter()
+                        .flat_map(|f| positionals.iter().map(move |p| (f, p)))
+                    {
                         let opts = StoreOptions {
                             pack_target_bytes: pack_mb << 20,
                             zstd_level,
@@ -434,7 +461,9 @@ fn main() -> Result<()> {
                             features: f,
                             ..StoreOptions::default()
                         };
-                        runs.push(run(opts, &dumps, &gen_mbps, reads, anatomy, encrypt)?);
+                        runs.push(run(
+                            opts, &dumps, &gen_mbps, reads, anatomy, encrypt, positional,
+                        )?);
                     }
                 }
             }

@@ -7,8 +7,10 @@
 //! threads of lower priority, fed through bounded queues (`pipeline.rs`).
 
 mod claims;
+mod fallback;
 mod feed;
 mod pipeline;
+mod position;
 mod sink;
 mod split;
 mod window;
@@ -30,6 +32,7 @@ use crate::resemblance::{self, Sketch};
 use crate::shared::Inner;
 use claims::Claims;
 use pipeline::Jobs;
+use position::{Previous, Walk};
 use sink::{Base, Job, PackSink};
 use window::Window;
 
@@ -86,14 +89,26 @@ pub struct Ingest {
     poisoned: bool,
     /// Super-features this dump's chunks claimed (`claims.rs`).
     claims: Claims,
+    /// The job's previous dump, for positional bases (`position.rs`).
+    previous: Option<Previous>,
     /// The manifest is durable (an abandoned ingest's sealed packs are
     /// garbage, `PackSink::sealed_any`).
     finished: bool,
 }
 
 impl Ingest {
-    pub(crate) fn new(inner: Arc<Inner>, dump_uuid: Uuid) -> Result<Ingest, StoreError> {
+    /// `previous`: the dump stored before this one by the same job, if any
+    /// (a hint: a dump that is not there, or cannot be read, is ignored).
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        dump_uuid: Uuid,
+        previous: Option<Uuid>,
+    ) -> Result<Ingest, StoreError> {
         let registration = inner.register(dump_uuid)?;
+        let previous = previous.and_then(|p| Previous::load(&inner, p));
+        if let Some(p) = &previous {
+            tracing::info!(dump_id = %dump_uuid, previous = %p.dump(), chunks = p.len(), "storing after the job's previous dump");
+        }
         Ok(Ingest {
             sink: PackSink::new(Arc::clone(&inner)),
             inner,
@@ -104,6 +119,7 @@ impl Ingest {
             logical_bytes: 0,
             poisoned: false,
             claims: Claims::default(),
+            previous,
             finished: false,
         })
     }
@@ -153,6 +169,7 @@ impl Ingest {
             registration: self.registration,
             dump_uuid: self.dump_uuid,
             claims: RefCell::new(&mut self.claims),
+            walk: RefCell::new(self.previous.as_ref().map(|p| p.walk(name))),
         };
         pipeline::store_file(
             &self.inner,
@@ -276,6 +293,15 @@ impl IndexFlush {
     }
 }
 
+/// The bases chosen for a new chunk (`Cutter::choose_base`).
+struct Chosen {
+    base: Base,
+    /// The chunk of the previous dump the new chunk is taken to be.
+    anchor: Option<ChunkId>,
+    /// Tried when `base` gives no sure win (`fallback.rs`).
+    fallback: Option<Base>,
+}
+
 /// The chunking side of an ingest: cuts, hashes, deduplicates, sketches and
 /// chooses bases, registering every chunk it refers to.
 struct Cutter<'a> {
@@ -284,6 +310,8 @@ struct Cutter<'a> {
     dump_uuid: Uuid,
     /// The ingest's claims; only the chunker's thread uses them.
     claims: RefCell<&'a mut Claims>,
+    /// Where this file is in the previous dump (`position.rs`), if known.
+    walk: RefCell<Option<Walk<'a>>>,
 }
 
 impl Cutter<'_> {
@@ -358,6 +386,7 @@ impl Cutter<'_> {
         *logical_bytes += u64::from(len);
         entry.chunks.push(ChunkRef { id, len });
         if self.reference(id)? {
+            self.step(Some(&id));
             return Ok(());
         }
         let sketch = match sketched {
@@ -367,10 +396,12 @@ impl Cutter<'_> {
             }
             None => None,
         };
-        let base = match &sketch {
+        let chosen = match &sketch {
             Some(sk) => self.choose_base(id, sk)?,
             None => None,
         };
+        self.step(chosen.as_ref().and_then(|c| c.anchor.as_ref()));
+        let (base, fallback) = chosen.map_or((None, None), |c| (Some(c.base), c.fallback));
         let claim = sketch
             .as_ref()
             .map_or(0, |sk| self.claims.borrow_mut().claim(sk));
@@ -380,6 +411,7 @@ impl Cutter<'_> {
             sketch,
             claim,
             base,
+            fallback,
         })
     }
 
@@ -419,15 +451,31 @@ impl Cutter<'_> {
         Ok(indexed)
     }
 
-    /// Picks the base for a new chunk: the indexed chunk its super-features
-    /// name most often, if its chain leaves room for one more delta (depth
-    /// below `max_delta_depth`), else the FULL root of that chain. The base
-    /// is registered as used by this ingest under the gc read lock, so gc
-    /// keeps it (and, through it, its chain) until the ingest ends.
-    fn choose_base(&self, id: ChunkId, sketch: &Sketch) -> Result<Option<Base>, StoreError> {
+    /// Moves the walk in the previous dump past one chunk (`Walk::step`).
+    fn step(&self, anchor: Option<&ChunkId>) {
+        if let Some(w) = self.walk.borrow_mut().as_mut() {
+            w.step(anchor);
+        }
+    }
+
+    /// Picks the base for a new chunk: the first usable candidate of
+    /// `position::ordered` (the indexed chunk its super-features name most
+    /// often, or the chunk at its place in the previous dump), if its chain
+    /// leaves room for one more delta (depth below `max_delta_depth`), else
+    /// the FULL root of that chain; with the candidate if it anchors the
+    /// walk in the previous dump (`position::ordered`). With a positional
+    /// candidate, the next usable one is chosen too, as fallback
+    /// (`fallback.rs`). The bases are registered as used by this ingest
+    /// under the gc read lock, so gc keeps them (and, through them, their
+    /// chains) until the ingest ends.
+    fn choose_base(&self, id: ChunkId, sketch: &Sketch) -> Result<Option<Chosen>, StoreError> {
         let inner = self.inner;
         let _gc = inner.gc_read();
-        for (candidate, _votes) in inner.index.candidates(sketch)? {
+        let positional = self.walk.borrow().as_ref().and_then(Walk::candidate);
+        let wanted = if positional.is_some() { 2 } else { 1 };
+        let candidates = position::ordered(inner.index.candidates(sketch)?, positional);
+        let mut chosen: Vec<(Base, Option<ChunkId>)> = Vec::with_capacity(wanted);
+        for (candidate, anchors) in candidates {
             if candidate == id {
                 continue;
             }
@@ -445,13 +493,24 @@ impl Cutter<'_> {
                     rebased: true,
                 }
             };
+            if chosen.iter().any(|(b, _)| b.id == base.id) {
+                continue;
+            }
             let mut reg = inner.registry();
             if let Some((_, set)) = reg.ingests.get_mut(&self.registration) {
                 set.insert(base.id);
             }
-            return Ok(Some(base));
+            chosen.push((base, anchors.then_some(candidate)));
+            if chosen.len() == wanted {
+                break;
+            }
         }
-        Ok(None)
+        let mut chosen = chosen.into_iter();
+        Ok(chosen.next().map(|(base, anchor)| Chosen {
+            base,
+            anchor,
+            fallback: chosen.next().map(|(b, _)| b),
+        }))
     }
 
     /// The number of delta records from `id` to its FULL root, and the root;

@@ -21,7 +21,7 @@ use crate::shared::Inner;
 /// A delta at most 1/16 of the raw chunk is kept without compressing the
 /// chunk whole to compare; why: a good base gives ~1/100 on dump data, and
 /// the comparison would cost a second compression per chunk.
-const DELTA_SURE_WIN_RATIO: usize = 16;
+pub(super) const DELTA_SURE_WIN_RATIO: usize = 16;
 /// Otherwise a delta is kept when it is at most 4/5 of the chunk compressed
 /// whole; why: measured on the churn benchmark (1/2 cost 10–35% more on
 /// days 2–4, 4/5 and 1/1 were equal), and a delta that saves less than a
@@ -51,10 +51,12 @@ pub(super) struct Job {
     /// only these get feature entries.
     pub(super) claim: u8,
     pub(super) base: Option<Base>,
+    /// A second base for when `base` gives no sure win (`fallback.rs`).
+    pub(super) fallback: Option<Base>,
 }
 
 /// How a new chunk is stored.
-enum Encoded {
+pub(super) enum Encoded {
     Full(Vec<u8>),
     Delta { base: ChunkId, stored: Vec<u8> },
 }
@@ -92,9 +94,10 @@ impl Encoder {
             sketch,
             claim,
             base,
+            fallback,
         } = job;
         let encoded = match base {
-            Some(base) => self.encode_against(id, &raw, base)?,
+            Some(base) => super::fallback::encode_best(self, id, &raw, base, fallback)?,
             None => Encoded::Full(self.compress_full(id, &raw)?),
         };
         let (kind, base, stored) = match encoded {
@@ -150,7 +153,7 @@ impl Encoder {
     /// smaller: at most 1/`DELTA_SURE_WIN_RATIO` of the raw bytes, or else
     /// at most `DELTA_MAX_SHARE_OF_WHOLE` of the chunk compressed whole
     /// (`REBASE_MAX_SHARE_OF_WHOLE` against a chain's root).
-    fn encode_against(
+    pub(super) fn encode_against(
         &mut self,
         id: ChunkId,
         raw: &[u8],

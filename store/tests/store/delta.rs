@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::helpers::{opts, read_back, store_files, text_rows};
 
 /// `data` with 3 bytes changed every `every` bytes from `start` on.
-fn scattered_edit(data: &[u8], start: usize, every: usize, tag: u8) -> Vec<u8> {
+pub(crate) fn scattered_edit(data: &[u8], start: usize, every: usize, tag: u8) -> Vec<u8> {
     let mut out = data.to_vec();
     let mut at = start;
     while at + 3 < out.len() {
@@ -39,7 +39,7 @@ fn chunks_of(store: &Store, dump: Uuid) -> HashSet<ChunkId> {
 }
 
 /// `id` and the bases of its delta chain, down to the full root.
-fn chain(store: &Store, id: ChunkId) -> Vec<ChunkId> {
+pub(crate) fn chain(store: &Store, id: ChunkId) -> Vec<ChunkId> {
     let mut out = vec![id];
     while let Some(base) = store
         .index()

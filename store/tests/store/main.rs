@@ -14,3 +14,4 @@ mod gc;
 mod golden;
 mod golden_v3;
 mod helpers;
+mod positional;

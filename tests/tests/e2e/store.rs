@@ -49,6 +49,20 @@ async fn dumps_dedup_verify_and_gc_after_delete() {
         stored2 < logical2 / 50,
         "an unchanged database stored {stored2} of {logical2} bytes again"
     );
+    // The second dump was stored following the job's first (positional
+    // bases, docs/store.md).
+    let log = std::fs::read_to_string(stack.worker.process.log_path()).unwrap();
+    let (u1, u2) = (
+        d1["dump_uuid"].as_str().unwrap(),
+        d2["dump_uuid"].as_str().unwrap(),
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("storing after the job's previous dump")
+                && l.contains(&format!("dump_id={u2}"))
+                && l.contains(&format!("previous={u1}"))),
+        "the second dump follows the first"
+    );
 
     // New, unique data: the third dump stores it.
     fill_mixed(&stack.source, "shop", "extra", 1, 2_000, 512);
@@ -78,6 +92,19 @@ async fn dumps_dedup_verify_and_gc_after_delete() {
     );
     let rows = catalog_of_job(&stack.cli, job);
     assert_eq!(rows.len(), 2, "{rows:?}");
+    // The job's newest stored dump is gone: the next dump (of the database
+    // as it was for d2, so it stores nearly nothing) is stored without
+    // following it, and nothing fails.
+    stack.source.query("shop", "DROP TABLE extra0").unwrap();
+    let d4 = dump_and_show(&stack.cli, job);
+    assert!(d4["stored_bytes"].as_u64().unwrap() < logical2 / 50, "{d4}");
+    let log = std::fs::read_to_string(stack.worker.process.log_path()).unwrap();
+    let gone3 = d3["dump_uuid"].as_str().unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("the previous dump is not in the store") && l.contains(gone3)),
+        "the deleted dump is no hint"
+    );
     assert!(stack.cli.json(&["catalog", "show", &d3_id]).is_err());
     let gone = d3["dump_uuid"].as_str().unwrap();
     assert!(

@@ -297,27 +297,7 @@ mod tests {
             let data = format!("dump of day {day}").repeat(100);
             ingest.add_file("dump", data.as_bytes()).unwrap();
             ingest
-                .finish(pgsnapman_store::ManifestMeta {
-                    job_id: 1,
-                    task_id: 0,
-                    instance_id: 1,
-                    host: "h".into(),
-                    port: 5432,
-                    database: "app".into(),
-                    schema: String::new(),
-                    dump_type: "FULL".into(),
-                    format: "CUSTOM".into(),
-                    server_version: String::new(),
-                    client_version: String::new(),
-                    started_at: s.started_at,
-                    finished_at: s.started_at,
-                    database_bytes: -1,
-                    notes: String::new(),
-                    script_hash: String::new(),
-                    table_rows: None,
-                    table_rows_error: String::new(),
-                    restore_metadata: serde_json::Value::Null,
-                })
+                .finish(crate::runner::previous::test_meta(1, s.started_at))
                 .unwrap();
         }
         store

@@ -6,6 +6,7 @@ pub mod client;
 pub mod connection;
 pub mod ingest;
 pub mod metadata;
+pub mod previous;
 pub mod process;
 pub mod replay;
 pub mod source;
@@ -81,6 +82,8 @@ pub struct Runner {
     scripts: crate::script::ScriptsConfig,
     /// `[verify]`: how long a verification may take.
     verify: crate::verify::VerifyConfig,
+    /// Each job's newest stored dump, which its next dump follows.
+    previous: previous::PreviousDumps,
 }
 
 /// A dump program's failure, saying that `dump.lock_wait_timeout` fired
@@ -217,6 +220,7 @@ impl Runner {
             clock: std::sync::OnceLock::new(),
             scripts: config.scripts.clone(),
             verify: config.verify.clone(),
+            previous: previous::PreviousDumps::default(),
         })
     }
 
@@ -737,10 +741,13 @@ impl Runner {
             "starting dump into the store"
         );
         let store = self.store.clone();
-        let ingest = tokio::task::spawn_blocking(move || store.begin(dump_uuid))
-            .await
-            .context("start storing the dump")?
-            .map_err(|e| anyhow::anyhow!("cannot start storing the dump: {e}"))?;
+        let (previous, job_id) = (self.previous.clone(), c.spec.job_id);
+        let ingest = tokio::task::spawn_blocking(move || {
+            store.begin_after(dump_uuid, previous.of(&store, job_id))
+        })
+        .await
+        .context("start storing the dump")?
+        .map_err(|e| anyhow::anyhow!("cannot start storing the dump: {e}"))?;
         steps.mark("store_begin");
         let file_name = stream_file_name(c);
         let dump = async {
@@ -853,6 +860,8 @@ impl Runner {
         // The dump is durable: the index flush (space, not durability) runs
         // beside what follows (its outbox event, the next dump).
         drop(tokio::task::spawn_blocking(move || flush.run()));
+        self.previous
+            .stored(job_id, manifest.meta.started_at, manifest.dump_uuid);
         steps.mark("finish");
         finished.dump_bytes = manifest.logical_bytes;
         finished.stored_bytes = manifest.new_stored_bytes;
