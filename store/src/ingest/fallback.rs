@@ -4,28 +4,15 @@
 //! best), and the better one is not known before encoding. Without a hint
 //! there is no fallback, so an ingest costs what it did.
 
-use super::sink::{Base, DELTA_SURE_WIN_RATIO, Encoded, Encoder};
+use super::sink::{Base, Encoded, Encoder, beats_whole, sure_win};
 use crate::chunk::ChunkId;
 use crate::error::StoreError;
 
-impl Encoded {
-    fn stored_len(&self) -> usize {
-        match self {
-            Encoded::Full(stored) => stored.len(),
-            Encoded::Delta { stored, .. } => stored.len(),
-        }
-    }
-
-    /// A delta at most 1/`DELTA_SURE_WIN_RATIO` of the raw chunk.
-    fn sure_win(&self, raw_len: usize) -> bool {
-        matches!(self, Encoded::Delta { stored, .. }
-            if stored.len().saturating_mul(DELTA_SURE_WIN_RATIO) <= raw_len)
-    }
-}
-
 /// Encodes `raw` against `base`, and, unless that is a sure win, against
 /// `fallback` too, keeping the smaller record (the first on a tie, so the
-/// same job always gives the same record).
+/// same job always gives the same record). Each base is judged as
+/// `Encoder::encode_against` would judge it alone, but the chunk is
+/// compressed whole once for both.
 pub(super) fn encode_best(
     encoder: &mut Encoder,
     id: ChunkId,
@@ -33,17 +20,34 @@ pub(super) fn encode_best(
     base: Base,
     fallback: Option<Base>,
 ) -> Result<Encoded, StoreError> {
-    let first = encoder.encode_against(id, raw, base)?;
     let Some(fallback) = fallback else {
-        return Ok(first);
+        return encoder.encode_against(id, raw, base);
     };
-    if first.sure_win(raw.len()) {
-        return Ok(first);
+    let mut first = encoder.delta(id, raw, base.id)?;
+    if let Some(stored) = first.take_if(|d| sure_win(d.len(), raw.len())) {
+        return Ok(Encoded::Delta {
+            base: base.id,
+            stored,
+        });
     }
-    let second = encoder.encode_against(id, raw, fallback)?;
-    Ok(if second.stored_len() < first.stored_len() {
-        second
+    let second = encoder.delta(id, raw, fallback.id)?;
+    let full = encoder.compress_full(id, raw)?;
+    // What each base alone gives: its delta if kept, else `None` (whole).
+    let first = first.filter(|d| beats_whole(d.len(), full.len(), base.rebased));
+    let second = second.filter(|d| {
+        sure_win(d.len(), raw.len()) || beats_whole(d.len(), full.len(), fallback.rebased)
+    });
+    let len = |d: &Option<Vec<u8>>| d.as_ref().map_or(full.len(), Vec::len);
+    let (chosen, stored) = if len(&second) < len(&first) {
+        (fallback.id, second)
     } else {
-        first
+        (base.id, first)
+    };
+    Ok(match stored {
+        Some(stored) => Encoded::Delta {
+            base: chosen,
+            stored,
+        },
+        None => Encoded::Full(full),
     })
 }

@@ -21,7 +21,7 @@ use crate::shared::Inner;
 /// A delta at most 1/16 of the raw chunk is kept without compressing the
 /// chunk whole to compare; why: a good base gives ~1/100 on dump data, and
 /// the comparison would cost a second compression per chunk.
-pub(super) const DELTA_SURE_WIN_RATIO: usize = 16;
+const DELTA_SURE_WIN_RATIO: usize = 16;
 /// Otherwise a delta is kept when it is at most 4/5 of the chunk compressed
 /// whole; why: measured on the churn benchmark (1/2 cost 10–35% more on
 /// days 2–4, 4/5 and 1/1 were equal), and a delta that saves less than a
@@ -144,7 +144,7 @@ impl Encoder {
         })
     }
 
-    fn compress_full(&self, id: ChunkId, raw: &[u8]) -> Result<Vec<u8>, StoreError> {
+    pub(super) fn compress_full(&self, id: ChunkId, raw: &[u8]) -> Result<Vec<u8>, StoreError> {
         zstd::bulk::compress(raw, self.inner.opts.zstd_level)
             .map_err(StoreError::io(format!("compress chunk {id}")))
     }
@@ -159,37 +159,66 @@ impl Encoder {
         raw: &[u8],
         base: Base,
     ) -> Result<Encoded, StoreError> {
-        let Base { id: base, rebased } = base;
-        let base_raw = match self.bases.read(base) {
-            Ok(Some(b)) => b,
-            Ok(None) => return Ok(Encoded::Full(self.compress_full(id, raw)?)),
-            Err(e) => {
-                tracing::warn!(dump_id = %self.dump_uuid, chunk = %base, "cannot read a delta base, storing the chunk whole: {e}");
-                return Ok(Encoded::Full(self.compress_full(id, raw)?));
-            }
+        let Some(stored) = self.delta(id, raw, base.id)? else {
+            return Ok(Encoded::Full(self.compress_full(id, raw)?));
         };
-        let stored =
-            delta::encode(raw, &base_raw, self.inner.opts.delta_zstd_level).map_err(|e| {
-                StoreError::Io {
-                    context: format!("delta-compress chunk {id} against {base}"),
-                    error: std::io::Error::other(e),
-                }
-            })?;
-        if stored.len().saturating_mul(DELTA_SURE_WIN_RATIO) <= raw.len() {
-            return Ok(Encoded::Delta { base, stored });
+        if sure_win(stored.len(), raw.len()) {
+            return Ok(Encoded::Delta {
+                base: base.id,
+                stored,
+            });
         }
         let full = self.compress_full(id, raw)?;
-        let (num, den) = if rebased {
-            REBASE_MAX_SHARE_OF_WHOLE
-        } else {
-            DELTA_MAX_SHARE_OF_WHOLE
-        };
-        if stored.len().saturating_mul(den) <= full.len().saturating_mul(num) {
-            Ok(Encoded::Delta { base, stored })
+        if beats_whole(stored.len(), full.len(), base.rebased) {
+            Ok(Encoded::Delta {
+                base: base.id,
+                stored,
+            })
         } else {
             Ok(Encoded::Full(full))
         }
     }
+
+    /// `raw` delta-coded against `base`; `None` (logged when it failed)
+    /// when the base cannot be read, so the chunk is stored whole.
+    pub(super) fn delta(
+        &mut self,
+        id: ChunkId,
+        raw: &[u8],
+        base: ChunkId,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let base_raw = match self.bases.read(base) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                tracing::warn!(dump_id = %self.dump_uuid, chunk = %base, "cannot read a delta base, storing the chunk whole: {e}");
+                return Ok(None);
+            }
+        };
+        delta::encode(raw, &base_raw, self.inner.opts.delta_zstd_level)
+            .map(Some)
+            .map_err(|e| StoreError::Io {
+                context: format!("delta-compress chunk {id} against {base}"),
+                error: std::io::Error::other(e),
+            })
+    }
+}
+
+/// A delta at most 1/`DELTA_SURE_WIN_RATIO` of the raw chunk: kept without
+/// compressing the chunk whole to compare.
+pub(super) fn sure_win(stored_len: usize, raw_len: usize) -> bool {
+    stored_len.saturating_mul(DELTA_SURE_WIN_RATIO) <= raw_len
+}
+
+/// A delta at most `DELTA_MAX_SHARE_OF_WHOLE` of the chunk compressed whole
+/// (`REBASE_MAX_SHARE_OF_WHOLE` against a chain's root).
+pub(super) fn beats_whole(stored_len: usize, whole_len: usize, rebased: bool) -> bool {
+    let (num, den) = if rebased {
+        REBASE_MAX_SHARE_OF_WHOLE
+    } else {
+        DELTA_MAX_SHARE_OF_WHOLE
+    };
+    stored_len.saturating_mul(den) <= whole_len.saturating_mul(num)
 }
 
 /// The open pack of one ingest and what it has written.
