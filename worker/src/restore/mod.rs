@@ -7,6 +7,7 @@
 //! Decisions and their reasons: docs/worker.md, "Restores".
 pub mod classify;
 mod cluster;
+mod custom;
 mod database;
 pub mod log;
 pub mod metadata;
