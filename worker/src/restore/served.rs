@@ -41,6 +41,10 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a thread waiting for its block's offset looks at the stop flag.
 const OFFSET_WAIT: Duration = Duration::from_millis(50);
 
+/// De-framed rows of a custom archive's block gathered before one write
+/// into its FIFO (plus at most one decoded chunk over).
+const BLOCK_BATCH_BYTES: usize = 256 * 1024;
+
 /// Buffer of the reader of a custom archive's TOC.
 const TOC_READ_BYTES: usize = 64 * 1024;
 
@@ -369,9 +373,11 @@ impl Job {
         let mut reader = reader.read_ahead(READ_AHEAD_CHUNKS);
         let mut frames = Blocks::at_chunks(blocks.int_size, at);
         let stopped = || self.stopped();
-        let (mut ended, mut gone) = (false, false);
-        let mut write_error = None;
-        while !ended && !gone {
+        // pg_dump frames every COPY row: the rows are gathered and written
+        // in batches, not one pipe write per row.
+        let mut batch: Vec<u8> = Vec::with_capacity(BLOCK_BATCH_BYTES);
+        let mut ended = false;
+        while !ended {
             if stopped() {
                 return Ok(false);
             }
@@ -382,32 +388,28 @@ impl Job {
             };
             frames
                 .feed(slice, &mut |event| match event {
-                    Event::Data(d) => match out.write_all(d, &stopped) {
-                        Ok(Wrote::All) => {
-                            self.progress.fetch_add(d.len() as u64, Ordering::Relaxed);
-                            true
-                        }
-                        Ok(Wrote::Gone) => {
-                            gone = true;
-                            false
-                        }
-                        Err(e) => {
-                            write_error = Some(e);
-                            false
-                        }
-                    },
-                    Event::End => {
+                    Event::Data(d) => {
+                        batch.extend_from_slice(d);
+                        true
+                    }
+                    Event::End | Event::Start { .. } => {
                         ended = true;
                         false
                     }
-                    Event::Start { .. } => false,
                 })
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            if let Some(e) = write_error.take() {
-                bail!("write into the pipe: {e}");
+            if batch.len() >= BLOCK_BATCH_BYTES || ended {
+                match out.write_all(&batch, &stopped) {
+                    Ok(Wrote::All) => {}
+                    Ok(Wrote::Gone) => return Ok(false),
+                    Err(e) => bail!("write into the pipe: {e}"),
+                }
+                self.progress
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                batch.clear();
             }
         }
-        Ok(ended && !gone)
+        Ok(true)
     }
 
     fn stopped(&self) -> bool {
