@@ -199,3 +199,40 @@ async fn a_store_error_while_serving_a_custom_archive_fails_the_run_and_leaves_n
         "chunk",
     ]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_archive_with_more_data_blocks_than_served_is_spooled() {
+    let mut stack = Stack::start("w-cserved-many").await;
+    let db = "many";
+    stack.source.create_database(db).unwrap();
+    // 2049 tables with a row each: one data block more than served.
+    stack
+        .source
+        .script(
+            db,
+            "DO $$ BEGIN FOR i IN 1..2049 LOOP
+               EXECUTE format('CREATE TABLE t%s (a int); INSERT INTO t%s VALUES (%s)', i, i, i);
+             END LOOP; END $$;",
+        )
+        .unwrap();
+    let inst = add_instance(&stack.cli, "src", stack.source.port, "w-cserved-many", None);
+    let dump = custom_dump(&stack.cli, inst, db);
+    let run = restore_now(&stack.cli, dump, inst, "many_copy", &["--jobs", "2"]);
+    assert!(run.success(), "{run:?}");
+    let (status, log) = newest_run(&stack.cli);
+    assert_eq!(status, "SUCCEEDED", "{log}");
+    assert!(
+        log.contains("(the archive has 2049 data blocks, more than the 2048 served): spooling it"),
+        "{log}"
+    );
+    assert!(log.contains("spooling the archive"), "{log}");
+    let tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'";
+    assert_eq!(stack.source.query("many_copy", tables).unwrap(), "2049");
+    let rows = "SELECT (SELECT a FROM t1) + (SELECT a FROM t1000) + (SELECT a FROM t2049)";
+    assert_eq!(stack.source.query("many_copy", rows).unwrap(), "3050");
+
+    stack.worker.process.stop_clean().await;
+    stack.coordinator.process.stop_clean().await;
+    stack.worker.process.assert_no_unexpected_errors(&[]);
+    stack.coordinator.process.assert_no_unexpected_errors(&[]);
+}
