@@ -236,3 +236,77 @@ async fn a_custom_archive_with_more_data_blocks_than_served_is_spooled() {
     stack.worker.process.assert_no_unexpected_errors(&[]);
     stack.coordinator.process.assert_no_unexpected_errors(&[]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_default_jobs_serves_restores_that_do_not_say_and_streams_the_unserved() {
+    const ENV: &[(&str, &str)] = &[("PGSNAPMAN_RESTORE__DEFAULT_JOBS", "2")];
+    let mut stack = Stack::start_with("w-cdefault", ENV, None).await;
+    let db = "shop";
+    stack.source.create_database(db).unwrap();
+    fill_mixed(&stack.source, db, "t", 3, 2_000, 64);
+    stack
+        .source
+        .script(
+            db,
+            "CREATE TABLE docs (id int, body oid);
+             INSERT INTO docs SELECT g, lo_from_bytea(0, convert_to('blob ' || g, 'UTF8'))
+               FROM generate_series(1, 3) g;",
+        )
+        .unwrap();
+    stack.source.create_database("plain_tables").unwrap();
+    fill_mixed(&stack.source, "plain_tables", "t", 2, 2_000, 64);
+    let inst = add_instance(&stack.cli, "src", stack.source.port, "w-cdefault", None);
+    let served = custom_dump(&stack.cli, inst, "plain_tables");
+    let with_blobs = custom_dump(&stack.cli, inst, db);
+
+    // No --jobs: the worker's default, served.
+    let run = restore_now(&stack.cli, served, inst, "copy_default", &[]);
+    assert!(run.success(), "{run:?}");
+    let (status, log) = newest_run(&stack.cli);
+    assert_eq!(status, "SUCCEEDED", "{log}");
+    assert!(
+        log.contains("serving the custom archive's 2 data blocks"),
+        "{log}"
+    );
+    assert!(log.contains("running pg_restore -j 2"), "{log}");
+    for t in ["t0", "t1"] {
+        assert_eq!(
+            fingerprint(&stack.source, "copy_default", t),
+            fingerprint(&stack.source, "plain_tables", t)
+        );
+    }
+
+    // --jobs 1 says: one job, streamed.
+    let run = restore_now(&stack.cli, served, inst, "copy_one", &["--jobs", "1"]);
+    assert!(run.success(), "{run:?}");
+    let (_, log) = newest_run(&stack.cli);
+    assert!(!log.contains("serving"), "{log}");
+    assert!(!log.contains("spooling"), "{log}");
+    assert!(log.contains("running pg_restore\n"), "{log}");
+
+    // Large objects under the default: streamed to one job, not spooled.
+    let run = restore_now(&stack.cli, with_blobs, inst, "copy_blobs", &[]);
+    assert!(run.success(), "{run:?}");
+    let (status, log) = newest_run(&stack.cli);
+    assert_eq!(status, "SUCCEEDED", "{log}");
+    assert!(
+        log.contains("(the archive holds large objects): streaming it to one job"),
+        "{log}"
+    );
+    assert!(!log.contains("spooling"), "{log}");
+    assert!(!log.contains("running pg_restore -j"), "{log}");
+    let blobs = "SELECT string_agg(id || ':' || md5(lo_get(body)), ',' ORDER BY id) FROM docs";
+    assert_eq!(
+        stack.source.query("copy_blobs", blobs).unwrap(),
+        stack.source.query(db, blobs).unwrap()
+    );
+    assert_eq!(
+        fingerprint(&stack.source, "copy_blobs", "t2"),
+        fingerprint(&stack.source, db, "t2")
+    );
+
+    stack.worker.process.stop_clean().await;
+    stack.coordinator.process.stop_clean().await;
+    stack.worker.process.assert_no_unexpected_errors(&[]);
+    stack.coordinator.process.assert_no_unexpected_errors(&[]);
+}

@@ -104,6 +104,20 @@ impl Run<'_> {
             self.check_space(0)?;
             match self.serve_custom(&dir).await {
                 Ok(None) => return Ok(Archive::Path(dir)),
+                Ok(Some(why)) if self.jobs_by_default => {
+                    self.log
+                        .info(format!(
+                            "the custom archive is not served to pg_restore -j through named pipes ({why}): streaming it to one job (restore.default_jobs applies to served archives only)"
+                        ))
+                        .await;
+                    std::fs::remove_dir_all(&dir)
+                        .map_err(|e| anyhow::anyhow!("remove {}: {e}", dir.display()))?;
+                    return Ok(Archive::Stream(Stored {
+                        store: self.store.clone(),
+                        dump: self.plan.dump_uuid,
+                        file: self.plan.stream_file().to_string(),
+                    }));
+                }
                 Ok(Some(why)) => {
                     self.log
                         .info(format!(
