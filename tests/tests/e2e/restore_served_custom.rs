@@ -35,24 +35,6 @@ fn custom_dump(cli: &Pgsnap, inst: i64, db: &str) -> i64 {
     id_of(&dump_and_show(cli, job))
 }
 
-/// The restore log of the newest run: its status and its lines' text.
-fn newest_run(cli: &Pgsnap) -> (String, String) {
-    let runs = cli.json(&["restore-log", "list", "--limit", "1"]).unwrap();
-    let id = id_of(&runs[0]).to_string();
-    let log = cli.json(&["restore-log", "show", &id]).unwrap();
-    let text = log["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|l| l["text"].as_str())
-        .collect::<Vec<_>>()
-        .join("\n");
-    (
-        log["run"]["status"].as_str().unwrap_or("").to_string(),
-        text,
-    )
-}
-
 fn databases(cluster: &PgCluster) -> String {
     cluster
         .query(

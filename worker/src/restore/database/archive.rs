@@ -79,13 +79,8 @@ impl Run<'_> {
                 self.check_space(tocs)?;
                 match self.serve(&names, &dir, data_files, parallel).await {
                     Ok(()) => return Ok(Archive::Path(dir)),
-                    Err(e) if e.is::<pipeline::Cancelled>() => return Err(e),
                     Err(e) => {
-                        self.log
-                            .warn(format!(
-                                "cannot serve the archive through named pipes ({e:#}): spooling it instead"
-                            ))
-                            .await;
+                        self.serve_failed(e).await?;
                         std::fs::remove_dir_all(&dir)
                             .and_then(|()| std::fs::create_dir(&dir))
                             .map_err(|e| anyhow::anyhow!("empty {}: {e}", dir.display()))?;
@@ -125,14 +120,7 @@ impl Run<'_> {
                         ))
                         .await;
                 }
-                Err(e) if e.is::<pipeline::Cancelled>() => return Err(e),
-                Err(e) => {
-                    self.log
-                        .warn(format!(
-                            "cannot serve the archive through named pipes ({e:#}): spooling it instead"
-                        ))
-                        .await;
-                }
+                Err(e) => self.serve_failed(e).await?,
             }
             std::fs::remove_dir_all(&dir)
                 .map_err(|e| anyhow::anyhow!("remove {}: {e}", dir.display()))?;
@@ -187,6 +175,20 @@ impl Run<'_> {
         .await
         .map_err(|e| anyhow::anyhow!("the thread preparing the named pipes failed: {e}"))??;
         self.served = Some(served);
+        Ok(())
+    }
+
+    /// After serving failed with `e`: a cancel stays an error; anything else
+    /// is logged, and the archive is spooled instead.
+    async fn serve_failed(&self, e: anyhow::Error) -> Result<()> {
+        if e.is::<pipeline::Cancelled>() {
+            return Err(e);
+        }
+        self.log
+            .warn(format!(
+                "cannot serve the archive through named pipes ({e:#}): spooling it instead"
+            ))
+            .await;
         Ok(())
     }
 
