@@ -517,7 +517,13 @@ impl Scan {
             .map_err(|e| format!("cannot read the dump from the store: {e}"))?;
         let mut reader = reader.read_ahead(READ_AHEAD_CHUNKS);
         let mut frames = Blocks::at_first_block(self.layout.int_size, self.layout.toc_end);
+        // Once every block the TOC names is found, the rest (the last
+        // block's data) need not be read: each server checks its own end.
+        let mut left: std::collections::HashSet<i64> = self.layout.data.iter().copied().collect();
         loop {
+            if left.is_empty() {
+                return Ok(());
+            }
             if self.stop.load(Ordering::SeqCst) || self.cancel.is_cancelled() {
                 return Err("stopped".to_string());
             }
@@ -532,8 +538,9 @@ impl Scan {
                     let mut found = self.blocks.found.lock().unwrap_or_else(|e| e.into_inner());
                     found.at.insert(id, chunks_at);
                     self.blocks.changed.notify_all();
+                    left.remove(&id);
                 }
-                true
+                !left.is_empty()
             })?;
         }
     }
