@@ -228,6 +228,9 @@ pub struct FileReader {
     chunk_reader: ChunkReader,
     done: u64,
     size: u64,
+    /// Bytes of the next chunk loaded that lie before the position sought
+    /// (`seek_to`), dropped when it is decoded.
+    skip: usize,
 }
 
 impl FileReader {
@@ -243,7 +246,40 @@ impl FileReader {
             pos: 0,
             done: 0,
             size,
+            skip: 0,
         }
+    }
+
+    /// Moves to byte `offset` of the file (at most its size): the next read,
+    /// or the first chunk of a `read_ahead` made from it, starts there. Only
+    /// the chunk holding `offset` is decoded again.
+    pub fn seek_to(&mut self, offset: u64) -> Result<(), StoreError> {
+        if offset > self.size {
+            return Err(StoreError::Invalid {
+                what: "read offset",
+                detail: format!(
+                    "offset {offset} is past the end of {} of dump {} ({} bytes)",
+                    self.name, self.dump, self.size
+                ),
+            });
+        }
+        let mut start = 0u64;
+        let mut index = self.chunks.len();
+        for (i, c) in self.chunks.iter().enumerate() {
+            let end = start + u64::from(c.len);
+            if offset < end {
+                index = i;
+                break;
+            }
+            start = end;
+        }
+        self.next = index;
+        // `offset - start` is below one chunk's length (a u32).
+        self.skip = usize::try_from(offset - start).unwrap_or(0);
+        self.buf.clear();
+        self.pos = 0;
+        self.done = offset;
+        Ok(())
     }
 
     /// Bytes of the whole file.
@@ -282,6 +318,10 @@ impl FileReader {
             });
         }
         self.next += 1;
+        if self.skip > 0 {
+            let skip = std::mem::take(&mut self.skip);
+            return Ok(Some(raw[skip..].to_vec()));
+        }
         Ok(Some(raw))
     }
 

@@ -164,13 +164,22 @@ pub struct RestoreConfig {
     /// others (`pgsnap worker set-restore-worker`). A shared file system
     /// or a mount of the other machine's data directory.
     pub shared_stores: std::collections::BTreeMap<String, PathBuf>,
+    /// pg_restore jobs of a restore into a new database that does not say
+    /// (its `parallel_jobs` is 0), where the archive is served from the
+    /// store; 1: one job, streamed. At most `MAX_DEFAULT_JOBS`.
+    pub default_jobs: u32,
 }
+
+/// Largest `restore.default_jobs`; why: each job is a server connection
+/// and a server process busy with the restore.
+pub const MAX_DEFAULT_JOBS: u32 = 16;
 
 impl Default for RestoreConfig {
     fn default() -> Self {
         Self {
             max_concurrent: 1,
             shared_stores: std::collections::BTreeMap::new(),
+            default_jobs: 1,
         }
     }
 }
@@ -409,6 +418,12 @@ impl Config {
                 self.restore.max_concurrent
             );
         }
+        if self.restore.default_jobs == 0 || self.restore.default_jobs > MAX_DEFAULT_JOBS {
+            bail!(
+                "restore.default_jobs {} must be between 1 and {MAX_DEFAULT_JOBS}",
+                self.restore.default_jobs
+            );
+        }
         if self.outbox.max_batch == 0 || self.outbox.max_batch > 1000 {
             bail!(
                 "outbox.max_batch {} must be between 1 and 1000",
@@ -548,6 +563,23 @@ mod tests {
         c.dump.max_run_time = Duration::from_secs(3600);
         c.worker.name = "bad name".into();
         assert!(c.validate().unwrap_err().to_string().contains("bad name"));
+    }
+
+    #[test]
+    fn restore_default_jobs_is_one_and_bounded() {
+        let mut c = Config::default();
+        c.worker.name = "w-1".into();
+        assert_eq!(c.restore.default_jobs, 1);
+        c.restore.default_jobs = MAX_DEFAULT_JOBS;
+        c.validate().unwrap();
+        for bad in [0, MAX_DEFAULT_JOBS + 1] {
+            c.restore.default_jobs = bad;
+            let err = c.validate().unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!("restore.default_jobs {bad} must be between 1 and {MAX_DEFAULT_JOBS}")
+            );
+        }
     }
 
     #[test]

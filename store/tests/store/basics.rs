@@ -309,3 +309,43 @@ fn read_only_store_reads_beside_the_writer_and_refuses_writes() {
     let err = Store::open_read_only(empty.path()).err().unwrap();
     assert!(err.to_string().contains("holds no chunk index"), "{err}");
 }
+
+#[test]
+fn file_reader_seeks_to_any_offset_directly_and_through_read_ahead() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let text = text_rows(11, 40_000);
+    let dump = store_files(&store, &[("archive", &text)]);
+    let m = store.manifest(dump).unwrap();
+    let file = m.file("archive").unwrap();
+    assert!(file.chunks.len() > 3, "the test needs several chunks");
+    // Every chunk boundary, one byte either side, the middle of a chunk,
+    // the start and the end.
+    let mut offsets = vec![0u64, 1, text.len() as u64 - 1, text.len() as u64];
+    let mut at = 0u64;
+    for c in &file.chunks[..file.chunks.len() - 1] {
+        at += u64::from(c.len);
+        offsets.extend([at - 1, at, at + 1, at - u64::from(c.len) / 2]);
+    }
+    for &off in &offsets {
+        let mut r = store.file_reader(dump, "archive").unwrap();
+        r.seek_to(off).unwrap();
+        assert_eq!(r.position(), off);
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert_eq!(out, &text[off as usize..], "direct read from {off}");
+
+        let mut r = store.file_reader(dump, "archive").unwrap();
+        // A read before the seek does not leak into what follows it.
+        let mut first = [0u8; 100];
+        r.read_exact(&mut first).unwrap();
+        r.seek_to(off).unwrap();
+        let mut out = Vec::new();
+        r.read_ahead(2).read_to_end(&mut out).unwrap();
+        assert_eq!(out, &text[off as usize..], "read-ahead from {off}");
+    }
+    let mut r = store.file_reader(dump, "archive").unwrap();
+    let err = r.seek_to(text.len() as u64 + 1).unwrap_err();
+    assert!(err.to_string().contains("past the end"), "{err}");
+}

@@ -609,3 +609,21 @@ pub fn dump_catalog(catalog: &PgCluster) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The restore log of the newest run: its status and its lines' text.
+pub fn newest_run(cli: &Pgsnap) -> (String, String) {
+    let runs = cli.json(&["restore-log", "list", "--limit", "1"]).unwrap();
+    let id = id_of(&runs[0]).to_string();
+    let log = cli.json(&["restore-log", "show", &id]).unwrap();
+    let text = log["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["text"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    (
+        log["run"]["status"].as_str().unwrap_or("").to_string(),
+        text,
+    )
+}

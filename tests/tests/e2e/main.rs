@@ -41,6 +41,7 @@ mod reconnect;
 mod repair;
 mod restore;
 mod restore_served;
+mod restore_served_custom;
 mod retention;
 mod scale;
 mod script_restore;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use pgsnapman_tests::{PgCluster, Pgsnap, wait};
+use pgsnapman_tests::{PgCluster, wait};
 
 use crate::common::*;
 
@@ -31,24 +31,6 @@ fn directory_dump(stack: &Stack, inst: i64, db: &str) -> i64 {
         &["--database", db, "--format", "directory", "--jobs", "2"],
     );
     id_of(&dump_and_show(&stack.cli, job))
-}
-
-/// The restore log of the newest run: its status and its lines' text.
-fn newest_run(cli: &Pgsnap) -> (String, String) {
-    let runs = cli.json(&["restore-log", "list", "--limit", "1"]).unwrap();
-    let id = id_of(&runs[0]).to_string();
-    let log = cli.json(&["restore-log", "show", &id]).unwrap();
-    let text = log["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|l| l["text"].as_str())
-        .collect::<Vec<_>>()
-        .join("\n");
-    (
-        log["run"]["status"].as_str().unwrap_or("").to_string(),
-        text,
-    )
 }
 
 /// Processes reading the worker's spool (pg_restore and its workers).

@@ -7,6 +7,7 @@
 //! Decisions and their reasons: docs/worker.md, "Restores".
 pub mod classify;
 mod cluster;
+mod custom;
 mod database;
 pub mod log;
 pub mod metadata;
@@ -202,6 +203,8 @@ pub(crate) struct Run<'a> {
     created_roles: Vec<String>,
     /// DROP_BEFORE dropped the target.
     target_dropped: bool,
+    /// `plan.parallel` is `restore.default_jobs`, not the restore's own.
+    jobs_by_default: bool,
 }
 
 async fn attempt(
@@ -282,6 +285,11 @@ impl<'a> Run<'a> {
         let store = runner
             .store_of(&plan.dump_worker, plan.dump_store.as_ref())
             .map_err(Abort)?;
+        let mut plan = plan;
+        let jobs_by_default = plan.parallel == 0 && runner.default_jobs() > 1;
+        if jobs_by_default {
+            plan.parallel = runner.default_jobs();
+        }
         let app = format!("pgsnapman-restore-{}", plan.run_id);
         let target = Target::new(runner.session(&plan.instance, &app)?);
         let spool = SpoolDir::create(runner.spool_dir(), plan.run_id)?;
@@ -300,6 +308,7 @@ impl<'a> Run<'a> {
             created_db: None,
             created_roles: Vec::new(),
             target_dropped: false,
+            jobs_by_default,
         })
     }
 

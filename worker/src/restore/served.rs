@@ -3,12 +3,16 @@
 //! directory, each data file (`*.dat`) is a named pipe (FIFO) that a thread
 //! fills from the store once pg_restore opens it, in whatever order its
 //! parallel workers ask. Never used where a short file could commit.
+//! A custom-format dump is served the same way as a directory one
+//! (`custom`): its TOC rewritten as toc.dat, each data block a FIFO fed from
+//! its offset in the stored archive, which a scanning thread finds ahead.
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
+use std::io::{BufReader, BufWriter, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -18,6 +22,7 @@ use pgsnapman_store::{READ_AHEAD_CHUNKS, Store};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::custom::{self, Blocks, Event, Layout, Refusal};
 use super::pipe_out::{PipeOut, Wrote};
 use super::pipeline;
 
@@ -32,6 +37,16 @@ const SERVER_STACK_BYTES: usize = 256 * 1024;
 
 /// How long dropping a `Served` waits for each of its threads to stop.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often a thread waiting for its block's offset looks at the stop flag.
+const OFFSET_WAIT: Duration = Duration::from_millis(50);
+
+/// De-framed rows of a custom archive's block gathered before one write
+/// into its FIFO (plus at most one decoded chunk over).
+const BLOCK_BATCH_BYTES: usize = 256 * 1024;
+
+/// Buffer of the reader of a custom archive's TOC.
+const TOC_READ_BYTES: usize = 64 * 1024;
 
 /// Whether a stored file is table data pg_restore reads once, start to end
 /// (served through a FIFO), rather than a table of contents (written out).
@@ -48,6 +63,8 @@ struct Server {
 /// The served directory: its FIFOs' threads and what they saw.
 pub struct Served {
     servers: Vec<Server>,
+    /// A custom archive: the thread finding its data blocks.
+    scanner: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     /// The first store error of a serving thread (the file it cut short).
     error: Arc<Mutex<Option<String>>>,
@@ -66,38 +83,135 @@ impl Served {
         progress: Arc<AtomicU64>,
         cancel: &CancellationToken,
     ) -> Result<Served> {
-        let mut served = Served {
-            servers: Vec::new(),
-            stop: Arc::new(AtomicBool::new(false)),
-            error: Arc::default(),
-            complete: Arc::default(),
-        };
+        let mut served = Served::empty();
         for name in files.iter().filter(|n| !is_data_file(n)) {
             write_out(store, dump, name, dir, cancel)?;
         }
         for name in files.iter().filter(|n| is_data_file(n)) {
-            let path = dir.join(name);
-            nix::unistd::mkfifo(&path, Mode::S_IRUSR | Mode::S_IWUSR)
-                .with_context(|| format!("create the named pipe {}", path.display()))?;
-            let job = Job {
-                store: store.clone(),
+            let job = served.job(
+                store,
                 dump,
-                name: name.clone(),
-                path: path.clone(),
-                stop: Arc::clone(&served.stop),
-                error: Arc::clone(&served.error),
-                complete: Arc::clone(&served.complete),
-                progress: Arc::clone(&progress),
-                cancel: cancel.clone(),
-            };
-            let thread = std::thread::Builder::new()
-                .name("restore-serve".into())
-                .stack_size(SERVER_STACK_BYTES)
-                .spawn(move || job.serve())
-                .context("start a thread to serve a data file")?;
-            served.servers.push(Server { path, thread });
+                Source::File(name.clone()),
+                dir,
+                &progress,
+                cancel,
+            );
+            served.add(job)?;
         }
         Ok(served)
+    }
+
+    /// Serves the custom archive `stream` of the dump as a directory archive
+    /// in `dir` (which exists): toc.dat rewritten from its TOC, a FIFO per
+    /// data block. `Ok(Err(why))` when the archive is not one served.
+    pub fn start_custom(
+        store: &Store,
+        dump: Uuid,
+        stream: &str,
+        dir: &Path,
+        progress: Arc<AtomicU64>,
+        cancel: &CancellationToken,
+    ) -> Result<Result<Served, String>> {
+        let reader = store
+            .file_reader(dump, stream)
+            .map_err(|e| anyhow::anyhow!("cannot read {stream} of the dump from the store: {e}"))?;
+        let toc = dir.join("toc.dat");
+        let out = File::create(&toc).with_context(|| format!("create {}", toc.display()))?;
+        let layout = match custom::rewrite_toc(
+            BufReader::with_capacity(TOC_READ_BYTES, reader),
+            BufWriter::new(out),
+        ) {
+            Ok(layout) => layout,
+            Err(Refusal::Unserved(why)) => return Ok(Err(why)),
+            Err(Refusal::Io(e)) => {
+                return Err(anyhow::anyhow!(
+                    "rewrite the archive's table of contents: {e}"
+                ));
+            }
+        };
+        if layout.data.len() > SERVE_MAX_FILES {
+            return Ok(Err(format!(
+                "the archive has {} data blocks, more than the {SERVE_MAX_FILES} served",
+                layout.data.len()
+            )));
+        }
+        let blocks = Arc::new(BlockIndex {
+            stream: stream.to_string(),
+            int_size: layout.int_size,
+            found: Mutex::default(),
+            changed: Condvar::new(),
+        });
+        let mut served = Served::empty();
+        for &id in &layout.data {
+            let source = Source::Block {
+                id,
+                blocks: Arc::clone(&blocks),
+            };
+            let job = served.job(store, dump, source, dir, &progress, cancel);
+            served.add(job)?;
+        }
+        let scan = Scan {
+            store: store.clone(),
+            dump,
+            layout,
+            blocks,
+            stop: Arc::clone(&served.stop),
+            cancel: cancel.clone(),
+        };
+        served.scanner = Some(
+            std::thread::Builder::new()
+                .name("restore-scan".into())
+                .spawn(move || scan.run())
+                .context("start a thread to find the archive's data blocks")?,
+        );
+        Ok(Ok(served))
+    }
+
+    fn empty() -> Served {
+        Served {
+            servers: Vec::new(),
+            scanner: None,
+            stop: Arc::new(AtomicBool::new(false)),
+            error: Arc::default(),
+            complete: Arc::default(),
+        }
+    }
+
+    /// The job serving `source` as a FIFO in `dir`.
+    fn job(
+        &self,
+        store: &Store,
+        dump: Uuid,
+        source: Source,
+        dir: &Path,
+        progress: &Arc<AtomicU64>,
+        cancel: &CancellationToken,
+    ) -> Job {
+        Job {
+            store: store.clone(),
+            dump,
+            path: dir.join(source.name()),
+            source,
+            stop: Arc::clone(&self.stop),
+            error: Arc::clone(&self.error),
+            complete: Arc::clone(&self.complete),
+            progress: Arc::clone(progress),
+            cancel: cancel.clone(),
+        }
+    }
+
+    /// Makes `job`'s FIFO and starts its thread.
+    fn add(&mut self, job: Job) -> Result<()> {
+        let path = job.path.clone();
+        nix::unistd::mkfifo(&path, Mode::S_IRUSR | Mode::S_IWUSR)
+            .with_context(|| format!("create the named pipe {}", path.display()))?;
+        let thread = std::thread::Builder::new()
+            .name("restore-serve".into())
+            .stack_size(SERVER_STACK_BYTES)
+            .spawn(move || job.serve())
+            .context("start a thread to serve a data file")?;
+        self.servers.push(Server { path, thread });
+        Ok(())
     }
 
     /// Data files served to their end so far, of how many.
@@ -122,6 +236,10 @@ impl Drop for Served {
     /// what it writes until it sees the stop).
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        if let Some(scan) = self.scanner.take() {
+            // It looks at the stop flag after each chunk it reads.
+            let _ = scan.join();
+        }
         for s in self.servers.drain(..) {
             if !release(&s) {
                 tracing::warn!(path = %s.path.display(), "a thread serving a restore's data file did not stop; left behind");
@@ -159,7 +277,7 @@ fn release(s: &Server) -> bool {
 struct Job {
     store: Store,
     dump: Uuid,
-    name: String,
+    source: Source,
     path: PathBuf,
     stop: Arc<AtomicBool>,
     error: Arc<Mutex<Option<String>>>,
@@ -188,17 +306,19 @@ impl Job {
         if self.stopped() {
             return;
         }
-        let reader = match self.store.file_reader(self.dump, &self.name) {
-            Ok(r) => r.read_ahead(READ_AHEAD_CHUNKS),
-            Err(e) => {
-                self.fail(format!(
-                    "cannot read {} of the dump from the store: {e}",
-                    self.name
-                ));
-                return;
-            }
+        let copied = match &self.source {
+            Source::File(name) => match self.store.file_reader(self.dump, name) {
+                Ok(r) => self.copy(r.read_ahead(READ_AHEAD_CHUNKS), out),
+                Err(e) => {
+                    self.fail(format!(
+                        "cannot read {name} of the dump from the store: {e}"
+                    ));
+                    return;
+                }
+            },
+            Source::Block { id, blocks } => self.copy_block(*id, blocks, out),
         };
-        match self.copy(reader, out) {
+        match copied {
             Ok(true) => {
                 self.complete.fetch_add(1, Ordering::SeqCst);
             }
@@ -218,11 +338,78 @@ impl Job {
         match pipeline::feed_pipe(reader, &mut out, &self.progress, &stopped) {
             Ok(wrote) => Ok(wrote == Wrote::All),
             Err(e) => {
-                let e = e.context(format!("serving {} to pg_restore", self.name));
+                let e = e.context(format!("serving {} to pg_restore", self.source.name()));
                 self.fail(format!("{e:#}"));
                 Err(e)
             }
         }
+    }
+
+    /// Copies the de-framed data of entry `id`'s block, once the scan has
+    /// found it; like `copy`, an error is recorded before `out` is closed.
+    fn copy_block(&self, id: i64, blocks: &BlockIndex, out: File) -> Result<bool> {
+        let mut out = PipeOut::new(out);
+        let copied = self.feed_block(id, blocks, &mut out);
+        if let Err(e) = &copied {
+            self.fail(format!(
+                "serving {} to pg_restore: {e:#}",
+                custom::data_file(id)
+            ));
+        }
+        copied
+    }
+
+    fn feed_block(&self, id: i64, blocks: &BlockIndex, out: &mut PipeOut) -> Result<bool> {
+        let Some(at) = blocks.wait_for(id, &|| self.stopped())? else {
+            return Ok(false);
+        };
+        let mut reader = self
+            .store
+            .file_reader(self.dump, &blocks.stream)
+            .map_err(|e| anyhow::anyhow!("cannot read the dump from the store: {e}"))?;
+        reader
+            .seek_to(at)
+            .map_err(|e| anyhow::anyhow!("cannot read the dump from the store: {e}"))?;
+        let mut reader = reader.read_ahead(READ_AHEAD_CHUNKS);
+        let mut frames = Blocks::at_chunks(blocks.int_size, at);
+        let stopped = || self.stopped();
+        // pg_dump frames every COPY row: the rows are gathered and written
+        // in batches, not one pipe write per row.
+        let mut batch: Vec<u8> = Vec::with_capacity(BLOCK_BATCH_BYTES);
+        let mut ended = false;
+        while !ended {
+            if stopped() {
+                return Ok(false);
+            }
+            let slice = match reader.next_slice() {
+                Ok([]) => bail!("the archive ends inside the data block of entry {id}"),
+                Ok(s) => s,
+                Err(e) => bail!("cannot read the dump from the store: {e}"),
+            };
+            frames
+                .feed(slice, &mut |event| match event {
+                    Event::Data(d) => {
+                        batch.extend_from_slice(d);
+                        true
+                    }
+                    Event::End | Event::Start { .. } => {
+                        ended = true;
+                        false
+                    }
+                })
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if batch.len() >= BLOCK_BATCH_BYTES || ended {
+                match out.write_all(&batch, &stopped) {
+                    Ok(Wrote::All) => {}
+                    Ok(Wrote::Gone) => return Ok(false),
+                    Err(e) => bail!("write into the pipe: {e}"),
+                }
+                self.progress
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                batch.clear();
+            }
+        }
+        Ok(true)
     }
 
     fn stopped(&self) -> bool {
@@ -232,6 +419,130 @@ impl Job {
     fn fail(&self, message: String) {
         let mut error = self.error.lock().unwrap_or_else(|e| e.into_inner());
         error.get_or_insert(message);
+    }
+}
+
+/// What a FIFO serves.
+enum Source {
+    /// A stored file of a directory dump, whole.
+    File(String),
+    /// The data block of entry `id` of a custom archive, de-framed.
+    Block { id: i64, blocks: Arc<BlockIndex> },
+}
+
+impl Source {
+    /// The FIFO's file name.
+    fn name(&self) -> String {
+        match self {
+            Source::File(name) => name.clone(),
+            Source::Block { id, .. } => custom::data_file(*id),
+        }
+    }
+}
+
+/// Where each data block of a custom archive starts, as the scan finds
+/// them.
+struct BlockIndex {
+    /// The archive's stored file.
+    stream: String,
+    int_size: usize,
+    found: Mutex<Found>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Found {
+    /// Offset of each block's first chunk, by dump id.
+    at: HashMap<i64, u64>,
+    /// The scan's end: `Err` with why it stopped early.
+    ended: Option<Result<(), String>>,
+}
+
+impl BlockIndex {
+    /// Waits until the offset of `id`'s chunks is known: `None` if
+    /// `stopped` said so first; an error if the scan ended without it.
+    fn wait_for(&self, id: i64, stopped: &dyn Fn() -> bool) -> Result<Option<u64>> {
+        let mut found = self.found.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(&at) = found.at.get(&id) {
+                return Ok(Some(at));
+            }
+            match &found.ended {
+                Some(Ok(())) => bail!("the archive has no data block for entry {id}"),
+                Some(Err(e)) => bail!("finding the data block of entry {id}: {e}"),
+                None => {}
+            }
+            if stopped() {
+                return Ok(None);
+            }
+            found = self
+                .changed
+                .wait_timeout(found, OFFSET_WAIT)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn end(&self, ended: Result<(), String>) {
+        let mut found = self.found.lock().unwrap_or_else(|e| e.into_inner());
+        found.ended.get_or_insert(ended);
+        self.changed.notify_all();
+    }
+}
+
+/// The thread that reads a custom archive's data blocks once, start to
+/// end, to learn where each starts.
+struct Scan {
+    store: Store,
+    dump: Uuid,
+    layout: Layout,
+    blocks: Arc<BlockIndex>,
+    stop: Arc<AtomicBool>,
+    cancel: CancellationToken,
+}
+
+impl Scan {
+    fn run(self) {
+        let ended = self.scan();
+        self.blocks.end(ended);
+    }
+
+    fn scan(&self) -> Result<(), String> {
+        let mut reader = self
+            .store
+            .file_reader(self.dump, &self.blocks.stream)
+            .map_err(|e| format!("cannot read the dump from the store: {e}"))?;
+        reader
+            .seek_to(self.layout.toc_end)
+            .map_err(|e| format!("cannot read the dump from the store: {e}"))?;
+        let mut reader = reader.read_ahead(READ_AHEAD_CHUNKS);
+        let mut frames = Blocks::at_first_block(self.layout.int_size, self.layout.toc_end);
+        // Once every block the TOC names is found, the rest (the last
+        // block's data) need not be read: each server checks its own end.
+        let mut left: std::collections::HashSet<i64> = self.layout.data.iter().copied().collect();
+        loop {
+            if left.is_empty() {
+                return Ok(());
+            }
+            if self.stop.load(Ordering::SeqCst) || self.cancel.is_cancelled() {
+                return Err("stopped".to_string());
+            }
+            let slice = match reader.next_slice() {
+                Ok([]) if frames.between_blocks() => return Ok(()),
+                Ok([]) => return Err("the archive ends inside a data block".to_string()),
+                Ok(s) => s,
+                Err(e) => return Err(format!("cannot read the dump from the store: {e}")),
+            };
+            frames.feed(slice, &mut |event| {
+                if let Event::Start { id, chunks_at } = event {
+                    let mut found = self.blocks.found.lock().unwrap_or_else(|e| e.into_inner());
+                    found.at.insert(id, chunks_at);
+                    self.blocks.changed.notify_all();
+                    left.remove(&id);
+                }
+                !left.is_empty()
+            })?;
+        }
     }
 }
 

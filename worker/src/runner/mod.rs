@@ -62,6 +62,8 @@ pub struct Runner {
     kill_grace: Duration,
     /// `postgres.max_query_output_bytes`.
     max_output: u64,
+    /// `restore.default_jobs`.
+    default_jobs: u32,
     /// Standbys this worker's dumps hold paused.
     replay: ReplayPauses,
     /// `postgres.statement_timeout` and `postgres.lock_timeout`.
@@ -209,6 +211,7 @@ impl Runner {
             connect_timeout: config.postgres.connect_timeout,
             kill_grace: config.dump.kill_grace_period,
             max_output: config.postgres.max_query_output_bytes,
+            default_jobs: config.restore.default_jobs,
             replay: ReplayPauses::new(&crate::state::dir(data_dir)),
             statement_timeout: config.postgres.statement_timeout,
             lock_timeout: config.postgres.lock_timeout,
@@ -350,6 +353,11 @@ impl Runner {
     /// The client tools found on this machine.
     pub fn clients(&self) -> &Clients {
         &self.clients
+    }
+
+    /// pg_restore jobs of a restore that does not say (`restore.default_jobs`).
+    pub fn default_jobs(&self) -> u32 {
+        self.default_jobs
     }
 
     /// Scratch space for files that must be seekable (emptied at start).

@@ -40,9 +40,10 @@ impl Archive {
 
 impl Run<'_> {
     /// The archive as pg_restore reads it: streamed (custom format, one
-    /// job), served (directory format into a new database: toc.dat written,
-    /// the data files FIFOs filled on demand), else spooled (custom format
-    /// for `-j`: pg_restore's workers seek in the file; directory format
+    /// job), served (into a new database: toc.dat written, the data files
+    /// FIFOs filled on demand; a custom archive for `-j` is served as a
+    /// directory archive), else spooled (a custom archive for `-j` not
+    /// served: pg_restore's workers seek in the file; directory format
     /// through a script, where a cut-short file could commit).
     pub(super) async fn archive(
         &mut self,
@@ -78,13 +79,8 @@ impl Run<'_> {
                 self.check_space(tocs)?;
                 match self.serve(&names, &dir, data_files, parallel).await {
                     Ok(()) => return Ok(Archive::Path(dir)),
-                    Err(e) if e.is::<pipeline::Cancelled>() => return Err(e),
                     Err(e) => {
-                        self.log
-                            .warn(format!(
-                                "cannot serve the archive through named pipes ({e:#}): spooling it instead"
-                            ))
-                            .await;
+                        self.serve_failed(e).await?;
                         std::fs::remove_dir_all(&dir)
                             .and_then(|()| std::fs::create_dir(&dir))
                             .map_err(|e| anyhow::anyhow!("empty {}: {e}", dir.display()))?;
@@ -94,6 +90,40 @@ impl Run<'_> {
             self.check_space(p.manifest.logical_bytes)?;
             self.spool_files(p, parallel, names, &dir).await?;
             return Ok(Archive::Path(dir));
+        }
+        if servable {
+            let dir = self.spool.path().join("dump");
+            std::fs::create_dir(&dir)
+                .map_err(|e| anyhow::anyhow!("create {}: {e}", dir.display()))?;
+            // Only toc.dat takes space in the spool: the reserve covers it.
+            self.check_space(0)?;
+            match self.serve_custom(&dir).await {
+                Ok(None) => return Ok(Archive::Path(dir)),
+                Ok(Some(why)) if self.jobs_by_default => {
+                    self.log
+                        .info(format!(
+                            "the custom archive is not served to pg_restore -j through named pipes ({why}): streaming it to one job (restore.default_jobs applies to served archives only)"
+                        ))
+                        .await;
+                    std::fs::remove_dir_all(&dir)
+                        .map_err(|e| anyhow::anyhow!("remove {}: {e}", dir.display()))?;
+                    return Ok(Archive::Stream(Stored {
+                        store: self.store.clone(),
+                        dump: self.plan.dump_uuid,
+                        file: self.plan.stream_file().to_string(),
+                    }));
+                }
+                Ok(Some(why)) => {
+                    self.log
+                        .info(format!(
+                            "the custom archive is not served to pg_restore -j through named pipes ({why}): spooling it"
+                        ))
+                        .await;
+                }
+                Err(e) => self.serve_failed(e).await?,
+            }
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| anyhow::anyhow!("remove {}: {e}", dir.display()))?;
         }
         self.check_space(p.manifest.logical_bytes)?;
         let dir = self.spool.path().to_path_buf();
@@ -146,6 +176,49 @@ impl Run<'_> {
         .map_err(|e| anyhow::anyhow!("the thread preparing the named pipes failed: {e}"))??;
         self.served = Some(served);
         Ok(())
+    }
+
+    /// After serving failed with `e`: a cancel stays an error; anything else
+    /// is logged, and the archive is spooled instead.
+    async fn serve_failed(&self, e: anyhow::Error) -> Result<()> {
+        if e.is::<pipeline::Cancelled>() {
+            return Err(e);
+        }
+        self.log
+            .warn(format!(
+                "cannot serve the archive through named pipes ({e:#}): spooling it instead"
+            ))
+            .await;
+        Ok(())
+    }
+
+    /// Serves the custom archive as a directory archive in `dir` (see
+    /// `served::Served::start_custom`); `Some(why)` when it is not one served.
+    async fn serve_custom(&mut self, dir: &std::path::Path) -> Result<Option<String>> {
+        let (store, dump, stream, dir2) = (
+            self.store.clone(),
+            self.plan.dump_uuid,
+            self.plan.stream_file().to_string(),
+            dir.to_path_buf(),
+        );
+        let (done, cancel) = (self.done.clone(), self.cancel.clone());
+        let started = tokio::task::spawn_blocking(move || {
+            served::Served::start_custom(&store, dump, &stream, &dir2, done, &cancel)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("the thread preparing the named pipes failed: {e}"))??;
+        let served = match started {
+            Ok(served) => served,
+            Err(why) => return Ok(Some(why)),
+        };
+        let (_, blocks) = served.counts();
+        self.log
+            .info(format!(
+                "serving the custom archive's {blocks} data blocks to pg_restore -j as a directory archive through named pipes (nothing spooled)"
+            ))
+            .await;
+        self.served = Some(served);
+        Ok(None)
     }
 
     /// Writes `files` of the dump into `dir`.

@@ -162,7 +162,7 @@ impl Run<'_> {
         let rewrite = !self.plan.tablespaces.map.is_empty();
         let direct = !plain && !rewrite;
         let parallel = direct && self.plan.parallel > 1;
-        if !direct && self.plan.parallel > 1 {
+        if !direct && self.plan.parallel > 1 && !self.jobs_by_default {
             self.log
                 .info("parallel jobs are not used: this restore runs as one script through psql")
                 .await;
@@ -172,6 +172,9 @@ impl Run<'_> {
         } else {
             Some(self.archive(p, parallel, direct).await?)
         };
+        // A custom archive not served under `restore.default_jobs` is
+        // streamed to one job rather than spooled.
+        let parallel = parallel && !matches!(archive, Some(Archive::Stream(_)));
         self.create_roles(p).await?;
         if drop_first {
             let ended = self
