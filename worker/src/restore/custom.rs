@@ -5,6 +5,8 @@
 //! chunks in it). Pure byte work: no store, no files, no threads.
 use std::io::{ErrorKind, Read, Write};
 
+use crate::rowcount::decode_int;
+
 /// Oldest archive version served: 1.12 (PostgreSQL 9.0 to 10).
 const OLDEST: (u8, u8) = (1, 12);
 /// Newest archive version served: 1.16 (PostgreSQL 17 and 18).
@@ -243,16 +245,6 @@ impl<R: Read, W: Write> Copier<R, W> {
         }
         Ok(Some(kept))
     }
-}
-
-/// An archive int: a sign byte, then its magnitude, least significant byte
-/// first.
-fn decode_int(b: &[u8]) -> i64 {
-    let mut v: i64 = 0;
-    for (i, byte) in b[1..].iter().enumerate() {
-        v |= i64::from(*byte) << (8 * i);
-    }
-    if b[0] != 0 { -v } else { v }
 }
 
 /// What a piece of the data blocks held.

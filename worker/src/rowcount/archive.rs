@@ -30,6 +30,17 @@ fn version_text(v: u32) -> String {
     format!("{}.{}.{}", v >> 16, (v >> 8) & 0xff, v & 0xff)
 }
 
+/// An archive int: a sign byte, then its magnitude, least significant byte
+/// first (`b` holds the sign byte and `int_size` bytes). Also used by the
+/// restore's custom-to-directory rewrite (`restore/custom.rs`).
+pub(crate) fn decode_int(b: &[u8]) -> i64 {
+    let mut v: i64 = 0;
+    for (i, byte) in b[1..].iter().enumerate() {
+        v |= i64::from(*byte) << (8 * i);
+    }
+    if b[0] != 0 { -v } else { v }
+}
+
 /// What an archive holds: its TABLE DATA entries and, for a custom
 /// archive, the rows of each data block, both by dump id.
 pub type Read = (HashMap<i64, TableData>, HashMap<i64, u64>);
@@ -192,13 +203,9 @@ impl ArchiveRows {
         if !self.fill(input, 1 + self.int_size) {
             return None;
         }
-        let mut v: i64 = 0;
-        for (i, b) in self.tok[1..].iter().enumerate() {
-            v |= i64::from(*b) << (8 * i);
-        }
-        let negative = self.tok[0] != 0;
+        let v = decode_int(&self.tok);
         self.tok.clear();
-        Some(if negative { -v } else { v })
+        Some(v)
     }
 
     fn byte(&mut self, input: &mut &[u8]) -> Option<u8> {

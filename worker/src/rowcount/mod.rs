@@ -11,6 +11,7 @@ use std::io::Read;
 
 use pgsnapman_store::TableRows;
 
+pub(crate) use self::archive::decode_int;
 use self::archive::{ArchiveRows, Container};
 use self::copy::CopyRows;
 use self::plain::PlainRows;
