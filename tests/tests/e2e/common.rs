@@ -627,3 +627,19 @@ pub fn newest_run(cli: &Pgsnap) -> (String, String) {
         text,
     )
 }
+
+/// `restore now` of `dump` into `database` (see `restore_now`), which must
+/// succeed; the text of its restore log.
+pub fn restore_succeeds(
+    cli: &Pgsnap,
+    dump: i64,
+    instance: i64,
+    database: &str,
+    extra: &[&str],
+) -> String {
+    let run = restore_now(cli, dump, instance, database, extra);
+    assert!(run.success(), "{database}: {run:?}");
+    let (status, log) = newest_run(cli);
+    assert_eq!(status, "SUCCEEDED", "{database}: {log}");
+    log
+}
