@@ -98,6 +98,7 @@ fn ingest(store: &Store, dump: Uuid, dir: &std::path::Path) -> Result<(), String
         restore_metadata: serde_json::Value::Null,
         table_rows: None,
         table_rows_error: String::new(),
+        data_blocks: None,
     };
     ingest.finish(meta).map_err(|e| e.to_string())?;
     Ok(())

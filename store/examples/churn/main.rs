@@ -94,6 +94,7 @@ fn meta() -> ManifestMeta {
         restore_metadata: serde_json::Value::Null,
         table_rows: None,
         table_rows_error: String::new(),
+        data_blocks: None,
     }
 }
 

@@ -47,6 +47,7 @@ pub fn meta(database: &str) -> ManifestMeta {
         restore_metadata: serde_json::json!({"roles": ["app"]}),
         table_rows: None,
         table_rows_error: String::new(),
+        data_blocks: None,
     }
 }
 

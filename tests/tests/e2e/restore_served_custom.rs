@@ -17,6 +17,9 @@ const ODD_TABLES: [&str; 4] = [
     "public.empty_one",
 ];
 
+/// A digest of every large object of the `docs` table.
+const BLOBS: &str = "SELECT string_agg(id || ':' || md5(lo_get(body)), ',' ORDER BY id) FROM docs";
+
 /// Row count and a digest of every row of `table` in `db`.
 fn fingerprint(cluster: &PgCluster, db: &str, table: &str) -> String {
     cluster
@@ -72,16 +75,15 @@ async fn custom_dumps_restore_with_jobs_through_named_pipes_and_large_objects_sp
     // Three mixed tables and the four odd ones.
     let blocks = 7;
 
-    let run = restore_now(&stack.cli, dump, inst, "copy_j2", &["--jobs", "2"]);
-    assert!(run.success(), "{run:?}");
-    let (status, log) = newest_run(&stack.cli);
-    assert_eq!(status, "SUCCEEDED", "{log}");
+    let log = restore_succeeds(&stack.cli, dump, inst, "copy_j2", &["--jobs", "2"]);
     assert!(
         log.contains(&format!(
             "serving the custom archive's {blocks} data blocks to pg_restore -j"
         )),
         "{log}"
     );
+    // The dump recorded where its blocks start: no scan of the archive.
+    assert!(log.contains("block offsets from the manifest"), "{log}");
     assert!(
         log.contains(&format!("served {blocks} of {blocks} data files")),
         "{log}"
@@ -118,19 +120,15 @@ async fn custom_dumps_restore_with_jobs_through_named_pipes_and_large_objects_sp
         )
         .unwrap();
     let lo_dump = custom_dump(&stack.cli, inst, lo);
-    let run = restore_now(&stack.cli, lo_dump, inst, "lo_copy", &["--jobs", "2"]);
-    assert!(run.success(), "{run:?}");
-    let (status, log) = newest_run(&stack.cli);
-    assert_eq!(status, "SUCCEEDED", "{log}");
+    let log = restore_succeeds(&stack.cli, lo_dump, inst, "lo_copy", &["--jobs", "2"]);
     assert!(
         log.contains("not served to pg_restore -j through named pipes (the archive holds large objects): spooling it"),
         "{log}"
     );
     assert!(log.contains("spooling the archive"), "{log}");
-    let blobs = "SELECT string_agg(id || ':' || md5(lo_get(body)), ',' ORDER BY id) FROM docs";
     assert_eq!(
-        stack.source.query("lo_copy", blobs).unwrap(),
-        stack.source.query(lo, blobs).unwrap()
+        stack.source.query("lo_copy", BLOBS).unwrap(),
+        stack.source.query(lo, BLOBS).unwrap()
     );
 
     stack.worker.process.stop_clean().await;
@@ -199,10 +197,7 @@ async fn a_custom_archive_with_more_data_blocks_than_served_is_spooled() {
         .unwrap();
     let inst = add_instance(&stack.cli, "src", stack.source.port, "w-cserved-many", None);
     let dump = custom_dump(&stack.cli, inst, db);
-    let run = restore_now(&stack.cli, dump, inst, "many_copy", &["--jobs", "2"]);
-    assert!(run.success(), "{run:?}");
-    let (status, log) = newest_run(&stack.cli);
-    assert_eq!(status, "SUCCEEDED", "{log}");
+    let log = restore_succeeds(&stack.cli, dump, inst, "many_copy", &["--jobs", "2"]);
     assert!(
         log.contains("(the archive has 2049 data blocks, more than the 2048 served): spooling it"),
         "{log}"
@@ -242,10 +237,7 @@ async fn restore_default_jobs_serves_restores_that_do_not_say_and_streams_the_un
     let with_blobs = custom_dump(&stack.cli, inst, db);
 
     // No --jobs: the worker's default, served.
-    let run = restore_now(&stack.cli, served, inst, "copy_default", &[]);
-    assert!(run.success(), "{run:?}");
-    let (status, log) = newest_run(&stack.cli);
-    assert_eq!(status, "SUCCEEDED", "{log}");
+    let log = restore_succeeds(&stack.cli, served, inst, "copy_default", &[]);
     assert!(
         log.contains("serving the custom archive's 2 data blocks"),
         "{log}"
@@ -259,28 +251,22 @@ async fn restore_default_jobs_serves_restores_that_do_not_say_and_streams_the_un
     }
 
     // --jobs 1 says: one job, streamed.
-    let run = restore_now(&stack.cli, served, inst, "copy_one", &["--jobs", "1"]);
-    assert!(run.success(), "{run:?}");
-    let (_, log) = newest_run(&stack.cli);
+    let log = restore_succeeds(&stack.cli, served, inst, "copy_one", &["--jobs", "1"]);
     assert!(!log.contains("serving"), "{log}");
     assert!(!log.contains("spooling"), "{log}");
     assert!(log.contains("running pg_restore\n"), "{log}");
 
     // Large objects under the default: streamed to one job, not spooled.
-    let run = restore_now(&stack.cli, with_blobs, inst, "copy_blobs", &[]);
-    assert!(run.success(), "{run:?}");
-    let (status, log) = newest_run(&stack.cli);
-    assert_eq!(status, "SUCCEEDED", "{log}");
+    let log = restore_succeeds(&stack.cli, with_blobs, inst, "copy_blobs", &[]);
     assert!(
         log.contains("(the archive holds large objects): streaming it to one job"),
         "{log}"
     );
     assert!(!log.contains("spooling"), "{log}");
     assert!(!log.contains("running pg_restore -j"), "{log}");
-    let blobs = "SELECT string_agg(id || ':' || md5(lo_get(body)), ',' ORDER BY id) FROM docs";
     assert_eq!(
-        stack.source.query("copy_blobs", blobs).unwrap(),
-        stack.source.query(db, blobs).unwrap()
+        stack.source.query("copy_blobs", BLOBS).unwrap(),
+        stack.source.query(db, BLOBS).unwrap()
     );
     assert_eq!(
         fingerprint(&stack.source, "copy_blobs", "t2"),

@@ -520,6 +520,62 @@ mod tests {
         }
     }
 
+    /// The offsets the row counter records as a dump streams in (fed in
+    /// pieces of any size) are where each block's header starts: the scan
+    /// finds its data right after, and a block read from there is pg_dump's
+    /// data file.
+    #[test]
+    fn offsets_recorded_at_dump_time_are_the_block_headers() {
+        use crate::rowcount::{Kind, RowCounter};
+        for major in [15, 16, 18] {
+            let dir = fixture(major);
+            let archive = std::fs::read(dir.join("archive.dump")).unwrap();
+            let layout = rewrite_toc(archive.as_slice(), &mut Vec::new()).unwrap();
+            let (_, starts) = blocks_of(&archive, &layout, 100_000);
+            for piece in [1, 7, 4096, 1 << 20] {
+                let mut counter = RowCounter::new(Kind::Custom);
+                counter.begin_file("dump");
+                for p in archive.chunks(piece) {
+                    counter.feed(p);
+                }
+                let (rows, map) = counter.finish_with_toc();
+                assert!(rows.is_ok(), "pg{major}: {rows:?}");
+                let map = map.unwrap();
+                assert_eq!(map.toc_bytes, layout.toc_end, "pg{major}");
+                let offsets = map.block_offsets.unwrap();
+                let mut ids: Vec<i64> = offsets.iter().map(|(id, _)| *id).collect();
+                ids.sort_unstable();
+                assert_eq!(ids, vec![3362, 3363, 3364], "pg{major}");
+                for (id, at) in offsets {
+                    let header = 2 + layout.int_size as u64;
+                    assert_eq!(at + header, starts[&id], "pg{major} block {id}");
+                    let mut b = Blocks::at_first_block(layout.int_size, at);
+                    let (mut first, mut data) = (None, Vec::new());
+                    b.feed(&archive[at as usize..], &mut |e| match e {
+                        Event::Start { id, .. } if first.is_none() => {
+                            first = Some(id);
+                            true
+                        }
+                        Event::Data(d) => {
+                            data.extend_from_slice(d);
+                            true
+                        }
+                        _ => false,
+                    })
+                    .unwrap();
+                    assert_eq!(first, Some(id), "pg{major}");
+                    let file = std::fs::read(dir.join(format!("dir/{}", data_file(id)))).unwrap();
+                    assert_eq!(data, file, "pg{major} block {id} from its header");
+                }
+            }
+            // Cut short: nothing recorded.
+            let mut counter = RowCounter::new(Kind::Custom);
+            counter.begin_file("dump");
+            counter.feed(&archive[..archive.len() - 1]);
+            assert_eq!(counter.finish_with_toc().1, None, "pg{major}");
+        }
+    }
+
     /// Writes archives as pg_dump does, custom or directory.
     struct Writer {
         out: Vec<u8>,

@@ -30,6 +30,8 @@ use super::pipeline;
 /// thread each (waiting in `open` until pg_restore opens the file); why: a
 /// thread is cheap but not free. Dumps with more data files are spooled.
 pub const SERVE_MAX_FILES: usize = 2048;
+// Every custom archive served has its block offsets recorded at dump time.
+const _: () = assert!(crate::rowcount::MAX_BLOCK_OFFSETS >= SERVE_MAX_FILES);
 
 /// Stack of a serving thread; why: it only copies (the store decodes on
 /// its read-ahead thread), 256 KiB is ample and keeps 2048 threads small.
@@ -103,11 +105,15 @@ impl Served {
 
     /// Serves the custom archive `stream` of the dump as a directory archive
     /// in `dir` (which exists): toc.dat rewritten from its TOC, a FIFO per
-    /// data block. `Ok(Err(why))` when the archive is not one served.
+    /// data block. Each block is served from its offset in `recorded` (the
+    /// manifest's, from dump time) when that names every block, else from
+    /// where a scanning thread finds it. `Ok(Err(why))` when the archive is
+    /// not one served.
     pub fn start_custom(
         store: &Store,
         dump: Uuid,
         stream: &str,
+        recorded: Option<&[(i64, u64)]>,
         dir: &Path,
         progress: Arc<AtomicU64>,
         cancel: &CancellationToken,
@@ -135,10 +141,15 @@ impl Served {
                 layout.data.len()
             )));
         }
+        let recorded = recorded_blocks(recorded, &layout);
         let blocks = Arc::new(BlockIndex {
             stream: stream.to_string(),
             int_size: layout.int_size,
-            found: Mutex::default(),
+            headers: recorded.is_some(),
+            found: Mutex::new(Found {
+                ended: recorded.is_some().then_some(Ok(())),
+                at: recorded.unwrap_or_default(),
+            }),
             changed: Condvar::new(),
         });
         let mut served = Served::empty();
@@ -149,6 +160,9 @@ impl Served {
             };
             let job = served.job(store, dump, source, dir, &progress, cancel);
             served.add(job)?;
+        }
+        if blocks.headers {
+            return Ok(Ok(served));
         }
         let scan = Scan {
             store: store.clone(),
@@ -212,6 +226,12 @@ impl Served {
             .context("start a thread to serve a data file")?;
         self.servers.push(Server { path, thread });
         Ok(())
+    }
+
+    /// A custom archive whose blocks a thread reads the archive to find
+    /// (their offsets were not recorded at dump time).
+    pub fn scans(&self) -> bool {
+        self.scanner.is_some()
     }
 
     /// Data files served to their end so far, of how many.
@@ -371,7 +391,14 @@ impl Job {
             .seek_to(at)
             .map_err(|e| anyhow::anyhow!("cannot read the dump from the store: {e}"))?;
         let mut reader = reader.read_ahead(READ_AHEAD_CHUNKS);
-        let mut frames = Blocks::at_chunks(blocks.int_size, at);
+        // A recorded offset is the block's header, checked before its data
+        // is served; a scan's is where the data starts, the header read.
+        let (mut frames, mut header) = if blocks.headers {
+            (Blocks::at_first_block(blocks.int_size, at), true)
+        } else {
+            (Blocks::at_chunks(blocks.int_size, at), false)
+        };
+        let mut wrong: Option<i64> = None;
         let stopped = || self.stopped();
         // pg_dump frames every COPY row: the rows are gathered and written
         // in batches, not one pipe write per row.
@@ -392,12 +419,26 @@ impl Job {
                         batch.extend_from_slice(d);
                         true
                     }
+                    Event::Start { id: found, .. } if header => {
+                        header = false;
+                        if found == id {
+                            true
+                        } else {
+                            wrong = Some(found);
+                            false
+                        }
+                    }
                     Event::End | Event::Start { .. } => {
                         ended = true;
                         false
                     }
                 })
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if let Some(found) = wrong {
+                bail!(
+                    "the manifest places the data block of entry {id} at offset {at}, where the archive has entry {found}'s"
+                );
+            }
             if batch.len() >= BLOCK_BATCH_BYTES || ended {
                 match out.write_all(&batch, &stopped) {
                     Ok(Wrote::All) => {}
@@ -446,13 +487,17 @@ struct BlockIndex {
     /// The archive's stored file.
     stream: String,
     int_size: usize,
+    /// The offsets are of the blocks' headers, recorded at dump time (else
+    /// of their data, found by the scan).
+    headers: bool,
     found: Mutex<Found>,
     changed: Condvar,
 }
 
 #[derive(Default)]
 struct Found {
-    /// Offset of each block's first chunk, by dump id.
+    /// Offset of each block's header (recorded) or first chunk (scanned),
+    /// by dump id.
     at: HashMap<i64, u64>,
     /// The scan's end: `Err` with why it stopped early.
     ended: Option<Result<(), String>>,
@@ -488,6 +533,22 @@ impl BlockIndex {
         found.ended.get_or_insert(ended);
         self.changed.notify_all();
     }
+}
+
+/// The recorded offsets of the blocks `layout` names, if they name each of
+/// them (a manifest written before offsets were recorded has none; one that
+/// disagrees with the archive's TOC is not used).
+fn recorded_blocks(recorded: Option<&[(i64, u64)]>, layout: &Layout) -> Option<HashMap<i64, u64>> {
+    let at: HashMap<i64, u64> = recorded?
+        .iter()
+        .copied()
+        .filter(|(_, offset)| *offset >= layout.toc_end)
+        .collect();
+    layout
+        .data
+        .iter()
+        .all(|id| at.contains_key(id))
+        .then_some(at)
 }
 
 /// The thread that reads a custom archive's data blocks once, start to
@@ -563,7 +624,103 @@ fn write_out(
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read as _;
+
     use super::*;
+
+    fn fixture(major: u32) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/custom/pg{major}"))
+    }
+
+    /// The data files read from the FIFOs of a served archive, by name, and
+    /// whether it scanned; the serving threads' error, if any.
+    fn serve(
+        store: &Store,
+        dump: Uuid,
+        recorded: Option<&[(i64, u64)]>,
+    ) -> (HashMap<String, Vec<u8>>, bool, Result<()>) {
+        let dir = tempfile::tempdir().unwrap();
+        let served = Served::start_custom(
+            store,
+            dump,
+            "dump",
+            recorded,
+            dir.path(),
+            Arc::default(),
+            &CancellationToken::new(),
+        )
+        .unwrap()
+        .unwrap();
+        let mut files = HashMap::new();
+        for id in [3362, 3363, 3364] {
+            let name = custom::data_file(id);
+            let mut data = Vec::new();
+            std::fs::File::open(dir.path().join(&name))
+                .unwrap()
+                .read_to_end(&mut data)
+                .unwrap();
+            files.insert(name, data);
+        }
+        let scans = served.scans();
+        // The serving threads have ended (each closed its FIFO).
+        let checked = served.check();
+        (files, scans, checked)
+    }
+
+    /// Golden pg_dump 15, 16 and 18 archives in a store, served three ways:
+    /// from the offsets recorded at dump time (no scan), from a scan when
+    /// the manifest has none or misses a block, and with a wrong offset,
+    /// which fails the block instead of serving another's data.
+    #[test]
+    fn custom_archives_are_served_from_recorded_offsets_or_a_scan() {
+        use crate::rowcount::{Kind, RowCounter};
+        for major in [15, 16, 18] {
+            let fixture = fixture(major);
+            let archive = std::fs::read(fixture.join("archive.dump")).unwrap();
+            let root = tempfile::tempdir().unwrap();
+            let store = Store::open(root.path(), pgsnapman_store::StoreOptions::default()).unwrap();
+            let dump = Uuid::now_v7();
+            let mut ingest = store.begin(dump).unwrap();
+            ingest.add_file("dump", archive.as_slice()).unwrap();
+            let meta = crate::runner::previous::test_meta(1, chrono::Utc::now());
+            ingest.finish(meta).unwrap();
+            let mut counter = RowCounter::new(Kind::Custom);
+            counter.begin_file("dump");
+            counter.feed(&archive);
+            let offsets = counter.finish_with_toc().1.unwrap().block_offsets.unwrap();
+            let expected = |name: &str| std::fs::read(fixture.join("dir").join(name)).unwrap();
+
+            let missing = &offsets[1..];
+            for (recorded, scans) in [
+                (Some(&offsets[..]), false),
+                (None, true),
+                (Some(missing), true),
+            ] {
+                let (files, scanned, checked) = serve(&store, dump, recorded);
+                assert_eq!(scanned, scans, "pg{major}");
+                checked.unwrap();
+                for (name, data) in &files {
+                    assert_eq!(data, &expected(name), "pg{major} {name}");
+                }
+            }
+
+            // Two blocks' offsets swapped: each FIFO ends empty and the run
+            // has the error that names the block.
+            let mut swapped = offsets.clone();
+            let (a, b) = (swapped[0].1, swapped[1].1);
+            swapped[0].1 = b;
+            swapped[1].1 = a;
+            let (files, scanned, checked) = serve(&store, dump, Some(&swapped));
+            assert!(!scanned);
+            let e = checked.unwrap_err().to_string();
+            assert!(
+                e.contains("the manifest places the data block of entry"),
+                "{e}"
+            );
+            let wrong = custom::data_file(swapped[0].0);
+            assert!(files[&wrong].is_empty(), "pg{major}");
+        }
+    }
 
     #[test]
     fn table_data_is_served_and_tables_of_contents_are_written() {

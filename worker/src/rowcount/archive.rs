@@ -18,6 +18,11 @@ const MAX_KEPT_STRING: u64 = 64 * 1024;
 /// accepted).
 const FORMAT_CUSTOM: u8 = 1;
 const FORMAT_DIRECTORY: [u8; 2] = [3, 5];
+/// Most data-block offsets recorded for a custom archive (beyond, none
+/// are): a restore serves at most this many blocks through named pipes
+/// (`restore::served::SERVE_MAX_FILES`), and the list goes into the
+/// dump's manifest.
+pub const MAX_BLOCK_OFFSETS: usize = 2048;
 /// Data block types (pg_backup_archiver.h).
 const BLK_DATA: u8 = 1;
 const BLK_BLOBS: u8 = 3;
@@ -149,6 +154,11 @@ pub struct ArchiveRows {
     /// Custom format: where the table of contents ends (the first data
     /// block's offset), once read.
     toc_end: Option<u64>,
+    /// Custom format: the offset of the block header being read.
+    block_at: u64,
+    /// Custom format: where each data block's header starts, by dump id, in
+    /// archive order; `None` once there are more than `MAX_BLOCK_OFFSETS`.
+    block_offsets: Option<Vec<(i64, u64)>>,
 }
 
 impl ArchiveRows {
@@ -172,7 +182,16 @@ impl ArchiveRows {
             error: None,
             fed: 0,
             toc_end: None,
+            block_at: 0,
+            block_offsets: Some(Vec::new()),
         }
+    }
+
+    /// Custom format: where each data block's header starts, by dump id, in
+    /// archive order (`None` past `MAX_BLOCK_OFFSETS` blocks), taken out.
+    /// Complete only when `finish` succeeds.
+    pub fn take_block_offsets(&mut self) -> Option<Vec<(i64, u64)>> {
+        self.block_offsets.take()
     }
 
     /// Custom format: the length of the header and table of contents, once
@@ -223,8 +242,9 @@ impl ArchiveRows {
             let before = input.len();
             self.step(&mut input);
             self.fed += (before - input.len()) as u64;
-            if self.toc_end.is_none() && self.state == State::BlockType {
-                self.toc_end = Some(self.fed);
+            if self.state == State::BlockType && self.tok.is_empty() {
+                self.toc_end.get_or_insert(self.fed);
+                self.block_at = self.fed;
             }
             if matches!(self.state, State::Done | State::Failed) {
                 return;
@@ -318,6 +338,14 @@ impl ArchiveRows {
                         }
                         self.current = Some((id, CopyRows::new()));
                         self.state = State::ChunkLen;
+                        let at = self.block_at;
+                        if let Some(offsets) = self.block_offsets.as_mut() {
+                            if offsets.len() < MAX_BLOCK_OFFSETS {
+                                offsets.push((id, at));
+                            } else {
+                                self.block_offsets = None;
+                            }
+                        }
                     }
                 }
             }

@@ -11,8 +11,8 @@ use std::io::Read;
 
 use pgsnapman_store::TableRows;
 
-pub(crate) use self::archive::decode_int;
 use self::archive::{ArchiveRows, Container};
+pub(crate) use self::archive::{MAX_BLOCK_OFFSETS, decode_int};
 use self::copy::CopyRows;
 use self::plain::PlainRows;
 
@@ -52,8 +52,18 @@ pub struct RowCounter {
     result: Option<Counted>,
     error: Option<String>,
     /// Custom format: the length of the archive's header and table of
-    /// contents, once its file has ended.
-    toc_bytes: Option<u64>,
+    /// contents and where its data blocks start, once its file has ended.
+    archive: Option<ArchiveMap>,
+}
+
+/// What the counter learnt of a custom archive it read whole without error.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArchiveMap {
+    /// The length of the header and table of contents.
+    pub toc_bytes: u64,
+    /// Where each data block's header starts, by dump id, in archive order;
+    /// `None` past `MAX_BLOCK_OFFSETS` blocks.
+    pub block_offsets: Option<Vec<(i64, u64)>>,
 }
 
 impl RowCounter {
@@ -64,7 +74,7 @@ impl RowCounter {
             data_files: HashMap::new(),
             toc: None,
             result: None,
-            toc_bytes: None,
+            archive: None,
             error: match kind {
                 Kind::Unsupported(why) => Some(why.to_string()),
                 _ => None,
@@ -102,8 +112,11 @@ impl RowCounter {
     pub fn end_file(&mut self) {
         let counted: Option<Counted> = match std::mem::replace(&mut self.file, File::None) {
             File::None => None,
-            File::Archive(a) => {
-                self.toc_bytes = a.toc_end();
+            File::Archive(mut a) => {
+                self.archive = a.toc_end().map(|toc_bytes| ArchiveMap {
+                    toc_bytes,
+                    block_offsets: a.take_block_offsets(),
+                });
                 Some(
                     a.finish()
                         .and_then(|(tables, rows)| custom_rows(tables, &rows)),
@@ -137,13 +150,14 @@ impl RowCounter {
 
     /// The rows of every table, sorted by database, schema and table; and,
     /// when the dump is a custom archive read whole without error, the
-    /// length of its header and table of contents.
-    pub fn finish_with_toc(mut self) -> (Counted, Option<u64>) {
+    /// length of its header and table of contents and where its data
+    /// blocks start.
+    pub fn finish_with_toc(mut self) -> (Counted, Option<ArchiveMap>) {
         self.end_file();
-        let toc = self.toc_bytes;
+        let map = self.archive.take();
         let counted = self.finish();
-        let toc = if counted.is_ok() { toc } else { None };
-        (counted, toc)
+        let map = if counted.is_ok() { map } else { None };
+        (counted, map)
     }
 
     /// The rows of every table, sorted by database, schema and table.

@@ -174,9 +174,19 @@ fn the_table_of_contents_ends_where_the_first_data_block_starts() {
             c.begin_file("dump");
             c.feed(&a[..split]);
             c.feed(&a[split..]);
-            let (rows, toc) = c.finish_with_toc();
+            let (rows, map) = c.finish_with_toc();
             assert_eq!(rows, Ok(expected()), "1.{minor}");
-            assert_eq!(toc, Some(toc_len), "1.{minor} split at {split}");
+            let map = map.unwrap();
+            assert_eq!(map.toc_bytes, toc_len, "1.{minor} split at {split}");
+            // Each data block's header: the first right after the TOC, each
+            // a data block type byte (1), in archive order.
+            let blocks = map.block_offsets.unwrap();
+            assert!(!blocks.is_empty());
+            assert_eq!(blocks[0].1, toc_len, "1.{minor}");
+            assert!(blocks.windows(2).all(|w| w[0].1 < w[1].1), "{blocks:?}");
+            for (_, at) in &blocks {
+                assert_eq!(a[*at as usize], 1, "1.{minor} at {at}");
+            }
         }
         // Cut short: no length, since the archive was not read whole.
         let mut c = RowCounter::new(Kind::Custom);
@@ -276,6 +286,27 @@ fn ten_thousand_tables() {
     }
     let rows = count(Kind::Custom, &[("dump", &[&w.out])]).unwrap();
     assert_eq!(rows.len(), 10_000);
+    // Block offsets are recorded for at most MAX_BLOCK_OFFSETS blocks: none
+    // here, and all of the first MAX_BLOCK_OFFSETS of them alone.
+    let offsets = |archive: &[u8]| {
+        let mut c = RowCounter::new(Kind::Custom);
+        c.begin_file("dump");
+        c.feed(archive);
+        c.finish_with_toc().1.unwrap().block_offsets
+    };
+    assert_eq!(offsets(&w.out), None);
+    let mut few = Writer::new(16, 1);
+    few.toc(&entries[..crate::rowcount::MAX_BLOCK_OFFSETS], false);
+    for (i, _) in entries[..crate::rowcount::MAX_BLOCK_OFFSETS]
+        .iter()
+        .enumerate()
+    {
+        few.data(i as i64 + 10, &[b"1\n"]);
+    }
+    assert_eq!(
+        offsets(&few.out).map(|o| o.len()),
+        Some(crate::rowcount::MAX_BLOCK_OFFSETS)
+    );
     assert!(
         rows.iter()
             .all(|t| t.rows == t.table.parse::<u64>().unwrap() % 7)

@@ -48,8 +48,9 @@ pub enum Ended {
         /// When the program exited (the store may have caught up later).
         exited: Instant,
         /// A custom archive read whole on the way: the length of its header
-        /// and table of contents (`check_stream_head` reads them back).
-        toc_bytes: Option<u64>,
+        /// and table of contents (`check_stream_head` reads them back) and
+        /// where its data blocks start (into the manifest).
+        archive: Option<rowcount::ArchiveMap>,
     },
     Cancelled,
 }
@@ -168,7 +169,7 @@ pub async fn stream(
             if cancel.is_cancelled() {
                 return Ok(Ended::Cancelled);
             }
-            let (tail, (rows, toc_bytes)) =
+            let (tail, (rows, archive)) =
                 stored.map_err(|e| anyhow!("cannot store the dump: {e}"))?;
             if !status.success() {
                 return Err(failure(program, status, &stderr).into());
@@ -178,7 +179,7 @@ pub async fn stream(
                 tail,
                 rows,
                 exited,
-                toc_bytes,
+                archive,
             })
         }
     }
@@ -265,7 +266,7 @@ async fn directory_in(
                 tail: Vec::new(),
                 rows,
                 exited,
-                toc_bytes: None,
+                archive: None,
             })
         }
     }

@@ -154,6 +154,7 @@ fn manifest_meta(
                 .collect()
         }),
         table_rows_error: f.table_rows_error.clone(),
+        data_blocks: None,
     })
 }
 
@@ -790,19 +791,19 @@ impl Runner {
             None => ended,
         };
         let ended = ended.map_err(|e| name_lock_wait(e, self.lock_wait_timeout))?;
-        let (ingest, tail, toc_bytes) = match ended {
+        let (ingest, tail, archive) = match ended {
             ingest::Ended::Cancelled => return Ok(false),
             ingest::Ended::Stored {
                 ingest,
                 tail,
                 rows,
                 exited,
-                toc_bytes,
+                archive,
             } => {
                 steps.mark_at("dump", exited);
                 steps.mark("store_drain");
                 note_rows(finished, rows);
-                (*ingest, tail, toc_bytes)
+                (*ingest, tail, archive)
             }
         };
         // Dropping the ingest (on an error or cancel) abandons what it stored.
@@ -838,8 +839,8 @@ impl Runner {
                 );
             }
             ingest
-        } else if let Some(toc_bytes) = toc_bytes {
-            ingest::check_stream_head(ingest, file_name, toc_bytes).await?
+        } else if let Some(archive) = &archive {
+            ingest::check_stream_head(ingest, file_name, archive.toc_bytes).await?
         } else {
             let (ingest, listed) = ingest::check_stream_toc(
                 ingest,
@@ -859,7 +860,8 @@ impl Runner {
         steps.mark("toc_check");
 
         // 6. The manifest makes the dump exist (durable before it is reported).
-        let meta = manifest_meta(finished, c, self.now())?;
+        let mut meta = manifest_meta(finished, c, self.now())?;
+        meta.data_blocks = archive.and_then(|a| a.block_offsets);
         let (manifest, flush) =
             tokio::task::spawn_blocking(move || ingest.finish_deferring_flush(meta))
                 .await

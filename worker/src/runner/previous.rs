@@ -93,6 +93,7 @@ pub(crate) fn test_meta(job_id: i64, at: DateTime<Utc>) -> pgsnapman_store::Mani
         script_hash: String::new(),
         table_rows: None,
         table_rows_error: String::new(),
+        data_blocks: None,
         restore_metadata: serde_json::Value::Null,
     }
 }

@@ -97,7 +97,7 @@ impl Run<'_> {
                 .map_err(|e| anyhow::anyhow!("create {}: {e}", dir.display()))?;
             // Only toc.dat takes space in the spool: the reserve covers it.
             self.check_space(0)?;
-            match self.serve_custom(&dir).await {
+            match self.serve_custom(p, &dir).await {
                 Ok(None) => return Ok(Archive::Path(dir)),
                 Ok(Some(why)) if self.jobs_by_default => {
                     self.log
@@ -194,16 +194,29 @@ impl Run<'_> {
 
     /// Serves the custom archive as a directory archive in `dir` (see
     /// `served::Served::start_custom`); `Some(why)` when it is not one served.
-    async fn serve_custom(&mut self, dir: &std::path::Path) -> Result<Option<String>> {
+    async fn serve_custom(
+        &mut self,
+        p: &Prepared,
+        dir: &std::path::Path,
+    ) -> Result<Option<String>> {
         let (store, dump, stream, dir2) = (
             self.store.clone(),
             self.plan.dump_uuid,
             self.plan.stream_file().to_string(),
             dir.to_path_buf(),
         );
+        let recorded = p.manifest.meta.data_blocks.clone();
         let (done, cancel) = (self.done.clone(), self.cancel.clone());
         let started = tokio::task::spawn_blocking(move || {
-            served::Served::start_custom(&store, dump, &stream, &dir2, done, &cancel)
+            served::Served::start_custom(
+                &store,
+                dump,
+                &stream,
+                recorded.as_deref(),
+                &dir2,
+                done,
+                &cancel,
+            )
         })
         .await
         .map_err(|e| anyhow::anyhow!("the thread preparing the named pipes failed: {e}"))??;
@@ -214,7 +227,12 @@ impl Run<'_> {
         let (_, blocks) = served.counts();
         self.log
             .info(format!(
-                "serving the custom archive's {blocks} data blocks to pg_restore -j as a directory archive through named pipes (nothing spooled)"
+                "serving the custom archive's {blocks} data blocks to pg_restore -j as a directory archive through named pipes (nothing spooled; block offsets {})",
+                if served.scans() {
+                    "found by reading the archive: the manifest has none"
+                } else {
+                    "from the manifest"
+                }
             ))
             .await;
         self.served = Some(served);
