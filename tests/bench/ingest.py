@@ -77,6 +77,11 @@ def parse_args():
                    "by their number; use the day after the copied cluster's last)")
     p.add_argument("--keep-cluster", type=Path, default=None,
                    help="copy the stopped cluster's data directory here at the end")
+    p.add_argument("--env-a", action="append", default=[], metavar="NAME=VALUE",
+                   help="an environment variable for A's worker (e.g. a config key: "
+                   "PGSNAPMAN_STORE__INGEST_NICE=19); repeatable")
+    p.add_argument("--env-b", action="append", default=[], metavar="NAME=VALUE",
+                   help="the same for B's worker")
     p.add_argument("--perf-b", type=Path, default=None,
                    help="record B's worker with `perf record -F 199` into this file")
     args = p.parse_args()
@@ -85,6 +90,10 @@ def parse_args():
     for d in (args.a, args.b):
         if not (d / "pgsnapman-worker").is_file():
             p.error(f"{d}/pgsnapman-worker is missing")
+    for pairs in (args.env_a, args.env_b):
+        for pair in pairs:
+            if "=" not in pair or not pair.split("=", 1)[0]:
+                p.error(f"--env-a/--env-b take NAME=VALUE, not {pair!r}")
     return args
 
 
@@ -183,8 +192,9 @@ def main() -> int:
         res["generate_s"] = time.monotonic() - start
         snap = Pgsnapman(bins, pg_bin, tmp, env, stack)
         snap.start_coordinator()
-        for label, d in zip(labels, (args.a, args.b)):
-            snap.start_worker(label, {}, [], src.port, worker_bin=d / "pgsnapman-worker")
+        for label, d, pairs in zip(labels, (args.a, args.b), (args.env_a, args.env_b)):
+            extra_env = dict(pair.split("=", 1) for pair in pairs)
+            snap.start_worker(label, extra_env, [], src.port, worker_bin=d / "pgsnapman-worker")
             # The worker's log (its per-dump "dump steps" line) outlives the run.
             log_file = snap.workers[label][0].log
             stack.callback(lambda f=log_file: f.exists() and shutil.copy(f, args.out / f.name))
