@@ -643,3 +643,32 @@ pub fn restore_succeeds(
     assert_eq!(status, "SUCCEEDED", "{database}: {log}");
     log
 }
+
+/// Where `table` came in the order a restore loaded `tables` of `db` (SQL
+/// names, quoted where they need it; 0: first), by the transaction id of
+/// its rows: each table's data is one COPY in a transaction of its own (a
+/// table without rows comes last).
+pub fn load_rank(cluster: &PgCluster, db: &str, tables: &[&str], table: &str) -> usize {
+    let firsts: Vec<String> = tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("SELECT {i} AS t, (SELECT xmin::text::bigint FROM {t} LIMIT 1) AS x"))
+        .collect();
+    let order = cluster
+        .query(
+            db,
+            &format!(
+                "SELECT string_agg(t::text, ',' ORDER BY x NULLS LAST, t) FROM ({}) s",
+                firsts.join(" UNION ALL ")
+            ),
+        )
+        .unwrap();
+    let wanted = tables
+        .iter()
+        .position(|t| *t == table)
+        .unwrap_or_else(|| panic!("{table} is not among {tables:?}"));
+    order
+        .split(',')
+        .position(|t| t == wanted.to_string())
+        .unwrap_or_else(|| panic!("{table} has no place in {order}"))
+}

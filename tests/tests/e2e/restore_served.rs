@@ -63,6 +63,16 @@ async fn directory_dumps_restore_through_named_pipes_serially_and_with_jobs() {
     let db = "served";
     stack.source.create_database(db).unwrap();
     fill_mixed(&stack.source, db, "t", TABLES, 4_000, 64);
+    // The largest table has the highest dump id: pg_restore -j, every data
+    // file a pipe of size 0, would load it last if the served toc.dat kept
+    // pg_dump's ids.
+    fill_mixed(&stack.source, db, "zz", 1, 40_000, 64);
+    let files = TABLES + 1;
+    let loaded: Vec<String> = (0..TABLES)
+        .map(|i| format!("t{i}"))
+        .chain(["zz0".to_string()])
+        .collect();
+    let loaded: Vec<&str> = loaded.iter().map(String::as_str).collect();
     let inst = add_instance(&stack.cli, "src", stack.source.port, "w-served", None);
     let dump = directory_dump(&stack, inst, db);
     let spool = stack.worker.data_dir.join("spool");
@@ -76,16 +86,35 @@ async fn directory_dumps_restore_through_named_pipes_serially_and_with_jobs() {
                 "{copy}: table t{i}"
             );
         }
+        let big =
+            "SELECT count(*) || ':' || md5(string_agg(t::text, ',' ORDER BY t::text)) FROM zz0 t";
+        assert_eq!(
+            stack.source.query(copy, big).unwrap(),
+            stack.source.query(db, big).unwrap(),
+            "{copy}: table zz0"
+        );
         assert!(
             log.contains(&format!(
-                "serving the archive's {TABLES} data files to pg_restore"
+                "serving the archive's {files} data files to pg_restore"
             )),
             "{copy}: {log}"
         );
         assert!(
-            log.contains(&format!("served {TABLES} of {TABLES} data files")),
+            log.contains(&format!("served {files} of {files} data files")),
             "{copy}: {log}"
         );
+        let ordered = log.contains("ordered the data files largest first for pg_restore -j");
+        assert_eq!(ordered, !extra.is_empty(), "{copy}: {log}");
+        if ordered {
+            // The first job takes it: first or second to begin writing
+            // (the two jobs start together; a margin of one for a slow
+            // start), not the last of five as in dump-id order.
+            let rank = load_rank(&stack.source, copy, &loaded, "zz0");
+            assert!(
+                rank <= 2,
+                "{copy}: zz0 loaded at place {rank} of {loaded:?}"
+            );
+        }
         assert!(!log.contains("spooling the archive"), "{copy}: {log}");
         assert!(
             files_with_suffix(&spool, "").is_empty(),

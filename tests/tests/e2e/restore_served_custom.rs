@@ -69,11 +69,13 @@ async fn custom_dumps_restore_with_jobs_through_named_pipes_and_large_objects_sp
              CREATE TABLE empty_one (a int);",
         )
         .unwrap();
+    // The largest table, created last, has the highest dump id.
+    fill_mixed(&stack.source, db, "zz", 1, 40_000, 64);
     let inst = add_instance(&stack.cli, "src", stack.source.port, "w-cserved", None);
     let dump = custom_dump(&stack.cli, inst, db);
     let spool = stack.worker.data_dir.join("spool");
-    // Three mixed tables and the four odd ones.
-    let blocks = 7;
+    // Three mixed tables, the four odd ones and the largest.
+    let blocks = 8;
 
     let log = restore_succeeds(&stack.cli, dump, inst, "copy_j2", &["--jobs", "2"]);
     assert!(
@@ -89,7 +91,20 @@ async fn custom_dumps_restore_with_jobs_through_named_pipes_and_large_objects_sp
         "{log}"
     );
     assert!(!log.contains("spooling the archive"), "{log}");
-    let mixed: Vec<String> = (0..3).map(|i| format!("t{i}")).collect();
+    // Sized by the recorded offsets and renumbered, the largest block is
+    // loaded first or second (two jobs), not last as in dump-id order.
+    assert!(
+        log.contains("ordered the data files largest first for pg_restore -j"),
+        "{log}"
+    );
+    let mut with_rows = vec!["t0", "t1", "t2", "zz0"];
+    with_rows.extend(ODD_TABLES.iter().filter(|t| !t.contains("empty")));
+    let rank = load_rank(&stack.source, "copy_j2", &with_rows, "zz0");
+    assert!(rank <= 2, "zz0 loaded at place {rank} of {with_rows:?}");
+    let mixed: Vec<String> = (0..3)
+        .map(|i| format!("t{i}"))
+        .chain(["zz0".into()])
+        .collect();
     for table in ODD_TABLES
         .iter()
         .copied()

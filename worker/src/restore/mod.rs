@@ -12,6 +12,7 @@ mod database;
 pub mod log;
 pub mod metadata;
 pub mod names;
+mod order;
 mod pipe_out;
 pub mod pipeline;
 pub mod plan;

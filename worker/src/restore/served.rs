@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::custom::{self, Blocks, Event, Layout, Refusal};
+use super::order;
 use super::pipe_out::{PipeOut, Wrote};
 use super::pipeline;
 
@@ -54,6 +55,42 @@ const TOC_READ_BYTES: usize = 64 * 1024;
 /// (served through a FIFO), rather than a table of contents (written out).
 pub fn is_data_file(name: &str) -> bool {
     (name.ends_with(".dat") || name.ends_with(".dat.gz")) && name != "toc.dat"
+}
+
+/// Renumbers the served `toc.dat` in `dir` so that pg_restore -j, which
+/// sees every FIFO as empty, starts the data with the most bytes first, as
+/// it would from files (see `order`): `sizes` is each data file's size by
+/// name. The number of entries renumbered (0: already in that order), or
+/// why the toc.dat was left as it is.
+pub fn order_largest_first(dir: &Path, sizes: &HashMap<String, u64>) -> Result<usize, String> {
+    let path = dir.join("toc.dat");
+    let toc = std::fs::read(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    let Some(done) = order::largest_first(&toc, |name| sizes.get(name).copied())? else {
+        return Ok(0);
+    };
+    let tmp = dir.join("toc.dat.tmp");
+    std::fs::write(&tmp, &done.toc)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| format!("write {}: {e}", path.display()))?;
+    Ok(done.moved)
+}
+
+/// The size of each data block of a custom archive `archive_len` bytes
+/// long, by its data file's name, from where the blocks start (`at`, in
+/// any order): from one block's start to the next's, the last to the end.
+pub fn block_sizes(at: &[(i64, u64)], archive_len: u64) -> HashMap<String, u64> {
+    let mut sorted = at.to_vec();
+    sorted.sort_unstable_by_key(|&(_, offset)| offset);
+    let ends = sorted
+        .iter()
+        .skip(1)
+        .map(|&(_, offset)| offset)
+        .chain(std::iter::once(archive_len));
+    sorted
+        .iter()
+        .zip(ends)
+        .map(|(&(id, offset), end)| (custom::data_file(id), end.saturating_sub(offset)))
+        .collect()
 }
 
 /// One FIFO and the thread that serves it.

@@ -78,7 +78,18 @@ impl Run<'_> {
                     .sum();
                 self.check_space(tocs)?;
                 match self.serve(&names, &dir, data_files, parallel).await {
-                    Ok(()) => return Ok(Archive::Path(dir)),
+                    Ok(()) => {
+                        if parallel {
+                            let sizes = p
+                                .manifest
+                                .files
+                                .iter()
+                                .map(|f| (f.name.clone(), f.size))
+                                .collect();
+                            self.order_served(&dir, sizes).await?;
+                        }
+                        return Ok(Archive::Path(dir));
+                    }
                     Err(e) => {
                         self.serve_failed(e).await?;
                         std::fs::remove_dir_all(&dir)
@@ -206,13 +217,20 @@ impl Run<'_> {
             dir.to_path_buf(),
         );
         let recorded = p.manifest.meta.data_blocks.clone();
+        let archive_len = p
+            .manifest
+            .files
+            .iter()
+            .find(|f| f.name == stream)
+            .map(|f| f.size);
+        let recorded_for_start = recorded.clone();
         let (done, cancel) = (self.done.clone(), self.cancel.clone());
         let started = tokio::task::spawn_blocking(move || {
             served::Served::start_custom(
                 &store,
                 dump,
                 &stream,
-                recorded.as_deref(),
+                recorded_for_start.as_deref(),
                 &dir2,
                 done,
                 &cancel,
@@ -235,8 +253,39 @@ impl Run<'_> {
                 }
             ))
             .await;
+        let scans = served.scans();
         self.served = Some(served);
+        // Block sizes come from the recorded offsets; a scanned archive's
+        // are not known before pg_restore starts.
+        if let (false, Some(at), Some(len)) = (scans, &recorded, archive_len) {
+            self.order_served(dir, served::block_sizes(at, len)).await?;
+        }
         Ok(None)
+    }
+
+    /// Orders the served toc.dat in `dir` largest data first for
+    /// pg_restore -j (`served::order_largest_first`), and says so.
+    async fn order_served(
+        &self,
+        dir: &std::path::Path,
+        sizes: std::collections::HashMap<String, u64>,
+    ) -> Result<()> {
+        let dir = dir.to_path_buf();
+        let ordered =
+            tokio::task::spawn_blocking(move || served::order_largest_first(&dir, &sizes))
+                .await
+                .map_err(|e| anyhow::anyhow!("the thread ordering the data files failed: {e}"))?;
+        let line = match ordered {
+            Ok(0) => "the data files are already in pg_restore -j's largest-first order".into(),
+            Ok(moved) => format!(
+                "ordered the data files largest first for pg_restore -j (the sizes of named pipes read as 0): {moved} entries of the served toc.dat renumbered, so the entry ids in pg_restore's messages are the served toc.dat's, not pg_restore --list's of the stored dump"
+            ),
+            Err(why) => format!(
+                "the served toc.dat keeps pg_dump's entry ids ({why}): pg_restore -j starts the data in dump-id order"
+            ),
+        };
+        self.log.info(line).await;
+        Ok(())
     }
 
     /// Writes `files` of the dump into `dir`.
