@@ -760,6 +760,20 @@ mod tests {
     }
 
     #[test]
+    fn block_sizes_run_from_one_block_to_the_next_and_the_last_to_the_end() {
+        let sizes = block_sizes(&[(3, 100), (1, 10), (2, 50)], 150);
+        let expected = [("1.dat", 40), ("2.dat", 50), ("3.dat", 50)];
+        assert_eq!(
+            sizes,
+            expected
+                .map(|(f, n)| (f.to_string(), n))
+                .into_iter()
+                .collect()
+        );
+        assert!(block_sizes(&[], 150).is_empty());
+    }
+
+    #[test]
     fn table_data_is_served_and_tables_of_contents_are_written() {
         assert!(is_data_file("3345.dat"));
         assert!(is_data_file("blob_16385.dat"));
