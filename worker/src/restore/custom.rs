@@ -8,14 +8,14 @@ use std::io::{ErrorKind, Read, Write};
 use crate::rowcount::decode_int;
 
 /// Oldest archive version served: 1.12 (PostgreSQL 9.0 to 10).
-const OLDEST: (u8, u8) = (1, 12);
+pub(super) const OLDEST: (u8, u8) = (1, 12);
 /// Newest archive version served: 1.16 (PostgreSQL 17 and 18).
-const NEWEST: (u8, u8) = (1, 16);
+pub(super) const NEWEST: (u8, u8) = (1, 16);
 /// The format byte of a custom archive.
 const FORMAT_CUSTOM: u8 = 1;
 /// The format byte pg_dump 15, 16 and 18 write into a directory dump's
 /// toc.dat (checked against their output).
-const FORMAT_DIRECTORY: u8 = 3;
+pub(super) const FORMAT_DIRECTORY: u8 = 3;
 /// Custom format's extra TOC: the flag of an entry without data
 /// (K_OFFSET_NO_DATA); 1 and 2 (offset not set, set) have a data block.
 const OFFSET_NO_DATA: u8 = 3;

@@ -20,13 +20,10 @@
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
+// The archive versions read are those served (1.12 to 1.16).
+use super::custom::{FORMAT_DIRECTORY, NEWEST, OLDEST};
 use crate::rowcount::decode_int;
 
-/// Archive versions read: 1.12 (PostgreSQL 9.0) to 1.16 (17 and 18).
-const OLDEST: (u8, u8) = (1, 12);
-const NEWEST: (u8, u8) = (1, 16);
-/// The format byte of a directory archive's toc.dat.
-const FORMAT_DIRECTORY: u8 = 3;
 /// `SECTION_PRE_DATA` (pg_backup.h).
 const SECTION_PRE_DATA: i64 = 2;
 /// pg_restore counts a BLOBS entry's `blobs.toc` this many times its size.

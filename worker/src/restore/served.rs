@@ -48,6 +48,12 @@ const OFFSET_WAIT: Duration = Duration::from_millis(50);
 /// into its FIFO (plus at most one decoded chunk over).
 const BLOCK_BATCH_BYTES: usize = 256 * 1024;
 
+/// Largest toc.dat renumbered largest first (`order_largest_first`); why:
+/// it is read and rewritten in memory, and a TOC this large (hundreds of
+/// thousands of objects, or huge function bodies) is served as pg_dump
+/// wrote it rather than double the worker's memory.
+const MAX_ORDERED_TOC_BYTES: u64 = 64 << 20;
+
 /// Buffer of the reader of a custom archive's TOC.
 const TOC_READ_BYTES: usize = 64 * 1024;
 
@@ -64,6 +70,14 @@ pub fn is_data_file(name: &str) -> bool {
 /// why the toc.dat was left as it is.
 pub fn order_largest_first(dir: &Path, sizes: &HashMap<String, u64>) -> Result<usize, String> {
     let path = dir.join("toc.dat");
+    let len = std::fs::metadata(&path)
+        .map_err(|e| format!("read {}: {e}", path.display()))?
+        .len();
+    if len > MAX_ORDERED_TOC_BYTES {
+        return Err(format!(
+            "its {len} bytes are more than the {MAX_ORDERED_TOC_BYTES} renumbered in memory"
+        ));
+    }
     let toc = std::fs::read(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
     let Some(done) = order::largest_first(&toc, |name| sizes.get(name).copied())? else {
         return Ok(0);
@@ -771,6 +785,19 @@ mod tests {
                 .collect()
         );
         assert!(block_sizes(&[], 150).is_empty());
+    }
+
+    /// A toc.dat past the limit is left as it is, with why; a missing one
+    /// is an error that names it.
+    #[test]
+    fn tocs_over_the_limit_or_missing_are_left_unordered() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = order_largest_first(dir.path(), &HashMap::new()).unwrap_err();
+        assert!(e.contains("toc.dat"), "{e}");
+        let toc = std::fs::File::create(dir.path().join("toc.dat")).unwrap();
+        toc.set_len(MAX_ORDERED_TOC_BYTES + 1).unwrap();
+        let e = order_largest_first(dir.path(), &HashMap::new()).unwrap_err();
+        assert!(e.contains("more than the 67108864 renumbered"), "{e}");
     }
 
     #[test]
