@@ -141,25 +141,7 @@ pub fn rewrite_toc(input: impl Read, out: impl Write) -> Result<Layout, Refusal>
     }
     let mut data = Vec::new();
     for _ in 0..count {
-        let id = c.int()?;
-        c.int()?; // hadDumper
-        c.string(0)?; // table oid
-        c.string(0)?; // oid
-        c.string(0)?; // tag
-        let desc = c.string(MAX_DESC)?;
-        c.int()?; // section
-        for _ in 0..5 {
-            c.string(0)?; // defn, dropStmt, copyStmt, namespace, tablespace
-        }
-        if version >= (1, 14) {
-            c.string(0)?; // tableam
-        }
-        if version >= (1, 16) {
-            c.int()?; // relkind
-        }
-        c.string(0)?; // owner
-        c.string(0)?; // "false" (WITH OIDS)
-        while c.string(0)?.is_some() {} // dependencies, up to a NULL
+        let EntryFields { id, desc, .. } = entry_fields(&mut c, version)?;
         // The custom format's extra TOC: a flag byte and an offset.
         let mut flag = [0u8; 1];
         c.read(&mut flag)?;
@@ -183,6 +165,74 @@ pub fn rewrite_toc(input: impl Read, out: impl Write) -> Result<Layout, Refusal>
     })
 }
 
+/// Reads an archive's fields as pg_backup_archiver.c writes them.
+pub(super) trait Fields {
+    /// An int.
+    fn int(&mut self) -> Result<i64, Refusal>;
+    /// A string: `None` for a NULL one; its bytes when at most `keep` long,
+    /// else empty.
+    fn string(&mut self, keep: u64) -> Result<Option<Vec<u8>>, Refusal>;
+    /// Bytes read so far.
+    fn pos(&self) -> u64;
+}
+
+/// Longest dependency string kept (a dump id in decimal).
+const MAX_DEP: u64 = 32;
+
+/// One TOC entry's fields, up to its format's extra field.
+pub(super) struct EntryFields {
+    pub id: i64,
+    /// Where the id's int is.
+    pub id_at: std::ops::Range<u64>,
+    /// The description, when at most `MAX_DESC` long (`TABLE DATA`, `BLOBS`).
+    pub desc: Option<Vec<u8>>,
+    pub section: i64,
+    /// Each dependency string (its length int included) and the dump id it
+    /// names, if it is one.
+    pub deps: Vec<(std::ops::Range<u64>, Option<i64>)>,
+}
+
+/// Reads a TOC entry of an archive of `version` (1.12 to 1.16) up to its
+/// format's extra field (pg_backup_archiver.c's ReadToc).
+pub(super) fn entry_fields(f: &mut impl Fields, version: (u8, u8)) -> Result<EntryFields, Refusal> {
+    let start = f.pos();
+    let id = f.int()?;
+    let id_at = start..f.pos();
+    f.int()?; // hadDumper
+    f.string(0)?; // table oid
+    f.string(0)?; // oid
+    f.string(0)?; // tag
+    let desc = f.string(MAX_DESC)?;
+    let section = f.int()?;
+    for _ in 0..5 {
+        f.string(0)?; // defn, dropStmt, copyStmt, namespace, tablespace
+    }
+    if version >= (1, 14) {
+        f.string(0)?; // tableam
+    }
+    if version >= (1, 16) {
+        f.int()?; // relkind
+    }
+    f.string(0)?; // owner
+    f.string(0)?; // "false" (WITH OIDS)
+    let mut deps = Vec::new();
+    loop {
+        let at = f.pos();
+        let Some(dep) = f.string(MAX_DEP)? else {
+            break;
+        };
+        let named = std::str::from_utf8(&dep).ok().and_then(|d| d.parse().ok());
+        deps.push((at..f.pos(), named));
+    }
+    Ok(EntryFields {
+        id,
+        id_at,
+        desc,
+        section,
+        deps,
+    })
+}
+
 /// Copies the header and TOC through, field by field.
 struct Copier<R, W> {
     input: R,
@@ -203,15 +253,6 @@ impl<R: Read, W: Write> Copier<R, W> {
         Ok(self.out.write_all(buf)?)
     }
 
-    /// Copies an int through and returns it.
-    fn int(&mut self) -> Result<i64, Refusal> {
-        let mut b = [0u8; 9];
-        let n = 1 + self.int_size;
-        self.read(&mut b[..n])?;
-        self.write(&b[..n])?;
-        Ok(decode_int(&b[..n]))
-    }
-
     /// Writes a string as pg_dump does (its length as an int, then it).
     fn write_str(&mut self, s: &[u8]) -> Result<(), Refusal> {
         let mut b = [0u8; 9];
@@ -222,9 +263,19 @@ impl<R: Read, W: Write> Copier<R, W> {
         self.write(&b[..=self.int_size])?;
         self.write(s)
     }
+}
 
-    /// Copies a string through: `None` for a NULL one; its bytes when at
-    /// most `keep` long, else empty.
+impl<R: Read, W: Write> Fields for Copier<R, W> {
+    /// Copies an int through and returns it.
+    fn int(&mut self) -> Result<i64, Refusal> {
+        let mut b = [0u8; 9];
+        let n = 1 + self.int_size;
+        self.read(&mut b[..n])?;
+        self.write(&b[..n])?;
+        Ok(decode_int(&b[..n]))
+    }
+
+    /// Copies a string through.
     fn string(&mut self, keep: u64) -> Result<Option<Vec<u8>>, Refusal> {
         let len = self.int()?;
         if len < 0 {
@@ -244,6 +295,10 @@ impl<R: Read, W: Write> Copier<R, W> {
             left -= n as u64;
         }
         Ok(Some(kept))
+    }
+
+    fn pos(&self) -> u64 {
+        self.pos
     }
 }
 

@@ -21,15 +21,13 @@ use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 // The archive versions read are those served (1.12 to 1.16).
-use super::custom::{FORMAT_DIRECTORY, NEWEST, OLDEST};
+use super::custom::{FORMAT_DIRECTORY, Fields, NEWEST, OLDEST, Refusal, entry_fields};
 use crate::rowcount::decode_int;
 
 /// `SECTION_PRE_DATA` (pg_backup.h).
 const SECTION_PRE_DATA: i64 = 2;
 /// pg_restore counts a BLOBS entry's `blobs.toc` this many times its size.
 const BLOBS_FACTOR: u64 = 1024;
-/// Longest description kept to be compared (`BLOBS`).
-const MAX_DESC: usize = 64;
 
 /// One entry of the TOC, as far as renumbering needs it.
 struct Entry {
@@ -159,7 +157,7 @@ fn put_int(out: &mut Vec<u8>, int_size: usize, v: i64) {
     }
 }
 
-/// Reads a toc.dat.
+/// Reads a toc.dat in memory.
 struct Reader<'a> {
     b: &'a [u8],
     pos: usize,
@@ -167,31 +165,51 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Refusal> {
         let end = self
             .pos
             .checked_add(n)
             .filter(|&end| end <= self.b.len())
-            .ok_or("the table of contents ends early")?;
+            .ok_or_else(|| {
+                Refusal::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the table of contents ends early",
+                ))
+            })?;
         let s = &self.b[self.pos..end];
         self.pos = end;
         Ok(s)
     }
+}
 
-    fn int(&mut self) -> Result<i64, String> {
+impl Fields for Reader<'_> {
+    fn int(&mut self) -> Result<i64, Refusal> {
         let n = 1 + self.int_size;
         Ok(decode_int(self.take(n)?))
     }
 
-    /// A string: `None` for a NULL one, else its bytes.
-    fn string(&mut self) -> Result<Option<&'a [u8]>, String> {
+    fn string(&mut self, keep: u64) -> Result<Option<Vec<u8>>, Refusal> {
         let len = self.int()?;
         if len < 0 {
             return Ok(None);
         }
-        let len = usize::try_from(len).map_err(|_| "a string longer than memory".to_string())?;
-        self.take(len).map(Some)
+        let n = usize::try_from(len).unwrap_or(usize::MAX);
+        let s = self.take(n)?;
+        Ok(Some(if len.unsigned_abs() <= keep {
+            s.to_vec()
+        } else {
+            Vec::new()
+        }))
     }
+
+    fn pos(&self) -> u64 {
+        self.pos as u64
+    }
+}
+
+/// A position in the in-memory TOC.
+fn at(pos: u64) -> usize {
+    usize::try_from(pos).unwrap_or(usize::MAX)
 }
 
 fn parse(toc: &[u8]) -> Result<Toc, String> {
@@ -200,7 +218,8 @@ fn parse(toc: &[u8]) -> Result<Toc, String> {
         pos: 0,
         int_size: 4,
     };
-    let head = r.take(11)?;
+    let text = |e: Refusal| e.to_string();
+    let head = r.take(11).map_err(text)?;
     if &head[..5] != b"PGDMP" {
         return Err("not a pg_dump archive (no PGDMP magic)".into());
     }
@@ -219,58 +238,38 @@ fn parse(toc: &[u8]) -> Result<Toc, String> {
         return Err(format!("format {} is not the directory format", head[10]));
     }
     let compression = if version >= (1, 15) {
-        i64::from(r.take(1)?[0])
+        i64::from(r.take(1).map_err(text)?[0])
     } else {
-        r.int()?
+        r.int().map_err(text)?
     };
     for _ in 0..7 {
-        r.int()?; // creation time
+        r.int().map_err(text)?; // creation time
     }
     for _ in 0..3 {
-        r.string()?; // database name, server and pg_dump versions
+        r.string(0).map_err(text)?; // database name, server and pg_dump versions
     }
-    let count = r.int()?;
+    let count = r.int().map_err(text)?;
     let count = usize::try_from(count).map_err(|_| format!("a TOC of {count} entries"))?;
     let mut entries = Vec::with_capacity(count.min(1 << 16));
     for _ in 0..count {
-        let start = r.pos;
-        let id = r.int()?;
-        let id_at = start..r.pos;
-        r.int()?; // hadDumper
-        r.string()?; // table oid
-        r.string()?; // oid
-        r.string()?; // tag
-        let desc = r.string()?.unwrap_or_default();
-        let section = r.int()?;
-        for _ in 0..5 {
-            r.string()?; // defn, dropStmt, copyStmt, namespace, tablespace
-        }
-        if version >= (1, 14) {
-            r.string()?; // tableam
-        }
-        if version >= (1, 16) {
-            r.int()?; // relkind
-        }
-        r.string()?; // owner
-        r.string()?; // "false" (WITH OIDS)
-        let mut deps = Vec::new();
-        loop {
-            let at = r.pos;
-            let Some(dep) = r.string()? else { break };
-            let id = std::str::from_utf8(dep).ok().and_then(|s| s.parse().ok());
-            deps.push((at..r.pos, id));
-        }
+        let e = entry_fields(&mut r, version).map_err(text)?;
+        // The directory format's extra TOC: the data file's name.
         let file = r
-            .string()?
+            .string(u64::MAX)
+            .map_err(text)?
             .filter(|f| !f.is_empty())
-            .map(|f| String::from_utf8_lossy(f).into_owned());
+            .map(|f| String::from_utf8_lossy(&f).into_owned());
         entries.push(Entry {
-            id,
-            id_at,
-            section,
-            blobs: desc.len() <= MAX_DESC && desc == b"BLOBS",
+            id: e.id,
+            id_at: at(e.id_at.start)..at(e.id_at.end),
+            section: e.section,
+            blobs: e.desc.as_deref() == Some(b"BLOBS".as_slice()),
             file,
-            deps,
+            deps: e
+                .deps
+                .into_iter()
+                .map(|(r, id)| (at(r.start)..at(r.end), id))
+                .collect(),
         });
     }
     Ok(Toc {
