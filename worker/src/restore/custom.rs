@@ -8,9 +8,9 @@ use std::io::{ErrorKind, Read, Write};
 use crate::rowcount::decode_int;
 
 /// Oldest archive version served: 1.12 (PostgreSQL 9.0 to 10).
-pub(super) const OLDEST: (u8, u8) = (1, 12);
+const OLDEST: (u8, u8) = (1, 12);
 /// Newest archive version served: 1.16 (PostgreSQL 17 and 18).
-pub(super) const NEWEST: (u8, u8) = (1, 16);
+const NEWEST: (u8, u8) = (1, 16);
 /// The format byte of a custom archive.
 const FORMAT_CUSTOM: u8 = 1;
 /// The format byte pg_dump 15, 16 and 18 write into a directory dump's
@@ -92,50 +92,18 @@ pub fn rewrite_toc(input: impl Read, out: impl Write) -> Result<Layout, Refusal>
     };
     let mut head = [0u8; 11];
     c.read(&mut head)?;
-    if &head[..5] != b"PGDMP" {
-        return unserved("not a pg_dump archive (no PGDMP magic)");
-    }
-    let version = (head[5], head[6]);
-    if !(OLDEST..=NEWEST).contains(&version) {
-        return unserved(format!(
-            "archive version {}.{} is not one served ({}.{} to {}.{})",
-            head[5], head[6], OLDEST.0, OLDEST.1, NEWEST.0, NEWEST.1
-        ));
-    }
-    c.int_size = usize::from(head[8]);
+    let (version, int_size) =
+        check_head(&head, FORMAT_CUSTOM, "custom").map_err(Refusal::Unserved)?;
+    c.int_size = int_size;
     let off_size = usize::from(head[9]);
-    if !(1..=8).contains(&c.int_size) || !(1..=16).contains(&off_size) {
-        return unserved(format!(
-            "integer size {} or offset size {} is not served",
-            head[8], head[9]
-        ));
-    }
-    if head[10] != FORMAT_CUSTOM {
-        return unserved(format!("format {} is not the custom format", head[10]));
-    }
     head[10] = FORMAT_DIRECTORY;
     c.write(&head)?;
-    let compression = if version >= (1, 15) {
-        let mut b = [0u8; 1];
-        c.read(&mut b)?;
-        c.write(&b)?;
-        i64::from(b[0])
-    } else {
-        c.int()?
-    };
+    let (compression, count) = header_fields(&mut c, version)?;
     if compression != 0 {
         return unserved(format!(
             "the archive is compressed (method or level {compression})"
         ));
     }
-    // Creation time (7 ints), database name, server and pg_dump versions.
-    for _ in 0..7 {
-        c.int()?;
-    }
-    for _ in 0..3 {
-        c.string(0)?;
-    }
-    let count = c.int()?;
     if count < 0 {
         return unserved(format!("a negative TOC entry count ({count})"));
     }
@@ -165,8 +133,70 @@ pub fn rewrite_toc(input: impl Read, out: impl Write) -> Result<Layout, Refusal>
     })
 }
 
+/// Checks an archive's first 11 bytes: the magic, a version served (1.12
+/// to 1.16), int and offset sizes, and the format byte `format` (called
+/// `name`). Its version and int size, or why not.
+pub(super) fn check_head(
+    head: &[u8; 11],
+    format: u8,
+    name: &str,
+) -> Result<((u8, u8), usize), String> {
+    if &head[..5] != b"PGDMP" {
+        return Err("not a pg_dump archive (no PGDMP magic)".into());
+    }
+    let version = (head[5], head[6]);
+    if !(OLDEST..=NEWEST).contains(&version) {
+        return Err(format!(
+            "archive version {}.{} is not one served ({}.{} to {}.{})",
+            head[5], head[6], OLDEST.0, OLDEST.1, NEWEST.0, NEWEST.1
+        ));
+    }
+    let int_size = usize::from(head[8]);
+    if !(1..=8).contains(&int_size) || !(1..=16).contains(&head[9]) {
+        return Err(format!(
+            "integer size {} or offset size {} is not served",
+            head[8], head[9]
+        ));
+    }
+    if head[10] != format {
+        return Err(format!("format {} is not the {name} format", head[10]));
+    }
+    Ok((version, int_size))
+}
+
+/// Reads the rest of an archive's header after its first 11 bytes: the
+/// compression (a byte from 1.15, an int before), the creation time (7
+/// ints), the database name, server and pg_dump versions, and the TOC's
+/// entry count. The compression and the count.
+pub(super) fn header_fields(f: &mut impl Fields, version: (u8, u8)) -> Result<(i64, i64), Refusal> {
+    let compression = if version >= (1, 15) {
+        i64::from(f.byte()?)
+    } else {
+        f.int()?
+    };
+    for _ in 0..7 {
+        f.int()?;
+    }
+    for _ in 0..3 {
+        f.string(0)?;
+    }
+    Ok((compression, f.int()?))
+}
+
+/// An archive int as pg_dump writes one: a sign byte, then the magnitude
+/// in `int_size` bytes, least significant first (`decode_int` reads it).
+pub(super) fn put_int(out: &mut Vec<u8>, int_size: usize, v: i64) {
+    out.push(u8::from(v < 0));
+    let m = v.unsigned_abs();
+    for i in 0..int_size {
+        out.push(u8::try_from((m >> (8 * i)) & 0xff).unwrap_or(0));
+    }
+}
+
 /// Reads an archive's fields as pg_backup_archiver.c writes them.
 pub(super) trait Fields {
+    /// One byte.
+    fn byte(&mut self) -> Result<u8, Refusal>;
     /// An int.
     fn int(&mut self) -> Result<i64, Refusal>;
     /// A string: `None` for a NULL one; its bytes when at most `keep` long,
@@ -255,17 +285,26 @@ impl<R: Read, W: Write> Copier<R, W> {
 
     /// Writes a string as pg_dump does (its length as an int, then it).
     fn write_str(&mut self, s: &[u8]) -> Result<(), Refusal> {
-        let mut b = [0u8; 9];
-        let len = s.len() as u64;
-        for (i, byte) in b[1..=self.int_size].iter_mut().enumerate() {
-            *byte = u8::try_from((len >> (8 * i)) & 0xff).unwrap_or(0);
-        }
-        self.write(&b[..=self.int_size])?;
-        self.write(s)
+        let mut b = Vec::with_capacity(9 + s.len());
+        put_int(
+            &mut b,
+            self.int_size,
+            i64::try_from(s.len()).unwrap_or(i64::MAX),
+        );
+        b.extend_from_slice(s);
+        self.write(&b)
     }
 }
 
 impl<R: Read, W: Write> Fields for Copier<R, W> {
+    /// Copies a byte through and returns it.
+    fn byte(&mut self) -> Result<u8, Refusal> {
+        let mut b = [0u8; 1];
+        self.read(&mut b)?;
+        self.write(&b)?;
+        Ok(b[0])
+    }
+
     /// Copies an int through and returns it.
     fn int(&mut self) -> Result<i64, Refusal> {
         let mut b = [0u8; 9];

@@ -21,7 +21,9 @@ use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 // The archive versions read are those served (1.12 to 1.16).
-use super::custom::{FORMAT_DIRECTORY, Fields, NEWEST, OLDEST, Refusal, entry_fields};
+use super::custom::{
+    FORMAT_DIRECTORY, Fields, Refusal, check_head, entry_fields, header_fields, put_int,
+};
 use crate::rowcount::decode_int;
 
 /// `SECTION_PRE_DATA` (pg_backup.h).
@@ -147,16 +149,6 @@ fn rewrite(toc: &[u8], parsed: &Toc, new_id: &HashMap<i64, i64>) -> Vec<u8> {
     out
 }
 
-/// An archive int as pg_dump writes one: a sign byte, then the magnitude
-/// in `int_size` bytes, least significant first.
-fn put_int(out: &mut Vec<u8>, int_size: usize, v: i64) {
-    out.push(u8::from(v < 0));
-    let m = v.unsigned_abs();
-    for i in 0..int_size {
-        out.push(u8::try_from((m >> (8 * i)) & 0xff).unwrap_or(0));
-    }
-}
-
 /// Reads a toc.dat in memory.
 struct Reader<'a> {
     b: &'a [u8],
@@ -183,6 +175,10 @@ impl<'a> Reader<'a> {
 }
 
 impl Fields for Reader<'_> {
+    fn byte(&mut self) -> Result<u8, Refusal> {
+        Ok(self.take(1)?[0])
+    }
+
     fn int(&mut self) -> Result<i64, Refusal> {
         let n = 1 + self.int_size;
         Ok(decode_int(self.take(n)?))
@@ -219,36 +215,11 @@ fn parse(toc: &[u8]) -> Result<Toc, String> {
         int_size: 4,
     };
     let text = |e: Refusal| e.to_string();
-    let head = r.take(11).map_err(text)?;
-    if &head[..5] != b"PGDMP" {
-        return Err("not a pg_dump archive (no PGDMP magic)".into());
-    }
-    let version = (head[5], head[6]);
-    if !(OLDEST..=NEWEST).contains(&version) {
-        return Err(format!(
-            "archive version {}.{} is not read",
-            head[5], head[6]
-        ));
-    }
-    r.int_size = usize::from(head[8]);
-    if !(1..=8).contains(&r.int_size) {
-        return Err(format!("integer size {} is not read", head[8]));
-    }
-    if head[10] != FORMAT_DIRECTORY {
-        return Err(format!("format {} is not the directory format", head[10]));
-    }
-    let compression = if version >= (1, 15) {
-        i64::from(r.take(1).map_err(text)?[0])
-    } else {
-        r.int().map_err(text)?
-    };
-    for _ in 0..7 {
-        r.int().map_err(text)?; // creation time
-    }
-    for _ in 0..3 {
-        r.string(0).map_err(text)?; // database name, server and pg_dump versions
-    }
-    let count = r.int().map_err(text)?;
+    let mut head = [0u8; 11];
+    head.copy_from_slice(r.take(11).map_err(text)?);
+    let (version, int_size) = check_head(&head, FORMAT_DIRECTORY, "directory")?;
+    r.int_size = int_size;
+    let (compression, count) = header_fields(&mut r, version).map_err(text)?;
     let count = usize::try_from(count).map_err(|_| format!("a TOC of {count} entries"))?;
     let mut entries = Vec::with_capacity(count.min(1 << 16));
     for _ in 0..count {

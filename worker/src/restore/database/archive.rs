@@ -217,20 +217,20 @@ impl Run<'_> {
             dir.to_path_buf(),
         );
         let recorded = p.manifest.meta.data_blocks.clone();
-        let archive_len = p
-            .manifest
-            .files
-            .iter()
-            .find(|f| f.name == stream)
-            .map(|f| f.size);
-        let recorded_for_start = recorded.clone();
+        // Block sizes come from the recorded offsets (used only if the
+        // blocks are served from them); a scanned archive's are not known
+        // before pg_restore starts.
+        let sizes = recorded.as_deref().and_then(|at| {
+            let archive = p.manifest.files.iter().find(|f| f.name == stream)?;
+            Some(served::block_sizes(at, archive.size))
+        });
         let (done, cancel) = (self.done.clone(), self.cancel.clone());
         let started = tokio::task::spawn_blocking(move || {
             served::Served::start_custom(
                 &store,
                 dump,
                 &stream,
-                recorded_for_start.as_deref(),
+                recorded.as_deref(),
                 &dir2,
                 done,
                 &cancel,
@@ -255,10 +255,8 @@ impl Run<'_> {
             .await;
         let scans = served.scans();
         self.served = Some(served);
-        // Block sizes come from the recorded offsets; a scanned archive's
-        // are not known before pg_restore starts.
-        if let (false, Some(at), Some(len)) = (scans, &recorded, archive_len) {
-            self.order_served(dir, served::block_sizes(at, len)).await?;
+        if let (false, Some(sizes)) = (scans, sizes) {
+            self.order_served(dir, sizes).await?;
         }
         Ok(None)
     }
