@@ -1,6 +1,8 @@
 //! The workload of the crash tests (`store/tests/store/crash.rs`): opens the
-//! store at ROOT, stores every file of DIR as dump C, deletes dump A, then
-//! collects garbage with repacking (threshold 0.99). Run with
+//! store at ROOT, stores every file of DIR as dump C (its first
+//! `LATER_BYTES` of new chunks uncompressed), deletes dump A, collects
+//! garbage with repacking (threshold 0.99), then compresses what C left
+//! uncompressed (`Store::compress_later`). Run with
 //! `PGSNAPMAN_CRASH_AT=<point>[:<nth>]` it aborts at that point, as a
 //! `kill -9` there would; without it, it runs to the end and exits 0.
 //!
@@ -18,6 +20,8 @@ use uuid::Uuid;
 const PACK_TARGET_BYTES: u64 = 1 << 20;
 /// Repack every pack whose live share fell below this.
 const REPACK_BELOW: f64 = 0.99;
+/// Raw bytes C's ingest may leave uncompressed: part of C, several packs.
+const LATER_BYTES: u64 = 3 << 20;
 
 fn main() -> ExitCode {
     match run() {
@@ -40,6 +44,7 @@ fn run() -> Result<(), String> {
         &PathBuf::from(root),
         StoreOptions {
             pack_target_bytes: PACK_TARGET_BYTES,
+            compress_later_max_bytes: LATER_BYTES,
             ..StoreOptions::default()
         },
     )
@@ -51,6 +56,10 @@ fn run() -> Result<(), String> {
     }
     let report = store.gc(REPACK_BELOW).map_err(|e| format!("gc: {e}"))?;
     println!("{report:?}");
+    let later = store
+        .compress_later()
+        .map_err(|e| format!("compress later: {e}"))?;
+    println!("{later:?}");
     Ok(())
 }
 

@@ -57,6 +57,12 @@ pub enum CrashPoint {
     RepackOldRemoved,
     /// Repack fsync'd the packs directory after removing the old packs.
     RepackDirFsync,
+    /// `compress_later` removed one pack it rewrote (directory not fsync'd).
+    LaterOldRemoved,
+    /// `compress_later` fsync'd the packs directory; the marks remain.
+    LaterDirFsync,
+    /// `compress_later` removed the marks of the packs it dealt with.
+    LaterMarksForgotten,
     /// `Store::open` removed one leftover of an interrupted write (an
     /// unsealed pack or a manifest `.tmp`; directory not fsync'd yet).
     OpenLeftoversRemoved,
@@ -65,7 +71,7 @@ pub enum CrashPoint {
 impl CrashPoint {
     /// Every point, in the order a workload of ingest, delete, gc and repack
     /// reaches them first.
-    pub const ALL: [CrashPoint; 23] = [
+    pub const ALL: [CrashPoint; 26] = [
         CrashPoint::OpenLeftoversRemoved,
         CrashPoint::PackAppend,
         CrashPoint::PackFsync,
@@ -89,6 +95,9 @@ impl CrashPoint {
         CrashPoint::RepackIndexed,
         CrashPoint::RepackOldRemoved,
         CrashPoint::RepackDirFsync,
+        CrashPoint::LaterOldRemoved,
+        CrashPoint::LaterDirFsync,
+        CrashPoint::LaterMarksForgotten,
     ];
 
     /// The name used in `PGSNAPMAN_CRASH_AT`.
@@ -116,6 +125,9 @@ impl CrashPoint {
             CrashPoint::RepackIndexed => "repack.indexed",
             CrashPoint::RepackOldRemoved => "repack.old_removed",
             CrashPoint::RepackDirFsync => "repack.dir_fsync",
+            CrashPoint::LaterOldRemoved => "later.old_removed",
+            CrashPoint::LaterDirFsync => "later.dir_fsync",
+            CrashPoint::LaterMarksForgotten => "later.marks_forgotten",
             CrashPoint::OpenLeftoversRemoved => "open.leftovers_removed",
         }
     }

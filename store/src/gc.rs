@@ -13,7 +13,8 @@ use crate::delta::MAX_DELTA_DEPTH;
 use crate::durable;
 use crate::error::StoreError;
 use crate::index::IndexEntry;
-use crate::pack::{self, PackId, PackWriter, RECORD_HEADER_LEN};
+use crate::pack::{self, ChunkKind, PackId, PackWriter, RECORD_HEADER_LEN, RecordHeader};
+use crate::rawframe;
 use crate::reader::ChunkReader;
 use crate::store::Store;
 
@@ -147,7 +148,9 @@ impl Store {
         // Repack, without the lock: only gc changes or removes an index
         // entry that exists, and only this gc runs, so the entries read
         // above stay true until this gc switches them.
-        let mut repack = Repacker::new(self);
+        // Records left uncompressed are compressed on the way: they are not
+        // left for `compress_later` in a pack it no longer knows.
+        let mut repack = Repacker::new(self, Some(inner.opts.zstd_level));
         let mut repacked = Vec::new();
         for (id, entries) in sparse {
             if repack.copy_pack(id, &entries)? {
@@ -245,30 +248,92 @@ fn mark_bases(index: &crate::index::Index, live: &mut HashSet<ChunkId>) -> Resul
 }
 
 /// Copies live records into fresh packs; index entries are rewritten when each
-/// new pack is sealed.
-struct Repacker<'a> {
+/// new pack is sealed. With `compress`, a record an ingest left uncompressed
+/// (`rawframe`) is compressed on the way (`Store::compress_later`).
+pub(crate) struct Repacker<'a> {
     store: &'a Store,
     /// Reads the bases of delta records to check them.
     bases: ChunkReader,
     writer: Option<PackWriter>,
     pending: Vec<(ChunkId, IndexEntry)>,
     written: u64,
+    /// zstd level for records left uncompressed; `None` copies every record.
+    compress: Option<i32>,
+    /// Records compressed, and their stored bytes before and after.
+    pub(crate) compressed: u64,
+    pub(crate) compressed_from: u64,
+    pub(crate) compressed_to: u64,
 }
 
 impl<'a> Repacker<'a> {
-    fn new(store: &'a Store) -> Repacker<'a> {
+    pub(crate) fn new(store: &'a Store, compress: Option<i32>) -> Repacker<'a> {
         Repacker {
             store,
             bases: ChunkReader::new(std::sync::Arc::clone(&store.inner)),
             writer: None,
             pending: Vec::new(),
             written: 0,
+            compress,
+            compressed: 0,
+            compressed_from: 0,
+            compressed_to: 0,
+        }
+    }
+
+    /// The record to write for one that decoded to `raw`: compressed when it
+    /// was left uncompressed and compressing saves bytes, else as it was.
+    fn recode(
+        &mut self,
+        header: RecordHeader,
+        stored: Vec<u8>,
+        raw: &[u8],
+    ) -> Result<(RecordHeader, Vec<u8>), StoreError> {
+        let Some(level) = self.compress else {
+            return Ok((header, stored));
+        };
+        let inner = &self.store.inner;
+        let plain_len = match inner.crypto {
+            None => stored.len(),
+            Some(_) => stored.len().saturating_sub(crate::crypto::OVERHEAD),
+        };
+        if header.kind != ChunkKind::Full
+            || plain_len != rawframe::frame_len(raw.len())
+            || !self.is_raw_frame(&header, &stored, raw.len())
+        {
+            return Ok((header, stored));
+        }
+        let z = zstd::bulk::compress(raw, level)
+            .map_err(StoreError::io(format!("compress chunk {}", header.chunk)))?;
+        if z.len() >= plain_len {
+            return Ok((header, stored));
+        }
+        let new_header = RecordHeader {
+            stored_len: u32::try_from(z.len()).map_err(|_| StoreError::Invalid {
+                what: "compressed chunk length",
+                detail: format!("{} bytes", z.len()),
+            })?,
+            ..header
+        };
+        let (new_header, sealed) = crate::ingest::seal(inner, new_header, z)?;
+        self.compressed += 1;
+        self.compressed_from += stored.len() as u64;
+        self.compressed_to += sealed.len() as u64;
+        Ok((new_header, sealed))
+    }
+
+    /// The record's compressed bytes (decrypted) are a `rawframe`.
+    fn is_raw_frame(&self, header: &RecordHeader, stored: &[u8], raw_len: usize) -> bool {
+        match &self.store.inner.crypto {
+            None => rawframe::is_raw(stored, raw_len),
+            Some(c) => c
+                .open_record(header, stored)
+                .is_ok_and(|plain| rawframe::is_raw(&plain, raw_len)),
         }
     }
 
     /// Copies every live record of `pack`, checking each decodes to its id.
     /// Returns false (copying nothing that will be indexed) if one is corrupt.
-    fn copy_pack(
+    pub(crate) fn copy_pack(
         &mut self,
         pack: PackId,
         entries: &[(ChunkId, IndexEntry)],
@@ -284,15 +349,17 @@ impl<'a> Repacker<'a> {
             let checked = pack::read_record(&file, &path, e.offset, &header).and_then(|stored| {
                 self.bases
                     .decode(&header, &stored, &path, e.offset)
-                    .map(|_| stored)
+                    .map(|raw| (stored, raw))
             });
-            let stored = match checked {
+            let (stored, raw) = match checked {
                 Ok(s) => s,
                 Err(err) => {
                     tracing::warn!(pack_id = %pack, error = %err, "not repacking pack with a corrupt chunk");
                     return Ok(false);
                 }
             };
+            let (header, stored) = self.recode(header, stored, &raw)?;
+            drop(raw);
             if self.writer.is_none() {
                 self.writer = Some(PackWriter::create(&inner.packs_dir)?);
             }
@@ -306,6 +373,7 @@ impl<'a> Repacker<'a> {
                 IndexEntry {
                     pack: w.id(),
                     offset,
+                    stored_len: header.stored_len,
                     ..*e
                 },
             ));
@@ -339,7 +407,7 @@ impl<'a> Repacker<'a> {
     }
 
     /// Seals the last pack; returns how many packs were written.
-    fn finish(mut self) -> Result<u64, StoreError> {
+    pub(crate) fn finish(&mut self) -> Result<u64, StoreError> {
         self.seal()?;
         Ok(self.written)
     }

@@ -15,9 +15,11 @@ pub mod error;
 mod gc;
 pub mod index;
 mod ingest;
+mod later;
 pub mod manifest;
 mod options;
 pub mod pack;
+mod rawframe;
 mod read_ahead;
 mod reader;
 mod rebuild;
@@ -36,6 +38,7 @@ pub use error::StoreError;
 pub use gc::GcReport;
 pub use index::{INDEX_FORMAT_VERSION, INFO_LOGS_KEPT, bound_info_logs};
 pub use ingest::{IndexFlush, Ingest};
+pub use later::LaterReport;
 pub use manifest::{
     ChunkRef, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestMeta, TableRows,
 };

@@ -27,6 +27,12 @@ pub struct StoreOptions {
     /// themselves to (0..=19; 0 keeps the caller's): pg_dump and the server
     /// come first, and the store catches up from its read-ahead queue.
     pub ingest_nice: i32,
+    /// Most raw bytes one ingest may store uncompressed for `Store::
+    /// compress_later` to compress after the dump (0 compresses every new
+    /// chunk while the dump runs). Also capped at a quarter of the free
+    /// space when the ingest starts, and 0 for object storage
+    /// (docs/store.md, "Compression after the dump").
+    pub compress_later_max_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -40,6 +46,9 @@ impl Default for StoreOptions {
             delta_zstd_level: 1,
             features: FeatureParams::default(),
             ingest_nice: 10,
+            // Off in the library (its tests compare stored bytes); the
+            // worker's `store.compress_later_max_bytes` turns it on.
+            compress_later_max_bytes: 0,
         }
     }
 }

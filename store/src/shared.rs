@@ -146,6 +146,11 @@ impl Inner {
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// An ingest is storing a dump (`Store::compress_later` yields to it).
+    pub(crate) fn ingest_running(&self) -> bool {
+        !self.registry().ingests.is_empty()
+    }
+
     /// Taken by gc for its whole run: one gc at a time.
     pub(crate) fn gc_running(&self) -> MutexGuard<'_, ()> {
         self.gc_running.lock().unwrap_or_else(|p| p.into_inner())

@@ -10,6 +10,10 @@ use crate::pack::{ChunkKind, PackId, RecordHeader};
 pub(super) const CHUNK_PREFIX: u8 = b'c';
 pub(super) const DUMP_PREFIX: u8 = b'd';
 pub(super) const FEATURE_PREFIX: u8 = b'f';
+/// A pack holding chunks an ingest left uncompressed (`Store::compress_later`).
+pub(super) const LATER_PREFIX: u8 = b'l';
+/// 'l' | pack id 16
+pub(super) const LATER_KEY_LEN: usize = 1 + 16;
 pub(super) const CHUNK_KEY_LEN: usize = 1 + CHUNK_ID_LEN;
 pub(super) const DUMP_KEY_LEN: usize = 1 + 16;
 /// 'f' | slot u8 | super-feature u64 BE
@@ -131,6 +135,13 @@ pub(super) fn dump_key(dump: &Uuid) -> [u8; DUMP_KEY_LEN] {
     let mut k = [0u8; DUMP_KEY_LEN];
     k[0] = DUMP_PREFIX;
     k[1..].copy_from_slice(dump.as_bytes());
+    k
+}
+
+pub(super) fn later_key(pack: &PackId) -> [u8; LATER_KEY_LEN] {
+    let mut k = [0u8; LATER_KEY_LEN];
+    k[0] = LATER_PREFIX;
+    k[1..].copy_from_slice(pack.0.as_bytes());
     k
 }
 

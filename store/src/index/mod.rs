@@ -18,9 +18,10 @@ use rocksdb::{
 
 use crate::chunk::{CHUNK_ID_LEN, ChunkId};
 use crate::error::StoreError;
+use crate::pack::PackId;
 use entry::{
-    CHUNK_KEY_LEN, CHUNK_PREFIX, DUMP_KEY_LEN, DUMP_PREFIX, ENTRY_LEN, FULL_ENTRY_LEN, chunk_key,
-    dump_key, feature_key, feature_value,
+    CHUNK_KEY_LEN, CHUNK_PREFIX, DUMP_KEY_LEN, DUMP_PREFIX, ENTRY_LEN, FULL_ENTRY_LEN,
+    LATER_KEY_LEN, LATER_PREFIX, chunk_key, dump_key, feature_key, feature_value, later_key,
 };
 pub use entry::{DumpSummary, IndexEntry};
 pub use meta::StoreParams;
@@ -91,6 +92,9 @@ pub struct SealedEntries<'a> {
     pub chunks: &'a [(ChunkId, IndexEntry)],
     /// `(slot, super-feature, chunk)`
     pub features: &'a [(u8, u64, ChunkId)],
+    /// The pack holds chunks left uncompressed by this dump: marked for
+    /// `Store::compress_later` in the same batch.
+    pub compress_later: Option<(crate::pack::PackId, uuid::Uuid)>,
 }
 
 /// The open index. `Send + Sync`.
@@ -204,6 +208,9 @@ impl Index {
         for (slot, value, id) in sealed.features {
             batch.put(feature_key(*slot, *value), feature_value(id));
         }
+        if let Some((pack, dump)) = sealed.compress_later {
+            batch.put(later_key(&pack), dump.as_bytes());
+        }
         if !batch.is_empty() {
             self.write(batch, "index a sealed pack")?;
         }
@@ -252,6 +259,38 @@ impl Index {
             Ok(())
         })?;
         Ok(out)
+    }
+
+    /// The packs marked for `Store::compress_later`, with the dump that
+    /// wrote each (a hint for the log), in pack id (so creation) order.
+    pub(crate) fn later_packs(&self) -> Result<Vec<(PackId, uuid::Uuid)>, StoreError> {
+        let mut out = Vec::new();
+        self.scan_prefix(LATER_PREFIX, "scan packs to compress", |k, v| {
+            let bad = || StoreError::Invalid {
+                what: "pack mark",
+                detail: format!("key of {} bytes, value of {} bytes", k.len(), v.len()),
+            };
+            if k.len() != LATER_KEY_LEN {
+                return Err(bad());
+            }
+            let pack = uuid::Uuid::from_slice(&k[1..]).map_err(|_| bad())?;
+            let dump = uuid::Uuid::from_slice(v).map_err(|_| bad())?;
+            out.push((PackId(pack), dump));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Removes the marks of `packs` (synced).
+    pub(crate) fn forget_later(&self, packs: &[PackId]) -> Result<(), StoreError> {
+        if packs.is_empty() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        for p in packs {
+            batch.delete(later_key(p));
+        }
+        self.write(batch, "unmark compressed packs")
     }
 
     /// Calls `visit` for every chunk entry, in id order.
@@ -364,6 +403,7 @@ mod tests {
             .collect();
         let written = index
             .insert_sealed(SealedEntries {
+                compress_later: None,
                 chunks: &chunks,
                 features: &[],
             })

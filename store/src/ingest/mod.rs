@@ -33,6 +33,7 @@ use crate::shared::Inner;
 use claims::Claims;
 use pipeline::Jobs;
 use position::{Previous, Walk};
+pub(crate) use sink::seal;
 use sink::{Base, Job, PackSink};
 use window::Window;
 
@@ -57,6 +58,27 @@ pub(crate) fn validate_file_name(name: &str) -> Result<(), StoreError> {
         });
     }
     Ok(())
+}
+
+/// Raw bytes an ingest may store uncompressed for `Store::compress_later`:
+/// `StoreOptions::compress_later_max_bytes`, at most a quarter of the space
+/// free in `packs/` when it starts (the pass needs room for the compressed
+/// copy before it frees the raw one), and none on object storage (each pack
+/// would be uploaded twice).
+fn later_budget(inner: &Inner) -> u64 {
+    let max = inner.opts.compress_later_max_bytes;
+    if max == 0 || inner.remote.is_some() {
+        return 0;
+    }
+    match nix::sys::statvfs::statvfs(&inner.packs_dir) {
+        Ok(v) => max.min(v.blocks_available().saturating_mul(v.fragment_size()) / 4),
+        Err(e) => {
+            tracing::debug!(
+                "cannot read the free space of the store, compressing every chunk now: {e}"
+            );
+            0
+        }
+    }
 }
 
 /// One dump being stored. `Send`; not shared between threads.
@@ -110,7 +132,7 @@ impl Ingest {
             tracing::info!(dump_id = %dump_uuid, previous = %p.dump(), chunks = p.len(), "storing after the job's previous dump");
         }
         Ok(Ingest {
-            sink: PackSink::new(Arc::clone(&inner)),
+            sink: PackSink::new(Arc::clone(&inner), dump_uuid, later_budget(&inner)),
             inner,
             dump_uuid,
             registration,
@@ -266,7 +288,7 @@ impl Ingest {
         }
         crash::at(CrashPoint::IngestSummary);
         tracing::debug!(dump_id = %m.dump_uuid, sealed_ms = t_sealed.as_secs_f64() * 1e3, manifest_ms = t_manifest.as_secs_f64() * 1e3, total_ms = t0.elapsed().as_secs_f64() * 1e3, "finish steps");
-        tracing::info!(dump_id = %m.dump_uuid, logical_bytes = m.logical_bytes, new_stored_bytes = m.new_stored_bytes, full_chunks = self.sink.full_chunks, delta_chunks = self.sink.delta_chunks, "dump stored");
+        tracing::info!(dump_id = %m.dump_uuid, logical_bytes = m.logical_bytes, new_stored_bytes = m.new_stored_bytes, full_chunks = self.sink.full_chunks, delta_chunks = self.sink.delta_chunks, later_chunks = self.sink.later_chunks, later_bytes = self.sink.later_bytes, "dump stored");
         let flush = IndexFlush {
             inner: Arc::clone(&self.inner),
             dump_uuid: m.dump_uuid,

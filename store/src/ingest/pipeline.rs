@@ -138,6 +138,7 @@ pub(super) fn store_file(
     r: impl Read,
 ) -> Result<FileEntry, StoreError> {
     let nice = inner.opts.ingest_nice;
+    let later_budget = Arc::clone(&sink.later_budget);
     let alarm_raised = AtomicBool::new(false);
     let alarm_raised = &alarm_raised;
     std::thread::scope(|scope| {
@@ -147,7 +148,7 @@ pub(super) fn store_file(
         for _ in 0..ENCODERS {
             let (job_tx, job_rx) = mpsc::sync_channel::<Vec<Job>>(QUEUE_PER_ENCODER);
             let (rec_tx, rec_rx) = mpsc::sync_channel(QUEUE_PER_ENCODER);
-            let mut encoder = Encoder::new(Arc::clone(inner), dump_uuid);
+            let mut encoder = Encoder::new(Arc::clone(inner), dump_uuid, Arc::clone(&later_budget));
             let thread = std::thread::Builder::new()
                 .name("store-encoder".to_string())
                 .spawn_scoped(scope, move || {

@@ -5,6 +5,7 @@
 //! full packs, on the writer thread.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use uuid::Uuid;
 
@@ -58,7 +59,12 @@ pub(super) struct Job {
 /// How a new chunk is stored.
 pub(super) enum Encoded {
     Full(Vec<u8>),
-    Delta { base: ChunkId, stored: Vec<u8> },
+    /// Whole, in a zstd frame of raw blocks, for `Store::compress_later`.
+    Later(Vec<u8>),
+    Delta {
+        base: ChunkId,
+        stored: Vec<u8>,
+    },
 }
 
 /// One encoded chunk, ready to append.
@@ -67,6 +73,8 @@ pub(super) struct Record {
     stored: Vec<u8>,
     sketch: Option<Sketch>,
     claim: u8,
+    /// Stored uncompressed, for `Store::compress_later`.
+    later: bool,
 }
 
 /// Encodes new chunks; one per encoder thread (each reads bases on its own).
@@ -75,14 +83,18 @@ pub(super) struct Encoder {
     dump_uuid: Uuid,
     /// Reads delta bases.
     bases: ChunkReader,
+    /// Raw bytes this ingest may still store uncompressed (shared by its
+    /// encoders; `Ingest::new` sets it).
+    later_budget: Arc<AtomicU64>,
 }
 
 impl Encoder {
-    pub(super) fn new(inner: Arc<Inner>, dump_uuid: Uuid) -> Encoder {
+    pub(super) fn new(inner: Arc<Inner>, dump_uuid: Uuid, later_budget: Arc<AtomicU64>) -> Encoder {
         Encoder {
             bases: ChunkReader::new(Arc::clone(&inner)),
             inner,
             dump_uuid,
+            later_budget,
         }
     }
 
@@ -98,13 +110,14 @@ impl Encoder {
         } = job;
         let encoded = match base {
             Some(base) => super::fallback::encode_best(self, id, &raw, base, fallback)?,
-            None => Encoded::Full(self.compress_full(id, &raw)?),
+            None => self.whole(id, &raw)?,
         };
-        let (kind, base, stored) = match encoded {
-            Encoded::Full(stored) => (ChunkKind::Full, ChunkId::ZERO, stored),
-            Encoded::Delta { base, stored } => (ChunkKind::Delta, base, stored),
+        let (kind, base, stored, later) = match encoded {
+            Encoded::Full(stored) => (ChunkKind::Full, ChunkId::ZERO, stored, false),
+            Encoded::Later(stored) => (ChunkKind::Full, ChunkId::ZERO, stored, true),
+            Encoded::Delta { base, stored } => (ChunkKind::Delta, base, stored, false),
         };
-        let mut header = RecordHeader {
+        let header = RecordHeader {
             chunk: id,
             kind,
             base,
@@ -117,31 +130,30 @@ impl Encoder {
                 detail: format!("{} bytes", stored.len()),
             })?,
         };
-        // Encrypted store: the compressed bytes are sealed, bound to the
-        // header (docs/encryption.md); the stored length includes nonce and tag.
-        let stored = match &self.inner.crypto {
-            None => stored,
-            Some(c) => {
-                let sealed =
-                    c.seal_record(&header, &stored)
-                        .map_err(|detail| StoreError::Invalid {
-                            what: "chunk encryption",
-                            detail,
-                        })?;
-                header.stored_len =
-                    u32::try_from(sealed.len()).map_err(|_| StoreError::Invalid {
-                        what: "sealed chunk length",
-                        detail: format!("{} bytes", sealed.len()),
-                    })?;
-                sealed
-            }
-        };
+        let (header, stored) = seal(&self.inner, header, stored)?;
         Ok(Record {
             header,
             stored,
             sketch,
             claim,
+            later,
         })
+    }
+
+    /// A chunk stored whole: left uncompressed for `Store::compress_later`
+    /// while this ingest's budget lasts, else compressed now.
+    fn whole(&self, id: ChunkId, raw: &[u8]) -> Result<Encoded, StoreError> {
+        let len = raw.len() as u64;
+        let taken = self
+            .later_budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(len)
+            })
+            .is_ok();
+        if taken && let Some(frame) = crate::rawframe::encode(raw) {
+            return Ok(Encoded::Later(frame));
+        }
+        Ok(Encoded::Full(self.compress_full(id, raw)?))
     }
 
     pub(super) fn compress_full(&self, id: ChunkId, raw: &[u8]) -> Result<Vec<u8>, StoreError> {
@@ -160,7 +172,7 @@ impl Encoder {
         base: Base,
     ) -> Result<Encoded, StoreError> {
         let Some(stored) = self.delta(id, raw, base.id)? else {
-            return Ok(Encoded::Full(self.compress_full(id, raw)?));
+            return self.whole(id, raw);
         };
         if sure_win(stored.len(), raw.len()) {
             return Ok(Encoded::Delta {
@@ -204,6 +216,30 @@ impl Encoder {
     }
 }
 
+/// Encrypted store: the compressed bytes are sealed, bound to the header
+/// (docs/encryption.md), and the stored length includes nonce and tag.
+/// Otherwise `header` and `stored` as they are.
+pub(crate) fn seal(
+    inner: &Inner,
+    mut header: RecordHeader,
+    stored: Vec<u8>,
+) -> Result<(RecordHeader, Vec<u8>), StoreError> {
+    let Some(c) = &inner.crypto else {
+        return Ok((header, stored));
+    };
+    let sealed = c
+        .seal_record(&header, &stored)
+        .map_err(|detail| StoreError::Invalid {
+            what: "chunk encryption",
+            detail,
+        })?;
+    header.stored_len = u32::try_from(sealed.len()).map_err(|_| StoreError::Invalid {
+        what: "sealed chunk length",
+        detail: format!("{} bytes", sealed.len()),
+    })?;
+    Ok((header, sealed))
+}
+
 /// A delta at most 1/`DELTA_SURE_WIN_RATIO` of the raw chunk: kept without
 /// compressing the chunk whole to compare.
 pub(super) fn sure_win(stored_len: usize, raw_len: usize) -> bool {
@@ -232,12 +268,22 @@ pub(super) struct PackSink {
     pub(super) new_stored_bytes: u64,
     pub(super) delta_chunks: u64,
     pub(super) full_chunks: u64,
+    /// Chunks stored uncompressed for `Store::compress_later`, and their bytes.
+    pub(super) later_chunks: u64,
+    pub(super) later_bytes: u64,
+    /// The open pack holds such a chunk: its seal marks it for the pass.
+    later_in_pack: bool,
+    /// The dump, named by the pack's mark.
+    dump_uuid: Uuid,
+    /// Raw bytes this ingest may still store uncompressed (`later_budget`
+    /// in `ingest/mod.rs`), shared with its encoders.
+    pub(super) later_budget: Arc<AtomicU64>,
     /// A pack was sealed (its chunks are garbage if the ingest is abandoned).
     pub(super) sealed_any: bool,
 }
 
 impl PackSink {
-    pub(super) fn new(inner: Arc<Inner>) -> PackSink {
+    pub(super) fn new(inner: Arc<Inner>, dump_uuid: Uuid, later_budget: u64) -> PackSink {
         PackSink {
             inner,
             writer: None,
@@ -246,6 +292,11 @@ impl PackSink {
             new_stored_bytes: 0,
             delta_chunks: 0,
             full_chunks: 0,
+            later_chunks: 0,
+            later_bytes: 0,
+            later_in_pack: false,
+            dump_uuid,
+            later_budget: Arc::new(AtomicU64::new(later_budget)),
             sealed_any: false,
         }
     }
@@ -259,8 +310,14 @@ impl PackSink {
             stored,
             sketch,
             claim,
+            later,
         } = record;
         let id = header.chunk;
+        if later {
+            self.later_chunks += 1;
+            self.later_bytes += u64::from(header.raw_len);
+            self.later_in_pack = true;
+        }
         match header.kind {
             ChunkKind::Full => self.full_chunks += 1,
             ChunkKind::Delta => self.delta_chunks += 1,
@@ -320,7 +377,9 @@ impl PackSink {
         self.inner.index.insert_sealed(SealedEntries {
             chunks: &self.pending,
             features: &self.pending_features,
+            compress_later: self.later_in_pack.then_some((sealed.id, self.dump_uuid)),
         })?;
+        self.later_in_pack = false;
         crash::at(CrashPoint::IndexSealedBatch);
         tracing::debug!(pack_id = %sealed.id, bytes = sealed.bytes, chunks = self.pending.len(), "sealed pack");
         self.pending.clear();

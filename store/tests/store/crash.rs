@@ -1,6 +1,7 @@
 //! Crash safety, proved by crashing: for every named crash point the
-//! workload example (`examples/crash_workload.rs`: ingest dump C, delete
-//! dump A, gc with repack) runs in its own process until it aborts there
+//! workload example (`examples/crash_workload.rs`: ingest dump C, part
+//! of it uncompressed, delete dump A, gc with repack, compress C's
+//! uncompressed chunks) runs in its own process until it aborts there
 //! (`PGSNAPMAN_CRASH_AT`); then the store must open, verify clean, list
 //! every dump that was complete before and no half one, read each back
 //! byte-identical, and the next run must finish the work and leave no
@@ -84,6 +85,10 @@ fn gc_specs() -> Vec<Spec> {
         (RepackOldRemoved, 1, DELETED),
         (RepackOldRemoved, 2, DELETED),
         (RepackDirFsync, 1, DELETED),
+        (LaterOldRemoved, 1, DELETED),
+        (LaterOldRemoved, 2, DELETED),
+        (LaterDirFsync, 1, DELETED),
+        (LaterMarksForgotten, 1, DELETED),
     ]
 }
 
@@ -343,6 +348,11 @@ fn crash_at_each(specs: Vec<Spec>) {
         let when = format!("after a crash at {spec} and a full rerun");
         check_store(&w, &store, &BTreeSet::from([w.b, w.c]), false, &when);
         check_no_orphan_packs(&store, &when);
+        assert_eq!(
+            store.later_packs().unwrap(),
+            0,
+            "{when}: packs left to compress"
+        );
         drop(store);
         std::fs::remove_dir_all(&root).unwrap();
     }

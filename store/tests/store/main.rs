@@ -14,4 +14,5 @@ mod gc;
 mod golden;
 mod golden_v3;
 mod helpers;
+mod later;
 mod positional;

@@ -1,0 +1,125 @@
+//! Compression after the dump: an ingest may store new whole chunks
+//! uncompressed (a zstd frame of raw blocks, `rawframe`) so that a dump of
+//! new data does not wait for zstd; each such pack is marked in the index in
+//! the batch that indexes it, and `Store::compress_later` rewrites the
+//! marked packs with those records compressed, the way gc repacks
+//! (docs/store.md, "Compression after the dump").
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+
+use crate::chunk::ChunkId;
+use crate::crash::{self, CrashPoint};
+use crate::durable;
+use crate::error::StoreError;
+use crate::gc::Repacker;
+use crate::index::IndexEntry;
+use crate::pack::PackId;
+use crate::store::Store;
+
+/// What a `compress_later` run did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LaterReport {
+    /// Marked packs rewritten (their records now in new packs).
+    pub packs_rewritten: u64,
+    /// Marks dropped without work: the pack was gone (repacked or deleted by
+    /// gc) or no index entry points into it any more.
+    pub marks_dropped: u64,
+    /// Marked packs kept as they are because a record in them is corrupt
+    /// (their mark too: run verify).
+    pub packs_skipped_corrupt: u64,
+    /// Marked packs left for the next run because a dump started.
+    pub packs_left: u64,
+    pub records_compressed: u64,
+    /// Stored bytes of the compressed records before and after.
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+impl Store {
+    /// Packs an ingest marked for compression (see the module doc), oldest
+    /// first. Cheap when there are none (one index seek).
+    pub fn later_packs(&self) -> Result<usize, StoreError> {
+        Ok(self.inner.index.later_packs()?.len())
+    }
+
+    /// Rewrites every pack marked by an ingest that stored chunks
+    /// uncompressed, compressing those records (`StoreOptions::zstd_level`)
+    /// and copying the others as they are; then deletes the old packs and
+    /// their marks. Runs as one gc does (one at a time with gc); ingests and
+    /// reads go on meanwhile. Stops between packs when a dump starts storing
+    /// (`packs_left`): call it again once the store is idle.
+    ///
+    /// Crash safety, as gc's repack: the new pack is sealed and indexed
+    /// (synced) before the old one is deleted, and the mark goes last. A
+    /// crash leaves either the old pack in use with its mark (done again),
+    /// or an old pack nothing points to (gc deletes it) and a mark this run
+    /// drops.
+    pub fn compress_later(&self) -> Result<LaterReport, StoreError> {
+        self.writable()?;
+        let inner = &self.inner;
+        let mut report = LaterReport::default();
+        let marked = inner.index.later_packs()?;
+        if marked.is_empty() {
+            return Ok(report);
+        }
+        let _one_gc = inner.gc_running();
+        // Under the gc lock no gc runs, and ingests only add entries for
+        // chunks not indexed yet: the entries read here stay true until this
+        // run switches them.
+        let wanted: HashSet<PackId> = marked.iter().map(|(p, _)| *p).collect();
+        let mut entries: HashMap<PackId, Vec<(ChunkId, IndexEntry)>> = HashMap::new();
+        inner.index.for_each(|id, e| {
+            if wanted.contains(&e.pack) {
+                entries.entry(e.pack).or_default().push((id, e));
+            }
+            Ok(())
+        })?;
+        let existing: HashSet<PackId> = inner.list_packs()?.into_iter().map(|(p, _)| p).collect();
+        let mut repack = Repacker::new(self, Some(inner.opts.zstd_level));
+        let (mut rewritten, mut done) = (Vec::new(), Vec::new());
+        for (pack, dump) in &marked {
+            let Some(mut es) = entries.remove(pack).filter(|_| existing.contains(pack)) else {
+                report.marks_dropped += 1;
+                done.push(*pack);
+                continue;
+            };
+            if inner.ingest_running() {
+                report.packs_left += 1;
+                continue;
+            }
+            // In the order they were written: the new pack reads like the old.
+            es.sort_by_key(|(_, e)| e.offset);
+            if repack.copy_pack(*pack, &es)? {
+                tracing::debug!(pack_id = %pack, dump_id = %dump, chunks = es.len(), "compressed a pack stored uncompressed");
+                rewritten.push(*pack);
+                done.push(*pack);
+            } else {
+                report.packs_skipped_corrupt += 1;
+            }
+        }
+        repack.finish()?;
+        if !rewritten.is_empty() {
+            // As gc: a reader that looked a moved chunk up before the switch
+            // has opened its old pack by now, and a verify re-checks.
+            let _gc = inner.gc_write();
+            inner.gc_generation.fetch_add(1, Ordering::SeqCst);
+            for id in &rewritten {
+                inner.remove_pack(*id)?;
+                crash::at(CrashPoint::LaterOldRemoved);
+            }
+            durable::fsync_dir(&inner.packs_dir)?;
+            crash::at(CrashPoint::LaterDirFsync);
+        }
+        inner.index.forget_later(&done)?;
+        if !done.is_empty() {
+            crash::at(CrashPoint::LaterMarksForgotten);
+        }
+        report.packs_rewritten = rewritten.len() as u64;
+        report.records_compressed = repack.compressed;
+        report.bytes_before = repack.compressed_from;
+        report.bytes_after = repack.compressed_to;
+        tracing::info!(?report, "compressed what dumps stored uncompressed");
+        Ok(report)
+    }
+}
