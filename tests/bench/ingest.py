@@ -108,10 +108,24 @@ def dump(snap: Pgsnapman, variant: str, day: int, src: Cluster) -> dict:
         raise BenchError(f"dump now on {svc.name} ended {task.get('state')}: {task.get('error')}")
     row = snap.pgsnap("catalog", "show", str(task["dump_id"]))
     rec = {"catalog_s": span_s(row), "dump_bytes": row["dump_bytes"],
-           "stored_bytes": row["stored_bytes"], "store_du": du(*snap._store_dirs(data))}
+           "stored_bytes": row["stored_bytes"], "store_du_at_end": du(*snap._store_dirs(data))}
     own = self_cpu_s(svc.pid) - own
-    return dict(rec, worker_cpu_s=own, children_cpu_s=proc_cpu_s(svc.pid) - total - own,
-                server_cpu_s=src.server_cpu_s() - server, load1=[before, load1()])
+    rec = dict(rec, worker_cpu_s=own, children_cpu_s=proc_cpu_s(svc.pid) - total - own,
+               server_cpu_s=src.server_cpu_s() - server, load1=[before, load1()])
+    # What the worker does after the dump (compressing what it stored
+    # uncompressed, store.compress_later_max_bytes) must not overlap the next
+    # measurement: wait until its CPU time stops moving, and count it apart.
+    settle_start, cpu0 = time.monotonic(), self_cpu_s(svc.pid)
+    last = cpu0
+    while time.monotonic() - settle_start < 600:
+        time.sleep(0.5)
+        now = self_cpu_s(svc.pid)
+        if now - last < 0.03:
+            break
+        last = now
+    rec["after_cpu_s"] = self_cpu_s(svc.pid) - cpu0
+    rec["store_du"] = du(*snap._store_dirs(data))
+    return rec
 
 
 def one_day(day, args, shape, src, snap, others, labels) -> dict:
@@ -134,7 +148,7 @@ def report(res: dict, labels: list) -> str:
     days = res["days"]
     lines = [f"# Ingest benchmark, {res['date']}", "", f"Command: `{res['command']}`", "",
              "| day | dump MB | /dev/null s (spread) | pg_dump CPU s | " + " | ".join(
-                 f"{v} s | {v} ratio | {v} worker CPU s | {v} stored MB" for v in labels)
+                 f"{v} s | {v} ratio | {v} worker CPU s | {v} written MB" for v in labels)
              + " | load1 |", "|" + "---|" * (5 + 4 * len(labels))]
     tot = {"ref": 0.0, **{v: 0.0 for v in labels}}
     for d in days:
@@ -156,9 +170,11 @@ def report(res: dict, labels: list) -> str:
     for v in labels:
         cpu = sum(d["dumps"][v]["worker_cpu_s"] for d in days)
         stored = sum(d["dumps"][v]["stored_bytes"] for d in days)
+        after = sum(d["dumps"][v].get("after_cpu_s", 0.0) for d in days)
         lines.append(f"- {v}: sum {tot[v]:.2f} s = **{tot[v] / tot['ref']:.3f}×** the "
-                     f"reference ({tot['ref']:.2f} s); worker CPU {cpu:.2f} s; stored "
-                     f"{stored / 1e6:.2f} MB; store du {days[-1]['dumps'][v]['store_du'] / 1e6:.2f} MB")
+                     f"reference ({tot['ref']:.2f} s); worker CPU {cpu:.2f} s during the dumps "
+                     f"and {after:.2f} s after them; written {stored / 1e6:.2f} MB; store du "
+                     f"{days[-1]['dumps'][v]['store_du'] / 1e6:.2f} MB once idle")
     return "\n".join(lines) + "\n"
 
 

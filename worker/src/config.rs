@@ -338,6 +338,11 @@ pub struct StoreConfig {
     /// Nice value of the threads that chunk and compress a dump (0..=19; 0
     /// keeps the worker's own priority).
     pub ingest_nice: i32,
+    /// Most raw bytes one dump may store uncompressed, compressed after the
+    /// dump in the background (0: every chunk is compressed while the dump
+    /// runs). Also at most a quarter of the free space; never on object
+    /// storage (docs/store.md, "Compression after the dump").
+    pub compress_later_max_bytes: u64,
     /// `local` (packs under `<data_dir>`) or `s3` (`[store.s3]`;
     /// docs/object-storage.md).
     pub backend: String,
@@ -355,6 +360,7 @@ impl Default for StoreConfig {
             max_delta_depth: d.max_delta_depth,
             repack_below_live_fraction: 0.5,
             ingest_nice: d.ingest_nice,
+            compress_later_max_bytes: 4 << 30,
             backend: "local".into(),
             s3: crate::store_backend::S3Section::default(),
             encryption: crate::store_key::EncryptionSection::default(),
@@ -369,6 +375,7 @@ impl StoreConfig {
             zstd_level: self.zstd_level,
             max_delta_depth: self.max_delta_depth,
             ingest_nice: self.ingest_nice,
+            compress_later_max_bytes: self.compress_later_max_bytes,
             ..pgsnapman_store::StoreOptions::default()
         }
     }

@@ -230,6 +230,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         tokio::spawn(async move {
             // Space left by a crash first, then the figures.
             shared.runner.reclaim().await;
+            // What a dump left uncompressed before a stop or a crash.
+            shared.runner.compress_later();
             maintenance::stats_loop(shared).await;
         })
     };

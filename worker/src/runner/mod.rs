@@ -86,6 +86,16 @@ pub struct Runner {
     verify: crate::verify::VerifyConfig,
     /// Each job's newest stored dump, which its next dump follows.
     previous: previous::PreviousDumps,
+    /// `Store::compress_later` after dumps (`compress_later`).
+    later: Arc<Later>,
+}
+
+/// The state of the background compression of what dumps stored
+/// uncompressed: one thread at a time, run again when asked meanwhile.
+#[derive(Default)]
+struct Later {
+    running: std::sync::atomic::AtomicBool,
+    asked: std::sync::atomic::AtomicU64,
 }
 
 /// A dump program's failure, saying that `dump.lock_wait_timeout` fired
@@ -225,7 +235,65 @@ impl Runner {
             scripts: config.scripts.clone(),
             verify: config.verify.clone(),
             previous: previous::PreviousDumps::default(),
+            later: Arc::default(),
         })
+    }
+
+    /// Compresses, on a thread of its own at `store.ingest_nice`, the
+    /// chunks dumps stored uncompressed (`store.compress_later_max_bytes`;
+    /// docs/store.md). Returns at once; asked again while a pass runs, the
+    /// thread makes another pass. A pass stops between packs when a dump
+    /// starts, and that dump asks again when it ends. Call after each stored
+    /// dump and at start.
+    pub fn compress_later(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let later = Arc::clone(&self.later);
+        later.asked.fetch_add(1, SeqCst);
+        if later.running.swap(true, SeqCst) {
+            return;
+        }
+        let store = self.store.clone();
+        let nice = store.options().ingest_nice;
+        let thread = {
+            let later = Arc::clone(&later);
+            std::thread::Builder::new()
+                .name("store-later".into())
+                .spawn(move || {
+                    if let Ok(now) = rustix::process::getpriority_process(None)
+                        && now < nice
+                        && let Err(e) = rustix::process::setpriority_process(None, nice)
+                    {
+                        tracing::debug!("cannot lower the compression thread's priority: {e}");
+                    }
+                    loop {
+                        let asked = later.asked.load(SeqCst);
+                        match store.compress_later() {
+                            Ok(r) if r.records_compressed > 0 || r.packs_left > 0 => {
+                                tracing::info!(
+                                    records = r.records_compressed,
+                                    bytes_before = r.bytes_before,
+                                    bytes_after = r.bytes_after,
+                                    packs_left = r.packs_left,
+                                    "compressed the chunks dumps stored uncompressed"
+                                );
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(
+                                "cannot compress the chunks dumps stored uncompressed (tried again after the next dump): {e}"
+                            ),
+                        }
+                        later.running.store(false, SeqCst);
+                        // Asked meanwhile and nobody took over: once more.
+                        if later.asked.load(SeqCst) == asked || later.running.swap(true, SeqCst) {
+                            return;
+                        }
+                    }
+                })
+        };
+        if let Err(e) = thread {
+            later.running.store(false, SeqCst);
+            tracing::warn!("cannot start compressing what dumps stored uncompressed: {e}");
+        }
     }
 
     /// Opens sealed instance passwords with `key` (without one, a sealed
@@ -870,6 +938,7 @@ impl Runner {
         // The dump is durable: the index flush (space, not durability) runs
         // beside what follows (its outbox event, the next dump).
         drop(tokio::task::spawn_blocking(move || flush.run()));
+        self.compress_later();
         self.previous
             .stored(job_id, manifest.meta.started_at, manifest.dump_uuid);
         steps.mark("finish");
