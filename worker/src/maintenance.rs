@@ -306,7 +306,12 @@ pub async fn stats_loop(shared: Arc<Shared>) {
             }
             Err(e) => tracing::warn!("cannot compute the store figures: {e:#}"),
         }
-        shared.store_changed.notified().await;
+        // A dump, deletion or gc, or the compression of what a dump stored
+        // uncompressed (`Runner::compress_later`).
+        tokio::select! {
+            () = shared.store_changed.notified() => {}
+            () = shared.runner.compressed() => {}
+        }
         tokio::time::sleep(STATS_DEBOUNCE).await;
     }
 }

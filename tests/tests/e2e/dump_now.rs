@@ -57,12 +57,15 @@ async fn dump_now_records_a_complete_catalog_row() {
         "dump of 20000 rows is only {on_disk} bytes"
     );
     assert_eq!(dump["dump_bytes"].as_u64().unwrap(), on_disk);
+    // A first dump's chunks are new: stored uncompressed and compressed
+    // after the dump (docs/store.md, "Compression after the dump"), so the
+    // catalog counts them at about their raw size.
     let stored = dump["stored_bytes"].as_u64().unwrap();
     assert!(
-        stored > 0 && stored < on_disk,
-        "compressed after dedup: {dump}"
+        stored > on_disk * 9 / 10 && stored < on_disk + on_disk / 50,
+        "written whole: {dump}"
     );
-    assert!(dump["dedup_ratio"].as_f64().unwrap() > 1.0, "{dump}");
+    assert!(dump["dedup_ratio"].as_f64().unwrap() > 0.9, "{dump}");
     assert!(
         dump["location"].as_str().unwrap().ends_with(&format!(
             "manifests/{}.manifest",

@@ -96,6 +96,8 @@ pub struct Runner {
 struct Later {
     running: std::sync::atomic::AtomicBool,
     asked: std::sync::atomic::AtomicU64,
+    /// Told when a pass changed the store (its figures are worth a report).
+    changed: tokio::sync::Notify,
 }
 
 /// A dump program's failure, saying that `dump.lock_wait_timeout` fired
@@ -239,6 +241,11 @@ impl Runner {
         })
     }
 
+    /// Resolves when a `compress_later` pass has changed the store.
+    pub async fn compressed(&self) {
+        self.later.changed.notified().await;
+    }
+
     /// Compresses, on a thread of its own at `store.ingest_nice`, the
     /// chunks dumps stored uncompressed (`store.compress_later_max_bytes`;
     /// docs/store.md). Returns at once; asked again while a pass runs, the
@@ -269,6 +276,7 @@ impl Runner {
                         let asked = later.asked.load(SeqCst);
                         match store.compress_later() {
                             Ok(r) if r.records_compressed > 0 || r.packs_left > 0 => {
+                                later.changed.notify_one();
                                 tracing::info!(
                                     records = r.records_compressed,
                                     bytes_before = r.bytes_before,
