@@ -12,10 +12,9 @@ pub(super) const DUMP_PREFIX: u8 = b'd';
 pub(super) const FEATURE_PREFIX: u8 = b'f';
 /// A pack holding chunks an ingest left uncompressed (`Store::compress_later`).
 pub(super) const LATER_PREFIX: u8 = b'l';
-/// 'l' | pack id 16
-pub(super) const LATER_KEY_LEN: usize = 1 + 16;
 pub(super) const CHUNK_KEY_LEN: usize = 1 + CHUNK_ID_LEN;
-pub(super) const DUMP_KEY_LEN: usize = 1 + 16;
+/// A prefix byte and a 16-byte uuid: dump summaries and pack marks.
+pub(super) const UUID_KEY_LEN: usize = 1 + 16;
 /// 'f' | slot u8 | super-feature u64 BE
 pub(super) const FEATURE_KEY_LEN: usize = 1 + 1 + 8;
 /// logical_bytes u64 | new_stored_bytes u64
@@ -131,15 +130,15 @@ impl DumpSummary {
     }
 }
 
-pub(super) fn dump_key(dump: &Uuid) -> [u8; DUMP_KEY_LEN] {
-    let mut k = [0u8; DUMP_KEY_LEN];
+pub(super) fn dump_key(dump: &Uuid) -> [u8; UUID_KEY_LEN] {
+    let mut k = [0u8; UUID_KEY_LEN];
     k[0] = DUMP_PREFIX;
     k[1..].copy_from_slice(dump.as_bytes());
     k
 }
 
-pub(super) fn later_key(pack: &PackId) -> [u8; LATER_KEY_LEN] {
-    let mut k = [0u8; LATER_KEY_LEN];
+pub(super) fn later_key(pack: &PackId) -> [u8; UUID_KEY_LEN] {
+    let mut k = [0u8; UUID_KEY_LEN];
     k[0] = LATER_PREFIX;
     k[1..].copy_from_slice(pack.0.as_bytes());
     k

@@ -20,8 +20,8 @@ use crate::chunk::{CHUNK_ID_LEN, ChunkId};
 use crate::error::StoreError;
 use crate::pack::PackId;
 use entry::{
-    CHUNK_KEY_LEN, CHUNK_PREFIX, DUMP_KEY_LEN, DUMP_PREFIX, ENTRY_LEN, FULL_ENTRY_LEN,
-    LATER_KEY_LEN, LATER_PREFIX, chunk_key, dump_key, feature_key, feature_value, later_key,
+    CHUNK_KEY_LEN, CHUNK_PREFIX, DUMP_PREFIX, ENTRY_LEN, FULL_ENTRY_LEN, LATER_PREFIX,
+    UUID_KEY_LEN, chunk_key, dump_key, feature_key, feature_value, later_key,
 };
 pub use entry::{DumpSummary, IndexEntry};
 pub use meta::StoreParams;
@@ -245,37 +245,44 @@ impl Index {
 
     /// Every dump summary, in uuid order.
     pub fn dumps(&self) -> Result<Vec<(uuid::Uuid, DumpSummary)>, StoreError> {
-        let mut out = Vec::new();
-        self.scan_prefix(DUMP_PREFIX, "scan dump summaries", |k, v| {
-            let bad = || StoreError::Invalid {
-                what: "dump summary",
-                detail: format!("key of {} bytes, value of {} bytes", k.len(), v.len()),
-            };
-            if k.len() != DUMP_KEY_LEN {
-                return Err(bad());
-            }
-            let dump = uuid::Uuid::from_slice(&k[1..]).map_err(|_| bad())?;
-            out.push((dump, DumpSummary::decode(v).ok_or_else(bad)?));
-            Ok(())
-        })?;
-        Ok(out)
+        self.scan_uuid_keys(
+            DUMP_PREFIX,
+            "dump summary",
+            "scan dump summaries",
+            DumpSummary::decode,
+        )
     }
 
     /// The packs marked for `Store::compress_later`, with the dump that
     /// wrote each (a hint for the log), in pack id (so creation) order.
     pub(crate) fn later_packs(&self) -> Result<Vec<(PackId, uuid::Uuid)>, StoreError> {
+        let marks =
+            self.scan_uuid_keys(LATER_PREFIX, "pack mark", "scan packs to compress", |v| {
+                uuid::Uuid::from_slice(v).ok()
+            })?;
+        Ok(marks.into_iter().map(|(p, d)| (PackId(p), d)).collect())
+    }
+
+    /// Every key of `prefix` followed by a 16-byte uuid, with its value
+    /// decoded by `decode` (`None`: malformed, an error naming `what`).
+    fn scan_uuid_keys<T>(
+        &self,
+        prefix: u8,
+        what: &'static str,
+        scan: &str,
+        decode: impl Fn(&[u8]) -> Option<T>,
+    ) -> Result<Vec<(uuid::Uuid, T)>, StoreError> {
         let mut out = Vec::new();
-        self.scan_prefix(LATER_PREFIX, "scan packs to compress", |k, v| {
+        self.scan_prefix(prefix, scan, |k, v| {
             let bad = || StoreError::Invalid {
-                what: "pack mark",
+                what,
                 detail: format!("key of {} bytes, value of {} bytes", k.len(), v.len()),
             };
-            if k.len() != LATER_KEY_LEN {
+            if k.len() != UUID_KEY_LEN {
                 return Err(bad());
             }
-            let pack = uuid::Uuid::from_slice(&k[1..]).map_err(|_| bad())?;
-            let dump = uuid::Uuid::from_slice(v).map_err(|_| bad())?;
-            out.push((PackId(pack), dump));
+            let id = uuid::Uuid::from_slice(&k[1..]).map_err(|_| bad())?;
+            out.push((id, decode(v).ok_or_else(bad)?));
             Ok(())
         })?;
         Ok(out)

@@ -70,7 +70,7 @@ async fn dumps_dedup_verify_and_gc_after_delete() {
         "the worker's line about the compression",
         Duration::from_secs(30),
         || async {
-            let log = std::fs::read_to_string(&log_path).ok()?;
+            let log = std::fs::read_to_string(log_path).ok()?;
             log.lines()
                 .any(|l| {
                     l.contains("compressed the chunks dumps stored uncompressed")
