@@ -5,7 +5,7 @@
 //! marked packs with those records compressed, the way gc repacks
 //! (docs/store.md, "Compression after the dump").
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use crate::chunk::ChunkId;
@@ -16,15 +16,22 @@ use crate::gc::Repacker;
 use crate::index::IndexEntry;
 use crate::pack::PackId;
 use crate::store::Store;
+use uuid::Uuid;
 
 /// What a `compress_later` run did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LaterReport {
     /// Marked packs rewritten (their records now in new packs).
     pub packs_rewritten: u64,
     /// Marks dropped without work: the pack was gone (repacked or deleted by
-    /// gc) or no index entry points into it any more.
+    /// gc).
     pub marks_dropped: u64,
+    /// Old packs deleted: those rewritten now, and marked packs no entry
+    /// points into any more (rewritten by an earlier pass).
+    pub packs_removed: u64,
+    /// Old packs kept because a read-only open may still read them
+    /// (`readers`); a later pass deletes them.
+    pub packs_kept_for_readers: u64,
     /// Marked packs kept as they are because a record in them is corrupt
     /// (their mark too: run verify).
     pub packs_skipped_corrupt: u64,
@@ -34,6 +41,9 @@ pub struct LaterReport {
     /// Stored bytes of the compressed records before and after.
     pub bytes_before: u64,
     pub bytes_after: u64,
+    /// Per dump whose ingest wrote a rewritten pack (the mark names it), the
+    /// stored bytes this run saved, in dump order.
+    pub saved_by_dump: Vec<(Uuid, u64)>,
 }
 
 impl Store {
@@ -41,6 +51,17 @@ impl Store {
     /// first. Cheap when there are none (one index seek).
     pub fn later_packs(&self) -> Result<usize, StoreError> {
         Ok(self.inner.index.later_packs()?.len())
+    }
+
+    /// The dumps whose ingests wrote a pack still marked for compression.
+    pub fn later_dumps(&self) -> Result<HashSet<Uuid>, StoreError> {
+        Ok(self
+            .inner
+            .index
+            .later_packs()?
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect())
     }
 
     /// Rewrites every pack marked by an ingest that stored chunks
@@ -77,11 +98,19 @@ impl Store {
         })?;
         let existing: HashSet<PackId> = inner.list_packs()?.into_iter().map(|(p, _)| p).collect();
         let mut repack = Repacker::new(self, Some(inner.opts.zstd_level));
-        let (mut rewritten, mut done) = (Vec::new(), Vec::new());
+        // `done`: marks to forget; `unused`: marked packs no entry points
+        // into (rewritten by an earlier pass and kept for a reader, or all
+        // of whose chunks another ingest indexed first).
+        let (mut rewritten, mut done, mut unused) = (Vec::new(), Vec::new(), Vec::new());
+        let mut saved: BTreeMap<Uuid, u64> = BTreeMap::new();
         for (pack, dump) in &marked {
-            let Some(mut es) = entries.remove(pack).filter(|_| existing.contains(pack)) else {
+            if !existing.contains(pack) {
                 report.marks_dropped += 1;
                 done.push(*pack);
+                continue;
+            }
+            let Some(mut es) = entries.remove(pack) else {
+                unused.push(*pack);
                 continue;
             };
             if inner.ingest_running() {
@@ -90,26 +119,44 @@ impl Store {
             }
             // In the order they were written: the new pack reads like the old.
             es.sort_by_key(|(_, e)| e.offset);
+            let (from, to) = (repack.compressed_from, repack.compressed_to);
             if repack.copy_pack(*pack, &es)? {
+                let by = (repack.compressed_from - from).saturating_sub(repack.compressed_to - to);
+                *saved.entry(*dump).or_default() += by;
                 tracing::debug!(pack_id = %pack, dump_id = %dump, chunks = es.len(), "compressed a pack stored uncompressed");
                 rewritten.push(*pack);
-                done.push(*pack);
             } else {
                 report.packs_skipped_corrupt += 1;
             }
         }
         repack.finish()?;
-        if !rewritten.is_empty() {
+        let old: Vec<PackId> = rewritten.iter().chain(&unused).copied().collect();
+        if !old.is_empty() {
             // As gc: a reader that looked a moved chunk up before the switch
-            // has opened its old pack by now, and a verify re-checks.
+            // has opened its old pack by now, and a verify re-checks. A
+            // read-only open in another process may still look chunks up
+            // where they were (`readers`): then the packs stay, marked.
             let _gc = inner.gc_write();
             inner.gc_generation.fetch_add(1, Ordering::SeqCst);
-            for id in &rewritten {
-                inner.remove_pack(*id)?;
-                crash::at(CrashPoint::LaterOldRemoved);
+            match crate::readers::none_reading(&inner.root) {
+                Some(_no_reader) => {
+                    for id in &old {
+                        inner.remove_pack(*id)?;
+                        crash::at(CrashPoint::LaterOldRemoved);
+                    }
+                    durable::fsync_dir(&inner.packs_dir)?;
+                    crash::at(CrashPoint::LaterDirFsync);
+                    report.packs_removed = old.len() as u64;
+                    done.extend(old);
+                }
+                None => {
+                    tracing::info!(
+                        packs = old.len(),
+                        "a read-only open of the store may still read the packs compressed into new ones: they stay until a later pass"
+                    );
+                    report.packs_kept_for_readers = old.len() as u64;
+                }
             }
-            durable::fsync_dir(&inner.packs_dir)?;
-            crash::at(CrashPoint::LaterDirFsync);
         }
         inner.index.forget_later(&done)?;
         if !done.is_empty() {
@@ -119,6 +166,7 @@ impl Store {
         report.records_compressed = repack.compressed;
         report.bytes_before = repack.compressed_from;
         report.bytes_after = repack.compressed_to;
+        report.saved_by_dump = saved.into_iter().filter(|(_, b)| *b > 0).collect();
         tracing::info!(?report, "compressed what dumps stored uncompressed");
         Ok(report)
     }

@@ -22,6 +22,7 @@ pub mod pack;
 mod rawframe;
 mod read_ahead;
 mod reader;
+mod readers;
 mod rebuild;
 pub mod resemblance;
 mod shared;

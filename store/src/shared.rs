@@ -66,6 +66,9 @@ pub(crate) struct Inner {
     /// Read-only bucket opens: the packs indexed so far, each with whether
     /// it skipped records already indexed (`backend::bucket`).
     pub(crate) bucket_packs: Mutex<HashMap<PackId, bool>>,
+    /// A read-only open's shared lock on `readers.lock` (`readers`), held
+    /// for as long as it is open.
+    pub(crate) reader_lock: Option<nix::fcntl::Flock<std::fs::File>>,
     #[cfg(test)]
     pub(crate) hook: Mutex<Option<TestHook>>,
 }
@@ -94,9 +97,20 @@ impl Inner {
             registry: Mutex::new(Registry::default()),
             garbage: AtomicBool::new(garbage),
             bucket_packs: Mutex::new(HashMap::new()),
+            reader_lock: None,
             #[cfg(test)]
             hook: Mutex::new(None),
         }
+    }
+
+    /// Keeps a read-only open's shared lock on `readers.lock`
+    /// (`readers::lock_shared`, taken before the index was opened).
+    pub(crate) fn with_reader_lock(
+        mut self,
+        lock: Option<nix::fcntl::Flock<std::fs::File>>,
+    ) -> Inner {
+        self.reader_lock = lock;
+        self
     }
 
     /// Sets the ciphers of an encrypted store.

@@ -196,6 +196,9 @@ impl Store {
         root: &Path,
         key: Option<&StoreKey>,
     ) -> Result<Store, StoreError> {
+        // Before the index: see `readers` (packs a pass rewrites stay while
+        // this open may still look for them).
+        let reader_lock = crate::readers::lock_shared(root);
         let (index, kept) = Index::open_read_only(&root.join("index"))?;
         let crypto = crate::crypto::resolve(root, &index, key, false, || Ok(false))?;
         let opts = StoreOptions {
@@ -204,7 +207,11 @@ impl Store {
             ..StoreOptions::default()
         };
         Ok(Store {
-            inner: Arc::new(Inner::new(root, opts, index, true, false, None).with_crypto(crypto)),
+            inner: Arc::new(
+                Inner::new(root, opts, index, true, false, None)
+                    .with_crypto(crypto)
+                    .with_reader_lock(reader_lock),
+            ),
         })
     }
 

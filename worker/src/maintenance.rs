@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use pgsnapman_proto::v1::{
-    DumpFinished, DumpFormat, DumpType, DumpsDeleted, StoreStats, StoreVerified, TaskFinished,
-    TaskRef, event,
+    DumpFinished, DumpFormat, DumpType, DumpsCompressed, DumpsDeleted, StoreStats, StoreVerified,
+    TaskFinished, TaskRef, event,
 };
 use pgsnapman_store::{Manifest, Store, StoreError, VerifyReport};
 use serde_json::json;
@@ -291,9 +291,28 @@ pub async fn stats(store: &Store) -> Result<StoreStats> {
     })
 }
 
-/// Reports the figures at start and after every change of the store.
+/// Reports the figures at start and after every change of the store, and
+/// the stored bytes of dumps compressed after they were stored.
 pub async fn stats_loop(shared: Arc<Shared>) {
     loop {
+        let s = shared.clone();
+        match tokio::task::spawn_blocking(move || {
+            let dumps = s.runner.take_compressed();
+            if dumps.is_empty() {
+                return Ok(());
+            }
+            s.outbox
+                .append(event::Body::DumpsCompressed(DumpsCompressed { dumps }))
+                .map(|_| ())
+        })
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!("cannot queue the stored bytes of compressed dumps: {e:#}")
+            }
+            Err(e) => tracing::warn!("cannot queue the stored bytes of compressed dumps: {e}"),
+        }
         match stats(shared.runner.store()).await {
             Ok(s) => {
                 let outbox = shared.outbox.clone();

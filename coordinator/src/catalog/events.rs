@@ -197,6 +197,9 @@ impl Catalog {
                 Some(Body::StoreStats(st)) => {
                     self.apply_store_stats(&mut tx, worker_id, st, at).await?;
                 }
+                Some(Body::DumpsCompressed(c)) => {
+                    self.apply_dumps_compressed(&mut tx, worker_id, c).await?;
+                }
                 Some(Body::StoreVerified(v)) => {
                     let failed = self.apply_store_verified(&mut tx, worker_id, v, at).await?;
                     let (level, text) = if v.problems.is_empty() {

@@ -136,6 +136,10 @@ impl Catalog {
                 Body::TaskFailed(f) => r.task(f.task.as_ref(), at),
                 Body::TaskFinished(f) => r.task(f.task.as_ref(), at),
                 Body::DumpsDeleted(d) => r.dumps(&d.dump_uuids, at),
+                Body::DumpsCompressed(c) => {
+                    let uuids: Vec<String> = c.dumps.iter().map(|d| d.dump_uuid.clone()).collect();
+                    r.dumps(&uuids, at);
+                }
                 Body::StoreVerified(v) => {
                     r.task(v.task.as_ref(), at);
                     r.dumps(&v.good_dump_uuids, at);

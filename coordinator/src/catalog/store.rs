@@ -176,6 +176,32 @@ impl Catalog {
         )
     }
 
+    /// Sets the stored bytes of the worker's own dumps it compressed after
+    /// storing them (a row of another worker, or one already gone, is left
+    /// alone).
+    pub(super) async fn apply_dumps_compressed(
+        &self,
+        tx: &mut sqlx::PgTransaction<'_>,
+        worker_id: i64,
+        c: &v1::DumpsCompressed,
+    ) -> ApiResult<()> {
+        for d in &c.dumps {
+            let Ok(uuid) = uuid::Uuid::parse_str(&d.dump_uuid) else {
+                continue;
+            };
+            let bytes = i64::try_from(d.stored_bytes).unwrap_or(i64::MAX);
+            sqlx::query(
+                "UPDATE dumps SET stored_bytes = $3 WHERE worker_id = $1 AND dump_uuid = $2",
+            )
+            .bind(worker_id)
+            .bind(uuid)
+            .bind(bytes)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Marks the verified dumps YES or FAILED. Returns the catalog ids of
     /// the failed ones.
     pub(super) async fn apply_store_verified(

@@ -82,6 +82,11 @@ fn compressing_later_reads_the_same_and_ends_as_small_as_compressing_now() {
 
     let r = store.compress_later().unwrap();
     assert_eq!(r.packs_rewritten, marked as u64, "{r:?}");
+    assert_eq!(
+        (r.packs_removed, r.packs_kept_for_readers),
+        (marked as u64, 0),
+        "{r:?}"
+    );
     assert!(r.records_compressed > 0, "{r:?}");
     assert!(r.bytes_after * 2 < r.bytes_before, "{r:?}");
     assert_eq!(
@@ -89,6 +94,12 @@ fn compressing_later_reads_the_same_and_ends_as_small_as_compressing_now() {
         (0, 0, 0),
         "{r:?}"
     );
+    assert_eq!(
+        r.saved_by_dump,
+        vec![(dump, r.bytes_before - r.bytes_after)],
+        "what the dump's packs saved"
+    );
+    assert!(store.later_dumps().unwrap().is_empty());
     assert_eq!(store.later_packs().unwrap(), 0);
     check_reads(&store, dump, &files, "after the pass");
     // The same chunks, compressed at the same level: the same stored bytes
@@ -135,6 +146,7 @@ fn the_pass_waits_for_a_dump_that_is_storing() {
     let store = Store::open(dir.path(), later_opts(u64::MAX)).unwrap();
     let dump = store_all(&store, &files);
     let marked = store.later_packs().unwrap() as u64;
+    assert_eq!(store.later_dumps().unwrap(), [dump].into());
     let ingest = store.begin(Uuid::now_v7()).unwrap();
     let r = store.compress_later().unwrap();
     assert_eq!((r.packs_left, r.packs_rewritten), (marked, 0), "{r:?}");
@@ -191,4 +203,57 @@ fn an_encrypted_store_compresses_later_too() {
     check_reads(&store, dump, &files, "encrypted, after the pass");
     let (a, b) = (now.stats().unwrap(), store.stats().unwrap());
     assert_eq!((a.chunks, a.stored_bytes), (b.chunks, b.stored_bytes));
+}
+
+/// A read-only open (another process's `store extract`) sees the index as
+/// it was: the packs a pass rewrote stay while it is open, so it reads
+/// every chunk where it looked it up; the next pass deletes them.
+#[test]
+fn packs_a_reader_may_still_read_stay_until_it_is_gone() {
+    let files = files();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), later_opts(u64::MAX)).unwrap();
+    let dump = store_all(&store, &files);
+    let marked = store.later_packs().unwrap() as u64;
+    let packs_before = crate::helpers::pack_files(dir.path()).len() as u64;
+    let reader = Store::open_read_only(dir.path()).unwrap();
+
+    let r = store.compress_later().unwrap();
+    assert_eq!(
+        (r.packs_rewritten, r.packs_kept_for_readers, r.packs_removed),
+        (marked, marked, 0),
+        "{r:?}"
+    );
+    assert_eq!(store.later_packs().unwrap() as u64, marked, "marks stay");
+    for (name, data) in &files {
+        assert!(
+            &read_back(&reader, dump, name) == data,
+            "the reader reads {name}"
+        );
+    }
+    check_reads(&store, dump, &files, "the writer, moved");
+
+    drop(reader);
+    let r = store.compress_later().unwrap();
+    assert_eq!(
+        (
+            r.packs_removed,
+            r.packs_kept_for_readers,
+            r.records_compressed
+        ),
+        (marked, 0, 0),
+        "{r:?}"
+    );
+    assert_eq!(store.later_packs().unwrap(), 0);
+    let packs_after = crate::helpers::pack_files(dir.path()).len() as u64;
+    assert!(
+        packs_after <= packs_before,
+        "{packs_before} -> {packs_after} packs"
+    );
+    let gc = store.gc(0.0).unwrap();
+    assert_eq!(gc.packs_deleted, 0, "nothing left for gc: {gc:?}");
+    check_reads(&store, dump, &files, "after the second pass");
+    // A reader opened after the switch needs none of the old packs.
+    let late = Store::open_read_only(dir.path()).unwrap();
+    check_reads(&late, dump, &files, "a later reader");
 }

@@ -420,3 +420,47 @@ async fn old_history_is_pruned_by_its_retention() {
     // Nothing more to prune.
     assert_eq!(prune().await.unwrap(), Default::default());
 }
+
+/// `DumpsCompressed` sets the stored bytes of the sender's own dumps; a
+/// batch of another worker naming them is refused, and an unknown dump
+/// changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_dumps_take_their_stored_bytes_from_their_own_worker_only() {
+    let mut c = Cat::start().await;
+    let dump = Uuid::now_v7();
+    let mut row = c.dump(dump, chrono::Utc::now());
+    row.stored_bytes = 1_000_000;
+    c.apply(vec![Body::DumpFinished(row)]).await;
+    let compressed = |uuid: Uuid, bytes: u64| {
+        Body::DumpsCompressed(v1::DumpsCompressed {
+            dumps: vec![v1::CompressedDump {
+                dump_uuid: uuid.to_string(),
+                stored_bytes: bytes,
+            }],
+        })
+    };
+    let stored = format!("SELECT stored_bytes::text FROM dumps WHERE dump_uuid = '{dump}'");
+    c.apply(vec![compressed(dump, 400_000)]).await;
+    assert_eq!(c.scalar(&stored).await.as_deref(), Some("400000"));
+
+    let other = c.catalog.register_worker("w-other").await.unwrap().id;
+    let event = c.event(compressed(dump, 1));
+    let err = c
+        .catalog
+        .apply_events(other, &[event], 0)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("its own work"), "{err}");
+    assert_eq!(c.scalar(&stored).await.as_deref(), Some("400000"));
+
+    let unknown = Uuid::now_v7();
+    c.apply(vec![compressed(unknown, 5)]).await;
+    assert_eq!(c.scalar(&stored).await.as_deref(), Some("400000"));
+    let rows = c
+        .scalar(&format!(
+            "SELECT count(*)::text FROM dumps WHERE dump_uuid = '{unknown}'"
+        ))
+        .await;
+    assert_eq!(rows.as_deref(), Some("0"));
+}

@@ -64,6 +64,18 @@ async fn dumps_dedup_verify_and_gc_after_delete() {
         },
     )
     .await;
+    // The catalog learns d1's stored bytes after the compression.
+    let d1_id = id_of(&d1).to_string();
+    wait::until(
+        "the catalog's stored bytes of d1 after the compression",
+        Duration::from_secs(60),
+        || async {
+            let row = stack.cli.json(&["catalog", "show", &d1_id]).ok()?;
+            let now = row["stored_bytes"].as_u64()?;
+            (now < stored1 * 3 / 4 && now > logical1 / 20).then_some(())
+        },
+    )
+    .await;
     // Its log line follows the switch by a moment.
     let log_path = stack.worker.process.log_path();
     wait::until(

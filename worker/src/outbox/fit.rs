@@ -123,5 +123,6 @@ pub(super) fn kind_of(body: &event::Body) -> &'static str {
         event::Body::RestoreLog(_) => "RestoreLogEntry",
         event::Body::RestoreFinished(_) => "RestoreFinished",
         event::Body::DumpVerified(_) => "DumpVerified",
+        event::Body::DumpsCompressed(_) => "DumpsCompressed",
     }
 }

@@ -98,6 +98,20 @@ struct Later {
     asked: std::sync::atomic::AtomicU64,
     /// Told when a pass changed the store (its figures are worth a report).
     changed: tokio::sync::Notify,
+    /// Per dump, the stored bytes passes saved so far; and the dumps whose
+    /// figure the catalog has not been sent yet (`take_compressed`).
+    saved: std::sync::Mutex<std::collections::HashMap<Uuid, u64>>,
+    unsent: std::sync::Mutex<std::collections::BTreeSet<Uuid>>,
+}
+
+impl Later {
+    fn saved(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Uuid, u64>> {
+        self.saved.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn unsent(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<Uuid>> {
+        self.unsent.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// A dump program's failure, saying that `dump.lock_wait_timeout` fired
@@ -241,6 +255,45 @@ impl Runner {
         })
     }
 
+    /// The stored bytes, now, of the dumps `compress_later` compressed
+    /// since the last call, for a `DumpsCompressed` event: each dump's
+    /// manifest figure (what its ingest wrote) less what the passes saved.
+    /// A dump whose `DumpFinished` is not in the outbox yet waits for the
+    /// next call, so the catalog row exists when the event is applied.
+    /// Blocking (reads manifests and the index).
+    pub fn take_compressed(&self) -> Vec<pgsnapman_proto::v1::CompressedDump> {
+        let ready: Vec<Uuid> = {
+            let unsent = self.later.unsent();
+            unsent
+                .iter()
+                .copied()
+                .filter(|d| !self.unrecorded.pending(*d))
+                .collect()
+        };
+        if ready.is_empty() {
+            return Vec::new();
+        }
+        let still_marked = self.store.later_dumps().unwrap_or_default();
+        let mut out = Vec::new();
+        for dump in ready {
+            self.later.unsent().remove(&dump);
+            let saved = if still_marked.contains(&dump) {
+                self.later.saved().get(&dump).copied()
+            } else {
+                // Nothing of it is left to compress: forget it.
+                self.later.saved().remove(&dump)
+            };
+            let (Some(saved), Ok(m)) = (saved, self.store.manifest(dump)) else {
+                continue; // deleted meanwhile, or never finished
+            };
+            out.push(pgsnapman_proto::v1::CompressedDump {
+                dump_uuid: dump.to_string(),
+                stored_bytes: m.new_stored_bytes.saturating_sub(saved),
+            });
+        }
+        out
+    }
+
     /// Resolves when a `compress_later` pass has changed the store.
     pub async fn compressed(&self) {
         self.later.changed.notified().await;
@@ -276,6 +329,10 @@ impl Runner {
                         let asked = later.asked.load(SeqCst);
                         match store.compress_later() {
                             Ok(r) if r.records_compressed > 0 || r.packs_left > 0 => {
+                                for (dump, bytes) in &r.saved_by_dump {
+                                    *later.saved().entry(*dump).or_default() += bytes;
+                                    later.unsent().insert(*dump);
+                                }
                                 later.changed.notify_one();
                                 tracing::info!(
                                     records = r.records_compressed,

@@ -72,6 +72,12 @@ impl Unrecorded {
         write().with_context(|| format!("write {}", path.display()))
     }
 
+    /// The dump's marker is there: stored (or being stored) but its
+    /// `DumpFinished` is not in the outbox yet.
+    pub fn pending(&self, dump_uuid: Uuid) -> bool {
+        self.path(dump_uuid).exists()
+    }
+
     /// The dump is recorded in the outbox, or will never be stored.
     pub fn end(&self, dump_uuid: Uuid) {
         let path = self.path(dump_uuid);
