@@ -74,8 +74,9 @@ impl Store {
     /// Crash safety, as gc's repack: the new pack is sealed and indexed
     /// (synced) before the old one is deleted, and the mark goes last. A
     /// crash leaves either the old pack in use with its mark (done again),
-    /// or an old pack nothing points to (gc deletes it) and a mark this run
-    /// drops.
+    /// or a marked old pack nothing points to, which the next pass (or gc)
+    /// deletes. While a read-only open may still read the old packs
+    /// (`readers`) they stay, marked, for a later pass.
     pub fn compress_later(&self) -> Result<LaterReport, StoreError> {
         self.writable()?;
         let inner = &self.inner;

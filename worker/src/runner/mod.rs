@@ -90,6 +90,10 @@ pub struct Runner {
     later: Arc<Later>,
 }
 
+/// How long the compression thread waits before it tries again to delete
+/// packs a read-only open of the store may still read (`store extract`).
+const LATER_READER_RETRY: Duration = Duration::from_secs(30);
+
 /// The state of the background compression of what dumps stored
 /// uncompressed: one thread at a time, run again when asked meanwhile.
 #[derive(Default)]
@@ -327,8 +331,15 @@ impl Runner {
                     }
                     loop {
                         let asked = later.asked.load(SeqCst);
+                        let mut kept = false;
                         match store.compress_later() {
-                            Ok(r) if r.records_compressed > 0 || r.packs_left > 0 => {
+                            Ok(r)
+                                if r.records_compressed > 0
+                                    || r.packs_left > 0
+                                    || r.packs_removed > 0
+                                    || r.packs_kept_for_readers > 0 =>
+                            {
+                                kept = r.packs_kept_for_readers > 0;
                                 for (dump, bytes) in &r.saved_by_dump {
                                     *later.saved().entry(*dump).or_default() += bytes;
                                     later.unsent().insert(*dump);
@@ -339,6 +350,7 @@ impl Runner {
                                     bytes_before = r.bytes_before,
                                     bytes_after = r.bytes_after,
                                     packs_left = r.packs_left,
+                                    packs_kept_for_readers = r.packs_kept_for_readers,
                                     "compressed the chunks dumps stored uncompressed"
                                 );
                             }
@@ -346,6 +358,12 @@ impl Runner {
                             Err(e) => tracing::warn!(
                                 "cannot compress the chunks dumps stored uncompressed (tried again after the next dump): {e}"
                             ),
+                        }
+                        if kept {
+                            // A read-only open still holds the old packs:
+                            // their space comes back once it is closed.
+                            std::thread::sleep(LATER_READER_RETRY);
+                            continue;
                         }
                         later.running.store(false, SeqCst);
                         // Asked meanwhile and nobody took over: once more.
