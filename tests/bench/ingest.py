@@ -125,6 +125,9 @@ def dump(snap: Pgsnapman, variant: str, day: int, src: Cluster) -> dict:
         last = now
     rec["after_cpu_s"] = self_cpu_s(svc.pid) - cpu0
     rec["store_du"] = du(*snap._store_dirs(data))
+    # The catalog's figure once the worker reported the compressed size
+    # (DumpsCompressed), if it has by now.
+    rec["stored_bytes_idle"] = snap.pgsnap("catalog", "show", str(task["dump_id"]))["stored_bytes"]
     return rec
 
 
@@ -170,10 +173,12 @@ def report(res: dict, labels: list) -> str:
     for v in labels:
         cpu = sum(d["dumps"][v]["worker_cpu_s"] for d in days)
         stored = sum(d["dumps"][v]["stored_bytes"] for d in days)
+        idle = sum(d["dumps"][v].get("stored_bytes_idle", 0) for d in days)
         after = sum(d["dumps"][v].get("after_cpu_s", 0.0) for d in days)
         lines.append(f"- {v}: sum {tot[v]:.2f} s = **{tot[v] / tot['ref']:.3f}×** the "
                      f"reference ({tot['ref']:.2f} s); worker CPU {cpu:.2f} s during the dumps "
-                     f"and {after:.2f} s after them; written {stored / 1e6:.2f} MB; store du "
+                     f"and {after:.2f} s after them; written {stored / 1e6:.2f} MB, in the "
+                     f"catalog once idle {idle / 1e6:.2f} MB; store du "
                      f"{days[-1]['dumps'][v]['store_du'] / 1e6:.2f} MB once idle")
     return "\n".join(lines) + "\n"
 
