@@ -126,8 +126,16 @@ def dump(snap: Pgsnapman, variant: str, day: int, src: Cluster) -> dict:
     rec["after_cpu_s"] = self_cpu_s(svc.pid) - cpu0
     rec["store_du"] = du(*snap._store_dirs(data))
     # The catalog's figure once the worker reported the compressed size
-    # (DumpsCompressed), if it has by now.
-    rec["stored_bytes_idle"] = snap.pgsnap("catalog", "show", str(task["dump_id"]))["stored_bytes"]
+    # (DumpsCompressed: after its 2 s debounce of store reports), waited
+    # for up to 20 s when the worker worked after the dump.
+    wait_until = time.monotonic() + (20 if rec["after_cpu_s"] > 0.3 else 0)
+    while True:
+        now = snap.pgsnap("catalog", "show", str(task["dump_id"]))["stored_bytes"]
+        if now != rec["stored_bytes"] or time.monotonic() >= wait_until:
+            break
+        time.sleep(0.5)
+    rec["stored_bytes_idle"] = now
+    rec["catalog_settle_s"] = time.monotonic() - settle_start
     return rec
 
 
