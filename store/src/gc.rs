@@ -194,8 +194,9 @@ impl Store {
     }
 }
 
-/// Deletes pack files no index entry points to, then fsyncs `packs/`.
-fn remove_packs(
+/// Deletes pack files no index entry points to, then fsyncs `packs/`
+/// (gc's dead and repacked packs, `compress_later`'s rewritten ones).
+pub(crate) fn remove_packs(
     store: &Store,
     ids: &[PackId],
     removed: CrashPoint,

@@ -10,9 +10,8 @@ use std::sync::atomic::Ordering;
 
 use crate::chunk::ChunkId;
 use crate::crash::{self, CrashPoint};
-use crate::durable;
 use crate::error::StoreError;
-use crate::gc::Repacker;
+use crate::gc::{Repacker, remove_packs};
 use crate::index::IndexEntry;
 use crate::pack::PackId;
 use crate::store::Store;
@@ -141,12 +140,12 @@ impl Store {
             inner.gc_generation.fetch_add(1, Ordering::SeqCst);
             match crate::readers::none_reading(&inner.root) {
                 Some(_no_reader) => {
-                    for id in &old {
-                        inner.remove_pack(*id)?;
-                        crash::at(CrashPoint::LaterOldRemoved);
-                    }
-                    durable::fsync_dir(&inner.packs_dir)?;
-                    crash::at(CrashPoint::LaterDirFsync);
+                    remove_packs(
+                        self,
+                        &old,
+                        CrashPoint::LaterOldRemoved,
+                        CrashPoint::LaterDirFsync,
+                    )?;
                     report.packs_removed = old.len() as u64;
                     done.extend(old);
                 }

@@ -38,6 +38,7 @@ pub use delta::MAX_DELTA_DEPTH;
 pub use error::StoreError;
 pub use gc::GcReport;
 pub use index::{INDEX_FORMAT_VERSION, INFO_LOGS_KEPT, bound_info_logs};
+pub use ingest::feed::lower_priority as lower_thread_priority;
 pub use ingest::{IndexFlush, Ingest};
 pub use later::LaterReport;
 pub use manifest::{

@@ -93,10 +93,10 @@ fn fill(source: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Lowers the calling thread's CPU priority to nice value `nice`
-/// (`StoreOptions::ingest_nice`; Linux nice values are per thread); never
-/// raises it. Best effort: a failure is logged at debug level and the thread
+/// (`StoreOptions::ingest_nice`, for the ingest's threads and the worker's
+/// compression thread; Linux nice values are per thread); never raises it. Best effort: a failure is logged at debug level and the thread
 /// runs at its inherited priority.
-pub(super) fn lower_priority(nice: i32) {
+pub fn lower_priority(nice: i32) {
     let now = rustix::process::getpriority_process(None).unwrap_or(0);
     if now >= nice {
         return;

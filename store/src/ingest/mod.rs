@@ -8,7 +8,7 @@
 
 mod claims;
 mod fallback;
-mod feed;
+pub(crate) mod feed;
 mod pipeline;
 mod position;
 mod sink;

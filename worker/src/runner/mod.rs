@@ -323,12 +323,7 @@ impl Runner {
             std::thread::Builder::new()
                 .name("store-later".into())
                 .spawn(move || {
-                    if let Ok(now) = rustix::process::getpriority_process(None)
-                        && now < nice
-                        && let Err(e) = rustix::process::setpriority_process(None, nice)
-                    {
-                        tracing::debug!("cannot lower the compression thread's priority: {e}");
-                    }
+                    pgsnapman_store::lower_thread_priority(nice);
                     loop {
                         let asked = later.asked.load(SeqCst);
                         let mut kept = false;
