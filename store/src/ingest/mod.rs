@@ -61,24 +61,37 @@ pub(crate) fn validate_file_name(name: &str) -> Result<(), StoreError> {
 }
 
 /// Raw bytes an ingest may store uncompressed for `Store::compress_later`:
-/// `StoreOptions::compress_later_max_bytes`, at most a quarter of the space
-/// free in `packs/` when it starts (the pass needs room for the compressed
-/// copy before it frees the raw one), and none on object storage (each pack
-/// would be uploaded twice).
+/// see [`later_budget_for`]; reads the space free in `packs/` when it starts.
 fn later_budget(inner: &Inner) -> u64 {
     let max = inner.opts.compress_later_max_bytes;
-    if max == 0 || inner.remote.is_some() {
+    let remote = inner.remote.is_some();
+    let free = if max == 0 || remote {
+        None
+    } else {
+        match nix::sys::statvfs::statvfs(&inner.packs_dir) {
+            Ok(v) => Some(v.blocks_available().saturating_mul(v.fragment_size())),
+            Err(e) => {
+                tracing::debug!(
+                    "cannot read the free space of the store, compressing every chunk now: {e}"
+                );
+                None
+            }
+        }
+    };
+    later_budget_for(max, remote, free)
+}
+
+/// The later budget from `StoreOptions::compress_later_max_bytes` (`max`,
+/// 0 = off), whether the store has an object-storage remote and the bytes
+/// free in `packs/` (`None`: unknown): at most a quarter of the free space
+/// (the pass needs room for the compressed copy before it frees the raw
+/// one), none on object storage (each pack would be uploaded twice), and
+/// none when the free space is unknown.
+fn later_budget_for(max: u64, remote: bool, free: Option<u64>) -> u64 {
+    if max == 0 || remote {
         return 0;
     }
-    match nix::sys::statvfs::statvfs(&inner.packs_dir) {
-        Ok(v) => max.min(v.blocks_available().saturating_mul(v.fragment_size()) / 4),
-        Err(e) => {
-            tracing::debug!(
-                "cannot read the free space of the store, compressing every chunk now: {e}"
-            );
-            0
-        }
-    }
+    free.map_or(0, |free| max.min(free / 4))
 }
 
 /// One dump being stored. `Send`; not shared between threads.
@@ -564,5 +577,52 @@ impl Drop for Ingest {
                 .store(true, std::sync::atomic::Ordering::SeqCst);
         }
         self.inner.unregister(self.registration);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::later_budget_for;
+
+    const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn later_budget_is_off_at_zero() {
+        assert_eq!(later_budget_for(0, false, Some(100 * GIB)), 0);
+        assert_eq!(later_budget_for(0, false, Some(u64::MAX)), 0);
+    }
+
+    #[test]
+    fn later_budget_is_the_max_when_free_space_is_large() {
+        assert_eq!(later_budget_for(GIB, false, Some(100 * GIB)), GIB);
+        assert_eq!(later_budget_for(GIB, false, Some(4 * GIB)), GIB);
+    }
+
+    #[test]
+    fn later_budget_is_a_quarter_of_free_space_when_small() {
+        assert_eq!(later_budget_for(GIB, false, Some(2 * GIB)), GIB / 2);
+        assert_eq!(later_budget_for(u64::MAX, false, Some(1000)), 250);
+        assert_eq!(later_budget_for(GIB, false, Some(3)), 0);
+        assert_eq!(later_budget_for(GIB, false, Some(0)), 0);
+    }
+
+    #[test]
+    fn later_budget_is_zero_with_a_remote() {
+        assert_eq!(later_budget_for(GIB, true, Some(100 * GIB)), 0);
+        assert_eq!(later_budget_for(u64::MAX, true, Some(u64::MAX)), 0);
+    }
+
+    #[test]
+    fn later_budget_is_zero_when_free_space_is_unknown() {
+        assert_eq!(later_budget_for(GIB, false, None), 0);
+    }
+
+    #[test]
+    fn later_budget_does_not_overflow_at_max_free_space() {
+        assert_eq!(
+            later_budget_for(u64::MAX, false, Some(u64::MAX)),
+            u64::MAX / 4
+        );
+        assert_eq!(later_budget_for(GIB, false, Some(u64::MAX)), GIB);
     }
 }
