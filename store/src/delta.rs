@@ -43,11 +43,49 @@ pub fn encode(raw: &[u8], base: &[u8], level: i32) -> Result<Vec<u8>, String> {
 
 /// Decodes a frame written by `encode` into at most `raw_len` bytes.
 pub fn decode(stored: &[u8], base: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
-    let mut dctx = DCtx::create();
-    dctx.ref_prefix(base).map_err(zstd_error)?;
     let mut out = Vec::with_capacity(raw_len);
-    dctx.decompress(&mut out, stored).map_err(zstd_error)?;
+    if looks_like_a_dictionary(base) {
+        // zstd's "using dict" reads a base that starts with the dictionary
+        // magic as a dictionary, not as raw content: only a referenced
+        // prefix is always raw content (what `encode` used).
+        let mut dctx = DCtx::create();
+        dctx.ref_prefix(base).map_err(zstd_error)?;
+        dctx.decompress(&mut out, stored).map_err(zstd_error)?;
+    } else {
+        with_dctx(|dctx| dctx.decompress_using_dict(&mut out, stored, base)).map_err(zstd_error)?;
+    }
     Ok(out)
+}
+
+/// Decompresses a whole zstd frame (a FULL record) into at most `raw_len`
+/// bytes.
+pub fn decompress(stored: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(raw_len);
+    with_dctx(|dctx| dctx.decompress(&mut out, stored)).map_err(zstd_error)?;
+    Ok(out)
+}
+
+/// zstd's magic number of a dictionary, little-endian at the start of one.
+const DICTIONARY_MAGIC: u32 = 0xEC30_A437;
+
+fn looks_like_a_dictionary(base: &[u8]) -> bool {
+    base.len() >= 8 && base[..4] == DICTIONARY_MAGIC.to_le_bytes()
+}
+
+thread_local! {
+    /// One decompression context per thread, reused by every record it
+    /// decodes: creating one per record was 2-3% of a restore's worker CPU
+    /// (docs/benchmarks.md). It never holds a referenced prefix or
+    /// dictionary between calls: each call above starts a new frame.
+    static DCTX: std::cell::RefCell<Option<DCtx<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
+fn with_dctx(f: impl FnOnce(&mut DCtx<'static>) -> Result<usize, usize>) -> Result<usize, usize> {
+    DCTX.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut slot) => f(slot.get_or_insert_with(DCtx::create)),
+        // Not reentrant; a nested call (none today) gets a context of its own.
+        Err(_) => f(&mut DCtx::create()),
+    })
 }
 
 fn zstd_error(code: usize) -> String {
@@ -78,6 +116,36 @@ mod tests {
         assert_ne!(decode(&d, &other, raw.len()).ok(), Some(raw.clone()));
         // A frame bigger than promised is refused.
         assert!(decode(&d, &base, raw.len() - 1).is_err());
+    }
+
+    /// A base that starts with zstd's dictionary magic is still raw
+    /// content, and the reused context carries nothing from one frame to
+    /// the next.
+    #[test]
+    fn a_base_that_looks_like_a_dictionary_and_a_reused_context() {
+        let mut base = DICTIONARY_MAGIC.to_le_bytes().to_vec();
+        base.extend((0..100_000u32).flat_map(|i| (i % 251).to_le_bytes()));
+        assert!(looks_like_a_dictionary(&base));
+        let mut raw = base.clone();
+        raw[70_000] ^= 0x55;
+        let d = encode(&raw, &base, 1).unwrap();
+        assert_eq!(decode(&d, &base, raw.len()).unwrap(), raw);
+        // The same thread's context: a delta, a whole frame, a delta against
+        // another base, and the first delta again.
+        let other: Vec<u8> = (0..50_000u32).flat_map(|i| (i * 7).to_be_bytes()).collect();
+        let mut raw2 = other.clone();
+        raw2.truncate(150_000);
+        raw2.extend_from_slice(b"tail");
+        let d2 = encode(&raw2, &other, 3).unwrap();
+        let whole = zstd::bulk::compress(&raw, 1).unwrap();
+        for _ in 0..2 {
+            assert_eq!(decompress(&whole, raw.len()).unwrap(), raw);
+            assert_eq!(decode(&d2, &other, raw2.len()).unwrap(), raw2);
+            assert_eq!(decode(&d, &base, raw.len()).unwrap(), raw);
+            // A delta frame alone is not a whole frame.
+            assert!(!decompress(&d2, raw2.len()).is_ok_and(|v| v == raw2));
+            assert!(decompress(&whole, raw.len() - 1).is_err());
+        }
     }
 
     #[test]

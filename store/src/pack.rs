@@ -381,6 +381,21 @@ pub fn read_record(
     offset: u64,
     expected: &RecordHeader,
 ) -> Result<Vec<u8>, StoreError> {
+    let mut stored = Vec::new();
+    read_record_into(file, path, offset, expected, &mut stored)?;
+    Ok(stored)
+}
+
+/// `read_record` into `stored`, a buffer the caller reuses: its length
+/// becomes the record's stored length, and only bytes it did not have
+/// before are zeroed first.
+pub fn read_record_into(
+    file: &File,
+    path: &Path,
+    offset: u64,
+    expected: &RecordHeader,
+    stored: &mut Vec<u8>,
+) -> Result<(), StoreError> {
     let mut hb = [0u8; RECORD_HEADER_LEN];
     file.read_exact_at(&mut hb, offset)
         .map_err(|e| StoreError::CorruptChunk {
@@ -406,15 +421,14 @@ pub fn read_record(
             ),
         });
     }
-    let mut stored = vec![0u8; expected.stored_len as usize];
-    file.read_exact_at(&mut stored, offset + RECORD_HEADER_LEN as u64)
+    stored.resize(expected.stored_len as usize, 0);
+    file.read_exact_at(stored, offset + RECORD_HEADER_LEN as u64)
         .map_err(|e| StoreError::CorruptChunk {
             chunk: expected.chunk,
             path: path.to_path_buf(),
             offset,
             detail: format!("cannot read {} stored bytes: {e}", expected.stored_len),
-        })?;
-    Ok(stored)
+        })
 }
 
 /// Turns a record's stored (compressed, decrypted) bytes back into the raw
@@ -451,8 +465,9 @@ pub fn decode_unchecked(
         detail,
     };
     let raw = match (header.kind, base_raw) {
-        (ChunkKind::Full, _) => zstd::bulk::decompress(stored, header.raw_len as usize)
-            .map_err(|e| corrupt(format!("zstd: {e}")))?,
+        (ChunkKind::Full, _) => {
+            delta::decompress(stored, header.raw_len as usize).map_err(corrupt)?
+        }
         (ChunkKind::Delta, Some(base)) => delta::decode(stored, base, header.raw_len as usize)
             .map_err(|e| corrupt(format!("delta against base {}: {e}", header.base)))?,
         (ChunkKind::Delta, None) => {

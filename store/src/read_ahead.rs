@@ -80,7 +80,9 @@ impl ReadAhead {
     }
 
     /// The most memory the decoded chunks of this stream can hold: the one
-    /// being read, `depth` queued, the one being decoded.
+    /// being read, `depth` queued, the one being decoded. (The decoding
+    /// thread also keeps one buffer of stored bytes, at most the largest
+    /// record it has read.)
     pub fn memory_bound(&self) -> usize {
         self.max_chunk.saturating_mul(self.depth + 2)
     }

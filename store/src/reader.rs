@@ -35,6 +35,9 @@ struct Link {
 pub(crate) struct ChunkReader {
     inner: Arc<Inner>,
     open: HashMap<PackId, File>,
+    /// The stored bytes of the record being decoded, reused from record to
+    /// record (at most the largest stored record read).
+    stored: Vec<u8>,
 }
 
 impl ChunkReader {
@@ -42,6 +45,7 @@ impl ChunkReader {
         ChunkReader {
             inner,
             open: HashMap::new(),
+            stored: Vec::new(),
         }
     }
 
@@ -66,11 +70,23 @@ impl ChunkReader {
 
     /// Decodes a chain (from `id` to its FULL root) starting at the root;
     /// hashes every record with `check_each`, else only the last.
-    fn decode_chain(&self, chain: &[Link], check_each: bool) -> Result<Vec<u8>, StoreError> {
+    fn decode_chain(&mut self, chain: &[Link], check_each: bool) -> Result<Vec<u8>, StoreError> {
+        let mut buf = std::mem::take(&mut self.stored);
+        let decoded = self.decode_chain_with(chain, check_each, &mut buf);
+        self.stored = buf;
+        decoded
+    }
+
+    fn decode_chain_with(
+        &self,
+        chain: &[Link],
+        check_each: bool,
+        buf: &mut Vec<u8>,
+    ) -> Result<Vec<u8>, StoreError> {
         let mut raw: Option<Vec<u8>> = None;
         for (i, link) in chain.iter().enumerate().rev() {
             let header = link.entry.record_header(link.id);
-            let stored = self.read_stored(link, &header)?;
+            let stored = self.read_stored(link, &header, buf)?;
             let (path, offset) = (&link.path, link.entry.offset);
             let decoded = pack::decode_unchecked(&header, &stored, raw.as_deref(), path, offset)?;
             if check_each || i == 0 {
@@ -138,7 +154,14 @@ impl ChunkReader {
         }
     }
 
-    fn read_stored(&self, link: &Link, header: &RecordHeader) -> Result<Vec<u8>, StoreError> {
+    /// A record's compressed bytes, read into `buf` (and decrypted into a
+    /// new buffer in an encrypted store).
+    fn read_stored<'b>(
+        &self,
+        link: &Link,
+        header: &RecordHeader,
+        buf: &'b mut Vec<u8>,
+    ) -> Result<std::borrow::Cow<'b, [u8]>, StoreError> {
         let file = self
             .open
             .get(&link.entry.pack)
@@ -146,11 +169,8 @@ impl ChunkReader {
                 what: "reader state",
                 detail: format!("pack {} not open", link.entry.pack),
             })?;
-        let stored = pack::read_record(file, &link.path, link.entry.offset, header)?;
-        match self.open_sealed(header, &stored, &link.path, link.entry.offset)? {
-            std::borrow::Cow::Borrowed(_) => Ok(stored),
-            std::borrow::Cow::Owned(plain) => Ok(plain),
-        }
+        pack::read_record_into(file, &link.path, link.entry.offset, header, buf)?;
+        self.open_sealed(header, buf, &link.path, link.entry.offset)
     }
 
     /// Looks up `id` and the bases of its delta chain and opens their packs,
