@@ -176,7 +176,7 @@ def profile(bench: Bench, snap: churn.Pgsnapman, variant: str, jobs: int, out: P
     """perf record of the worker process (its threads, not pg_restore) during
     one restore; writes the top of `perf report` next to the results."""
     svc = snap.workers[variant][0]
-    name = "perf-" + variant.replace(" ", "-")
+    name = f"perf-{variant.replace(' ', '-')}-j{jobs}"
     data = out / f"{name}.data"
     rec = subprocess.Popen(["perf", "record", "-F", "499", "-g", "-p", str(svc.pid), "-o", data],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -335,7 +335,7 @@ def main() -> int:
             if a in sources and b in sources
         }
         if args.perf:
-            for variant, jobs in ((CUSTOM, 1), (DIRECTORY, 2)):
+            for variant, jobs in ((CUSTOM, 1), (DIRECTORY, 2), (CUSTOM, 2)):
                 profile(bench, snap, variant, jobs, args.out)
         results["load_end"] = churn.uptime()
         (args.out / "results.json").write_text(json.dumps(results, indent=2))
