@@ -103,6 +103,23 @@ async fn dump_restore_verify_through_the_bucket() {
     assert!(packs.len() >= 2, "a multi-pack dump: {packs:?}");
     let local = files_with_suffix(&stack.worker.data_dir.join("packs"), ".pack");
     assert!(local.len() <= 1, "packs left in a 0-byte cache: {local:?}");
+    // Nothing is left uncompressed for after the dump on object storage
+    // (every pack would be uploaded twice), though the worker's
+    // `store.compress_later_max_bytes` is at its default (4 GiB): the dump
+    // compressed its chunks as it stored them.
+    let log = std::fs::read_to_string(stack.worker.process.log_path()).unwrap_or_default();
+    let stored_lines: Vec<&str> = log.lines().filter(|l| l.contains("dump stored")).collect();
+    assert!(
+        !stored_lines.is_empty()
+            && stored_lines
+                .iter()
+                .all(|l| l.contains("later_chunks=0") && l.contains("later_bytes=0")),
+        "{stored_lines:?}"
+    );
+    assert!(
+        d1["stored_bytes"].as_u64().unwrap() < d1["dump_bytes"].as_u64().unwrap() * 4 / 5,
+        "{d1}"
+    );
 
     // A second dump of unchanged data uploads (nearly) nothing new.
     let d2 = dump_and_show(&stack.cli, job);
