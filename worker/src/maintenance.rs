@@ -297,13 +297,17 @@ pub async fn stats_loop(shared: Arc<Shared>) {
     loop {
         let s = shared.clone();
         match tokio::task::spawn_blocking(move || {
-            let dumps = s.runner.take_compressed();
-            if dumps.is_empty() {
-                return Ok(());
+            let batch = s.runner.compressed_unqueued();
+            if batch.dumps.is_empty() {
+                return anyhow::Ok(());
             }
+            let dumps = batch.dumps.clone();
             s.outbox
-                .append(event::Body::DumpsCompressed(DumpsCompressed { dumps }))
-                .map(|_| ())
+                .append(event::Body::DumpsCompressed(DumpsCompressed { dumps }))?;
+            // Only once queued: after a failed append the next round
+            // sends the figures again.
+            s.runner.compressed_queued(&batch);
+            Ok(())
         })
         .await
         {

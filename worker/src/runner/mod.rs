@@ -90,6 +90,15 @@ pub struct Runner {
     later: Arc<Later>,
 }
 
+/// The figures of dumps compressed after they were stored, for one
+/// `DumpsCompressed` event (`Runner::compressed_unqueued`).
+#[derive(Debug, Default)]
+pub struct CompressedBatch {
+    pub dumps: Vec<pgsnapman_proto::v1::CompressedDump>,
+    /// Per dump, the bytes saved that its figure counts.
+    saved: Vec<(Uuid, u64)>,
+}
+
 /// How long the compression thread waits before it tries again to delete
 /// packs a read-only open of the store may still read (`store extract`).
 const LATER_READER_RETRY: Duration = Duration::from_secs(30);
@@ -103,7 +112,7 @@ struct Later {
     /// Told when a pass changed the store (its figures are worth a report).
     changed: tokio::sync::Notify,
     /// Per dump, the stored bytes passes saved so far; and the dumps whose
-    /// figure the catalog has not been sent yet (`take_compressed`).
+    /// figure is not queued for the catalog yet (`compressed_unqueued`).
     saved: std::sync::Mutex<std::collections::HashMap<Uuid, u64>>,
     unsent: std::sync::Mutex<std::collections::BTreeSet<Uuid>>,
 }
@@ -260,12 +269,14 @@ impl Runner {
     }
 
     /// The stored bytes, now, of the dumps `compress_later` compressed
-    /// since the last call, for a `DumpsCompressed` event: each dump's
-    /// manifest figure (what its ingest wrote) less what the passes saved.
-    /// A dump whose `DumpFinished` is not in the outbox yet waits for the
-    /// next call, so the catalog row exists when the event is applied.
-    /// Blocking (reads manifests and the index).
-    pub fn take_compressed(&self) -> Vec<pgsnapman_proto::v1::CompressedDump> {
+    /// since their figure was last queued, for a `DumpsCompressed` event:
+    /// each dump's manifest figure (what its ingest wrote) less what the
+    /// passes saved. A dump whose `DumpFinished` is not in the outbox yet
+    /// waits for a later call, so the catalog row exists when the event is
+    /// applied. Nothing is forgotten until the caller has queued the event
+    /// and says so with `compressed_queued`, so a failed append loses
+    /// nothing. Blocking (reads manifests and the index).
+    pub fn compressed_unqueued(&self) -> CompressedBatch {
         let ready: Vec<Uuid> = {
             let unsent = self.later.unsent();
             unsent
@@ -274,28 +285,41 @@ impl Runner {
                 .filter(|d| !self.unrecorded.pending(*d))
                 .collect()
         };
-        if ready.is_empty() {
-            return Vec::new();
-        }
-        let still_marked = self.store.later_dumps().unwrap_or_default();
-        let mut out = Vec::new();
+        let mut batch = CompressedBatch::default();
         for dump in ready {
-            self.later.unsent().remove(&dump);
-            let saved = if still_marked.contains(&dump) {
-                self.later.saved().get(&dump).copied()
-            } else {
-                // Nothing of it is left to compress: forget it.
-                self.later.saved().remove(&dump)
-            };
+            let saved = self.later.saved().get(&dump).copied();
             let (Some(saved), Ok(m)) = (saved, self.store.manifest(dump)) else {
-                continue; // deleted meanwhile, or never finished
+                // Deleted meanwhile, or never finished: nothing to send.
+                self.later.unsent().remove(&dump);
+                self.later.saved().remove(&dump);
+                continue;
             };
-            out.push(pgsnapman_proto::v1::CompressedDump {
+            batch.dumps.push(pgsnapman_proto::v1::CompressedDump {
                 dump_uuid: dump.to_string(),
                 stored_bytes: m.new_stored_bytes.saturating_sub(saved),
             });
+            batch.saved.push((dump, saved));
         }
-        out
+        batch
+    }
+
+    /// Forgets the figures of `batch`, now queued: a dump a pass saved
+    /// more of meanwhile stays to be sent again, and a dump with chunks
+    /// still to compress keeps its running total.
+    pub fn compressed_queued(&self, batch: &CompressedBatch) {
+        let still_marked = self.store.later_dumps().unwrap_or_default();
+        let mut saved = self.later.saved();
+        let mut unsent = self.later.unsent();
+        for (dump, sent) in &batch.saved {
+            if saved.get(dump) != Some(sent) {
+                continue;
+            }
+            unsent.remove(dump);
+            if !still_marked.contains(dump) {
+                // Nothing of it is left to compress.
+                saved.remove(dump);
+            }
+        }
     }
 
     /// Resolves when a `compress_later` pass has changed the store.
@@ -1172,5 +1196,76 @@ impl Runner {
             Ok(Err(e)) => tracing::warn!(dump_id = %uuid, "cannot remove an unrecorded dump: {e}"),
             Err(e) => tracing::warn!(dump_id = %uuid, "cannot remove an unrecorded dump: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgsnapman_store::{Store, StoreOptions};
+
+    /// The compressed figures of a dump are forgotten only once queued: a
+    /// failed append sends them again, a pass that saved more meanwhile
+    /// sends the newer figure, and a dump gone from the store is dropped.
+    #[test]
+    fn compressed_figures_stay_until_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            compress_later_max_bytes: 1 << 30,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(&dir.path().join("store"), opts).unwrap();
+        let dump = Uuid::now_v7();
+        let mut ingest = store.begin(dump).unwrap();
+        let data: Vec<u8> = (0..400_000u32)
+            .flat_map(|i| format!("row {i} {}\n", i % 97).into_bytes())
+            .collect();
+        ingest.add_file("dump", &data[..]).unwrap();
+        let at = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 1, 1, 0, 0, 0).unwrap();
+        ingest.finish(previous::test_meta(1, at)).unwrap();
+        let written = store.manifest(dump).unwrap().new_stored_bytes;
+        assert!(store.later_dumps().unwrap().contains(&dump));
+        let runner = Runner::new(
+            Clients::default(),
+            dir.path(),
+            store,
+            &crate::Config::default(),
+        )
+        .unwrap();
+        let figure = |b: &CompressedBatch| -> Vec<(String, u64)> {
+            b.dumps
+                .iter()
+                .map(|d| (d.dump_uuid.clone(), d.stored_bytes))
+                .collect()
+        };
+
+        runner.later.saved().insert(dump, 100);
+        runner.later.unsent().insert(dump);
+        let gone = Uuid::now_v7();
+        runner.later.unsent().insert(gone);
+        let first = runner.compressed_unqueued();
+        assert_eq!(figure(&first), vec![(dump.to_string(), written - 100)]);
+        assert!(!runner.later.unsent().contains(&gone), "not in the store");
+        // The append failed (never queued): the same figure again.
+        assert_eq!(figure(&runner.compressed_unqueued()), figure(&first));
+
+        // A pass saves more before the first batch is queued: it stays.
+        *runner.later.saved().entry(dump).or_default() += 50;
+        runner.compressed_queued(&first);
+        let second = runner.compressed_unqueued();
+        assert_eq!(figure(&second), vec![(dump.to_string(), written - 150)]);
+        runner.compressed_queued(&second);
+        assert!(runner.compressed_unqueued().dumps.is_empty());
+        // Still marked: its running total stays for the next pass.
+        assert_eq!(runner.later.saved().get(&dump), Some(&150));
+
+        // Once nothing of it is left to compress, the total goes too.
+        runner.store.compress_later().unwrap();
+        assert!(runner.store.later_dumps().unwrap().is_empty());
+        runner.later.unsent().insert(dump);
+        let last = runner.compressed_unqueued();
+        assert_eq!(last.dumps.len(), 1);
+        runner.compressed_queued(&last);
+        assert!(runner.later.saved().is_empty() && runner.later.unsent().is_empty());
     }
 }
