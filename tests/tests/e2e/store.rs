@@ -225,6 +225,90 @@ async fn dumps_dedup_verify_and_gc_after_delete() {
     stack.stop_clean(&[]).await;
 }
 
+/// Lines of the worker's log about its compression pass (`Runner::compress_later`).
+fn pass_lines(stack: &Stack) -> Vec<String> {
+    std::fs::read_to_string(stack.worker.process.log_path())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("compressed the chunks dumps stored uncompressed"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A read-only open of the store (what `pgsnapman-worker store extract`
+/// does) keeps the packs the compression pass rewrote, so it can still read
+/// them; once it is gone, the worker's next try (every 30 s while packs are
+/// kept) deletes them (docs/store.md, "Compression after the dump").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packs_kept_for_a_reader_go_once_it_is_gone() {
+    let stack = Stack::start("w-readers").await;
+    stack.source.create_database("shop").unwrap();
+    fill_mixed(&stack.source, "shop", "t", 2, 8_000, 256);
+    let inst = add_instance(&stack.cli, "src", stack.source.port, "w-readers", None);
+    let job = add_job(&stack.cli, inst, "shop");
+    let d1 = dump_and_show(&stack.cli, job);
+    wait::until(
+        "the pass after the first dump",
+        Duration::from_secs(60),
+        || async {
+            pass_lines(&stack)
+                .last()?
+                .contains("packs_left=0")
+                .then_some(())
+        },
+    )
+    .await;
+
+    // A reader opens the store, then a dump of new data is stored and
+    // compressed: the raw packs it replaced stay for the reader.
+    let reader = pgsnapman_store::Store::open_read_only(&stack.worker.data_dir).unwrap();
+    fill_mixed(&stack.source, "shop", "u", 2, 8_000, 256);
+    let _d2 = dump_and_show(&stack.cli, job);
+    let kept_at = wait::until(
+        "a pass that keeps packs for the reader",
+        Duration::from_secs(60),
+        || async {
+            let lines = pass_lines(&stack);
+            let i = lines
+                .iter()
+                .position(|l| !l.contains("packs_kept_for_readers=0"))?;
+            Some(i)
+        },
+    )
+    .await;
+    let packs_kept = packs(&stack.worker.data_dir, ".pack");
+    // The reader still reads what it saw when it opened: the first dump.
+    let u1: uuid::Uuid = d1["dump_uuid"].as_str().unwrap().parse().unwrap();
+    let out = stack.scratch.path().join("through-the-reader");
+    reader.restore_dir(u1, &out).unwrap();
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1, "{out:?}");
+    // Once the reader is gone, the worker's next try deletes them.
+    drop(reader);
+    wait::until(
+        "a pass after the reader is gone deletes the kept packs",
+        Duration::from_secs(90),
+        || async {
+            let lines = pass_lines(&stack);
+            lines[kept_at + 1..]
+                .iter()
+                .any(|l| l.contains("packs_kept_for_readers=0") && l.contains("packs_left=0"))
+                .then_some(())
+        },
+    )
+    .await;
+    let packs_after = packs(&stack.worker.data_dir, ".pack");
+    assert!(
+        packs_after.len() < packs_kept.len(),
+        "{packs_kept:?} -> {packs_after:?}"
+    );
+    let run = stack
+        .cli
+        .run(&["store", "verify", "--worker", "w-readers", "--wait"])
+        .unwrap();
+    assert!(run.success(), "{run:?}");
+    stack.stop_clean(&[]).await;
+}
+
 /// The worker is killed (SIGKILL) while a dump streams into its store, at
 /// several points; each time the store verifies, no partial dump exists
 /// anywhere, and the restarted worker completes the retried task.
