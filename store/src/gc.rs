@@ -12,7 +12,8 @@ use crate::crash::{self, CrashPoint};
 use crate::delta::MAX_DELTA_DEPTH;
 use crate::durable;
 use crate::error::StoreError;
-use crate::index::IndexEntry;
+use crate::index::{IndexEntry, LaterDelta};
+use crate::ingest::LaterEncoder;
 use crate::pack::{self, ChunkKind, PackId, PackWriter, RECORD_HEADER_LEN, RecordHeader};
 use crate::rawframe;
 use crate::reader::ChunkReader;
@@ -264,6 +265,11 @@ pub(crate) struct Repacker<'a> {
     pub(crate) compressed: u64,
     pub(crate) compressed_from: u64,
     pub(crate) compressed_to: u64,
+    /// `Store::compress_later`: the planned deltas of uncompressed records,
+    /// and the encoder that makes them (`None`: compress them whole).
+    later: Option<(LaterEncoder, HashMap<ChunkId, LaterDelta>)>,
+    /// Of the records compressed, those written as deltas.
+    pub(crate) deltas: u64,
 }
 
 impl<'a> Repacker<'a> {
@@ -278,7 +284,17 @@ impl<'a> Repacker<'a> {
             compressed: 0,
             compressed_from: 0,
             compressed_to: 0,
+            later: None,
+            deltas: 0,
         }
+    }
+
+    /// Encodes the uncompressed records of `plans` against their planned
+    /// bases (`Store::compress_later`).
+    pub(crate) fn with_later_deltas(mut self, plans: HashMap<ChunkId, LaterDelta>) -> Self {
+        let encoder = LaterEncoder::new(std::sync::Arc::clone(&self.store.inner));
+        self.later = Some((encoder, plans));
+        self
     }
 
     /// The record to write for one that decoded to `raw`: compressed when it
@@ -303,18 +319,37 @@ impl<'a> Repacker<'a> {
         {
             return Ok((header, stored));
         }
-        let z = zstd::bulk::compress(raw, level)
-            .map_err(StoreError::io(format!("compress chunk {}", header.chunk)))?;
+        let planned = match &mut self.later {
+            Some((encoder, plans)) => match plans.get(&header.chunk) {
+                Some(plan) => Some(encoder.encode(header.chunk, raw, plan)?),
+                None => None,
+            },
+            None => None,
+        };
+        let (kind, base, z) = match planned {
+            Some(p) => p,
+            None => (
+                ChunkKind::Full,
+                ChunkId::ZERO,
+                zstd::bulk::compress(raw, level)
+                    .map_err(StoreError::io(format!("compress chunk {}", header.chunk)))?,
+            ),
+        };
         if z.len() >= plain_len {
             return Ok((header, stored));
         }
         let new_header = RecordHeader {
+            kind,
+            base,
             stored_len: u32::try_from(z.len()).map_err(|_| StoreError::Invalid {
                 what: "compressed chunk length",
                 detail: format!("{} bytes", z.len()),
             })?,
             ..header
         };
+        if kind == ChunkKind::Delta {
+            self.deltas += 1;
+        }
         let (new_header, sealed) = crate::ingest::seal(inner, new_header, z)?;
         self.compressed += 1;
         self.compressed_from += stored.len() as u64;
@@ -375,6 +410,9 @@ impl<'a> Repacker<'a> {
                     pack: w.id(),
                     offset,
                     stored_len: header.stored_len,
+                    // A planned delta changes both (`recode`).
+                    kind: header.kind,
+                    base: header.base,
                     ..*e
                 },
             ));

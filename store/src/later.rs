@@ -12,7 +12,7 @@ use crate::chunk::ChunkId;
 use crate::crash::{self, CrashPoint};
 use crate::error::StoreError;
 use crate::gc::{Repacker, remove_packs};
-use crate::index::IndexEntry;
+use crate::index::{IndexEntry, LaterDelta};
 use crate::pack::PackId;
 use crate::store::Store;
 use uuid::Uuid;
@@ -37,6 +37,9 @@ pub struct LaterReport {
     /// Marked packs left for the next run because a dump started.
     pub packs_left: u64,
     pub records_compressed: u64,
+    /// Of `records_compressed`, those encoded as deltas against the bases
+    /// their ingest chose (the rest compressed whole).
+    pub deltas_encoded: u64,
     /// Stored bytes of the compressed records before and after.
     pub bytes_before: u64,
     pub bytes_after: u64,
@@ -50,6 +53,12 @@ impl Store {
     /// first. Cheap when there are none (one index seek).
     pub fn later_packs(&self) -> Result<usize, StoreError> {
         Ok(self.inner.index.later_packs()?.len())
+    }
+
+    /// Chunks stored uncompressed whose delta, against the base their ingest
+    /// chose, the next pass encodes (one index scan).
+    pub fn later_deltas(&self) -> Result<usize, StoreError> {
+        Ok(self.inner.index.later_deltas()?.len())
     }
 
     /// The dumps whose ingests wrote a pack still marked for compression.
@@ -97,7 +106,24 @@ impl Store {
             Ok(())
         })?;
         let existing: HashSet<PackId> = inner.list_packs()?.into_iter().map(|(p, _)| p).collect();
-        let mut repack = Repacker::new(self, Some(inner.opts.zstd_level));
+        // Planned deltas (`LaterDelta`) of chunks in marked packs; the others
+        // are stale (the chunk is gone, or a gc repack compressed it whole)
+        // and are forgotten with the marks.
+        let in_marked: HashSet<ChunkId> = entries.values().flatten().map(|(id, _)| *id).collect();
+        let (plans, mut stale_plans): (HashMap<ChunkId, LaterDelta>, Vec<ChunkId>) = {
+            let mut live = HashMap::new();
+            let mut stale = Vec::new();
+            for (id, plan) in inner.index.later_deltas()? {
+                if in_marked.contains(&id) {
+                    live.insert(id, plan);
+                } else {
+                    stale.push(id);
+                }
+            }
+            (live, stale)
+        };
+        let mut repack =
+            Repacker::new(self, Some(inner.opts.zstd_level)).with_later_deltas(plans.clone());
         // `done`: marks to forget; `unused`: marked packs no entry points
         // into (rewritten by an earlier pass and kept for a reader, or all
         // of whose chunks another ingest indexed first).
@@ -123,6 +149,13 @@ impl Store {
             if repack.copy_pack(*pack, &es)? {
                 let by = (repack.compressed_from - from).saturating_sub(repack.compressed_to - to);
                 *saved.entry(*dump).or_default() += by;
+                // Encoded now (or compressed whole): their plans go with the
+                // pack's mark.
+                stale_plans.extend(
+                    es.iter()
+                        .map(|(id, _)| *id)
+                        .filter(|id| plans.contains_key(id)),
+                );
                 tracing::debug!(pack_id = %pack, dump_id = %dump, chunks = es.len(), "compressed a pack stored uncompressed");
                 rewritten.push(*pack);
             } else {
@@ -158,12 +191,21 @@ impl Store {
                 }
             }
         }
-        inner.index.forget_later(&done)?;
-        if !done.is_empty() {
+        // A rewritten pack's plans go even while its old copy stays for a
+        // reader: the chunks' entries already name the new records.
+        inner.index.forget_later(&done, &stale_plans)?;
+        if !done.is_empty() || !stale_plans.is_empty() {
             crash::at(CrashPoint::LaterMarksForgotten);
+        }
+        {
+            let mut pending = inner.later_deltas();
+            for id in &stale_plans {
+                pending.remove(id);
+            }
         }
         report.packs_rewritten = rewritten.len() as u64;
         report.records_compressed = repack.compressed;
+        report.deltas_encoded = repack.deltas;
         report.bytes_before = repack.compressed_from;
         report.bytes_after = repack.compressed_to;
         report.saved_by_dump = saved.into_iter().filter(|(_, b)| *b > 0).collect();

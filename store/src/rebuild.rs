@@ -328,6 +328,7 @@ fn index_features(inner: &Arc<Inner>, report: &mut RebuildReport) -> Result<(), 
 fn write_features(inner: &Inner, features: &[(u8, u64, ChunkId)]) -> Result<u64, StoreError> {
     inner.index.insert_sealed(SealedEntries {
         compress_later: None,
+        later_deltas: &[],
         chunks: &[],
         features,
     })?;

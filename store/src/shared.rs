@@ -69,6 +69,11 @@ pub(crate) struct Inner {
     /// A read-only open's shared lock on `readers.lock` (`readers`), held
     /// for as long as it is open.
     pub(crate) reader_lock: Option<nix::fcntl::Flock<std::fs::File>>,
+    /// Chunks stored uncompressed whose delta `Store::compress_later` will
+    /// encode (the index's `b` keys, and those an ingest of this process
+    /// has just chosen to defer). None of them is chosen as a delta base
+    /// until then: its chain's depth is not known before the pass.
+    pub(crate) later_deltas: Mutex<HashSet<ChunkId>>,
     #[cfg(test)]
     pub(crate) hook: Mutex<Option<TestHook>>,
 }
@@ -98,6 +103,7 @@ impl Inner {
             garbage: AtomicBool::new(garbage),
             bucket_packs: Mutex::new(HashMap::new()),
             reader_lock: None,
+            later_deltas: Mutex::new(HashSet::new()),
             #[cfg(test)]
             hook: Mutex::new(None),
         }
@@ -158,6 +164,11 @@ impl Inner {
 
     pub(crate) fn registry(&self) -> MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// See `Inner::later_deltas` (the field).
+    pub(crate) fn later_deltas(&self) -> MutexGuard<'_, HashSet<ChunkId>> {
+        self.later_deltas.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// An ingest is storing a dump (`Store::compress_later` yields to it).

@@ -180,6 +180,11 @@ impl Store {
         };
         store.repair_summaries()?;
         store.inner.trim_cache(None)?;
+        let planned = store.inner.index.later_deltas()?;
+        store
+            .inner
+            .later_deltas()
+            .extend(planned.into_iter().map(|(id, _)| id));
         Ok(store)
     }
 

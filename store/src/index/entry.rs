@@ -12,6 +12,9 @@ pub(super) const DUMP_PREFIX: u8 = b'd';
 pub(super) const FEATURE_PREFIX: u8 = b'f';
 /// A pack holding chunks an ingest left uncompressed (`Store::compress_later`).
 pub(super) const LATER_PREFIX: u8 = b'l';
+/// A chunk an ingest left uncompressed although it chose a delta base for
+/// it: `Store::compress_later` encodes it against that base.
+pub(super) const LATER_DELTA_PREFIX: u8 = b'b';
 pub(super) const CHUNK_KEY_LEN: usize = 1 + CHUNK_ID_LEN;
 /// A prefix byte and a 16-byte uuid: dump summaries and pack marks.
 pub(super) const UUID_KEY_LEN: usize = 1 + 16;
@@ -144,6 +147,60 @@ pub(super) fn later_key(pack: &PackId) -> [u8; UUID_KEY_LEN] {
     k
 }
 
+pub(super) fn later_delta_key(id: &ChunkId) -> [u8; CHUNK_KEY_LEN] {
+    let mut k = [0u8; CHUNK_KEY_LEN];
+    k[0] = LATER_DELTA_PREFIX;
+    k[1..].copy_from_slice(&id.0);
+    k
+}
+
+/// The delta bases an ingest chose for a chunk it stored uncompressed, for
+/// `Store::compress_later` (value of a `b` key: base 32 | rebased u8, then
+/// optionally fallback 32 | rebased u8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaterDelta {
+    pub base: ChunkId,
+    /// `base` is the root of its candidate's full chain.
+    pub rebased: bool,
+    /// Tried when `base` gives no sure win.
+    pub fallback: Option<(ChunkId, bool)>,
+}
+
+impl LaterDelta {
+    pub(super) fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(2 * (CHUNK_ID_LEN + 1));
+        v.extend_from_slice(&self.base.0);
+        v.push(u8::from(self.rebased));
+        if let Some((id, rebased)) = &self.fallback {
+            v.extend_from_slice(&id.0);
+            v.push(u8::from(*rebased));
+        }
+        v
+    }
+
+    pub(super) fn decode(v: &[u8]) -> Option<LaterDelta> {
+        let one = |b: &[u8]| -> Option<(ChunkId, bool)> {
+            let id = <[u8; CHUNK_ID_LEN]>::try_from(&b[..CHUNK_ID_LEN]).ok()?;
+            match b[CHUNK_ID_LEN] {
+                0 => Some((ChunkId(id), false)),
+                1 => Some((ChunkId(id), true)),
+                _ => None,
+            }
+        };
+        let n = CHUNK_ID_LEN + 1;
+        let (base, fallback) = match v.len() {
+            l if l == n => (one(v)?, None),
+            l if l == 2 * n => (one(&v[..n])?, Some(one(&v[n..])?)),
+            _ => return None,
+        };
+        Some(LaterDelta {
+            base: base.0,
+            rebased: base.1,
+            fallback,
+        })
+    }
+}
+
 pub(super) fn chunk_key(id: &ChunkId) -> [u8; CHUNK_KEY_LEN] {
     let mut k = [0u8; CHUNK_KEY_LEN];
     k[0] = CHUNK_PREFIX;
@@ -246,5 +303,29 @@ mod tests {
             new_stored_bytes: 2,
         };
         assert_eq!(DumpSummary::decode(&s.encode()), Some(s));
+        assert_eq!(later_delta_key(&id)[0], b'b');
+        assert_eq!(later_delta_key(&id)[1..], [5; 32]);
+        let plan = LaterDelta {
+            base: ChunkId([7; 32]),
+            rebased: true,
+            fallback: None,
+        };
+        let mut golden = vec![7; 32];
+        golden.push(1);
+        assert_eq!(plan.encode(), golden);
+        assert_eq!(LaterDelta::decode(&golden), Some(plan));
+        let plan = LaterDelta {
+            fallback: Some((ChunkId([9; 32]), false)),
+            ..plan
+        };
+        golden.extend([9; 32]);
+        golden.push(0);
+        assert_eq!(plan.encode(), golden);
+        assert_eq!(LaterDelta::decode(&golden), Some(plan));
+        // A flag other than 0 or 1, or another length, is not a plan.
+        golden[32] = 2;
+        assert_eq!(LaterDelta::decode(&golden), None);
+        assert_eq!(LaterDelta::decode(&golden[..40]), None);
+        assert_eq!(LaterDelta::decode(&[]), None);
     }
 }

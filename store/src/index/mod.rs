@@ -20,10 +20,11 @@ use crate::chunk::{CHUNK_ID_LEN, ChunkId};
 use crate::error::StoreError;
 use crate::pack::PackId;
 use entry::{
-    CHUNK_KEY_LEN, CHUNK_PREFIX, DUMP_PREFIX, ENTRY_LEN, FULL_ENTRY_LEN, LATER_PREFIX,
-    UUID_KEY_LEN, chunk_key, dump_key, feature_key, feature_value, later_key,
+    CHUNK_KEY_LEN, CHUNK_PREFIX, DUMP_PREFIX, ENTRY_LEN, FULL_ENTRY_LEN, LATER_DELTA_PREFIX,
+    LATER_PREFIX, UUID_KEY_LEN, chunk_key, dump_key, feature_key, feature_value, later_delta_key,
+    later_key,
 };
-pub use entry::{DumpSummary, IndexEntry};
+pub use entry::{DumpSummary, IndexEntry, LaterDelta};
 pub use meta::StoreParams;
 pub use size::KindSize;
 
@@ -95,6 +96,9 @@ pub struct SealedEntries<'a> {
     /// The pack holds chunks left uncompressed by this dump: marked for
     /// `Store::compress_later` in the same batch.
     pub compress_later: Option<(crate::pack::PackId, uuid::Uuid)>,
+    /// Chunks of the pack left uncompressed with the delta bases chosen
+    /// for them (`LaterDelta`), written in the same batch.
+    pub later_deltas: &'a [(ChunkId, LaterDelta)],
 }
 
 /// The open index. `Send + Sync`.
@@ -211,6 +215,9 @@ impl Index {
         if let Some((pack, dump)) = sealed.compress_later {
             batch.put(later_key(&pack), dump.as_bytes());
         }
+        for (id, plan) in sealed.later_deltas {
+            batch.put(later_delta_key(id), plan.encode());
+        }
         if !batch.is_empty() {
             self.write(batch, "index a sealed pack")?;
         }
@@ -288,16 +295,41 @@ impl Index {
         Ok(out)
     }
 
-    /// Removes the marks of `packs` (synced).
-    pub(crate) fn forget_later(&self, packs: &[PackId]) -> Result<(), StoreError> {
-        if packs.is_empty() {
+    /// Removes the marks of `packs` and the planned deltas of `chunks`, in
+    /// one synced batch.
+    pub(crate) fn forget_later(
+        &self,
+        packs: &[PackId],
+        chunks: &[ChunkId],
+    ) -> Result<(), StoreError> {
+        if packs.is_empty() && chunks.is_empty() {
             return Ok(());
         }
         let mut batch = WriteBatch::default();
         for p in packs {
             batch.delete(later_key(p));
         }
+        for id in chunks {
+            batch.delete(later_delta_key(id));
+        }
         self.write(batch, "unmark compressed packs")
+    }
+
+    /// The chunks left uncompressed with a planned delta (`LaterDelta`).
+    pub(crate) fn later_deltas(&self) -> Result<Vec<(ChunkId, LaterDelta)>, StoreError> {
+        let mut out = Vec::new();
+        self.scan_prefix(LATER_DELTA_PREFIX, "scan planned deltas", |k, v| {
+            let bad = || StoreError::Invalid {
+                what: "planned delta",
+                detail: format!("key of {} bytes, value of {} bytes", k.len(), v.len()),
+            };
+            let id = <[u8; CHUNK_ID_LEN]>::try_from(&k[1..])
+                .map(ChunkId)
+                .map_err(|_| bad())?;
+            out.push((id, LaterDelta::decode(v).ok_or_else(bad)?));
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// Calls `visit` for every chunk entry, in id order.
@@ -411,6 +443,7 @@ mod tests {
         let written = index
             .insert_sealed(SealedEntries {
                 compress_later: None,
+                later_deltas: &[],
                 chunks: &chunks,
                 features: &[],
             })

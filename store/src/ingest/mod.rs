@@ -33,8 +33,8 @@ use crate::shared::Inner;
 use claims::Claims;
 use pipeline::Jobs;
 use position::{Previous, Walk};
-pub(crate) use sink::seal;
 use sink::{Base, Job, PackSink};
+pub(crate) use sink::{LaterEncoder, seal};
 use window::Window;
 
 /// Longest accepted file name (bytes); pg_dump's names are short.
@@ -205,6 +205,7 @@ impl Ingest {
             dump_uuid: self.dump_uuid,
             claims: RefCell::new(&mut self.claims),
             walk: RefCell::new(self.previous.as_ref().map(|p| p.walk(name))),
+            later_budget: Arc::clone(&self.sink.later_budget),
         };
         pipeline::store_file(
             &self.inner,
@@ -347,6 +348,10 @@ struct Cutter<'a> {
     claims: RefCell<&'a mut Claims>,
     /// Where this file is in the previous dump (`position.rs`), if known.
     walk: RefCell<Option<Walk<'a>>>,
+    /// Raw bytes the ingest may still store uncompressed (shared with the
+    /// encoders): a chunk with a delta base takes from it here, in chunk
+    /// order, so that no later chunk chooses it as a base.
+    later_budget: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Cutter<'_> {
@@ -440,6 +445,7 @@ impl Cutter<'_> {
         let claim = sketch
             .as_ref()
             .map_or(0, |sk| self.claims.borrow_mut().claim(sk));
+        let defer = base.is_some() && self.defer_delta(id, raw.len());
         jobs.send(Job {
             id,
             raw: raw.to_vec(),
@@ -447,7 +453,27 @@ impl Cutter<'_> {
             claim,
             base,
             fallback,
+            defer,
         })
+    }
+
+    /// Whether the chunk `id` with a delta base is stored uncompressed, its
+    /// delta left to `Store::compress_later` (while the budget lasts). It
+    /// is then never chosen as a base until the pass has encoded it
+    /// (`Inner::later_deltas`): before, its depth is not known.
+    fn defer_delta(&self, id: ChunkId, len: usize) -> bool {
+        let taken = self
+            .later_budget
+            .fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |left| left.checked_sub(len as u64),
+            )
+            .is_ok();
+        if taken {
+            self.inner.later_deltas().insert(id);
+        }
+        taken
     }
 
     /// Whether the store has `id` (indexed, or written by this ingest),
@@ -511,7 +537,7 @@ impl Cutter<'_> {
         let candidates = position::ordered(inner.index.candidates(sketch)?, positional);
         let mut chosen: Vec<(Base, Option<ChunkId>)> = Vec::with_capacity(wanted);
         for (candidate, anchors) in candidates {
-            if candidate == id {
+            if candidate == id || inner.later_deltas().contains(&candidate) {
                 continue;
             }
             let Some((depth, root)) = self.chain_of(candidate)? else {

@@ -13,7 +13,7 @@ use crate::chunk::ChunkId;
 use crate::crash::{self, CrashPoint};
 use crate::delta;
 use crate::error::StoreError;
-use crate::index::{IndexEntry, SealedEntries};
+use crate::index::{IndexEntry, LaterDelta, SealedEntries};
 use crate::pack::{ChunkKind, PackWriter, RECORD_HEADER_LEN, RecordHeader};
 use crate::reader::ChunkReader;
 use crate::resemblance::Sketch;
@@ -54,6 +54,9 @@ pub(super) struct Job {
     pub(super) base: Option<Base>,
     /// A second base for when `base` gives no sure win (`fallback.rs`).
     pub(super) fallback: Option<Base>,
+    /// Stored uncompressed, its delta against `base` (or `fallback`) left
+    /// to `Store::compress_later` (`Cutter::defer_delta`).
+    pub(super) defer: bool,
 }
 
 /// How a new chunk is stored.
@@ -75,6 +78,8 @@ pub(super) struct Record {
     claim: u8,
     /// Stored uncompressed, for `Store::compress_later`.
     later: bool,
+    /// ... with the delta bases the pass encodes it against.
+    later_delta: Option<LaterDelta>,
 }
 
 /// Encodes new chunks; one per encoder thread (each reads bases on its own).
@@ -107,8 +112,21 @@ impl Encoder {
             claim,
             base,
             fallback,
+            defer,
         } = job;
+        let mut later_delta = None;
         let encoded = match base {
+            Some(base) if defer => match crate::rawframe::encode(&raw) {
+                Some(frame) => {
+                    later_delta = Some(LaterDelta {
+                        base: base.id,
+                        rebased: base.rebased,
+                        fallback: fallback.map(|f| (f.id, f.rebased)),
+                    });
+                    Encoded::Later(frame)
+                }
+                None => super::fallback::encode_best(self, id, &raw, base, fallback)?,
+            },
             Some(base) => super::fallback::encode_best(self, id, &raw, base, fallback)?,
             None => self.whole(id, &raw)?,
         };
@@ -137,6 +155,7 @@ impl Encoder {
             sketch,
             claim,
             later,
+            later_delta,
         })
     }
 
@@ -216,6 +235,82 @@ impl Encoder {
     }
 }
 
+/// For `Store::compress_later`: encodes a chunk an ingest stored
+/// uncompressed against the delta bases it chose (`LaterDelta`), as the
+/// ingest would have: a delta when it wins, else the chunk compressed whole.
+pub(crate) struct LaterEncoder {
+    encoder: Encoder,
+}
+
+impl LaterEncoder {
+    pub(crate) fn new(inner: Arc<Inner>) -> LaterEncoder {
+        LaterEncoder {
+            encoder: Encoder::new(inner, Uuid::nil(), Arc::new(AtomicU64::new(0))),
+        }
+    }
+
+    /// The record's kind, base (`ChunkId::ZERO` when whole) and compressed
+    /// bytes (not sealed). A base whose chain has no room left for one more
+    /// delta (never so for bases an ingest chose, checked all the same) or
+    /// that cannot be read is not used.
+    pub(crate) fn encode(
+        &mut self,
+        id: ChunkId,
+        raw: &[u8],
+        plan: &LaterDelta,
+    ) -> Result<(ChunkKind, ChunkId, Vec<u8>), StoreError> {
+        let usable = |b: Base| -> Result<Option<Base>, StoreError> {
+            let room = chain_depth(&self.encoder.inner, b.id)?
+                .is_some_and(|d| d < self.encoder.inner.opts.max_delta_depth);
+            Ok(room.then_some(b))
+        };
+        let first = usable(Base {
+            id: plan.base,
+            rebased: plan.rebased,
+        })?;
+        let second = match plan.fallback {
+            Some((id, rebased)) => usable(Base { id, rebased })?,
+            None => None,
+        };
+        let (base, fallback) = match (first, second) {
+            (Some(b), f) => (b, f),
+            (None, Some(f)) => (f, None),
+            (None, None) => {
+                let z = self.encoder.compress_full(id, raw)?;
+                return Ok((ChunkKind::Full, ChunkId::ZERO, z));
+            }
+        };
+        Ok(
+            match super::fallback::encode_best(&mut self.encoder, id, raw, base, fallback)? {
+                Encoded::Delta { base, stored } => (ChunkKind::Delta, base, stored),
+                Encoded::Full(z) => (ChunkKind::Full, ChunkId::ZERO, z),
+                // The budget is 0: only an empty chunk could take from it.
+                Encoded::Later(_) => (
+                    ChunkKind::Full,
+                    ChunkId::ZERO,
+                    self.encoder.compress_full(id, raw)?,
+                ),
+            },
+        )
+    }
+}
+
+/// The number of delta records from `id` to its FULL root; `None` if a
+/// link is missing or the chain is longer than the format allows.
+fn chain_depth(inner: &Inner, id: ChunkId) -> Result<Option<u8>, StoreError> {
+    let mut next = id;
+    for depth in 0..=delta::MAX_DELTA_DEPTH {
+        let Some(entry) = inner.index.get(&next)? else {
+            return Ok(None);
+        };
+        match entry.delta_base() {
+            None => return Ok(Some(depth)),
+            Some(base) => next = base,
+        }
+    }
+    Ok(None)
+}
+
 /// Encrypted store: the compressed bytes are sealed, bound to the header
 /// (docs/encryption.md), and the stored length includes nonce and tag.
 /// Otherwise `header` and `stored` as they are.
@@ -265,6 +360,8 @@ pub(super) struct PackSink {
     pending: Vec<(ChunkId, IndexEntry)>,
     /// Feature entries `(slot, super-feature, chunk)` of records in `writer`.
     pending_features: Vec<(u8, u64, ChunkId)>,
+    /// Planned deltas of records in `writer` (`LaterDelta`).
+    pending_later_deltas: Vec<(ChunkId, LaterDelta)>,
     pub(super) new_stored_bytes: u64,
     pub(super) delta_chunks: u64,
     pub(super) full_chunks: u64,
@@ -289,6 +386,7 @@ impl PackSink {
             writer: None,
             pending: Vec::new(),
             pending_features: Vec::new(),
+            pending_later_deltas: Vec::new(),
             new_stored_bytes: 0,
             delta_chunks: 0,
             full_chunks: 0,
@@ -311,8 +409,12 @@ impl PackSink {
             sketch,
             claim,
             later,
+            later_delta,
         } = record;
         let id = header.chunk;
+        if let Some(plan) = later_delta {
+            self.pending_later_deltas.push((id, plan));
+        }
         if later {
             self.later_chunks += 1;
             self.later_bytes += u64::from(header.raw_len);
@@ -378,8 +480,10 @@ impl PackSink {
             chunks: &self.pending,
             features: &self.pending_features,
             compress_later: self.later_in_pack.then_some((sealed.id, self.dump_uuid)),
+            later_deltas: &self.pending_later_deltas,
         })?;
         self.later_in_pack = false;
+        self.pending_later_deltas.clear();
         crash::at(CrashPoint::IndexSealedBatch);
         tracing::debug!(pack_id = %sealed.id, bytes = sealed.bytes, chunks = self.pending.len(), "sealed pack");
         self.pending.clear();

@@ -353,6 +353,11 @@ fn crash_at_each(specs: Vec<Spec>) {
             0,
             "{when}: packs left to compress"
         );
+        assert_eq!(
+            store.later_deltas().unwrap(),
+            0,
+            "{when}: deltas left to encode"
+        );
         drop(store);
         std::fs::remove_dir_all(&root).unwrap();
     }

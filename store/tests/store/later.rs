@@ -257,3 +257,126 @@ fn packs_a_reader_may_still_read_stay_until_it_is_gone() {
     let late = Store::open_read_only(dir.path()).unwrap();
     check_reads(&late, dump, &files, "a later reader");
 }
+
+/// `text` with one byte changed every `every` bytes: chunks similar to the
+/// original's, stored as deltas against them.
+fn edited(text: &[u8], every: usize, seed: u8) -> Vec<u8> {
+    let mut t = text.to_vec();
+    for (i, b) in t.iter_mut().enumerate().step_by(every) {
+        *b = b'a' + ((i as u8) ^ seed) % 26;
+    }
+    t
+}
+
+/// Chunk ids of `dump`'s files.
+fn chunks_of(store: &Store, dump: Uuid) -> std::collections::HashSet<[u8; 32]> {
+    store
+        .manifest(dump)
+        .unwrap()
+        .files
+        .iter()
+        .flat_map(|f| f.chunks.iter().map(|c| c.id.0))
+        .collect()
+}
+
+/// Delta entries of the index: (chunk, base).
+fn deltas(store: &Store) -> Vec<([u8; 32], [u8; 32])> {
+    let mut out = Vec::new();
+    store
+        .index()
+        .for_each(|id, e| {
+            if e.kind == ChunkKind::Delta {
+                out.push((id.0, e.base.0));
+            }
+            Ok(())
+        })
+        .unwrap();
+    out
+}
+
+/// A chunk with a delta base is stored uncompressed too, and the pass
+/// encodes it against the base its ingest chose: the store ends as it
+/// would have compressing at once. Until then no dump uses it as a base
+/// (its depth is not known yet), also after the store is opened again.
+#[test]
+fn deltas_are_encoded_after_the_dump_too() {
+    let day1 = vec![("text", text_rows(41, 60_000))];
+    let day2 = vec![("text", edited(&day1[0].1, 9_000, 1))];
+    let day3 = vec![("text", edited(&day2[0].1, 7_000, 2))];
+
+    let now_dir = tempfile::tempdir().unwrap();
+    let now = Store::open(now_dir.path(), opts()).unwrap();
+    store_all(&now, &day1);
+    store_all(&now, &day2);
+    let now_deltas = deltas(&now).len();
+    assert!(now_deltas > 10, "{now_deltas} deltas compressing at once");
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), later_opts(u64::MAX)).unwrap();
+    let d1 = store_all(&store, &day1);
+    store.compress_later().unwrap();
+    let d2 = store_all(&store, &day2);
+    assert!(
+        deltas(&store).is_empty(),
+        "day 2's deltas are left for the pass"
+    );
+    assert!(store.later_deltas().unwrap() >= now_deltas, "planned");
+    let pending: std::collections::HashSet<[u8; 32]> = chunks_of(&store, d2)
+        .difference(&chunks_of(&store, d1))
+        .copied()
+        .collect();
+    assert!(pending.len() >= now_deltas, "{} new chunks", pending.len());
+    drop(store);
+
+    // Opened again without the budget: day 3 is delta-encoded as it is
+    // stored, and none of its bases is a chunk whose delta is still planned.
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let d3 = store_all(&store, &day3);
+    let day3_deltas = deltas(&store);
+    assert!(
+        day3_deltas.len() > 10,
+        "{} deltas on day 3",
+        day3_deltas.len()
+    );
+    for (chunk, base) in &day3_deltas {
+        assert!(
+            !pending.contains(base),
+            "{chunk:?} chose a chunk whose delta is still planned as its base"
+        );
+    }
+    check_reads(&store, d2, &day2, "before the pass");
+
+    let report = store.compress_later().unwrap();
+    assert!(
+        report.deltas_encoded >= now_deltas as u64 * 9 / 10,
+        "{report:?}"
+    );
+    assert_eq!(store.later_packs().unwrap(), 0);
+    assert_eq!(store.later_deltas().unwrap(), 0);
+    let all = deltas(&store);
+    assert!(
+        all.iter().filter(|(c, _)| pending.contains(c)).count() as u64 == report.deltas_encoded,
+        "{report:?}"
+    );
+    check_reads(&store, d1, &day1, "after the pass");
+    check_reads(&store, d2, &day2, "after the pass");
+    check_reads(&store, d3, &day3, "after the pass");
+    drop(store);
+
+    // The same two days compressed at once and later: the same records.
+    let dir2 = tempfile::tempdir().unwrap();
+    let later = Store::open(dir2.path(), later_opts(u64::MAX)).unwrap();
+    store_all(&later, &day1);
+    later.compress_later().unwrap();
+    store_all(&later, &day2);
+    later.compress_later().unwrap();
+    let (a, b) = (now.stats().unwrap(), later.stats().unwrap());
+    assert_eq!(a.chunks, b.chunks);
+    assert_eq!(deltas(&later).len(), now_deltas);
+    assert!(
+        b.pack_bytes.abs_diff(a.pack_bytes) <= a.pack_bytes / 100,
+        "{} against {} bytes",
+        b.pack_bytes,
+        a.pack_bytes
+    );
+}

@@ -366,6 +366,7 @@ impl Runner {
                                 later.changed.notify_one();
                                 tracing::info!(
                                     records = r.records_compressed,
+                                    deltas = r.deltas_encoded,
                                     bytes_before = r.bytes_before,
                                     bytes_after = r.bytes_after,
                                     packs_left = r.packs_left,
