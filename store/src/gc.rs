@@ -289,6 +289,13 @@ impl<'a> Repacker<'a> {
         }
     }
 
+    /// Whether `with_later_deltas` gave chunk `id` a planned delta.
+    pub(crate) fn planned(&self, id: &ChunkId) -> bool {
+        self.later
+            .as_ref()
+            .is_some_and(|(_, plans)| plans.contains_key(id))
+    }
+
     /// Encodes the uncompressed records of `plans` against their planned
     /// bases (`Store::compress_later`).
     pub(crate) fn with_later_deltas(mut self, plans: HashMap<ChunkId, LaterDelta>) -> Self {

@@ -122,8 +122,7 @@ impl Store {
             }
             (live, stale)
         };
-        let mut repack =
-            Repacker::new(self, Some(inner.opts.zstd_level)).with_later_deltas(plans.clone());
+        let mut repack = Repacker::new(self, Some(inner.opts.zstd_level)).with_later_deltas(plans);
         // `done`: marks to forget; `unused`: marked packs no entry points
         // into (rewritten by an earlier pass and kept for a reader, or all
         // of whose chunks another ingest indexed first).
@@ -151,11 +150,7 @@ impl Store {
                 *saved.entry(*dump).or_default() += by;
                 // Encoded now (or compressed whole): their plans go with the
                 // pack's mark.
-                stale_plans.extend(
-                    es.iter()
-                        .map(|(id, _)| *id)
-                        .filter(|id| plans.contains_key(id)),
-                );
+                stale_plans.extend(es.iter().map(|(id, _)| *id).filter(|id| repack.planned(id)));
                 tracing::debug!(pack_id = %pack, dump_id = %dump, chunks = es.len(), "compressed a pack stored uncompressed");
                 rewritten.push(*pack);
             } else {

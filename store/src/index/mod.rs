@@ -332,6 +332,23 @@ impl Index {
         Ok(out)
     }
 
+    /// The number of delta records from `id` to its FULL root, and the root;
+    /// `None` if a link is missing or the chain is longer than
+    /// `MAX_DELTA_DEPTH`.
+    pub(crate) fn chain_of(&self, id: ChunkId) -> Result<Option<(u8, ChunkId)>, StoreError> {
+        let mut next = id;
+        for depth in 0..=crate::delta::MAX_DELTA_DEPTH {
+            let Some(entry) = self.get(&next)? else {
+                return Ok(None);
+            };
+            match entry.delta_base() {
+                None => return Ok(Some((depth, next))),
+                Some(base) => next = base,
+            }
+        }
+        Ok(None)
+    }
+
     /// Calls `visit` for every chunk entry, in id order.
     pub fn for_each(
         &self,

@@ -24,7 +24,6 @@ use uuid::Uuid;
 
 use crate::chunk::ChunkId;
 use crate::crash::{self, CrashPoint};
-use crate::delta::MAX_DELTA_DEPTH;
 use crate::error::StoreError;
 use crate::manifest::{self, ChunkRef, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestMeta};
 use crate::reader::FileReader;
@@ -540,7 +539,9 @@ impl Cutter<'_> {
             if candidate == id || inner.later_deltas().contains(&candidate) {
                 continue;
             }
-            let Some((depth, root)) = self.chain_of(candidate)? else {
+            // A chain with a missing link or too long is not used as a base
+            // (verify reports the damage).
+            let Some((depth, root)) = inner.index.chain_of(candidate)? else {
                 continue;
             };
             let base = if depth < inner.opts.max_delta_depth {
@@ -572,23 +573,6 @@ impl Cutter<'_> {
             anchor,
             fallback: chosen.next().map(|(b, _)| b),
         }))
-    }
-
-    /// The number of delta records from `id` to its FULL root, and the root;
-    /// `None` if a link is missing or the chain is too long (then it is not
-    /// used as a base; verify reports the damage).
-    fn chain_of(&self, id: ChunkId) -> Result<Option<(u8, ChunkId)>, StoreError> {
-        let mut next = id;
-        for depth in 0..=MAX_DELTA_DEPTH {
-            let Some(entry) = self.inner.index.get(&next)? else {
-                return Ok(None);
-            };
-            match entry.delta_base() {
-                None => return Ok(Some((depth, next))),
-                Some(base) => next = base,
-            }
-        }
-        Ok(None)
     }
 }
 

@@ -260,8 +260,12 @@ impl LaterEncoder {
         plan: &LaterDelta,
     ) -> Result<(ChunkKind, ChunkId, Vec<u8>), StoreError> {
         let usable = |b: Base| -> Result<Option<Base>, StoreError> {
-            let room = chain_depth(&self.encoder.inner, b.id)?
-                .is_some_and(|d| d < self.encoder.inner.opts.max_delta_depth);
+            let room = self
+                .encoder
+                .inner
+                .index
+                .chain_of(b.id)?
+                .is_some_and(|(depth, _)| depth < self.encoder.inner.opts.max_delta_depth);
             Ok(room.then_some(b))
         };
         let first = usable(Base {
@@ -293,22 +297,6 @@ impl LaterEncoder {
             },
         )
     }
-}
-
-/// The number of delta records from `id` to its FULL root; `None` if a
-/// link is missing or the chain is longer than the format allows.
-fn chain_depth(inner: &Inner, id: ChunkId) -> Result<Option<u8>, StoreError> {
-    let mut next = id;
-    for depth in 0..=delta::MAX_DELTA_DEPTH {
-        let Some(entry) = inner.index.get(&next)? else {
-            return Ok(None);
-        };
-        match entry.delta_base() {
-            None => return Ok(Some(depth)),
-            Some(base) => next = base,
-        }
-    }
-    Ok(None)
 }
 
 /// Encrypted store: the compressed bytes are sealed, bound to the header
