@@ -376,14 +376,22 @@ impl Cutter<'_> {
             // filling): a failed encoder or writer must still stop the read.
             jobs.check()?;
             let id = naming.id(raw);
-            let sketch = if self.inner.opts.max_delta_depth > 0 && !self.peek(id)? {
-                Some(resemblance::sketch(raw, &self.inner.opts.features))
-            } else {
-                None
-            };
+            let new = self.inner.opts.max_delta_depth > 0 && !self.peek(id)?;
+            if new && let Some(at) = self.split_as_before(raw) {
+                for part in [&raw[..at], &raw[at..]] {
+                    self.add(naming.id(part), part, None, &mut entry, logical_bytes, jobs)?;
+                }
+                continue;
+            }
+            let sketch = new.then(|| resemblance::sketch(raw, &self.inner.opts.features));
             if let Some(Some(sk)) = &sketch
-                && let Some(split) =
-                    split::split_point(&self.inner.index, raw, sk, &self.inner.opts.features)?
+                && let Some(split) = split::split_point(
+                    &self.inner.index,
+                    &naming,
+                    raw,
+                    sk,
+                    &self.inner.opts.features,
+                )?
             {
                 let (head, tail) = raw.split_at(split.at);
                 for (part, sketch) in [(head, split.head), (tail, split.tail)] {
@@ -509,6 +517,16 @@ impl Cutter<'_> {
             set.insert(id);
         }
         Ok(indexed)
+    }
+
+    /// Where to cut the new chunk `raw` so that it is the two chunks at its
+    /// place in the previous dump, when it is exactly them: that dump split
+    /// the same bytes (`split.rs`), and cutting them the same way stores
+    /// nothing again. One hash of the first part, only for a new chunk
+    /// whose two positional chunks add up to its length.
+    fn split_as_before(&self, raw: &[u8]) -> Option<usize> {
+        let (first, at) = self.walk.borrow().as_ref()?.split_pair(raw.len())?;
+        (at > 0 && self.inner.naming().id(&raw[..at]) == first).then_some(at)
     }
 
     /// Moves the walk in the previous dump past one chunk (`Walk::step`).

@@ -18,10 +18,10 @@ use crate::manifest;
 use crate::shared::Inner;
 
 /// Largest previous dump followed, in chunk references; why: the hint costs
-/// ~52 bytes a reference in memory (a 32-byte id in order plus a 20-byte map
-/// entry), so 2^22 references (~1 TB of dump at 256 KiB chunks) hold
-/// ~220 MB; a bigger previous dump gives no hint (logged) and the ingest
-/// finds bases through the feature index alone.
+/// ~56 bytes a reference in memory (a 32-byte id and a 4-byte length in
+/// order, plus a 20-byte map entry), so 2^22 references (~1 TB of dump at
+/// 256 KiB chunks) hold ~235 MB; a bigger previous dump gives no hint
+/// (logged) and the ingest finds bases through the feature index alone.
 pub(super) const MAX_PREVIOUS_CHUNKS: usize = 1 << 22;
 
 /// The chunk lists of a previous dump, in order, with where each chunk first
@@ -30,6 +30,8 @@ pub(crate) struct Previous {
     dump: Uuid,
     /// Every file's chunk ids, one file after another.
     ids: Vec<ChunkId>,
+    /// The length of each chunk of `ids`.
+    lens: Vec<u32>,
     /// Each file's range in `ids`, by name.
     files: HashMap<String, Range<u32>>,
     /// The file ranges in order, to find the file of a position.
@@ -79,6 +81,7 @@ impl Previous {
         let mut p = Previous {
             dump,
             ids: Vec::new(),
+            lens: Vec::new(),
             files: HashMap::new(),
             ranges: Vec::new(),
             first_at: HashMap::new(),
@@ -90,6 +93,7 @@ impl Previous {
                 let at = p.ids.len() as u32;
                 p.first_at.entry(key(&c.id)).or_insert(at);
                 p.ids.push(c.id);
+                p.lens.push(c.len);
             }
             let range = start..p.ids.len() as u32;
             p.files.insert(name.to_string(), range.clone());
@@ -149,6 +153,22 @@ impl Walk<'_> {
         } else {
             None
         }
+    }
+
+    /// The chunk at the predicted position and its length, when it and the
+    /// chunk after it (in the same file) are `len` bytes together: the
+    /// previous dump may have split there a chunk of `len` bytes (`split.rs`),
+    /// and the new chunk may be that chunk again. The caller checks the
+    /// bytes; the feature index alone may cut the same bytes elsewhere.
+    pub(super) fn split_pair(&self, len: usize) -> Option<(ChunkId, usize)> {
+        let (i, j) = (self.next as usize, self.next as usize + 1);
+        if j >= self.end as usize {
+            return None;
+        }
+        let first = *self.prev.lens.get(i)? as usize;
+        let second = *self.prev.lens.get(j)? as usize;
+        let id = *self.prev.ids.get(i)?;
+        (first.checked_add(second) == Some(len)).then_some((id, first))
     }
 
     /// Moves past one chunk of the new file. `anchor` is the chunk it was
@@ -231,6 +251,24 @@ mod tests {
         let a = refs(&[1, 2, 3, 4, 5]);
         let b = refs(&[10, 11, 3, 12]);
         Previous::from_files(Uuid::nil(), [("a", &a[..]), ("b", &b[..])].into_iter())
+    }
+
+    #[test]
+    fn a_split_pair_is_two_chunks_of_one_file_adding_up_to_the_length() {
+        let a: Vec<ChunkRef> = [(1, 100), (2, 30), (3, 70)]
+            .map(|(n, len)| ChunkRef { id: id(n), len })
+            .to_vec();
+        let b = [ChunkRef { id: id(4), len: 5 }];
+        let p = Previous::from_files(Uuid::nil(), [("a", &a[..]), ("b", &b[..])].into_iter());
+        let mut w = p.walk("a");
+        assert_eq!(w.split_pair(130), Some((id(1), 100)));
+        assert_eq!(w.split_pair(129), None, "not the two lengths");
+        assert_eq!(w.split_pair(100), None, "one chunk is no pair");
+        w.step(Some(&id(1)));
+        assert_eq!(w.split_pair(100), Some((id(2), 30)));
+        w.step(Some(&id(2)));
+        assert_eq!(w.split_pair(75), None, "the next file's chunk is no part");
+        assert_eq!(p.walk("none").split_pair(0), None, "no such file");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! stored again). Such a chunk is cut in two where its first candidate base
 //! ends, so that each part finds its own base. Pure decision: no writes.
 
-use crate::chunk::ChunkId;
+use crate::chunk::{ChunkId, Naming};
 use crate::error::StoreError;
 use crate::index::Index;
 use crate::resemblance::{self, FeatureParams, Sketch};
@@ -28,8 +28,17 @@ pub(super) struct Split {
 /// start (or from its end) leaves one part whose best candidate is `a` and
 /// another whose best candidate is some other chunk. The candidates are
 /// hints (bases are chosen, and registered, for each part afterwards).
+///
+/// A side that is `a` byte for byte wins over both tests: the store holds
+/// the chunk split this way already (an earlier dump cut it so), and only
+/// the same cut stores the same bytes once. Either side can be it, and the
+/// feature test alone may accept the other side first: cutting a long `a`'s
+/// length from the start of a chunk stored as a short part then `a` left a
+/// tail that named a look-alike, so the same bytes were stored again as two
+/// new chunks (`naming` gives the ids, as the store names its chunks).
 pub(super) fn split_point(
     index: &Index,
+    naming: &Naming,
     raw: &[u8],
     sketch: &Sketch,
     features: &FeatureParams,
@@ -45,7 +54,20 @@ pub(super) fn split_point(
         return Ok(None);
     }
     // `a` first (the cut after it vanished), then `a` last (the one before).
-    for (at, a_first) in [(a_len, true), (raw.len() - a_len, false)] {
+    let sides = [(a_len, true), (raw.len() - a_len, false)];
+    for (at, a_first) in sides {
+        let (head, tail) = raw.split_at(at);
+        if naming.id(if a_first { head } else { tail }) != a {
+            continue;
+        }
+        if let (Some(head), Some(tail)) = (
+            resemblance::sketch(head, features),
+            resemblance::sketch(tail, features),
+        ) {
+            return Ok(Some(Split { at, head, tail }));
+        }
+    }
+    for (at, a_first) in sides {
         let (head, tail) = raw.split_at(at);
         let (Some(head), Some(tail)) = (
             resemblance::sketch(head, features),

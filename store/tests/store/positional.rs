@@ -137,3 +137,47 @@ fn a_hint_naming_a_deleted_or_unknown_dump_stores_as_without_one() {
     assert_eq!(read_back(&store, day3, "doc"), doc3);
     assert!(store.verify().unwrap().is_clean());
 }
+
+/// A chunk the previous dump split in two is cut the same way when it
+/// comes again, even when the feature index names neither part: the two
+/// chunks at its place add up to its length and the first is its first
+/// bytes. Here a look-alike of the whole chunk, stored after it, holds its
+/// super-features; without the hint the chunk is stored again as a delta.
+#[test]
+fn a_chunk_split_by_the_previous_dump_is_cut_the_same_way_again() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut bytes = Vec::new();
+    for (dir, follow) in dirs.iter().zip([false, true]) {
+        // Default chunking: 64 KiB minimum, so each input below is one chunk.
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let a = text_rows(111, 210);
+        let b = text_rows(112, 1_000);
+        assert!(a.len() > 9_000 && a.len() + b.len() < 64 * 1024);
+        store_after(&store, None, &[("a", &a), ("b", &b)]);
+        let mut merged = scattered_edit(&a, 500, 9_000, b'x');
+        merged.extend_from_slice(&scattered_edit(&b, 700, 9_000, b'y'));
+        // A look-alike of its last `a.len()` bytes, after it (see
+        // `delta::a_split_chunk_stored_again_is_cut_as_before_and_stores_nothing`).
+        let tail = scattered_edit(&merged[merged.len() - a.len()..], 300, 4_000, b't');
+        let files: [(&str, &[u8]); 2] = [("t", &merged), ("l", &tail)];
+        let (day2, _) = store_after(&store, None, &files);
+        let lens = |d: Uuid| -> Vec<u32> {
+            let m = store.manifest(d).unwrap();
+            m.chunk_refs().map(|c| c.len).collect()
+        };
+        assert_eq!(lens(day2), [a.len(), b.len(), tail.len()].map(|l| l as u32));
+        // A look-alike of the whole chunk then takes its super-features.
+        let look_alike = scattered_edit(&merged, 100, 30_000, b'l');
+        store_after(&store, None, &[("l", &look_alike)]);
+
+        let (day3, new) = store_after(&store, follow.then_some(day2), &files);
+        assert_eq!(read_back(&store, day3, "t"), merged);
+        if follow {
+            assert_eq!(lens(day3), lens(day2), "cut as the previous dump");
+            assert_eq!(new, 0, "nothing stored again");
+        }
+        assert!(store.verify().unwrap().is_clean());
+        bytes.push(new);
+    }
+    assert!(bytes[0] > 0, "without the hint the chunk is stored again");
+}
