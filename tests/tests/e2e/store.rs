@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use pgsnapman_tests::tmpfs::Tmpfs;
 use pgsnapman_tests::{Worker, WorkerOptions, wait};
 use serde_json::Value;
@@ -355,7 +357,16 @@ async fn kill_9_mid_ingest_leaves_no_partial_dump() {
             "three new sealed packs",
             "a spool file and a new pack",
         ][round];
-        wait::until(what, Duration::from_secs(120), || async {
+        // Each look stops the worker first (SIGSTOP) and lets it go on only
+        // if the point is not reached; a look every 10 ms. Killed while
+        // stopped, the worker cannot have ended the dump meanwhile, and its
+        // manifest is not written when the point is reached (the
+        // compression pass after a dump writes packs too). (Looking at a
+        // running worker every 100 ms once made this test flaky.)
+        let pid = Pid::from_raw(stack.worker.process.pid().expect("worker running") as i32);
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            kill(pid, Signal::SIGSTOP).expect("stop the worker");
             let hit = match round {
                 0 => !packs(&data_dir, ".pack.open").is_empty(),
                 1 => packs(&data_dir, ".pack").len() >= sealed_before + 3,
@@ -364,9 +375,20 @@ async fn kill_9_mid_ingest_leaves_no_partial_dump() {
                         && packs(&data_dir, ".pack").len() > sealed_before
                 }
             };
-            hit.then_some(())
-        })
-        .await;
+            // Files, not `store list`: that would wait for the stopped worker.
+            let ended = files_with_suffix(&data_dir.join("manifests"), ".manifest").len()
+                != stored_before.len();
+            if hit && !ended {
+                break;
+            }
+            kill(pid, Signal::SIGCONT).expect("continue the worker");
+            assert!(!ended, "round {round}: the dump ended before {what}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: no {what} within 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         stack.worker.process.kill9().await.unwrap();
         let t = stack
             .cli
