@@ -526,7 +526,7 @@ impl Cutter<'_> {
     /// whose two positional chunks add up to its length.
     fn split_as_before(&self, raw: &[u8]) -> Option<usize> {
         let (first, at) = self.walk.borrow().as_ref()?.split_pair(raw.len())?;
-        (at > 0 && self.inner.naming().id(&raw[..at]) == first).then_some(at)
+        (at > 0 && at < raw.len() && self.inner.naming().id(&raw[..at]) == first).then_some(at)
     }
 
     /// Moves the walk in the previous dump past one chunk (`Walk::step`).
