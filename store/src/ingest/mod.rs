@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::chunk::ChunkId;
+use crate::chunk::{ChunkId, Naming};
 use crate::crash::{self, CrashPoint};
 use crate::error::StoreError;
 use crate::manifest::{self, ChunkRef, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestMeta};
@@ -377,7 +377,7 @@ impl Cutter<'_> {
             jobs.check()?;
             let id = naming.id(raw);
             let new = self.inner.opts.max_delta_depth > 0 && !self.peek(id)?;
-            if new && let Some(at) = self.split_as_before(raw) {
+            if new && let Some(at) = self.split_as_before(&naming, raw) {
                 for part in [&raw[..at], &raw[at..]] {
                     self.add(naming.id(part), part, None, &mut entry, logical_bytes, jobs)?;
                 }
@@ -524,9 +524,9 @@ impl Cutter<'_> {
     /// the same bytes (`split.rs`), and cutting them the same way stores
     /// nothing again. One hash of the first part, only for a new chunk
     /// whose two positional chunks add up to its length.
-    fn split_as_before(&self, raw: &[u8]) -> Option<usize> {
+    fn split_as_before(&self, naming: &Naming, raw: &[u8]) -> Option<usize> {
         let (first, at) = self.walk.borrow().as_ref()?.split_pair(raw.len())?;
-        (at > 0 && at < raw.len() && self.inner.naming().id(&raw[..at]) == first).then_some(at)
+        (at > 0 && at < raw.len() && naming.id(&raw[..at]) == first).then_some(at)
     }
 
     /// Moves the walk in the previous dump past one chunk (`Walk::step`).

@@ -539,6 +539,17 @@ pub fn dumps_on_disk(data_dir: &std::path::Path) -> std::collections::BTreeSet<S
         .collect()
 }
 
+/// The lines of `stack`'s worker log that contain `needle` (none if the
+/// log cannot be read yet).
+pub fn worker_log_lines(stack: &Stack, needle: &str) -> Vec<String> {
+    std::fs::read_to_string(stack.worker.process.log_path())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
 /// The manifest files (either format) under `dir`.
 pub fn manifest_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut found = files_with_suffix(dir, pgsnapman_store::manifest::BINARY_SUFFIX);

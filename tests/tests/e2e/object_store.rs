@@ -59,11 +59,7 @@ impl Proxied {
 
 /// The worker's "dump stored" log lines (what each ingest stored, and how).
 fn dump_stored_lines(stack: &Stack) -> Vec<String> {
-    let log = std::fs::read_to_string(stack.worker.process.log_path()).unwrap_or_default();
-    log.lines()
-        .filter(|l| l.contains("dump stored"))
-        .map(str::to_string)
-        .collect()
+    worker_log_lines(stack, "dump stored")
 }
 
 fn objects(s3: &S3Server, prefix: &str, dir: &str) -> Vec<(String, u64)> {

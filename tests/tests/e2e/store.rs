@@ -229,12 +229,7 @@ async fn dumps_dedup_verify_and_gc_after_delete() {
 
 /// Lines of the worker's log about its compression pass (`Runner::compress_later`).
 fn pass_lines(stack: &Stack) -> Vec<String> {
-    std::fs::read_to_string(stack.worker.process.log_path())
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("compressed the chunks dumps stored uncompressed"))
-        .map(str::to_string)
-        .collect()
+    worker_log_lines(stack, "compressed the chunks dumps stored uncompressed")
 }
 
 /// A read-only open of the store (what `pgsnapman-worker store extract`
@@ -376,8 +371,7 @@ async fn kill_9_mid_ingest_leaves_no_partial_dump() {
                 }
             };
             // Files, not `store list`: that would wait for the stopped worker.
-            let ended = files_with_suffix(&data_dir.join("manifests"), ".manifest").len()
-                != stored_before.len();
+            let ended = dumps_on_disk(&data_dir).len() != stored_before.len();
             if hit && !ended {
                 break;
             }
