@@ -210,13 +210,15 @@ class Cluster:
     is deterministic). As root, the server runs as the postgres OS user."""
 
     def __init__(self, root: Path, pg_bin: Path, env, template: Path | None = None,
-                 existing: bool = False):
+                 existing: bool = False, fsync: bool = False):
         """`template`: a stopped cluster's data directory to start a copy of
         (tests/bench/ingest.py --from-cluster) instead of a new one.
         `existing`: start the stopped cluster already in `root` in place
-        (tests/bench/scale.py --cluster: too big to copy)."""
+        (tests/bench/scale.py --cluster: too big to copy).
+        `fsync`: run with fsync on, as a production server does
+        (tests/bench/restore.py --fsync)."""
         self.root, self.pg_bin, self.env, self.template = root, pg_bin, env, template
-        self.existing = existing
+        self.existing, self.fsync = existing, fsync
         self.data, self.log, self.port = root / "data", root / "pg.log", 0
         self.as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
@@ -240,7 +242,8 @@ class Cluster:
                 env=self.env, timeout=300)
 
     def _start(self):
-        settings = ("-c listen_addresses=127.0.0.1 -c fsync=off -c autovacuum=off "
+        settings = (f"-c listen_addresses=127.0.0.1 -c fsync={'on' if self.fsync else 'off'} "
+                    "-c autovacuum=off "
                     "-c max_wal_size=4GB -c maintenance_work_mem=256MB "
                     "-c max_parallel_workers_per_gather=0")
         for _ in range(5):  # another process may take the port first

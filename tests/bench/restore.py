@@ -11,6 +11,8 @@ directory. Then, for --rounds rounds, interleaved (A..F, then F..A, ...):
      the clock starts)
   A2 createdb + pg_restore of the -Fc -Z0 file (both timed: what an operator
      runs to restore into a new database, as restore now does)
+  A3 as A, with PGOPTIONS="-c synchronous_commit=off" (the setting restore
+     now gives its pg_restore: docs/worker.md, "Asynchronous commits")
   B  pgsnap restore now of the custom dump (streamed from the store)
   C  pg_restore -j 2 of the -Fd directory into a new database (created
      before the clock starts)
@@ -30,6 +32,12 @@ kind (server_procs.py).
 Every restored database is compared with the source row for row.
 
     tests/bench/restore.py [--size-mb 300] [--rounds 3] [--out DIR] [--only A,A2,B]
+                           [--tables N] [--fsync]
+
+--tables N adds N small tables (a primary key, an index, 20 rows each) to
+the database: the shape with many objects, where each of pg_restore's
+commits counts. --fsync runs the server with fsync on, as in production
+(the other benchmarks run it off).
 
 Uses the release binaries in $CARGO_TARGET_DIR/release (build them first:
 cargo build --release --workspace --bins). See docs/benchmarks.md.
@@ -58,6 +66,21 @@ STEP_TIMEOUT = 3600
 # maintenance database the worker's and the benchmark's psql runs use.
 BACKENDS = {"restore_": "target", "postgres": "maintenance db"}
 CUSTOM, DIRECTORY = "with deltas", churn.DIRECTORY
+MANY_FINGERPRINT = """SELECT count(*) || ' many tables, ' || coalesce(sum(
+  (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) n FROM %I', relname),
+   false, true, '')))[1]::text::int), 0) || ' rows, ' || (SELECT count(*) FROM pg_indexes
+  WHERE tablename LIKE 'many\\_%') || ' indexes' FROM pg_class WHERE relkind = 'r'
+  AND relname LIKE 'many\\_%';"""
+
+
+def many_tables(n: int) -> str:
+    """SQL adding `n` small tables: a primary key, an index, 20 rows each."""
+    return f"""DO $$ BEGIN FOR i IN 1..{n} LOOP
+  EXECUTE format('CREATE TABLE many_%s (id int PRIMARY KEY, w int, v text)', i);
+  EXECUTE format('CREATE INDEX ON many_%s (w)', i);
+  EXECUTE format('INSERT INTO many_%s SELECT g, g %% 7, md5(g::text)
+                  FROM generate_series(1, 20) g', i);
+END LOOP; END $$;"""
 
 
 def load1() -> float:
@@ -79,7 +102,7 @@ def own_and_children_cpu_s(pid: int) -> tuple[float, float]:
 class Bench:
     def __init__(self, src: Cluster, snap: churn.Pgsnapman, tmp: Path):
         self.src, self.snap, self.tmp = src, snap, tmp
-        self.want = src.psql("bench", churn_sql.FINGERPRINT, timeout=STEP_TIMEOUT).strip()
+        self.want = self.fingerprint("bench")
         self.dumps = {}
 
     def server_start(self) -> tuple[float, float]:
@@ -102,14 +125,22 @@ class Bench:
         return {"server_cpu_s": self.src.server_cpu_s() - start[1],
                 "server_cpu_at_once_s": at_once}
 
+    def fingerprint(self, db: str) -> str:
+        """The churn tables' rows, and the count of the --tables tables,
+        their indexes and rows."""
+        rows = self.src.psql(db, churn_sql.FINGERPRINT, timeout=STEP_TIMEOUT).strip()
+        return rows + " " + self.src.psql(db, MANY_FINGERPRINT, timeout=STEP_TIMEOUT).strip()
+
     def check_and_drop(self, db: str) -> bool:
-        same = self.src.psql(db, churn_sql.FINGERPRINT, timeout=STEP_TIMEOUT).strip() == self.want
+        same = self.fingerprint(db) == self.want
         self.src.psql("postgres", f"DROP DATABASE {db};", timeout=300)
         return same
 
-    def from_file(self, archive: Path, jobs: int, createdb_timed: bool = False) -> dict:
+    def from_file(self, archive: Path, jobs: int, createdb_timed: bool = False,
+                  async_commit: bool = False) -> dict:
         """pg_restore into a new database; `createdb_timed`: the database is
-        created by `createdb` inside the clock (else by psql before it)."""
+        created by `createdb` inside the clock (else by psql before it);
+        `async_commit`: pg_restore's session with synchronous_commit off."""
         db = "restore_file"
         if not createdb_timed:
             self.src.psql("postgres", f"CREATE DATABASE {db};", timeout=120)
@@ -122,8 +153,11 @@ class Bench:
                                      "-U", user, db]], env=self.src.env, timeout=STEP_TIMEOUT,
                                    log=self.tmp / "tools.log").seconds
             jobs_arg = [f"--jobs={jobs}"] if jobs > 1 else []
+            env = dict(self.src.env)
+            if async_commit:
+                env["PGOPTIONS"] = "-c synchronous_commit=off"
             t = timed([[self.src.pg_bin / "pg_restore", *self.src.conn(db), "--exit-on-error",
-                        *jobs_arg, archive]], env=self.src.env, timeout=STEP_TIMEOUT,
+                        *jobs_arg, archive]], env=env, timeout=STEP_TIMEOUT,
                       log=self.tmp / "tools.log")
             server = self.server_end(server)
         out = {"s": createdb_s + t.seconds, "pg_restore_cpu_s": t.cpu_s[0],
@@ -254,14 +288,21 @@ def main() -> int:
     p.add_argument("--perf", action="store_true",
                    help="after the rounds, profile the worker (perf record -g) during one "
                    "restore of each dump; reports go to --out")
-    p.add_argument("--only", default="A,A2,B,C,C2,D,E,F",
+    p.add_argument("--only", default="A,A2,A3,B,C,C2,D,E,F",
                    help="the sources to run, comma-separated (default: all)")
+    p.add_argument("--tables", type=int, default=0,
+                   help="add this many small tables (many objects: one commit each)")
+    p.add_argument("--fsync", action="store_true",
+                   help="run the server with fsync on (off by default, as in the other "
+                   "benchmarks)")
     args = p.parse_args()
     only = set(args.only.split(","))
-    if not only <= {"A", "A2", "B", "C", "C2", "D", "E", "F"}:
-        p.error("--only takes A, A2, B, C, C2, D, E, F")
+    if not only <= {"A", "A2", "A3", "B", "C", "C2", "D", "E", "F"}:
+        p.error("--only takes A, A2, A3, B, C, C2, D, E, F")
     if not (1 <= args.rounds <= 20 and 1 <= args.size_mb <= 100_000):
         p.error("need 1 <= --rounds <= 20 and 1 <= --size-mb <= 100000")
+    if not 0 <= args.tables <= 100_000:
+        p.error("need 0 <= --tables <= 100000")
 
     def terminate(signum, frame):
         raise KeyboardInterrupt
@@ -281,13 +322,15 @@ def main() -> int:
                    "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                    "load_start": churn.uptime(),
                    "machine": churn.machine(env, tmp, bins, pg_bin)}
-        src = Cluster(tmp / "source", pg_bin, env)
+        src = Cluster(tmp / "source", pg_bin, env, fsync=args.fsync)
         stack.callback(src.stop)
         src.start()
         churn.log("generating the database")
         src.psql("postgres", "CREATE DATABASE bench;", timeout=120)
         src.psql("bench", churn_sql.initial_load(args.size_mb / churn_sql.MB_AT_SCALE_1),
                  timeout=STEP_TIMEOUT)
+        if args.tables:
+            src.psql("bench", many_tables(args.tables), timeout=STEP_TIMEOUT)
         src.psql("bench", churn_sql.VACUUM, timeout=STEP_TIMEOUT)
         snap = churn.Pgsnapman(bins, pg_bin, tmp, env, stack)
         snap.start_coordinator()
@@ -305,6 +348,8 @@ def main() -> int:
             "A": ("pg_restore -Fc -Z0 file", lambda: bench.from_file(z0, 1)),
             "A2": ("createdb + pg_restore -Fc -Z0 file",
                    lambda: bench.from_file(z0, 1, createdb_timed=True)),
+            "A3": ("pg_restore -Fc -Z0 file, synchronous_commit off",
+                   lambda: bench.from_file(z0, 1, async_commit=True)),
             "B": ("pgsnap restore now (custom)", lambda: bench.from_store(CUSTOM, 1)),
             "C": ("pg_restore -j 2 -Fd directory", lambda: bench.from_file(fd, 2)),
             "C2": ("createdb + pg_restore -j 2 -Fd directory",
@@ -330,7 +375,7 @@ def main() -> int:
         # faster than the serial file restore?).
         results["ratios"] = {
             f"{sources[a][0]} / {sources[b][0]}": summary(rounds, sources[b][0], sources[a][0])
-            for a, b in (("B", "A"), ("B", "A2"), ("D", "C"), ("D", "C2"), ("F", "E"),
+            for a, b in (("B", "A"), ("B", "A2"), ("B", "A3"), ("D", "C"), ("D", "C2"), ("F", "E"),
                          ("F", "C"), ("F", "C2"), ("F", "A"), ("F", "A2"))
             if a in sources and b in sources
         }

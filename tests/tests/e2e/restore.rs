@@ -672,3 +672,95 @@ async fn a_restore_worker_reads_the_dump_workers_store() {
     }
     stack.stop_clean(&[]).await;
 }
+
+/// A restore into a new database, and a verification's scratch database,
+/// commit without waiting for the WAL flush (`synchronous_commit = off` in
+/// their sessions: nothing sees those databases before the swap's
+/// synchronous commit, or ever); a restore into an existing database
+/// stays one synchronous transaction. Seen by a CHECK constraint that
+/// compares each row with the session's setting while the rows load: the
+/// role's setting is `on`, and only the session's own option can say
+/// `off`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_databases_restore_with_asynchronous_commits() {
+    let stack = Stack::start("w-async").await;
+    let target = PgCluster::start(PG_MAJOR).unwrap();
+    let db = "async \"commit\" ü";
+    stack.source.create_database(db).unwrap();
+    // The test clusters run with synchronous_commit = off: the rows say so.
+    stack
+        .source
+        .script(
+            db,
+            "CREATE TABLE probe (id int PRIMARY KEY, \
+             setting text NOT NULL CHECK (setting = current_setting('synchronous_commit'))); \
+             INSERT INTO probe SELECT g, current_setting('synchronous_commit') \
+             FROM generate_series(1, 500) g;",
+        )
+        .unwrap();
+    assert_eq!(
+        count(&stack.source, db, "probe WHERE setting = 'off'"),
+        "500"
+    );
+    let src = add_instance(&stack.cli, "src", stack.source.port, "w-async", None);
+    let dst = add_instance(&stack.cli, "dst", target.port, "w-async", None);
+    let custom = id_of(&dump_and_show(&stack.cli, add_job(&stack.cli, src, db)));
+    let plain_job = add_yearly_job(&stack.cli, src, &["--database", db, "--format", "plain"]);
+    let plain = id_of(&dump_and_show(&stack.cli, plain_job));
+    // From now on every session of the worker's role says `on`, unless it
+    // sets the option itself.
+    for pg in [&stack.source, &target] {
+        pg.query(
+            "postgres",
+            "ALTER ROLE CURRENT_USER SET synchronous_commit = on",
+        )
+        .unwrap();
+        assert_eq!(
+            pg.query("postgres", "SHOW synchronous_commit").unwrap(),
+            "on"
+        );
+    }
+
+    // Into a new database: custom (pg_restore), -j 2 (served) and plain (psql).
+    for (dump, name, extra) in [
+        (custom, "copy custom", &[][..]),
+        (custom, "copy jobs", &["--jobs", "2"][..]),
+        (plain, "copy plain", &[][..]),
+    ] {
+        let run = restore_now(&stack.cli, dump, dst, name, extra);
+        assert!(run.success(), "{name}: {run:?}");
+        assert_eq!(count(&target, name, "probe"), "500", "{name}");
+    }
+    // A verification's scratch database.
+    let run = stack
+        .cli
+        .run(&[
+            "verify",
+            "now",
+            &custom.to_string(),
+            "--method",
+            "restore",
+            "--wait",
+        ])
+        .unwrap();
+    assert!(run.success(), "{run:?}");
+
+    // Into the existing database in one transaction: synchronous, so the
+    // same rows fail the CHECK, and the database keeps what it had.
+    let run = restore_now(
+        &stack.cli,
+        custom,
+        dst,
+        "copy custom",
+        &["--existing", "truncate", "--restore-type", "data"],
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    let (status, log) = newest_run(&stack.cli);
+    assert_eq!(status, "FAILED", "{log}");
+    assert!(
+        log.contains("probe_setting_check"),
+        "the CHECK refused the synchronous session: {log}"
+    );
+    assert_eq!(count(&target, "copy custom", "probe"), "500");
+    stack.stop_clean(&[]).await;
+}

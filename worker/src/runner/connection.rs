@@ -136,6 +136,32 @@ fn client_command(program: impl AsRef<OsStr>, passfile: Option<&Path>) -> Comman
     cmd
 }
 
+/// `synchronous_commit = off` for the session of a client program that
+/// fills a database no one relies on before a later synchronous commit:
+/// a restore's temporary database (the swap's commit flushes the WAL up to
+/// itself, so every commit before it too) or a verification's scratch
+/// database (dropped). Each of pg_restore's statements commits on its own;
+/// without the flush wait per commit, a database of thousands of objects
+/// restores far faster on a server with fsync on (docs/worker.md,
+/// "Asynchronous commits"). Appended to the worker's own `PGOPTIONS`.
+pub fn commit_async(cmd: &mut Command) {
+    let options = pgoptions_with(std::env::var_os("PGOPTIONS"), ASYNC_COMMIT);
+    cmd.env("PGOPTIONS", options);
+}
+
+/// The setting `commit_async` adds.
+const ASYNC_COMMIT: &str = "-c synchronous_commit=off";
+
+/// `inherited` (a `PGOPTIONS` value, if any) with `option` after it.
+fn pgoptions_with(inherited: Option<std::ffi::OsString>, option: &str) -> std::ffi::OsString {
+    let mut options = inherited.unwrap_or_default();
+    if !options.is_empty() {
+        options.push(" ");
+    }
+    options.push(option);
+    options
+}
+
 /// A temporary password file (mode 0600) removed when dropped.
 pub struct PassFile {
     file: tempfile::NamedTempFile,
@@ -496,6 +522,16 @@ mod tests {
         assert_eq!(schema_pattern("public"), "\"public\"");
         assert_eq!(schema_pattern("Sch \"ema\".ü"), "\"Sch \"\"ema\"\".ü\"");
         assert_eq!(schema_pattern("a*b?"), "\"a*b?\"");
+    }
+
+    #[test]
+    fn async_commit_keeps_the_inherited_pgoptions() {
+        assert_eq!(pgoptions_with(None, ASYNC_COMMIT), ASYNC_COMMIT);
+        assert_eq!(pgoptions_with(Some("".into()), ASYNC_COMMIT), ASYNC_COMMIT);
+        assert_eq!(
+            pgoptions_with(Some("-c work_mem=64MB".into()), ASYNC_COMMIT),
+            "-c work_mem=64MB -c synchronous_commit=off"
+        );
     }
 
     #[test]

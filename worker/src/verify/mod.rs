@@ -32,6 +32,7 @@ use crate::restore::pipeline::{self, Cancelled, SpoolDir, Stored};
 use crate::restore::target::Target;
 use crate::runner::Runner;
 use crate::runner::client::ClientTools;
+use crate::runner::connection;
 
 /// A DumpVerified event holds at most this many mismatches (the error says
 /// how many more there were).
@@ -471,6 +472,8 @@ async fn restore_and_compare(
         let mut cmd = session.command(tools.psql());
         cmd.args(["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1"])
             .arg(&conninfo);
+        // The scratch database is dropped: nothing needs its commits flushed.
+        connection::commit_async(&mut cmd);
         let src = Stored {
             store: runner.store().clone(),
             dump: uuid,
@@ -493,6 +496,7 @@ async fn restore_and_compare(
         let mut cmd = session.command(tools.pg_restore());
         cmd.args(["--no-password", "--no-owner", "--no-privileges"])
             .arg(&conninfo);
+        connection::commit_async(&mut cmd);
         let stdin = archive.input(&mut cmd);
         pipeline::run(
             cmd,

@@ -5,7 +5,7 @@
 use anyhow::{Result, bail};
 use pgsnapman_proto::v1::{DumpFormat, RestoreType};
 
-use super::Prepared;
+use super::{Commits, Prepared};
 use crate::restore::names::{self, quote_ident};
 use crate::restore::pipeline::{ScriptSource, Stored};
 use crate::restore::plan::InPlace;
@@ -126,7 +126,7 @@ impl Run<'_> {
                 "restoring into the existing database \"{db}\" in one transaction"
             ))
             .await;
-        self.script_into(p, source, plain, prelude, true, &db)
+        self.script_into(p, source, plain, prelude, Commits::OneTransaction, &db)
             .await?;
         self.log.info("committed").await;
         Ok(())

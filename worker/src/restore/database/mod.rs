@@ -21,6 +21,20 @@ use super::target::{Facts, admin_db, create_database_sql, database_acl_sql, step
 use super::{Abort, Run};
 use crate::progress::TaskProgress;
 use crate::runner::client::ClientTools;
+use crate::runner::connection;
+
+/// How a restore script's statements commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Commits {
+    /// All in one transaction, synchronously: an existing database, which
+    /// sessions use while it runs and which must be durable when the
+    /// restore reports success.
+    OneTransaction,
+    /// Each on its own, asynchronously (`connection::commit_async`): a new
+    /// database no one sees before the swap, whose synchronous commit
+    /// makes them durable.
+    Unseen,
+}
 
 /// The names of one database restore.
 struct Names {
@@ -274,6 +288,8 @@ impl Run<'_> {
                 let mut cmd = self.pg_restore(&p.tools);
                 cmd.args(self.selection_args(false, false))
                     .arg(format!("--dbname={}", self.conninfo(db)));
+                // Nothing sees the new database before the swap.
+                connection::commit_async(&mut cmd);
                 if parallel {
                     cmd.arg(format!("--jobs={}", self.plan.parallel));
                 }
@@ -301,7 +317,7 @@ impl Run<'_> {
             } else {
                 String::new()
             };
-            self.script_into(p, source, plain, prelude, false, db)
+            self.script_into(p, source, plain, prelude, Commits::Unseen, db)
                 .await?;
         }
         self.log
@@ -377,19 +393,24 @@ impl Run<'_> {
     }
 
     /// Runs a script (a plain dump, or `pg_restore --file=-`) through the
-    /// filter into psql on `db`, in one transaction if `transaction`.
+    /// filter into psql on `db`, committing as `commits` says.
     async fn script_into(
         &mut self,
         p: &Prepared,
         source: ScriptSource,
         plain: bool,
         prelude: String,
-        transaction: bool,
+        commits: Commits,
         db: &str,
     ) -> Result<()> {
         let psql = if plain { &p.psql } else { &p.tools };
+        let transaction = commits == Commits::OneTransaction;
         let mut rules = self.rules(plain);
         rules.drop_transaction_control = transaction;
+        let mut cmd = self.psql_script(psql, db);
+        if commits == Commits::Unseen {
+            connection::commit_async(&mut cmd);
+        }
         let script = Script {
             source,
             rules,
@@ -399,7 +420,7 @@ impl Run<'_> {
         };
         let ran = pipeline::run_script(
             script,
-            self.psql_script(psql, db),
+            cmd,
             self.done.clone(),
             self.cancel,
             self.runner.kill_grace(),
