@@ -47,7 +47,7 @@ pub use manifest::{
 pub use options::StoreOptions;
 pub use pack::{PACK_FORMAT_VERSION, PackId};
 pub use read_ahead::{READ_AHEAD_CHUNKS, ReadAhead};
-pub use reader::FileReader;
+pub use reader::{FileReader, StoredFile};
 pub use rebuild::{
     REBUILD_DIR, RebuildReport, locked_by_another_process, rebuild_index, rebuild_index_encrypted,
 };

@@ -236,12 +236,51 @@ impl ChunkReader {
     }
 }
 
+/// One stored file of a dump, its chunk list read from the manifest once:
+/// readers of it for any number of threads, without reading the manifest
+/// again (`Store::stored_files`: a restore serving thousands of data files
+/// reads the manifest once, not once a file).
+#[derive(Clone)]
+pub struct StoredFile {
+    inner: Arc<Inner>,
+    dump: Uuid,
+    name: Arc<str>,
+    chunks: Arc<[ChunkRef]>,
+}
+
+impl StoredFile {
+    pub(crate) fn new(inner: Arc<Inner>, dump: Uuid, name: &str, chunks: &[ChunkRef]) -> Self {
+        StoredFile {
+            inner,
+            dump,
+            name: name.into(),
+            chunks: chunks.into(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A reader from the file's start.
+    pub fn reader(&self) -> FileReader {
+        FileReader::new(
+            Arc::clone(&self.inner),
+            self.dump,
+            &self.name,
+            Arc::clone(&self.chunks),
+        )
+    }
+}
+
 /// Streams the chunks of one file in order. Memory: one raw chunk at a time
 /// (at most the store's max chunk size) plus the chunk list.
 pub struct FileReader {
     dump: Uuid,
     name: String,
-    chunks: Vec<ChunkRef>,
+    chunks: Arc<[ChunkRef]>,
+    /// Chunks from this index on are not read (`stop_at`).
+    end: usize,
     next: usize,
     buf: Vec<u8>,
     pos: usize,
@@ -254,12 +293,13 @@ pub struct FileReader {
 }
 
 impl FileReader {
-    pub(crate) fn new(inner: Arc<Inner>, dump: Uuid, name: &str, chunks: Vec<ChunkRef>) -> Self {
+    pub(crate) fn new(inner: Arc<Inner>, dump: Uuid, name: &str, chunks: Arc<[ChunkRef]>) -> Self {
         let size = chunks.iter().map(|c| u64::from(c.len)).sum();
         FileReader {
             chunk_reader: ChunkReader::new(inner),
             dump,
             name: name.to_string(),
+            end: chunks.len(),
             chunks,
             next: 0,
             buf: Vec::new(),
@@ -302,6 +342,24 @@ impl FileReader {
         Ok(())
     }
 
+    /// Decodes no chunk that starts at or after byte `offset`: the stream
+    /// ends with the chunk holding byte `offset - 1`, so a reader of a part
+    /// of the file (one data block of a custom archive) does not decode
+    /// chunks past it, which a `read_ahead` would otherwise do, up to its
+    /// depth. The stream may still go on past `offset` within that chunk.
+    pub fn stop_at(&mut self, offset: u64) {
+        let mut start = 0u64;
+        let mut end = 0;
+        for c in self.chunks.iter() {
+            if start >= offset {
+                break;
+            }
+            start += u64::from(c.len);
+            end += 1;
+        }
+        self.end = end;
+    }
+
     /// Bytes of the whole file.
     pub fn size(&self) -> u64 {
         self.size
@@ -312,8 +370,12 @@ impl FileReader {
         self.done
     }
 
-    /// Decodes the next chunk of the file; `None` at its end.
+    /// Decodes the next chunk of the file; `None` at its end (or at the
+    /// chunk `stop_at` named).
     pub(crate) fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, StoreError> {
+        if self.next >= self.end {
+            return Ok(None);
+        }
         let Some(c) = self.chunks.get(self.next).copied() else {
             return Ok(None);
         };

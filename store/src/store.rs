@@ -21,7 +21,7 @@ use crate::ingest::Ingest;
 use crate::manifest::{self, Manifest};
 use crate::options::StoreOptions;
 use crate::pack::{ChunkKind, PackId};
-use crate::reader::FileReader;
+use crate::reader::{FileReader, StoredFile};
 use crate::shared::{Inner, summary_of};
 
 /// True when `packs` holds a sealed pack or `manifests` a manifest.
@@ -346,12 +346,17 @@ impl Store {
             dump: dump_uuid,
             name: file_name.to_string(),
         })?;
-        Ok(FileReader::new(
-            Arc::clone(&self.inner),
-            dump_uuid,
-            file_name,
-            file.chunks.clone(),
-        ))
+        Ok(StoredFile::new(Arc::clone(&self.inner), dump_uuid, file_name, &file.chunks).reader())
+    }
+
+    /// Every file of a dump, its manifest read once: readers of each for
+    /// any thread (`StoredFile::reader`).
+    pub fn stored_files(&self, dump_uuid: Uuid) -> Result<Vec<StoredFile>, StoreError> {
+        let m = self.manifest(dump_uuid)?;
+        Ok(m.files
+            .iter()
+            .map(|f| StoredFile::new(Arc::clone(&self.inner), dump_uuid, &f.name, &f.chunks))
+            .collect())
     }
 
     /// Streams one file of a dump into `out`, checking every chunk's hash;

@@ -233,7 +233,7 @@ impl Ingest {
                 name: name.to_string(),
             });
         };
-        let chunks = entry.chunks.clone();
+        let chunks: Arc<[_]> = entry.chunks.as_slice().into();
         self.sink.seal_current()?;
         Ok(FileReader::new(
             Arc::clone(&self.inner),

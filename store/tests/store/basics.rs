@@ -349,3 +349,67 @@ fn file_reader_seeks_to_any_offset_directly_and_through_read_ahead() {
     let err = r.seek_to(text.len() as u64 + 1).unwrap_err();
     assert!(err.to_string().contains("past the end"), "{err}");
 }
+
+#[test]
+fn a_reader_stopped_at_an_offset_ends_with_the_chunk_holding_the_byte_before() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let text = text_rows(12, 40_000);
+    let other = text_rows(13, 1_000);
+    let dump = store_files(&store, &[("archive", &text), ("other", &other)]);
+    // One manifest read for every file; each reads its own bytes.
+    let files = store.stored_files(dump).unwrap();
+    let names: Vec<&str> = files.iter().map(|f| f.name()).collect();
+    assert_eq!(names, ["archive", "other"]);
+    let mut out = Vec::new();
+    files[1].reader().read_to_end(&mut out).unwrap();
+    assert_eq!(out, other);
+    let file = &files[0];
+    let m = store.manifest(dump).unwrap();
+    let lens: Vec<u64> = m
+        .file("archive")
+        .unwrap()
+        .chunks
+        .iter()
+        .map(|c| u64::from(c.len))
+        .collect();
+    assert!(lens.len() > 3, "the test needs several chunks");
+    let ends: Vec<u64> = lens
+        .iter()
+        .scan(0u64, |at, len| {
+            *at += len;
+            Some(*at)
+        })
+        .collect();
+    // (seek, stop) -> where the stream ends: the end of the chunk that
+    // holds byte stop - 1.
+    let mid = ends[1] + lens[2] / 2;
+    let cases = [
+        (0, 1, ends[0]),
+        (0, ends[0], ends[0]),
+        (0, ends[0] + 1, ends[1]),
+        (ends[0] + 5, mid, ends[2]),
+        (mid, mid + 1, ends[2]),
+        (10, text.len() as u64, text.len() as u64),
+        (10, u64::MAX, text.len() as u64),
+    ];
+    for (seek, stop, until) in cases {
+        for ahead in [false, true] {
+            let mut r = file.reader();
+            r.seek_to(seek).unwrap();
+            r.stop_at(stop);
+            let mut out = Vec::new();
+            if ahead {
+                r.read_ahead(4).read_to_end(&mut out).unwrap();
+            } else {
+                r.read_to_end(&mut out).unwrap();
+            }
+            assert_eq!(
+                out,
+                &text[seek as usize..until as usize],
+                "seek {seek}, stop at {stop}, read-ahead {ahead}"
+            );
+        }
+    }
+}

@@ -229,6 +229,44 @@ async fn a_custom_archive_with_more_data_blocks_than_served_is_spooled() {
     stack.coordinator.process.assert_no_unexpected_errors(&[]);
 }
 
+/// The most data blocks served: 2048 small tables whose blocks share the
+/// archive's chunks (many blocks to a chunk, a block across a chunk's
+/// end), each served from its recorded offset and read only up to the
+/// next block's (`FileReader::stop_at`), two at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_archive_of_the_most_small_tables_served_is_served() {
+    let mut stack = Stack::start("w-cserved-most").await;
+    let db = "most";
+    stack.source.create_database(db).unwrap();
+    stack
+        .source
+        .script(
+            db,
+            "DO $$ BEGIN FOR i IN 1..2048 LOOP
+               EXECUTE format('CREATE TABLE t%s (a int, b text); \
+                 INSERT INTO t%s SELECT %s * 100 + g, repeat(md5((%s * 100 + g)::text), g %% 7) \
+                 FROM generate_series(1, 1 + %s %% 40) g', i, i, i, i, i);
+             END LOOP; END $$;",
+        )
+        .unwrap();
+    let sums = "SELECT string_agg(x, ',' ORDER BY x) FROM (SELECT (xpath('/row/s/text()', \
+        query_to_xml(format('SELECT count(*) || '':'' || sum(a) || '':'' || \
+        md5(string_agg(b, '''' ORDER BY a)) s FROM %I', tablename), false, true, '')))[1]::text x \
+        FROM pg_tables WHERE schemaname = 'public') q";
+    let want = stack.source.query(db, sums).unwrap();
+    let inst = add_instance(&stack.cli, "src", stack.source.port, "w-cserved-most", None);
+    let dump = custom_dump(&stack.cli, inst, db);
+    let log = restore_succeeds(&stack.cli, dump, inst, "most_copy", &["--jobs", "2"]);
+    assert!(!log.contains("spooling"), "{log}");
+    assert!(log.contains("running pg_restore -j 2"), "{log}");
+    assert_eq!(stack.source.query("most_copy", sums).unwrap(), want);
+
+    stack.worker.process.stop_clean().await;
+    stack.coordinator.process.stop_clean().await;
+    stack.worker.process.assert_no_unexpected_errors(&[]);
+    stack.coordinator.process.assert_no_unexpected_errors(&[]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_default_jobs_serves_restores_that_do_not_say_and_streams_the_unserved() {
     const ENV: &[(&str, &str)] = &[("PGSNAPMAN_RESTORE__DEFAULT_JOBS", "2")];

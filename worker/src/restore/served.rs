@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use nix::sys::stat::Mode;
-use pgsnapman_store::{READ_AHEAD_CHUNKS, Store};
+use pgsnapman_store::{READ_AHEAD_CHUNKS, Store, StoredFile};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -93,17 +93,26 @@ pub fn order_largest_first(dir: &Path, sizes: &HashMap<String, u64>) -> Result<u
 /// long, by its data file's name, from where the blocks start (`at`, in
 /// any order): from one block's start to the next's, the last to the end.
 pub fn block_sizes(at: &[(i64, u64)], archive_len: u64) -> HashMap<String, u64> {
-    let mut sorted = at.to_vec();
-    sorted.sort_unstable_by_key(|&(_, offset)| offset);
-    let ends = sorted
-        .iter()
-        .skip(1)
-        .map(|&(_, offset)| offset)
-        .chain(std::iter::once(archive_len));
-    sorted
-        .iter()
-        .zip(ends)
-        .map(|(&(id, offset), end)| (custom::data_file(id), end.saturating_sub(offset)))
+    block_ends(at, archive_len)
+        .into_iter()
+        .map(|(id, (offset, end))| (custom::data_file(id), end - offset))
+        .collect()
+}
+
+/// Where each data block of a custom archive `archive_len` bytes long
+/// starts and where at the latest it ends, by dump id, from where the
+/// blocks start (`at`, in any order): the next block's start (the next
+/// larger offset), the last block's the archive's end.
+fn block_ends(at: &[(i64, u64)], archive_len: u64) -> HashMap<i64, (u64, u64)> {
+    let mut offsets: Vec<u64> = at.iter().map(|&(_, offset)| offset).collect();
+    offsets.sort_unstable();
+    offsets.dedup();
+    at.iter()
+        .map(|&(id, offset)| {
+            let next = offsets.partition_point(|&o| o <= offset);
+            let end = offsets.get(next).copied().unwrap_or(archive_len);
+            (id, (offset, end.max(offset)))
+        })
         .collect()
 }
 
@@ -140,15 +149,20 @@ impl Served {
         for name in files.iter().filter(|n| !is_data_file(n)) {
             write_out(store, dump, name, dir, cancel)?;
         }
+        // The manifest once, not once a data file (thousands of tables).
+        let mut stored: HashMap<String, StoredFile> = store
+            .stored_files(dump)
+            .map_err(|e| anyhow::anyhow!("cannot read the dump from the store: {e}"))?
+            .into_iter()
+            .map(|f| (f.name().to_string(), f))
+            .collect();
         for name in files.iter().filter(|n| is_data_file(n)) {
-            let job = served.job(
-                store,
-                dump,
-                Source::File(name.clone()),
-                dir,
-                &progress,
-                cancel,
-            );
+            let file = stored.remove(name).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "cannot read {name} of the dump from the store: the manifest has no such file"
+                )
+            })?;
+            let job = served.job(Source::File(file), dir, &progress, cancel);
             served.add(job)?;
         }
         Ok(served)
@@ -169,9 +183,18 @@ impl Served {
         progress: Arc<AtomicU64>,
         cancel: &CancellationToken,
     ) -> Result<Result<Served, String>> {
-        let reader = store
-            .file_reader(dump, stream)
-            .map_err(|e| anyhow::anyhow!("cannot read {stream} of the dump from the store: {e}"))?;
+        let file = store
+            .stored_files(dump)
+            .map_err(|e| anyhow::anyhow!("cannot read {stream} of the dump from the store: {e}"))?
+            .into_iter()
+            .find(|f| f.name() == stream)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "cannot read {stream} of the dump from the store: the manifest has no such file"
+                )
+            })?;
+        let reader = file.reader();
+        let size = reader.size();
         let toc = dir.join("toc.dat");
         let out = File::create(&toc).with_context(|| format!("create {}", toc.display()))?;
         let layout = match custom::rewrite_toc(
@@ -193,8 +216,16 @@ impl Served {
             )));
         }
         let recorded = recorded_blocks(recorded, &layout);
+        let ends = recorded.as_ref().map_or_else(HashMap::new, |at| {
+            let at: Vec<(i64, u64)> = at.iter().map(|(&id, &offset)| (id, offset)).collect();
+            block_ends(&at, size)
+                .into_iter()
+                .map(|(id, (_, end))| (id, end))
+                .collect()
+        });
         let blocks = Arc::new(BlockIndex {
-            stream: stream.to_string(),
+            file,
+            ends,
             int_size: layout.int_size,
             headers: recorded.is_some(),
             found: Mutex::new(Found {
@@ -209,15 +240,13 @@ impl Served {
                 id,
                 blocks: Arc::clone(&blocks),
             };
-            let job = served.job(store, dump, source, dir, &progress, cancel);
+            let job = served.job(source, dir, &progress, cancel);
             served.add(job)?;
         }
         if blocks.headers {
             return Ok(Ok(served));
         }
         let scan = Scan {
-            store: store.clone(),
-            dump,
             layout,
             blocks,
             stop: Arc::clone(&served.stop),
@@ -245,16 +274,12 @@ impl Served {
     /// The job serving `source` as a FIFO in `dir`.
     fn job(
         &self,
-        store: &Store,
-        dump: Uuid,
         source: Source,
         dir: &Path,
         progress: &Arc<AtomicU64>,
         cancel: &CancellationToken,
     ) -> Job {
         Job {
-            store: store.clone(),
-            dump,
             path: dir.join(source.name()),
             source,
             stop: Arc::clone(&self.stop),
@@ -346,8 +371,6 @@ fn release(s: &Server) -> bool {
 
 /// What a serving thread needs.
 struct Job {
-    store: Store,
-    dump: Uuid,
     source: Source,
     path: PathBuf,
     stop: Arc<AtomicBool>,
@@ -378,15 +401,7 @@ impl Job {
             return;
         }
         let copied = match &self.source {
-            Source::File(name) => match self.store.file_reader(self.dump, name) {
-                Ok(r) => self.copy(r.read_ahead(READ_AHEAD_CHUNKS), out),
-                Err(e) => {
-                    self.fail(format!(
-                        "cannot read {name} of the dump from the store: {e}"
-                    ));
-                    return;
-                }
-            },
+            Source::File(file) => self.copy(file.reader().read_ahead(READ_AHEAD_CHUNKS), out),
             Source::Block { id, blocks } => self.copy_block(*id, blocks, out),
         };
         match copied {
@@ -434,13 +449,15 @@ impl Job {
         let Some(at) = blocks.wait_for(id, &|| self.stopped())? else {
             return Ok(false);
         };
-        let mut reader = self
-            .store
-            .file_reader(self.dump, &blocks.stream)
-            .map_err(|e| anyhow::anyhow!("cannot read the dump from the store: {e}"))?;
+        let mut reader = blocks.file.reader();
         reader
             .seek_to(at)
             .map_err(|e| anyhow::anyhow!("cannot read the dump from the store: {e}"))?;
+        // Decode nothing past the block: a small table's block is a part
+        // of one chunk, and the read-ahead would decode its depth beyond.
+        if let Some(&end) = blocks.ends.get(&id) {
+            reader.stop_at(end);
+        }
         let mut reader = reader.read_ahead(READ_AHEAD_CHUNKS);
         // A recorded offset is the block's header, checked before its data
         // is served; a scan's is where the data starts, the header read.
@@ -517,7 +534,7 @@ impl Job {
 /// What a FIFO serves.
 enum Source {
     /// A stored file of a directory dump, whole.
-    File(String),
+    File(StoredFile),
     /// The data block of entry `id` of a custom archive, de-framed.
     Block { id: i64, blocks: Arc<BlockIndex> },
 }
@@ -526,7 +543,7 @@ impl Source {
     /// The FIFO's file name.
     fn name(&self) -> String {
         match self {
-            Source::File(name) => name.clone(),
+            Source::File(file) => file.name().to_string(),
             Source::Block { id, .. } => custom::data_file(*id),
         }
     }
@@ -536,7 +553,10 @@ impl Source {
 /// them.
 struct BlockIndex {
     /// The archive's stored file.
-    stream: String,
+    file: StoredFile,
+    /// Where each block ends at the latest (the next block's recorded
+    /// start), when the offsets were recorded at dump time.
+    ends: HashMap<i64, u64>,
     int_size: usize,
     /// The offsets are of the blocks' headers, recorded at dump time (else
     /// of their data, found by the scan).
@@ -605,8 +625,6 @@ fn recorded_blocks(recorded: Option<&[(i64, u64)]>, layout: &Layout) -> Option<H
 /// The thread that reads a custom archive's data blocks once, start to
 /// end, to learn where each starts.
 struct Scan {
-    store: Store,
-    dump: Uuid,
     layout: Layout,
     blocks: Arc<BlockIndex>,
     stop: Arc<AtomicBool>,
@@ -620,10 +638,7 @@ impl Scan {
     }
 
     fn scan(&self) -> Result<(), String> {
-        let mut reader = self
-            .store
-            .file_reader(self.dump, &self.blocks.stream)
-            .map_err(|e| format!("cannot read the dump from the store: {e}"))?;
+        let mut reader = self.blocks.file.reader();
         reader
             .seek_to(self.layout.toc_end)
             .map_err(|e| format!("cannot read the dump from the store: {e}"))?;
