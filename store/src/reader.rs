@@ -4,11 +4,12 @@
 //! can move to the thread that feeds `pg_restore` or `psql`.
 
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::collections::hash_map::Entry;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
@@ -246,6 +247,42 @@ pub struct StoredFile {
     dump: Uuid,
     name: Arc<str>,
     chunks: Arc<[ChunkRef]>,
+    /// Chunks its readers decoded last, shared (`sharing_decoded`).
+    recent: Option<Arc<Mutex<Recent>>>,
+}
+
+/// Chunks kept by `Recent`; why: the readers of a served custom archive's
+/// small data blocks (two at a time under `pg_restore -j 2`, blocks of
+/// similar size one after another) read a few chunks in turn, each
+/// holding dozens of blocks.
+const RECENT_CHUNKS: usize = 4;
+/// Larger chunks are not kept, so `Recent` holds at most 8 MiB.
+const RECENT_CHUNK_MAX_BYTES: usize = 2 << 20;
+
+/// The last decoded (and hash-checked) chunks of one file, by their place
+/// in it, oldest first.
+#[derive(Default)]
+struct Recent {
+    chunks: VecDeque<(usize, Arc<Vec<u8>>)>,
+}
+
+impl Recent {
+    fn get(&self, at: usize) -> Option<Arc<Vec<u8>>> {
+        self.chunks
+            .iter()
+            .find(|(i, _)| *i == at)
+            .map(|(_, raw)| Arc::clone(raw))
+    }
+
+    fn keep(&mut self, at: usize, raw: Arc<Vec<u8>>) {
+        if self.chunks.iter().any(|(i, _)| *i == at) {
+            return;
+        }
+        if self.chunks.len() == RECENT_CHUNKS {
+            self.chunks.pop_front();
+        }
+        self.chunks.push_back((at, raw));
+    }
 }
 
 impl StoredFile {
@@ -255,6 +292,7 @@ impl StoredFile {
             dump,
             name: name.into(),
             chunks: chunks.into(),
+            recent: None,
         }
     }
 
@@ -262,14 +300,26 @@ impl StoredFile {
         &self.name
     }
 
+    /// This file with its readers (and those of its clones) sharing the
+    /// last few chunks they decoded (at most 4 of at most 2 MiB each): for
+    /// many readers of small parts of the file, which would otherwise each
+    /// decode and hash-check the same chunk. A chunk is copied once more
+    /// when it is kept and when it is read from there.
+    pub fn sharing_decoded(mut self) -> Self {
+        self.recent = Some(Arc::default());
+        self
+    }
+
     /// A reader from the file's start.
     pub fn reader(&self) -> FileReader {
-        FileReader::new(
+        let mut r = FileReader::new(
             Arc::clone(&self.inner),
             self.dump,
             &self.name,
             Arc::clone(&self.chunks),
-        )
+        );
+        r.recent = self.recent.clone();
+        r
     }
 }
 
@@ -290,6 +340,8 @@ pub struct FileReader {
     /// Bytes of the next chunk loaded that lie before the position sought
     /// (`seek_to`), dropped when it is decoded.
     skip: usize,
+    /// Chunks shared with the other readers of the file (`StoredFile::sharing_decoded`).
+    recent: Option<Arc<Mutex<Recent>>>,
 }
 
 impl FileReader {
@@ -307,6 +359,7 @@ impl FileReader {
             done: 0,
             size,
             skip: 0,
+            recent: None,
         }
     }
 
@@ -379,6 +432,16 @@ impl FileReader {
         let Some(c) = self.chunks.get(self.next).copied() else {
             return Ok(None);
         };
+        let cached = |r: &Arc<Mutex<Recent>>| {
+            r.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(self.next)
+        };
+        if let Some(raw) = self.recent.as_ref().and_then(cached) {
+            self.next += 1;
+            let skip = std::mem::take(&mut self.skip);
+            return Ok(Some(raw.get(skip..).unwrap_or_default().to_vec()));
+        }
         let raw = self
             .chunk_reader
             .read(c.id)?
@@ -398,6 +461,15 @@ impl FileReader {
                     c.len
                 ),
             });
+        }
+        if let Some(recent) = &self.recent
+            && raw.len() <= RECENT_CHUNK_MAX_BYTES
+        {
+            let kept = Arc::new(raw.clone());
+            recent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .keep(self.next, kept);
         }
         self.next += 1;
         if self.skip > 0 {

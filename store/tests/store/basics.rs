@@ -8,7 +8,7 @@ use std::sync::Arc;
 use pgsnapman_store::{ChunkParams, Store, StoreError, StoreOptions};
 use uuid::Uuid;
 
-use crate::helpers::{meta, opts, random_bytes, read_back, store_files, text_rows};
+use crate::helpers::{meta, opts, pack_files, random_bytes, read_back, store_files, text_rows};
 
 #[test]
 fn round_trip_and_dedup() {
@@ -412,4 +412,39 @@ fn a_reader_stopped_at_an_offset_ends_with_the_chunk_holding_the_byte_before() {
             );
         }
     }
+}
+
+#[test]
+fn readers_sharing_decoded_chunks_read_a_kept_chunk_without_decoding_it_again() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let text = text_rows(14, 40_000);
+    let dump = store_files(&store, &[("archive", &text)]);
+    let plain = store.stored_files(dump).unwrap().remove(0);
+    let shared = plain.clone().sharing_decoded();
+    let first = u64::from(store.manifest(dump).unwrap().files[0].chunks[0].len);
+    let read = |file: &pgsnapman_store::StoredFile, from: u64, to: u64| {
+        let mut r = file.reader();
+        r.seek_to(from).unwrap();
+        r.stop_at(to);
+        let mut out = Vec::new();
+        r.read_ahead(4).read_to_end(&mut out).map(|_| out)
+    };
+    // Two readers of parts of the first chunk: the first decodes it.
+    assert_eq!(read(&shared, 0, 10).unwrap(), &text[..first as usize]);
+    // Every pack zeroed: nothing can be decoded any more.
+    for pack in pack_files(dir.path()) {
+        let len = fs::metadata(&pack).unwrap().len();
+        fs::write(&pack, vec![0u8; len as usize]).unwrap();
+    }
+    // The kept chunk still reads, from any offset in it, by a new reader.
+    assert_eq!(
+        read(&shared, 100, first).unwrap(),
+        &text[100..first as usize]
+    );
+    // A reader that does not share decodes it, and fails; so does a
+    // sharing reader of a chunk not kept.
+    assert!(read(&plain, 0, 10).is_err());
+    assert!(read(&shared, first, first + 1).is_err());
 }

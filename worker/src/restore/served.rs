@@ -224,7 +224,8 @@ impl Served {
                 .collect()
         });
         let blocks = Arc::new(BlockIndex {
-            file,
+            // Many small blocks share a chunk: decoded once for all of them.
+            file: file.sharing_decoded(),
             ends,
             int_size: layout.int_size,
             headers: recorded.is_some(),
