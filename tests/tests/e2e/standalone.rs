@@ -239,8 +239,15 @@ async fn standalone_worker_runs_alone_then_joins_a_coordinator() {
         name: name.into(),
         coordinator: cli.access.clone(),
         data_dir: Some(data_dir.clone()),
-        // The imported job's retention is checked below.
-        env: vec![("PGSNAPMAN_RETENTION__ENABLED".into(), "true".into())],
+        // The imported job's retention is checked below. The worker runs
+        // on the real clock now: its job's daily 02:00 fire, missed since
+        // the simulated days, would run at start when the test runs
+        // within `missed_grace` after 02:00 UTC and add a dump to the
+        // history compared below (it failed CI that way at 02:30).
+        env: vec![
+            ("PGSNAPMAN_RETENTION__ENABLED".into(), "true".into()),
+            ("PGSNAPMAN_SCHEDULER__MISSED_GRACE".into(), "0s".into()),
+        ],
     })
     .unwrap();
     coordinator.wait_worker_connected(name).await;
