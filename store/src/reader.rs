@@ -376,16 +376,7 @@ impl FileReader {
                 ),
             });
         }
-        let mut start = 0u64;
-        let mut index = self.chunks.len();
-        for (i, c) in self.chunks.iter().enumerate() {
-            let end = start + u64::from(c.len);
-            if offset < end {
-                index = i;
-                break;
-            }
-            start = end;
-        }
+        let (index, start) = self.chunk_holding(offset);
         self.next = index;
         // `offset - start` is below one chunk's length (a u32).
         self.skip = usize::try_from(offset - start).unwrap_or(0);
@@ -401,16 +392,28 @@ impl FileReader {
     /// chunks past it, which a `read_ahead` would otherwise do, up to its
     /// depth. The stream may still go on past `offset` within that chunk.
     pub fn stop_at(&mut self, offset: u64) {
+        let (index, start) = self.chunk_holding(offset);
+        // The chunk holding `offset` is read too when it starts before it.
+        self.end = if index < self.chunks.len() && start < offset {
+            index + 1
+        } else {
+            index
+        };
+    }
+
+    /// The place of the chunk holding byte `offset` and where that chunk
+    /// starts; past the last chunk: the number of chunks and the file's
+    /// size. A scan of the chunk list.
+    fn chunk_holding(&self, offset: u64) -> (usize, u64) {
         let mut start = 0u64;
-        let mut end = 0;
-        for c in self.chunks.iter() {
-            if start >= offset {
-                break;
+        for (i, c) in self.chunks.iter().enumerate() {
+            let end = start + u64::from(c.len);
+            if offset < end {
+                return (i, start);
             }
-            start += u64::from(c.len);
-            end += 1;
+            start = end;
         }
-        self.end = end;
+        (self.chunks.len(), start)
     }
 
     /// Bytes of the whole file.

@@ -341,12 +341,23 @@ impl Store {
     /// it is read. The reader keeps working if the dump is deleted meanwhile,
     /// until a gc removes its chunks.
     pub fn file_reader(&self, dump_uuid: Uuid, file_name: &str) -> Result<FileReader, StoreError> {
+        Ok(self.stored_file(dump_uuid, file_name)?.reader())
+    }
+
+    /// One file of a dump, for readers of it on any thread
+    /// (`StoredFile::reader`).
+    pub fn stored_file(&self, dump_uuid: Uuid, file_name: &str) -> Result<StoredFile, StoreError> {
         let m = self.manifest(dump_uuid)?;
         let file = m.file(file_name).ok_or_else(|| StoreError::FileNotFound {
             dump: dump_uuid,
             name: file_name.to_string(),
         })?;
-        Ok(StoredFile::new(Arc::clone(&self.inner), dump_uuid, file_name, &file.chunks).reader())
+        Ok(StoredFile::new(
+            Arc::clone(&self.inner),
+            dump_uuid,
+            file_name,
+            &file.chunks,
+        ))
     }
 
     /// Every file of a dump, its manifest read once: readers of each for

@@ -184,15 +184,8 @@ impl Served {
         cancel: &CancellationToken,
     ) -> Result<Result<Served, String>> {
         let file = store
-            .stored_files(dump)
-            .map_err(|e| anyhow::anyhow!("cannot read {stream} of the dump from the store: {e}"))?
-            .into_iter()
-            .find(|f| f.name() == stream)
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "cannot read {stream} of the dump from the store: the manifest has no such file"
-                )
-            })?;
+            .stored_file(dump, stream)
+            .map_err(|e| anyhow::anyhow!("cannot read {stream} of the dump from the store: {e}"))?;
         let reader = file.reader();
         let size = reader.size();
         let toc = dir.join("toc.dat");
